@@ -1,0 +1,66 @@
+"""Time, as a parameter. The only module of raftpg that reads the system clock.
+
+Two clocks that may disagree: ``monotonic()`` for every deadline and lease (never goes back, means nothing
+across machines) and ``wall()`` for humans (logs, history, scheduled switchovers). No decision compares
+the wall clocks of two nodes (DESIGN.md safety rule 3).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards; only differences are meaningful."""
+
+    def wall(self) -> float:
+        """Seconds since the epoch (may jump: NTP steps, faketime)."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds``."""
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock moved by the test. Wall time may be skewed apart from monotonic time."""
+
+    def __init__(self, monotonic: float = 1000.0, wall: float = 1_700_000_000.0) -> None:
+        self._lock = threading.Lock()
+        self._monotonic = monotonic
+        self._wall = wall
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._monotonic
+
+    def wall(self) -> float:
+        with self._lock:
+            return self._wall
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("monotonic time never goes backwards")
+        with self._lock:
+            self._monotonic += seconds
+            self._wall += seconds
+
+    def skew_wall(self, seconds: float) -> None:
+        """Step only the wall clock (an NTP step or a faketime offset)."""
+        with self._lock:
+            self._wall += seconds

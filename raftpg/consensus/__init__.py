@@ -1,0 +1,26 @@
+"""The replicated store's node: Raft (via pysyncobj) around the deterministic state machine of kv.py.
+
+- ``api.py``: the client protocol, status and errors every caller sees (no pysyncobj types leak out).
+- ``raft.py``: RaftNode, the only importer of pysyncobj; wraps a SyncObj by composition.
+- ``state.py``: the thread-safe shell around KvState, with watch.
+- ``memory.py``: an in-memory node with the same API, for tests and simulations.
+
+May import: raftpg.kv, raftpg.clock, pysyncobj (raft.py only). Invariants: commands are versioned JSON;
+lease expiry is proposed only by the Raft leader from its own monotonic clock and a new leader restarts
+every countdown; a write that cannot reach a quorum fails within its timeout.
+"""
+
+from raftpg.consensus.api import (
+    KvClient,
+    KvError,
+    KvRejected,
+    KvTimeout,
+    NoQuorum,
+    RaftStatus,
+    StoreFailed,
+    UnknownOutcome,
+)
+from raftpg.consensus.memory import MemoryKv
+
+__all__ = ["KvClient", "KvError", "KvRejected", "KvTimeout", "MemoryKv", "NoQuorum", "RaftStatus",
+           "StoreFailed", "UnknownOutcome"]

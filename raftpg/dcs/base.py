@@ -1,0 +1,85 @@
+"""The DCS port: what the HA loop needs of a distributed configuration store, and nothing more.
+
+Every method is bounded by a deadline (``timeout_s``, at most ``retry_timeout``) and raises
+:class:`DcsError` when the store cannot answer in time; a lost compare-and-set is not an error but a
+``False``/``None`` result. Methods are grouped by the consistency they need:
+
+Leader key (linearizable compare-and-set; the safety of the whole system rests on these):
+- ``acquire_leader``: create the leader key only if absent (must-not-exist), with a TTL.
+- ``renew_leader``: refresh the TTL only if the key still names us. The caller counts its lease from
+  the moment it *called* (safety rule 2): the store starts its countdown when it applies the refresh,
+  which is later, so the caller's view of its lease is never longer than the store's.
+- ``release_leader``: delete only if it names us. ``hand_over_leader``: rewrite it to a new holder only
+  if it names us (switchover).
+
+Initialization race: ``initialize`` creates the ``initialize`` key only if absent; exactly one caller in
+a cluster's life gets True. ``set_initialize`` then stores the system identifier.
+
+Snapshot: ``load`` reads every key under ``<namespace><scope>/`` at one revision. With
+``linearizable=True`` (used for leader decisions) it reflects every write acknowledged before it started.
+
+Everything else (member keys with a TTL, config/failover/sync/history/status with optional CAS on the
+revision the caller read) tolerates being a cycle stale. ``watch`` blocks until something under the scope
+changes after a revision, so the loop wakes at once when the leader key disappears.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from raftpg.model import ClusterView, Leader, SyncState
+
+
+class DcsError(Exception):
+    """The store could not answer within the deadline (no quorum, unreachable, timeout).
+
+    ``unknown_outcome`` is True when a write may have been applied even though no answer came back.
+    """
+
+    def __init__(self, message: str, *, unknown_outcome: bool = False) -> None:
+        super().__init__(message)
+        self.unknown_outcome = unknown_outcome
+
+
+class Dcs(Protocol):
+    def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView: ...
+
+    def watch(self, after_revision: int, timeout_s: float) -> bool:
+        """True if something under the scope changed after ``after_revision`` (or the store cannot
+        tell); False on timeout. Never raises for an unreachable store: returns False at the deadline."""
+
+    def acquire_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None: ...
+
+    def renew_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None: ...
+
+    def release_leader(self, name: str, *, timeout_s: float) -> bool: ...
+
+    def hand_over_leader(self, name: str, candidate: str, ttl_s: float, *, timeout_s: float) -> bool: ...
+
+    def initialize(self, *, timeout_s: float) -> bool: ...
+
+    def set_initialize(self, sysid: str, *, timeout_s: float) -> None: ...
+
+    def cancel_initialize(self, *, timeout_s: float) -> None: ...
+
+    def touch_member(self, name: str, document: dict[str, Any], ttl_s: float, *, timeout_s: float) -> None: ...
+
+    def delete_member(self, name: str, *, timeout_s: float) -> None: ...
+
+    def set_config(self, document: dict[str, Any], expected_revision: int | None, *,
+                   timeout_s: float) -> bool: ...
+
+    def set_failover(self, document: dict[str, Any] | None, expected_revision: int | None, *,
+                     timeout_s: float) -> bool: ...
+
+    def set_sync(self, leader: str | None, standbys: tuple[str, ...], expected_revision: int | None, *,
+                 timeout_s: float) -> SyncState | None: ...
+
+    def set_history(self, entries: list[list[Any]], *, timeout_s: float) -> None: ...
+
+    def set_status(self, last_lsn: int, *, timeout_s: float) -> None: ...
+
+    def raft_status(self) -> dict[str, Any] | None:
+        """The embedded store's Raft status for the API, or None for an external store."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,146 @@
+"""The DCS on the replicated KV (the embedded Raft store, or its in-memory twin in tests).
+
+Leader and member keys are KV leases (``ttl_s``) expired by the Raft leader; renewal is a ``touch``
+guarded on the holder's name, so it does not bump the revision (watchers are not woken every loop).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from raftpg.consensus.api import KvClient, KvError, KvRejected, UnknownOutcome
+from raftpg.dcs import keys
+from raftpg.dcs.base import DcsError
+from raftpg.dcs.codec import cluster_from_documents, sync_document, sync_from_document
+from raftpg.dcs.keys import KeyLayout
+from raftpg.kv import Committed, Conflict, Guard
+from raftpg.model import ClusterView, Leader, SyncState
+
+
+def _dumps(document: Any) -> str:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+class KvDcs:
+    def __init__(self, kv: KvClient, layout: KeyLayout, *, owns_kv: bool = False) -> None:
+        self.kv = kv
+        self.layout = layout
+        self._owns_kv = owns_kv
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KvRejected as exc:
+            raise DcsError(f"{what}: rejected: {exc}") from exc
+        except UnknownOutcome as exc:
+            raise DcsError(f"{what}: {exc}", unknown_outcome=True) from exc
+        except KvError as exc:
+            raise DcsError(f"{what}: {exc}", unknown_outcome=True) from exc
+
+    # -------------------------------------------------------------- reads
+    def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView:
+        revision, kvs = self._call("read cluster", self.kv.range, self.layout.prefix,
+                                   linearizable=linearizable, timeout_s=timeout_s)
+        documents = {self.layout.relative(kv.key): (kv.value, kv.mod_revision) for kv in kvs}
+        return cluster_from_documents(documents, revision)
+
+    def watch(self, after_revision: int, timeout_s: float) -> bool:
+        return self.kv.watch(self.layout.prefix, after_revision, timeout_s) is not None
+
+    # -------------------------------------------------------------- leader key
+    def acquire_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:
+        result = self._call("acquire leader key", self.kv.put, self.layout.key(keys.LEADER), name,
+                            guard=Guard(exists=False), ttl_s=ttl_s, timeout_s=timeout_s)
+        return Leader(name, result.revision) if isinstance(result, Committed) else None
+
+    def renew_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:
+        key = self.layout.key(keys.LEADER)
+        result = self._call("renew leader key", self.kv.touch, key, guard=Guard(value=name),
+                            timeout_s=timeout_s)
+        if isinstance(result, Committed) and result.kv is not None and result.kv.ttl_s != ttl_s:
+            # the TTL changed in the dynamic config: rewrite the key with the new one, still guarded
+            result = self._call("renew leader key", self.kv.put, key, name, guard=Guard(value=name),
+                                ttl_s=ttl_s, timeout_s=timeout_s)
+        if isinstance(result, Committed) and result.kv is not None:
+            return Leader(name, result.kv.mod_revision)
+        return None
+
+    def release_leader(self, name: str, *, timeout_s: float) -> bool:
+        result = self._call("release leader key", self.kv.delete, self.layout.key(keys.LEADER),
+                            guard=Guard(value=name), timeout_s=timeout_s)
+        return isinstance(result, Committed)
+
+    def hand_over_leader(self, name: str, candidate: str, ttl_s: float, *, timeout_s: float) -> bool:
+        result = self._call("hand over leader key", self.kv.put, self.layout.key(keys.LEADER), candidate,
+                            guard=Guard(value=name), ttl_s=ttl_s, timeout_s=timeout_s)
+        return isinstance(result, Committed)
+
+    # -------------------------------------------------------------- initialization
+    def initialize(self, *, timeout_s: float) -> bool:
+        result = self._call("initialize race", self.kv.put, self.layout.key(keys.INITIALIZE), "",
+                            guard=Guard(exists=False), timeout_s=timeout_s)
+        return isinstance(result, Committed)
+
+    def set_initialize(self, sysid: str, *, timeout_s: float) -> None:
+        self._call("store system identifier", self.kv.put, self.layout.key(keys.INITIALIZE), sysid,
+                   guard=Guard(value=""), timeout_s=timeout_s)
+
+    def cancel_initialize(self, *, timeout_s: float) -> None:
+        self._call("cancel initialize", self.kv.delete, self.layout.key(keys.INITIALIZE),
+                   guard=Guard(value=""), timeout_s=timeout_s)
+
+    # -------------------------------------------------------------- members and the rest
+    def touch_member(self, name: str, document: dict[str, Any], ttl_s: float, *, timeout_s: float) -> None:
+        self._call("update member key", self.kv.put, self.layout.member(name), _dumps(document),
+                   ttl_s=ttl_s, timeout_s=timeout_s)
+
+    def delete_member(self, name: str, *, timeout_s: float) -> None:
+        self._call("delete member key", self.kv.delete, self.layout.member(name), timeout_s=timeout_s)
+
+    def _put_guarded(self, what: str, name: str, value: str, expected_revision: int | None,
+                     timeout_s: float) -> Committed | Conflict:
+        guard = Guard(exists=False) if expected_revision is None else Guard(mod_revision=expected_revision)
+        return self._call(what, self.kv.put, self.layout.key(name), value, guard=guard, timeout_s=timeout_s)
+
+    def set_config(self, document: dict[str, Any], expected_revision: int | None, *,
+                   timeout_s: float) -> bool:
+        result = self._put_guarded("write config", keys.CONFIG, _dumps(document), expected_revision, timeout_s)
+        return isinstance(result, Committed)
+
+    def set_failover(self, document: dict[str, Any] | None, expected_revision: int | None, *,
+                     timeout_s: float) -> bool:
+        key = self.layout.key(keys.FAILOVER)
+        if document is None:
+            guard = Guard(mod_revision=expected_revision) if expected_revision is not None else None
+            result = self._call("clear failover", self.kv.delete, key, guard=guard, timeout_s=timeout_s)
+            return isinstance(result, Committed)
+        result = self._put_guarded("write failover", keys.FAILOVER, _dumps(document), expected_revision,
+                                   timeout_s)
+        return isinstance(result, Committed)
+
+    def set_sync(self, leader: str | None, standbys: tuple[str, ...], expected_revision: int | None, *,
+                 timeout_s: float) -> SyncState | None:
+        value = _dumps(sync_document(leader, standbys))
+        result = self._put_guarded("write sync", keys.SYNC, value, expected_revision, timeout_s)
+        if isinstance(result, Committed):
+            return sync_from_document(value, result.revision)
+        return None
+
+    def set_history(self, entries: list[list[Any]], *, timeout_s: float) -> None:
+        self._call("write history", self.kv.put, self.layout.key(keys.HISTORY), _dumps(entries),
+                   timeout_s=timeout_s)
+
+    def set_status(self, last_lsn: int, *, timeout_s: float) -> None:
+        self._call("write status", self.kv.put, self.layout.key(keys.STATUS), _dumps({"optime": last_lsn}),
+                   timeout_s=timeout_s)
+
+    def raft_status(self) -> dict[str, Any] | None:
+        try:
+            return self.kv.status().to_dict()
+        except Exception:  # status is best effort, for humans
+            return None
+
+    def close(self) -> None:
+        if self._owns_kv:
+            self.kv.close()  # type: ignore[attr-defined]

@@ -1,0 +1,13 @@
+"""The DCS on the embedded Raft store: a RaftNode in this process, behind KvDcs."""
+
+from __future__ import annotations
+
+from raftpg.clock import Clock
+from raftpg.consensus.raft import RaftNode, RaftSettings
+from raftpg.dcs.keys import KeyLayout
+from raftpg.dcs.kvdcs import KvDcs
+
+
+def raft_dcs(settings: RaftSettings, layout: KeyLayout, clock: Clock | None = None) -> KvDcs:
+    """Start this node's Raft voter and return the DCS on it (closing the DCS stops the voter)."""
+    return KvDcs(RaftNode(settings, clock), layout, owns_kv=True)

@@ -1,0 +1,361 @@
+"""The replicated key-value state machine: revisions, compare-and-set, TTL leases, watch events.
+
+Every replica applies the same commands in the same order and must reach the same state, so ``apply``
+reads no clock, no randomness and no environment: it is a function of (state, command). Commands are
+plain JSON objects with a version field (``{"v": 1, "op": "put", ...}``), never pickled objects of ours.
+
+Revisions (etcd's model): the store revision grows by one with every change (put, delete, expire);
+each key carries ``create_revision``, ``mod_revision`` and ``version`` (number of puts since creation).
+A ``touch`` refreshes a key's lease without changing its value or revision.
+
+Leases (DESIGN.md safety rule 3): a key put with ``ttl_s`` lives until the Raft *leader* decides that
+``ttl_s`` passed on its own monotonic clock since it applied the last refresh, and proposes an
+``expire`` command naming the key and the refresh it timed (``refreshed``, the ``applied`` counter of
+the refresh). ``apply`` deletes the key only if it was not refreshed since, so a late expiry never kills
+a renewed lease. Expiry bookkeeping lives in :class:`LeaseClock`, owned by the leader, never replicated:
+a new leader starts every countdown afresh.
+
+Invariants checked at run time (fail closed): the revision never goes backwards; a failed guard changes
+nothing; a malformed command changes nothing and is answered with :class:`Rejected`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+COMMAND_VERSION = 1
+KEY_BYTES_MAX = 1024
+VALUE_BYTES_MAX = 256 * 1024
+TTL_S_MAX = 24 * 3600
+EVENTS_KEPT = 4096
+
+
+# --------------------------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: str
+    create_revision: int
+    mod_revision: int
+    version: int
+    ttl_s: float | None = None
+    refreshed: int = 0  # the store's ``applied`` counter at the last put/touch: identifies a lease refresh
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Compare-and-set conditions; all given ones must hold. ``exists=False`` is must-not-exist."""
+
+    exists: bool | None = None
+    mod_revision: int | None = None
+    value: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in (("exists", self.exists), ("mod_revision", self.mod_revision),
+                                   ("value", self.value)) if v is not None}
+
+
+@dataclass(frozen=True)
+class Committed:
+    """The command took effect (or was a no-op that needed none) at store ``revision``."""
+
+    revision: int
+    kv: KeyValue | None = None
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A guard failed; nothing changed. ``guard`` names the failed condition; ``current`` is the key now."""
+
+    guard: str
+    current: KeyValue | None
+    revision: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The command is malformed or over a limit; nothing changed."""
+
+    reason: str
+
+
+Result = Committed | Conflict | Rejected
+
+
+@dataclass(frozen=True)
+class Event:
+    revision: int
+    key: str
+    kind: str  # "put" | "delete" | "expire"
+
+
+class InvariantViolation(RuntimeError):
+    """The state machine found itself in a state it must never reach. Callers fail closed."""
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def put_command(key: str, value: str, *, guard: Guard | None = None, ttl_s: float | None = None) -> dict:
+    command: dict[str, Any] = {"v": COMMAND_VERSION, "op": "put", "key": key, "value": value}
+    if guard is not None:
+        command["guard"] = guard.to_json()
+    if ttl_s is not None:
+        command["ttl_s"] = ttl_s
+    return command
+
+
+def touch_command(key: str, *, guard: Guard | None = None) -> dict:
+    command: dict[str, Any] = {"v": COMMAND_VERSION, "op": "touch", "key": key}
+    if guard is not None:
+        command["guard"] = guard.to_json()
+    return command
+
+
+def delete_command(key: str, *, guard: Guard | None = None) -> dict:
+    command: dict[str, Any] = {"v": COMMAND_VERSION, "op": "delete", "key": key}
+    if guard is not None:
+        command["guard"] = guard.to_json()
+    return command
+
+
+def expire_command(key: str, refreshed: int, leader_monotonic: float) -> dict:
+    """Proposed only by the Raft leader. ``leader_monotonic`` is for audit; apply never compares it."""
+    return {"v": COMMAND_VERSION, "op": "expire", "key": key, "refreshed": refreshed,
+            "leader_monotonic": leader_monotonic}
+
+
+def barrier_command() -> dict:
+    """A no-op through the log: once applied locally, local reads reflect every earlier commit."""
+    return {"v": COMMAND_VERSION, "op": "barrier"}
+
+
+def encode(command: dict) -> bytes:
+    return json.dumps(command, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(payload: bytes) -> dict | Rejected:
+    try:
+        command = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return Rejected("command is not valid JSON")
+    if not isinstance(command, dict):
+        return Rejected("command is not a JSON object")
+    return command
+
+
+def validate_key_value(key: Any, value: Any = "") -> str | None:
+    """Why this key/value may not be stored, or None. Used by clients before proposing and by apply."""
+    if not isinstance(key, str) or not key:
+        return "key must be a non-empty string"
+    if len(key.encode()) > KEY_BYTES_MAX:
+        return f"key is {len(key.encode())} bytes, over the limit of {KEY_BYTES_MAX}"
+    if not isinstance(value, str):
+        return "value must be a string"
+    if len(value.encode()) > VALUE_BYTES_MAX:
+        return f"value is {len(value.encode())} bytes, over the limit of {VALUE_BYTES_MAX}"
+    return None
+
+
+# -------------------------------------------------------------------------------------------- the store
+
+
+class KvState:
+    """The state every replica holds. Not thread-safe: the consensus layer serialises access."""
+
+    def __init__(self) -> None:
+        self.revision = 0
+        self.applied = 0
+        self.keys: dict[str, KeyValue] = {}
+        self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        self.compacted_revision = 0  # watch cannot answer for revisions <= this from ``events``
+
+    # -- reads (pure) --
+    def get(self, key: str) -> KeyValue | None:
+        return self.keys.get(key)
+
+    def range(self, prefix: str) -> list[KeyValue]:
+        return sorted((kv for k, kv in self.keys.items() if k.startswith(prefix)), key=lambda kv: kv.key)
+
+    def changed_since(self, prefix: str, revision: int) -> bool | None:
+        """True if a key under ``prefix`` changed after ``revision``; None if events no longer tell."""
+        if revision < self.compacted_revision or (self.events and revision < self.events[0].revision - 1):
+            return None
+        return any(e.revision > revision and e.key.startswith(prefix) for e in reversed(self.events))
+
+    # -- the one mutator --
+    def apply(self, command: dict | Rejected) -> Result:
+        if isinstance(command, Rejected):
+            self.applied += 1
+            return command
+        revision_before = self.revision
+        self.applied += 1
+        result = self._dispatch(command)
+        if self.revision < revision_before:
+            raise InvariantViolation(f"revision went backwards: {revision_before} -> {self.revision}")
+        return result
+
+    def _dispatch(self, command: dict) -> Result:
+        if command.get("v") != COMMAND_VERSION:
+            return Rejected(f"unsupported command version {command.get('v')!r}")
+        op = command.get("op")
+        handler = {"put": self._put, "touch": self._touch, "delete": self._delete,
+                   "expire": self._expire, "barrier": self._barrier}.get(op)  # type: ignore[arg-type]
+        if handler is None:
+            return Rejected(f"unknown operation {op!r}")
+        return handler(command)
+
+    def _check_guard(self, raw: Any, current: KeyValue | None) -> Conflict | Rejected | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict) or set(raw) - {"exists", "mod_revision", "value"}:
+            return Rejected("guard must be an object with exists, mod_revision and/or value")
+        exists, mod_revision, value = raw.get("exists"), raw.get("mod_revision"), raw.get("value")
+        if exists is not None and exists != (current is not None):
+            return Conflict("must_exist" if exists else "must_not_exist", current, self.revision)
+        if mod_revision is not None and (current is None or current.mod_revision != mod_revision):
+            return Conflict("mod_revision", current, self.revision)
+        if value is not None and (current is None or current.value != value):
+            return Conflict("value", current, self.revision)
+        return None
+
+    def _put(self, command: dict) -> Result:
+        key, value, ttl_s = command.get("key"), command.get("value"), command.get("ttl_s")
+        problem = validate_key_value(key, value)
+        if problem is None and ttl_s is not None:
+            if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= TTL_S_MAX:
+                problem = f"ttl_s must be a number in (0, {TTL_S_MAX}]"
+        if problem:
+            return Rejected(problem)
+        current = self.keys.get(key)
+        failed = self._check_guard(command.get("guard"), current)
+        if failed:
+            return failed
+        self.revision += 1
+        kv = KeyValue(
+            key=key, value=value,
+            create_revision=current.create_revision if current else self.revision,
+            mod_revision=self.revision, version=(current.version + 1) if current else 1,
+            ttl_s=float(ttl_s) if ttl_s is not None else None, refreshed=self.applied,
+        )
+        self.keys[key] = kv
+        self.events.append(Event(self.revision, key, "put"))
+        return Committed(self.revision, kv)
+
+    def _touch(self, command: dict) -> Result:
+        key = command.get("key")
+        if not isinstance(key, str):
+            return Rejected("key must be a string")
+        current = self.keys.get(key)
+        failed = self._check_guard(command.get("guard"), current)
+        if failed:
+            return failed
+        if current is None:
+            return Conflict("must_exist", None, self.revision)
+        kv = KeyValue(current.key, current.value, current.create_revision, current.mod_revision,
+                      current.version, current.ttl_s, refreshed=self.applied)
+        self.keys[key] = kv
+        return Committed(self.revision, kv)
+
+    def _delete(self, command: dict) -> Result:
+        key = command.get("key")
+        if not isinstance(key, str):
+            return Rejected("key must be a string")
+        current = self.keys.get(key)
+        failed = self._check_guard(command.get("guard"), current)
+        if failed:
+            return failed
+        if current is None:
+            return Committed(self.revision, None)
+        self.revision += 1
+        del self.keys[key]
+        self.events.append(Event(self.revision, key, "delete"))
+        return Committed(self.revision, current)
+
+    def _expire(self, command: dict) -> Result:
+        key, refreshed = command.get("key"), command.get("refreshed")
+        if not isinstance(key, str) or not isinstance(refreshed, int):
+            return Rejected("expire needs key and refreshed")
+        current = self.keys.get(key)
+        if current is None or current.ttl_s is None or current.refreshed != refreshed:
+            return Conflict("refreshed", current, self.revision)  # renewed or gone: the lease lives on
+        self.revision += 1
+        del self.keys[key]
+        self.events.append(Event(self.revision, key, "expire"))
+        return Committed(self.revision, current)
+
+    def _barrier(self, command: dict) -> Result:
+        return Committed(self.revision, None)
+
+    # -- snapshots (log compaction) --
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "v": COMMAND_VERSION, "revision": self.revision, "applied": self.applied,
+            "keys": [[kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.ttl_s,
+                      kv.refreshed] for kv in self.keys.values()],
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> KvState:
+        if data.get("v") != COMMAND_VERSION:
+            raise ValueError(f"unsupported snapshot version {data.get('v')!r}")
+        state = cls()
+        state.revision = int(data["revision"])
+        state.applied = int(data["applied"])
+        state.keys = {row[0]: KeyValue(*row) for row in data["keys"]}
+        state.compacted_revision = state.revision
+        return state
+
+    def fingerprint(self) -> tuple:
+        """Everything replicas must agree on (events are a cache, not state)."""
+        return (self.revision, self.applied, tuple(sorted(self.keys.items())))
+
+
+# ----------------------------------------------------------------------------------------- lease clock
+
+
+class LeaseClock:
+    """The Raft leader's countdowns. Not replicated; rebuilt from nothing whenever leadership changes.
+
+    ``due(state, now)`` returns expire commands for keys whose last refresh this leader saw at least
+    ``ttl_s`` ago on its monotonic clock. A refresh is identified by ``KeyValue.refreshed``; a refresh
+    seen for the first time starts its countdown at ``now`` (which is at or after the moment it was
+    applied: never earlier, so a lease never expires early).
+    """
+
+    def __init__(self) -> None:
+        self._started: dict[tuple[str, int], float] = {}
+        self._proposed: dict[tuple[str, int], float] = {}
+
+    def reset(self) -> None:
+        self._started.clear()
+        self._proposed.clear()
+
+    def observe(self, state: KvState, now: float) -> None:
+        """Start countdowns for refreshes not seen yet (call right after applying, when possible)."""
+        for kv in state.keys.values():
+            if kv.ttl_s is not None:
+                self._started.setdefault((kv.key, kv.refreshed), now)
+
+    def due(self, state: KvState, now: float, repropose_after_s: float = 1.0) -> list[dict]:
+        live: dict[tuple[str, int], float] = {}
+        commands = []
+        for kv in state.keys.values():
+            if kv.ttl_s is None:
+                continue
+            ident = (kv.key, kv.refreshed)
+            started = self._started.get(ident, now)
+            live[ident] = started
+            if now - started >= kv.ttl_s:
+                proposed = self._proposed.get(ident)
+                if proposed is None or now - proposed >= repropose_after_s:
+                    self._proposed[ident] = now
+                    commands.append(expire_command(kv.key, kv.refreshed, now))
+        self._started = live
+        self._proposed = {k: v for k, v in self._proposed.items() if k in live}
+        return commands
