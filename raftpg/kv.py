@@ -130,6 +130,16 @@ def expire_command(key: str, refreshed: int, leader_monotonic: float) -> dict:
             "leader_monotonic": leader_monotonic}
 
 
+def restore_command(snapshot: dict[str, Any]) -> dict:
+    """Replace the whole store with ``snapshot`` (a :meth:`KvState.to_snapshot`), through the log.
+
+    Used once, by a node forming a new cluster from its surviving data (``force_new_cluster``): the seed
+    travels through the log like any command, so every member added later replays it. Never exposed to
+    clients. The revision still never goes backwards, and every later refresh gets a fresh identity.
+    """
+    return {"v": COMMAND_VERSION, "op": "restore", "snapshot": snapshot}
+
+
 def barrier_command() -> dict:
     """A no-op through the log: once applied locally, local reads reflect every earlier commit."""
     return {"v": COMMAND_VERSION, "op": "barrier"}
@@ -142,7 +152,7 @@ def encode(command: dict) -> bytes:
 def decode(payload: bytes) -> dict | Rejected:
     try:
         command = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
         return Rejected("command is not valid JSON")
     if not isinstance(command, dict):
         return Rejected("command is not a JSON object")
@@ -204,8 +214,11 @@ class KvState:
         if command.get("v") != COMMAND_VERSION:
             return Rejected(f"unsupported command version {command.get('v')!r}")
         op = command.get("op")
+        if not isinstance(op, str):
+            return Rejected(f"unknown operation {op!r}")
         handler = {"put": self._put, "touch": self._touch, "delete": self._delete,
-                   "expire": self._expire, "barrier": self._barrier}.get(op)  # type: ignore[arg-type]
+                   "expire": self._expire, "barrier": self._barrier,
+                   "restore": self._restore}.get(op)  # type: ignore[arg-type]
         if handler is None:
             return Rejected(f"unknown operation {op!r}")
         return handler(command)
@@ -216,6 +229,10 @@ class KvState:
         if not isinstance(raw, dict) or set(raw) - {"exists", "mod_revision", "value"}:
             return Rejected("guard must be an object with exists, mod_revision and/or value")
         exists, mod_revision, value = raw.get("exists"), raw.get("mod_revision"), raw.get("value")
+        if (exists is not None and not isinstance(exists, bool)) or (value is not None and not isinstance(
+                value, str)) or (mod_revision is not None and (isinstance(mod_revision, bool)
+                                                               or not isinstance(mod_revision, int))):
+            return Rejected("guard: exists must be a boolean, mod_revision an integer, value a string")
         if exists is not None and exists != (current is not None):
             return Conflict("must_exist" if exists else "must_not_exist", current, self.revision)
         if mod_revision is not None and (current is None or current.mod_revision != mod_revision):
@@ -292,6 +309,24 @@ class KvState:
     def _barrier(self, command: dict) -> Result:
         return Committed(self.revision, None)
 
+    def _restore(self, command: dict) -> Result:
+        try:
+            seeded = KvState.from_snapshot(command.get("snapshot"))  # type: ignore[arg-type]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            return Rejected(f"restore: not a valid snapshot ({exc})")
+        if seeded.revision < self.revision:
+            return Rejected(f"restore: snapshot revision {seeded.revision} is behind the store's "
+                            f"{self.revision}; revisions never go backwards")
+        # One more revision marks the change; watchers see a compaction and re-read. ``applied`` moves past
+        # every refresh identity in the snapshot, so a later touch can never reuse one (which would let a
+        # leader keep counting down from the older refresh and expire a renewed lease early).
+        self.revision = seeded.revision + 1
+        self.applied = max(self.applied, seeded.applied + 1)
+        self.keys = seeded.keys
+        self.events.clear()
+        self.compacted_revision = self.revision
+        return Committed(self.revision, None)
+
     # -- snapshots (log compaction) --
     def to_snapshot(self) -> dict[str, Any]:
         return {
@@ -302,18 +337,50 @@ class KvState:
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> KvState:
-        if data.get("v") != COMMAND_VERSION:
-            raise ValueError(f"unsupported snapshot version {data.get('v')!r}")
+        """Rebuild a store; raises ValueError naming the first thing wrong with ``data``."""
+        if not isinstance(data, dict) or data.get("v") != COMMAND_VERSION:
+            raise ValueError("not a snapshot of this version")
         state = cls()
-        state.revision = int(data["revision"])
-        state.applied = int(data["applied"])
-        state.keys = {row[0]: KeyValue(*row) for row in data["keys"]}
+        state.revision = _non_negative_int(data.get("revision"), "revision")
+        state.applied = _non_negative_int(data.get("applied"), "applied")
+        rows = data.get("keys")
+        if not isinstance(rows, list):
+            raise ValueError("keys must be a list")
+        for row in rows:
+            kv = _row_to_kv(row)
+            if kv.mod_revision > state.revision or kv.refreshed > state.applied:
+                raise ValueError(f"key {kv.key!r} is newer than the snapshot")
+            state.keys[kv.key] = kv
         state.compacted_revision = state.revision
         return state
 
     def fingerprint(self) -> tuple:
         """Everything replicas must agree on (events are a cache, not state)."""
         return (self.revision, self.applied, tuple(sorted(self.keys.items())))
+
+
+def _non_negative_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be a non-negative integer")
+    return value
+
+
+def _row_to_kv(row: Any) -> KeyValue:
+    if not isinstance(row, (list, tuple)) or len(row) != 7:
+        raise ValueError("a key row has 7 fields")
+    key, value, create_revision, mod_revision, version, ttl_s, refreshed = row
+    problem = validate_key_value(key, value)
+    if problem:
+        raise ValueError(problem)
+    if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float))
+                              or not 0 < ttl_s <= TTL_S_MAX):
+        raise ValueError(f"key {key!r}: bad ttl_s")
+    kv = KeyValue(key, value, _non_negative_int(create_revision, "create_revision"),
+                  _non_negative_int(mod_revision, "mod_revision"), _non_negative_int(version, "version"),
+                  float(ttl_s) if ttl_s is not None else None, _non_negative_int(refreshed, "refreshed"))
+    if not 0 < kv.create_revision <= kv.mod_revision or kv.version < 1:
+        raise ValueError(f"key {key!r}: inconsistent revisions")
+    return kv
 
 
 # ----------------------------------------------------------------------------------------- lease clock

@@ -122,7 +122,9 @@ class KvDcs:
     def set_sync(self, leader: str | None, standbys: tuple[str, ...], expected_revision: int | None, *,
                  timeout_s: float) -> SyncState | None:
         value = _dumps(sync_document(leader, standbys))
-        result = self._put_guarded("write sync", keys.SYNC, value, expected_revision, timeout_s)
+        guard = Guard(mod_revision=expected_revision) if expected_revision is not None else None
+        result = self._call("write sync", self.kv.put, self.layout.key(keys.SYNC), value, guard=guard,
+                            timeout_s=timeout_s)
         if isinstance(result, Committed):
             return sync_from_document(value, result.revision)
         return None

@@ -1,0 +1,307 @@
+"""The HA decision: (cluster snapshot, local PostgreSQL, this node, lease, memory, now) -> actions.
+
+Pure: no I/O, no clock, no randomness. The loop executes the actions in order and stops at the first
+failure; the next cycle decides afresh, so any prefix of a decision must leave the cluster safe.
+
+Safety rules enforced here (DESIGN.md section 3): PostgreSQL is promoted or started as a primary only
+in a decision that first acquires or renews the leader key (1); a primary whose lease could expire
+before it can renew stops PostgreSQL (2); only the healthiest eligible member races for a free key (4);
+a foreign data dir is refused (7); and ``_check_invariants`` fails closed on a malformed decision (8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from raftpg.ha.actions import (
+    AcquireLeaderKey,
+    AdoptExistingData,
+    Bootstrap,
+    Checkpoint,
+    ClearFailoverKey,
+    CloneFrom,
+    Decision,
+    EnsureSlots,
+    Fence,
+    FollowLeader,
+    HandOverLeaderKey,
+    Promote,
+    PublishPosition,
+    RaceInitialize,
+    RecordPromotion,
+    Refuse,
+    Reinitialize,
+    ReleaseLeaderKey,
+    ReloadPostgres,
+    RenewLeaderKey,
+    RestartPostgres,
+    SetSynchronousStandbys,
+    StartPrimary,
+    StartReplica,
+    StopPostgres,
+)
+from raftpg.ha.inputs import Inputs
+from raftpg.ha.sync import plan_sync
+from raftpg.model import ClusterView, DataDir, Member
+
+
+def decide(inputs: Inputs) -> Decision:
+    return _check_invariants(_decide(inputs))
+
+
+def _decide(i: Inputs) -> Decision:
+    if i.me.witness:
+        return Decision((), f"no action: I am {i.me.name}, a witness (Raft vote only)")
+    if i.view is None:
+        return _dcs_unreachable(i)
+    view, local = i.view, i.local
+    assert local is not None
+    if view.initialize is None:
+        return _uninitialized(i)
+    if view.initialize == "":
+        return Decision((), "waiting: another node is bootstrapping the cluster")
+    if local.sysid and local.sysid != view.initialize:
+        return Decision((Refuse(
+            f"data directory has system identifier {local.sysid} but cluster {view.initialize!r} "
+            "is registered in the DCS: this node belongs to a different cluster; refusing to join"),),
+            "refusing: foreign data directory")
+    if local.data_dir in (DataDir.MISSING, DataDir.EMPTY, DataDir.BROKEN):
+        return _needs_clone(i, view)
+    if "reinitialize" in i.pending and not _leader_is(view, i.me.name):
+        source = _clone_source(view, i.me.name)
+        if source:
+            return Decision((Reinitialize(source.name, source.conn_url or ""),
+                             StartReplica(_leader_name(view), _leader_conn(view))),
+                            f"reinitializing from {source.name} as requested")
+    if not local.running:
+        return _postgres_stopped(i, view)
+    if local.is_primary:
+        return _running_primary(i, view)
+    return _running_replica(i, view)
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def _leader_is(view: ClusterView, name: str) -> bool:
+    return view.leader is not None and view.leader.name == name
+
+
+def _leader_name(view: ClusterView) -> str | None:
+    return view.leader.name if view.leader else None
+
+
+def _leader_conn(view: ClusterView) -> str | None:
+    member = view.leader_member
+    return member.conn_url if member else None
+
+
+def _clone_source(view: ClusterView, me: str) -> Member | None:
+    tagged = [m for m in view.members if m.tags.clonefrom and m.is_running and m.name != me and m.conn_url
+              and not m.witness]
+    if tagged:
+        return sorted(tagged, key=lambda m: -(m.lsn or 0))[0]
+    leader = view.leader_member
+    if leader and leader.conn_url and leader.name != me and leader.is_running:
+        return leader
+    return None
+
+
+def _operator_requests(i: Inputs) -> tuple:
+    if "restart" in i.pending:
+        return (RestartPostgres("restart requested"),)
+    if "reload" in i.pending:
+        return (ReloadPostgres(),)
+    return ()
+
+
+# ------------------------------------------------------------------------------------- branches
+
+
+def _dcs_unreachable(i: Inputs) -> Decision:
+    local = i.local
+    if not (local and local.is_primary):
+        return Decision((), "DCS unreachable: no action, not the primary")
+    remaining = i.lease.valid_for(i.now)
+    if remaining > i.demote_margin_s:
+        return Decision((), f"DCS unreachable: I am the primary, lease valid for {remaining:.1f}s more")
+    return Decision((StopPostgres("fast", "cannot renew the leader lease"),),
+                    "demoting: DCS unreachable and the leader lease is about to expire")
+
+
+def _uninitialized(i: Inputs) -> Decision:
+    local = i.local
+    assert local is not None
+    if local.data_dir == DataDir.INITIALIZED and local.sysid:
+        actions = [RaceInitialize(), AdoptExistingData(local.sysid), AcquireLeaderKey()]
+        if local.is_replica:
+            actions.append(Promote())
+        elif not local.running:
+            actions.append(StartPrimary())
+        return Decision(tuple(actions), "no cluster registered: racing to register the existing data")
+    if i.me.tags.nofailover:
+        return Decision((), "waiting for another node to bootstrap (nofailover)")
+    if local.data_dir == DataDir.BROKEN:
+        return Decision((), "waiting for another node to bootstrap (my data dir is unusable)")
+    return Decision((RaceInitialize(), AcquireLeaderKey(), Bootstrap()),
+                    "no cluster yet: racing to bootstrap it")
+
+
+def _needs_clone(i: Inputs, view: ClusterView) -> Decision:
+    source = _clone_source(view, i.me.name)
+    if source is None:
+        return Decision((), "waiting for a running primary to clone from")
+    first = Reinitialize if i.local and i.local.data_dir == DataDir.BROKEN else CloneFrom
+    return Decision((first(source.name, source.conn_url or ""),
+                     StartReplica(_leader_name(view), _leader_conn(view))),
+                    f"creating a replica from {source.name}")
+
+
+def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
+    me = i.me.name
+    if view.paused:
+        return Decision((), "paused: PostgreSQL is not running and I take no automatic action")
+    if _leader_is(view, me):
+        down_for = 0.0 if i.memory.pg_down_since is None else i.now - i.memory.pg_down_since
+        if down_for > view.config.primary_start_timeout_s:
+            return Decision((ReleaseLeaderKey(),),
+                            f"giving up the leader key: PostgreSQL down {down_for:.0f}s "
+                            f"> primary_start_timeout {view.config.primary_start_timeout_s}s")
+        if i.data_was_primary:
+            return Decision((RenewLeaderKey(), StartPrimary()), "restarting the crashed primary in place")
+        return Decision((RenewLeaderKey(), StartReplica(None, None)),
+                        "starting PostgreSQL to promote it: I hold the leader key")
+    leader = view.leader_member
+    if view.leader and leader and leader.conn_url:
+        return Decision((StartReplica(leader.name, leader.conn_url, rewind=i.data_was_primary),),
+                        f"starting as a replica of {leader.name}")
+    return Decision((StartReplica(None, None),), "starting PostgreSQL read-only: no primary known")
+
+
+def _running_primary(i: Inputs, view: ClusterView) -> Decision:
+    me, local = i.me.name, i.local
+    assert local is not None
+    if view.leader is None:
+        return Decision((AcquireLeaderKey(),), "the leader key is free and I am the running primary: taking it")
+    if view.leader.name != me:
+        return Decision((StopPostgres("fast", f"{view.leader.name} holds the leader key"),),
+                        f"demoting: {view.leader.name} holds the leader key")
+    actions: list = [RenewLeaderKey()]
+    if view.paused:
+        return Decision(tuple(actions), f"paused: I am {me}, the primary with the lock")
+    switchover = _switchover(i, view)
+    if switchover is not None:
+        return switchover
+    if local.lsn is not None:
+        actions.append(PublishPosition(local.lsn))
+    if view.config.use_slots:
+        actions.append(EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != me))))
+    sync_actions, sync_state = plan_sync(view, local, me)
+    actions.extend(sync_actions)
+    actions.extend(_operator_requests(i))
+    if view.failover and view.failover.leader not in (None, me):
+        actions.append(ClearFailoverKey(view.failover.revision, "requested leader is not the primary"))
+    return Decision(tuple(actions), f"no action: I am {me}, the primary with the lock ({sync_state})")
+
+
+def _switchover(i: Inputs, view: ClusterView) -> Decision | None:
+    failover, me = view.failover, i.me.name
+    if failover is None or failover.leader not in (None, me):
+        return None
+    if failover.scheduled_at is not None and i.now_wall < failover.scheduled_at:
+        return None
+    renew = RenewLeaderKey()
+    if failover.candidate:
+        candidate = view.member(failover.candidate)
+        problem = view.ineligibility(candidate) if candidate else f"{failover.candidate} is not a member"
+        if candidate and candidate.name == me:
+            problem = f"{me} is already the primary"
+    else:
+        candidates = view.failover_candidates(exclude=me)
+        candidate = candidates[0] if candidates else None
+        problem = None if candidate else "no eligible candidate"
+    if problem or candidate is None:
+        return Decision((renew, ClearFailoverKey(failover.revision, f"switchover refused: {problem}")),
+                        f"refusing switchover: {problem}")
+    return Decision((renew, Checkpoint(), StopPostgres("fast", f"switchover to {candidate.name}"),
+                     HandOverLeaderKey(candidate.name), ClearFailoverKey(failover.revision, "done")),
+                    f"switchover: handing the primary role to {candidate.name}")
+
+
+def _running_replica(i: Inputs, view: ClusterView) -> Decision:
+    me, local = i.me.name, i.local
+    assert local is not None
+    if _leader_is(view, me):
+        if view.last_lsn and (local.lsn or 0) < view.last_lsn and local.streaming and \
+                i.memory.leader_since is not None and i.now - i.memory.leader_since < view.config.retry_timeout_s:
+            return Decision((RenewLeaderKey(),), "I hold the leader key: waiting to replay the old primary's last WAL")
+        return _promote(i, view, "promoted: the leader key was handed to me")
+    if view.leader is not None:
+        leader = view.leader_member
+        if leader is None or not leader.conn_url:
+            return Decision((), f"following {view.leader.name}, whose member key is missing")
+        if i.memory.following != leader.name:
+            return Decision((FollowLeader(leader.name, leader.conn_url),) + _operator_requests(i),
+                            f"following the new primary {leader.name}")
+        return Decision(_operator_requests(i), f"no action: I am {me}, a replica of {leader.name}")
+    return _failover_race(i, view)
+
+
+def _failover_race(i: Inputs, view: ClusterView) -> Decision:
+    me = i.me.name
+    if view.paused:
+        return Decision((), "paused: the leader key is free but I do not promote automatically")
+    failover = view.failover
+    mine = i.me_as_member()
+    if failover and failover.candidate and failover.candidate != me and \
+            (view.member(failover.candidate) or Member("")).is_running:
+        return Decision((), f"waiting: manual failover to {failover.candidate}")
+    reason = view.ineligibility(mine)
+    if reason and not (failover and failover.candidate == me and "lags" in reason):
+        return Decision((), f"not promoting: {reason}")
+    healthier = [m for m in view.failover_candidates(exclude=me) if _healthier(m, mine)]
+    if healthier and not (failover and failover.candidate == me):
+        return Decision((), f"not promoting: {healthier[0].name} is healthier")
+    return _promote(i, view, "failover: the leader key was free and I am the healthiest replica",
+                    acquire=True)
+
+
+def _healthier(other: Member, mine: Member) -> bool:
+    return (-(other.lsn or 0), -other.tags.failover_priority, other.name) < \
+        (-(mine.lsn or 0), -mine.tags.failover_priority, mine.name)
+
+
+def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -> Decision:
+    actions: list = [AcquireLeaderKey() if acquire else RenewLeaderKey()]
+    if view.config.synchronous_mode:
+        actions.append(SetSynchronousStandbys("*"))  # no write is acknowledged unsynchronised meanwhile
+    actions.append(Promote())
+    actions.append(RecordPromotion(reason))
+    if view.failover:
+        actions.append(ClearFailoverKey(view.failover.revision, "done"))
+    return Decision(tuple(actions), reason)
+
+
+# ------------------------------------------------------------------------------------- invariants
+
+
+def _check_invariants(decision: Decision) -> Decision:
+    """Fail closed (safety rule 8): a decision that would promote without the lease, or promote and
+    follow at once, is replaced by releasing the lease and fencing PostgreSQL."""
+    seen_lease = False
+    for action in decision.actions:
+        if isinstance(action, (AcquireLeaderKey, RenewLeaderKey)):
+            seen_lease = True
+        if isinstance(action, (Promote, StartPrimary)) and not seen_lease:
+            return _fail_closed(decision, "promotion without the leader lease")
+    if decision.has(Promote) and (decision.has(FollowLeader) or decision.has(StartReplica)):
+        return _fail_closed(decision, "promote together with follow")
+    return decision
+
+
+def _fail_closed(decision: Decision, problem: str) -> Decision:
+    return replace(decision, actions=(ReleaseLeaderKey(), Fence(f"invariant violated: {problem}")),
+                   reason=f"invariant violated ({problem}) in: {decision.reason}")
+
+
+__all__ = ["decide", "Checkpoint", "SetSynchronousStandbys"]

@@ -1,0 +1,73 @@
+"""Everything ``decide`` looks at, as frozen values. Built by the loop once per cycle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raftpg.model import ClusterView, DataDir, LocalState, Member, Tags
+
+
+@dataclass(frozen=True)
+class Me:
+    """This node's identity and static settings (from the config file)."""
+
+    name: str
+    witness: bool = False
+    tags: Tags = field(default_factory=Tags)
+    api_url: str | None = None
+    conn_url: str | None = None
+    raft_addr: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """This node's own account of the leader lease (safety rule 2).
+
+    ``deadline`` is the monotonic time at which the lease could expire anywhere: the moment the last
+    *confirmed* acquire/renew was sent, plus the TTL. None: this node holds no lease.
+    """
+
+    deadline: float | None = None
+
+    def valid_for(self, now: float) -> float:
+        return 0.0 if self.deadline is None else max(0.0, self.deadline - now)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the loop remembers between cycles (kept minimal; everything else is observed afresh)."""
+
+    pg_down_since: float | None = None      # monotonic time PostgreSQL was first seen down while leader
+    following: str | None = None            # the leader this replica was last pointed at
+    leader_since: float | None = None       # monotonic time this replica first saw the key name it
+
+
+@dataclass(frozen=True)
+class Inputs:
+    view: ClusterView | None                # None: the DCS could not be read this cycle
+    local: LocalState | None                # None on a witness
+    me: Me
+    lease: LeaseState
+    memory: Memory
+    now: float                              # monotonic
+    now_wall: float                         # epoch seconds: only for scheduled switchovers (a human's time)
+    demote_margin_s: float = 1.0            # stop writes this long before the lease could expire
+    pending: frozenset[str] = frozenset()   # operator requests for this node: restart, reload, reinitialize
+
+    def me_as_member(self) -> Member:
+        """This node as a failover candidate, with its *current* WAL position rather than the published one."""
+        local = self.local or LocalState()
+        published = self.view.member(self.me.name) if self.view else None
+        return Member(
+            name=self.me.name, role="replica" if local.is_replica else "primary" if local.is_primary else "",
+            state="running" if local.running else "stopped", conn_url=self.me.conn_url,
+            timeline=local.timeline, lsn=local.lsn, sysid=local.sysid, tags=self.me.tags,
+            witness=self.me.witness, revision=published.revision if published else 0,
+        )
+
+    @property
+    def data_was_primary(self) -> bool:
+        """The data dir was last a primary (crashed or shut down), so rejoining may need a rewind."""
+        local = self.local
+        return bool(local and local.data_dir == DataDir.INITIALIZED
+                    and local.cluster_state in ("in production", "shut down"))

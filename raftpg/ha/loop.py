@@ -1,0 +1,268 @@
+"""The HA loop: observe -> decide -> execute -> publish -> wait, on its own thread.
+
+Each cycle reads the cluster linearizably, observes PostgreSQL, calls the pure ``decide``, executes the
+actions, publishes this member's key, keeps the fencing supervisor's lease current and logs one line
+saying what it decided and why. It waits ``loop_wait`` or until something under the scope changes
+(a watch), or until an operator request arrives, whichever comes first; after a failed action it goes
+again at once. The wait never runs past the moment the lease must be renewed or given up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from raftpg.clock import Clock
+from raftpg.dcs.base import Dcs, DcsError
+from raftpg.dcs.codec import member_document
+from raftpg.ha.actions import Decision
+from raftpg.ha.decide import decide
+from raftpg.ha.execute import Executor, FatalRefusal, Timing
+from raftpg.ha.inputs import Inputs, Me, Memory
+from raftpg.ha.ports import PostgresPort, WatchdogPort
+from raftpg.model import ClusterView, DynamicConfig, LocalState, Member, Role
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What the API and raftpgctl show: the last cycle's view of this node and the cluster."""
+
+    name: str
+    witness: bool
+    view: ClusterView | None = None
+    local: LocalState | None = None
+    decision: str = "starting"
+    cycle_monotonic: float | None = None
+    dcs_last_seen_wall: float | None = None
+    lease_valid_s: float = 0.0
+    error: str | None = None
+    cycles: int = 0
+    leader_changes: int = 0
+    loop_duration_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def holds_leader_key(self) -> bool:
+        return bool(self.view and self.view.leader and self.view.leader.name == self.name)
+
+    @property
+    def role(self) -> str:
+        if self.witness:
+            return Role.WITNESS
+        if self.local and self.local.is_primary:
+            return Role.PRIMARY
+        if self.local and self.local.is_replica:
+            return Role.REPLICA
+        return Role.UNINITIALIZED if not self.local or not self.local.sysid else Role.REPLICA
+
+    @property
+    def state(self) -> str:
+        if self.witness:
+            return "running"
+        if self.local is None or not self.local.running:
+            return "stopped"
+        if self.local.is_replica and self.local.streaming:
+            return "streaming"
+        return "running"
+
+
+class HaLoop:
+    def __init__(self, *, dcs: Dcs, pg: PostgresPort | None, watchdog: WatchdogPort | None, clock: Clock,
+                 me: Me, bootstrap_dcs: dict[str, Any], version: str,
+                 on_status: Callable[[NodeStatus], None] | None = None) -> None:
+        self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
+        self.bootstrap_dcs = bootstrap_dcs
+        self.version = version
+        self.executor = Executor(dcs, pg, watchdog, clock, me)
+        self.memory = Memory()
+        self.timing = self._timing(DynamicConfig.from_dict(bootstrap_dcs))
+        self._on_status = on_status or (lambda status: None)
+        self.status = NodeStatus(me.name, me.witness)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
+        self._last_leader: str | None = None
+        self.fatal: str | None = None
+
+    @staticmethod
+    def _timing(config: DynamicConfig) -> Timing:
+        return Timing(ttl_s=config.ttl_s, loop_wait_s=config.loop_wait_s,
+                      retry_timeout_s=config.retry_timeout_s)
+
+    # ------------------------------------------------------------------ requests from the API
+    def request(self, what: str) -> None:
+        """Queue an operator request for this node (restart, reload, reinitialize) and wake the loop."""
+        with self._pending_lock:
+            self._pending.add(what)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ one cycle
+    def _read(self) -> ClusterView | None:
+        budget = self.timing.retry_timeout_s
+        deadline = self.executor.lease.deadline
+        if deadline is not None:
+            budget = max(0.2, min(budget, deadline - self.timing.demote_margin_s - self.clock.monotonic()))
+        try:
+            view = self.dcs.load(linearizable=True, timeout_s=budget)
+        except DcsError as exc:
+            log.warning("cannot read the DCS: %s", exc)
+            return None
+        if view.config_revision is None and view.initialize is not None:
+            try:
+                self.dcs.set_config(self.bootstrap_dcs, None, timeout_s=budget)
+            except DcsError as exc:
+                log.warning("cannot store the initial dynamic config: %s", exc)
+        return view
+
+    def _remember(self, view: ClusterView | None, local: LocalState | None, now: float) -> None:
+        held = bool(view and view.leader and view.leader.name == self.me.name)
+        down = held and local is not None and not local.running
+        self.memory = replace(
+            self.memory,
+            pg_down_since=(self.memory.pg_down_since or now) if down else None,
+            leader_since=(self.memory.leader_since or now) if held else None,
+            following=self.executor.following,
+        )
+
+    def cycle(self) -> Decision:
+        started = self.clock.monotonic()
+        view = self._read()
+        if view is not None:
+            self.timing = self._timing(view.config)
+        local = self.pg.observe() if self.pg else None
+        now = self.clock.monotonic()
+        if self.executor.lease.deadline is not None and now >= self.executor.lease.deadline:
+            self.executor.drop_lease()
+        self._remember(view, local, now)
+        with self._pending_lock:
+            pending, self._pending = frozenset(self._pending), set()
+        inputs = Inputs(view=view, local=local, me=self.me, lease=self.executor.lease, memory=self.memory,
+                        now=now, now_wall=self.clock.wall(), demote_margin_s=self.timing.demote_margin_s,
+                        pending=pending)
+        decision = decide(inputs)
+        log.info("%s", decision.reason)
+        ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True
+        if decision.actions and self.pg:
+            local = self.pg.observe()
+        self.memory = replace(self.memory, following=self.executor.following)
+        self._after(view, local, ok, decision, started)
+        return decision
+
+    def _after(self, view: ClusterView | None, local: LocalState | None, ok: bool, decision: Decision,
+               started: float) -> None:
+        if self.pg and local is not None:
+            if self.executor.lease.deadline is not None and local.is_primary:
+                self.executor.push_lease(self.timing)
+            elif not local.is_primary:
+                self.executor.drop_lease()
+                self.pg.unlimited()
+        self._publish_member(local)
+        leader = view.leader.name if view and view.leader else None
+        changes = self.status.leader_changes + (1 if leader and leader != self._last_leader else 0)
+        self._last_leader = leader or self._last_leader
+        now = self.clock.monotonic()
+        self.status = NodeStatus(
+            name=self.me.name, witness=self.me.witness, view=view, local=local, decision=decision.reason,
+            cycle_monotonic=now,
+            dcs_last_seen_wall=self.clock.wall() if view is not None else self.status.dcs_last_seen_wall,
+            lease_valid_s=self.executor.lease.valid_for(now), error=None if ok else self.executor.last_error,
+            cycles=self.status.cycles + 1, leader_changes=changes, loop_duration_s=now - started,
+            extra={"raft": self.dcs.raft_status()},
+        )
+        self._on_status(self.status)
+
+    def member_document(self, local: LocalState | None) -> dict[str, Any]:
+        local = local or LocalState()
+        role = Role.WITNESS if self.me.witness else Role.PRIMARY if local.is_primary else \
+            Role.REPLICA if local.running else Role.UNINITIALIZED
+        state = "running" if (self.me.witness or local.running) else "stopped"
+        if local.is_replica and local.streaming:
+            state = "streaming"
+        member = Member(
+            name=self.me.name, role=role, state=state, api_url=self.me.api_url, conn_url=self.me.conn_url,
+            timeline=local.timeline, lsn=local.lsn, replay_lsn=local.replay_lsn,
+            receive_lsn=local.receive_lsn, sysid=local.sysid, tags=self.me.tags, witness=self.me.witness,
+            pending_restart=local.pending_restart, server_version=local.server_version,
+            raft_addr=self.me.raft_addr, version=self.version,
+        )
+        return member_document(member)
+
+    def _publish_member(self, local: LocalState | None) -> None:
+        try:
+            self.dcs.touch_member(self.me.name, self.member_document(local), self.timing.ttl_s,
+                                  timeout_s=min(2.0, self.timing.retry_timeout_s))
+        except DcsError as exc:
+            log.debug("cannot update my member key: %s", exc)
+
+    # ------------------------------------------------------------------ running
+    def _wait(self, decision: Decision, ok: bool) -> None:
+        if self._stop.is_set():
+            return
+        if not ok:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            return
+        wait_s = float(self.timing.loop_wait_s)
+        deadline = self.executor.lease.deadline
+        if deadline is not None:
+            wait_s = min(wait_s, max(0.05, deadline - self.timing.demote_margin_s - self.clock.monotonic()))
+        revision = self.status.view.revision if self.status.view else None
+        end = self.clock.monotonic() + wait_s
+        while not self._stop.is_set() and not self._wake.is_set():
+            remaining = end - self.clock.monotonic()
+            if remaining <= 0:
+                break
+            if revision is not None and self.dcs.watch(revision, min(0.5, remaining)):
+                break
+            if revision is None:
+                self._wake.wait(min(0.5, remaining))
+        self._wake.clear()
+
+    def run(self) -> None:
+        """Cycle until ``stop()``; then shut down cleanly (a primary releases the key at once)."""
+        while not self._stop.is_set():
+            try:
+                decision = self.cycle()
+                ok = self.status.error is None
+            except FatalRefusal as exc:
+                self.fatal = str(exc)
+                log.critical("refusing to continue: %s", exc)
+                break
+            except Exception:  # a bug must not kill the loop silently; the fence covers the primary
+                log.exception("HA cycle failed")
+                decision, ok = Decision((), "cycle failed"), False
+            self._wait(decision, ok)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        local = self.pg.observe() if self.pg else None
+        was_primary = bool(local and local.is_primary)
+        if self.pg and local and local.running:
+            try:
+                self.pg.stop("fast", 120)
+            except Exception as exc:  # noqa: BLE001
+                log.error("could not stop PostgreSQL cleanly: %s; stopping immediately", exc)
+                self.pg.stop("immediate", 30)
+        if was_primary and self.executor.lease.deadline is not None and self.pg:
+            stopped = self.pg.observe()
+            try:
+                if stopped.lsn is not None:
+                    self.dcs.set_status(stopped.lsn, timeout_s=self.timing.retry_timeout_s)
+                self.dcs.release_leader(self.me.name, timeout_s=self.timing.retry_timeout_s)
+                log.info("released the leader key after a clean shutdown")
+            except DcsError as exc:
+                log.warning("could not release the leader key: %s", exc)
+        self.executor.drop_lease()

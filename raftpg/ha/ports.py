@@ -1,0 +1,66 @@
+"""What the HA loop needs of PostgreSQL and of the watchdog: small protocols owned by their user.
+
+``raftpg.pg.Postgres`` and ``raftpg.watchdog`` implement these; tests use ``raftpg.testing`` doubles.
+Every PostgreSQL method is synchronous and bounded by its timeout; failures raise an exception whose
+message is fit for the cycle's log line.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from raftpg.model import LocalState
+
+
+class PostgresPort(Protocol):
+    def observe(self) -> LocalState: ...
+
+    def bootstrap(self) -> str:
+        """initdb into an empty data dir (never over data), start as primary, create roles; -> sysid."""
+
+    def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
+              timeout_s: float) -> None: ...
+
+    def stop(self, mode: str, timeout_s: float) -> None: ...
+
+    def restart(self, timeout_s: float) -> None: ...
+
+    def reload(self) -> None: ...
+
+    def promote(self, timeout_s: float) -> None: ...
+
+    def checkpoint(self) -> None: ...
+
+    def follow(self, primary_conn_url: str, slot_name: str | None) -> None: ...
+
+    def clone(self, source_conn_url: str, timeout_s: float) -> None: ...
+
+    def rewind(self, source_conn_url: str, timeout_s: float) -> bool: ...
+
+    def move_data_aside(self) -> str: ...
+
+    def ensure_slots(self, names: set[str]) -> None: ...
+
+    def set_synchronous_standby_names(self, value: str) -> None: ...
+
+    def run_callback(self, action: str, role: str) -> None: ...
+
+    def lease(self, seconds: float) -> None:
+        """Tell the fencing supervisor that writes may continue for ``seconds`` from now."""
+
+    def unlimited(self) -> None:
+        """Tell the fencing supervisor that this PostgreSQL needs no fencing (a replica)."""
+
+    def slot_name_for(self, member: str) -> str: ...
+
+
+class WatchdogPort(Protocol):
+    def arm(self, timeout_s: float) -> bool:
+        """Arm (or re-arm with a new timeout); False if the device cannot be used."""
+
+    def keepalive(self) -> None: ...
+
+    def disarm(self) -> None: ...
+
+    @property
+    def armed(self) -> bool: ...

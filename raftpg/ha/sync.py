@@ -1,0 +1,68 @@
+"""Synchronous replication: which standbys to name, and in which order to change things. Pure.
+
+Safety rule 5: the sync key lists only standbys that PostgreSQL itself reports as synchronous, because
+on failover only those may be promoted. So a standby is *added* to ``synchronous_standby_names`` first
+and to the sync key only in a later cycle, once pg_stat_replication shows it as ``sync``; it is
+*removed* from the sync key first and from ``synchronous_standby_names`` after. Any prefix of the
+returned actions leaves the cluster safe.
+
+Non-strict mode with no available standby: ``synchronous_standby_names = ''`` (asynchronous, reported in
+status). Strict mode: ``'*'``, so commits wait rather than be acknowledged by the primary alone.
+"""
+
+from __future__ import annotations
+
+from raftpg.ha.actions import Action, SetSynchronousStandbys, WriteSyncKey
+from raftpg.model import ClusterView, LocalState
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def standby_names_value(names: tuple[str, ...], count: int, strict: bool) -> str:
+    if not names:
+        return "*" if strict else ""
+    return f"FIRST {min(count, len(names))} ({', '.join(quote(n) for n in names)})"
+
+
+def plan_sync(view: ClusterView, local: LocalState, me: str) -> tuple[tuple[Action, ...], str]:
+    """Actions for the primary ``me`` to keep synchronous replication right, and a status sentence."""
+    config = view.config
+    current_key = view.sync.sync_standby if view.sync and view.sync.leader == me else ()
+    key_revision = view.sync.revision if view.sync else None
+    if not config.synchronous_mode:
+        actions: list[Action] = []
+        if current_key:
+            actions.append(WriteSyncKey((), key_revision))
+        if local.synchronous_standby_names:
+            actions.append(SetSynchronousStandbys(""))
+        return tuple(actions), "asynchronous replication"
+
+    members = {m.name: m for m in view.members}
+    streaming = [
+        row for row in local.replication
+        if row.state == "streaming" and row.application_name in members
+        and members[row.application_name].valid and not members[row.application_name].witness
+        and not members[row.application_name].tags.nosync
+    ]
+    streaming.sort(key=lambda r: (-(r.flush_lsn or 0), r.application_name))
+    picked = tuple(sorted(r.application_name for r in streaming[: config.synchronous_node_count]))
+    confirmed = {r.application_name for r in streaming if r.sync_state in ("sync", "quorum")}
+
+    actions = []
+    keep = tuple(n for n in current_key if n in picked and n in confirmed)
+    desired = standby_names_value(picked, config.synchronous_node_count, config.synchronous_mode_strict)
+    additions = tuple(sorted(n for n in picked if n in confirmed))
+    if keep != current_key or (view.sync is not None and view.sync.leader != me):
+        actions.append(WriteSyncKey(keep, key_revision))          # removals first ...
+    if desired != local.synchronous_standby_names:
+        actions.append(SetSynchronousStandbys(desired))           # ... then PostgreSQL ...
+    elif not actions and additions != current_key:
+        actions.append(WriteSyncKey(additions, key_revision))     # ... additions once PostgreSQL confirms
+    if not picked:
+        state = "synchronous (strict): no standby, commits wait" if config.synchronous_mode_strict else \
+            "synchronous mode: no standby available, running asynchronously"
+    else:
+        state = f"synchronous standbys: {', '.join(additions or keep) or 'pending ' + ', '.join(picked)}"
+    return tuple(actions), state
