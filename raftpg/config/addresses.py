@@ -45,6 +45,14 @@ def is_wildcard(host: str) -> bool:
     return host.strip() in WILDCARD_HOSTS
 
 
+def is_wildcard_address(text: str) -> bool:
+    """True when ``text`` is a ``host:port`` whose host is a wildcard (False for a malformed address)."""
+    try:
+        return is_wildcard(split_host_port(text)[0])
+    except ValueError:
+        return False
+
+
 def is_loopback(host: str) -> bool:
     """True only for addresses that cannot be reached from another machine: 127.0.0.0/8, ::1, localhost."""
     name = host.strip().lower()

@@ -48,6 +48,8 @@ def join_path(*parts: str | int) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif isinstance(part, str) and part.startswith("["):
+            out += part
         elif part != "":
             out += f".{part}" if out else str(part)
     return out
@@ -66,7 +68,8 @@ def validation_lines(exc: ValidationError, prefix: Sequence[str | int] = ()) -> 
             for rel, message in err["ctx"]["problems"]:
                 lines.append(line(join_path(loc, rel) if rel else loc, message))
         else:
-            lines.append(line(loc, _message(err)))
+            secret = any("password" in str(p) or "token" in str(p) for p in err["loc"])
+            lines.append(line(loc, _message(err, show_input=not secret)))
     return list(dict.fromkeys(lines))  # the same problem found twice is reported once
 
 
@@ -75,10 +78,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _message(err: Any) -> str:
+def _message(err: Any, show_input: bool = True) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
-    got = _short(err.get("input"))
+    got = _short(err.get("input")) if show_input else "a value of type " + type(err.get("input")).__name__
     if kind == "missing":
         return "field required"
     if kind in ("int_type", "int_parsing", "int_from_float"):

@@ -2,14 +2,14 @@
 
 YAML written for Patroni says ``ttl: "30"`` or ``use_slots: on``; these types accept that, but refuse a
 boolean where a number is meant (``ttl: true`` is a mistake, not 1). Mappings are stored as
-``MappingProxyType`` and lists as tuples, so a loaded Config cannot be changed in place; ``thaw`` turns
-them back into plain dicts and lists for JSON or YAML output.
+``FrozenDict`` (a dict that refuses changes, so json.dumps and pydantic still see a dict) and lists as
+tuples, so a loaded Config cannot be changed in place; ``thaw`` turns them back into plain dicts and
+lists, e.g. for yaml.safe_dump.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, PlainValidator, StringConstraints
@@ -18,10 +18,34 @@ from raftpg.config.addresses import split_host_port
 from raftpg.config.errors import problems
 
 
+class FrozenDict(dict[str, Any]):
+    """A dict that cannot be changed after construction (values are expected frozen too)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("settings are frozen: this mapping is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict:
+        return self
+
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
+        return (FrozenDict, (dict(self),))
+
+
 def freeze(value: Any) -> Any:
-    """dicts -> read-only mappings, lists -> tuples, recursively; scalars unchanged."""
+    """dicts -> FrozenDict, lists -> tuples, recursively; scalars unchanged."""
     if isinstance(value, Mapping):
-        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     return value
@@ -34,6 +58,11 @@ def thaw(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [thaw(v) for v in value]
     return value
+
+
+def empty_map() -> Mapping[str, Any]:
+    """A default for mapping fields (a fresh read-only empty mapping)."""
+    return FrozenDict()
 
 
 def _reject_bool(value: Any) -> Any:
@@ -75,7 +104,7 @@ def _host_port_list(value: Any) -> tuple[str, ...]:
 def _guc_map(value: Any) -> Mapping[str, str | int | float | bool]:
     """PostgreSQL parameters: names to scalars (``on``/``off`` arrive as booleans from YAML)."""
     if value is None:
-        return MappingProxyType({})
+        return FrozenDict()
     if not isinstance(value, Mapping):
         raise ValueError(f"must be a mapping of parameter names to values, got {value!r}")
     bad = []
@@ -86,15 +115,7 @@ def _guc_map(value: Any) -> Mapping[str, str | int | float | bool]:
             bad.append((name, f"must be a string, number or boolean, got {setting!r}"))
     if bad:
         raise problems(bad)
-    return MappingProxyType(dict(value))
-
-
-def _any_map(value: Any) -> Mapping[str, Any]:
-    if value is None:
-        return MappingProxyType({})
-    if not isinstance(value, Mapping):
-        raise ValueError(f"must be a mapping of keys, got {value!r}")
-    return freeze(value)
+    return FrozenDict(value)
 
 
 def _dump_frozen(value: Any) -> Any:
@@ -107,18 +128,16 @@ Int = Annotated[int, BeforeValidator(_reject_bool)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 """A non-empty string, surrounding whitespace removed."""
 
+Secret = Annotated[str, StringConstraints(min_length=1)]
+"""A non-empty string kept exactly as written (passwords: no stripping)."""
+
 HostPort = Annotated[str, PlainValidator(_host_port)]
 """``host:port`` with a port in 1..65535, kept as written (minus surrounding whitespace)."""
 
 HostPortList = Annotated[tuple[str, ...], PlainValidator(_host_port_list), PlainSerializer(list)]
 """A list of ``host:port``; a comma-separated string is accepted too."""
 
-StrList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
-
 GucMap = Annotated[
     Mapping[str, str | int | float | bool], PlainValidator(_guc_map), PlainSerializer(_dump_frozen)
 ]
 """PostgreSQL parameters, read-only."""
-
-FrozenMap = Annotated[Mapping[str, Any], PlainValidator(_any_map), PlainSerializer(_dump_frozen)]
-"""Any mapping, deep-frozen."""

@@ -1,0 +1,120 @@
+"""The dynamic (cluster-wide) configuration: ``bootstrap.dcs``, the DCS ``config`` key, ``PATCH /config``.
+
+One document shape serves all three. Unknown keys are kept (Patroni stores arbitrary keys there, and an
+edit must not lose them), except a near-miss of a known key, which is refused as a typo. Key paths in
+errors are relative to the document (``ttl``, ``postgresql.parameters.max_connections``); inside a static
+config file the same errors appear under ``bootstrap.dcs.``.
+
+Timing rule: ``ttl >= loop_wait + 2 * retry_timeout``. The primary renews its lease every ``loop_wait``
+and a renewal may take up to ``retry_timeout``, twice over (the failed attempt, then the retry), before the
+lease runs out; a smaller ttl lets a healthy primary lose its lease. raftpg is meant to run safely at
+``ttl: 5, loop_wait: 1, retry_timeout: 2``, so the bounds below allow that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from raftpg.config import unsupported
+from raftpg.config.base import OpenSettings
+from raftpg.config.errors import ConfigError, problem, validation_lines
+from raftpg.config.fields import GucMap, Int, empty_map
+from raftpg.config.screen import screen
+from raftpg.model import DynamicConfig
+
+
+class DcsPostgresSettings(OpenSettings):
+    """``bootstrap.dcs.postgresql``: PostgreSQL settings every member shares.
+
+    ``use_pg_rewind`` defaults to False as in Patroni (a diverged former primary is re-cloned unless the
+    operator opts in to pg_rewind).
+    """
+
+    patroni_only: ClassVar[Mapping[str, str]] = unsupported.DYNAMIC_POSTGRESQL
+
+    use_pg_rewind: bool = False
+    use_slots: bool = True
+    parameters: GucMap = Field(default_factory=empty_map)
+    pg_hba: tuple[str, ...] = ()
+
+
+class DynamicSettings(OpenSettings):
+    """The cluster-wide settings (Patroni's names and defaults; times in seconds, lag in bytes).
+
+    ``synchronous_mode: quorum`` (Patroni's quorum commit) is refused rather than read as "on": it promises
+    a different failover rule than raftpg implements.
+    """
+
+    patroni_only: ClassVar[Mapping[str, str]] = unsupported.DYNAMIC
+    renamed: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "master_start_timeout": "primary_start_timeout",
+        "master_stop_timeout": "primary_stop_timeout",
+    })
+
+    ttl: Int = Field(30, ge=4)
+    loop_wait: Int = Field(10, ge=1)
+    retry_timeout: Int = Field(10, ge=1)
+    maximum_lag_on_failover: Int = Field(1048576, ge=0)
+    primary_start_timeout: Int = Field(300, ge=0)
+    primary_stop_timeout: Int = Field(0, ge=0)
+    synchronous_mode: bool = False
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: Int = Field(1, ge=1)
+    check_timeline: bool = False
+    pause: bool = False
+    postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
+
+    @field_validator("synchronous_mode", mode="before")
+    @classmethod
+    def _no_quorum(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "quorum":
+            raise ValueError("quorum commit ('quorum') is not supported by raftpg; use true or false")
+        return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> DynamicSettings:
+        if self.ttl < self.loop_wait + 2 * self.retry_timeout:
+            raise problem(
+                "ttl",
+                "must be >= loop_wait + 2*retry_timeout "
+                f"({self.ttl} < {self.loop_wait} + 2*{self.retry_timeout})",
+            )
+        return self
+
+    def to_model(self) -> DynamicConfig:
+        """The same settings as the shared model value the HA core reads (unit-suffixed names)."""
+        return DynamicConfig.from_dict(self.to_dict())
+
+
+def _screened(data: Any) -> tuple[dict[str, Any], list[str]]:
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"the dynamic config must be a mapping of keys, got {type(data).__name__}"])
+    result = screen(DynamicSettings, data)
+    if result.errors:
+        raise ConfigError(result.errors)
+    return result.data, result.warnings
+
+
+def parse_dynamic_config(data: Mapping[str, Any]) -> DynamicSettings:
+    """Validate a dynamic-config document into frozen settings; ConfigError names relative key paths."""
+    cleaned, _ = _screened(data)
+    try:
+        return DynamicSettings.model_validate(cleaned)
+    except ValidationError as exc:
+        raise ConfigError(validation_lines(exc)) from None
+
+
+def validate_dynamic_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a dynamic-config document and return it normalized: defaults filled in, numeric strings
+    made numbers, older names renamed, unknown keys kept. Idempotent: validating the result returns it.
+    """
+    return parse_dynamic_config(data).to_dict()
+
+
+def dynamic_config_warnings(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Warnings (Patroni-only keys) for a document that :func:`validate_dynamic_config` accepts."""
+    return tuple(_screened(data)[1])

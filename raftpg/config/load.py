@@ -1,0 +1,107 @@
+"""Reading the config file: YAML -> key screen -> models, every problem reported at once.
+
+YAML is parsed by PyYAML's SafeLoader (the loader ``yaml.safe_load`` uses: no Python objects), extended
+only to refuse a key written twice in one mapping: YAML itself would keep the last one silently, and two
+``postgresql:`` sections in one file are a mistake worth stopping for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from raftpg.config.errors import ConfigError, line, validation_lines
+from raftpg.config.schema import DCS_KINDS, Config, structure_problems
+from raftpg.config.screen import screen
+
+_BOOL = TypeAdapter(bool)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that raises on duplicate mapping keys."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:
+            continue  # an unhashable key: construct_mapping reports it
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first defined on line {first.line + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_error(path: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    message = f"{problem} ({context})" if context else problem
+    if mark is None:
+        return f"{path}: {message}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: {message}"
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the YAML config file at ``path``. Raises ConfigError (see its docstring)."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: cannot read the config file: {exc}"], source) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_error(source, exc)], source) from None
+    if data is None:
+        raise ConfigError([f"{source}: config file is empty"], source)
+    return parse_config(data, source)
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Validate a config document already parsed from YAML (or built in code, as tests do).
+
+    Raises ConfigError listing every problem found, one ``key.path: message`` per line. The returned
+    Config's ``warnings`` name each key Patroni knows that raftpg ignores.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"{source}: the top level must be a mapping of keys, got {type(data).__name__}"], source)
+    warnings: list[str] = []
+    document = dict(data)
+    if _is_witness(document) and "postgresql" in document:
+        del document["postgresql"]
+        warnings.append("postgresql: ignored on a witness node (witness: true)")
+    screened = screen(Config, document)
+    present = [kind for kind in DCS_KINDS if screened.data.get(kind) is not None]
+    structure = structure_problems(present, _is_witness(document), screened.data.get("postgresql") is not None)
+    errors = screened.errors + [line(path, message) for path, message in structure]
+    config = None
+    try:
+        config = Config.model_validate(screened.data)
+    except ValidationError as exc:
+        errors.extend(validation_lines(exc))
+    if errors or config is None:
+        raise ConfigError(list(dict.fromkeys(errors)), source)
+    config._warnings = tuple(warnings + screened.warnings)
+    return config
+
+
+def _is_witness(document: Mapping[str, Any]) -> bool:
+    try:
+        return _BOOL.validate_python(document.get("witness", False)) is True
+    except ValidationError:
+        return False  # reported by the model
