@@ -264,7 +264,7 @@ class History:
         return cls.loads(Path(path).read_text(encoding="utf-8"))
 
     def dumps(self) -> str:
-        return "".join(json.dumps(op.to_dict(), sort_keys=True) + "\n" for op in self.ops)
+        return "".join(json.dumps(op.to_dict()) + "\n" for op in self.ops)
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(self.dumps(), encoding="utf-8")
@@ -300,7 +300,7 @@ class HistoryWriter:
         with self._lock:
             self._check_pairing(process, op_type, f)
             op = Op(self._next_index, process, op_type, f, value, self._now(), node, extra)
-            self._stream.write(json.dumps(op.to_dict(), sort_keys=True) + "\n")
+            self._stream.write(json.dumps(op.to_dict()) + "\n")
             self._stream.flush()
             self._next_index += 1
             return op

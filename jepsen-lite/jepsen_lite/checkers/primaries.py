@@ -5,29 +5,27 @@ server-reported ``primary`` (node name, e.g. ``current_setting('cluster_name')``
 optionally ``sysid`` and ``lease_epoch`` (raft index/term of the leader-key acquisition). Only acked writes
 are evidence: ``fail`` and ``info`` writes say nothing about who was writable.
 
-An *epoch* is the tuple (primary, sysid, timeline, lease_epoch); each has the real-time facts
-``first_complete`` = earliest completion and ``last_invoke`` = latest invoke of its acked writes.
-Epochs of the same sysid are ordered by ``lease_epoch`` when both have one and they differ, else by
-``timeline``; otherwise they are unordered.
+An *epoch* is one (primary, sysid, timeline, lease_epoch) value; from its acked writes it has
+``last_invoke`` (latest invoke time) and ``first_ack`` (earliest completion time). Epochs of one sysid
+are ordered by ``lease_epoch`` when both have one and they differ, else by ``timeline``; otherwise unordered.
 
-Violations (each one is a proof from the harness's clock, never a guess):
+Violations, each a proof on the harness's clock (strict inequalities: equal times are not a proof):
 
-(a) *stale epoch*: epoch X is older than epoch Y and ``X.last_invoke > Y.first_complete`` — a write acked
-    in the old epoch was invoked after a write acked in the newer epoch had completed, so the old primary
-    was still writable after the new one was.
-(b) *same epoch, two nodes*: two different nodes acked writes with equal (sysid, timeline, lease_epoch)
-    (at least one of timeline / lease_epoch known) — two promotions that claim one history.
+(a) *stale epoch*: X older than Y and ``X.last_invoke > Y.first_ack`` — a write acked in the old epoch
+    was invoked after a write acked in the newer epoch had completed: the old primary was still writable
+    after the new one had accepted a write.
+(b) *same epoch, two nodes*: two different nodes acked writes with equal (sysid, timeline, lease_epoch),
+    at least one of timeline / lease_epoch known — two promotions claiming one history.
 (c) *several sysids*: more than one sysid acked writes (a second cluster was initialised).
-(d) *alternation* for epochs of two different nodes that (a) cannot order (no timeline): a write y acked
-    by node A with ``y.invoke > X.first_complete`` and ``y.complete < X.last_invoke`` for an epoch X of
-    node B — B acked before and after A in one epoch (B→A→B). For ordered epochs (d) implies (a).
+(d) *alternation*, for epochs X (node B) and Y (node A) that (a) cannot order (e.g. no timeline): a write
+    y of Y with ``y.invoke > X.first_ack`` and ``y.complete < X.last_invoke`` — B acked, then A, then B
+    again within one epoch of B. For ordered epochs (d) implies (a), so it is only checked when unordered.
 
 Not a violation: per-epoch windows [first invoke, last complete] that merely overlap, e.g. a slow client
-whose write was invoked on the old primary before the failover and acked after the new primary's first
-ack; only the ordering "completed before invoked" proves concurrency. The overlap is reported as the
-figure ``max_window_overlap_ms`` (largest overlap of two different nodes' windows), together with
-``min_handover_gap_ms`` (new epoch's first ack minus the preceding epoch's last ack; negative = acks
-interleaved in time without a provable violation).
+whose write was invoked on the old primary before the new primary's first ack and acked after it; only
+"completed before invoked" proves concurrency. Reported as figures: ``max_window_overlap_ms`` (largest
+overlap of two different nodes' windows) and ``min_handover_gap_ms`` (min over ordered X older than Y of
+Y.first_ack - X's last completion; negative = acks interleaved in time, yet no provable violation).
 
 Too little evidence (fewer acked writes than ``min_acked``, counted during faults if the history has any,
 or fewer than ``min_epochs`` epochs, i.e. no primary change was observed) gives ``"unknown"``.
@@ -39,6 +37,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from jepsen_lite.checkers.result import (
@@ -63,19 +62,19 @@ class Epoch:
     lease_epoch: Any
     writes: tuple[Pair, ...]
 
-    @property
+    @cached_property
     def first_invoke(self) -> float:
         return min(p.start for p in self.writes)
 
-    @property
-    def last_invoke(self) -> Pair:
+    @cached_property
+    def last_invoked_write(self) -> Pair:
         return max(self.writes, key=lambda p: p.start)
 
-    @property
-    def first_complete(self) -> Pair:
-        return min(self.writes, key=lambda p: _end(p))
+    @cached_property
+    def first_acked_write(self) -> Pair:
+        return min(self.writes, key=_end)
 
-    @property
+    @cached_property
     def last_complete(self) -> float:
         return max(_end(p) for p in self.writes)
 
@@ -109,8 +108,8 @@ def check(history: History, *, write_fs: frozenset[str] = WRITE_FS, min_acked: i
     if len(violations) > MAX_DETAILS:
         details.insert(MAX_DETAILS, f"... {len(violations) - MAX_DETAILS} more violations")
     if len(attributed) < len(acked):
-        details.append(f"WARNING: {len(acked) - len(attributed)} acked writes without a 'primary' field "
-                       f"were ignored, e.g. {acked[0].describe() if not attributed else ''}".rstrip(", e.g."))
+        details.append(f"WARNING: {len(acked) - len(attributed)} acked writes have no 'primary' field "
+                       f"and were ignored")
     enough = have >= min_acked and len(epochs) >= min_epochs
     if have < min_acked:
         details.append(evidence_detail(have, what, min_acked))
@@ -148,7 +147,7 @@ def _stale(x: Epoch, y: Epoch) -> list[str]:
     """Rule (a) for the ordered pair x older than y."""
     if _older(x, y) is not True:
         return []
-    late, first_new = x.last_invoke, y.first_complete
+    late, first_new = x.last_invoked_write, y.first_acked_write
     if late.start <= _end(first_new):
         return []
     gap_ms = (late.start - _end(first_new)) * 1000
@@ -179,13 +178,13 @@ def _alternation(x: Epoch, y: Epoch) -> list[str]:
     """Rule (d): node of y acked inside x's proven span, for epochs rule (a) cannot order."""
     if x.node == y.node or _older(x, y) is not None:
         return []
-    after, before = _end(x.first_complete), x.last_invoke.start
+    after, before = _end(x.first_acked_write), x.last_invoked_write.start
     inside = [p for p in y.writes if p.start > after and _end(p) < before]
     if not inside:
         return []
     return [f"VIOLATION alternation {x.node}->{y.node}->{x.node}: {inside[0].describe()} acked by "
-            f"{y.label()} was invoked after {x.first_complete.describe()} and completed before "
-            f"{x.last_invoke.describe()}, both acked by {x.label()}"]
+            f"{y.label()} was invoked after {x.first_acked_write.describe()} and completed before "
+            f"{x.last_invoked_write.describe()}, both acked by {x.label()}"]
 
 
 def _figures(epochs: Sequence[Epoch]) -> dict[str, float]:
@@ -194,12 +193,8 @@ def _figures(epochs: Sequence[Epoch]) -> dict[str, float]:
                 for x, y in itertools.combinations(epochs, 2) if x.node != y.node]
     if overlaps:
         figures["max_window_overlap_ms"] = round(max(0.0, max(overlaps)) * 1000, 3)
-    gaps = []
-    for y in epochs:
-        older = [x for x in epochs if _older(x, y) is True]
-        if older:
-            previous = max(older, key=lambda x: (x.lease_epoch is not None, x.lease_epoch, x.timeline))
-            gaps.append(_end(y.first_complete) - previous.last_complete)
+    gaps = [_end(y.first_acked_write) - x.last_complete
+            for x, y in itertools.permutations(epochs, 2) if _older(x, y) is True]
     if gaps:
         figures["min_handover_gap_ms"] = round(min(gaps) * 1000, 3)
     return figures

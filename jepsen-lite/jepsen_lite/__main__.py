@@ -1,0 +1,3 @@
+from jepsen_lite.cli import main
+
+raise SystemExit(main())
