@@ -1,0 +1,37 @@
+"""The PostgreSQL adapter: everything raftpg does to this node's PostgreSQL, and how it looks at it.
+
+What lives here
+  settings.py    PgSettings, Credentials: built by the node from its config
+  control.py     Postgres: the facade the HA loop drives (bootstrap, start, stop, promote, follow, rewind, ...)
+  observe.py     observe(settings) -> LocalState, from pg_controldata, postmaster.pid and pg_stat_* views
+  conf.py        postgresql.conf (raftpg's, including initdb's as postgresql.base.conf), pg_hba.conf, pgpass,
+                 standby.signal; atomic writes
+  process.py     PostmasterProcess: the postmaster as a child of the fencing supervisor; stop, lease
+  supervisor.py  the fencing supervisor (standard library only; its docstring is its contract)
+  bootstrap.py   initdb, roles, post_bootstrap      rebuild.py  pg_basebackup, pg_rewind, moving data aside
+  slots.py       physical slots for the other members     callbacks.py  user callbacks, in the background
+  connection.py  superuser connections and conninfo strings     controldata.py, pidfile.py, tools.py
+
+May import: the standard library, psycopg, raftpg.model and raftpg.clock. Never raftpg.dcs, raftpg.ha,
+raftpg.consensus or raftpg.config: this package knows nothing of the DCS or of HA decisions.
+
+Invariants
+- initdb only runs on a missing or empty data directory (DESIGN.md safety rule 7); clone likewise.
+- User data is never deleted: a failed data directory is renamed aside. The only deletion is clone's cleanup
+  of its own failed attempt in a directory that was missing or empty.
+- The postmaster is always a child of the fencing supervisor started by this agent, and dies with it; a
+  postmaster the agent did not start is stopped before the agent starts its own.
+- Every operation has a deadline; nothing blocks forever. Synchronous and usable from a worker thread.
+- PostgreSQL programs run as the current OS user (the agent runs as the postgres user), with LC_ALL=C and
+  passwords only in the pgpass file (mode 0600), never in argv.
+"""
+
+from raftpg.pg.connection import conninfo_for
+from raftpg.pg.control import Postgres
+from raftpg.pg.observe import observe
+from raftpg.pg.settings import CALLBACK_ACTIONS, Credentials, PgSettings
+from raftpg.pg.slots import slot_name_for
+from raftpg.pg.tools import PgError
+
+__all__ = ["CALLBACK_ACTIONS", "Credentials", "PgError", "PgSettings", "Postgres", "conninfo_for", "observe",
+           "slot_name_for"]

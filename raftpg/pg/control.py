@@ -1,0 +1,337 @@
+"""``Postgres``: the facade the HA loop drives. One instance per member; safe to call from a worker thread
+(state-changing methods hold one lock; ``observe`` and ``query`` take none).
+
+Every method takes a deadline (``timeout_s``) and either returns or raises ``PgError`` with a readable message.
+The configuration files are rewritten from ``settings`` (and the replica wiring passed in) before every start,
+so the data directory always says what the agent last decided; the replica wiring and
+``synchronous_standby_names`` of a running server are read back from raftpg's postgresql.conf, so a restarted
+agent carries on with what is on disk.
+
+Callbacks fire from here, in the background: ``on_start``/``on_stop`` around ``start``/``stop``,
+``on_restart``, ``on_reload``, ``on_role_change`` after ``promote``, ``demote_to_replica``; the role argument is
+``primary`` or ``replica``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from raftpg.clock import Clock, SystemClock
+from raftpg.model import DataDir, LocalState
+from raftpg.pg import bootstrap as boot
+from raftpg.pg import rebuild
+from raftpg.pg.callbacks import CallbackRunner
+from raftpg.pg.conf import (
+    Upstream,
+    has_standby_signal,
+    managed_parameters,
+    read_managed_parameters,
+    set_standby_signal,
+    write_pg_hba,
+    write_pgpass,
+    write_postgresql_conf,
+)
+from raftpg.pg.connection import as_role, query, with_defaults
+from raftpg.pg.controldata import data_dir_state, read_controldata
+from raftpg.pg.observe import observe
+from raftpg.pg.pidfile import live_postmaster
+from raftpg.pg.process import PostmasterProcess, stop_foreign
+from raftpg.pg.settings import PgSettings
+from raftpg.pg.slots import ensure_slots
+from raftpg.pg.tools import PgError
+
+log = logging.getLogger(__name__)
+
+
+class _Deadline:
+    def __init__(self, clock: Clock, timeout_s: float) -> None:
+        self.clock, self.at = clock, clock.monotonic() + timeout_s
+
+    def left(self, minimum: float = 0.1) -> float:
+        return max(minimum, self.at - self.clock.monotonic())
+
+
+class Postgres:
+    def __init__(self, settings: PgSettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.callbacks = CallbackRunner(settings.callbacks, settings.scope, self.clock)
+        self.process: PostmasterProcess | None = None   # the postmaster this agent started, if any
+        self._lock = threading.RLock()
+        self._sync_names: str | None = None             # None: whatever raftpg's postgresql.conf says
+
+    # --- looking --------------------------------------------------------------------------------------
+
+    def observe(self, timeout_s: float = 2.0) -> LocalState:
+        self.callbacks.reap()
+        return observe(self.settings, timeout_s)
+
+    def query(self, sql: Any, params: Any = None, timeout_s: float = 5.0) -> list[tuple[Any, ...]]:
+        """One statement as the superuser, with a statement timeout; its rows."""
+        return query(self.settings, sql, params, timeout_s)
+
+    def is_running(self) -> bool:
+        """True while a postmaster runs on the data directory (ours, or one we did not start)."""
+        if self.process is not None and self.process.exit_code() is None:
+            return True
+        return live_postmaster(self.settings.data_dir) is not None
+
+    # --- the supervisor's lease -------------------------------------------------------------------------
+
+    def lease(self, seconds: float) -> bool:
+        """Writes may continue for ``seconds`` from now; False if no supervised postmaster runs."""
+        return self.process is not None and self.process.lease(seconds)
+
+    def unlimited(self) -> bool:
+        return self.process is not None and self.process.unlimited()
+
+    def fence(self, timeout_s: float = 5.0) -> None:
+        """Immediate shutdown through the supervisor now (an expired lease of zero)."""
+        with self._lock:
+            if self.process is not None and self.process.lease(0):
+                self.process.wait_exit(timeout_s)
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def bootstrap(self, timeout_s: float = 120.0, lease_s: float | None = None) -> str:
+        """initdb, start as a primary, create raftpg's roles, run post_bootstrap; return the system identifier.
+
+        Refuses (PgError) unless the data directory is missing or empty: never initdb over data. On a failure
+        after initdb, PostgreSQL is stopped and the data directory left for the caller to move aside.
+        """
+        with self._lock:
+            deadline = _Deadline(self.clock, timeout_s)
+            state, _ = data_dir_state(self.settings)
+            if state not in (DataDir.MISSING, DataDir.EMPTY):
+                raise PgError(f"refusing to initdb: {self.settings.data_dir} is {state}, not missing or empty")
+            boot.run_initdb(self.settings, deadline.left())
+            self._sync_names = ""
+            if not self.start(timeout_s=deadline.left(), lease_s=lease_s):
+                self.stop("immediate")
+                raise PgError(f"the new cluster did not accept connections within {timeout_s:g}s")
+            try:
+                boot.create_roles(self.settings, deadline.left())
+                boot.run_post_bootstrap(self.settings, deadline.left())
+            except BaseException:
+                self.stop("immediate")
+                raise
+            return str(read_controldata(self.settings).sysid)
+
+    def start(self, as_replica_of: str | None = None, slot_name: str | None = None, *, timeout_s: float = 60.0,
+              lease_s: float | None = None, replica: bool | None = None) -> bool:
+        """Write the configuration and start the postmaster under the supervisor.
+
+        A replica (``as_replica_of`` given, or ``replica=True`` for a standby with no primary yet) streams from
+        ``as_replica_of`` (libpq URL or key=value; user and application_name default to the replication role
+        and the member name) through ``slot_name``, and runs without a lease deadline. A primary runs with
+        ``lease_s`` (None: no deadline). Returns True once connections are accepted (read-only on a replica),
+        False if the postmaster still runs but is not ready at the deadline (crash recovery, or a replica not
+        yet consistent: observe it again later); raises PgError if it exits or cannot start. A postmaster this
+        agent did not start is stopped first (fast): only a supervised one can be fenced. Already running
+        with the requested role: returns True at once.
+        """
+        replica = as_replica_of is not None if replica is None else replica
+        with self._lock:
+            if self.process is not None and self.process.exit_code() is None:
+                if has_standby_signal(self.settings.data_dir) != replica:
+                    raise PgError("already running with the other role: stop it first")
+                return True
+            deadline = _Deadline(self.clock, timeout_s)
+            state, _ = data_dir_state(self.settings)
+            if state is not DataDir.INITIALIZED:
+                raise PgError(f"cannot start: {self.settings.data_dir} is {state}")
+            stop_foreign(self.settings, "fast", deadline.left(), self.clock)
+            upstream = Upstream(self._replication_conninfo(as_replica_of), slot_name) if replica else None
+            self._write_config(upstream)
+            set_standby_signal(self.settings.data_dir, replica)
+            return self._launch(deadline, None if replica else lease_s, "on_start")
+
+    def _launch(self, deadline: _Deadline, lease_s: float | None, callback: str | None) -> bool:
+        self.process = PostmasterProcess.start(self.settings, lease_s=lease_s, timeout_s=deadline.left(),
+                                               clock=self.clock)
+        ready = self.process.wait_ready(deadline.left(0.0))
+        if callback:
+            self.callbacks.run(callback, self._role())
+        return ready
+
+    def stop(self, mode: str = "fast", timeout_s: float = 60.0) -> None:
+        """Stop PostgreSQL (smart, fast or immediate); after ``timeout_s`` escalate to immediate, then SIGKILL.
+        Stops a postmaster this agent did not start too. No-op when nothing runs."""
+        with self._lock:
+            self._stop(mode, timeout_s, "on_stop")
+
+    def _stop(self, mode: str, timeout_s: float, callback: str | None) -> None:
+        role = self._role()
+        process, self.process = self.process, None
+        if process is not None and process.exit_code() is None:
+            if process.stop(mode, timeout_s) == -1:
+                self.process = process
+                raise PgError(f"postgres {process.pid} and its supervisor could not be stopped")
+        elif not stop_foreign(self.settings, mode, timeout_s, self.clock):
+            return
+        if callback:
+            self.callbacks.run(callback, role)
+
+    def restart(self, timeout_s: float = 120.0, lease_s: float | None = None) -> bool:
+        """Stop (fast) and start again with the same role and upstream. Returns as ``start`` does."""
+        with self._lock:
+            deadline = _Deadline(self.clock, timeout_s)
+            self._stop("fast", deadline.left(), None)
+            replica = has_standby_signal(self.settings.data_dir)
+            self._write_config(self._upstream_on_disk())
+            return self._launch(deadline, None if replica else lease_s, "on_restart")
+
+    def reload(self, settings: PgSettings | None = None) -> bool:
+        """Rewrite the configuration (from ``settings`` if given: the node's reloaded config) and SIGHUP the
+        postmaster. True if the files changed. Parameters that need a restart show as ``pending_restart``."""
+        with self._lock:
+            if settings is not None:
+                if (settings.name, settings.data_dir) != (self.settings.name, self.settings.data_dir):
+                    raise PgError("reload cannot change the member name or the data directory")
+                self.settings = settings
+                self.callbacks = CallbackRunner(settings.callbacks, settings.scope, self.clock)
+            changed = self._write_config(self._upstream_on_disk())
+            if self._sighup():
+                self.callbacks.run("on_reload", self._role())
+            return changed
+
+    def promote(self, timeout_s: float = 60.0) -> None:
+        """Promote this replica and wait until it accepts writes. Arm the lease (``lease``) first: promotion
+        does not change the supervisor's deadline, and a replica runs with none."""
+        with self._lock:
+            rows = self.query("SELECT pg_promote(true, %s)", (max(1, round(timeout_s)),), timeout_s + 5)
+            if not rows or rows[0][0] is not True:
+                raise PgError(f"promotion did not complete within {timeout_s:g}s")
+            self._write_config(None)
+            self.callbacks.run("on_role_change", "primary")
+
+    def checkpoint(self, timeout_s: float = 60.0) -> None:
+        self.query("CHECKPOINT", timeout_s=timeout_s)
+
+    # --- replication wiring ---------------------------------------------------------------------------
+
+    def follow(self, primary_conninfo: str | None, slot_name: str | None = None) -> bool:
+        """Point a replica at a new primary (PostgreSQL 13+ reloads primary_conninfo and primary_slot_name).
+        Raises PgError on a running primary: the caller stops and rewinds it first. True if anything changed."""
+        with self._lock:
+            if self.is_running() and self.query("SELECT pg_is_in_recovery()")[0][0] is False:
+                raise PgError("cannot follow: this PostgreSQL is a primary (stop and rewind it first)")
+            changed = self._write_config(Upstream(self._replication_conninfo(primary_conninfo), slot_name))
+            changed = set_standby_signal(self.settings.data_dir, True) or changed
+            if changed:
+                self._sighup()
+            return changed
+
+    def demote_to_replica(self, primary_conninfo: str | None, slot_name: str | None = None,
+                          timeout_s: float = 60.0) -> bool:
+        """Stop (fast) and start as a replica of ``primary_conninfo`` (None: a standby waiting for a primary).
+        Returns as ``start`` does."""
+        with self._lock:
+            deadline = _Deadline(self.clock, timeout_s)
+            self._stop("fast", deadline.left(), None)
+            ready = self.start(primary_conninfo, slot_name, timeout_s=deadline.left(), replica=True)
+            self.callbacks.run("on_role_change", "replica")
+            return ready
+
+    def set_synchronous_standby_names(self, value: str, timeout_s: float = 10.0) -> None:
+        """Write ``synchronous_standby_names``, reload, and wait until the server reports the new value."""
+        with self._lock:
+            deadline = _Deadline(self.clock, timeout_s)
+            self._sync_names = value
+            if self._write_config(self._upstream_on_disk()):
+                self._sighup()
+            if not self.is_running():
+                return
+            while self.query("SHOW synchronous_standby_names", timeout_s=deadline.left())[0][0] != value:
+                if self.clock.monotonic() >= deadline.at:
+                    raise PgError(f"synchronous_standby_names is not {value!r} after {timeout_s:g}s")
+                self.clock.sleep(0.02)
+
+    def ensure_slots(self, names: set[str], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
+        """Create missing physical slots among ``names``; drop unwanted inactive ones raftpg made.
+        Returns (created, dropped). See ``slots``."""
+        return ensure_slots(self.settings, names, timeout_s)
+
+    # --- the data directory ---------------------------------------------------------------------------
+
+    def clone(self, source_conninfo: str, timeout_s: float = 3600.0) -> str:
+        """pg_basebackup into the missing or empty data directory; the copy's system identifier."""
+        with self._lock:
+            if self.is_running():
+                raise PgError("cannot clone: PostgreSQL is running on the data directory")
+            write_pgpass(self.settings)
+            return rebuild.clone(self.settings, source_conninfo, timeout_s)
+
+    def rewind(self, source_conninfo: str, timeout_s: float = 3600.0) -> bool:
+        """Stop (fast) if running, pg_rewind to ``source_conninfo``, and configure the data directory as a
+        replica of that server (standby.signal, primary_conninfo as the replication role) even if the rewind
+        failed: a diverged primary must never start as one again. False if pg_rewind failed."""
+        with self._lock:
+            deadline = _Deadline(self.clock, timeout_s)
+            self._stop("fast", deadline.left(), "on_stop")
+            state, _ = data_dir_state(self.settings)
+            if state is not DataDir.INITIALIZED:
+                raise PgError(f"cannot rewind: {self.settings.data_dir} is {state}")
+            write_pgpass(self.settings)
+            try:
+                return rebuild.rewind(self.settings, source_conninfo, deadline.left())
+            finally:
+                upstream = as_role(source_conninfo, self.settings.replication.username,
+                                   passfile=self.settings.pgpass, application_name=self.settings.name)
+                self._write_config(Upstream(upstream, None))
+                set_standby_signal(self.settings.data_dir, True)
+
+    def move_data_aside(self) -> str:
+        """Rename the (stopped) data directory to ``<data_dir>.<timestamp>.failed``; the new path."""
+        with self._lock:
+            if self.is_running():
+                raise PgError("cannot move the data directory aside: PostgreSQL is running on it")
+            return rebuild.move_data_aside(self.settings, self.clock)
+
+    def run_callback(self, action: str, role: str) -> None:
+        self.callbacks.run(action, role)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Reap callbacks (killing those still running after ``timeout_s``). PostgreSQL is left as it is."""
+        self.callbacks.close(timeout_s)
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def _replication_conninfo(self, conninfo: str | None) -> str | None:
+        if conninfo is None:
+            return None
+        return with_defaults(conninfo, user=self.settings.replication.username, passfile=self.settings.pgpass,
+                             application_name=self.settings.name)
+
+    def _write_config(self, upstream: Upstream | None) -> bool:
+        if self._sync_names is None:
+            self._sync_names = read_managed_parameters(self.settings.data_dir).get("synchronous_standby_names", "")
+        changed = write_pgpass(self.settings)
+        changed = write_pg_hba(self.settings) or changed
+        params = managed_parameters(self.settings, upstream, self._sync_names)
+        return write_postgresql_conf(self.settings, params) or changed
+
+    def _upstream_on_disk(self) -> Upstream | None:
+        if not has_standby_signal(self.settings.data_dir):
+            return None
+        params = read_managed_parameters(self.settings.data_dir)
+        return Upstream(params.get("primary_conninfo") or None, params.get("primary_slot_name") or None)
+
+    def _role(self) -> str:
+        return "replica" if has_standby_signal(self.settings.data_dir) else "primary"
+
+    def _sighup(self) -> bool:
+        if self.process is not None and self.process.signal(signal.SIGHUP):
+            return True
+        info = live_postmaster(self.settings.data_dir)
+        if info is None:
+            return False
+        try:
+            os.kill(info.pid, signal.SIGHUP)
+            return True
+        except ProcessLookupError:
+            return False

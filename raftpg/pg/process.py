@@ -1,0 +1,261 @@
+"""Starting and stopping the postmaster. The agent owns it: no ``pg_ctl start``, no daemonizing.
+
+``PostmasterProcess.start`` runs ``postgres -D <data_dir>`` under the fencing supervisor (``supervisor.py``,
+whose docstring is the contract) with a pipe on the supervisor's stdin. The postmaster dies with the
+supervisor, and the supervisor fences when the pipe closes or a lease is not renewed, so a postmaster never
+outlives the agent that started it.
+
+A postmaster this agent did not start (``postmaster.pid`` names a live postgres process: a leftover of an
+agent that ran without the supervisor, or one an administrator started by hand) cannot be fenced, so
+``stop_foreign`` stops it (fast) before the agent starts its own; see ``control.Postgres.start``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+
+from raftpg.clock import Clock, SystemClock
+from raftpg.pg import supervisor as supervisor_module
+from raftpg.pg.pidfile import READY_STATUSES, live_postmaster, postgres_alive, read_pidfile
+from raftpg.pg.settings import PgSettings
+from raftpg.pg.tools import PgError, kill_group, tail
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+ESCALATION_S = 5.0   # after a stop's timeout: this long for immediate shutdown, then SIGKILL to the group
+
+
+def supervisor_argv(settings: PgSettings, lease_s: float | None) -> list[str]:
+    launcher = list(settings.launcher) or [sys.executable, "-I", supervisor_module.__file__]
+    return launcher + ([] if lease_s is None else ["--lease", repr(float(lease_s))])
+
+
+class PostmasterProcess:
+    """One postmaster started by this agent, and its supervisor. Methods are safe to call from any thread."""
+
+    def __init__(self, settings: PgSettings, supervisor: subprocess.Popen[bytes], clock: Clock) -> None:
+        self.settings = settings
+        self.supervisor = supervisor
+        self.clock = clock
+        self.pid: int | None = None
+        self._lock = threading.Lock()
+        self._reports: list[str] = []
+        self._report_buffer = b""
+        assert supervisor.stdout is not None
+        os.set_blocking(supervisor.stdout.fileno(), False)
+
+    @classmethod
+    def start(cls, settings: PgSettings, *, lease_s: float | None = None, extra_args: tuple[str, ...] = (),
+              timeout_s: float = 10.0, clock: Clock | None = None) -> PostmasterProcess:
+        """Start the supervisor and the postmaster; return once the postmaster's pid is known."""
+        argv = supervisor_argv(settings, lease_s) + ["--", settings.binary("postgres"), "-D", settings.data_dir,
+                                                     *extra_args]
+        log_file = open(settings.log_file, "ab") if settings.log_file else None  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+                                    cwd=settings.data_dir)
+        except OSError as e:
+            raise PgError(f"cannot start the supervisor {argv[0]}: {e}") from None
+        finally:
+            if log_file is not None:
+                log_file.close()
+        process = cls(settings, proc, clock or SystemClock())
+        process._wait_started(timeout_s)
+        return process
+
+    def _wait_started(self, timeout_s: float) -> None:
+        deadline = self.clock.monotonic() + timeout_s
+        while self.pid is None:
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0 or self._read_reports(min(remaining, 0.5)) is False:
+                self._kill_supervisor()
+                raise PgError(f"supervisor did not start postgres within {timeout_s:g}s{self.log_tail()}")
+            started = [r for r in self._reports if r.startswith("started ")]
+            if started:
+                self.pid = int(started[0].split()[1])
+
+    def _read_reports(self, timeout_s: float = 0.0) -> bool | None:
+        """Collect the supervisor's report lines: True if some arrived, None if none within ``timeout_s``,
+        False once its stdout is closed and drained."""
+        if self.supervisor.stdout is None or self.supervisor.stdout.closed:
+            return False
+        fd = self.supervisor.stdout.fileno()
+        if not select.select([fd], [], [], max(0.0, timeout_s))[0]:
+            return None
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return None
+        self._report_buffer += data
+        *lines, self._report_buffer = self._report_buffer.split(b"\n")
+        self._reports += [line.decode("utf-8", "replace") for line in lines]
+        return bool(data)
+
+    # --- the supervisor's stdin -------------------------------------------------------------------------
+
+    def send(self, command: str) -> bool:
+        """Write one command line to the supervisor; False if it is gone."""
+        assert self.supervisor.stdin is not None
+        with self._lock:
+            try:
+                self.supervisor.stdin.write(command.encode() + b"\n")
+                self.supervisor.stdin.flush()
+                return True
+            except (OSError, ValueError):
+                return False
+
+    def lease(self, seconds: float) -> bool:
+        return self.send(f"lease {float(seconds)!r}")
+
+    def unlimited(self) -> bool:
+        return self.send("unlimited")
+
+    # --- state ------------------------------------------------------------------------------------------
+
+    def exit_code(self) -> int | None:
+        """The supervisor's exit code (the postmaster's), or None while it runs."""
+        return self.supervisor.poll()
+
+    @property
+    def fence_reason(self) -> str | None:
+        """Why the supervisor fenced the postmaster, if it did (so far)."""
+        exited = self.exit_code() is not None
+        for _ in range(100):  # a supervisor writes three short lines in its life: bounded, never spins
+            if not self._read_reports(0.1 if exited else 0.0):
+                break
+        fenced = [r for r in self._reports if r.startswith("fenced ")]
+        return fenced[0][len("fenced "):] if fenced else None
+
+    def log_tail(self) -> str:
+        if not self.settings.log_file:
+            return " (the postmaster's log is on the agent's stderr)"
+        try:
+            with open(self.settings.log_file, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.settings.log_file) - 4096))
+                return "\n" + tail(f.read())
+        except OSError:
+            return ""
+
+    def wait_exit(self, timeout_s: float) -> int | None:
+        try:
+            code = self.supervisor.wait(timeout=max(0.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            return None
+        self._close_pipes()
+        return code
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the postmaster accepts connections (read-only ones on a hot standby); False at the
+        deadline if it is still starting. Raises PgError if it exited."""
+        deadline = self.clock.monotonic() + timeout_s
+        while True:
+            info = read_pidfile(self.settings.data_dir)
+            if info is not None and info.pid == self.pid and info.status in READY_STATUSES:
+                return True
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                return False
+            code = self.wait_exit(min(0.05, remaining))
+            if code is not None:
+                raise PgError(f"postgres exited with code {code} while starting{self.log_tail()}")
+
+    # --- stopping ---------------------------------------------------------------------------------------
+
+    def stop(self, mode: str = "fast", timeout_s: float = 60.0) -> int:
+        """Stop the postmaster; after ``timeout_s`` escalate to immediate, then SIGKILL. Returns the exit code."""
+        if mode not in STOP_SIGNALS:
+            raise ValueError(f"stop mode must be one of {sorted(STOP_SIGNALS)}, got {mode!r}")
+        if self.exit_code() is None:
+            self.send("stop")
+            self._signal(STOP_SIGNALS[mode])
+        code = self.wait_exit(timeout_s)
+        if code is None:
+            log.warning("postgres did not stop (%s) within %gs: immediate shutdown", mode, timeout_s)
+            self._signal(signal.SIGQUIT)
+            code = self.wait_exit(ESCALATION_S)
+        if code is None:
+            log.warning("postgres survived immediate shutdown for %gs: SIGKILL to its process group", ESCALATION_S)
+            if self.pid is not None:
+                kill_group(self.pid)
+            code = self.wait_exit(ESCALATION_S)
+        if code is None:
+            self._kill_supervisor()
+            code = self.wait_exit(ESCALATION_S)
+        return -1 if code is None else code
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` (e.g. SIGHUP for a reload) to the postmaster; False if it is gone."""
+        return self._signal(sig)
+
+    def _signal(self, sig: int) -> bool:
+        if self.pid is None or self.exit_code() is not None:
+            return False
+        try:
+            os.kill(self.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def _kill_supervisor(self) -> None:
+        try:
+            self.supervisor.kill()  # the postmaster gets SIGQUIT from PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        self.wait_exit(ESCALATION_S)
+
+    def _close_pipes(self) -> None:
+        self.fence_reason  # noqa: B018 -- drain the last reports before closing
+        for pipe in (self.supervisor.stdin, self.supervisor.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+
+def stop_foreign(settings: PgSettings, mode: str = "fast", timeout_s: float = 60.0,
+                 clock: Clock | None = None) -> bool:
+    """Stop a postmaster on our data directory that this agent did not start. True if there was one."""
+    info = live_postmaster(settings.data_dir)
+    if info is None:
+        return False
+    log.warning("postgres %d on %s was not started by this agent; stopping it (%s) to restart it under the "
+                "fencing supervisor", info.pid, settings.data_dir, mode)
+    for sig, wait_s in ((STOP_SIGNALS[mode], timeout_s), (signal.SIGQUIT, ESCALATION_S),
+                        (signal.SIGKILL, ESCALATION_S)):
+        try:
+            os.kill(info.pid, sig)
+        except ProcessLookupError:
+            return True
+        if wait_pid_gone(info.pid, wait_s, clock or SystemClock()):
+            return True
+    raise PgError(f"postgres {info.pid} on {settings.data_dir} survived SIGKILL")
+
+
+def wait_pid_gone(pid: int, timeout_s: float, clock: Clock) -> bool:
+    """Wait until ``pid`` (not necessarily our child) no longer runs postgres; False at the deadline."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        deadline = clock.monotonic() + timeout_s
+        while postgres_alive(pid):
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                return False
+            if pidfd is not None:
+                select.select([pidfd], [], [], min(remaining, 0.5))
+            else:
+                clock.sleep(min(remaining, 0.05))
+        return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)

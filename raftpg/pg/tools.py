@@ -1,0 +1,67 @@
+"""Running PostgreSQL's command-line programs (initdb, pg_controldata, pg_basebackup, pg_rewind) with a deadline.
+
+Every program runs in its own process group so a timeout kills it and its helpers (pg_basebackup forks a WAL
+streamer); messages are forced to the C locale so they can be parsed; passwords come from the pgpass file,
+never from argv.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from raftpg.pg.settings import PgSettings
+
+
+class PgError(Exception):
+    """A PostgreSQL operation failed. The message names the operation and ends with the tool's stderr tail."""
+
+
+def tail(text: str | bytes | None, lines: int = 12) -> str:
+    if not text:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def tool_env(settings: PgSettings, c_locale: bool = True) -> dict[str, str]:
+    """The agent's environment with the pgpass file, a connect timeout and (``c_locale``) LC_ALL=C.
+
+    initdb is the exception (``c_locale=False``): the new cluster's locale and encoding come from the
+    agent's environment or ``initdb_args``, as with a hand-run initdb.
+    """
+    env = dict(os.environ)
+    env.update(PGPASSFILE=settings.pgpass, PGCONNECT_TIMEOUT="10")
+    if c_locale:
+        env.update(LC_ALL="C", LANG="C")
+    return env
+
+
+def run_tool(settings: PgSettings, program: str, args: list[str], timeout_s: float, c_locale: bool = True) -> str:
+    """Run ``<bin_dir>/<program> args``; return its stdout. Raises PgError on a non-zero exit or the deadline."""
+    argv = [settings.binary(program), *args]
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=tool_env(settings, c_locale), start_new_session=True, text=True,
+        )
+    except OSError as e:
+        raise PgError(f"{program}: cannot run {argv[0]}: {e}") from None
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        out, err = proc.communicate()
+        raise PgError(f"{program} did not finish within {timeout_s:g}s and was killed\n{tail(err)}") from None
+    if proc.returncode != 0:
+        raise PgError(f"{program} failed with exit code {proc.returncode}\n{tail(err or out)}")
+    return out
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

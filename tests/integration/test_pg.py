@@ -1,0 +1,344 @@
+"""raftpg.pg against real PostgreSQL, run as the postgres OS user (``run_as_postgres`` forks and switches user).
+
+The PostgreSQL binaries come from $RAFTPG_TEST_PG_BIN, else ``pg_config --bindir``, else the newest
+/usr/lib/postgresql/*/bin; the module is skipped without them. Each test uses its own ports and /tmp directory
+and kills, by PID, any postmaster still alive at teardown.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from raftpg.clock import SystemClock
+from raftpg.model import DataDir
+from raftpg.pg import Credentials, PgError, PgSettings, Postgres, conninfo_for
+from raftpg.pg.pidfile import postgres_alive, read_pidfile
+from raftpg.pg.process import supervisor_argv, wait_pid_gone
+
+pytestmark = pytest.mark.integration
+
+
+def _find_bin_dir() -> str | None:
+    if os.environ.get("RAFTPG_TEST_PG_BIN"):
+        return os.environ["RAFTPG_TEST_PG_BIN"]
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip()
+        if os.path.exists(os.path.join(out, "initdb")):
+            return out
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[-3]))
+    return os.path.dirname(found[-1]) if found else None
+
+
+BIN_DIR = _find_bin_dir()
+if BIN_DIR is None:
+    pytest.skip("no PostgreSQL binaries (set RAFTPG_TEST_PG_BIN)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings_for(tmp: Path, name: str, **overrides: object) -> PgSettings:
+    values: dict[str, object] = dict(
+        name=name, scope="demo", data_dir=str(tmp / name), bin_dir=BIN_DIR, port=free_port(),
+        unix_socket_dir=str(tmp), initdb_args=("--no-sync",), parameters={"fsync": "off"},
+        log_file=str(tmp / f"{name}.log"),
+    )
+    values.update(overrides)
+    return PgSettings(**values)  # type: ignore[arg-type]
+
+
+def poll(condition: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> object:
+    """Return condition()'s first truthy value; fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def pg_tmp(postgres_tmp_dir: Path) -> Iterator[Path]:
+    """postgres_tmp_dir, with any postmaster still running there killed (by PID) before it is removed."""
+    yield postgres_tmp_dir
+    for pidfile in glob.glob(str(postgres_tmp_dir / "*" / "postmaster.pid")):
+        info = read_pidfile(os.path.dirname(pidfile))
+        if info is not None and postgres_alive(info.pid):
+            try:
+                os.killpg(info.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                os.kill(info.pid, signal.SIGKILL)
+            wait_pid_gone(info.pid, 10.0, SystemClock())
+
+
+def test_bootstrap_observe_stop_modes_and_callbacks(run_as_postgres, pg_tmp: Path) -> None:
+    record = pg_tmp / "callbacks.txt"
+    cb = f"/bin/sh -c 'echo \"$1 $2 $3\" >> {record}' callback"
+    settings = settings_for(pg_tmp, "n1", callbacks={"on_start": cb, "on_stop": cb})
+
+    def body() -> None:
+        pg = Postgres(settings)
+        try:
+            assert pg.observe().data_dir is DataDir.MISSING
+            sysid = pg.bootstrap(timeout_s=60)
+            assert sysid.isdigit()
+            local = pg.observe()
+            assert local.is_primary and local.sysid == sysid and local.timeline == 1
+            assert local.lsn and local.server_version and local.server_version >= 130000
+            assert local.postmaster_pid == pg.process.pid and local.cluster_state == "in production"
+            with pytest.raises(PgError, match="refusing to initdb"):
+                pg.bootstrap()
+            with pytest.raises(PgError, match="running"):
+                pg.move_data_aside()
+            pg.query("CREATE TABLE t (v int)")
+            assert oct(os.stat(settings.pgpass).st_mode & 0o777) == "0o600"
+            assert os.path.exists(os.path.join(settings.data_dir, "postgresql.base.conf"))
+
+            pg.stop("smart", timeout_s=30)
+            stopped = pg.observe()
+            assert not stopped.running and stopped.postmaster_pid is None
+            assert stopped.cluster_state == "shut down" and stopped.sysid == sysid and stopped.lsn
+
+            assert pg.start(timeout_s=30)
+            pg.query("INSERT INTO t VALUES (1)")
+            pg.stop("immediate")
+            assert pg.observe().cluster_state == "in production"  # crashed: no shutdown checkpoint
+            assert pg.start(timeout_s=30)  # crash recovery
+            assert pg.query("SELECT count(*) FROM t") == [(1,)]
+            pg.stop("fast")
+            assert pg.observe().cluster_state == "shut down"
+
+            # a postmaster we did not start (pg_ctl daemonizes it) is stopped and restarted under our supervisor
+            subprocess.run([os.path.join(BIN_DIR, "pg_ctl"), "start", "-w", "-D", settings.data_dir, "-l",
+                            str(pg_tmp / "pg_ctl.log")], check=True, capture_output=True, timeout=30)
+            foreign = read_pidfile(settings.data_dir).pid
+            assert pg.start(timeout_s=30)
+            assert pg.process.pid != foreign and not postgres_alive(foreign)
+            pg.stop("fast")
+
+            poll(lambda: record.exists() and record.read_text().count("on_stop primary demo") == 4,
+                 what="callbacks")
+            assert record.read_text().count("on_start primary demo") == 4
+
+            aside = pg.move_data_aside()
+            assert not os.path.exists(settings.data_dir) and os.path.exists(os.path.join(aside, "PG_VERSION"))
+            assert aside.startswith(settings.data_dir + ".") and aside.endswith(".failed")
+        finally:
+            pg.stop("immediate")
+            pg.close()
+
+    run_as_postgres(body, timeout_s=90)
+
+
+def test_clone_stream_promote_rewind_follow(run_as_postgres, pg_tmp: Path) -> None:
+    auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "re:pl\\x"),
+                rewind=Credentials("rewinder", "rw-secret"))
+    s1, s2 = settings_for(pg_tmp, "n1", **auth), settings_for(pg_tmp, "n2", **auth)
+
+    def body() -> None:
+        n1, n2 = Postgres(s1), Postgres(s2)
+        try:
+            _clone_and_stream(n1, n2, s1, s2)
+            _promote_and_rewind(n1, n2, s1, s2)
+        finally:
+            for pg in (n1, n2):
+                pg.stop("immediate")
+
+    run_as_postgres(body, timeout_s=100)
+
+
+def _clone_and_stream(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettings) -> None:
+    with pytest.raises(PgError, match="pg_basebackup failed"):
+        n2.clone(conninfo_for("127.0.0.1", free_port(), "replicator", connect_timeout=2), timeout_s=30)
+    assert not os.path.exists(s2.data_dir), "a failed clone leaves no data directory behind"
+
+    sysid = n1.bootstrap(timeout_s=60)
+    n1.query("CREATE TABLE t (v text)")
+    n1.query("INSERT INTO t VALUES ('before clone')")
+    assert n1.ensure_slots({"n2"}) == ({"n2"}, set())
+    assert n2.clone(conninfo_for("127.0.0.1", s1.port, "replicator"), timeout_s=60) == sysid
+    assert n2.start(conninfo_for("127.0.0.1", s1.port, "replicator"), "n2", timeout_s=30)
+
+    def streaming_to_n2() -> bool:
+        rows = n1.observe().replication
+        return bool(rows) and rows[0].application_name == "n2" and rows[0].state == "streaming"
+
+    poll(streaming_to_n2, what="pg_stat_replication row for n2 on n1")
+    replica = poll(lambda: (lambda r: r if r.streaming else None)(n2.observe()), what="n2 streaming")
+    assert replica.is_replica and replica.upstream == f"127.0.0.1:{s1.port}" and replica.sysid == sysid
+    assert replica.timeline == 1 and replica.receive_lsn and replica.replay_lsn
+    n1.query("INSERT INTO t VALUES ('streamed')")
+    poll(lambda: n2.query("SELECT count(*) FROM t") == [(2,)], what="row replicated to n2")
+
+    n1.set_synchronous_standby_names("n2")
+    assert n1.observe().synchronous_standby_names == "n2"
+    poll(lambda: n1.observe().replication[0].sync_state == "sync", what="n2 synchronous")
+    n1.set_synchronous_standby_names("")
+
+
+def _promote_and_rewind(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettings) -> None:
+    n1.stop("fast")
+    n2.promote(timeout_s=30)
+    promoted = n2.observe()
+    assert promoted.is_primary and promoted.timeline == 2
+    with pytest.raises(PgError, match="primary"):
+        n2.follow(conninfo_for("127.0.0.1", s1.port, "replicator"))
+    n2.query("INSERT INTO t VALUES ('on new primary')")
+
+    assert n1.start(timeout_s=30)  # the old primary comes back alone and diverges
+    n1.query("INSERT INTO t VALUES ('diverged')")
+    n1.stop("immediate")           # and crashes: pg_rewind must recover it first
+
+    assert n1.rewind(conninfo_for("127.0.0.1", s2.port, "rewinder"), timeout_s=60)
+    assert n2.ensure_slots({"n1"}) == ({"n1"}, set())
+    assert n1.start(conninfo_for("127.0.0.1", s2.port, "replicator"), "n1", timeout_s=30)
+    following = poll(lambda: (lambda r: r if r.streaming else None)(n1.observe()), what="n1 streaming")
+    assert following.timeline == 2 and following.upstream == f"127.0.0.1:{s2.port}"
+    n2.query("INSERT INTO t VALUES ('after rewind')")
+    poll(lambda: n1.query("SELECT count(*) FROM t WHERE v = 'after rewind'") == [(1,)], what="n1 replays n2")
+    assert n1.query("SELECT v FROM t WHERE v = 'diverged'") == []
+
+    assert n2.ensure_slots(set()) == (set(), set()), "an active slot is never dropped"
+    n1.stop("fast")
+    poll(lambda: n2.ensure_slots(set()) == (set(), {"n1"}), what="inactive slot n1 dropped")
+
+
+# --- the fencing supervisor, driven directly through its stdin --------------------------------------------
+
+@pytest.fixture
+def stopped_cluster(run_as_postgres, pg_tmp: Path) -> PgSettings:
+    settings = settings_for(pg_tmp, "n1")
+
+    def body() -> None:
+        pg = Postgres(settings)
+        pg.bootstrap(timeout_s=60)
+        pg.stop("fast")
+
+    run_as_postgres(body, timeout_s=60)
+    return settings
+
+
+@pytest.fixture
+def supervised(stopped_cluster: PgSettings) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """start(lease_s=None): the supervisor and its postmaster on ``stopped_cluster``, run as postgres by this
+    (root) test process, which holds the supervisor's stdin as the agent would. Killed at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(lease_s: float | None = None) -> subprocess.Popen[bytes]:
+        settings = stopped_cluster
+        argv = supervisor_argv(settings, lease_s) + ["--", settings.binary("postgres"), "-D", settings.data_dir]
+        user = "postgres" if os.geteuid() == 0 else None
+        with open(settings.log_file, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                    user=user, group=user, cwd=settings.data_dir)
+        started.append(proc)
+        poll(lambda: (info := read_pidfile(settings.data_dir)) is not None and info.status == "ready",
+             what="postmaster ready")
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()  # the postmaster follows (PR_SET_PDEATHSIG)
+        proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout):
+            pipe.close()
+
+
+def client(settings: PgSettings) -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=settings.port, user="postgres", dbname="postgres",
+                           autocommit=True, connect_timeout=2)
+
+
+def assert_fenced(proc: subprocess.Popen[bytes], settings: PgSettings, conn: psycopg.Connection,
+                  reason: str, since: float) -> float:
+    pid = read_pidfile(settings.data_dir).pid
+    proc.wait(timeout=5)
+    elapsed = time.monotonic() - since
+    reports = proc.stdout.read().decode()
+    assert f"fenced {reason}" in reports, reports
+    assert not postgres_alive(pid)
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute("INSERT INTO t VALUES (2)")
+    return elapsed
+
+
+def test_supervisor_fences_when_the_agent_goes_away(supervised, stopped_cluster: PgSettings) -> None:
+    proc = supervised()
+    with client(stopped_cluster) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        closed_at = time.monotonic()
+        proc.stdin.close()
+        elapsed = assert_fenced(proc, stopped_cluster, conn, "stdin closed", closed_at)
+    print(f"fence after stdin EOF: supervisor and postmaster gone {elapsed * 1000:.0f} ms after close")
+    assert elapsed < 1.5
+
+
+def test_supervisor_fences_when_the_lease_expires(supervised, stopped_cluster: PgSettings) -> None:
+    proc = supervised()
+    with client(stopped_cluster) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        proc.stdin.write(b"lease 0.5\n")
+        proc.stdin.flush()
+        sent_at = time.monotonic()
+        elapsed = assert_fenced(proc, stopped_cluster, conn, "lease expired", sent_at)
+    print(f"fence after a 0.5 s lease: postmaster gone {elapsed * 1000:.0f} ms after the lease was sent")
+    assert 0.5 <= elapsed < 2.0
+
+
+def test_supervisor_renewed_or_unlimited_keeps_running_and_stop_is_no_fence(
+        supervised, stopped_cluster: PgSettings) -> None:
+    proc = supervised(lease_s=5.0)  # long enough to get through start-up; the renewals below shorten it
+    with client(stopped_cluster) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        for _ in range(8):  # 1.6 s of renewals, each 0.5 s long
+            proc.stdin.write(b"lease 0.5\n")
+            proc.stdin.flush()
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)
+        proc.stdin.write(b"unlimited\nnot a command\n")
+        proc.stdin.flush()
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0)
+        conn.execute("INSERT INTO t VALUES (1)")
+    proc.stdin.write(b"stop\n")
+    proc.stdin.flush()
+    os.kill(read_pidfile(stopped_cluster.data_dir).pid, signal.SIGINT)  # fast shutdown, by "the agent"
+    assert proc.wait(timeout=30) == 0
+    reports = proc.stdout.read().decode()
+    assert "fenced" not in reports and "exited 0" in reports, reports
+
+
+def test_postgres_lease_and_fence_through_the_facade(run_as_postgres, stopped_cluster: PgSettings) -> None:
+    def body() -> tuple[str | None, str | None]:
+        pg = Postgres(stopped_cluster)
+        try:
+            assert pg.start(timeout_s=30, lease_s=30)
+            assert pg.lease(0.3)
+            poll(lambda: pg.process.exit_code() is not None, timeout_s=5, what="fence after lease 0.3")
+            expired = pg.process.fence_reason
+            assert not pg.observe().running and not pg.lease(10), "no lease for a fenced postmaster"
+            assert pg.start(timeout_s=30, lease_s=30) and pg.unlimited()
+            pg.fence()
+            return expired, pg.process.fence_reason
+        finally:
+            pg.stop("immediate")
+
+    expired, fenced = run_as_postgres(body, timeout_s=60)
+    assert expired.startswith("lease expired") and fenced.startswith("lease expired")
