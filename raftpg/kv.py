@@ -131,11 +131,12 @@ def expire_command(key: str, refreshed: int, leader_monotonic: float) -> dict:
 
 
 def restore_command(snapshot: dict[str, Any]) -> dict:
-    """Replace the whole store with ``snapshot`` (a :meth:`KvState.to_snapshot`), through the log.
+    """Seed an *empty* store with ``snapshot`` (a :meth:`KvState.to_snapshot`), through the log.
 
     Used once, by a node forming a new cluster from its surviving data (``force_new_cluster``): the seed
     travels through the log like any command, so every member added later replays it. Never exposed to
-    clients. The revision still never goes backwards, and every later refresh gets a fresh identity.
+    clients; refused on a store that holds anything, so it can never clobber data or move a revision
+    backwards. Every later refresh gets a fresh identity.
     """
     return {"v": COMMAND_VERSION, "op": "restore", "snapshot": snapshot}
 
@@ -192,11 +193,17 @@ class KvState:
     def range(self, prefix: str) -> list[KeyValue]:
         return sorted((kv for k, kv in self.keys.items() if k.startswith(prefix)), key=lambda kv: kv.key)
 
-    def changed_since(self, prefix: str, revision: int) -> bool | None:
-        """True if a key under ``prefix`` changed after ``revision``; None if events no longer tell."""
+    def changed_since(self, prefix: str, revision: int, ignore: tuple[str, ...] = ()) -> bool | None:
+        """True if a key under ``prefix`` (and not under any ``ignore`` prefix) changed after
+        ``revision``; None if the kept events no longer reach back that far."""
         if revision < self.compacted_revision or (self.events and revision < self.events[0].revision - 1):
             return None
-        return any(e.revision > revision and e.key.startswith(prefix) for e in reversed(self.events))
+        for event in reversed(self.events):
+            if event.revision <= revision:
+                return False
+            if event.key.startswith(prefix) and not event.key.startswith(ignore):
+                return True
+        return False
 
     # -- the one mutator --
     def apply(self, command: dict | Rejected) -> Result:
@@ -314,9 +321,8 @@ class KvState:
             seeded = KvState.from_snapshot(command.get("snapshot"))  # type: ignore[arg-type]
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             return Rejected(f"restore: not a valid snapshot ({exc})")
-        if seeded.revision < self.revision:
-            return Rejected(f"restore: snapshot revision {seeded.revision} is behind the store's "
-                            f"{self.revision}; revisions never go backwards")
+        if self.revision != 0 or self.keys:
+            return Rejected("restore: only an empty store can be seeded")
         # One more revision marks the change; watchers see a compaction and re-read. ``applied`` moves past
         # every refresh identity in the snapshot, so a later touch can never reuse one (which would let a
         # leader keep counting down from the older refresh and expire a renewed lease early).

@@ -12,11 +12,27 @@ from raftpg.kv import Committed, Conflict, Guard, KeyValue
 
 
 class KvError(Exception):
-    """Base of every error the store raises to callers."""
+    """Base of every error the store raises to callers.
+
+    ``indeterminate`` tells whether the command may still take effect (it reached a Raft log and its fate
+    is unknown: a client must treat it as "maybe applied", never as "failed").
+    """
+
+    indeterminate = True
 
 
 class NoQuorum(KvError):
-    """This node cannot reach a majority of the Raft voters; the write was not committed."""
+    """This node cannot reach a majority of the Raft voters, so the command could not commit in time.
+
+    ``indeterminate`` is False when the command never reached a leader's log (no leader was known for
+    the whole timeout): it did not and will not take effect. It is True when the command was handed to
+    a leader that then lost its quorum: it is in that leader's log and commits if the leader regains
+    a quorum before another leader overwrites it.
+    """
+
+    def __init__(self, message: str, *, indeterminate: bool = False) -> None:
+        super().__init__(message)
+        self.indeterminate = indeterminate
 
 
 class KvTimeout(KvError):
@@ -30,9 +46,13 @@ class UnknownOutcome(KvError):
 class KvRejected(KvError, ValueError):
     """The request is malformed or over a limit (key/value size, ttl). Nothing changed."""
 
+    indeterminate = False
+
 
 class StoreFailed(KvError):
     """The state machine hit an invariant violation and stopped serving (fail closed)."""
+
+    indeterminate = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,8 @@ class KvClient(Protocol):
     def delete(self, key: str, *, guard: Guard | None = None,
                timeout_s: float = 5.0) -> Committed | Conflict: ...
 
-    def watch(self, prefix: str, after_revision: int, timeout_s: float) -> int | None: ...
+    def watch(self, prefix: str, after_revision: int, timeout_s: float,
+              ignore: tuple[str, ...] = ()) -> int | None:
+        """Block until a key under ``prefix`` but not under ``ignore`` changes after ``after_revision``."""
 
     def status(self) -> RaftStatus: ...

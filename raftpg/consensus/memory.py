@@ -64,8 +64,9 @@ class MemoryKv:
             self._check()
         return self._state.range(prefix)
 
-    def watch(self, prefix: str, after_revision: int, timeout_s: float) -> int | None:
-        return self._state.watch(prefix, after_revision, timeout_s)
+    def watch(self, prefix: str, after_revision: int, timeout_s: float,
+              ignore: tuple[str, ...] = ()) -> int | None:
+        return self._state.watch(prefix, after_revision, timeout_s, ignore)
 
     def expire_due(self) -> list[str]:
         """Play the Raft leader: expire leases whose TTL passed on the clock; return expired keys."""

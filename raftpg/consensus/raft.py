@@ -1,17 +1,25 @@
 """RaftNode: the replicated KV on a pysyncobj ``SyncObj``, by composition (never inheritance).
 
-Only this module imports pysyncobj. Our commands cross the log as versioned JSON bytes handed to a
-single ``@replicated`` method of a consumer; pysyncobj still pickles its own frames, which is why a
-password (Fernet) is required off loopback (DESIGN.md safety rule 9, enforced in ``RaftSettings``).
+Only this package imports pysyncobj (this module, transport.py and recovery.py). Our commands cross the
+log as versioned JSON bytes handed to a single ``@replicated`` method of a consumer; pysyncobj still
+pickles its own frames, which is why a password (Fernet) is required off loopback (DESIGN.md safety
+rule 9, enforced in ``RaftSettings``).
 
-Threads: pysyncobj's tick thread applies commands, runs the leader's lease clock and fires callbacks;
-callers block on an Event with a timeout (``submit``), so the API is safe from any thread and from
-asyncio via ``asyncio.to_thread``.
+Threads: pysyncobj's tick thread applies commands, runs the leader's lease clock, fires callbacks and
+runs every call that touches pysyncobj's state directly (leadership transfer); callers block on an
+Event with a timeout (``submit``), so the API is safe from any thread and from asyncio via
+``asyncio.to_thread``. The SyncObj is built on an owner thread that lives until ``close()``, because
+pysyncobj stops ticking when the thread that built it exits.
 
-Write path: ``submit`` queues the command; with no known leader it fails fast and retries until its
-deadline (nothing was proposed, so a retry is safe); once proposed, a lost leader yields
-:class:`UnknownOutcome` and a silent timeout yields :class:`NoQuorum` or :class:`KvTimeout`.
-Linearizable reads commit a barrier through the log, then read the local state.
+Write path: ``submit`` queues the command. Failures that prove the command is in no leader's log (no
+leader known, the leader we asked is not one, the entry was overwritten) are retried until the deadline
+and end in :class:`NoQuorum` with ``indeterminate`` False. Once a leader may hold it, a lost leader
+yields :class:`UnknownOutcome` and a silent timeout :class:`NoQuorum` (``indeterminate`` True) or
+:class:`KvTimeout`. Linearizable reads commit a barrier through the log, then read the local state.
+
+Durability: pysyncobj appends to an mmap'd journal and answers without fsync, so an acknowledged write
+survives the death of any minority of processes (it is in the page cache of a majority) but not a
+power loss of a majority of machines. Term and vote are written synchronously, without fsync.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import os
 import socket
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +48,9 @@ from raftpg.consensus.api import (
     RaftStatus,
     UnknownOutcome,
 )
+from raftpg.consensus.recovery import RaftFiles, finish_new_cluster, prepare_new_cluster, start_from_seed
 from raftpg.consensus.state import GuardedState, unwrap
+from raftpg.consensus.transport import GuardedTransport
 from raftpg.kv import (
     Committed,
     Conflict,
@@ -51,6 +63,7 @@ from raftpg.kv import (
     delete_command,
     encode,
     put_command,
+    restore_command,
     touch_command,
     validate_key_value,
 )
@@ -58,7 +71,10 @@ from raftpg.kv import (
 log = logging.getLogger(__name__)
 
 _STATES = {0: "follower", 1: "candidate", 2: "leader"}
-_RETRYABLE = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.QUEUE_FULL}
+# Failures that prove the command is in no leader's log (never appended, or overwritten): retry is safe.
+_NOT_APPLIED = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.QUEUE_FULL, FAIL_REASON.NOT_LEADER,
+                FAIL_REASON.DISCARDED}
+_START_TIMEOUT_S = 30.0
 
 
 class _BenignTruncation(logging.Filter):
@@ -105,6 +121,8 @@ class RaftSettings:
     election_timeout_max_s: float = 1.4
     heartbeat_s: float = 0.1
     leader_fallback_s: float = 1.5
+    # Majority loss: start alone from this node's data as a new one-node cluster. One-shot; see recovery.py.
+    force_new_cluster: bool = False
 
     def check(self) -> None:
         bind = self.bind_addr or self.self_addr
@@ -116,6 +134,8 @@ class RaftSettings:
                 "code execution")
         if self.self_addr in self.partner_addrs:
             raise RaftConfigError(f"raft.partner_addrs: contains this node's own self_addr {self.self_addr}")
+        if self.force_new_cluster and not self.data_dir:
+            raise RaftConfigError("raft.force_new_cluster: needs raft.data_dir (the data to keep)")
 
 
 class _KvConsumer(SyncObjConsumer):
@@ -148,7 +168,11 @@ def _check_bindable(addr: str) -> None:
 
 
 class RaftNode:
-    """One voter (or, with ``witness``, the same thing: a witness differs only above this layer)."""
+    """One voter (or, with ``witness``, the same thing: a witness differs only above this layer).
+
+    Construction blocks until the node listens (and, after ``force_new_cluster``, until the seed is
+    committed); a port that cannot be bound raises :class:`RaftConfigError` at once.
+    """
 
     def __init__(self, settings: RaftSettings, clock: Clock | None = None) -> None:
         settings.check()
@@ -156,24 +180,89 @@ class RaftNode:
         self._clock = clock or SystemClock()
         self._state = GuardedState()
         self._leases = LeaseClock()
-        self._was_leader = False
+        self._lease_term: int | None = None  # the term in which this node last ran the lease clock as leader
         self._consumer = _KvConsumer(self._state)
+        self._tick_tasks: deque[Callable[[], None]] = deque()
+        self._closing = threading.Event()
+        self._files = RaftFiles.for_node(settings.data_dir, settings.self_addr) if settings.data_dir else None
+        self._members_written: frozenset[str] | None = None
         _check_bindable(settings.bind_addr or settings.self_addr)
-        conf = self._conf(settings)
-        self._sync = SyncObj(settings.self_addr, list(settings.partner_addrs), conf=conf,
-                             consumers=[self._consumer])
-        if not self._sync.tick_thread_alive():
-            raise RaftConfigError(f"raft: could not start on {settings.self_addr}")
+        partners, seed = self._starting_partners()
+        self._sync = self._start_sync(partners, self._conf(settings))
         self._sync.addOnTickCallback(self._on_tick)
+        if seed is not None:
+            self._commit_seed(seed)
+
+    # ------------------------------------------------------------------ start-up
+    def _starting_partners(self) -> tuple[list[str], dict | None]:
+        partners = list(self.settings.partner_addrs)
+        if self._files is None:
+            return partners, None
+        os.makedirs(self._files.data_dir, mode=0o700, exist_ok=True)
+        if self.settings.force_new_cluster:
+            prepare_new_cluster(self._files)
+        seed = start_from_seed(self._files)
+        if seed is not None:
+            if partners:
+                log.warning("raft: forming a new one-node cluster; ignoring partner_addrs %s (add members "
+                            "back with add_member once it runs)", ", ".join(partners))
+            return [], seed
+        remembered = self._files.remembered_members()
+        if remembered is not None and set(remembered) != set(partners):
+            log.warning("raft: partner_addrs %s differ from the members this node last saw %s; using the "
+                        "latter (membership changes go through add_member/remove_member)",
+                        sorted(partners), sorted(remembered))
+            return remembered, None
+        return partners, None
+
+    def _start_sync(self, partners: list[str], conf: SyncObjConf) -> SyncObj:
+        """Create the SyncObj on an owner thread that lives until close().
+
+        pysyncobj stops its tick thread as soon as the thread that constructed the SyncObj exits; built
+        from a short-lived thread (a thread pool, ``asyncio.to_thread``), Raft would silently stop.
+        """
+        box: dict[str, Any] = {}
+        started = threading.Event()
+
+        def own() -> None:
+            try:
+                box["sync"] = SyncObj(self.settings.self_addr, partners, conf=conf,
+                                      consumers=[self._consumer], transportClass=GuardedTransport)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the constructing thread
+                box["error"] = exc
+            finally:
+                started.set()
+            self._closing.wait()
+
+        self._owner = threading.Thread(target=own, name=f"raft-owner-{self.settings.self_addr}", daemon=True)
+        self._owner.start()
+        if not started.wait(_START_TIMEOUT_S) or "error" in box:
+            self._closing.set()
+            raise RaftConfigError(f"raft: could not start on {self.settings.self_addr}: "
+                                  f"{box.get('error', 'timed out')}")
+        sync = box["sync"]
+        if not sync.tick_thread_alive():
+            self._closing.set()
+            raise RaftConfigError(f"raft: could not start on {self.settings.self_addr}")
+        return sync
+
+    def _commit_seed(self, seed: dict) -> None:
+        assert self._files is not None
+        try:
+            result = self.submit(restore_command(seed), _START_TIMEOUT_S)
+        except KvError as exc:
+            self.close()
+            raise RaftConfigError(f"raft.force_new_cluster: the seed did not commit: {exc}") from exc
+        finish_new_cluster(self._files)
+        log.warning("raft: new one-node cluster formed at revision %d; remove force_new_cluster from the "
+                    "settings and add members back", result.revision)
 
     @staticmethod
     def _conf(settings: RaftSettings) -> SyncObjConf:
         journal = dump = None
         if settings.data_dir:
-            os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
-            stem = settings.self_addr.replace(":", "_").replace("/", "_")
-            journal = os.path.join(settings.data_dir, f"{stem}.journal")
-            dump = os.path.join(settings.data_dir, f"{stem}.dump")
+            files = RaftFiles.for_node(settings.data_dir, settings.self_addr)
+            journal, dump = files.journal, files.dump
         return SyncObjConf(
             password=settings.password or None, journalFile=journal, fullDumpFile=dump,
             dynamicMembershipChange=True, commandsWaitLeader=False, appendEntriesUseBatch=False,
@@ -184,25 +273,69 @@ class RaftNode:
             logCompactionMinEntries=20000, logCompactionMinTime=300,
         )
 
-    # ------------------------------------------------------------------ leader-only lease expiry
+    # ------------------------------------------------------------------ tick thread
     def _on_tick(self) -> None:
-        """Tick thread. The leader proposes expiry of leases it has timed out on its monotonic clock."""
-        leader = self._sync._isLeader()
-        if leader != self._was_leader:
-            self._leases.reset()  # safety rule 3: a new leader restarts every countdown
-            self._was_leader = leader
-        if not leader:
+        """Tick thread: queued tasks, membership bookkeeping, and the leader's lease expiry."""
+        while self._tick_tasks:
+            self._tick_tasks.popleft()()
+        self._remember_members()
+        sync = self._sync
+        term = sync.raftCurrentTerm if sync._isLeader() else None
+        if term != self._lease_term:
+            # Safety rule 3: leadership gained, lost, or won again in a later term: every countdown
+            # restarts. (Comparing the term, not just the role, catches losing and regaining it between
+            # two ticks.)
+            self._leases.reset()
+            self._lease_term = term
+        if term is None:
             return
         for command in self._leases.due(self._state.locked_state(), self._clock.monotonic()):
             log.info("lease expired on the Raft leader's clock: %s", command["key"])
             self._consumer.command(encode(command), callback=lambda result, error: None)
 
+    def _remember_members(self) -> None:
+        if self._files is None:
+            return
+        members = frozenset(n.address for n in self._sync.otherNodes)
+        if members != self._members_written:
+            try:
+                self._files.remember_members(self.settings.self_addr, sorted(members))
+                self._members_written = members
+            except OSError as exc:
+                log.error("raft: cannot record the member list in %s: %s", self._files.members, exc)
+
+    def _on_tick_thread(self, task: Callable[[], Any], timeout_s: float) -> Any:
+        """Run ``task`` on the tick thread (pysyncobj's state is not thread-safe) and return its result."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = task()
+            except Exception as exc:  # noqa: BLE001 - re-raised on the calling thread
+                box["error"] = exc
+            done.set()
+
+        self._tick_tasks.append(run)
+        if not done.wait(timeout_s):
+            raise KvTimeout(f"the Raft thread did not answer within {timeout_s:.1f}s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
     # ------------------------------------------------------------------ writes
     def submit(self, command: dict, timeout_s: float) -> Committed | Conflict:
+        """Commit ``command`` through the log and return what ``apply`` answered on this node.
+
+        Errors: :class:`NoQuorum` (``indeterminate`` False if no leader ever took the command),
+        :class:`KvTimeout` / :class:`UnknownOutcome` (the command may still apply), :class:`KvRejected`.
+        """
         self._state.check_failed()
         payload = encode(command)
         deadline = time.monotonic() + timeout_s
         while True:
+            if self._closing.is_set():
+                raise NoQuorum("this Raft node is shut down")
             done = threading.Event()
             box: dict[str, Any] = {}
 
@@ -210,21 +343,25 @@ class RaftNode:
                 box["result"], box["error"] = result, error
                 done.set()
 
-            self._consumer.command(payload, callback=on_result)
+            try:
+                self._consumer.command(payload, callback=on_result)
+            except BlockingIOError:
+                pass  # queued; only the wake-up pipe was full: the tick thread finds it on its next tick
             if not done.wait(max(0.0, deadline - time.monotonic())):
                 if not self._sync.hasQuorum:
                     raise NoQuorum(f"no quorum: this node reaches {self._connected_voters()} of "
-                                   f"{len(self.settings.partner_addrs) + 1} voters")
+                                   f"{len(self._sync.otherNodes) + 1} voters; the command may still "
+                                   "commit if a leader that holds it regains a quorum", indeterminate=True)
                 raise KvTimeout(f"no answer within {timeout_s:.1f}s; the outcome is unknown")
             error = box["error"]
             if error == FAIL_REASON.SUCCESS:
                 return unwrap(box["result"])
-            if error in _RETRYABLE and time.monotonic() < deadline:
-                self._clock.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-                continue
-            if error in _RETRYABLE:
-                raise NoQuorum("no quorum: no Raft leader is known to this node")
-            raise UnknownOutcome(f"Raft leadership changed during the request (reason {error})")
+            if error not in _NOT_APPLIED:
+                raise UnknownOutcome(f"Raft leadership changed during the request (reason {error})")
+            if time.monotonic() >= deadline:
+                raise NoQuorum("no quorum: no Raft leader took the command within the timeout; it was "
+                               "not applied")
+            self._closing.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def put(self, key: str, value: str, *, guard: Guard | None = None, ttl_s: float | None = None,
             timeout_s: float = 5.0) -> Committed | Conflict:
@@ -255,8 +392,9 @@ class RaftNode:
             self.barrier(timeout_s)
         return self._state.range(prefix)
 
-    def watch(self, prefix: str, after_revision: int, timeout_s: float) -> int | None:
-        return self._state.watch(prefix, after_revision, timeout_s)
+    def watch(self, prefix: str, after_revision: int, timeout_s: float,
+              ignore: tuple[str, ...] = ()) -> int | None:
+        return self._state.watch(prefix, after_revision, timeout_s, ignore)
 
     # ------------------------------------------------------------------ membership and operations
     def _wait_callback(self, start: Any, timeout_s: float, what: str) -> None:
@@ -286,18 +424,26 @@ class RaftNode:
                             f"remove member {addr}")
 
     def transfer_leadership(self, addr: str | None, timeout_s: float = 5.0) -> str:
-        """Hand Raft leadership to ``addr`` (or the most caught-up peer); return the new leader."""
+        """Hand Raft leadership to ``addr`` (or the most caught-up peer); return the new leader.
+
+        Must run on the leader. pysyncobj refuses (KvError) unless the target has every log entry; a
+        caller retries after a moment. pysyncobj's transferLeadership touches its state and sockets
+        directly, so it runs on the tick thread.
+        """
         if addr is not None:
             _validate_addr(addr)
-        self._wait_callback(lambda cb: self._sync.transferLeadership(addr, callback=cb), timeout_s,
-                            "leadership transfer")
         deadline = time.monotonic() + timeout_s
+
+        def start(cb: Any) -> None:
+            self._on_tick_thread(lambda: self._sync.transferLeadership(addr, callback=cb), timeout_s)
+
+        self._wait_callback(start, timeout_s, "leadership transfer")
         while time.monotonic() < deadline:
             leader = self._sync._getLeader()
             if leader is not None and leader.address != self.settings.self_addr and (
                     addr is None or leader.address == addr):
                 return leader.address
-            self._clock.sleep(0.02)
+            self._closing.wait(0.02)
         raise KvTimeout("leadership transfer sent but no new leader within the timeout")
 
     def _connected_voters(self) -> int:
@@ -305,7 +451,13 @@ class RaftNode:
 
     def status(self) -> RaftStatus:
         sync = self._sync
-        raw = sync.getStatus()
+        raw: dict[str, Any] = {}
+        for _attempt in range(5):  # getStatus iterates dicts the tick thread may be resizing
+            try:
+                raw = sync.getStatus()
+                break
+            except RuntimeError:
+                continue
         leader = raw.get("leader")
         peers = tuple(
             PeerStatus(n.address, sync.isNodeConnected(n), raw.get(f"match_idx_server_{n.id}"))
@@ -322,8 +474,13 @@ class RaftNode:
         return self._state.fingerprint()
 
     def close(self) -> None:
+        """Stop Raft and release the port and files. Idempotent."""
+        if self._closing.is_set():
+            return
         self._sync.removeOnTickCallback(self._on_tick)
         self._sync.destroy_synchronous()
+        self._closing.set()
+        self._owner.join(_START_TIMEOUT_S)
 
 
 def _validate_addr(addr: str) -> None:

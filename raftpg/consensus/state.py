@@ -32,6 +32,12 @@ class GuardedState:
                 self.failure = str(exc)
                 log.critical("replicated store invariant violated, refusing further commands: %s", exc)
                 result = Rejected(f"store stopped: {exc}")
+            except Exception as exc:  # noqa: BLE001
+                # A bug in apply. Letting it escape would wedge pysyncobj's tick thread on this entry
+                # forever (it retries the same entry every tick); fail closed with a clear error instead.
+                self.failure = f"apply raised {exc!r}"
+                log.critical("replicated store apply failed, refusing further commands", exc_info=True)
+                result = Rejected(f"store stopped: {self.failure}")
             self._cond.notify_all()
             return result
 
@@ -48,7 +54,8 @@ class GuardedState:
         with self._cond:
             return self._state.revision
 
-    def watch(self, prefix: str, after_revision: int, timeout_s: float) -> int | None:
+    def watch(self, prefix: str, after_revision: int, timeout_s: float,
+              ignore: tuple[str, ...] = ()) -> int | None:
         """Block until a key under ``prefix`` changes after ``after_revision``; return the revision then.
 
         Returns None on timeout. Returns at once if the change history no longer covers
@@ -57,7 +64,7 @@ class GuardedState:
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._cond:
             while True:
-                changed = self._state.changed_since(prefix, after_revision)
+                changed = self._state.changed_since(prefix, after_revision, ignore)
                 if changed is None or changed:
                     return self._state.revision
                 remaining = deadline - time.monotonic()
@@ -70,8 +77,14 @@ class GuardedState:
             return self._state.to_snapshot()
 
     def restore(self, data: dict) -> None:
+        """Install a Raft snapshot. A snapshot we cannot read stops the store (fail closed): carrying on
+        with the old state while Raft believes the snapshot is applied would silently diverge."""
         with self._cond:
-            self._state = KvState.from_snapshot(data)
+            try:
+                self._state = KvState.from_snapshot(data)
+            except (ValueError, TypeError, KeyError) as exc:
+                self.failure = f"unreadable Raft snapshot: {exc}"
+                log.critical("replicated store: %s; refusing further commands", self.failure)
             self._cond.notify_all()
 
     def locked_state(self) -> KvState:

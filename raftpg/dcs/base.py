@@ -45,8 +45,9 @@ class Dcs(Protocol):
     def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView: ...
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
-        """True if something under the scope changed after ``after_revision`` (or the store cannot
-        tell); False on timeout. Never raises for an unreachable store: returns False at the deadline."""
+        """True if a key that drives decisions (leader, failover, config, sync, initialize, history;
+        not member keys nor status, which change every cycle) changed after ``after_revision``, or the
+        store cannot tell; False on timeout. Never raises: an unreachable store returns False."""
 
     def acquire_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None: ...
 

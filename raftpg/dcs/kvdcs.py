@@ -46,7 +46,8 @@ class KvDcs:
         return cluster_from_documents(documents, revision)
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
-        return self.kv.watch(self.layout.prefix, after_revision, timeout_s) is not None
+        quiet = (self.layout.prefix + keys.MEMBERS, self.layout.key(keys.STATUS))
+        return self.kv.watch(self.layout.prefix, after_revision, timeout_s, quiet) is not None
 
     # -------------------------------------------------------------- leader key
     def acquire_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:

@@ -276,6 +276,8 @@ def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -
     if view.config.synchronous_mode:
         actions.append(SetSynchronousStandbys("*"))  # no write is acknowledged unsynchronised meanwhile
     actions.append(Promote())
+    if view.config.use_slots:  # the replicas that will follow need their slots before they reconnect
+        actions.append(EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != i.me.name))))
     actions.append(RecordPromotion(reason))
     if view.failover:
         actions.append(ClearFailoverKey(view.failover.revision, "done"))

@@ -65,12 +65,17 @@ class Executor:
         self.push_lease(timing)
         return True
 
+    def fence_lease_s(self, timing: Timing) -> float:
+        """How long the fencing supervisor may let writes continue from now."""
+        if self.lease.deadline is None:
+            return 0.0
+        return max(0.0, self.lease.deadline - self.clock.monotonic() - timing.fence_margin_s)
+
     def push_lease(self, timing: Timing) -> None:
         """Tell the fencing supervisor (and watchdog) how long writes may continue."""
         if self.pg is None or self.lease.deadline is None:
             return
-        remaining = self.lease.deadline - self.clock.monotonic() - timing.fence_margin_s
-        self.pg.lease(max(0.0, remaining))
+        self.pg.lease(self.fence_lease_s(timing))
         if self.watchdog is not None and self.watchdog.armed:
             self.watchdog.keepalive()
 
@@ -176,7 +181,7 @@ class Executor:
     def _Bootstrap(self, a: act.Bootstrap, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
         try:
-            sysid = self.pg.bootstrap()
+            sysid = self.pg.bootstrap(lease_s=self.fence_lease_s(t))
         except Exception:
             self.dcs.cancel_initialize(timeout_s=t.retry_timeout_s)
             self.dcs.release_leader(self.me.name, timeout_s=t.retry_timeout_s)
@@ -187,15 +192,14 @@ class Executor:
             raise RuntimeError("lost the leader key during bootstrap")
         self._arm_for_primary(t)
         self.dcs.set_initialize(sysid, timeout_s=t.retry_timeout_s)
-        self.pg.run_callback("on_start", "primary")
         return True
 
     def _StartPrimary(self, a: act.StartPrimary, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
         self._arm_for_primary(t)
-        self.pg.start(None, None, as_replica=False, timeout_s=max(10.0, t.retry_timeout_s))
+        self.pg.start(None, None, as_replica=False, timeout_s=max(10.0, t.retry_timeout_s),
+                      lease_s=self.fence_lease_s(t))
         self.push_lease(t)
-        self.pg.run_callback("on_start", "primary")
         return True
 
     def _Promote(self, a: act.Promote, i: Inputs, t: Timing) -> bool:
@@ -203,7 +207,6 @@ class Executor:
         self._arm_for_primary(t)
         self.pg.promote(timeout_s=max(10.0, t.retry_timeout_s))
         self.following = None
-        self.pg.run_callback("on_role_change", "primary")
         return True
 
     def _StartReplica(self, a: act.StartReplica, i: Inputs, t: Timing) -> bool:
@@ -219,14 +222,12 @@ class Executor:
         self.pg.start(a.conn_url, slot if a.conn_url else None, as_replica=True,
                       timeout_s=max(10.0, t.retry_timeout_s))
         self.following = a.leader
-        self.pg.run_callback("on_start", "replica")
         return True
 
     def _FollowLeader(self, a: act.FollowLeader, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
         self.pg.follow(a.conn_url, self.pg.slot_name_for(self.me.name))
         self.following = a.leader
-        self.pg.run_callback("on_role_change", "replica")
         return True
 
     def _CloneFrom(self, a: act.CloneFrom, i: Inputs, t: Timing) -> bool:
@@ -250,7 +251,6 @@ class Executor:
         if self.watchdog is not None and self.watchdog.armed:
             self.watchdog.disarm()
         self.following = None
-        self.pg.run_callback("on_stop", "primary" if (i.local and i.local.is_primary) else "replica")
         return True
 
     def _Fence(self, a: act.Fence, i: Inputs, t: Timing) -> bool:
@@ -261,16 +261,16 @@ class Executor:
 
     def _RestartPostgres(self, a: act.RestartPostgres, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
-        if i.local and i.local.is_primary:
-            self.push_lease(t)
-        self.pg.restart(timeout_s=max(30.0, t.retry_timeout_s))
-        self.pg.run_callback("on_restart", "primary" if (i.local and i.local.is_primary) else "replica")
+        primary = bool(i.local and i.local.is_primary)
+        if primary and self.lease.deadline is None:
+            raise RuntimeError("no leader lease: refusing to restart a primary")
+        self.pg.restart(timeout_s=max(30.0, t.retry_timeout_s),
+                        lease_s=self.fence_lease_s(t) if primary else None)
         return True
 
     def _ReloadPostgres(self, a: act.ReloadPostgres, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
         self.pg.reload()
-        self.pg.run_callback("on_reload", "primary" if (i.local and i.local.is_primary) else "replica")
         return True
 
     def _Checkpoint(self, a: act.Checkpoint, i: Inputs, t: Timing) -> bool:

@@ -152,6 +152,13 @@ class HaLoop:
         inputs = Inputs(view=view, local=local, me=self.me, lease=self.executor.lease, memory=self.memory,
                         now=now, now_wall=self.clock.wall(), demote_margin_s=self.timing.demote_margin_s,
                         pending=pending)
+        if view is not None and self.pg is not None and local is not None and local.running and \
+                view.config_revision is not None:
+            try:
+                if self.pg.apply_dynamic_parameters(dict(view.config.parameters)):
+                    log.info("applied the cluster-wide PostgreSQL parameters from the DCS config")
+            except Exception as exc:  # noqa: BLE001 - a bad parameter must not stop the loop
+                log.error("cannot apply the dynamic PostgreSQL parameters: %s", exc)
         decision = decide(inputs)
         log.info("%s", decision.reason)
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True

@@ -15,15 +15,18 @@ from raftpg.model import LocalState
 class PostgresPort(Protocol):
     def observe(self) -> LocalState: ...
 
-    def bootstrap(self) -> str:
-        """initdb into an empty data dir (never over data), start as primary, create roles; -> sysid."""
+    def bootstrap(self, lease_s: float | None = None) -> str:
+        """initdb into an empty data dir (never over data), start as primary with the fencing lease
+        ``lease_s``, create roles; -> sysid."""
 
     def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
-              timeout_s: float) -> None: ...
+              timeout_s: float, lease_s: float | None = None) -> None:
+        """Start as a replica of ``primary_conn_url`` (None: a standby waiting for a primary), or as a
+        primary whose supervisor fences it ``lease_s`` from now unless renewed."""
 
     def stop(self, mode: str, timeout_s: float) -> None: ...
 
-    def restart(self, timeout_s: float) -> None: ...
+    def restart(self, timeout_s: float, lease_s: float | None = None) -> None: ...
 
     def reload(self) -> None: ...
 
@@ -52,6 +55,9 @@ class PostgresPort(Protocol):
         """Tell the fencing supervisor that this PostgreSQL needs no fencing (a replica)."""
 
     def slot_name_for(self, member: str) -> str: ...
+
+    def apply_dynamic_parameters(self, parameters: dict[str, str]) -> bool:
+        """Cluster-wide GUCs from the DCS config changed: rewrite and reload; True if anything changed."""
 
 
 class WatchdogPort(Protocol):

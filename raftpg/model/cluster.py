@@ -151,7 +151,7 @@ class DynamicConfig:
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1
     pause: bool = False
-    use_pg_rewind: bool = True
+    use_pg_rewind: bool = False
     use_slots: bool = True
     parameters: tuple[tuple[str, str], ...] = ()
     raw: tuple[tuple[str, Any], ...] = ()
@@ -192,7 +192,7 @@ class DynamicConfig:
             synchronous_mode_strict=flag(raw.get("synchronous_mode_strict"), False),
             synchronous_node_count=max(1, num("synchronous_node_count", 1)),
             pause=flag(raw.get("pause"), False),
-            use_pg_rewind=flag(pg.get("use_pg_rewind"), True),
+            use_pg_rewind=flag(pg.get("use_pg_rewind"), False),
             use_slots=flag(pg.get("use_slots"), True),
             parameters=tuple(sorted((str(k), _guc_text(v)) for k, v in params.items())),
             raw=tuple(sorted(raw.items())),

@@ -1,0 +1,3 @@
+from raftpg.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""The composition root: build every part of one node from a Config and run it until a signal.
+
+Nothing else constructs its own dependencies. Threads: the HA loop runs on its own thread (blocking
+DCS and PostgreSQL calls, each bounded); the REST API runs on the main thread's asyncio loop and only
+reads the loop's last NodeStatus, so health checks never wait on PostgreSQL or the DCS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from raftpg import __version__
+from raftpg.clock import Clock, SystemClock
+from raftpg.config import Config, dcs_kind, load_config
+from raftpg.consensus.raft import RaftSettings as ConsensusSettings
+from raftpg.dcs.base import Dcs
+from raftpg.dcs.keys import KeyLayout
+from raftpg.ha.inputs import Me
+from raftpg.ha.loop import HaLoop, NodeStatus
+from raftpg.model import Tags
+from raftpg.pg.haport import PostgresAdapter
+from raftpg.watchdog.base import ModeWatchdog, NullWatchdog
+
+log = logging.getLogger(__name__)
+
+
+class NodeError(Exception):
+    """The node cannot start; the message says why (and names the config key when it is one)."""
+
+
+def consensus_settings(config: Config) -> ConsensusSettings:
+    raft = config.raft
+    assert raft is not None
+    return ConsensusSettings(self_addr=raft.self_addr, partner_addrs=tuple(raft.partner_addrs),
+                             data_dir=raft.data_dir, bind_addr=raft.bind_addr, password=raft.password or None)
+
+
+def build_dcs(config: Config, clock: Clock) -> Dcs:
+    layout = KeyLayout(config.namespace, config.scope)
+    kind = dcs_kind(config)
+    if kind == "raft":
+        from raftpg.dcs.raft import raft_dcs
+        return raft_dcs(consensus_settings(config), layout, clock)
+    if kind == "etcd3":
+        from raftpg.dcs.etcd import etcd_dcs
+        return etcd_dcs(config, layout)
+    from raftpg.dcs.consul import consul_dcs
+    return consul_dcs(config, layout)
+
+
+def build_me(config: Config) -> Me:
+    tags = config.tags.to_model()
+    scheme = "https" if config.restapi.certfile else "http"
+    api_url = f"{scheme}://{config.restapi.connect_address}/patroni"
+    conn_url = None
+    if config.postgresql is not None and not config.witness:
+        conn_url = f"postgres://{config.postgresql.connect_address}/postgres"
+    raft_addr = config.raft.self_addr if config.raft else None
+    return Me(name=config.name, witness=config.witness, tags=tags, api_url=api_url, conn_url=conn_url,
+              raft_addr=raft_addr)
+
+
+def build_watchdog(config: Config) -> Any:
+    if config.witness or config.watchdog.mode == "off":
+        return NullWatchdog()
+    from raftpg.watchdog.linux import LinuxWatchdog
+    return ModeWatchdog(LinuxWatchdog(config.watchdog.device), config.watchdog.mode)
+
+
+def bootstrap_dcs_document(config: Config) -> dict[str, Any]:
+    return config.bootstrap.dcs.model_dump(mode="json", exclude_none=True)
+
+
+class Node:
+    def __init__(self, config: Config, config_path: str | None = None, clock: Clock | None = None) -> None:
+        if os.geteuid() == 0 and not config.witness:
+            raise NodeError("PostgreSQL refuses to run as root: run raftpg as the OS user that owns the "
+                            "data directory (for example: runuser -u postgres -- raftpg CONFIG.yml)")
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock or SystemClock()
+        self._status_lock = threading.Lock()
+        self._status = NodeStatus(config.name, config.witness)
+        self.dcs = build_dcs(config, self.clock)
+        self.pg = None if config.witness else PostgresAdapter(config, self.clock)
+        self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
+                           me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),
+                           version=__version__, on_status=self._set_status)
+        self._thread: threading.Thread | None = None
+
+    # -------------------------------------------------------------- status for the API
+    def _set_status(self, status: NodeStatus) -> None:
+        with self._status_lock:
+            self._status = status
+
+    def status(self) -> NodeStatus:
+        with self._status_lock:
+            return self._status
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.loop.run, name="ha-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 180.0) -> None:
+        self.loop.stop()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self.pg is not None:
+            self.pg.close()
+        self.dcs.close()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the file; settings that can change at run time take effect next cycle."""
+        if not self.config_path:
+            return
+        try:
+            new = load_config(self.config_path)
+        except Exception as exc:  # noqa: BLE001 - a bad edit must not kill a running node
+            log.error("config reload failed, keeping the running config: %s", exc)
+            return
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        self.config = new
+        if self.pg is not None:
+            self.pg.reconfigure(new)
+            self.loop.request("reload")
+        log.info("config reloaded from %s", self.config_path)
+
+    @property
+    def fatal(self) -> str | None:
+        return self.loop.fatal
+
+
+async def start_api(node: Node) -> Any:
+    """Start the REST API on the node's restapi.listen; returns the aiohttp runner to clean up."""
+    from raftpg.api.wiring import start_api as start
+
+    return await start(node)
+
+
+async def serve(node: Node) -> int:
+    """Run the node and its REST API until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload)
+    runner = await start_api(node)
+    node.start()
+    try:
+        while not stopping.is_set():
+            if node.loop.fatal or (node._thread is not None and not node._thread.is_alive()):
+                break
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        log.info("shutting down")
+        await asyncio.to_thread(node.stop)
+        await runner.cleanup()
+    if node.fatal:
+        log.critical("stopped: %s", node.fatal)
+        return 1
+    return 0

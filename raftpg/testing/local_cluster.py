@@ -1,0 +1,280 @@
+"""A local cluster of real agent processes on loopback: used by ``raftpg demo``, the integration tests
+and the benchmarks. Each node gets its own config file, Raft port, REST port and PostgreSQL port under
+one base directory. Processes are tracked and stopped by PID; nothing is left behind by ``close()``.
+
+When started as root, the nodes run as the ``postgres`` OS user (PostgreSQL refuses to run as root) and
+the base directory is handed to that user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+RUN_AS = "postgres"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+        ports.append(s.getsockname()[1])
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    raft_port: int
+    api_port: int
+    pg_port: int
+    witness: bool = False
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def raft_addr(self) -> str:
+        return f"127.0.0.1:{self.raft_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+class LocalCluster:
+    def __init__(self, base_dir: str, names: list[str], *, witnesses: tuple[str, ...] = (),
+                 dcs: dict[str, Any] | None = None, dcs_section: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None, scope: str = "demo", python: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.base_dir = os.path.abspath(base_dir)
+        self.scope = scope
+        self.python = python or sys.executable
+        self.dcs = {"ttl": 10, "loop_wait": 1, "retry_timeout": 4, "maximum_lag_on_failover": 1048576,
+                    **(dcs or {})}
+        self.dcs_section = dcs_section  # e.g. {"etcd3": {...}} instead of the embedded Raft
+        self.extra = extra or {}
+        self.env = env or {}
+        ports = free_ports(3 * len(names))
+        self.nodes = {
+            name: NodeSpec(name, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2], witness=name in witnesses)
+            for i, name in enumerate(names)
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.run_as = RUN_AS if os.geteuid() == 0 else None
+
+    # ------------------------------------------------------------------ files
+    def node_dir(self, name: str) -> str:
+        return os.path.join(self.base_dir, name)
+
+    def config_path(self, name: str) -> str:
+        return os.path.join(self.node_dir(name), "raftpg.yml")
+
+    def log_path(self, name: str) -> str:
+        return os.path.join(self.node_dir(name), "agent.log")
+
+    def config_for(self, name: str) -> dict[str, Any]:
+        spec = self.nodes[name]
+        node_dir = self.node_dir(name)
+        config: dict[str, Any] = {
+            "scope": self.scope, "name": name,
+            "restapi": {"listen": f"127.0.0.1:{spec.api_port}"},
+            "bootstrap": {"dcs": {**self.dcs, "postgresql": {
+                "use_pg_rewind": True, "use_slots": True,
+                "parameters": {"max_connections": 50, "shared_buffers": "32MB", "wal_keep_size": "128MB"}}}},
+            "watchdog": {"mode": "off"},
+            "tags": dict(spec.tags),
+        }
+        if self.dcs_section is not None:
+            config.update(self.dcs_section)
+        else:
+            config["raft"] = {"data_dir": os.path.join(node_dir, "raft"), "self_addr": spec.raft_addr,
+                              "partner_addrs": [n.raft_addr for n in self.nodes.values() if n.name != name]}
+        if spec.witness:
+            config["witness"] = True
+        else:
+            config["postgresql"] = {
+                "listen": f"127.0.0.1:{spec.pg_port}", "data_dir": os.path.join(node_dir, "data"),
+                "pgpass": os.path.join(node_dir, "pgpass"),
+                "authentication": {"superuser": {"username": "postgres"},
+                                   "replication": {"username": "replicator"},
+                                   "rewind": {"username": "rewind_user"}},
+            }
+        _merge(config, self.extra.get(name, self.extra.get("*", {})))
+        return config
+
+    def write_configs(self) -> None:
+        os.makedirs(self.base_dir, exist_ok=True)
+        for name in self.nodes:
+            os.makedirs(self.node_dir(name), exist_ok=True)
+            with open(self.config_path(name), "w") as f:
+                yaml.safe_dump(self.config_for(name), f, sort_keys=False)
+        if self.run_as:
+            user = pwd.getpwnam(self.run_as)
+            for root, dirs, files in os.walk(self.base_dir):
+                for entry in [root] + [os.path.join(root, d) for d in dirs] + [os.path.join(root, f) for f in files]:
+                    os.chown(entry, user.pw_uid, user.pw_gid)
+            os.chmod(self.base_dir, 0o755)
+
+    # ------------------------------------------------------------------ processes
+    def start(self, name: str, extra_env: dict[str, str] | None = None, prefix: list[str] | None = None) -> None:
+        if name in self.procs and self.procs[name].poll() is None:
+            return
+        log = open(self.log_path(name), "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(extra_env or {})}
+        argv = [*(prefix or []), self.python, "-m", "raftpg", self.config_path(name)]
+        kwargs: dict[str, Any] = {}
+        if self.run_as:
+            user = pwd.getpwnam(self.run_as)
+            kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+            env["HOME"] = user.pw_dir
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            cwd=self.node_dir(name), start_new_session=True, **kwargs)
+        log.close()
+
+    def start_all(self) -> None:
+        self.write_configs()
+        for name in self.nodes:
+            self.start(name)
+
+    def pid(self, name: str) -> int | None:
+        proc = self.procs.get(name)
+        return proc.pid if proc and proc.poll() is None else None
+
+    def signal(self, name: str, sig: int) -> None:
+        pid = self.pid(name)
+        if pid:
+            os.kill(pid, sig)
+
+    def stop(self, name: str, timeout_s: float = 60.0) -> None:
+        proc = self.procs.get(name)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the agent only (its PostgreSQL is left to the fencing supervisor)."""
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def postmaster_pid(self, name: str) -> int | None:
+        try:
+            with open(os.path.join(self.node_dir(name), "data", "postmaster.pid")) as f:
+                pid = int(f.readline().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL the agent and its PostgreSQL together (a crashed machine, minus the disk)."""
+        pg = self.postmaster_pid(name)
+        self.kill(name)
+        if pg:
+            try:
+                os.killpg(pg, signal.SIGKILL)
+            except OSError:
+                try:
+                    os.kill(pg, signal.SIGKILL)
+                except OSError:
+                    pass
+        self._kill_leftover_postgres(name)
+
+    def _kill_leftover_postgres(self, name: str) -> None:
+        data_dir = os.path.join(self.node_dir(name), "data")
+        for pid in _pids_with_arg(data_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def close(self, remove: bool = False) -> None:
+        for name in list(self.procs):
+            self.stop(name, timeout_s=60)
+        for name in self.nodes:
+            self._kill_leftover_postgres(name)
+        if remove:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ REST helpers
+    def api(self, name: str, path: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+        url = self.nodes[name].api_url + path
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                body = resp.read()
+                return resp.status, _loads(body)
+        except urllib.error.HTTPError as exc:
+            return exc.code, _loads(exc.read())
+        except (OSError, ValueError):
+            return 0, None
+
+    def primary(self) -> str | None:
+        for name in self.nodes:
+            status, _ = self.api(name, "/primary", timeout_s=1.0)
+            if status == 200:
+                return name
+        return None
+
+    def wait_for(self, predicate: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval_s)
+        raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+    def dsn(self, name: str, dbname: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.nodes[name].pg_port} user=postgres dbname={dbname} connect_timeout=2"
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return body.decode(errors="replace")
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _pids_with_arg(needle: str) -> list[int]:
+    """PIDs whose command line contains ``needle`` (a data dir path unique to one test node)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
