@@ -132,23 +132,32 @@ class Postgres:
         False if the postmaster still runs but is not ready at the deadline (crash recovery, or a replica not
         yet consistent: observe it again later); raises PgError if it exits or cannot start. A postmaster this
         agent did not start is stopped first (fast): only a supervised one can be fenced. Already running
-        with the requested role: returns True at once.
+        with the requested role: a replica follows ``as_replica_of`` (see ``follow``), a primary takes
+        ``lease_s`` if given; returns True.
         """
         replica = as_replica_of is not None if replica is None else replica
         with self._lock:
-            if self.process is not None and self.process.exit_code() is None:
-                if has_standby_signal(self.settings.data_dir) != replica:
-                    raise PgError("already running with the other role: stop it first")
-                return True
             deadline = _Deadline(self.clock, timeout_s)
-            state, _ = data_dir_state(self.settings)
-            if state is not DataDir.INITIALIZED:
-                raise PgError(f"cannot start: {self.settings.data_dir} is {state}")
-            stop_foreign(self.settings, "fast", deadline.left(), self.clock)
-            upstream = Upstream(self._replication_conninfo(as_replica_of), slot_name) if replica else None
-            self._write_config(upstream)
-            set_standby_signal(self.settings.data_dir, replica)
-            return self._launch(deadline, None if replica else lease_s, "on_start")
+            return self._start(as_replica_of, slot_name, replica, deadline, lease_s, "on_start")
+
+    def _start(self, as_replica_of: str | None, slot_name: str | None, replica: bool, deadline: _Deadline,
+               lease_s: float | None, callback: str | None) -> bool:
+        if self.process is not None and self.process.exit_code() is None:
+            if has_standby_signal(self.settings.data_dir) != replica:
+                raise PgError("already running with the other role: stop it first")
+            if replica:
+                self.follow(as_replica_of, slot_name)
+            elif lease_s is not None:
+                self.process.lease(lease_s)
+            return True
+        state, _ = data_dir_state(self.settings)
+        if state is not DataDir.INITIALIZED:
+            raise PgError(f"cannot start: {self.settings.data_dir} is {state}")
+        stop_foreign(self.settings, "fast", deadline.left(), self.clock)
+        upstream = Upstream(self._replication_conninfo(as_replica_of), slot_name) if replica else None
+        self._write_config(upstream)
+        set_standby_signal(self.settings.data_dir, replica)
+        return self._launch(deadline, None if replica else lease_s, callback)
 
     def _launch(self, deadline: _Deadline, lease_s: float | None, callback: str | None) -> bool:
         self.process = PostmasterProcess.start(self.settings, lease_s=lease_s, timeout_s=deadline.left(),
@@ -233,7 +242,7 @@ class Postgres:
         with self._lock:
             deadline = _Deadline(self.clock, timeout_s)
             self._stop("fast", deadline.left(), None)
-            ready = self.start(primary_conninfo, slot_name, timeout_s=deadline.left(), replica=True)
+            ready = self._start(primary_conninfo, slot_name, True, deadline, None, None)
             self.callbacks.run("on_role_change", "replica")
             return ready
 

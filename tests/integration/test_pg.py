@@ -7,6 +7,7 @@ and kills, by PID, any postmaster still alive at teardown.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -90,51 +91,20 @@ def pg_tmp(postgres_tmp_dir: Path) -> Iterator[Path]:
 def test_bootstrap_observe_stop_modes_and_callbacks(run_as_postgres, pg_tmp: Path) -> None:
     record = pg_tmp / "callbacks.txt"
     cb = f"/bin/sh -c 'echo \"$1 $2 $3\" >> {record}' callback"
-    settings = settings_for(pg_tmp, "n1", callbacks={"on_start": cb, "on_stop": cb})
+    settings = settings_for(pg_tmp, "n1", callbacks={"on_start": cb, "on_stop": cb, "on_restart": cb,
+                                                     "on_reload": cb})
 
     def body() -> None:
         pg = Postgres(settings)
         try:
-            assert pg.observe().data_dir is DataDir.MISSING
-            sysid = pg.bootstrap(timeout_s=60)
-            assert sysid.isdigit()
-            local = pg.observe()
-            assert local.is_primary and local.sysid == sysid and local.timeline == 1
-            assert local.lsn and local.server_version and local.server_version >= 130000
-            assert local.postmaster_pid == pg.process.pid and local.cluster_state == "in production"
-            with pytest.raises(PgError, match="refusing to initdb"):
-                pg.bootstrap()
-            with pytest.raises(PgError, match="running"):
-                pg.move_data_aside()
-            pg.query("CREATE TABLE t (v int)")
-            assert oct(os.stat(settings.pgpass).st_mode & 0o777) == "0o600"
-            assert os.path.exists(os.path.join(settings.data_dir, "postgresql.base.conf"))
-
-            pg.stop("smart", timeout_s=30)
-            stopped = pg.observe()
-            assert not stopped.running and stopped.postmaster_pid is None
-            assert stopped.cluster_state == "shut down" and stopped.sysid == sysid and stopped.lsn
-
-            assert pg.start(timeout_s=30)
-            pg.query("INSERT INTO t VALUES (1)")
-            pg.stop("immediate")
-            assert pg.observe().cluster_state == "in production"  # crashed: no shutdown checkpoint
-            assert pg.start(timeout_s=30)  # crash recovery
-            assert pg.query("SELECT count(*) FROM t") == [(1,)]
-            pg.stop("fast")
-            assert pg.observe().cluster_state == "shut down"
-
-            # a postmaster we did not start (pg_ctl daemonizes it) is stopped and restarted under our supervisor
-            subprocess.run([os.path.join(BIN_DIR, "pg_ctl"), "start", "-w", "-D", settings.data_dir, "-l",
-                            str(pg_tmp / "pg_ctl.log")], check=True, capture_output=True, timeout=30)
-            foreign = read_pidfile(settings.data_dir).pid
-            assert pg.start(timeout_s=30)
-            assert pg.process.pid != foreign and not postgres_alive(foreign)
-            pg.stop("fast")
-
+            _bootstrap_and_observe(pg, settings)
+            _stop_modes(pg)
+            _adopt_reload_restart(pg, settings, pg_tmp)
             poll(lambda: record.exists() and record.read_text().count("on_stop primary demo") == 4,
                  what="callbacks")
-            assert record.read_text().count("on_start primary demo") == 4
+            calls = record.read_text()
+            assert calls.count("on_start primary demo") == 4 and calls.count("on_restart primary demo") == 1
+            assert calls.count("on_reload primary demo") == 2
 
             aside = pg.move_data_aside()
             assert not os.path.exists(settings.data_dir) and os.path.exists(os.path.join(aside, "PG_VERSION"))
@@ -146,10 +116,63 @@ def test_bootstrap_observe_stop_modes_and_callbacks(run_as_postgres, pg_tmp: Pat
     run_as_postgres(body, timeout_s=90)
 
 
+def _bootstrap_and_observe(pg: Postgres, settings: PgSettings) -> None:
+    assert pg.observe().data_dir is DataDir.MISSING
+    sysid = pg.bootstrap(timeout_s=60)
+    assert sysid.isdigit()
+    local = pg.observe()
+    assert local.is_primary and local.sysid == sysid and local.timeline == 1
+    assert local.lsn and local.server_version and local.server_version >= 130000
+    assert local.postmaster_pid == pg.process.pid and local.cluster_state == "in production"
+    with pytest.raises(PgError, match="refusing to initdb"):
+        pg.bootstrap()
+    with pytest.raises(PgError, match="running"):
+        pg.move_data_aside()
+    assert oct(os.stat(settings.pgpass).st_mode & 0o777) == "0o600"
+    assert os.path.exists(os.path.join(settings.data_dir, "postgresql.base.conf"))
+
+
+def _stop_modes(pg: Postgres) -> None:
+    sysid = pg.observe().sysid
+    pg.query("CREATE TABLE t (v int)")
+    pg.stop("smart", timeout_s=30)
+    stopped = pg.observe()
+    assert not stopped.running and stopped.postmaster_pid is None
+    assert stopped.cluster_state == "shut down" and stopped.sysid == sysid and stopped.lsn
+
+    assert pg.start(timeout_s=30)
+    pg.query("INSERT INTO t VALUES (1)")
+    pg.stop("immediate")
+    assert pg.observe().cluster_state == "in production"  # crashed: no shutdown checkpoint
+    assert pg.start(timeout_s=30)  # crash recovery
+    assert pg.query("SELECT count(*) FROM t") == [(1,)]
+    pg.stop("fast")
+    assert pg.observe().cluster_state == "shut down"
+
+
+def _adopt_reload_restart(pg: Postgres, settings: PgSettings, tmp: Path) -> None:
+    # a postmaster we did not start (pg_ctl daemonizes it) is stopped and restarted under our supervisor
+    subprocess.run([os.path.join(BIN_DIR, "pg_ctl"), "start", "-w", "-D", settings.data_dir, "-l",
+                    str(tmp / "pg_ctl.log")], check=True, capture_output=True, timeout=30)
+    foreign = read_pidfile(settings.data_dir).pid
+    assert pg.start(timeout_s=30)
+    assert pg.process.pid != foreign and not postgres_alive(foreign)
+
+    bigger = dataclasses.replace(settings, parameters={**settings.parameters, "shared_buffers": "17MB"})
+    assert pg.reload(bigger) and not pg.reload(bigger)
+    poll(lambda: pg.observe().pending_restart, what="pending_restart after a reload")
+    assert pg.restart(timeout_s=30) and not pg.observe().pending_restart
+    assert pg.query("SHOW shared_buffers") == [("17MB",)]
+    pg.stop("fast")
+
+
 def test_clone_stream_promote_rewind_follow(run_as_postgres, pg_tmp: Path) -> None:
     auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "re:pl\\x"),
                 rewind=Credentials("rewinder", "rw-secret"))
-    s1, s2 = settings_for(pg_tmp, "n1", **auth), settings_for(pg_tmp, "n2", **auth)
+    psql = os.path.join(BIN_DIR, "psql")
+    s1 = settings_for(pg_tmp, "n1", post_bootstrap=f"{psql} -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (v text)'",
+                      **auth)
+    s2 = settings_for(pg_tmp, "n2", **auth)
 
     def body() -> None:
         n1, n2 = Postgres(s1), Postgres(s2)
@@ -168,8 +191,7 @@ def _clone_and_stream(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettings
         n2.clone(conninfo_for("127.0.0.1", free_port(), "replicator", connect_timeout=2), timeout_s=30)
     assert not os.path.exists(s2.data_dir), "a failed clone leaves no data directory behind"
 
-    sysid = n1.bootstrap(timeout_s=60)
-    n1.query("CREATE TABLE t (v text)")
+    sysid = n1.bootstrap(timeout_s=60)  # post_bootstrap creates table t through the URL it is given
     n1.query("INSERT INTO t VALUES ('before clone')")
     assert n1.ensure_slots({"n2"}) == ({"n2"}, set())
     assert n2.clone(conninfo_for("127.0.0.1", s1.port, "replicator"), timeout_s=60) == sysid
@@ -205,6 +227,8 @@ def _promote_and_rewind(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettin
     n1.query("INSERT INTO t VALUES ('diverged')")
     n1.stop("immediate")           # and crashes: pg_rewind must recover it first
 
+    assert not n1.rewind(conninfo_for("127.0.0.1", free_port(), "rewinder", connect_timeout=2), timeout_s=30)
+    assert os.path.exists(os.path.join(s1.data_dir, "standby.signal")), "a diverged primary never restarts as one"
     assert n1.rewind(conninfo_for("127.0.0.1", s2.port, "rewinder"), timeout_s=60)
     assert n2.ensure_slots({"n1"}) == ({"n1"}, set())
     assert n1.start(conninfo_for("127.0.0.1", s2.port, "replicator"), "n1", timeout_s=30)
@@ -215,8 +239,17 @@ def _promote_and_rewind(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettin
     assert n1.query("SELECT v FROM t WHERE v = 'diverged'") == []
 
     assert n2.ensure_slots(set()) == (set(), set()), "an active slot is never dropped"
+    assert n1.start(conninfo_for("127.0.0.1", s2.port, "replicator"), "n1") and not n1.follow(
+        conninfo_for("127.0.0.1", s2.port, "replicator"), "n1"), "already following: nothing to change"
+    assert n1.restart(timeout_s=30)
+    poll(lambda: n1.observe().streaming, what="n1 streaming again after restart")
+    n2.checkpoint()
     n1.stop("fast")
     poll(lambda: n2.ensure_slots(set()) == (set(), {"n1"}), what="inactive slot n1 dropped")
+
+    n2.demote_to_replica(None, timeout_s=30)
+    demoted = n2.observe()
+    assert demoted.is_replica and not demoted.streaming
 
 
 # --- the fencing supervisor, driven directly through its stdin --------------------------------------------
@@ -300,6 +333,17 @@ def test_supervisor_fences_when_the_lease_expires(supervised, stopped_cluster: P
         elapsed = assert_fenced(proc, stopped_cluster, conn, "lease expired", sent_at)
     print(f"fence after a 0.5 s lease: postmaster gone {elapsed * 1000:.0f} ms after the lease was sent")
     assert 0.5 <= elapsed < 2.0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_postmaster_dies_with_its_supervisor(supervised, stopped_cluster: PgSettings, sig: int) -> None:
+    proc = supervised()
+    pid = read_pidfile(stopped_cluster.data_dir).pid
+    killed_at = time.monotonic()
+    proc.send_signal(sig)
+    poll(lambda: not postgres_alive(pid), timeout_s=3, what="postmaster gone after its supervisor got " + str(sig))
+    print(f"postmaster gone {(time.monotonic() - killed_at) * 1000:.0f} ms after {signal.Signals(sig).name} "
+          "to the supervisor")
 
 
 def test_supervisor_renewed_or_unlimited_keeps_running_and_stop_is_no_fence(
