@@ -22,7 +22,6 @@ from raftpg.dcs.base import Dcs
 from raftpg.dcs.keys import KeyLayout
 from raftpg.ha.inputs import Me
 from raftpg.ha.loop import HaLoop, NodeStatus
-from raftpg.model import Tags
 from raftpg.pg.haport import PostgresAdapter
 from raftpg.watchdog.base import ModeWatchdog, NullWatchdog
 
@@ -159,7 +158,7 @@ async def serve(node: Node) -> int:
                 break
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     finally:
         log.info("shutting down")

@@ -100,3 +100,7 @@ def run_as_postgres() -> Callable[..., Any]:
         return value
 
     return run
+
+
+# real-agent cluster fixtures (tests/integration/cluster_fixtures.py), available to every test here
+from cluster_fixtures import make_cluster  # noqa: E402,F401
