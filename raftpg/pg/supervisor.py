@@ -22,8 +22,8 @@ Contract
   why, sends the postmaster SIGQUIT (immediate shutdown: every backend is killed at once, no checkpoint), and
   SIGKILLs the postmaster's whole process group if the postmaster is not gone within 1 s (and, afterwards,
   any backend left in that group). SIGINT is ignored (a terminal's Ctrl-C is for the agent to handle).
-- Checks stdin, the deadline and the child at least every 50 ms, so a fence starts within ~50 ms of its
-  cause.
+- Wakes on stdin, on SIGTERM, on the postmaster's exit (a pidfd) and at the deadline, and checks all of them
+  at least every 50 ms, so a fence starts within milliseconds of its cause.
 - Reports to the agent on stdout, one line each: ``started <pid>``, ``fenced <reason>``, ``exited <code>``.
 - Exits when the postmaster exits, with the postmaster's exit code (128 + N if killed by signal N).
 """
@@ -74,12 +74,20 @@ def _pdeathsig_setup(parent_pid: int):
     return setup
 
 
+def _exit_fds(pid: int) -> list[int]:
+    try:
+        return [os.pidfd_open(pid)]
+    except (AttributeError, OSError):
+        return []  # older kernel: the 50 ms poll and Popen.wait notice the exit instead
+
+
 class Supervisor:
     def __init__(self, argv: list[str], lease_s: float | None) -> None:
         self.argv = argv
         self.deadline = None if lease_s is None else time.monotonic() + lease_s
         self.buffer = b""
         self.stopping = False
+        self.exit_fds: list[int] = []  # a pidfd that turns readable when the postmaster exits (Linux 5.3+)
         self.child: subprocess.Popen[bytes] | None = None
 
     def run(self) -> int:
@@ -93,6 +101,7 @@ class Supervisor:
             preexec_fn=_pdeathsig_setup(os.getpid()),
         )
         _say(1, f"started {self.child.pid}")
+        self.exit_fds = _exit_fds(self.child.pid)
         reason = None
         while reason is None and self.child.poll() is None:
             reason = self._wait_for_event(wake_r)
@@ -107,7 +116,7 @@ class Supervisor:
     def _wait_for_event(self, wake_r: int) -> str | None:
         """Wait up to POLL_S; return a fence reason, or None to keep going."""
         timeout = POLL_S if self.deadline is None else max(0.0, min(POLL_S, self.deadline - time.monotonic()))
-        readable, _, _ = select.select([0, wake_r], [], [], timeout)
+        readable, _, _ = select.select([0, wake_r, *self.exit_fds], [], [], timeout)
         if wake_r in readable:
             if signal.SIGTERM in os.read(wake_r, 64):
                 return "SIGTERM received"
@@ -144,8 +153,9 @@ class Supervisor:
             os.kill(pid, signal.SIGQUIT)
         except ProcessLookupError:
             pass
+        select.select(self.exit_fds, [], [], KILL_AFTER_S) if self.exit_fds else None
         try:
-            self.child.wait(timeout=KILL_AFTER_S)
+            self.child.wait(timeout=0 if self.exit_fds else KILL_AFTER_S)
         except subprocess.TimeoutExpired:
             _say(2, f"raftpg supervisor: postmaster {pid} still alive after {KILL_AFTER_S}s, SIGKILL to its group")
         try:
