@@ -202,7 +202,7 @@ class Postgres:
                 if (settings.name, settings.data_dir) != (self.settings.name, self.settings.data_dir):
                     raise PgError("reload cannot change the member name or the data directory")
                 self.settings = settings
-                self.callbacks = CallbackRunner(settings.callbacks, settings.scope, self.clock)
+                self.callbacks.commands, self.callbacks.scope = dict(settings.callbacks), settings.scope
             changed = self._write_config(self._upstream_on_disk())
             if self._sighup():
                 self.callbacks.run("on_reload", self._role())
@@ -215,7 +215,8 @@ class Postgres:
             rows = self.query("SELECT pg_promote(true, %s)", (max(1, round(timeout_s)),), timeout_s + 5)
             if not rows or rows[0][0] is not True:
                 raise PgError(f"promotion did not complete within {timeout_s:g}s")
-            self._write_config(None)
+            if self._write_config(None):  # primary_conninfo is gone from the file: keep the server in step
+                self._sighup()
             self.callbacks.run("on_role_change", "primary")
 
     def checkpoint(self, timeout_s: float = 60.0) -> None:

@@ -3,7 +3,8 @@
 ``PostmasterProcess.start`` runs ``postgres -D <data_dir>`` under the fencing supervisor (``supervisor.py``,
 whose docstring is the contract) with a pipe on the supervisor's stdin. The postmaster dies with the
 supervisor, and the supervisor fences when the pipe closes or a lease is not renewed, so a postmaster never
-outlives the agent that started it.
+outlives the agent that started it. (The pipe's write end is close-on-exec, so programs the agent runs do not
+hold it open; code in the agent must not fork without exec, or the child would keep the pipe alive.)
 
 A postmaster this agent did not start (``postmaster.pid`` names a live postgres process: a leftover of an
 agent that ran without the supervisor, or one an administrator started by hand) cannot be fenced, so
