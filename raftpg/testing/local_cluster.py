@@ -229,6 +229,19 @@ class LocalCluster:
         except (OSError, ValueError):
             return 0, None
 
+    def api_post(self, name: str, path: str, body: dict[str, Any], method: str = "POST",
+                 timeout_s: float = 10.0) -> tuple[int, Any]:
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(self.nodes[name].api_url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+                return resp.status, _loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _loads(exc.read())
+        except (OSError, ValueError):
+            return 0, None
+
     def primary(self) -> str | None:
         for name in self.nodes:
             status, _ = self.api(name, "/primary", timeout_s=1.0)

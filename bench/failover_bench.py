@@ -1,0 +1,163 @@
+"""Write-unavailability on unplanned failover (and planned switchover), plus the idle agent's footprint.
+
+A client inserts a row every 20 ms into whichever node GET /primary names. For each setting, N times:
+SIGKILL the primary's agent and PostgreSQL together, and measure from the kill to the first successful
+insert on the new primary. Also counts acknowledged rows missing from the new primary (async
+replication may lose the last few). Prints a table; nothing is asserted.
+
+    python bench/failover_bench.py [--runs 5] [--settings 30/10/10,10/1/4,5/1/2] [--switchover]
+                                   [--dcs raft|etcd]
+
+Run as root (agents run as the postgres OS user) or as a user that may run PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import psycopg
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+
+
+class Client:
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.ok: list[tuple[float, str, int]] = []  # (monotonic completion, node, value)
+        self.value = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        target, conn = None, None
+        while not self._stop.is_set():
+            if conn is None:
+                target = self.cluster.primary()
+                if target:
+                    try:
+                        conn = psycopg.connect(self.cluster.dsn(target), autocommit=True, connect_timeout=1)
+                    except psycopg.Error:
+                        conn = None
+            if conn is not None:
+                self.value += 1
+                try:
+                    conn.execute("INSERT INTO bench(v) VALUES (%s)", (self.value,))
+                    self.ok.append((time.monotonic(), target, self.value))
+                except psycopg.Error:
+                    conn.close()
+                    conn = None
+            self._stop.wait(0.02)
+        if conn is not None:
+            conn.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def first_ok_after(self, t: float, not_on: str) -> float | None:
+        return next((done for done, node, _ in self.ok if done > t and node != not_on), None)
+
+
+def agent_footprint(cluster: LocalCluster, name: str, seconds: float = 10.0) -> tuple[float, float]:
+    pid = cluster.pid(name)
+    if pid is None:
+        return float("nan"), float("nan")
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    before, t0 = cpu(), time.monotonic()
+    time.sleep(seconds)
+    used = (cpu() - before) / (time.monotonic() - t0)
+    with open(f"/proc/{pid}/status") as f:
+        rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return rss_kb / 1024, used * 100
+
+
+def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: bool) -> dict:
+    base = tempfile.mkdtemp(prefix="raftpg-bench-", dir="/tmp")
+    os.chmod(base, 0o755)
+    cluster = LocalCluster(base, ["n1", "n2", "n3"], dcs={"ttl": ttl, "loop_wait": loop_wait,
+                                                           "retry_timeout": retry})
+    gaps, lost_total, footprint = [], 0, (float("nan"), float("nan"))
+    try:
+        cluster.start_all()
+        primary = cluster.wait_for(cluster.primary, 120, "a primary")
+        with psycopg.connect(cluster.dsn(primary), autocommit=True) as conn:
+            conn.execute("CREATE TABLE bench(v int)")
+        time.sleep(max(3, loop_wait * 2))  # let replicas stream; an idle period for the footprint
+        footprint = agent_footprint(cluster, primary)
+        for run in range(runs):
+            primary = cluster.wait_for(cluster.primary, 120, "a primary")
+            cluster.wait_for(lambda p=primary: all(cluster.api(n, "/replica")[0] == 200 for n in cluster.nodes
+                                                   if n != p), 120, "two streaming replicas")
+            client = Client(cluster)
+            client.start()
+            cluster.wait_for(lambda c=client: len(c.ok) > 25, 30, "writes before the fault")
+            t0 = time.monotonic()
+            if switchover:
+                cluster.api_post(primary, "/switchover", {"leader": primary})
+            else:
+                cluster.kill_node(primary)
+            first = cluster.wait_for(lambda c=client, t=t0, p=primary: c.first_ok_after(t, p), 180,
+                                     "writes on a new primary")
+            time.sleep(0.5)
+            client.stop()
+            gap = first - t0
+            new_primary = cluster.primary()
+            with psycopg.connect(cluster.dsn(new_primary), autocommit=True) as conn:
+                present = {r[0] for r in conn.execute("SELECT v FROM bench").fetchall()}
+            lost = sum(1 for _, _, v in client.ok if v not in present)
+            lost_total += lost
+            gaps.append(gap)
+            print(f"  ttl {ttl}/{loop_wait}/{retry} run {run + 1}: {gap:.2f}s to the first write on "
+                  f"{new_primary}, {lost} acknowledged rows lost", flush=True)
+            if not switchover:
+                cluster.start(primary)
+            with psycopg.connect(cluster.dsn(new_primary), autocommit=True) as conn:
+                conn.execute("TRUNCATE bench")
+    finally:
+        cluster.close(remove=True)
+    return {"setting": f"{ttl}/{loop_wait}/{retry}", "gaps": gaps, "lost": lost_total, "rss_mb": footprint[0],
+            "cpu_pct": footprint[1]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--settings", default="30/10/10,10/1/4,5/1/2")
+    parser.add_argument("--switchover", action="store_true", help="planned switchover instead of a kill")
+    args = parser.parse_args()
+    results = []
+    for setting in args.settings.split(","):
+        ttl, loop_wait, retry = (int(x) for x in setting.split("/"))
+        results.append(one_setting(ttl, loop_wait, retry, args.runs, args.switchover))
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    kind = "switchover" if args.switchover else "unplanned failover (SIGKILL agent + PostgreSQL)"
+    print(f"\n{kind}; machine: {os.cpu_count()} cores, {cpu}")
+    print("| ttl/loop_wait/retry | median | min-max | lost rows | idle agent RSS | idle agent CPU |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        gaps = r["gaps"]
+        print(f"| {r['setting']} | {statistics.median(gaps):.2f} s | {min(gaps):.2f}-{max(gaps):.2f} s | "
+              f"{r['lost']} | {r['rss_mb']:.0f} MB | {r['cpu_pct']:.2f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
