@@ -59,6 +59,11 @@ def _decide(i: Inputs) -> Decision:
     if view.initialize is None:
         return _uninitialized(i)
     if view.initialize == "":
+        # The race winner holds the leader key while it bootstraps. With the key free (the winner failed
+        # or died before or during initdb), or held by me (my own bootstrap was interrupted), nobody is
+        # bootstrapping: take over, with the leader key's compare-and-set as the mutex.
+        if view.leader is None or _leader_is(view, i.me.name):
+            return _uninitialized(i, raced=True)
         return Decision((), "waiting: another node is bootstrapping the cluster")
     if local.sysid and local.sysid != view.initialize:
         return Decision((Refuse(
@@ -129,11 +134,14 @@ def _dcs_unreachable(i: Inputs) -> Decision:
                     "demoting: DCS unreachable and the leader lease is about to expire")
 
 
-def _uninitialized(i: Inputs) -> Decision:
+def _uninitialized(i: Inputs, raced: bool = False) -> Decision:
+    """No cluster yet. ``raced``: the initialize key was created but its bootstrap abandoned."""
     local = i.local
     assert local is not None
+    lease = RenewLeaderKey() if i.view and _leader_is(i.view, i.me.name) else AcquireLeaderKey()
     if local.data_dir == DataDir.INITIALIZED and local.sysid:
-        actions = [RaceInitialize(), AdoptExistingData(local.sysid), AcquireLeaderKey()]
+        actions = [lease, AdoptExistingData(local.sysid)] if raced else \
+            [RaceInitialize(), AdoptExistingData(local.sysid), AcquireLeaderKey()]
         if local.is_replica:
             actions.append(Promote())
         elif not local.running:
@@ -143,6 +151,8 @@ def _uninitialized(i: Inputs) -> Decision:
         return Decision((), "waiting for another node to bootstrap (nofailover)")
     if local.data_dir == DataDir.BROKEN:
         return Decision((), "waiting for another node to bootstrap (my data dir is unusable)")
+    if raced:
+        return Decision((lease, Bootstrap()), "the cluster's bootstrap was abandoned: bootstrapping it")
     return Decision((RaceInitialize(), AcquireLeaderKey(), Bootstrap()),
                     "no cluster yet: racing to bootstrap it")
 

@@ -1,0 +1,451 @@
+"""An in-memory PostgreSQL for HA tests and simulations: no processes, no files, a clock you move.
+
+``FakePostgres`` implements :class:`raftpg.ha.ports.PostgresPort`. Instances share a ``PgNetwork``,
+which plays the wire between them (replication links that a test can cut) and the clients' record of
+acknowledged writes.
+
+What it models:
+
+- a data directory (missing / empty / initialized / broken), its system identifier, timeline and WAL;
+- WAL as a list of record ids (a write, a promotion's end-of-recovery record, a shutdown checkpoint);
+  ``lsn`` is a byte position derived from the record count, so positions compare as PostgreSQL's do;
+- replicas stream from the upstream named in their conninfo: on each ``PgNetwork.step()`` a running
+  replica whose link is up copies its upstream's WAL *if its own WAL is a prefix of it* (otherwise the
+  histories diverged: it keeps running but stops streaming, as a real standby would);
+- a fast or smart shutdown of a primary writes a shutdown checkpoint and hands it to the streaming
+  replicas before exiting (so a clean switchover needs no rewind); an immediate stop or ``crash()``
+  does not;
+- ``promote()`` starts a new timeline with an end-of-recovery record; starting replica data without
+  standby mode ends recovery the same way;
+- ``rewind()`` truncates diverged WAL and copies the source's; ``clone()`` copies a running source;
+- synchronous replication for the values ``ha/sync.py`` writes (``''``, ``'*'``, ``FIRST n (a, b)``):
+  pg_stat_replication reports ``sync``/``potential``/``async``, and a write on a primary with
+  synchronous standbys is acknowledged only once enough of them hold it;
+- the fencing supervisor: ``lease(s)`` sets a deadline on the injected clock, ``unlimited()`` clears it;
+  once the deadline passes (plus ``fence_latency_s``, the supervisor's polling) PostgreSQL is killed
+  (an immediate shutdown: cluster state ``in production`` on a primary) and ``fenced_count`` grows.
+  ``accepting_writes`` is exact at any instant, so a checker can ask it between events.
+
+What it does not model: WAL bytes, checkpoints' timing, replication lag other than "not yet stepped",
+slots retaining WAL (a replica can always catch up from any point of its upstream's history),
+cascading timeline switches' subtleties, wal_keep_size, archive recovery, pg_rewind's own preconditions
+(wal_log_hints or checksums), ``ANY n (...)`` quorum commit, the control file of a half-written clone
+(except as ``BROKEN`` when told to fail), and anything about performance.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from raftpg.clock import Clock
+from raftpg.model import DataDir, LocalState, ReplicationRow
+
+LSN_BASE = 0x3000000
+RECORD_BYTES = 8192
+SYSID_BASE = 7_300_000_000_000_000_000
+
+
+def lsn_of(wal: list[int]) -> int:
+    return LSN_BASE + RECORD_BYTES * len(wal)
+
+
+def host_of(conn_url: str | None) -> str | None:
+    """``postgresql://user@n2:5432/postgres`` -> ``n2``."""
+    if not conn_url:
+        return None
+    rest = conn_url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    return rest.split(":", 1)[0] or None
+
+
+def parse_standby_names(value: str) -> tuple[int, tuple[str, ...] | None]:
+    """``''`` -> (0, ()); ``'*'`` -> (1, None: any); ``'FIRST 2 ("a", "b")'`` -> (2, ('a', 'b'))."""
+    value = value.strip()
+    if not value:
+        return 0, ()
+    if value == "*":
+        return 1, None
+    match = re.fullmatch(r"(?:FIRST\s+)?(\d+)\s*\((.*)\)", value, flags=re.IGNORECASE)
+    if match:
+        count, body = int(match.group(1)), match.group(2)
+    else:
+        count, body = 1, value
+    names = tuple(re.findall(r'"((?:[^"]|"")*)"|([^,\s]+)', body))
+    return count, tuple((quoted.replace('""', '"') if quoted else bare) for quoted, bare in names)
+
+
+class PgError(RuntimeError):
+    """What a failed pg_ctl/pg_basebackup/pg_rewind would report."""
+
+
+@dataclass
+class PgNetwork:
+    """The wire between FakePostgres instances and the clients' ledger of writes."""
+
+    clock: Clock
+    instances: dict[str, FakePostgres] = field(default_factory=dict)
+    cut: set[str] = field(default_factory=set)            # nodes with every replication link down
+    cut_links: set[frozenset[str]] = field(default_factory=set)
+    acknowledged: set[int] = field(default_factory=set)  # write ids a client was told are committed
+    on_writable: Callable[[FakePostgres], None] | None = None
+    _next_record: int = 0
+    _next_sysid: int = 0
+
+    def new_record(self) -> int:
+        self._next_record += 1
+        return self._next_record
+
+    def new_sysid(self) -> str:
+        self._next_sysid += 1
+        return str(SYSID_BASE + self._next_sysid)
+
+    def add(self, pg: FakePostgres) -> None:
+        self.instances[pg.name] = pg
+
+    def link_up(self, a: str, b: str) -> bool:
+        return a not in self.cut and b not in self.cut and frozenset((a, b)) not in self.cut_links
+
+    def reach(self, source: str, conn_url: str | None) -> FakePostgres | None:
+        """The instance ``conn_url`` names, if ``source`` can reach it and it accepts connections."""
+        target = self.instances.get(host_of(conn_url) or "")
+        if target is None or not self.link_up(source, target.name):
+            return None
+        target.apply_fence()
+        return target if target.running else None
+
+    def step(self) -> None:
+        """Let every streaming replica catch up, then acknowledge the synchronous writes now safe."""
+        for pg in self.instances.values():
+            pg.apply_fence()
+        for _ in range(3):  # cascades settle in a few passes
+            for pg in sorted(self.instances.values(), key=lambda p: p.name):
+                pg.pull_from_upstream()
+        for pg in self.instances.values():
+            pg.acknowledge_synchronous()
+
+    def became_writable(self, pg: FakePostgres) -> None:
+        if self.on_writable is not None:
+            self.on_writable(pg)
+
+    def writable(self) -> list[FakePostgres]:
+        return [pg for pg in self.instances.values() if pg.accepting_writes]
+
+
+class FakePostgres:
+    def __init__(self, name: str, network: PgNetwork, clock: Clock, *, fence_latency_s: float = 0.05) -> None:
+        self.name, self.network, self.clock = name, network, clock
+        self.fence_latency_s = fence_latency_s
+        self.data_dir = DataDir.MISSING
+        self.sysid: str | None = None
+        self.timeline: int | None = None
+        self.wal: list[int] = []
+        self.cluster_state: str | None = None
+        self.running = False
+        self.in_recovery = False
+        self.upstream_url: str | None = None
+        self.streaming = False
+        self.synchronous_standby_names = ""
+        self.slots: set[str] = set()
+        self.parameters: dict[str, str] = {}
+        self.fence_deadline: float | None = None
+        self.fenced_count = 0
+        self.pending_writes: list[int] = []   # written on this primary, waiting for a synchronous standby
+        self.kept_data_dirs: list[str] = []
+        self.callbacks: list[tuple[str, str]] = []
+        self.fail_next: dict[str, int] = {}   # operation name -> how many calls raise PgError
+        self.pid = 0
+        network.add(self)
+
+    # ------------------------------------------------------------------ helpers for tests
+    @property
+    def lsn(self) -> int:
+        return lsn_of(self.wal)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.running and not self.in_recovery
+
+    @property
+    def accepting_writes(self) -> bool:
+        """A running primary whose fencing deadline (plus the supervisor's latency) has not passed."""
+        if not self.is_primary:
+            return False
+        return self.fence_deadline is None or self.clock.monotonic() < self.fence_deadline + self.fence_latency_s
+
+    def apply_fence(self) -> None:
+        """The supervisor's deadline passed: PostgreSQL was killed then (an immediate shutdown)."""
+        if self.running and self.fence_deadline is not None and \
+                self.clock.monotonic() >= self.fence_deadline + self.fence_latency_s:
+            self.fenced_count += 1
+            self._down(clean=False)
+
+    def crash(self) -> None:
+        """kill -9 of the postmaster: no shutdown checkpoint; the supervisor exits with it."""
+        self.apply_fence()
+        if self.running:
+            self._down(clean=False)
+
+    def write(self, count: int) -> tuple[int, int]:
+        """A client commits ``count`` rows; returns (accepted, acknowledged now). Refused unless writable."""
+        self.apply_fence()
+        if not self.accepting_writes:
+            return 0, 0
+        before = len(self.network.acknowledged)
+        for _ in range(count):
+            record = self.network.new_record()
+            self.wal.append(record)
+            self.pending_writes.append(record)
+        self.acknowledge_synchronous()
+        return count, len(self.network.acknowledged) - before
+
+    def wipe(self) -> None:
+        """The disk was replaced: an empty data directory."""
+        self.crash()
+        self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = DataDir.EMPTY, None, None, [], None
+
+    def _maybe_fail(self, operation: str) -> None:
+        left = self.fail_next.get(operation, 0)
+        if left > 0:
+            self.fail_next[operation] = left - 1
+            raise PgError(f"{operation} failed (simulated)")
+
+    def _down(self, *, clean: bool) -> None:
+        was_primary = self.is_primary
+        if was_primary:
+            self.pending_writes.clear()  # the clients of unacknowledged commits see an error
+        if was_primary:
+            self.cluster_state = "shut down" if clean else "in production"
+        else:
+            self.cluster_state = "shut down in recovery" if clean else "in archive recovery"
+        self.running = self.streaming = False
+        self.fence_deadline = None  # the supervisor exits with the postmaster
+
+    def _require_data(self) -> None:
+        if self.data_dir != DataDir.INITIALIZED:
+            raise PgError(f"{self.name}: no usable data directory ({self.data_dir})")
+
+    # ------------------------------------------------------------------ replication
+    def pull_from_upstream(self) -> None:
+        if not (self.running and self.in_recovery):
+            return
+        upstream = self.network.reach(self.name, self.upstream_url)
+        if upstream is None or upstream.sysid != self.sysid or upstream.wal[: len(self.wal)] != self.wal:
+            self.streaming = False
+            return
+        self.wal = list(upstream.wal)
+        self.timeline = upstream.timeline
+        self.streaming = True
+
+    def replication_rows(self) -> tuple[ReplicationRow, ...]:
+        if not self.is_primary:
+            return ()
+        streaming = sorted(
+            (pg for pg in self.network.instances.values()
+             if pg.running and pg.in_recovery and pg.streaming and host_of(pg.upstream_url) == self.name
+             and self.network.link_up(self.name, pg.name)),
+            key=lambda pg: pg.name)
+        count, listed = parse_standby_names(self.synchronous_standby_names)
+        if listed is None:  # '*': any standby, the first one by (here) name is synchronous
+            order = [pg.name for pg in streaming]
+        else:
+            order = [n for n in listed if any(pg.name == n for pg in streaming)]
+        sync = set(order[:count])
+        potential = set(order[count:])
+        return tuple(
+            ReplicationRow(application_name=pg.name, client_addr=pg.name, state="streaming",
+                           sync_state="sync" if pg.name in sync else "potential" if pg.name in potential
+                           else "async",
+                           write_lsn=pg.lsn, flush_lsn=pg.lsn, replay_lsn=pg.lsn)
+            for pg in streaming)
+
+    def acknowledge_synchronous(self) -> None:
+        if not self.pending_writes:
+            return
+        if not self.accepting_writes:
+            return
+        count, _ = parse_standby_names(self.synchronous_standby_names)
+        if count == 0:
+            self.network.acknowledged.update(self.pending_writes)
+            self.pending_writes.clear()
+            return
+        sync = [self.network.instances[row.application_name] for row in self.replication_rows()
+                if row.sync_state == "sync"]
+        if len(sync) < count:
+            return
+        held = min(len(pg.wal) for pg in sync)
+        done = [r for r in self.pending_writes if r in self.wal[:held]]
+        self.network.acknowledged.update(done)
+        self.pending_writes = [r for r in self.pending_writes if r not in done]
+
+    # ------------------------------------------------------------------ PostgresPort
+    def observe(self) -> LocalState:
+        self.apply_fence()
+        if self.data_dir != DataDir.INITIALIZED:
+            return LocalState(data_dir=self.data_dir)
+        replica = self.running and self.in_recovery
+        return LocalState(
+            data_dir=self.data_dir, sysid=self.sysid, running=self.running,
+            in_recovery=self.in_recovery if self.running else None, timeline=self.timeline, lsn=self.lsn,
+            receive_lsn=self.lsn if replica else None, replay_lsn=self.lsn if replica else None,
+            upstream=host_of(self.upstream_url) if replica else None, streaming=replica and self.streaming,
+            replication=self.replication_rows(),
+            synchronous_standby_names=self.synchronous_standby_names if self.running else "",
+            cluster_state=self.cluster_state, postmaster_pid=self.pid if self.running else None,
+            server_version=170000,
+        )
+
+    def bootstrap(self, lease_s: float | None = None) -> str:
+        self._maybe_fail("bootstrap")
+        if self.data_dir not in (DataDir.MISSING, DataDir.EMPTY):
+            raise PgError(f"{self.name}: initdb refuses a data directory that is {self.data_dir}")
+        self.data_dir, self.sysid, self.timeline = DataDir.INITIALIZED, self.network.new_sysid(), 1
+        self.wal = [self.network.new_record()]
+        self._new_supervisor(lease_s)
+        self._up(primary=True)
+        return self.sysid
+
+    def _new_supervisor(self, lease_s: float | None) -> None:
+        """Each start runs a new fencing supervisor: its deadline is ``lease_s`` from now, or none."""
+        self.fence_deadline = None if lease_s is None else self.clock.monotonic() + max(0.0, lease_s)
+
+    def _up(self, *, primary: bool) -> None:
+        self.running, self.in_recovery, self.streaming = True, not primary, False
+        self.cluster_state = "in production" if primary else "in archive recovery"
+        self.pid += 1
+        if primary:
+            self.upstream_url = None
+            self.network.became_writable(self)
+
+    def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
+              timeout_s: float, lease_s: float | None = None) -> None:
+        self.apply_fence()
+        self._maybe_fail("start")
+        self._require_data()
+        if self.running:
+            if self.in_recovery == as_replica:
+                return
+            raise PgError(f"{self.name}: already running as {'replica' if self.in_recovery else 'primary'}")
+        self._new_supervisor(lease_s)
+        if as_replica:
+            self.upstream_url = primary_conn_url
+            self._up(primary=False)
+            return
+        if self.cluster_state in ("in archive recovery", "shut down in recovery"):
+            # replica data started without standby mode: recovery ends on a new timeline
+            self.timeline = (self.timeline or 1) + 1
+            self.wal.append(self.network.new_record())
+        self._up(primary=True)
+
+    def stop(self, mode: str, timeout_s: float) -> None:
+        self.apply_fence()
+        self._maybe_fail("stop")
+        if not self.running:
+            self.fence_deadline = None
+            return
+        if self.is_primary and mode != "immediate":
+            self.wal.append(self.network.new_record())  # shutdown checkpoint, sent before the walsenders exit
+            self.acknowledge_synchronous()
+            for pg in self.network.instances.values():
+                if pg.streaming and host_of(pg.upstream_url) == self.name:
+                    pg.pull_from_upstream()
+            self.acknowledge_synchronous()
+        self._down(clean=mode != "immediate")
+
+    def restart(self, timeout_s: float, lease_s: float | None = None) -> None:
+        primary = self.is_primary
+        self.stop("fast", timeout_s)
+        self.start(self.upstream_url, None, as_replica=not primary, timeout_s=timeout_s, lease_s=lease_s)
+
+    def reload(self) -> None:
+        self.apply_fence()
+
+    def promote(self, timeout_s: float) -> None:
+        self.apply_fence()
+        self._maybe_fail("promote")
+        if not (self.running and self.in_recovery):
+            raise PgError(f"{self.name}: promote: not a running standby")
+        self.timeline = (self.timeline or 1) + 1
+        self.wal.append(self.network.new_record())
+        self._up(primary=True)
+
+    def checkpoint(self) -> None:
+        self.apply_fence()
+        if not self.running:
+            raise PgError(f"{self.name}: checkpoint: not running")
+
+    def follow(self, primary_conn_url: str, slot_name: str | None) -> None:
+        self.apply_fence()
+        if not self.running:
+            raise PgError(f"{self.name}: follow: not running")
+        if not self.in_recovery:
+            raise PgError(f"{self.name}: follow: a primary cannot follow")
+        self.upstream_url, self.streaming = primary_conn_url, False
+
+    def clone(self, source_conn_url: str, timeout_s: float) -> None:
+        self._maybe_fail("clone")
+        if self.data_dir not in (DataDir.MISSING, DataDir.EMPTY):
+            raise PgError(f"{self.name}: pg_basebackup refuses a data directory that is {self.data_dir}")
+        source = self.network.reach(self.name, source_conn_url)
+        if source is None or source.data_dir != DataDir.INITIALIZED:
+            raise PgError(f"{self.name}: pg_basebackup: cannot connect to {host_of(source_conn_url)}")
+        self.data_dir, self.sysid, self.timeline = DataDir.INITIALIZED, source.sysid, source.timeline
+        self.wal = list(source.wal)
+        # the control file is copied from the source: "in production" from a primary
+        self.cluster_state = "in archive recovery" if source.in_recovery else "in production"
+        self.running = self.streaming = False
+
+    def rewind(self, source_conn_url: str, timeout_s: float) -> bool:
+        self.apply_fence()
+        if self.running:
+            raise PgError(f"{self.name}: pg_rewind: the target must be shut down")
+        self._require_data()
+        source = self.network.reach(self.name, source_conn_url)
+        if source is None or source.sysid != self.sysid:
+            return False
+        if source.wal[: len(self.wal)] == self.wal:
+            return True  # "no rewind required": the source's history contains ours
+        self.wal, self.timeline = list(source.wal), source.timeline
+        self.cluster_state = "in archive recovery"
+        return True
+
+    def move_data_aside(self) -> str:
+        if self.running:
+            raise PgError(f"{self.name}: cannot move a running data directory aside")
+        kept = f"/fake/{self.name}/data.failed.{len(self.kept_data_dirs) + 1}"
+        if self.data_dir != DataDir.MISSING:
+            self.kept_data_dirs.append(kept)
+        self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = \
+            DataDir.MISSING, None, None, [], None
+        return kept
+
+    def ensure_slots(self, names: set[str]) -> None:
+        self.apply_fence()
+        if not self.is_primary:
+            raise PgError(f"{self.name}: replication slots are managed on the primary")
+        self.slots = set(names)
+
+    def set_synchronous_standby_names(self, value: str) -> None:
+        self.apply_fence()
+        self.synchronous_standby_names = value
+        self.acknowledge_synchronous()
+
+    def run_callback(self, action: str, role: str) -> None:
+        self.callbacks.append((action, role))
+
+    def lease(self, seconds: float) -> None:
+        self.apply_fence()
+        self.fence_deadline = self.clock.monotonic() + max(0.0, seconds)
+
+    def unlimited(self) -> None:
+        self.apply_fence()
+        self.fence_deadline = None
+
+    def slot_name_for(self, member: str) -> str:
+        return re.sub(r"[^a-z0-9_]", "_", member.lower())
+
+    def apply_dynamic_parameters(self, parameters: dict[str, str]) -> bool:
+        if parameters == self.parameters:
+            return False
+        self.parameters = dict(parameters)
+        return True
