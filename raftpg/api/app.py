@@ -1,0 +1,68 @@
+"""The aiohttp application: ``make_app(view, commands, settings)`` and ``serve(...)`` to listen on it.
+
+The app keeps no global state: its view, commands, settings, metrics registry and restart scheduler
+live under typed ``web.AppKey``s, so several apps can run in one process (tests, ``raftpg demo``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from raftpg.api import routes_read, routes_write
+from raftpg.api.http import auth_middleware, errors_middleware, limits_middleware
+from raftpg.api.keys import COMMANDS, REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW, ApiSettings
+from raftpg.api.metrics import registry_for
+from raftpg.api.ports import Commands, NodeView
+from raftpg.api.restart import RestartScheduler
+from raftpg.api.tls import ssl_context_for
+from raftpg.config import RestApiSettings, is_wildcard, split_host_port
+
+log = logging.getLogger(__name__)
+
+
+def make_app(view: NodeView, commands: Commands, settings: ApiSettings) -> web.Application:
+    if settings.username is None:
+        log.warning(
+            "restapi.authentication is not set: anyone who can reach the REST API on %s can switch over, "
+            "fail over, restart, reinitialize or reconfigure this cluster. Set restapi.authentication "
+            "(username, password) to require credentials for those requests.", settings.listen)
+    app = web.Application(
+        middlewares=[errors_middleware(), auth_middleware(settings.username, settings.password),
+                     limits_middleware(settings.max_body_bytes)],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[VIEW] = view
+    app[COMMANDS] = commands
+    app[SETTINGS] = settings
+    app[RESTARTS] = RestartScheduler(view.wall)
+    app[REGISTRY] = registry_for(view)
+    app[STARTED] = view.monotonic()
+    routes_read.add_routes(app)
+    routes_write.add_routes(app)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+async def _cleanup(app: web.Application) -> None:
+    await app[RESTARTS].close()
+
+
+async def serve(app: web.Application, restapi: RestApiSettings) -> web.AppRunner:
+    """Listen on ``restapi.listen`` (TLS per ``restapi``) and return the runner; ``await runner.cleanup()``
+    stops it. A wildcard host listens on every interface (both IPv4 and IPv6 for ``*`` or ``::``)."""
+    host, port = split_host_port(restapi.listen)
+    bind: str | None = host
+    if is_wildcard(host):
+        bind = "0.0.0.0" if host == "0.0.0.0" else None
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, bind, port, ssl_context=ssl_context_for(restapi), reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("REST API listening on %s (%s)", restapi.listen, "https" if restapi.tls else "http")
+    return runner

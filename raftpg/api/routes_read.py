@@ -1,0 +1,112 @@
+"""Read endpoints: health checks, status, cluster, history, config, metrics, Raft members, OpenAPI.
+
+All of them answer from the node's view alone (no DCS round trip, no PostgreSQL query), so they stay
+fast while the HA loop is busy. Health checks answer HEAD and OPTIONS with the same status and no body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from raftpg.api import health, status
+from raftpg.api.http import BadRequest, error, reply
+from raftpg.api.keys import REGISTRY, RESTARTS, STARTED, VIEW
+from raftpg.api.openapi import document as openapi_document
+from raftpg.model import ClusterView
+
+
+def _status_body(request: web.Request) -> dict[str, Any]:
+    view = request.app[VIEW]
+    return status.node_status(view.status(), view.config(), view.raft_status(), view.version,
+                              request.app[RESTARTS].describe())
+
+
+def _probe(request: web.Request) -> health.Probe:
+    view = request.app[VIEW]
+    node, config = view.status(), view.config()
+    try:
+        query = health.parse_query(request.query)
+    except health.QueryError as exc:
+        raise BadRequest(str(exc)) from None
+    timing = node.view.config if node.view is not None else config.bootstrap.dcs.to_model()
+    return health.Probe(status=node, tags=config.tags.as_dict(), now=view.monotonic(),
+                        started=request.app[STARTED], ttl_s=timing.ttl_s, loop_wait_s=timing.loop_wait_s,
+                        **query)
+
+
+def health_handler(check: Callable[[health.Probe], bool]) -> Callable[[web.Request], Any]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        code = 200 if check(_probe(request)) else 503
+        if request.method in ("HEAD", "OPTIONS"):
+            return web.Response(status=code)
+        return reply(_status_body(request), code)
+
+    return handle
+
+
+async def patroni_status(request: web.Request) -> web.StreamResponse:
+    if request.method in ("HEAD", "OPTIONS"):
+        return web.Response(status=200)
+    return reply(_status_body(request))
+
+
+def _cluster_view(request: web.Request) -> ClusterView:
+    view = request.app[VIEW].status().view
+    if view is None:
+        raise BadRequest("this node has not read the cluster from the DCS yet", 503)
+    return view
+
+
+async def cluster(request: web.Request) -> web.StreamResponse:
+    view = request.app[VIEW]
+    return reply(status.cluster(_cluster_view(request), view.config(), view.raft_status()))
+
+
+async def history(request: web.Request) -> web.StreamResponse:
+    return reply(status.history(_cluster_view(request)))
+
+
+async def config(request: web.Request) -> web.StreamResponse:
+    view = _cluster_view(request)
+    if view.config_revision is None:
+        return error("no dynamic config is stored in the DCS yet", 503)
+    return reply(view.config.to_dict())
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    return reply(openapi_document(request.app[VIEW].version))
+
+
+async def raft_members(request: web.Request) -> web.StreamResponse:
+    raft = request.app[VIEW].raft_status()
+    if raft is None:
+        return error("this node does not use the embedded Raft store", 404)
+    return reply({"leader": raft.get("leader"), "term": raft.get("term"),
+                  "commit_index": raft.get("commit_index"), "members": raft.get("members") or []})
+
+
+def add_routes(app: web.Application) -> None:
+    for path, check in health.CHECKS.items():
+        handler = health_handler(check)
+        app.router.add_get(path, handler)  # GET and HEAD
+        app.router.add_route("OPTIONS", path, handler)
+    root = health_handler(health.primary)  # Patroni: GET / is the primary check, with the status body
+    app.router.add_get("/", root)
+    app.router.add_route("OPTIONS", "/", root)
+    app.router.add_get("/patroni", patroni_status)
+    app.router.add_route("OPTIONS", "/patroni", patroni_status)
+    app.router.add_get("/cluster", cluster)
+    app.router.add_get("/history", history)
+    app.router.add_get("/config", config)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/raft/members", raft_members)

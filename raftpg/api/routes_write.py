@@ -1,0 +1,147 @@
+"""Write endpoints: switchover, failover, config, restart, reload, reinitialize, Raft membership.
+
+Handlers only parse and check the request; the work is the ``Commands`` port's. Authentication and body
+limits are enforced by the middlewares before a handler runs.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from raftpg.api.http import BadRequest, error, field, read_json, reply
+from raftpg.api.keys import COMMANDS, RESTARTS, VIEW
+from raftpg.api.ports import Outcome
+from raftpg.api.restart import RestartConditions, parse_conditions, unmet
+from raftpg.ha.operations import OperationError, parse_scheduled_at
+
+
+def _outcome(outcome: Outcome) -> web.Response:
+    return reply({"message": outcome.message, **outcome.data}, outcome.http_status)
+
+
+def _candidate(body: dict) -> str | None:
+    # Patroni accepts "candidate"; its older clients and the DCS key use "member"
+    return field(body, "candidate", str) or field(body, "member", str)
+
+
+async def switchover(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request, required=True)
+    leader = field(body, "leader", str)
+    scheduled_at = field(body, "scheduled_at", str)
+    return _outcome(await request.app[COMMANDS].switchover(leader, _candidate(body), scheduled_at))
+
+
+async def failover(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request, required=True)
+    candidate = _candidate(body)
+    if candidate is None:
+        raise BadRequest("candidate: required")
+    force = field(body, "force", bool) or False
+    return _outcome(await request.app[COMMANDS].failover(candidate, force))
+
+
+async def cancel_switchover(request: web.Request) -> web.StreamResponse:
+    return _outcome(await request.app[COMMANDS].cancel_switchover())
+
+
+async def patch_config(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request, required=True)
+    outcome = await request.app[COMMANDS].patch_config(body)
+    return reply(outcome.data.get("config", {}), outcome.http_status)
+
+
+async def put_config(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request, required=True)
+    outcome = await request.app[COMMANDS].put_config(body)
+    return reply(outcome.data.get("config", {}), outcome.http_status)
+
+
+async def restart(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    conditions = parse_conditions(body)
+    schedule = field(body, "schedule", str)
+    view = request.app[VIEW]
+    if schedule:
+        try:
+            at = parse_scheduled_at(schedule, view.wall())
+        except OperationError as exc:  # the shared parser names its own field; this one is "schedule"
+            raise BadRequest(exc.message.replace("scheduled_at", "schedule", 1)) from None
+        if at is not None:
+            return await _schedule_restart(request, at, conditions)
+    reason = unmet(view.status(), conditions)
+    if reason:
+        return error(f"restart conditions are not satisfied: {reason}", 503)
+    return _outcome(await request.app[COMMANDS].restart())
+
+
+async def _schedule_restart(request: web.Request, at: float, conditions: RestartConditions) -> web.Response:
+    app = request.app
+    if app[VIEW].status().witness:
+        return error("this node is a witness: it has no PostgreSQL", 412)
+
+    async def fire(scheduled: RestartConditions) -> None:
+        reason = unmet(app[VIEW].status(), scheduled)
+        if reason:
+            raise RuntimeError(f"conditions no longer hold: {reason}")
+        await app[COMMANDS].restart()
+
+    described = app[RESTARTS].schedule(at, conditions, fire)
+    return reply({"message": f"restart scheduled at {described['schedule']}", **described}, 202)
+
+
+async def cancel_restart(request: web.Request) -> web.StreamResponse:
+    cancelled = request.app[RESTARTS].cancel()
+    if cancelled is None:
+        return error("no restart is scheduled", 404)
+    return reply({"message": "scheduled restart cancelled", **cancelled})
+
+
+async def reload(request: web.Request) -> web.StreamResponse:
+    await read_json(request)
+    return _outcome(await request.app[COMMANDS].reload())
+
+
+async def reinitialize(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    force = field(body, "force", bool) or False
+    return _outcome(await request.app[COMMANDS].reinitialize(force))
+
+
+def _require_raft(request: web.Request) -> None:
+    if request.app[VIEW].raft_status() is None:
+        raise BadRequest("this node does not use the embedded Raft store", 404)
+
+
+async def add_raft_member(request: web.Request) -> web.StreamResponse:
+    _require_raft(request)
+    body = await read_json(request, required=True)
+    addr = field(body, "addr", str, required=True)
+    return _outcome(await request.app[COMMANDS].add_raft_member(addr.strip()))
+
+
+async def remove_raft_member(request: web.Request) -> web.StreamResponse:
+    _require_raft(request)
+    return _outcome(await request.app[COMMANDS].remove_raft_member(request.match_info["addr"]))
+
+
+async def transfer_raft_leadership(request: web.Request) -> web.StreamResponse:
+    _require_raft(request)
+    body = await read_json(request)
+    addr = field(body, "addr", str)
+    return _outcome(await request.app[COMMANDS].transfer_raft_leadership(addr.strip() if addr else None))
+
+
+def add_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_post("/switchover", switchover)
+    router.add_delete("/switchover", cancel_switchover)
+    router.add_post("/failover", failover)
+    router.add_patch("/config", patch_config)
+    router.add_put("/config", put_config)
+    router.add_post("/restart", restart)
+    router.add_delete("/restart", cancel_restart)
+    router.add_post("/reload", reload)
+    router.add_post("/reinitialize", reinitialize)
+    router.add_post("/raft/members", add_raft_member)
+    router.add_delete("/raft/members/{addr}", remove_raft_member)
+    router.add_post("/raft/leader", transfer_raft_leadership)

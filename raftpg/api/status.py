@@ -1,0 +1,156 @@
+"""The JSON documents of the read endpoints, as pure functions of the node's view.
+
+Shapes follow Patroni's (``GET /patroni``, ``/cluster``, ``/history``) so existing tooling reads them;
+raftpg adds ``raft``, ``witness`` and ``decision``. WAL positions are integers (bytes), as in Patroni.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from raftpg.config import Config, split_host_port
+from raftpg.ha.loop import NodeStatus
+from raftpg.model import ClusterView, Member, Role
+
+
+def iso(epoch_s: float | None) -> str | None:
+    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).isoformat()
+
+
+def in_sync_key(status: NodeStatus) -> bool:
+    view = status.view
+    return bool(view and view.sync and status.name in view.sync.sync_standby)
+
+
+def primary_position(view: ClusterView | None) -> int | None:
+    """The best known primary WAL position: the leader's published one or the last recorded optime."""
+    if view is None:
+        return None
+    leader = view.leader_member
+    known = [p for p in (view.last_lsn, leader.lsn if leader else None) if p is not None]
+    return max(known) if known else None
+
+
+def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None, version: str,
+                scheduled_restart: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``GET /patroni``: this node's state."""
+    local, view = status.local, status.view
+    body: dict[str, Any] = {
+        "state": status.state if status.state != "streaming" else "running",
+        "role": str(status.role),
+        "witness": status.witness,
+        "patroni": {"version": version, "scope": config.scope, "name": config.name},
+        "pause": bool(view and view.paused),
+        "pending_restart": bool(local and local.pending_restart),
+        "tags": config.tags.as_dict(),
+        "sync_standby": in_sync_key(status),
+        "cluster_unlocked": bool(view is not None and view.leader is None),
+        "dcs_last_seen": int(status.dcs_last_seen_wall) if status.dcs_last_seen_wall else None,
+        "decision": status.decision,
+        "raft": raft,
+    }
+    if local is not None:
+        body.update(_postgres_part(local))
+    if scheduled_restart:
+        body["scheduled_restart"] = scheduled_restart
+    if status.error:
+        body["error"] = status.error
+    return body
+
+
+def _postgres_part(local: Any) -> dict[str, Any]:
+    part: dict[str, Any] = {
+        "server_version": local.server_version,
+        "timeline": local.timeline,
+        "database_system_identifier": local.sysid,
+    }
+    if local.is_primary:
+        part["xlog"] = {"location": local.lsn}
+        part["replication"] = [
+            {"application_name": row.application_name, "client_addr": row.client_addr, "state": row.state,
+             "sync_state": row.sync_state, "write_lsn": row.write_lsn, "flush_lsn": row.flush_lsn,
+             "replay_lsn": row.replay_lsn}
+            for row in local.replication
+        ]
+    elif local.running:
+        part["xlog"] = {"received_location": local.receive_lsn, "replayed_location": local.replay_lsn}
+        part["replication_state"] = "streaming" if local.streaming else "stopped"
+    return part
+
+
+def _host_port(member: Member) -> tuple[str | None, int | None]:
+    hostport = member.host
+    if not hostport:
+        return None, None
+    try:
+        return split_host_port(hostport)
+    except ValueError:
+        return hostport, None
+
+
+def member_role(view: ClusterView, member: Member) -> str:
+    if member.witness:
+        return "witness"
+    if view.leader and view.leader.name == member.name:
+        return "leader"
+    if view.sync and member.name in view.sync.sync_standby:
+        return "sync_standby"
+    if member.role == Role.UNINITIALIZED:
+        return "uninitialized"
+    return "replica"
+
+
+def raft_role(member: Member, raft: dict[str, Any] | None) -> str | None:
+    """leader / follower / witness in the embedded Raft as this node sees it (None: no Raft)."""
+    if raft is None or not member.raft_addr:
+        return None
+    if raft.get("leader") == member.raft_addr:
+        return "leader"
+    return "witness" if member.witness else "follower"
+
+
+def cluster_member(view: ClusterView, member: Member, raft: dict[str, Any] | None) -> dict[str, Any]:
+    host, port = _host_port(member)
+    reference = primary_position(view)
+    is_leader = bool(view.leader and view.leader.name == member.name)
+    lag: int | str | None = None
+    if not member.witness and not is_leader:
+        lag = "unknown" if member.lsn is None or reference is None else max(0, reference - member.lsn)
+    entry: dict[str, Any] = {
+        "name": member.name, "role": member_role(view, member), "state": member.state,
+        "api_url": member.api_url, "host": host, "port": port, "timeline": member.timeline,
+        "lsn": member.lsn, "lag": lag, "tags": member.tags.to_dict(),
+        "pending_restart": member.pending_restart, "raft": raft_role(member, raft),
+        "raft_addr": member.raft_addr, "version": member.version,
+    }
+    return entry
+
+
+def cluster(view: ClusterView, config: Config, raft: dict[str, Any] | None) -> dict[str, Any]:
+    """``GET /cluster``: every member as this node last read them, like patronictl's list."""
+    body: dict[str, Any] = {
+        "scope": config.scope,
+        "system_identifier": view.initialize or None,
+        "leader": view.leader.name if view.leader else None,
+        "pause": view.paused,
+        "members": [cluster_member(view, m, raft) for m in sorted(view.members, key=_order(view))],
+    }
+    failover = view.failover
+    if failover is not None and failover.scheduled_at is not None:
+        body["scheduled_switchover"] = {"at": iso(failover.scheduled_at), "from": failover.leader,
+                                        "to": failover.candidate}
+    elif failover is not None:
+        body["failover"] = {"from": failover.leader, "to": failover.candidate}
+    return body
+
+
+def _order(view: ClusterView) -> Any:
+    leader = view.leader.name if view.leader else None
+    return lambda m: (m.name != leader, m.witness, m.name)
+
+
+def history(view: ClusterView) -> list[list[Any]]:
+    """``GET /history``: [timeline, lsn, reason, ISO time, new leader] per promotion, oldest first."""
+    return [[h.timeline, h.lsn, h.reason, iso(h.timestamp) if h.timestamp else None, h.new_leader]
+            for h in view.history]

@@ -1,0 +1,61 @@
+"""Building the API for a running node: the one function ``raftpg.node`` calls.
+
+Duck-typed on the node (``NodeLike``), since ``api`` may not import ``node`` (it is the outer layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from raftpg import __version__
+from raftpg.api.app import make_app, serve
+from raftpg.api.commands import NodeCommands, RaftMembership
+from raftpg.api.keys import ApiSettings
+from raftpg.api.view import LoopNodeView
+from raftpg.clock import Clock
+from raftpg.config import Config
+from raftpg.dcs.base import Dcs
+from raftpg.ha.loop import HaLoop, NodeStatus
+
+
+class NodeLike(Protocol):
+    config: Config
+    clock: Clock
+    dcs: Dcs
+    loop: HaLoop
+
+    def status(self) -> NodeStatus: ...
+
+    def reload(self) -> None: ...
+
+
+class _NodeStatus:
+    """``NodeView``'s status source: the node's lock-guarded copy of the last cycle's status."""
+
+    def __init__(self, node: NodeLike) -> None:
+        self._node = node
+
+    @property
+    def status(self) -> NodeStatus:
+        return self._node.status()
+
+
+def raft_membership(dcs: Any) -> RaftMembership | None:
+    """The embedded Raft node behind a KvDcs, when there is one (None for etcd/Consul)."""
+    kv = getattr(dcs, "kv", None)
+    return kv if kv is not None and hasattr(kv, "add_member") and hasattr(kv, "remove_member") else None
+
+
+def build_api(node: NodeLike, *, version: str = __version__) -> web.Application:
+    view = LoopNodeView(loop=_NodeStatus(node), config=lambda: node.config, clock=node.clock, version=version,
+                        raft_status=node.dcs.raft_status)
+    commands = NodeCommands(dcs=node.dcs, loop=node.loop, clock=node.clock, raft=raft_membership(node.dcs),
+                            reload_config=node.reload)
+    return make_app(view, commands, ApiSettings.from_restapi(node.config.restapi))
+
+
+async def start_api(node: NodeLike) -> web.AppRunner:
+    """Listen on ``restapi.listen`` (TLS as configured); ``await runner.cleanup()`` stops it."""
+    return await serve(build_api(node), node.config.restapi)

@@ -1,0 +1,223 @@
+"""NodeCommands over the in-memory DCS and a fake HA loop: it records requests, waits for their effect
+without blocking the event loop, and maps refusals to HTTP statuses. Also: the write endpoints with the
+real commands never answer 500 (schemathesis over the real operations)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import schemathesis
+from api_fakes import PRIMARY, REPLICA, WITNESS, FakeView, primary_local, serving
+from hypothesis import HealthCheck, settings
+
+from raftpg.api import ApiSettings, NodeCommands, make_app
+from raftpg.clock import FakeClock, SystemClock
+from raftpg.consensus.api import KvRejected, KvTimeout
+from raftpg.dcs.codec import member_document
+from raftpg.dcs.keys import KeyLayout
+from raftpg.dcs.memory import memory_dcs
+from raftpg.ha.operations import OperationError
+from raftpg.model import Member
+
+T = 5.0
+LSN = 1000
+
+
+def primary_member(name: str) -> Member:
+    return Member(name=name, role="primary", state="running", lsn=LSN, sysid="1", conn_url=f"postgres://{name}")
+
+
+def replica_member(name: str) -> Member:
+    return Member(name=name, role="replica", state="streaming", lsn=LSN, sysid="1", conn_url=f"postgres://{name}")
+
+
+@pytest.fixture
+def dcs():
+    store = memory_dcs(FakeClock(), KeyLayout("/service/", "demo"))
+    store.initialize(timeout_s=T)
+    store.set_initialize("1", timeout_s=T)
+    store.set_config({"ttl": 30}, None, timeout_s=T)
+    for member in (primary_member("n1"), replica_member("n2")):
+        store.touch_member(member.name, member_document(member), 30, timeout_s=T)
+    store.acquire_leader("n1", 30, timeout_s=T)
+    store.set_status(LSN, timeout_s=T)
+    return store
+
+
+class FakeLoop:
+    def __init__(self, status=PRIMARY, effect=None) -> None:
+        self.status = status
+        self.requests: list[str] = []
+        self.wakes = 0
+        self.effect = effect
+
+    def request(self, what: str) -> None:
+        self.requests.append(what)
+        if self.effect:
+            self.effect(self, what)
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+
+class FakeRaft:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def add_member(self, addr: str, timeout_s: float = 10.0) -> None:
+        if addr == "bad":
+            raise KvRejected("not a host:port Raft address: 'bad'")
+        self.calls.append(("add", addr))
+
+    def remove_member(self, addr: str, timeout_s: float = 10.0) -> None:
+        raise KvTimeout("no answer within 10.0s")
+
+    def transfer_leadership(self, addr: str | None, timeout_s: float = 5.0) -> str:
+        return addr or "127.0.0.1:2224"
+
+
+def commands(dcs, loop=None, raft=None, **kw) -> NodeCommands:
+    return NodeCommands(dcs=dcs, loop=loop or FakeLoop(), clock=SystemClock(), raft=raft, timeout_s=1.0,
+                        switchover_wait_s=kw.pop("switchover_wait_s", 2.0), restart_wait_s=kw.pop("restart_wait_s", 2.0),
+                        **kw)
+
+
+def refused(coro) -> tuple[int, str]:
+    with pytest.raises(OperationError) as info:
+        asyncio.run(coro)
+    return info.value.http_status, info.value.message
+
+
+def test_switchover_waits_until_the_candidate_runs_as_primary(dcs):
+    def primary_agent() -> None:  # plays n1's and n2's HA loops
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            view = dcs.load(timeout_s=T)
+            if view.failover is not None:
+                time.sleep(0.05)
+                dcs.hand_over_leader("n1", "n2", 30, timeout_s=T)
+                dcs.set_failover(None, view.failover.revision, timeout_s=T)
+                time.sleep(0.05)
+                dcs.touch_member("n2", member_document(primary_member("n2")), 30, timeout_s=T)
+                return
+            time.sleep(0.01)
+
+    agent = threading.Thread(target=primary_agent)
+    agent.start()
+    loop = FakeLoop()
+    outcome = asyncio.run(commands(dcs, loop).switchover("n1", "n2", None))
+    agent.join()
+    assert (outcome.http_status, outcome.message, outcome.data) == \
+        (200, "switchover: n2 is the new primary", {"leader": "n2"})
+    assert loop.wakes == 1
+
+
+def test_a_switchover_nobody_carries_out_is_503_after_the_wait(dcs):
+    status, message = refused(commands(dcs, switchover_wait_s=0.3).switchover("n1", "n2", None))
+    assert status == 503 and "not complete" in message
+
+
+def test_a_scheduled_switchover_answers_202_at_once(dcs):
+    outcome = asyncio.run(commands(dcs).switchover("n1", None, "2999-01-01T00:00:00+00:00"))
+    assert outcome.http_status == 202 and "scheduled at 2999-01-01T00:00:00+00:00" in outcome.message
+    assert refused(commands(dcs).switchover("n1", None, None))[0] == 409
+    assert asyncio.run(commands(dcs).cancel_switchover()).http_status == 200
+
+
+def test_config_commands_return_the_stored_document(dcs):
+    outcome = asyncio.run(commands(dcs).patch_config({"ttl": 45, "pause": True}))
+    assert outcome.data["config"]["ttl"] == 45 and outcome.data["config"]["pause"] is True
+    assert dcs.load(timeout_s=T).paused
+    assert refused(commands(dcs).put_config({"ttl": "x"}))[0] == 400
+
+
+def test_restart_waits_for_a_new_postmaster():
+    def effect(loop: FakeLoop, what: str) -> None:
+        def later() -> None:
+            time.sleep(0.1)
+            loop.status = replace(loop.status, cycles=loop.status.cycles + 1,
+                                  local=primary_local(postmaster_pid=4242))
+        threading.Thread(target=later).start()
+
+    loop = FakeLoop(PRIMARY, effect)
+    outcome = asyncio.run(commands(None, loop).restart())
+    assert (outcome.http_status, loop.requests) == (200, ["restart"])
+
+
+def test_restart_not_confirmed_is_503_and_a_witness_has_nothing_to_restart():
+    assert refused(commands(None, FakeLoop(PRIMARY), restart_wait_s=0.2).restart())[0] == 503
+    assert refused(commands(None, FakeLoop(WITNESS)).restart()) == (412, "this node is a witness: it has no PostgreSQL")
+
+
+def test_health_checks_answer_while_a_restart_is_awaited():
+    loop = FakeLoop(PRIMARY)
+    cmds = commands(None, loop, restart_wait_s=1.0)
+    view = FakeView(PRIMARY)
+    view.current = loop.status
+    app = make_app(view, cmds, ApiSettings())
+
+    async def main() -> list[float]:
+        from aiohttp.test_utils import TestClient, TestServer
+        async with TestClient(TestServer(app)) as client:
+            restart = asyncio.create_task(client.post("/restart"))
+            await asyncio.sleep(0.05)
+            timings = []
+            for _ in range(20):
+                started = time.perf_counter()
+                assert (await client.get("/primary")).status == 200
+                timings.append(time.perf_counter() - started)
+            assert (await restart).status == 503
+            return timings
+
+    timings = asyncio.run(main())
+    assert max(timings) < 0.5  # never stuck behind the pending restart (which lasts 1 s)
+
+
+def test_reload_and_reinitialize_are_queued_on_the_loop():
+    reloaded = []
+    loop = FakeLoop(REPLICA)
+    cmds = commands(None, loop, reload_config=lambda: reloaded.append(True))
+    assert asyncio.run(cmds.reload()).http_status == 202
+    assert asyncio.run(cmds.reinitialize(False)).message == "reinitialize from n1 requested"
+    assert loop.requests == ["reload", "reinitialize"] and reloaded == [True]
+    assert refused(commands(None, FakeLoop(PRIMARY)).reinitialize(True))[0] == 412
+
+
+def test_raft_membership_errors_map_to_http_statuses():
+    raft = FakeRaft()
+    cmds = commands(None, raft=raft)
+    assert asyncio.run(cmds.add_raft_member("127.0.0.1:2230")).http_status == 200
+    assert refused(cmds.add_raft_member("bad"))[0] == 400
+    assert refused(cmds.remove_raft_member("127.0.0.1:2230"))[0] == 503
+    assert asyncio.run(cmds.transfer_raft_leadership(None)).data == {"leader": "127.0.0.1:2224"}
+    assert refused(commands(None).add_raft_member("127.0.0.1:2230"))[0] == 404
+
+
+# ------------------------------------------------------------------------------ schemathesis, real commands
+
+_schema = schemathesis.openapi.from_dict(__import__("raftpg.api.openapi", fromlist=["document"]).document("0.1.0"))
+
+
+@pytest.fixture(scope="module")
+def real_base_url():
+    store = memory_dcs(FakeClock(), KeyLayout("/service/", "demo"))
+    store.initialize(timeout_s=T)
+    store.set_initialize("1", timeout_s=T)
+    store.set_config({"ttl": 30}, None, timeout_s=T)
+    store.acquire_leader("n1", 30, timeout_s=T)
+    cmds = NodeCommands(dcs=store, loop=FakeLoop(PRIMARY), clock=SystemClock(), raft=FakeRaft(), timeout_s=1.0,
+                        switchover_wait_s=0.05, restart_wait_s=0.05)
+    with serving(make_app(FakeView(PRIMARY), cmds, ApiSettings())) as url:
+        yield url
+
+
+@_schema.include(method=["POST", "PUT", "PATCH", "DELETE"]).parametrize()
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+def test_write_endpoints_with_real_operations_conform(case, real_base_url):
+    from test_api_openapi import CHECKS
+    case.call_and_validate(base_url=real_base_url, checks=CHECKS)

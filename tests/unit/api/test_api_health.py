@@ -1,0 +1,180 @@
+"""Health checks: the status code of every path on every kind of node (Patroni's semantics)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from api_fakes import (
+    MONO,
+    PRIMARY,
+    PRIMARY_LSN,
+    REPLICA,
+    STOPPED,
+    WITNESS,
+    FakeView,
+    build_app,
+    cluster_view,
+    make_config,
+    node_status,
+    primary_local,
+    replica_local,
+    with_client,
+)
+
+from raftpg.model import Leader, SyncState
+
+PATHS = ["/primary", "/leader", "/read-write", "/master", "/", "/replica", "/read-only", "/sync",
+         "/synchronous", "/async", "/asynchronous", "/health", "/liveness", "/readiness"]
+
+ASYNC_REPLICA = replace(REPLICA, view=cluster_view(sync=SyncState("n1", ("n3",), 9)))
+LAGGING = node_status("n2", replica_local(lsn=PRIMARY_LSN - 32 * 1024 * 1024))
+NOT_STREAMING = node_status("n2", replica_local(streaming=False))
+PRIMARY_WITHOUT_KEY = replace(PRIMARY, view=cluster_view(leader=Leader("n2", 8)))
+
+#                        primary 4 + /  replica read-only sync  sync  async async health live ready
+EXPECTED = {
+    "primary":          [200, 200, 200, 200, 200, 503, 200, 503, 503, 503, 503, 200, 200, 200],
+    "sync_replica":     [503, 503, 503, 503, 503, 200, 200, 200, 200, 503, 503, 200, 200, 200],
+    "async_replica":    [503, 503, 503, 503, 503, 200, 200, 503, 503, 200, 200, 200, 200, 200],
+    "stopped":          [503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 200, 503],
+    "witness":          [503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 200, 503],
+    "not_streaming":    [503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 200, 200, 503],
+    "primary_no_key":   [503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 200, 200, 503],
+}
+NODES = {"primary": PRIMARY, "sync_replica": REPLICA, "async_replica": ASYNC_REPLICA, "stopped": STOPPED,
+         "witness": WITNESS, "not_streaming": NOT_STREAMING, "primary_no_key": PRIMARY_WITHOUT_KEY}
+
+
+def codes(view: FakeView, paths: list[str], method: str = "GET") -> list[int]:
+    app, _, _ = build_app(view)
+
+    async def body(client):
+        out = []
+        for path in paths:
+            response = await client.request(method, path)
+            out.append(response.status)
+        return out
+
+    return with_client(app, body)
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_every_health_path_on_every_kind_of_node(kind):
+    assert dict(zip(PATHS, codes(FakeView(NODES[kind]), PATHS), strict=True)) == \
+        dict(zip(PATHS, EXPECTED[kind], strict=True))
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
+@pytest.mark.parametrize("kind", ["primary", "async_replica", "stopped"])
+def test_head_and_options_answer_the_same_status_without_a_body(kind, method):
+    view = FakeView(NODES[kind])
+    app, _, _ = build_app(view)
+
+    async def body(client):
+        out = []
+        for path in PATHS:
+            response = await client.request(method, path)
+            out.append((response.status, await response.read()))
+        return out
+
+    results = with_client(app, body)
+    assert [status for status, _ in results] == EXPECTED[kind]
+    assert all(payload == b"" for _, payload in results)
+
+
+def test_health_body_is_the_status_document():
+    app, _, _ = build_app(FakeView(REPLICA))
+
+    async def body(client):
+        response = await client.get("/replica")
+        return response.status, await response.json()
+
+    status, doc = with_client(app, body)
+    assert status == 200
+    assert doc["role"] == "replica" and doc["state"] == "running"
+    assert doc["xlog"] == {"received_location": PRIMARY_LSN, "replayed_location": PRIMARY_LSN}
+    assert doc["sync_standby"] is True
+    assert doc["patroni"] == {"version": "0.1.0", "scope": "demo", "name": "n2"}
+
+
+def test_noloadbalance_tag_takes_a_replica_out_of_replica_and_read_only():
+    view = FakeView(ASYNC_REPLICA, make_config("n2", tags={"noloadbalance": True}))
+    assert codes(view, ["/replica", "/read-only", "/async", "/health"]) == [503, 503, 200, 200]
+
+
+def test_lag_threshold_in_bytes_and_units():
+    view = FakeView(LAGGING)
+    paths = ["/replica", "/replica?lag=16MB", "/replica?lag=64MB", "/replica?lag=1000",
+             "/read-only?lag=16MB", "/sync?lag=1GB", "/replica?lag=64mb"]
+    assert codes(view, paths) == [200, 503, 200, 503, 503, 200, 200]
+
+
+def test_lag_is_measured_from_the_best_known_primary_position():
+    # the status key lags behind the leader's published position: the larger one is the reference
+    leader_ahead = cluster_view(last_lsn=PRIMARY_LSN - 64 * 1024 * 1024)
+    view = FakeView(replace(LAGGING, view=leader_ahead))
+    assert codes(view, ["/replica?lag=16MB"]) == [503]
+
+
+def test_a_bad_lag_is_a_400_naming_the_parameter():
+    app, _, _ = build_app(FakeView(REPLICA))
+
+    async def body(client):
+        response = await client.get("/replica?lag=lots")
+        return response.status, await response.json()
+
+    status, doc = with_client(app, body)
+    assert status == 400 and doc["error"].startswith("lag:")
+
+
+def test_tag_filters_and_replication_state():
+    view = FakeView(ASYNC_REPLICA, make_config("n2", tags={"nofailover": True, "zone": "a"}))
+    paths = ["/replica?nofailover=true", "/replica?nofailover=false", "/replica?zone=a", "/replica?zone=b",
+             "/replica?missing=x", "/replica?replication_state=streaming", "/replica?replication_state=x"]
+    assert codes(view, paths) == [200, 503, 200, 503, 503, 200, 503]
+
+
+def test_liveness_follows_the_last_cycle_time():
+    view = FakeView(PRIMARY)  # ttl 30, loop_wait 10: the window is 30 s
+    view.current = replace(PRIMARY, cycle_monotonic=MONO - 29)
+    assert codes(view, ["/liveness"]) == [200]
+    view.current = replace(PRIMARY, cycle_monotonic=MONO - 31)
+    assert codes(view, ["/liveness"]) == [503]
+
+
+def test_liveness_grants_a_grace_period_before_the_first_cycle():
+    view = FakeView(replace(PRIMARY, cycle_monotonic=None))
+    app, _, _ = build_app(view)
+
+    async def body(client):
+        first = (await client.get("/liveness")).status
+        view.mono += 31
+        return first, (await client.get("/liveness")).status
+
+    assert with_client(app, body) == (200, 503)
+
+
+def test_primary_keeps_200_while_its_lease_holds_when_the_dcs_was_unreadable():
+    unread = replace(PRIMARY, view=None)
+    assert codes(FakeView(unread), ["/primary", "/readiness"]) == [200, 200]
+    expired = replace(unread, lease_valid_s=0.0)
+    assert codes(FakeView(expired), ["/primary", "/readiness"]) == [503, 503]
+
+
+def test_a_paused_primary_still_answers_200_and_says_paused():
+    from raftpg.model import DynamicConfig
+    paused = replace(PRIMARY, view=cluster_view(config=DynamicConfig.from_dict({"pause": True})))
+    app, _, _ = build_app(FakeView(paused))
+
+    async def body(client):
+        response = await client.get("/primary")
+        return response.status, (await response.json())["pause"]
+
+    assert with_client(app, body) == (200, True)
+
+
+def test_health_status_is_built_from_the_published_status_only():
+    """The handlers never call anything that could block: the view is a plain value holder."""
+    view = FakeView(replace(PRIMARY, local=primary_local(running=False, in_recovery=None)))
+    assert codes(view, ["/primary", "/health"]) == [503, 503]

@@ -1,0 +1,66 @@
+"""build_api over a real HaLoop (a witness, so no PostgreSQL) and the in-memory DCS."""
+
+from __future__ import annotations
+
+import threading
+
+from api_fakes import make_config, with_client
+
+from raftpg.api.wiring import build_api, raft_membership
+from raftpg.clock import FakeClock
+from raftpg.dcs.keys import KeyLayout
+from raftpg.dcs.memory import memory_dcs
+from raftpg.ha.inputs import Me
+from raftpg.ha.loop import HaLoop, NodeStatus
+
+
+class WitnessNode:
+    def __init__(self) -> None:
+        self.config = make_config("w4")
+        self.clock = FakeClock()
+        self.dcs = memory_dcs(self.clock, KeyLayout("/service/", "demo"))
+        self.loop = HaLoop(dcs=self.dcs, pg=None, watchdog=None, clock=self.clock,
+                           me=Me("w4", witness=True, api_url="http://127.0.0.1:8008/patroni"),
+                           bootstrap_dcs={}, version="0.1.0", on_status=self._set)
+        self._lock = threading.Lock()
+        self._status = NodeStatus("w4", True)
+        self.reloads = 0
+
+    def _set(self, status: NodeStatus) -> None:
+        with self._lock:
+            self._status = status
+
+    def status(self) -> NodeStatus:
+        with self._lock:
+            return self._status
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+
+def test_the_api_of_a_real_loop():
+    node = WitnessNode()
+    node.loop.cycle()
+    app = build_api(node)
+
+    async def body(client):
+        status = await (await client.get("/patroni")).json()
+        codes = [(await client.get(path)).status for path in ("/primary", "/health", "/liveness", "/cluster")]
+        reload = (await client.post("/reload")).status
+        return status, codes, reload
+
+    status, codes, reload = with_client(app, body)
+    assert status["role"] == "witness" and status["patroni"]["name"] == "w4"
+    assert status["raft"]["state"] == "leader"  # the in-memory store reports itself as the Raft leader
+    assert codes == [503, 503, 200, 200]
+    assert reload == 202 and node.reloads == 1
+
+
+def test_raft_membership_only_for_the_embedded_store():
+    node = WitnessNode()
+    assert raft_membership(node.dcs) is None  # the in-memory KV cannot change membership
+
+    class Embedded:
+        kv = type("RaftNodeLike", (), {"add_member": None, "remove_member": None})()
+
+    assert raft_membership(Embedded()) is Embedded.kv
