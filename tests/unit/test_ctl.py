@@ -1,0 +1,230 @@
+"""raftpgctl against a real aiohttp app over a fake node (click's CliRunner, loopback HTTP)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent / "api"))
+
+from api_fakes import (  # noqa: E402
+    PRIMARY,
+    FakeCommands,
+    FakeView,
+    build_app,
+    cluster_view,
+    free_port,
+    serving,
+)
+
+from raftpg.api import ApiSettings  # noqa: E402
+from raftpg.cli.ctl import cli  # noqa: E402
+from raftpg.ha.operations import OperationError  # noqa: E402
+from raftpg.model import DynamicConfig, Failover  # noqa: E402
+
+WALL = 1_700_000_000.0
+
+
+class Node:
+    """A served fake node whose members' api_urls all point at this one server."""
+
+    def __init__(self, tmp_path: Path, auth: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        view = cluster_view()
+        members = tuple(replace(m, api_url=f"{self.url}/patroni") for m in view.members)
+        self.view = FakeView(replace(PRIMARY, view=replace(
+            view, members=members, config=DynamicConfig.from_dict({"ttl": 30, "loop_wait": 10,
+                                                                   "postgresql": {"parameters": {"a": 1}}}))))
+        self.commands = FakeCommands()
+        settings = ApiSettings(username="admin", password="pw") if auth else ApiSettings()
+        self.app, _, _ = build_app(self.view, self.commands, settings)
+        self.config = tmp_path / "node.yml"
+        auth_section = "  authentication: {username: admin, password: pw}\n" if auth else ""
+        self.config.write_text(
+            "scope: demo\nname: n1\n"
+            f"restapi:\n  listen: 127.0.0.1:{self.port}\n{auth_section}"
+            "raft: {data_dir: /tmp/raftpg-ctl-test, self_addr: '127.0.0.1:2223'}\n"
+            "postgresql: {listen: '127.0.0.1:5432', data_dir: /tmp/x,\n"
+            "  authentication: {superuser: {username: postgres}, replication: {username: rep}}}\n")
+
+    def set_cluster(self, **over) -> None:
+        self.view.current = replace(self.view.current, view=replace(self.view.current.view, **over))
+
+    def run(self, *args: str, input: str | None = None):
+        result = CliRunner().invoke(cli, ["-c", str(self.config), *args], input=input)
+        return result
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path)
+    with serving(n.app, n.port):
+        yield n
+
+
+def test_list_table(node):
+    result = node.run("list")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "+ Cluster: demo (7301234567890123456) +"
+    header = next(line for line in lines if "Member" in line)
+    for column in ("Member", "Host", "Role", "State", "TL", "Lag in MB", "Raft", "Tags"):
+        assert column in header
+    n1 = next(line for line in lines if "| n1 " in line)
+    assert "Leader" in n1 and "running" in n1 and "leader" in n1 and "127.0.0.1:5433" in n1
+    n2 = next(line for line in lines if "| n2 " in line)
+    assert "Sync Standby" in n2 and "streaming" in n2 and "follower" in n2
+    assert "nofailover: true" in next(line for line in lines if "| n3 " in line)
+    assert "Witness" in next(line for line in lines if "| w4 " in line)
+    assert "Maintenance mode" not in result.output
+
+
+def test_list_shows_maintenance_mode_and_a_scheduled_switchover(node):
+    node.set_cluster(config=DynamicConfig.from_dict({"pause": True}), failover=Failover("n1", "n2", WALL, 5))
+    result = node.run("list")
+    assert " Maintenance mode: on" in result.output
+    assert "Switchover scheduled at: 2023-11-14T22:13:20+00:00" in result.output
+
+
+def test_list_and_topology_as_json(node):
+    rows = json.loads(node.run("--format", "json", "list").output)
+    assert [r["Member"] for r in rows] == ["n1", "n2", "n3", "w4"]
+    assert rows[0] == {"Cluster": "demo", "Member": "n1", "Host": "127.0.0.1:5433", "Role": "Leader",
+                       "State": "running", "TL": 2, "Lag in MB": "", "Raft": "leader", "Tags": ""}
+    assert rows[2]["Lag in MB"] == 0  # 100 bytes, in whole MB as patronictl shows it
+    rows = json.loads(node.run("topology", "-f", "json").output)
+    assert [r["Member"] for r in rows] == ["n1", "+ n2", "+ n3", "w4"]
+
+
+def test_history_and_show_config(node):
+    result = node.run("history")
+    assert result.exit_code == 0 and "no recovery target specified" in result.output
+    assert json.loads(node.run("-f", "json", "show-config").output)["ttl"] == 30
+    assert "loop_wait: 10" in node.run("show-config").output
+
+
+def test_switchover_asks_and_sends_the_current_leader(node):
+    result = node.run("switchover", "--candidate", "n2", input="n\n")
+    assert result.exit_code == 1 and node.commands.calls == []
+    result = node.run("switchover", "--candidate", "n2", input="y\n")
+    assert result.exit_code == 0, result.output
+    assert node.commands.calls == [("switchover", ("n1", "n2", None))]
+    node.run("switchover", "--force", "--scheduled", "2030-01-01T10:00:00+00:00")
+    assert node.commands.calls[-1] == ("switchover", ("n1", None, "2030-01-01T10:00:00+00:00"))
+
+
+def test_a_refused_switchover_is_one_line_and_exit_1(node):
+    node.commands.fail = OperationError("candidate n3 is not eligible: n3 has the nofailover tag", 412)
+    result = node.run("switchover", "--candidate", "n3", "--force")
+    assert result.exit_code == 1
+    assert result.output.strip() == \
+        "raftpgctl: switchover failed: candidate n3 is not eligible: n3 has the nofailover tag"
+
+
+def test_failover_needs_a_candidate_with_force(node):
+    result = node.run("failover", "--force")
+    assert result.exit_code == 1 and "--candidate is required" in result.output
+    result = node.run("failover", "--candidate", "n2", "--force")
+    assert result.exit_code == 0 and node.commands.calls == [("failover", ("n2", True))]
+    result = node.run("failover", input="n2\ny\n")
+    assert result.exit_code == 0, result.output
+    assert node.commands.calls[-1] == ("failover", ("n2", False))
+
+
+def test_pause_and_resume(node):
+    result = node.run("pause")
+    assert result.exit_code == 0 and node.commands.calls == [("patch_config", ({"pause": True},))]
+    assert node.run("resume").exit_code == 1  # not paused: nothing to resume
+    node.set_cluster(config=DynamicConfig.from_dict({"pause": True}))
+    assert node.run("pause").output.strip() == "raftpgctl: cluster demo is already paused"
+    assert node.run("resume").exit_code == 0
+    assert node.commands.calls[-1] == ("patch_config", ({"pause": False},))
+
+
+def test_edit_config_shows_a_diff_and_patches_only_the_changes(node):
+    result = node.run("edit-config", "-s", "ttl=40", "-p", "work_mem=8MB", "-s", "postgresql.parameters.a=null",
+                      input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "-ttl: 30" in result.output and "+ttl: 40" in result.output and "+    work_mem: 8MB" in result.output
+    assert node.commands.calls == [("patch_config", (
+        {"ttl": 40, "postgresql": {"parameters": {"a": None, "work_mem": "8MB"}}},))]
+    assert node.run("edit-config", "-s", "ttl=30", "--force").output.strip() == "Not changed"
+
+
+def test_edit_config_declined_changes_nothing(node):
+    result = node.run("edit-config", "-s", "ttl=40", input="n\n")
+    assert result.exit_code == 1 and node.commands.calls == []
+
+
+def test_member_verbs_go_to_the_members_api(node):
+    result = node.run("restart", "n2", "--force", "--pending", "--role", "replica")
+    # the fake node is n1, a primary: the role condition fails there, as it would on the wrong member
+    assert result.exit_code == 1 and "restart conditions are not satisfied" in result.output
+    assert node.run("restart", "n2", "--force").exit_code == 0
+    assert node.run("reload", "--force").output.count("Success: reload") == 3  # data members only
+    assert node.run("reinit", "n2", "--force").exit_code == 0
+    assert [c for c in node.commands.calls] == [("restart", ()), ("reload", ()), ("reload", ()), ("reload", ()),
+                                                ("reinitialize", (True,))]
+    result = node.run("reinit", "n9", "--force")
+    assert result.exit_code == 1 and result.output.strip() == "raftpgctl: n9 is not a member of cluster demo"
+
+
+def test_raft_members(node):
+    result = node.run("members")
+    assert result.exit_code == 0 and "127.0.0.1:2223" in result.output and "leader" in result.output
+    rows = json.loads(node.run("members", "list", "-f", "json").output)
+    assert rows[0] == {"Raft address": "127.0.0.1:2223", "Member": "n1", "Raft role": "leader", "Connected": "yes"}
+    assert node.run("members", "add", "127.0.0.1:2230").exit_code == 0
+    assert node.run("members", "remove", "127.0.0.1:2224").exit_code == 0
+    assert node.commands.calls == [("add_raft_member", ("127.0.0.1:2230",)),
+                                   ("remove_raft_member", ("127.0.0.1:2224",))]
+
+
+def test_version(node):
+    result = node.run("version")
+    assert result.exit_code == 0 and result.output.startswith("raftpgctl version ")
+    assert "n1: raftpg 0.1.0" in result.output
+
+
+def test_wrong_credentials_are_reported(tmp_path):
+    n = Node(tmp_path)
+    n.config.write_text(n.config.read_text().replace("password: pw", "password: nope"))
+    with serving(n.app, n.port):
+        result = n.run("pause")
+    assert result.exit_code == 1 and "401 authentication required" in result.output
+
+
+def test_an_unreachable_node_is_one_line_without_traceback(tmp_path):
+    n = Node(tmp_path)  # not served
+    result = n.run("list")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"raftpgctl: cannot reach http://127.0.0.1:{n.port}: connection refused"
+    assert "Traceback" not in result.output
+
+
+def test_missing_or_broken_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAFTPGCTL_CONFIG_FILE", raising=False)
+    result = CliRunner().invoke(cli, ["list"])
+    assert result.exit_code == 1 and "no config file" in result.output
+    bad = tmp_path / "bad.yml"
+    bad.write_text("scope: demo\n")
+    result = CliRunner().invoke(cli, ["-c", str(bad), "list"])
+    assert result.exit_code == 1 and result.output.startswith("raftpgctl: cannot use the config file")
+    result = CliRunner().invoke(cli, ["-c", str(tmp_path / "absent.yml"), "list"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_config_file_from_the_environment_and_a_trimmed_config(tmp_path, monkeypatch):
+    n = Node(tmp_path, auth=False)
+    trimmed = tmp_path / "ctl.yml"
+    trimmed.write_text(f"restapi:\n  listen: 127.0.0.1:{n.port}\n")
+    monkeypatch.setenv("RAFTPGCTL_CONFIG_FILE", str(trimmed))
+    with serving(n.app, n.port):
+        result = CliRunner().invoke(cli, ["list"])
+    assert result.exit_code == 0 and "| n1 " in result.output
