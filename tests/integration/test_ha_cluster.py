@@ -7,6 +7,7 @@ would fail the test.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -112,11 +113,12 @@ def test_postgres_crash_is_restarted_in_place(make_cluster):
     wait_streaming(cluster, primary, set(cluster.nodes) - {primary})
     timeline = sql(cluster, primary, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0]
     old_pm = cluster.postmaster_pid(primary)
-    import os
     os.kill(old_pm, signal.SIGKILL)  # only PostgreSQL; the agent lives
     cluster.wait_for(lambda: cluster.postmaster_pid(primary) not in (None, old_pm), 60,
                      "PostgreSQL restarted by the agent")
     assert wait_primary(cluster, 60) == primary  # no failover
+    cluster.wait_for(lambda: try_sql(cluster, primary, "SELECT 1"), 60, "the restarted primary to accept queries")
+    assert sql(cluster, primary, "SELECT pg_is_in_recovery()")[0][0] is False
     assert sql(cluster, primary, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0] == timeline
     for name in set(cluster.nodes) - {primary}:
         assert sql(cluster, name, "SELECT pg_is_in_recovery()")[0][0] is True
