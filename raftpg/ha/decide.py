@@ -39,10 +39,11 @@ from raftpg.ha.actions import (
     StartPrimary,
     StartReplica,
     StopPostgres,
+    WriteSyncKey,
 )
 from raftpg.ha.inputs import Inputs
 from raftpg.ha.sync import plan_sync
-from raftpg.model import ClusterView, DataDir, Member
+from raftpg.model import ClusterView, DataDir, Failover, Member
 
 
 def decide(inputs: Inputs) -> Decision:
@@ -253,8 +254,28 @@ def _running_replica(i: Inputs, view: ClusterView) -> Decision:
         if i.memory.following != leader.name:
             return Decision((FollowLeader(leader.name, leader.conn_url),) + _operator_requests(i),
                             f"following the new primary {leader.name}")
+        if _cannot_follow(i, view, leader):
+            return Decision((StopPostgres("fast", f"cannot stream from {leader.name}"),
+                             StartReplica(leader.name, leader.conn_url, rewind=True)),
+                            f"rewinding: not streaming from {leader.name} (timeline {leader.timeline}) "
+                            f"while on timeline {local.timeline}; my WAL may have diverged")
         return Decision(_operator_requests(i), f"no action: I am {me}, a replica of {leader.name}")
     return _failover_race(i, view)
+
+
+def _cannot_follow(i: Inputs, view: ClusterView, leader: Member) -> bool:
+    """A replica whose WAL the new primary never had can never stream from it; PostgreSQL keeps it
+    running, stuck. Signature: no streaming for a whole TTL while the leader runs, and a timeline that
+    differs from the leader's (an older one it left after our position, or a newer one the leader never
+    had), or the same timeline number reached by two promotions (PostgreSQL picks "newest known + 1"
+    without a WAL archive, so two partitioned promotions can reuse it; the history key shows both).
+    pg_rewind repairs it, or answers "no rewind required" when the cause was only the network."""
+    local, stalled_since = i.local, i.memory.stalled_since
+    if not (local and local.timeline and leader.timeline and leader.is_running and stalled_since is not None
+            and i.now - stalled_since > view.config.ttl_s):
+        return False
+    reached = sum(1 for entry in view.history if entry.timeline + 1 == local.timeline)
+    return local.timeline != leader.timeline or reached > 1
 
 
 def _failover_race(i: Inputs, view: ClusterView) -> Decision:
@@ -263,17 +284,47 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
         return Decision((), "paused: the leader key is free but I do not promote automatically")
     failover = view.failover
     mine = i.me_as_member()
+    eligibility = _sync_leader_eligible(view)
     if failover and failover.candidate and failover.candidate != me and \
-            (view.member(failover.candidate) or Member("")).is_running:
+            _may_take_over(eligibility, view.member(failover.candidate), failover):
         return Decision((), f"waiting: manual failover to {failover.candidate}")
-    reason = view.ineligibility(mine)
-    if reason and not (failover and failover.candidate == me and "lags" in reason):
+    named = bool(failover and failover.candidate == me)
+    reason = eligibility.ineligibility(mine)
+    if reason and not (named and _may_take_over(eligibility, mine, failover)):
         return Decision((), f"not promoting: {reason}")
-    healthier = [m for m in view.failover_candidates(exclude=me) if _healthier(m, mine)]
-    if healthier and not (failover and failover.candidate == me):
+    healthier = [m for m in eligibility.failover_candidates(exclude=me) if _healthier(m, mine)]
+    if healthier and not named:
         return Decision((), f"not promoting: {healthier[0].name} is healthier")
     return _promote(i, view, "failover: the leader key was free and I am the healthiest replica",
                     acquire=True)
+
+
+def _may_take_over(view: ClusterView, member: Member | None, failover: Failover | None) -> bool:
+    """Whether the candidate named by ``failover`` may promote itself while the leader key is free.
+
+    It must be eligible, except that a manual *failover* (no leader named) may pick a lagging candidate:
+    the operator accepted losing the WAL it lacks. Only the lag is waived, never the other rules (sync
+    key, nofailover, running); and a switchover request never waives it. The others wait for a candidate
+    that may take over, and only for one: waiting for one that may not would leave the cluster without a
+    primary for as long as the request stays.
+    """
+    if member is None or failover is None:
+        return False
+    if view.ineligibility(member) is None:
+        return True
+    return failover.leader is None and replace(view, last_lsn=None).ineligibility(member) is None
+
+
+def _sync_leader_eligible(view: ClusterView) -> ClusterView:
+    """In synchronous mode the sync key's leader may take over as well as its synchronous standbys: it
+    is the primary that acknowledged every commit (Patroni's ``SyncState.matches(name, check_leader=True)``).
+    Without this, a primary that ran with no synchronous standby (non-strict mode) and restarted could
+    never become primary again, nor could anyone else. Safe because ``_promote`` names the new primary
+    in the sync key before promoting, so the key's leader is never older than the last promotion."""
+    sync = view.sync
+    if not view.config.synchronous_mode or sync is None or not sync.leader or sync.leader in sync.sync_standby:
+        return view
+    return replace(view, sync=replace(sync, sync_standby=tuple(sorted((*sync.sync_standby, sync.leader)))))
 
 
 def _healthier(other: Member, mine: Member) -> bool:
@@ -284,6 +335,10 @@ def _healthier(other: Member, mine: Member) -> bool:
 def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -> Decision:
     actions: list = [AcquireLeaderKey() if acquire else RenewLeaderKey()]
     if view.config.synchronous_mode:
+        # Name myself the sync key's leader, with no standby yet, *before* promoting (compare-and-set on
+        # the revision read: a concurrent change stops the sequence). From here the old primary and the
+        # old key's standbys are no longer eligible, whatever I acknowledge next (Patroni does the same).
+        actions.append(WriteSyncKey((), view.sync.revision if view.sync else None))
         actions.append(SetSynchronousStandbys("*"))  # no write is acknowledged unsynchronised meanwhile
     actions.append(Promote())
     if view.config.use_slots:  # the replicas that will follow need their slots before they reconnect

@@ -40,6 +40,7 @@ class Memory:
     pg_down_since: float | None = None      # monotonic time PostgreSQL was first seen down while leader
     following: str | None = None            # the leader this replica was last pointed at
     leader_since: float | None = None       # monotonic time this replica first saw the key name it
+    stalled_since: float | None = None      # monotonic time this replica, pointed at the leader, stopped streaming
 
 
 @dataclass(frozen=True)

@@ -130,10 +130,13 @@ class HaLoop:
     def _remember(self, view: ClusterView | None, local: LocalState | None, now: float) -> None:
         held = bool(view and view.leader and view.leader.name == self.me.name)
         down = held and local is not None and not local.running
+        stalled = bool(view and view.leader and not held and local is not None and local.is_replica
+                       and not local.streaming and self.executor.following == view.leader.name)
         self.memory = replace(
             self.memory,
             pg_down_since=(self.memory.pg_down_since or now) if down else None,
             leader_since=(self.memory.leader_since or now) if held else None,
+            stalled_since=(self.memory.stalled_since or now) if stalled else None,
             following=self.executor.following,
         )
 

@@ -89,6 +89,7 @@ class PgNetwork:
     cut_links: set[frozenset[str]] = field(default_factory=set)
     acknowledged: set[int] = field(default_factory=set)  # write ids a client was told are committed
     on_writable: Callable[[FakePostgres], None] | None = None
+    on_time_passed: Callable[[], None] | None = None
     _next_record: int = 0
     _next_sysid: int = 0
 
@@ -124,6 +125,15 @@ class PgNetwork:
         for pg in self.instances.values():
             pg.acknowledge_synchronous()
 
+    def take_time(self, seconds: float) -> None:
+        """A slow operation: the shared clock moves on while it runs (the FakeClock must be ours)."""
+        if seconds > 0:
+            self.clock.advance(seconds)  # type: ignore[attr-defined]
+            for pg in self.instances.values():
+                pg.apply_fence()
+            if self.on_time_passed is not None:
+                self.on_time_passed()
+
     def became_writable(self, pg: FakePostgres) -> None:
         if self.on_writable is not None:
             self.on_writable(pg)
@@ -154,6 +164,7 @@ class FakePostgres:
         self.kept_data_dirs: list[str] = []
         self.callbacks: list[tuple[str, str]] = []
         self.fail_next: dict[str, int] = {}   # operation name -> how many calls raise PgError
+        self.operation_s = 0.0                # simulated time each start/stop/promote/clone/rewind takes
         self.pid = 0
         network.add(self)
 
@@ -205,6 +216,7 @@ class FakePostgres:
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = DataDir.EMPTY, None, None, [], None
 
     def _maybe_fail(self, operation: str) -> None:
+        self.network.take_time(self.operation_s)
         left = self.fail_next.get(operation, 0)
         if left > 0:
             self.fail_next[operation] = left - 1
@@ -396,7 +408,7 @@ class FakePostgres:
         self.running = self.streaming = False
 
     def rewind(self, source_conn_url: str, timeout_s: float) -> bool:
-        self.apply_fence()
+        self._maybe_fail("rewind")
         if self.running:
             raise PgError(f"{self.name}: pg_rewind: the target must be shut down")
         self._require_data()

@@ -53,13 +53,17 @@ class SafetyViolation(AssertionError):
 
 
 class CuttableDcs:
-    """One node's view of the shared DCS. ``cut``: the node lost its quorum, every call raises."""
+    """One node's view of the shared DCS. ``cut``: the node lost its quorum, every call raises.
 
-    _quiet = ("raft_status", "close")
+    ``flaky``: the probability that a call is applied but its answer is lost (``DcsError`` with
+    ``unknown_outcome``), drawn from ``rng``.
+    """
 
-    def __init__(self, inner: KvDcs) -> None:
+    def __init__(self, inner: KvDcs, rng: random.Random) -> None:
         self.inner = inner
         self.cut = False
+        self.flaky = 0.0
+        self.rng = rng
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         return False if self.cut else self.inner.watch(after_revision, timeout_s)
@@ -76,7 +80,10 @@ class CuttableDcs:
         def call(*args: Any, **kwargs: Any) -> Any:
             if self.cut:
                 raise DcsError(f"{name}: no quorum (simulated partition)")
-            return method(*args, **kwargs)
+            result = method(*args, **kwargs)
+            if self.flaky and self.rng.random() < self.flaky:
+                raise DcsError(f"{name}: answer lost (simulated)", unknown_outcome=True)
+            return result
 
         return call
 
@@ -129,6 +136,7 @@ class Simulation:
         self.operator = memory_dcs(self.clock, self.layout, self.kv)
         self.network = PgNetwork(self.clock)
         self.network.on_writable = lambda pg: self.check_writers(f"{pg.name} became a primary")
+        self.network.on_time_passed = self._time_passed
         self.dcs_config = json.loads(json.dumps(dcs_config or DEFAULT_DCS_CONFIG))
         self.fence_latency_s, self.tick_s, self.jitter_s = fence_latency_s, tick_s, jitter_s
         self.nodes: dict[str, SimNode] = {}
@@ -149,7 +157,7 @@ class Simulation:
                 conn_url=None if witness else f"postgresql://{name}:5432/postgres", raft_addr=f"{name}:5010")
         pg = None if witness else FakePostgres(name, self.network, self.clock,
                                                fence_latency_s=self.fence_latency_s)
-        dcs = CuttableDcs(memory_dcs(self.clock, self.layout, self.kv))
+        dcs = CuttableDcs(memory_dcs(self.clock, self.layout, self.kv), self.rng)
         node = SimNode(name, me, dcs, pg, self._new_loop(me, dcs, pg),
                        next_cycle_at=self.now + self.rng.uniform(0, 1.0))
         self.nodes[name] = node
@@ -203,6 +211,12 @@ class Simulation:
         for node in self.nodes.values():
             if node.active and not node.dcs.cut and node.seen != seen and node.next_cycle_at > self.now + 0.01:
                 node.next_cycle_at = self.now + 0.01 + self.rng.uniform(0, self.jitter_s)
+
+    def _time_passed(self) -> None:
+        """Time moved inside an action (a slow PostgreSQL operation): the store keeps expiring leases."""
+        for key in self.kv.expire_due():
+            self.note(f"store: lease of {self.layout.relative(key)} expired")
+        self.check_writers("during a slow operation")
 
     def _watched(self) -> tuple:
         return tuple((kv.key, kv.value) for kv in (self.kv.get(self.layout.key(k)) for k in WATCHED_KEYS) if kv)
@@ -282,6 +296,15 @@ class Simulation:
     def wipe(self, name: str) -> None:
         self.pg(name).wipe()
         self.note(f"{name}: data directory wiped")
+
+    def flaky_dcs(self, name: str, probability: float) -> None:
+        self.node(name).dcs.flaky = probability
+        self.note(f"{name}: {probability:.0%} of DCS answers lost" if probability else f"{name}: DCS answers reliable")
+
+    def slow_pg(self, name: str, seconds: float) -> None:
+        """Every PostgreSQL operation on ``name`` now takes ``seconds`` of simulated time."""
+        self.pg(name).operation_s = seconds
+        self.note(f"{name}: PostgreSQL operations take {seconds:g}s")
 
     def partition(self, name: str) -> None:
         self.node(name).dcs.cut = True
