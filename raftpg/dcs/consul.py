@@ -1,0 +1,426 @@
+"""The DCS on Consul: KV with sessions (TTL, Behavior delete), check-and-set on ModifyIndex, blocking queries.
+
+Consul keys have no leading slash: ``/service/demo/leader`` is stored as ``service/demo/leader``.
+
+The port on Consul (the same documents under the same keys as the embedded store):
+- Leader key: locked by a session of its own. acquire = txn(check-not-exists, lock) under a new session;
+  renew = a consistent read that the key names us, then a renewal of the session that holds it (no new
+  ModifyIndex, so watchers are not woken every loop). When ``ttl_s`` changed, or the session is not one
+  this process created (the key was handed over, or we restarted), the key moves atomically to a new
+  session of our own (txn: check-index, unlock, lock): a session dies with the Consul node that created
+  it. release = delete with ``cas`` on the ModifyIndex we read naming us, then the session is destroyed;
+  hand over = the same atomic move, to the candidate's name under a new session.
+- Member keys: each acquired by a session of its member, renewed on every touch.
+- config/failover: ``?cas=<ModifyIndex>``, where ``cas=0`` means "must not exist"; sync: a txn
+  (``cas``/``set``) so the new ModifyIndex comes back with the answer.
+- load: ``GET ?recurse`` (``?consistent`` when linearizable); the view's revision is ``X-Consul-Index``.
+- watch: blocking queries on the prefix from ``after_revision``; a return caused only by member or status
+  keys is checked against the decisive keys seen at ``after_revision`` and the query is re-armed.
+
+Session TTLs, and why raftpg does not halve ``ttl`` as Patroni does:
+- Consul accepts session TTLs from 10 s (its ``session_ttl_min``) to 24 h. A ``ttl`` below 10 s is raised.
+- Consul's contract is that a session's TTL is a *lower bound*: it is never invalidated before the TTL ran
+  out since its last renewal, but it may be later. Consul's leader in fact arms each session's timer at
+  2 x TTL, and re-arms every timer when a Consul leader is elected (as safety rule 3 does for ours).
+- Patroni creates its sessions with ``ttl/2`` for that reason: its maintainers measured sessions expiring
+  after twice their TTL (patroni/patroni#174, #1579; hashicorp/consul#2966), so halving makes a dead
+  primary's key disappear about ``ttl`` after its last renewal, as on etcd.
+- raftpg relies only on the documented lower bound. Safety rule 2 needs the store to keep the key at
+  least ``ttl`` after a confirmed renewal, since the primary counts its lease from the moment it sent it;
+  with ``ttl/2`` that would hold only through Consul's 2x timer, an implementation detail. The price: a
+  dead primary's key may linger up to 2 x ``ttl``, so unplanned failover on Consul can take up to twice
+  as long as on etcd or the embedded store. Choose ``ttl`` with that in mind.
+- Sessions are created without health checks (``Checks`` and ``NodeChecks`` empty). By default Consul ties
+  a session to its agent's ``serfHealth``, which invalidates it, and deletes the leader key, as soon as the
+  agent flaps: before the TTL the primary counts on (patroni/patroni#522, #543). ``LockDelay`` is 0: once
+  invalidated, the key is free at once; the TTL is the only timer.
+
+Errors: a connection error is retried until the deadline (``timeout_s``, never more than
+``retry_timeout``); a conditional write that was sent but got no answer raises
+``DcsError(unknown_outcome=True)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import ssl
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from raftpg.clock import Clock, SystemClock
+from raftpg.config import Config
+from raftpg.dcs import keys
+from raftpg.dcs.base import DcsError
+from raftpg.dcs.codec import cluster_from_documents, sync_document, sync_from_document
+from raftpg.dcs.http import Endpoints, TryNext, client_tls, new_client, phase_timeout
+from raftpg.dcs.keys import KeyLayout
+from raftpg.model import ClusterView, Leader, SyncState
+
+log = logging.getLogger(__name__)
+
+CONSUL_MIN_SESSION_TTL_S = 10.0
+
+
+_DURATION = re.compile(r"([0-9.]+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in a Go duration as Consul writes it (``15s``, ``1m0s``, ``500ms``)."""
+    return sum(float(number) * _UNITS[unit] for number, unit in _DURATION.findall(value))
+
+
+def b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def text(data: str | None) -> str:
+    return base64.b64decode(data or "").decode()
+
+
+class ConsulHttp:
+    """Requests to one Consul agent within a deadline, with the ACL token and datacenter on each."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, dc: str | None = None,
+                 tls: ssl.SSLContext | None = None, clock: Clock | None = None) -> None:
+        self.endpoints = Endpoints([base_url.rstrip("/")], "consul", clock)
+        self.closed = self.endpoints.closed
+        self._client = new_client(tls)
+        self._headers = {"X-Consul-Token": token} if token else {}
+        self._dc = {"dc": dc} if dc else {}
+
+    def request(self, method: str, path: str, *, deadline: float, what: str, idempotent: bool,
+                params: dict[str, Any] | None = None, content: bytes | None = None,
+                json_body: Any = None) -> httpx.Response:
+        """The answer when it is 200, 404 (no such key or session) or 409 (a transaction rolled back)."""
+        def send(base: str, remaining: float) -> httpx.Response:
+            response = self._client.request(method, base + path, params={**(params or {}), **self._dc},
+                                            content=content, json=json_body, headers=self._headers,
+                                            timeout=phase_timeout(remaining))
+            if response.status_code in (200, 404, 409):
+                return response
+            message = response.text.strip()[:200] or f"HTTP {response.status_code}"
+            if response.status_code >= 500 and "invalid" not in message.lower():
+                if idempotent or "No cluster leader" in message:
+                    raise TryNext(message)
+                raise DcsError(f"consul {base}: {what}: {message}", unknown_outcome=True)
+            raise DcsError(f"consul {base}: {what}: HTTP {response.status_code}: {message}")
+
+        return self.endpoints.call(send, deadline=deadline, what=what, idempotent=idempotent)
+
+    def close(self) -> None:
+        self.closed.set()
+        self._client.close()
+
+
+def _dumps(document: Any) -> str:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def _op(verb: str, key: str, **fields: Any) -> dict[str, Any]:
+    return {"KV": {"Verb": verb, "Key": key, **fields}}
+
+
+class ConsulDcs:
+    def __init__(self, http: ConsulHttp, layout: KeyLayout, *, retry_timeout_s: float,
+                 min_session_ttl_s: float = CONSUL_MIN_SESSION_TTL_S, clock: Clock | None = None) -> None:
+        self.http = http
+        self.layout = layout
+        self.retry_timeout_s = retry_timeout_s
+        self.min_session_ttl_s = min_session_ttl_s
+        self._clock = clock or SystemClock()
+        self._base = layout.prefix.lstrip("/")
+        self._member_sessions: dict[str, str] = {}
+        self._leader_session: str | None = None  # the session this process created for the leader key
+        # the decisive keys (not members/, not status) and their ModifyIndex at the last revision read
+        self._seen: tuple[int, dict[str, int]] | None = None
+
+    # -------------------------------------------------------------- plumbing
+    def _deadline(self, timeout_s: float) -> float:
+        return self._clock.monotonic() + max(0.0, min(timeout_s, self.retry_timeout_s))
+
+    def _key(self, name: str) -> str:
+        return self._base + name
+
+    def _path(self, key: str) -> str:
+        return "/v1/kv/" + quote(key, safe="/")
+
+    def _get(self, key: str, deadline: float, what: str) -> dict[str, Any] | None:
+        response = self.http.request("GET", self._path(key), params={"consistent": ""}, deadline=deadline,
+                                     what=what, idempotent=True)
+        if response.status_code == 404:
+            return None
+        entries = response.json()
+        return entries[0] if entries else None
+
+    def _put(self, key: str, value: str, deadline: float, what: str, *, idempotent: bool,
+             **params: Any) -> bool:
+        response = self.http.request("PUT", self._path(key), params=params, content=value.encode(),
+                                     deadline=deadline, what=what, idempotent=idempotent)
+        return response.status_code == 200 and response.json() is True
+
+    def _delete(self, key: str, deadline: float, what: str, **params: Any) -> bool:
+        response = self.http.request("DELETE", self._path(key), params=params, deadline=deadline, what=what,
+                                     idempotent=not params)
+        return response.status_code == 200 and response.json() is True
+
+    def _txn(self, ops: list[dict[str, Any]], deadline: float, what: str) -> list[dict[str, Any]] | None:
+        """The results of a committed transaction, or None when Consul rolled it back (409)."""
+        response = self.http.request("PUT", "/v1/txn", json_body=ops, deadline=deadline, what=what,
+                                     idempotent=False)
+        if response.status_code == 409:
+            return None
+        if response.status_code != 200:
+            raise DcsError(f"consul: {what}: transaction answered HTTP {response.status_code}")
+        return response.json().get("Results") or []
+
+    # -------------------------------------------------------------- sessions
+    def session_ttl_s(self, ttl_s: float) -> float:
+        return max(self.min_session_ttl_s, ttl_s)
+
+    def _create_session(self, name: str, ttl_s: float, deadline: float, what: str) -> str:
+        body = {"Name": name, "TTL": f"{self.session_ttl_s(ttl_s):g}s", "Behavior": "delete",
+                "LockDelay": "0s", "Checks": [], "NodeChecks": []}
+        # idempotent: a session created twice by a retry holds nothing and expires by itself
+        response = self.http.request("PUT", "/v1/session/create", json_body=body, deadline=deadline, what=what,
+                                     idempotent=True)
+        if response.status_code != 200:
+            raise DcsError(f"consul: {what}: creating a session answered HTTP {response.status_code}")
+        return str(response.json()["ID"])
+
+    def _renew_session(self, session: str, deadline: float, what: str) -> float | None:
+        """The session's TTL after the renewal; None once it was invalidated."""
+        response = self.http.request("PUT", f"/v1/session/renew/{session}", deadline=deadline, what=what,
+                                     idempotent=True)
+        if response.status_code == 404:
+            return None
+        entries = response.json() or [{}]
+        return parse_duration(entries[0].get("TTL") or "0s")
+
+    def _destroy_session(self, session: str | None, deadline: float) -> None:
+        """Best effort: a session left behind is invalidated at its TTL anyway."""
+        if not session:
+            return
+        try:
+            self.http.request("PUT", f"/v1/session/destroy/{session}", deadline=deadline,
+                              what="destroy session", idempotent=True)
+        except DcsError as exc:
+            log.debug("could not destroy session %s: %s", session, exc)
+
+    def _same_ttl(self, current: float, ttl_s: float) -> bool:
+        return abs(current - self.session_ttl_s(ttl_s)) < 1e-3
+
+    # -------------------------------------------------------------- reads
+    def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView:
+        params = {"recurse": "", **({"consistent": ""} if linearizable else {})}
+        response = self.http.request("GET", self._path(self._base), params=params,
+                                     deadline=self._deadline(timeout_s), what="read cluster", idempotent=True)
+        revision, entries = self._entries(response)
+        self._seen = (revision, self._decisive(entries))
+        documents = {e["Key"][len(self._base):]: (text(e.get("Value")), int(e["ModifyIndex"])) for e in entries}
+        return cluster_from_documents(documents, revision)
+
+    def _entries(self, response: Any) -> tuple[int, list[dict[str, Any]]]:
+        entries = response.json() if response.status_code == 200 else []
+        return int(response.headers.get("X-Consul-Index", 0)), entries or []
+
+    def _decisive(self, entries: list[dict[str, Any]]) -> dict[str, int]:
+        quiet = (keys.MEMBERS, keys.STATUS)
+        return {e["Key"]: int(e["ModifyIndex"]) for e in entries
+                if not (e["Key"][len(self._base):].startswith(quiet[0]) or e["Key"][len(self._base):] == quiet[1])}
+
+    def watch(self, after_revision: int, timeout_s: float) -> bool:
+        end = self._clock.monotonic() + max(0.0, timeout_s)
+        seen = self._seen
+        baseline = seen[1] if seen is not None and seen[0] == after_revision else None
+        index = after_revision
+        while (remaining := end - self._clock.monotonic()) > 0.01:
+            try:
+                revision, decisive = self._block(index, remaining)
+            except DcsError as exc:
+                log.debug("consul watch failed: %s", exc)
+                self.http.closed.wait(max(0.0, end - self._clock.monotonic()))
+                return False
+            if revision < index:
+                return True  # the index went backwards (a restored snapshot): cannot tell
+            if revision == index:
+                if baseline is None and index == after_revision:
+                    baseline = decisive  # nothing moved since after_revision: this is what was there
+                continue
+            if baseline is None or decisive != baseline:
+                return True
+            index = revision  # only member or status keys moved: block again
+        return False
+
+    def _block(self, index: int, remaining: float) -> tuple[int, dict[str, int]]:
+        # Consul adds up to wait/16 of jitter: ask for less so that the answer comes within the deadline
+        wait_ms = max(1, int(remaining * 1000 * 0.9))
+        params = {"recurse": "", "index": str(index), "wait": f"{wait_ms}ms"}
+        response = self.http.request("GET", self._path(self._base), params=params,
+                                     deadline=self._clock.monotonic() + remaining, what="watch", idempotent=True)
+        revision, entries = self._entries(response)
+        return revision, self._decisive(entries)
+
+    # -------------------------------------------------------------- leader key
+    def acquire_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:
+        deadline, key, what = self._deadline(timeout_s), self._key(keys.LEADER), "acquire leader key"
+        session = self._create_session(f"raftpg-leader-{name}", ttl_s, deadline, what)
+        results = self._txn([_op("check-not-exists", key), _op("lock", key, Value=b64(name), Session=session)],
+                            deadline, what)
+        if results is None:
+            self._destroy_session(session, deadline)
+            return None
+        self._leader_session = session
+        return Leader(name, int(results[-1]["KV"]["ModifyIndex"]))
+
+    def renew_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:
+        deadline, key, what = self._deadline(timeout_s), self._key(keys.LEADER), "renew leader key"
+        entry = self._get(key, deadline, what)
+        if entry is None or text(entry.get("Value")) != name:
+            return None
+        if entry.get("Session") and entry["Session"] == self._leader_session:
+            current = self._renew_session(entry["Session"], deadline, what)
+            if current is None:
+                return None  # the session was invalidated: the key is gone
+            if self._same_ttl(current, ttl_s):
+                return Leader(name, int(entry["ModifyIndex"]))
+        # The ttl changed in the dynamic config, or the session is not ours (the key was handed over to us,
+        # or this process restarted): a session belongs to the Consul node that created it and dies with
+        # that node, so move the key to a new session of our own.
+        revision = self._move_lock(entry, name, ttl_s, deadline, what, ours=True)
+        return Leader(name, revision) if revision is not None else None
+
+    def _move_lock(self, entry: dict[str, Any], holder: str, ttl_s: float, deadline: float, what: str, *,
+                   ours: bool) -> int | None:
+        """Atomically re-lock the key we read (unchanged since) for ``holder`` under a new session
+        (``ours``: this process keeps renewing it; otherwise the holder moves it to a session of its own)."""
+        key, old = entry["Key"], entry.get("Session")
+        session = self._create_session(f"raftpg-leader-{holder}", ttl_s, deadline, what)
+        ops = [_op("check-index", key, Index=int(entry["ModifyIndex"]))]
+        if old:
+            ops.append(_op("unlock", key, Session=old))
+        ops.append(_op("lock", key, Value=b64(holder), Session=session))
+        results = self._txn(ops, deadline, what)
+        if results is None:
+            self._destroy_session(session, deadline)
+            return None
+        self._destroy_session(old, deadline)  # it holds nothing any more
+        self._leader_session = session if ours else None
+        return int(results[-1]["KV"]["ModifyIndex"])
+
+    def release_leader(self, name: str, *, timeout_s: float) -> bool:
+        deadline, key, what = self._deadline(timeout_s), self._key(keys.LEADER), "release leader key"
+        entry = self._get(key, deadline, what)
+        if entry is None or text(entry.get("Value")) != name:
+            return False
+        released = self._delete(key, deadline, what, cas=int(entry["ModifyIndex"]))
+        if released:
+            self._destroy_session(entry.get("Session"), deadline)
+            self._leader_session = None
+        return released
+
+    def hand_over_leader(self, name: str, candidate: str, ttl_s: float, *, timeout_s: float) -> bool:
+        deadline, key, what = self._deadline(timeout_s), self._key(keys.LEADER), "hand over leader key"
+        entry = self._get(key, deadline, what)
+        if entry is None or text(entry.get("Value")) != name:
+            return False
+        return self._move_lock(entry, candidate, ttl_s, deadline, what, ours=False) is not None
+
+    # -------------------------------------------------------------- initialization
+    def initialize(self, *, timeout_s: float) -> bool:
+        return self._put(self._key(keys.INITIALIZE), "", self._deadline(timeout_s), "initialize race",
+                         idempotent=False, cas=0)
+
+    def set_initialize(self, sysid: str, *, timeout_s: float) -> None:
+        deadline, key, what = self._deadline(timeout_s), self._key(keys.INITIALIZE), "store system identifier"
+        entry = self._get(key, deadline, what)
+        if entry is not None and text(entry.get("Value")) == "":
+            self._put(key, sysid, deadline, what, idempotent=False, cas=int(entry["ModifyIndex"]))
+
+    def cancel_initialize(self, *, timeout_s: float) -> None:
+        deadline, key, what = self._deadline(timeout_s), self._key(keys.INITIALIZE), "cancel initialize"
+        entry = self._get(key, deadline, what)
+        if entry is not None and text(entry.get("Value")) == "":
+            self._delete(key, deadline, what, cas=int(entry["ModifyIndex"]))
+
+    # -------------------------------------------------------------- members and the rest
+    def touch_member(self, name: str, document: dict[str, Any], ttl_s: float, *, timeout_s: float) -> None:
+        deadline, key, what = self._deadline(timeout_s), self._key(keys.MEMBERS + name), "update member key"
+        session = self._member_session(name, ttl_s, deadline)
+        if self._put(key, _dumps(document), deadline, what, idempotent=True, acquire=session):
+            return
+        # still locked by a session of an earlier run of this member: end it (that deletes the key), retry
+        entry = self._get(key, deadline, what)
+        if entry is not None and entry.get("Session") not in (None, session):
+            self._destroy_session(entry["Session"], deadline)
+        if not self._put(key, _dumps(document), deadline, what, idempotent=True, acquire=session):
+            raise DcsError(f"consul: {what}: members/{name} is locked by another session")
+
+    def _member_session(self, name: str, ttl_s: float, deadline: float) -> str:
+        session = self._member_sessions.get(name)
+        if session is not None:
+            current = self._renew_session(session, deadline, "renew member session")
+            if current is not None and self._same_ttl(current, ttl_s):
+                return session
+            self._destroy_session(session if current is not None else None, deadline)
+        session = self._create_session(f"raftpg-member-{name}", ttl_s, deadline, "create member session")
+        self._member_sessions[name] = session
+        return session
+
+    def delete_member(self, name: str, *, timeout_s: float) -> None:
+        deadline = self._deadline(timeout_s)
+        self._delete(self._key(keys.MEMBERS + name), deadline, "delete member key")
+        self._destroy_session(self._member_sessions.pop(name, None), deadline)
+
+    def set_config(self, document: dict[str, Any], expected_revision: int | None, *, timeout_s: float) -> bool:
+        return self._put(self._key(keys.CONFIG), _dumps(document), self._deadline(timeout_s), "write config",
+                         idempotent=False, cas=expected_revision or 0)
+
+    def set_failover(self, document: dict[str, Any] | None, expected_revision: int | None, *,
+                     timeout_s: float) -> bool:
+        deadline, key = self._deadline(timeout_s), self._key(keys.FAILOVER)
+        if document is not None:
+            return self._put(key, _dumps(document), deadline, "write failover", idempotent=False,
+                             cas=expected_revision or 0)
+        if expected_revision is None:
+            return self._delete(key, deadline, "clear failover")
+        return self._delete(key, deadline, "clear failover", cas=expected_revision)
+
+    def set_sync(self, leader: str | None, standbys: tuple[str, ...], expected_revision: int | None, *,
+                 timeout_s: float) -> SyncState | None:
+        key, value = self._key(keys.SYNC), _dumps(sync_document(leader, standbys))
+        op = (_op("set", key, Value=b64(value)) if expected_revision is None
+              else _op("cas", key, Value=b64(value), Index=expected_revision))
+        results = self._txn([op], self._deadline(timeout_s), "write sync")
+        return sync_from_document(value, int(results[-1]["KV"]["ModifyIndex"])) if results else None
+
+    def set_history(self, entries: list[list[Any]], *, timeout_s: float) -> None:
+        self._put(self._key(keys.HISTORY), _dumps(entries), self._deadline(timeout_s), "write history",
+                  idempotent=True)
+
+    def set_status(self, last_lsn: int, *, timeout_s: float) -> None:
+        self._put(self._key(keys.STATUS), _dumps({"optime": last_lsn}), self._deadline(timeout_s),
+                  "write status", idempotent=True)
+
+    def raft_status(self) -> dict[str, Any] | None:
+        return None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def consul_dcs(config: Config, layout: KeyLayout, clock: Clock | None = None) -> ConsulDcs:
+    """The DCS on the ``consul`` section of ``config``."""
+    settings = config.consul
+    if settings is None:
+        raise ValueError("consul_dcs needs a config with a consul section")
+    tls = None
+    if settings.base_url.startswith("https://"):
+        tls = client_tls(settings.cacert, settings.cert, settings.key, verify=settings.verify)
+    http = ConsulHttp(settings.base_url, token=settings.token, dc=settings.dc, tls=tls, clock=clock)
+    return ConsulDcs(http, layout, retry_timeout_s=float(config.bootstrap.dcs.retry_timeout), clock=clock)

@@ -1,0 +1,339 @@
+"""The DCS on an external etcd (v3 API) through its JSON gateway (``etcd_gateway.py``: hosts, auth, TLS).
+
+Why the gateway and not gRPC: no protobuf toolchain or grpcio wheel, and every call is one small POST.
+
+The port on etcd (the same documents under the same keys as the embedded store):
+- Leader key: on its own lease of ``ceil(ttl_s)`` whole seconds (rounded up: the store's lease is never
+  shorter than the caller's count). acquire = txn(create_revision == 0 -> put under a new lease);
+  renew = txn(value == name -> range) then a keepalive of the key's lease, which restarts the countdown
+  without a new revision (watchers are not woken every loop); when ``ttl_s`` changed, the key is re-put
+  under a new lease, guarded on its value and mod_revision. release = txn(value == name -> delete), then
+  the lease is revoked; hand over = txn(value == name -> put candidate under a new lease). etcd times
+  leases on its own leader and restarts them on an etcd leader change, as safety rule 3 asks.
+- Member keys: one lease per member, kept alive on every touch and granted anew once it expired.
+- config/failover/sync: txn on mod_revision (create_revision == 0 for "must not exist").
+- load: one range over the prefix: linearizable, or ``serializable`` when not asked for.
+- watch: a watch stream from ``after_revision + 1``; events on ``members/`` and ``status`` are skipped,
+  and the stream is reopened after them so that the read timeout still ends at the caller's deadline.
+
+Every method's deadline is its ``timeout_s``, never more than ``retry_timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import httpx
+
+from raftpg.clock import Clock, SystemClock
+from raftpg.config import Config
+from raftpg.dcs import keys
+from raftpg.dcs.base import DcsError
+from raftpg.dcs.codec import cluster_from_documents, sync_document, sync_from_document
+from raftpg.dcs.etcd_gateway import NOT_FOUND, EtcdApiError, EtcdGateway, b64, prefix_end, text
+from raftpg.dcs.http import client_tls
+from raftpg.dcs.keys import KeyLayout
+from raftpg.model import ClusterView, Leader, SyncState
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------ txn pieces (etcdserverpb in JSON)
+def _absent(key: str) -> dict[str, Any]:
+    return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+
+def _holds(key: str, value: str) -> dict[str, Any]:
+    return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
+
+
+def _at(key: str, revision: int) -> dict[str, Any]:
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+
+
+def _put(key: str, value: str, lease: str | None = None) -> dict[str, Any]:
+    request = {"key": b64(key), "value": b64(value)}
+    return {"request_put": {**request, "lease": lease} if lease else request}
+
+
+def _delete(key: str) -> dict[str, Any]:
+    return {"request_delete_range": {"key": b64(key)}}
+
+
+def _get(key: str) -> dict[str, Any]:
+    return {"request_range": {"key": b64(key)}}
+
+
+def _revision(data: dict[str, Any]) -> int:
+    return int(data.get("header", {}).get("revision", 0))
+
+
+def _first_kv(data: dict[str, Any]) -> dict[str, Any] | None:
+    responses = data.get("responses") or [{}]
+    kvs = responses[0].get("response_range", {}).get("kvs") or []
+    return kvs[0] if kvs else None
+
+
+def _dumps(document: Any) -> str:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def _whole_seconds(ttl_s: float) -> int:
+    return max(1, math.ceil(ttl_s))
+
+
+class EtcdDcs:
+    def __init__(self, gateway: EtcdGateway, layout: KeyLayout, *, retry_timeout_s: float,
+                 clock: Clock | None = None) -> None:
+        self.gateway = gateway
+        self.layout = layout
+        self.retry_timeout_s = retry_timeout_s
+        self._clock = clock or SystemClock()
+        self._member_leases: dict[str, tuple[str, int]] = {}  # member name -> (lease id, TTL asked)
+        self._asked: dict[str, int] = {}  # lease id -> the TTL we asked for (etcd may raise it)
+
+    # -------------------------------------------------------------- plumbing
+    def _deadline(self, timeout_s: float) -> float:
+        return self._clock.monotonic() + max(0.0, min(timeout_s, self.retry_timeout_s))
+
+    def _post(self, path: str, body: dict[str, Any], deadline: float, what: str, *,
+              idempotent: bool) -> dict[str, Any]:
+        return self.gateway.post(path, body, deadline=deadline, what=what, idempotent=idempotent)
+
+    def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]], deadline: float, what: str,
+             *, idempotent: bool = False) -> tuple[bool, dict[str, Any]]:
+        data = self._post("/kv/txn", {"compare": compare, "success": success}, deadline, what,
+                          idempotent=idempotent)
+        return bool(data.get("succeeded")), data
+
+    def _grant(self, ttl_s: float, deadline: float, what: str) -> str:
+        asked = _whole_seconds(ttl_s)
+        lease = self._post("/lease/grant", {"TTL": asked}, deadline, what, idempotent=True).get("ID")
+        if not lease:
+            raise DcsError(f"etcd: {what}: the lease grant returned no lease")
+        self._asked[str(lease)] = asked
+        return str(lease)
+
+    def _keepalive(self, lease: str, deadline: float, what: str) -> int:
+        """The lease's TTL after the refresh, 0 when it no longer exists."""
+        data = self._post("/lease/keepalive", {"ID": lease}, deadline, what, idempotent=True)
+        return int(data.get("result", data).get("TTL", 0))
+
+    def _revoke(self, lease: str | None, deadline: float) -> None:
+        """Best effort: a lease left behind expires by itself."""
+        if not lease or lease == "0":
+            return
+        self._asked.pop(lease, None)
+        try:
+            self._post("/lease/revoke", {"ID": lease}, deadline, "revoke lease", idempotent=True)
+        except DcsError as exc:
+            log.debug("could not revoke lease %s: %s", lease, exc)
+
+    # -------------------------------------------------------------- reads
+    def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView:
+        prefix = self.layout.prefix
+        body: dict[str, Any] = {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
+        if not linearizable:
+            body["serializable"] = True
+        data = self._post("/kv/range", body, self._deadline(timeout_s), "read cluster", idempotent=True)
+        documents = {self.layout.relative(text(kv["key"])): (text(kv.get("value")), int(kv["mod_revision"]))
+                     for kv in data.get("kvs") or []}
+        return cluster_from_documents(documents, _revision(data))
+
+    def watch(self, after_revision: int, timeout_s: float) -> bool:
+        end = self._clock.monotonic() + max(0.0, timeout_s)
+        start = after_revision + 1
+        while (remaining := end - self._clock.monotonic()) > 0:
+            try:
+                woke, start = self._watch_stream(start, remaining)
+            except (DcsError, httpx.HTTPError, ValueError, KeyError) as exc:
+                log.debug("etcd watch failed: %s", exc)
+                self.gateway.next_host()
+                self.gateway.closed.wait(max(0.0, end - self._clock.monotonic()))
+                return False
+            if woke is not None:
+                return woke
+        return False
+
+    def _watch_stream(self, start: int, remaining: float) -> tuple[bool | None, int]:
+        """(True, _) on a decisive change or when etcd cannot tell (compacted); (False, _) at the deadline;
+        (None, next start) after skipping quiet events, so the caller reopens with a fresh read timeout."""
+        prefix = self.layout.prefix
+        body = {"create_request": {"key": b64(prefix), "range_end": b64(prefix_end(prefix)),
+                                   "start_revision": str(start)}}
+        try:
+            with self.gateway.stream("/watch", body, timeout_s=remaining) as response:
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if "error" in message:
+                        raise DcsError(f"etcd watch: {message['error']}")
+                    result = message.get("result") or {}
+                    if result.get("canceled") or int(result.get("compact_revision", 0)):
+                        return True, start
+                    events = result.get("events") or []
+                    if any(self._decides(event) for event in events):
+                        return True, start
+                    if events:
+                        return None, max(int(e["kv"].get("mod_revision", 0)) for e in events) + 1
+        except httpx.ReadTimeout:
+            return False, start
+        raise DcsError("etcd closed the watch stream")
+
+    def _decides(self, event: dict[str, Any]) -> bool:
+        relative = self.layout.relative(text(event.get("kv", {}).get("key")))
+        return not (relative.startswith(keys.MEMBERS) or relative == keys.STATUS)
+
+    # -------------------------------------------------------------- leader key
+    def acquire_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:
+        deadline, key = self._deadline(timeout_s), self.layout.key(keys.LEADER)
+        lease = self._grant(ttl_s, deadline, "acquire leader key")
+        won, data = self._txn([_absent(key)], [_put(key, name, lease)], deadline, "acquire leader key")
+        if won:
+            return Leader(name, _revision(data))
+        self._revoke(lease, deadline)
+        return None
+
+    def renew_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:
+        deadline, key, what = self._deadline(timeout_s), self.layout.key(keys.LEADER), "renew leader key"
+        held, data = self._txn([_holds(key, name)], [_get(key)], deadline, what, idempotent=True)
+        kv = _first_kv(data) if held else None
+        if kv is None:
+            return None
+        lease, revision = str(kv.get("lease", "0")), int(kv["mod_revision"])
+        if lease != "0":
+            granted = self._keepalive(lease, deadline, what)
+            if granted <= 0:
+                return None  # the lease expired: the key is gone or about to go
+            if self._asked.get(lease, granted) == _whole_seconds(ttl_s):
+                return Leader(name, revision)
+        # the ttl changed in the dynamic config (or the key has no lease): move it to a new lease
+        new = self._grant(ttl_s, deadline, what)
+        moved, data = self._txn([_holds(key, name), _at(key, revision)], [_put(key, name, new)], deadline, what)
+        if not moved:
+            self._revoke(new, deadline)
+            return None
+        self._revoke(lease, deadline)
+        return Leader(name, _revision(data))
+
+    def release_leader(self, name: str, *, timeout_s: float) -> bool:
+        deadline, key = self._deadline(timeout_s), self.layout.key(keys.LEADER)
+        won, data = self._txn([_holds(key, name)], [_get(key), _delete(key)], deadline, "release leader key")
+        if won:
+            kv = _first_kv(data) or {}
+            self._revoke(kv.get("lease"), deadline)
+        return won
+
+    def hand_over_leader(self, name: str, candidate: str, ttl_s: float, *, timeout_s: float) -> bool:
+        deadline, key, what = self._deadline(timeout_s), self.layout.key(keys.LEADER), "hand over leader key"
+        lease = self._grant(ttl_s, deadline, what)
+        won, data = self._txn([_holds(key, name)], [_get(key), _put(key, candidate, lease)], deadline, what)
+        if not won:
+            self._revoke(lease, deadline)
+            return False
+        self._asked.pop(lease, None)  # the candidate's from now on
+        self._revoke((_first_kv(data) or {}).get("lease"), deadline)
+        return True
+
+    # -------------------------------------------------------------- initialization
+    def initialize(self, *, timeout_s: float) -> bool:
+        key = self.layout.key(keys.INITIALIZE)
+        won, _ = self._txn([_absent(key)], [_put(key, "")], self._deadline(timeout_s), "initialize race")
+        return won
+
+    def set_initialize(self, sysid: str, *, timeout_s: float) -> None:
+        key = self.layout.key(keys.INITIALIZE)
+        self._txn([_holds(key, "")], [_put(key, sysid)], self._deadline(timeout_s), "store system identifier")
+
+    def cancel_initialize(self, *, timeout_s: float) -> None:
+        key = self.layout.key(keys.INITIALIZE)
+        self._txn([_holds(key, "")], [_delete(key)], self._deadline(timeout_s), "cancel initialize")
+
+    # -------------------------------------------------------------- members and the rest
+    def touch_member(self, name: str, document: dict[str, Any], ttl_s: float, *, timeout_s: float) -> None:
+        deadline, what = self._deadline(timeout_s), "update member key"
+        put = {"key": b64(self.layout.member(name)), "value": b64(_dumps(document))}
+        try:
+            self._post("/kv/put", {**put, "lease": self._member_lease(name, ttl_s, deadline)}, deadline, what,
+                       idempotent=True)
+        except EtcdApiError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            self._member_leases.pop(name, None)  # expired between the keepalive and the put
+            self._post("/kv/put", {**put, "lease": self._member_lease(name, ttl_s, deadline)}, deadline, what,
+                       idempotent=True)
+
+    def _member_lease(self, name: str, ttl_s: float, deadline: float) -> str:
+        current = self._member_leases.get(name)
+        asked = _whole_seconds(ttl_s)
+        if current is not None and current[1] == asked and self._keepalive(current[0], deadline, "member") > 0:
+            return current[0]
+        lease = self._grant(asked, deadline, "update member key")
+        self._member_leases[name] = (lease, asked)
+        return lease  # an old lease now holds nothing once the put moves the key: it expires by itself
+
+    def delete_member(self, name: str, *, timeout_s: float) -> None:
+        deadline = self._deadline(timeout_s)
+        self._post("/kv/deleterange", {"key": b64(self.layout.member(name))}, deadline, "delete member key",
+                   idempotent=True)
+        lease = self._member_leases.pop(name, None)
+        self._revoke(lease[0] if lease else None, deadline)
+
+    def _cas(self, name: str, op: dict[str, Any], expected_revision: int | None, timeout_s: float,
+             what: str) -> tuple[bool, dict[str, Any]]:
+        key = self.layout.key(name)
+        guard = _absent(key) if expected_revision is None else _at(key, expected_revision)
+        return self._txn([guard], [op], self._deadline(timeout_s), what)
+
+    def set_config(self, document: dict[str, Any], expected_revision: int | None, *, timeout_s: float) -> bool:
+        op = _put(self.layout.key(keys.CONFIG), _dumps(document))
+        return self._cas(keys.CONFIG, op, expected_revision, timeout_s, "write config")[0]
+
+    def set_failover(self, document: dict[str, Any] | None, expected_revision: int | None, *,
+                     timeout_s: float) -> bool:
+        key = self.layout.key(keys.FAILOVER)
+        if document is None and expected_revision is None:
+            self._post("/kv/deleterange", {"key": b64(key)}, self._deadline(timeout_s), "clear failover",
+                       idempotent=True)
+            return True
+        op = _delete(key) if document is None else _put(key, _dumps(document))
+        return self._cas(keys.FAILOVER, op, expected_revision, timeout_s, "write failover")[0]
+
+    def set_sync(self, leader: str | None, standbys: tuple[str, ...], expected_revision: int | None, *,
+                 timeout_s: float) -> SyncState | None:
+        key, value = self.layout.key(keys.SYNC), _dumps(sync_document(leader, standbys))
+        guard = [] if expected_revision is None else [_at(key, expected_revision)]
+        done, data = self._txn(guard, [_put(key, value)], self._deadline(timeout_s), "write sync")
+        return sync_from_document(value, _revision(data)) if done else None
+
+    def _put_plain(self, name: str, value: str, timeout_s: float, what: str) -> None:
+        self._post("/kv/put", {"key": b64(self.layout.key(name)), "value": b64(value)},
+                   self._deadline(timeout_s), what, idempotent=True)
+
+    def set_history(self, entries: list[list[Any]], *, timeout_s: float) -> None:
+        self._put_plain(keys.HISTORY, _dumps(entries), timeout_s, "write history")
+
+    def set_status(self, last_lsn: int, *, timeout_s: float) -> None:
+        self._put_plain(keys.STATUS, _dumps({"optime": last_lsn}), timeout_s, "write status")
+
+    def raft_status(self) -> dict[str, Any] | None:
+        return None
+
+    def close(self) -> None:
+        self.gateway.close()
+
+
+def etcd_dcs(config: Config, layout: KeyLayout, clock: Clock | None = None) -> EtcdDcs:
+    """The DCS on the ``etcd3`` section of ``config``."""
+    settings = config.etcd3
+    if settings is None:
+        raise ValueError("etcd_dcs needs a config with an etcd3 section")
+    tls = None
+    if settings.protocol == "https":
+        tls = client_tls(settings.cacert, settings.cert, settings.key)
+    gateway = EtcdGateway(settings.hosts, protocol=settings.protocol, username=settings.username,
+                          password=settings.password, tls=tls, clock=clock)
+    return EtcdDcs(gateway, layout, retry_timeout_s=float(config.bootstrap.dcs.retry_timeout), clock=clock)
