@@ -1,11 +1,14 @@
 """The replicated store's node: Raft (via pysyncobj) around the deterministic state machine of kv.py.
 
 - ``api.py``: the client protocol, status and errors every caller sees (no pysyncobj types leak out).
-- ``raft.py``: RaftNode, the only importer of pysyncobj; wraps a SyncObj by composition.
+- ``raft.py``: RaftNode; wraps a SyncObj by composition.
+- ``transport.py``: pysyncobj's TCP transport, logging refused peers and bounding strangers.
+- ``recovery.py``: the node's files; rebuilding state offline; forming a new cluster after majority loss.
 - ``state.py``: the thread-safe shell around KvState, with watch.
 - ``memory.py``: an in-memory node with the same API, for tests and simulations.
+- ``driver.py``: one node as a process with a small JSON-over-HTTP control API (tests, bench, jepsen-lite).
 
-May import: raftpg.kv, raftpg.clock, pysyncobj (raft.py only). Invariants: commands are versioned JSON;
+May import: raftpg.kv, raftpg.clock, pysyncobj (raft.py, transport.py, recovery.py only). Invariants: commands are versioned JSON;
 lease expiry is proposed only by the Raft leader from its own monotonic clock and a new leader restarts
 every countdown; a write that cannot reach a quorum fails within its timeout.
 """

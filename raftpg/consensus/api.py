@@ -74,12 +74,14 @@ class RaftStatus:
     peers: tuple[PeerStatus, ...]
     revision: int
     ready: bool
+    running: bool = True  # False once the Raft thread has died: the node must be restarted
 
     def to_dict(self) -> dict:
         return {
             "self": self.self_addr, "state": self.state, "term": self.term, "leader": self.leader,
             "commit_index": self.commit_index, "last_applied": self.last_applied,
             "has_quorum": self.has_quorum, "revision": self.revision, "ready": self.ready,
+            "running": self.running,
             "members": [{"addr": self.self_addr, "connected": True, "self": True}]
             + [{"addr": p.addr, "connected": p.connected, "match_index": p.match_index} for p in self.peers],
         }

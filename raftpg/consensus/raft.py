@@ -46,6 +46,7 @@ from raftpg.consensus.api import (
     NoQuorum,
     PeerStatus,
     RaftStatus,
+    StoreFailed,
     UnknownOutcome,
 )
 from raftpg.consensus.recovery import RaftFiles, finish_new_cluster, prepare_new_cluster, start_from_seed
@@ -331,6 +332,8 @@ class RaftNode:
         :class:`KvTimeout` / :class:`UnknownOutcome` (the command may still apply), :class:`KvRejected`.
         """
         self._state.check_failed()
+        if not self.running and not self._closing.is_set():
+            raise StoreFailed("the Raft thread of this node has stopped; restart the node")
         payload = encode(command)
         deadline = time.monotonic() + timeout_s
         while True:
@@ -467,8 +470,14 @@ class RaftNode:
             term=int(raw.get("raft_term", 0)), leader=leader.address if leader is not None else None,
             commit_index=int(raw.get("commit_idx", 0)), last_applied=int(raw.get("last_applied", 0)),
             has_quorum=bool(sync.hasQuorum), peers=peers, revision=self._state.revision,
-            ready=sync.isReady(),
+            ready=sync.isReady(), running=self.running,
         )
+
+    @property
+    def running(self) -> bool:
+        """True while Raft's tick thread runs. It can die of errors pysyncobj does not catch (seen: a
+        broken ``time.sleep`` under libfaketime); the node then answers nothing and must be restarted."""
+        return self._sync.tick_thread_alive() and not self._closing.is_set()
 
     def fingerprint(self) -> tuple:
         return self._state.fingerprint()
