@@ -271,8 +271,8 @@ def _cannot_follow(i: Inputs, view: ClusterView, leader: Member) -> bool:
     without a WAL archive, so two partitioned promotions can reuse it; the history key shows both).
     pg_rewind repairs it, or answers "no rewind required" when the cause was only the network."""
     local, stalled_since = i.local, i.memory.stalled_since
-    if not (local and local.timeline and leader.timeline and leader.is_running and stalled_since is not None
-            and i.now - stalled_since > view.config.ttl_s):
+    if view.paused or not (local and local.timeline and leader.timeline and leader.is_running
+                           and stalled_since is not None and i.now - stalled_since > view.config.ttl_s):
         return False
     reached = sum(1 for entry in view.history if entry.timeline + 1 == local.timeline)
     return local.timeline != leader.timeline or reached > 1
@@ -359,7 +359,7 @@ def _check_invariants(decision: Decision) -> Decision:
     for action in decision.actions:
         if isinstance(action, (AcquireLeaderKey, RenewLeaderKey)):
             seen_lease = True
-        if isinstance(action, (Promote, StartPrimary)) and not seen_lease:
+        if isinstance(action, (Promote, StartPrimary, Bootstrap)) and not seen_lease:
             return _fail_closed(decision, "promotion without the leader lease")
     if decision.has(Promote) and (decision.has(FollowLeader) or decision.has(StartReplica)):
         return _fail_closed(decision, "promote together with follow")

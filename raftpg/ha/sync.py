@@ -46,7 +46,11 @@ def plan_sync(view: ClusterView, local: LocalState, me: str) -> tuple[tuple[Acti
         and members[row.application_name].valid and not members[row.application_name].witness
         and not members[row.application_name].tags.nosync
     ]
-    streaming.sort(key=lambda r: (-(r.flush_lsn or 0), r.application_name))
+    # Keep the standbys we have: first those in the key, then those PostgreSQL already treats as
+    # synchronous, and only then the most advanced. Sorting by position alone would swap standbys
+    # whenever another one is a few bytes ahead, emptying the key (no failover candidate) each time.
+    streaming.sort(key=lambda r: (r.application_name not in current_key, r.sync_state not in ("sync", "quorum"),
+                                  -(r.flush_lsn or 0), r.application_name))
     picked = tuple(sorted(r.application_name for r in streaming[: config.synchronous_node_count]))
     confirmed = {r.application_name for r in streaming if r.sync_state in ("sync", "quorum")}
 

@@ -1,0 +1,451 @@
+"""decide(Inputs) as a table: situation -> the actions that must (and must not) follow.
+
+Tests assert on actions only; the reason is for people. ``then`` lists actions that must appear in that
+order (others may sit between them), ``exactly`` the whole decision, ``never`` kinds that must not appear.
+The node deciding is always ``n2``; ``n1`` is usually the (old) primary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftpg.ha import actions as act
+from raftpg.ha.decide import _check_invariants, decide
+from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
+from raftpg.model import (
+    ClusterView,
+    DataDir,
+    DynamicConfig,
+    Failover,
+    HistoryEntry,
+    Leader,
+    LocalState,
+    Member,
+    SyncState,
+    Tags,
+)
+
+SYSID = "7300000000000000001"
+LSN = 50_000_000
+NOW = 1000.0
+WALL = 1_700_000_000.0
+ME = "n2"
+
+
+def url(name: str) -> str:
+    return f"postgresql://{name}:5432/postgres"
+
+
+def member(name: str, *, role: str = "replica", state: str = "streaming", lsn: int | None = LSN,
+           timeline: int = 1, **extra: Any) -> Member:
+    return Member(name, role=role, state=state, conn_url=url(name), lsn=lsn, timeline=timeline, sysid=SYSID,
+                  **extra)
+
+
+PRIMARY_N1 = member("n1", role="primary", state="running")
+REPLICA_N3 = member("n3")
+
+
+def view(*, leader: str | None = "n1", members: tuple[Member, ...] | None = None, last_lsn: int | None = LSN,
+         initialize: str | None = SYSID, **extra: Any) -> ClusterView:
+    if members is None:
+        members = (PRIMARY_N1, member(ME), REPLICA_N3)
+    return ClusterView(initialize=initialize, leader=Leader(leader, 5) if leader else None, members=members,
+                       last_lsn=last_lsn, revision=10, **extra)
+
+
+def config(**raw: Any) -> DynamicConfig:
+    return DynamicConfig.from_dict(raw)
+
+
+def replica(lsn: int = LSN, **extra: Any) -> LocalState:
+    values: dict[str, Any] = dict(data_dir=DataDir.INITIALIZED, sysid=SYSID, running=True, in_recovery=True,
+                                  timeline=1, lsn=lsn, upstream="n1", streaming=True,
+                                  cluster_state="in archive recovery")
+    return LocalState(**{**values, **extra})
+
+
+def running_primary(**extra: Any) -> LocalState:
+    return replica(in_recovery=False, upstream=None, streaming=False, cluster_state="in production", **extra)
+
+
+def stopped(cluster_state: str = "in production", **extra: Any) -> LocalState:
+    return replica(running=False, in_recovery=None, streaming=False, upstream=None, cluster_state=cluster_state,
+                   **extra)
+
+
+EMPTY = LocalState(data_dir=DataDir.EMPTY)
+
+
+def inputs(v: ClusterView | None, local: LocalState | None, *, me: Me | None = None, lease: float | None = None,
+           memory: Memory | None = None, now: float = NOW, pending: frozenset[str] = frozenset()) -> Inputs:
+    return Inputs(view=v, local=local, me=me or Me(ME, conn_url=url(ME)), lease=LeaseState(lease),
+                  memory=memory or Memory(following="n1"), now=now, now_wall=WALL, demote_margin_s=2.0,
+                  pending=pending)
+
+
+@dataclass
+class Case:
+    id: str
+    given: Inputs
+    then: tuple[Any, ...] = ()
+    exactly: tuple[Any, ...] | None = None
+    never: tuple[type, ...] = ()
+    expect_ids: list[str] = field(default_factory=list)
+
+
+def subsequence(wanted: tuple[Any, ...], actions: tuple[Any, ...]) -> bool:
+    """Each wanted item (an action, or an action type) appears in order."""
+    position = 0
+    for item in wanted:
+        while position < len(actions) and not _is(actions[position], item):
+            position += 1
+        if position == len(actions):
+            return False
+        position += 1
+    return True
+
+
+def _is(action: Any, item: Any) -> bool:
+    return isinstance(action, item) if isinstance(item, type) else action == item
+
+
+PROMOTING = (act.Promote, act.StartPrimary, act.Bootstrap)
+OLD_PRIMARY_DOWN = member("n1", role="primary", state="stopped")
+RACE = view(leader=None, members=(OLD_PRIMARY_DOWN, member(ME), REPLICA_N3))  # the key expired: n2, n3 race
+ME_PRIMARY_VIEW = view(leader=ME, members=(member("n1"), member(ME, role="primary", state="running"), REPLICA_N3))
+SYNC = config(synchronous_mode=True)
+
+CASES = [
+    # ---------------------------------------------------------------- bootstrap
+    Case("bootstrap race: empty data dir, no initialize key", inputs(view(leader=None, initialize=None), EMPTY),
+         exactly=(act.RaceInitialize(), act.AcquireLeaderKey(), act.Bootstrap())),
+    Case("a nofailover node does not bootstrap",
+         inputs(view(leader=None, initialize=None), EMPTY, me=Me(ME, tags=Tags(nofailover=True))), exactly=()),
+    Case("initialize is being written by the node holding the key: wait",
+         inputs(view(initialize=""), EMPTY), exactly=()),
+    Case("an abandoned bootstrap (initialize '', key free) is taken over",
+         inputs(view(leader=None, initialize=""), EMPTY), exactly=(act.AcquireLeaderKey(), act.Bootstrap())),
+    Case("my own interrupted bootstrap (initialize '', I hold the key) is resumed",
+         inputs(view(leader=ME, initialize=""), EMPTY), exactly=(act.RenewLeaderKey(), act.Bootstrap())),
+    Case("existing data, no cluster: register it and start as primary",
+         inputs(view(leader=None, initialize=None), stopped()),
+         then=(act.RaceInitialize, act.AdoptExistingData(SYSID), act.AcquireLeaderKey, act.StartPrimary)),
+    # ---------------------------------------------------------------- a running primary
+    Case("healthy primary with the lock renews and publishes, never promotes",
+         inputs(ME_PRIMARY_VIEW, running_primary(), lease=NOW + 20),
+         then=(act.RenewLeaderKey, act.PublishPosition(LSN), act.EnsureSlots(("n1", "n3"))),
+         never=(act.Promote, act.StopPostgres, act.AcquireLeaderKey)),
+    Case("a primary whose key another node holds stops PostgreSQL",
+         inputs(view(leader="n1"), running_primary()), exactly=(act.StopPostgres("fast", "n1 holds the leader key"),)),
+    Case("a running primary takes a free key", inputs(RACE, running_primary()), exactly=(act.AcquireLeaderKey(),)),
+    Case("DCS unreachable, lease still valid: no action", inputs(None, running_primary(), lease=NOW + 10),
+         exactly=()),
+    Case("DCS unreachable, lease within demote_margin: stop writes",
+         inputs(None, running_primary(), lease=NOW + 1.5), then=(act.StopPostgres,), never=(act.Promote,)),
+    Case("DCS unreachable, no lease at all: stop writes", inputs(None, running_primary()),
+         then=(act.StopPostgres,)),
+    Case("DCS unreachable on a replica: nothing", inputs(None, replica()), exactly=()),
+    # ---------------------------------------------------------------- the leader race
+    Case("the healthiest eligible replica takes the free key, then promotes",
+         inputs(RACE, replica(lsn=LSN + 10)),
+         then=(act.AcquireLeaderKey, act.Promote, act.RecordPromotion), never=(act.FollowLeader, act.StartReplica)),
+    Case("equal position and priority: the name decides (n2 before n3)", inputs(RACE, replica()),
+         then=(act.AcquireLeaderKey, act.Promote)),
+    Case("a replica lagging beyond maximum_lag_on_failover does not promote",
+         inputs(replace(RACE, last_lsn=LSN + 2_000_000), replica()), never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("a nofailover replica does not promote",
+         inputs(RACE, replica(lsn=LSN + 10), me=Me(ME, tags=Tags(nofailover=True))),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("a replica behind another eligible one does not promote",
+         inputs(view(leader=None, members=(member(ME), member("n3", lsn=LSN + 8192))), replica()),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("equal position, lower failover_priority: no promotion",
+         inputs(view(leader=None, members=(member(ME), member("n3", tags=Tags(failover_priority=5)))), replica()),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("not running: start read-only first, never promote",
+         inputs(RACE, stopped(cluster_state="shut down in recovery")), then=(act.StartReplica,),
+         never=PROMOTING),
+    Case("a witness takes no action", inputs(RACE, None, me=Me(ME, witness=True)), exactly=()),
+    Case("a healthier member that is invalid, stopped, nofailover or a witness does not hold me back",
+         inputs(view(leader=None, members=(
+             member(ME), Member("n3", valid=False), member("n4", state="stopped", lsn=LSN + 9),
+             member("n5", lsn=LSN + 9, tags=Tags(nofailover=True)), member("n6", lsn=LSN + 9, witness=True))),
+             replica()),
+         then=(act.AcquireLeaderKey, act.Promote)),
+    Case("the old primary still reported running and as advanced: wait (it takes the free key back itself)",
+         inputs(view(leader=None), replica()), never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("paused: the key is free but nobody promotes",
+         inputs(replace(RACE, config=config(pause=True)), replica(lsn=LSN + 10)), never=PROMOTING),
+    # ---------------------------------------------------------------- synchronous mode
+    Case("sync mode: a replica missing from the sync key does not promote",
+         inputs(replace(RACE, config=SYNC, sync=SyncState("n1", ("n3",), 9)), replica(lsn=LSN + 10)),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("sync mode: the replica in the sync key names itself in the key before promoting",
+         inputs(replace(RACE, config=SYNC, sync=SyncState("n1", (ME,), 9)), replica()),
+         then=(act.AcquireLeaderKey, act.WriteSyncKey((), 9), act.SetSynchronousStandbys("*"), act.Promote)),
+    Case("sync mode: the sync key's leader (the old primary, back as a replica) may take over",
+         inputs(replace(RACE, config=SYNC, sync=SyncState(ME, (), 9)), replica()),
+         then=(act.AcquireLeaderKey, act.WriteSyncKey((), 9), act.Promote)),
+    Case("sync mode: a failover request may waive the lag, never the sync key",
+         inputs(replace(RACE, config=SYNC, sync=SyncState("n1", ("n3",), 9), last_lsn=LSN + 2_000_000,
+                        failover=Failover(candidate=ME, revision=12)), replica()),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    # ---------------------------------------------------------------- manual failover
+    Case("a failover request for a lagging candidate: the operator accepted the loss",
+         inputs(replace(RACE, last_lsn=LSN + 2_000_000, failover=Failover(candidate=ME, revision=12)), replica()),
+         then=(act.AcquireLeaderKey, act.Promote, act.ClearFailoverKey(12, "done"))),
+    Case("a switchover request never waives the lag",
+         inputs(replace(RACE, last_lsn=LSN + 2_000_000, failover=Failover("n1", ME, revision=12)), replica()),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("others wait for an eligible named candidate",
+         inputs(replace(RACE, failover=Failover(candidate="n3", revision=12)), replica(lsn=LSN + 10)),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("others do not wait for a named candidate that may not take over",
+         inputs(replace(view(leader=None, members=(member(ME), member("n3", tags=Tags(nofailover=True)))),
+                        failover=Failover(candidate="n3", revision=12)), replica()),
+         then=(act.AcquireLeaderKey, act.Promote)),
+    # ---------------------------------------------------------------- PostgreSQL stopped
+    Case("crashed primary within primary_start_timeout: renew the key, start as primary",
+         inputs(ME_PRIMARY_VIEW, stopped(), memory=Memory(pg_down_since=NOW - 10)),
+         exactly=(act.RenewLeaderKey(), act.StartPrimary())),
+    Case("crashed primary past primary_start_timeout: give the key up",
+         inputs(ME_PRIMARY_VIEW, stopped(), memory=Memory(pg_down_since=NOW - 301)),
+         exactly=(act.ReleaseLeaderKey(),)),
+    Case("paused: a crashed primary is left alone",
+         inputs(replace(ME_PRIMARY_VIEW, config=config(pause=True)), stopped(), memory=Memory(pg_down_since=NOW)),
+         exactly=()),
+    Case("a stopped old primary rejoins the new leader with a rewind", inputs(view(), stopped()),
+         exactly=(act.StartReplica("n1", url("n1"), rewind=True),)),
+    Case("a stopped replica rejoins without a rewind", inputs(view(), stopped("shut down in recovery")),
+         exactly=(act.StartReplica("n1", url("n1"), rewind=False),)),
+    # ---------------------------------------------------------------- data directory
+    Case("a foreign system identifier is refused", inputs(view(), replica(sysid="999")), then=(act.Refuse,),
+         never=(act.StartReplica, act.FollowLeader, act.Promote)),
+    Case("an empty data dir with a running leader: clone, then start as its replica",
+         inputs(view(), EMPTY), exactly=(act.CloneFrom("n1", url("n1")), act.StartReplica("n1", url("n1")))),
+    Case("an empty data dir and no running leader: wait", inputs(RACE, EMPTY), exactly=()),
+    # ---------------------------------------------------------------- switchover
+    Case("switchover to an eligible candidate: checkpoint, stop, hand the key over",
+         inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n3", revision=12)), running_primary(),
+                lease=NOW + 20),
+         then=(act.RenewLeaderKey, act.Checkpoint, act.StopPostgres, act.HandOverLeaderKey("n3"),
+               act.ClearFailoverKey)),
+    Case("switchover to an ineligible candidate: the request is cleared, PostgreSQL keeps running",
+         inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n1", revision=12),
+                        members=(member("n1", state="stopped"), member(ME, role="primary", state="running"))),
+                running_primary(), lease=NOW + 20),
+         then=(act.ClearFailoverKey,), never=(act.StopPostgres, act.HandOverLeaderKey)),
+    Case("switchover scheduled in the future: business as usual",
+         inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n3", WALL + 600, revision=12)),
+                running_primary(), lease=NOW + 20),
+         then=(act.RenewLeaderKey,), never=(act.StopPostgres, act.HandOverLeaderKey, act.ClearFailoverKey)),
+    Case("paused: a switchover waits", inputs(replace(ME_PRIMARY_VIEW, config=config(pause=True),
+                                                       failover=Failover(ME, "n3", revision=12)),
+                                               running_primary(), lease=NOW + 20),
+         never=(act.StopPostgres, act.HandOverLeaderKey, act.Promote, act.StartPrimary)),
+    Case("the candidate handed the key renews it, then promotes", inputs(view(leader=ME), replica()),
+         then=(act.RenewLeaderKey, act.Promote), never=(act.AcquireLeaderKey, act.FollowLeader)),
+    Case("the candidate still replaying the old primary's last WAL only renews",
+         inputs(replace(view(leader=ME), last_lsn=LSN + 8192), replica(), memory=Memory(leader_since=NOW - 1)),
+         exactly=(act.RenewLeaderKey(),)),
+    # ---------------------------------------------------------------- replicas
+    Case("a replica follows a new leader", inputs(view(leader="n3"), replica()),
+         exactly=(act.FollowLeader("n3", url("n3")),)),
+    Case("a replica of the leader does nothing", inputs(view(), replica()), exactly=()),
+    Case("a replica that cannot stream from a leader on a newer timeline is rewound",
+         inputs(view(leader="n3", members=(member(ME), member("n3", role="primary", state="running", timeline=2))),
+                replica(streaming=False), memory=Memory(following="n3", stalled_since=NOW - 31)),
+         exactly=(act.StopPostgres("fast", "cannot stream from n3"), act.StartReplica("n3", url("n3"), rewind=True))),
+    Case("same timeline reached twice (a reused timeline number): rewound as well",
+         inputs(view(leader="n3", members=(member(ME, timeline=2), member("n3", role="primary", state="running",
+                                                                      timeline=2)),
+                     history=(HistoryEntry(1, LSN, "a", 0.0, "n1"), HistoryEntry(1, LSN - 99, "b", 1.0, "n3"))),
+                replica(streaming=False, timeline=2), memory=Memory(following="n3", stalled_since=NOW - 31)),
+         then=(act.StopPostgres, act.StartReplica("n3", url("n3"), rewind=True))),
+    Case("paused: a stuck replica is left alone",
+         inputs(view(leader="n3", config=config(pause=True),
+                     members=(member(ME), member("n3", role="primary", state="running", timeline=2))),
+                replica(streaming=False), memory=Memory(following="n3", stalled_since=NOW - 31)),
+         exactly=()),
+    Case("a replica briefly not streaming is left alone",
+         inputs(view(leader="n3", members=(member(ME), member("n3", role="primary", state="running", timeline=2))),
+                replica(streaming=False), memory=Memory(following="n3", stalled_since=NOW - 5)),
+         exactly=()),
+    Case("operator requests: restart and reload", inputs(view(), replica(), pending=frozenset({"restart"})),
+         exactly=(act.RestartPostgres("restart requested"),)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_decide(case: Case) -> None:
+    decision = decide(case.given)
+    actions = decision.actions
+    if case.exactly is not None:
+        assert len(actions) == len(case.exactly) and subsequence(case.exactly, actions), actions
+    assert subsequence(case.then, actions), actions
+    assert not [a for a in actions if isinstance(a, case.never)], actions
+    assert not decision.has(act.Fence), actions  # decide itself never needs the fail-closed net
+
+
+# ------------------------------------------------------------------------------------- invariants
+
+
+def test_the_invariant_net_fails_closed() -> None:
+    for bad in [(act.Promote(),), (act.StartPrimary(),), (act.Bootstrap(),),
+                (act.AcquireLeaderKey(), act.Promote(), act.FollowLeader("n1", url("n1"))),
+                (act.RenewLeaderKey(), act.StartReplica(None, None), act.Promote())]:
+        checked = _check_invariants(act.Decision(bad, "bad"))
+        assert checked.actions[0] == act.ReleaseLeaderKey() and isinstance(checked.actions[1], act.Fence)
+
+
+NAMES = ("n1", "n2", "n3", "n4")
+
+
+@st.composite
+def members_strategy(draw: st.DrawFn) -> tuple[Member, ...]:
+    names = draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=4))
+    return tuple(Member(
+        n, role=draw(st.sampled_from(["primary", "replica", "uninitialized"])),
+        state=draw(st.sampled_from(["running", "streaming", "stopped", "unknown"])),
+        conn_url=draw(st.sampled_from([url(n), None])), lsn=draw(st.sampled_from([None, LSN - 2_000_000, LSN, LSN + 1])),
+        timeline=draw(st.sampled_from([None, 1, 2, 3])), sysid=draw(st.sampled_from([SYSID, "999", None])),
+        tags=Tags(nofailover=draw(st.booleans()), failover_priority=draw(st.integers(0, 3)),
+                  nosync=draw(st.booleans()), clonefrom=draw(st.booleans())),
+        witness=draw(st.booleans()), valid=draw(st.booleans())) for n in names)
+
+
+@st.composite
+def views(draw: st.DrawFn) -> ClusterView | None:
+    if draw(st.integers(0, 9)) == 0:
+        return None  # the DCS could not be read
+    failover = draw(st.none() | st.builds(
+        Failover, leader=st.sampled_from([None, *NAMES]), candidate=st.sampled_from([None, *NAMES]),
+        scheduled_at=st.sampled_from([None, WALL - 1, WALL + 60]), revision=st.just(12)))
+    sync = draw(st.none() | st.builds(SyncState, leader=st.sampled_from([None, *NAMES]),
+                                      sync_standby=st.lists(st.sampled_from(NAMES), unique=True, max_size=2).map(
+                                          lambda names: tuple(sorted(names))), revision=st.just(9)))
+    return ClusterView(
+        initialize=draw(st.sampled_from([None, "", SYSID])),
+        config=config(synchronous_mode=draw(st.booleans()), synchronous_mode_strict=draw(st.booleans()),
+                      pause=draw(st.booleans()), use_slots=draw(st.booleans())),
+        leader=draw(st.sampled_from([None, *NAMES]).map(lambda n: Leader(n, 5) if n else None)),
+        members=draw(members_strategy()), failover=failover, sync=sync,
+        history=draw(st.sampled_from([(), (HistoryEntry(1, LSN, "x", 0.0, "n1"),)])),
+        last_lsn=draw(st.sampled_from([None, LSN, LSN + 3_000_000])), revision=10)
+
+
+@st.composite
+def locals_strategy(draw: st.DrawFn) -> LocalState:
+    data_dir = draw(st.sampled_from(list(DataDir)))
+    if data_dir != DataDir.INITIALIZED:
+        return LocalState(data_dir=data_dir)
+    running = draw(st.booleans())
+    return LocalState(
+        data_dir=data_dir, sysid=draw(st.sampled_from([SYSID, SYSID, "999"])), running=running,
+        in_recovery=draw(st.booleans()) if running else None, timeline=draw(st.sampled_from([1, 2])),
+        lsn=draw(st.sampled_from([None, LSN - 2_000_000, LSN, LSN + 1])), streaming=draw(st.booleans()),
+        cluster_state=draw(st.sampled_from(["in production", "shut down", "in archive recovery",
+                                            "shut down in recovery", None])),
+        synchronous_standby_names=draw(st.sampled_from(["", "*"])))
+
+
+@st.composite
+def all_inputs(draw: st.DrawFn) -> Inputs:
+    witness = draw(st.integers(0, 9)) == 0
+    return Inputs(
+        view=draw(views()), local=None if witness else draw(locals_strategy()),
+        me=Me(ME, witness=witness, tags=Tags(nofailover=draw(st.booleans())), conn_url=url(ME)),
+        lease=LeaseState(draw(st.sampled_from([None, NOW + 1, NOW + 20]))),
+        memory=Memory(pg_down_since=draw(st.sampled_from([None, NOW - 1, NOW - 1000])),
+                      following=draw(st.sampled_from([None, *NAMES])),
+                      leader_since=draw(st.sampled_from([None, NOW - 1, NOW - 100])),
+                      stalled_since=draw(st.sampled_from([None, NOW - 1, NOW - 100]))),
+        now=NOW, now_wall=WALL, demote_margin_s=2.0,
+        pending=draw(st.frozensets(st.sampled_from(["restart", "reload", "reinitialize"]))))
+
+
+@st.composite
+def race_inputs(draw: st.DrawFn) -> Inputs:
+    """The failover race, where the eligibility rules matter most: the key is free and I am a running
+    replica of this cluster. Each dimension the rules look at is drawn explicitly."""
+    peers = tuple(member(n, lsn=draw(st.sampled_from([LSN - 8192, LSN, LSN + 8192])),
+                         state=draw(st.sampled_from(["streaming", "stopped"])),
+                         tags=Tags(nofailover=draw(st.booleans())), valid=draw(st.booleans()))
+                  for n in draw(st.lists(st.sampled_from(["n1", "n3"]), unique=True)))
+    sync = draw(st.none() | st.builds(SyncState, leader=st.sampled_from([None, "n1", ME, "n3"]),
+                                      sync_standby=st.sampled_from([(), (ME,), ("n3",), ("n1", "n3")]),
+                                      revision=st.just(9)))
+    failover = draw(st.none() | st.builds(Failover, leader=st.sampled_from([None, "n1"]),
+                                          candidate=st.sampled_from([None, ME, "n3"]), revision=st.just(12)))
+    cluster = view(leader=None, members=(member(ME),) + peers, sync=sync, failover=failover,
+                   last_lsn=draw(st.sampled_from([None, LSN, LSN + 3_000_000])),
+                   config=config(synchronous_mode=draw(st.booleans()), pause=draw(st.booleans())))
+    local = replica(lsn=draw(st.sampled_from([LSN - 8192, LSN, LSN + 8192])), streaming=draw(st.booleans()))
+    return inputs(cluster, local, me=Me(ME, conn_url=url(ME), tags=Tags(nofailover=draw(st.booleans()))))
+
+
+@settings(max_examples=500, deadline=None)
+@given(race_inputs())
+def test_the_failover_race_respects_the_eligibility_rules(i: Inputs) -> None:
+    check_safety_rules(i)
+
+
+@settings(max_examples=400, deadline=None)
+@given(all_inputs())
+def test_no_decision_breaks_the_safety_rules(i: Inputs) -> None:
+    check_safety_rules(i)
+
+
+def check_safety_rules(i: Inputs) -> None:
+    decision = decide(i)
+    actions = decision.actions
+    kinds = [type(a) for a in actions]
+    # safety rule 8: decide's own output never needs the fail-closed net
+    assert act.Fence not in kinds, decision
+    # rule 1: promoting or starting a primary only after acquiring or renewing the leader key in the same
+    # decision; never together with following someone
+    for index, kind in enumerate(kinds):
+        if kind in PROMOTING:
+            assert act.AcquireLeaderKey in kinds[:index] or act.RenewLeaderKey in kinds[:index], decision
+    if act.Promote in kinds:
+        assert act.FollowLeader not in kinds and act.StartReplica not in kinds, decision
+    # a witness never acts; without a view, the only action is to stop writes
+    if i.me.witness:
+        assert actions == ()
+    if i.view is None:
+        assert set(kinds) <= {act.StopPostgres}, decision
+        return
+    view = i.view
+    # renewing a key names me; acquiring one needs it free
+    if act.RenewLeaderKey in kinds and act.AcquireLeaderKey not in kinds:
+        assert view.leader is not None and view.leader.name == ME, decision
+    if act.AcquireLeaderKey in kinds and view.initialize is not None:
+        assert view.leader is None, decision
+    # rule 7: never join a cluster whose system identifier differs from the data's
+    if i.local and i.local.sysid and view.initialize and i.local.sysid != view.initialize:
+        assert kinds == [act.Refuse], decision
+    # rules 4 and 5: winning a failover race needs eligibility; the lag alone may be waived by a failover
+    # request naming me; in synchronous mode the sync key must name me (or I was its leader)
+    if act.Promote in kinds and act.AcquireLeaderKey in kinds and view.initialize:
+        assert not view.paused, decision
+        assert not i.me.tags.nofailover, decision
+        if view.config.synchronous_mode:
+            assert view.sync is not None and (ME in view.sync.sync_standby or view.sync.leader == ME), decision
+        lsn = i.local.lsn if i.local else None
+        named = view.failover is not None and view.failover.candidate == ME and view.failover.leader is None
+        if view.last_lsn is not None and not named:
+            assert lsn is not None and view.last_lsn - lsn <= view.config.maximum_lag_on_failover_bytes, decision
+    # pause: no failover race, no start as primary, no switchover; PostgreSQL is stopped only on a
+    # primary whose key another node holds. (The holder of a handed-over key still promotes: the old
+    # primary has already stopped, and someone must finish the switchover.)
+    if view.paused and view.initialize:
+        assert not {act.StartPrimary, act.HandOverLeaderKey} & set(kinds), decision
+        assert not (act.AcquireLeaderKey in kinds and act.Promote in kinds), decision
+        if act.StopPostgres in kinds:
+            assert i.local is not None and i.local.is_primary and view.leader and view.leader.name != ME, decision
