@@ -6,12 +6,14 @@ plain JSON objects with a version field (``{"v": 1, "op": "put", ...}``), never 
 
 Revisions (etcd's model): the store revision grows by one with every change (put, delete, expire);
 each key carries ``create_revision``, ``mod_revision`` and ``version`` (number of puts since creation).
-A ``touch`` refreshes a key's lease without changing its value or revision.
+A ``touch`` refreshes a key's lease without changing its value or revision. ``applied`` counts the
+commands that took effect (touches included); a put or touch stamps the key with it (``refreshed``), so
+every refresh has its own identity. Commands that change nothing (a failed guard, a malformed command,
+a barrier, deleting a missing key) leave the whole state, ``applied`` included, as it was.
 
 Leases (DESIGN.md safety rule 3): a key put with ``ttl_s`` lives until the Raft *leader* decides that
 ``ttl_s`` passed on its own monotonic clock since it applied the last refresh, and proposes an
-``expire`` command naming the key and the refresh it timed (``refreshed``, the ``applied`` counter of
-the refresh). ``apply`` deletes the key only if it was not refreshed since, so a late expiry never kills
+``expire`` command naming the key and the refresh it timed (``refreshed``). ``apply`` deletes the key only if it was not refreshed since, so a late expiry never kills
 a renewed lease. Expiry bookkeeping lives in :class:`LeaseClock`, owned by the leader, never replicated:
 a new leader starts every countdown afresh.
 
@@ -44,7 +46,7 @@ class KeyValue:
     mod_revision: int
     version: int
     ttl_s: float | None = None
-    refreshed: int = 0  # the store's ``applied`` counter at the last put/touch: identifies a lease refresh
+    refreshed: int = 0  # the store's ``applied`` count after the last put/touch: identifies a refresh
 
 
 @dataclass(frozen=True)
@@ -208,10 +210,8 @@ class KvState:
     # -- the one mutator --
     def apply(self, command: dict | Rejected) -> Result:
         if isinstance(command, Rejected):
-            self.applied += 1
             return command
         revision_before = self.revision
-        self.applied += 1
         result = self._dispatch(command)
         if self.revision < revision_before:
             raise InvariantViolation(f"revision went backwards: {revision_before} -> {self.revision}")
@@ -261,6 +261,7 @@ class KvState:
         if failed:
             return failed
         self.revision += 1
+        self.applied += 1
         kv = KeyValue(
             key=key, value=value,
             create_revision=current.create_revision if current else self.revision,
@@ -281,6 +282,7 @@ class KvState:
             return failed
         if current is None:
             return Conflict("must_exist", None, self.revision)
+        self.applied += 1
         kv = KeyValue(current.key, current.value, current.create_revision, current.mod_revision,
                       current.version, current.ttl_s, refreshed=self.applied)
         self.keys[key] = kv
@@ -297,18 +299,20 @@ class KvState:
         if current is None:
             return Committed(self.revision, None)
         self.revision += 1
+        self.applied += 1
         del self.keys[key]
         self.events.append(Event(self.revision, key, "delete"))
         return Committed(self.revision, current)
 
     def _expire(self, command: dict) -> Result:
         key, refreshed = command.get("key"), command.get("refreshed")
-        if not isinstance(key, str) or not isinstance(refreshed, int):
+        if not isinstance(key, str) or isinstance(refreshed, bool) or not isinstance(refreshed, int):
             return Rejected("expire needs key and refreshed")
         current = self.keys.get(key)
         if current is None or current.ttl_s is None or current.refreshed != refreshed:
             return Conflict("refreshed", current, self.revision)  # renewed or gone: the lease lives on
         self.revision += 1
+        self.applied += 1
         del self.keys[key]
         self.events.append(Event(self.revision, key, "expire"))
         return Committed(self.revision, current)
