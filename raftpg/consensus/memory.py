@@ -77,8 +77,10 @@ class MemoryKv:
         return expired
 
     def new_leader(self) -> None:
-        """Simulate a Raft leader change: every lease countdown restarts."""
+        """Simulate a Raft leader change: every lease countdown restarts now (as RaftNode's new leader
+        starts them on its first tick), not at the next ``expire_due``."""
         self._leases.reset()
+        self._leases.observe(self._state.locked_state(), self._clock.monotonic())
 
     def status(self) -> RaftStatus:
         return RaftStatus(self_addr="memory", state="leader", term=1, leader="memory", commit_index=0,
