@@ -5,7 +5,8 @@ it inside network namespaces). It is a test and operations harness, not raftpg's
 
     python -m raftpg.consensus.driver --self 127.0.0.1:7001 --partners 127.0.0.1:7002,127.0.0.1:7003 \\
         --data-dir /var/lib/raftpg/raft --control 127.0.0.1:8001 [--password X | --password-file F] \\
-        [--name n1] [--witness-name w1] [--bind 0.0.0.0:7001] [--force-new-cluster] [--log-level INFO]
+        [--name n1] [--witness-name w1] [--bind 0.0.0.0:7001] [--fsync] [--force-new-cluster] \
+        [--log-level INFO]
 
 Prints one line ``ready`` on stdout once Raft listens and the control API accepts connections. A bad
 setting or a port that cannot be bound prints ``error: ...`` on stderr and exits with status 2.
@@ -350,6 +351,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bind", default=None, help="Raft bind host:port if not --self")
     parser.add_argument("--name", default=None)
     parser.add_argument("--witness-name", default=None, help="run as a witness (a voter without PostgreSQL)")
+    parser.add_argument("--fsync", action="store_true",
+                        help="make every log entry durable before it can be acknowledged (power-loss safe)")
     parser.add_argument("--force-new-cluster", action="store_true",
                         help="majority lost: form a new one-node cluster from this node's data (one-shot)")
     parser.add_argument("--log-level", default="INFO")
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         partners = tuple(p.strip() for p in args.partners.split(",") if p.strip())
         settings = RaftSettings(self_addr=args.self_addr, partner_addrs=partners, data_dir=args.data_dir,
                                 bind_addr=args.bind, password=password,
-                                force_new_cluster=args.force_new_cluster)
+                                force_new_cluster=args.force_new_cluster, fsync=args.fsync)
         server = ControlServer(_host_port(args.control, "--control"), Handler)
         node = RaftNode(settings)
     except (RaftConfigError, RecoveryError, OSError) as exc:

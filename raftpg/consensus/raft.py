@@ -1,6 +1,6 @@
 """RaftNode: the replicated KV on a pysyncobj ``SyncObj``, by composition (never inheritance).
 
-Only this package imports pysyncobj (this module, transport.py and recovery.py). Our commands cross the
+Only this package imports pysyncobj (this module, transport.py, recovery.py, durability.py). Our commands cross the
 log as versioned JSON bytes handed to a single ``@replicated`` method of a consumer; pysyncobj still
 pickles its own frames, which is why a password (Fernet) is required off loopback (DESIGN.md safety
 rule 9, enforced in ``RaftSettings``).
@@ -18,12 +18,14 @@ yields :class:`UnknownOutcome` and a silent timeout :class:`NoQuorum` (``indeter
 :class:`KvTimeout`. Linearizable reads commit a barrier through the log, then read the local state.
 
 Durability: pysyncobj appends to an mmap'd journal and answers without fsync, so an acknowledged write
-survives the death of any minority of processes (it is in the page cache of a majority) but not a
-power loss of a majority of machines. Term and vote are written synchronously, without fsync.
+survives the death of processes (it is in the page cache of a majority) but not a power loss of a
+majority of machines. Term and vote are written synchronously, without fsync. ``RaftSettings.fsync``
+makes every entry, term and vote durable before it can be acknowledged (durability.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -49,6 +51,7 @@ from raftpg.consensus.api import (
     StoreFailed,
     UnknownOutcome,
 )
+from raftpg.consensus.durability import durable_construction
 from raftpg.consensus.recovery import RaftFiles, finish_new_cluster, prepare_new_cluster, start_from_seed
 from raftpg.consensus.state import GuardedState, unwrap
 from raftpg.consensus.transport import GuardedTransport
@@ -124,6 +127,8 @@ class RaftSettings:
     leader_fallback_s: float = 1.5
     # Majority loss: start alone from this node's data as a new one-node cluster. One-shot; see recovery.py.
     force_new_cluster: bool = False
+    # Make every log entry durable (msync/fsync) before it can be acknowledged; see durability.py.
+    fsync: bool = False
 
     def check(self) -> None:
         bind = self.bind_addr or self.self_addr
@@ -137,6 +142,8 @@ class RaftSettings:
             raise RaftConfigError(f"raft.partner_addrs: contains this node's own self_addr {self.self_addr}")
         if self.force_new_cluster and not self.data_dir:
             raise RaftConfigError("raft.force_new_cluster: needs raft.data_dir (the data to keep)")
+        if self.fsync and not self.data_dir:
+            raise RaftConfigError("raft.fsync: needs raft.data_dir (there is nothing to sync in memory)")
 
 
 class _KvConsumer(SyncObjConsumer):
@@ -227,8 +234,9 @@ class RaftNode:
 
         def own() -> None:
             try:
-                box["sync"] = SyncObj(self.settings.self_addr, partners, conf=conf,
-                                      consumers=[self._consumer], transportClass=GuardedTransport)
+                with durable_construction() if self.settings.fsync else contextlib.nullcontext():
+                    box["sync"] = SyncObj(self.settings.self_addr, partners, conf=conf,
+                                          consumers=[self._consumer], transportClass=GuardedTransport)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the constructing thread
                 box["error"] = exc
             finally:

@@ -29,7 +29,7 @@ Majority loss (``force_new_cluster``), the procedure of docs and tests:
    carries the setting after a successful recovery is refused (the marker file says so), because
    forcing again would throw the re-added members out.
 
-Only this module and raft.py/transport.py import pysyncobj.
+Only this package imports pysyncobj (see __init__.py).
 """
 
 from __future__ import annotations

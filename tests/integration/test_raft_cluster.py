@@ -7,7 +7,6 @@ at the end. Waiting is polling against a deadline; nothing here asserts speed.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import struct
 import time
@@ -116,6 +115,24 @@ def test_restart_all_keeps_every_committed_key(tmp_path, procs):
         reply = node.request("GET", "/range?prefix=key/&linearizable=1")
         assert {kv["key"]: kv["value"] for kv in reply.body["kvs"]} == expected
     assert fingerprint
+
+
+def test_fsync_mode_commits_and_survives_sigkill_of_all(tmp_path, procs):
+    """--fsync swaps pysyncobj's journal for a flushing one: the cluster must work exactly as before."""
+    cluster = Cluster(str(tmp_path), procs)
+    for node in cluster.nodes:
+        node.extra_args = ["--fsync"]
+    cluster.start()
+    cluster.leader()
+    for i in range(30):
+        assert cluster.nodes[i % 3].put(f"d/{i}", str(i)).ok
+    for node in cluster.nodes:
+        node.kill()
+    cluster.start()
+    cluster.leader()
+    reply = cluster.nodes[2].request("GET", "/range?prefix=d/&linearizable=1")
+    assert {kv["key"]: kv["value"] for kv in reply.body["kvs"]} == {f"d/{i}": str(i) for i in range(30)}
+    cluster.converged(cluster.nodes)
 
 
 # ------------------------------------------------------------------------------------------ bad peers
@@ -363,4 +380,9 @@ def test_bad_requests_get_clear_errors(tmp_path, procs):
     assert node.request("POST", "/cas", {"key": "k", "expected": None, "new": None}).status == 400
     assert node.put("k", "v").ok  # and the node still serves
     assert node.value("k") == "v"
-    assert signal.SIGTERM and node.stop() == 0  # SIGTERM is a clean exit
+
+    # a Raft port already taken is a clear error and an exit, never a retry loop
+    clash = cluster.new_node("clash", raft_port=node.raft_port)
+    assert clash.run_to_exit() == 2
+    assert "cannot listen on" in clash.log_text()
+    assert node.stop() == 0  # SIGTERM is a clean exit
