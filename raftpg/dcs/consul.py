@@ -35,9 +35,7 @@ Session TTLs, and why raftpg does not halve ``ttl`` as Patroni does:
   agent flaps: before the TTL the primary counts on (patroni/patroni#522, #543). ``LockDelay`` is 0: once
   invalidated, the key is free at once; the TTL is the only timer.
 
-Errors: a connection error is retried until the deadline (``timeout_s``, never more than
-``retry_timeout``); a conditional write that was sent but got no answer raises
-``DcsError(unknown_outcome=True)``.
+Deadlines and errors follow ``http.py``; every method's deadline is its ``timeout_s``, at most ``retry_timeout``.
 """
 
 from __future__ import annotations
@@ -47,10 +45,9 @@ import json
 import logging
 import re
 import ssl
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
-
-import httpx
 
 from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config
@@ -83,6 +80,13 @@ def text(data: str | None) -> str:
     return base64.b64decode(data or "").decode()
 
 
+@dataclass(frozen=True)
+class Answer:
+    status: int  # 200, 404 (no such key or session) or 409 (a transaction rolled back)
+    data: Any  # the JSON body, None when empty
+    index: int  # X-Consul-Index, 0 when absent
+
+
 class ConsulHttp:
     """Requests to one Consul agent within a deadline, with the ACL token and datacenter on each."""
 
@@ -96,14 +100,18 @@ class ConsulHttp:
 
     def request(self, method: str, path: str, *, deadline: float, what: str, idempotent: bool,
                 params: dict[str, Any] | None = None, content: bytes | None = None,
-                json_body: Any = None) -> httpx.Response:
+                json_body: Any = None) -> Answer:
         """The answer when it is 200, 404 (no such key or session) or 409 (a transaction rolled back)."""
-        def send(base: str, remaining: float) -> httpx.Response:
+        def send(base: str, remaining: float) -> Answer:
             response = self._client.request(method, base + path, params={**(params or {}), **self._dc},
                                             content=content, json=json_body, headers=self._headers,
                                             timeout=phase_timeout(remaining))
             if response.status_code in (200, 404, 409):
-                return response
+                try:
+                    data = response.json() if response.content and response.status_code != 404 else None
+                    return Answer(response.status_code, data, int(response.headers.get("X-Consul-Index", 0)))
+                except ValueError as exc:
+                    raise DcsError(f"consul {base}: {what}: unreadable answer: {response.text[:100]!r}") from exc
             message = response.text.strip()[:200] or f"HTTP {response.status_code}"
             if response.status_code >= 500 and "invalid" not in message.lower():
                 if idempotent or "No cluster leader" in message:
@@ -151,33 +159,30 @@ class ConsulDcs:
         return "/v1/kv/" + quote(key, safe="/")
 
     def _get(self, key: str, deadline: float, what: str) -> dict[str, Any] | None:
-        response = self.http.request("GET", self._path(key), params={"consistent": ""}, deadline=deadline,
-                                     what=what, idempotent=True)
-        if response.status_code == 404:
-            return None
-        entries = response.json()
-        return entries[0] if entries else None
+        answer = self.http.request("GET", self._path(key), params={"consistent": ""}, deadline=deadline,
+                                   what=what, idempotent=True)
+        return answer.data[0] if answer.status == 200 and answer.data else None
 
     def _put(self, key: str, value: str, deadline: float, what: str, *, idempotent: bool,
              **params: Any) -> bool:
-        response = self.http.request("PUT", self._path(key), params=params, content=value.encode(),
-                                     deadline=deadline, what=what, idempotent=idempotent)
-        return response.status_code == 200 and response.json() is True
+        answer = self.http.request("PUT", self._path(key), params=params, content=value.encode(),
+                                   deadline=deadline, what=what, idempotent=idempotent)
+        return answer.status == 200 and answer.data is True
 
     def _delete(self, key: str, deadline: float, what: str, **params: Any) -> bool:
-        response = self.http.request("DELETE", self._path(key), params=params, deadline=deadline, what=what,
-                                     idempotent=not params)
-        return response.status_code == 200 and response.json() is True
+        answer = self.http.request("DELETE", self._path(key), params=params, deadline=deadline, what=what,
+                                   idempotent=not params)
+        return answer.status == 200 and answer.data is True
 
     def _txn(self, ops: list[dict[str, Any]], deadline: float, what: str) -> list[dict[str, Any]] | None:
         """The results of a committed transaction, or None when Consul rolled it back (409)."""
-        response = self.http.request("PUT", "/v1/txn", json_body=ops, deadline=deadline, what=what,
-                                     idempotent=False)
-        if response.status_code == 409:
+        answer = self.http.request("PUT", "/v1/txn", json_body=ops, deadline=deadline, what=what,
+                                   idempotent=False)
+        if answer.status == 409:
             return None
-        if response.status_code != 200:
-            raise DcsError(f"consul: {what}: transaction answered HTTP {response.status_code}")
-        return response.json().get("Results") or []
+        if answer.status != 200 or not isinstance(answer.data, dict) or not answer.data.get("Results"):
+            raise DcsError(f"consul: {what}: unexpected transaction answer (HTTP {answer.status})")
+        return answer.data["Results"]
 
     # -------------------------------------------------------------- sessions
     def session_ttl_s(self, ttl_s: float) -> float:
@@ -187,19 +192,19 @@ class ConsulDcs:
         body = {"Name": name, "TTL": f"{self.session_ttl_s(ttl_s):g}s", "Behavior": "delete",
                 "LockDelay": "0s", "Checks": [], "NodeChecks": []}
         # idempotent: a session created twice by a retry holds nothing and expires by itself
-        response = self.http.request("PUT", "/v1/session/create", json_body=body, deadline=deadline, what=what,
-                                     idempotent=True)
-        if response.status_code != 200:
-            raise DcsError(f"consul: {what}: creating a session answered HTTP {response.status_code}")
-        return str(response.json()["ID"])
+        answer = self.http.request("PUT", "/v1/session/create", json_body=body, deadline=deadline, what=what,
+                                   idempotent=True)
+        if answer.status != 200 or not isinstance(answer.data, dict) or not answer.data.get("ID"):
+            raise DcsError(f"consul: {what}: creating a session answered HTTP {answer.status}")
+        return str(answer.data["ID"])
 
     def _renew_session(self, session: str, deadline: float, what: str) -> float | None:
         """The session's TTL after the renewal; None once it was invalidated."""
-        response = self.http.request("PUT", f"/v1/session/renew/{session}", deadline=deadline, what=what,
-                                     idempotent=True)
-        if response.status_code == 404:
+        answer = self.http.request("PUT", f"/v1/session/renew/{session}", deadline=deadline, what=what,
+                                   idempotent=True)
+        if answer.status == 404:
             return None
-        entries = response.json() or [{}]
+        entries = answer.data or [{}]
         return parse_duration(entries[0].get("TTL") or "0s")
 
     def _destroy_session(self, session: str | None, deadline: float) -> None:
@@ -218,31 +223,30 @@ class ConsulDcs:
     # -------------------------------------------------------------- reads
     def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView:
         params = {"recurse": "", **({"consistent": ""} if linearizable else {})}
-        response = self.http.request("GET", self._path(self._base), params=params,
-                                     deadline=self._deadline(timeout_s), what="read cluster", idempotent=True)
-        revision, entries = self._entries(response)
+        answer = self.http.request("GET", self._path(self._base), params=params,
+                                   deadline=self._deadline(timeout_s), what="read cluster", idempotent=True)
+        revision, entries = answer.index, self._entries(answer)
         self._seen = (revision, self._decisive(entries))
         documents = {e["Key"][len(self._base):]: (text(e.get("Value")), int(e["ModifyIndex"])) for e in entries}
         return cluster_from_documents(documents, revision)
 
-    def _entries(self, response: Any) -> tuple[int, list[dict[str, Any]]]:
-        entries = response.json() if response.status_code == 200 else []
-        return int(response.headers.get("X-Consul-Index", 0)), entries or []
+    def _entries(self, answer: Answer) -> list[dict[str, Any]]:
+        return answer.data if answer.status == 200 and isinstance(answer.data, list) else []
 
     def _decisive(self, entries: list[dict[str, Any]]) -> dict[str, int]:
-        quiet = (keys.MEMBERS, keys.STATUS)
-        return {e["Key"]: int(e["ModifyIndex"]) for e in entries
-                if not (e["Key"][len(self._base):].startswith(quiet[0]) or e["Key"][len(self._base):] == quiet[1])}
+        """The keys that drive decisions (not members/, not status) and their ModifyIndex."""
+        relative = ((e["Key"][len(self._base):], int(e["ModifyIndex"])) for e in entries)
+        return {k: i for k, i in relative if not (k.startswith(keys.MEMBERS) or k == keys.STATUS)}
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         end = self._clock.monotonic() + max(0.0, timeout_s)
         seen = self._seen
         baseline = seen[1] if seen is not None and seen[0] == after_revision else None
         index = after_revision
-        while (remaining := end - self._clock.monotonic()) > 0.01:
+        while (remaining := end - self._clock.monotonic()) > 0.01 and not self.http.closed.is_set():
             try:
                 revision, decisive = self._block(index, remaining)
-            except DcsError as exc:
+            except (DcsError, ValueError, KeyError) as exc:
                 log.debug("consul watch failed: %s", exc)
                 self.http.closed.wait(max(0.0, end - self._clock.monotonic()))
                 return False
@@ -261,10 +265,9 @@ class ConsulDcs:
         # Consul adds up to wait/16 of jitter: ask for less so that the answer comes within the deadline
         wait_ms = max(1, int(remaining * 1000 * 0.9))
         params = {"recurse": "", "index": str(index), "wait": f"{wait_ms}ms"}
-        response = self.http.request("GET", self._path(self._base), params=params,
-                                     deadline=self._clock.monotonic() + remaining, what="watch", idempotent=True)
-        revision, entries = self._entries(response)
-        return revision, self._decisive(entries)
+        answer = self.http.request("GET", self._path(self._base), params=params,
+                                   deadline=self._clock.monotonic() + remaining, what="watch", idempotent=True)
+        return answer.index, self._decisive(self._entries(answer))
 
     # -------------------------------------------------------------- leader key
     def acquire_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:

@@ -40,6 +40,7 @@ from raftpg.model import ClusterView, Leader, SyncState
 
 log = logging.getLogger(__name__)
 
+
 # ------------------------------------------------------------------ txn pieces (etcdserverpb in JSON)
 def _absent(key: str) -> dict[str, Any]:
     return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
@@ -145,10 +146,10 @@ class EtcdDcs:
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         end = self._clock.monotonic() + max(0.0, timeout_s)
         start = after_revision + 1
-        while (remaining := end - self._clock.monotonic()) > 0:
+        while (remaining := end - self._clock.monotonic()) > 0 and not self.gateway.closed.is_set():
             try:
                 woke, start = self._watch_stream(start, remaining)
-            except (DcsError, httpx.HTTPError, ValueError, KeyError) as exc:
+            except (DcsError, httpx.HTTPError, RuntimeError, ValueError, KeyError) as exc:
                 log.debug("etcd watch failed: %s", exc)
                 self.gateway.next_host()
                 self.gateway.closed.wait(max(0.0, end - self._clock.monotonic()))

@@ -97,5 +97,7 @@ class Endpoints:
                 break
             self.closed.wait(min(remaining, 0.05 * 2 ** attempt, 0.5))
             attempt += 1
+        if self.closed.is_set():
+            raise DcsError(f"{self.store}: {what}: the client was closed")
         detail = "; ".join(problems[-len(self.urls):]) or "the deadline was too short to try"
         raise DcsError(f"{self.store}: {what}: no answer from {', '.join(self.urls)} in time ({detail})")
