@@ -79,6 +79,13 @@ _STATES = {0: "follower", 1: "candidate", 2: "leader"}
 _NOT_APPLIED = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.QUEUE_FULL, FAIL_REASON.NOT_LEADER,
                 FAIL_REASON.DISCARDED}
 _START_TIMEOUT_S = 30.0
+_REFUSALS = {
+    FAIL_REASON.NOT_LEADER: "this node is not the Raft leader; ask the leader",
+    FAIL_REASON.MISSING_LEADER: "no Raft leader is known",
+    FAIL_REASON.REQUEST_DENIED: "denied (another membership change is in progress, the member is "
+                                "unknown or already present, or the transfer target is not caught up)",
+    FAIL_REASON.LEADER_CHANGED: "the Raft leader changed meanwhile; the outcome is unknown",
+}
 
 
 class _BenignTruncation(logging.Filter):
@@ -389,8 +396,19 @@ class RaftNode:
 
     # ------------------------------------------------------------------ reads
     def barrier(self, timeout_s: float) -> int:
-        result = self.submit(barrier_command(), timeout_s)
-        return result.revision
+        """Commit a no-op through the log; once it is applied here, local reads are linearizable.
+
+        A barrier changes nothing, so one whose fate is unknown (leader change in flight) is simply
+        sent again until the deadline: a read never fails with UnknownOutcome.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.submit(barrier_command(), max(0.0, deadline - time.monotonic())).revision
+            except UnknownOutcome:
+                if time.monotonic() >= deadline:
+                    raise NoQuorum("no quorum: no read barrier committed within the timeout") from None
+                self._closing.wait(0.01)
 
     def get(self, key: str, *, linearizable: bool = False, timeout_s: float = 5.0) -> KeyValue | None:
         if linearizable:
@@ -420,7 +438,8 @@ class RaftNode:
         if not done.wait(timeout_s):
             raise KvTimeout(f"{what}: no answer within {timeout_s:.1f}s")
         if box["error"] != FAIL_REASON.SUCCESS:
-            raise KvError(f"{what} refused (pysyncobj reason {box['error']})")
+            why = _REFUSALS.get(box["error"], f"pysyncobj reason {box['error']}")
+            raise KvError(f"{what} refused: {why}")
 
     def add_member(self, addr: str, timeout_s: float = 10.0) -> None:
         _validate_addr(addr)
