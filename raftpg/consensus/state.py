@@ -78,13 +78,25 @@ class GuardedState:
 
     def restore(self, data: dict) -> None:
         """Install a Raft snapshot. A snapshot we cannot read stops the store (fail closed): carrying on
-        with the old state while Raft believes the snapshot is applied would silently diverge."""
+        with the old state while Raft believes the snapshot is applied would silently diverge.
+
+        pysyncobj may install a snapshot *older* than what this replica already applied (a leader that
+        walked a follower's next index back past its compacted log start); it then re-applies the
+        entries after it, so the state must be replaced all the same. Local reads on this node go back
+        in time until then (linearizable reads wait for their barrier and do not): logged.
+        """
         with self._cond:
             try:
-                self._state = KvState.from_snapshot(data)
+                restored = KvState.from_snapshot(data)
             except (ValueError, TypeError, KeyError) as exc:
                 self.failure = f"unreadable Raft snapshot: {exc}"
                 log.critical("replicated store: %s; refusing further commands", self.failure)
+            else:
+                if restored.revision < self._state.revision:
+                    log.warning("installing a Raft snapshot at revision %d, behind this replica's %d; "
+                                "the entries after it are applied again", restored.revision,
+                                self._state.revision)
+                self._state = restored
             self._cond.notify_all()
 
     def locked_state(self) -> KvState:
