@@ -58,7 +58,9 @@ def plan_sync(view: ClusterView, local: LocalState, me: str) -> tuple[tuple[Acti
     keep = tuple(n for n in current_key if n in picked and n in confirmed)
     desired = standby_names_value(picked, config.synchronous_node_count, config.synchronous_mode_strict)
     additions = tuple(sorted(n for n in picked if n in confirmed))
-    if keep != current_key or (view.sync is not None and view.sync.leader != me):
+    if keep != current_key or view.sync is None or view.sync.leader != me:
+        # removals first; and before PostgreSQL waits for any standby the key names me as its leader,
+        # so that from then on the eligibility rule applies (an absent key restricts no one)
         actions.append(WriteSyncKey(keep, key_revision))          # removals first ...
     if desired != local.synchronous_standby_names:
         actions.append(SetSynchronousStandbys(desired))           # ... then PostgreSQL ...

@@ -99,6 +99,7 @@ class FailOnce:
     matches: Callable[[Decision], bool]
     index: int
     mode: str = "before"
+    armed_at: float | None = None
     fired_at: float | None = None
     decision: Decision | None = None
 
@@ -325,6 +326,7 @@ class Simulation:
     def fail_once(self, name: str, failure: FailOnce) -> None:
         node = self.node(name)
         node.fail_once = failure
+        failure.armed_at = self.elapsed
         executor = node.loop.executor
         original = executor.run
 

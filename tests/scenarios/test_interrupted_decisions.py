@@ -96,7 +96,9 @@ def sync_change(seed: int, k: int, mode: str) -> tuple[Simulation, list[FailOnce
     sim = established(seed, sync=True)
     failure = FailOnce(contains(act.SetSynchronousStandbys), k, mode)
     sim.fail_once("n1", failure)
-    sim.kill_agent("n2")  # its PostgreSQL goes with it: the primary must pick n3
+    sync = sim.operator.load(linearizable=True, timeout_s=1.0).sync
+    assert sync is not None and len(sync.sync_standby) == 1, sim.tail()
+    sim.kill_agent(sync.sync_standby[0])  # its PostgreSQL goes with it: the primary must pick the other
     return sim, [failure]
 
 
@@ -131,8 +133,9 @@ def test_an_interrupted_decision_converges(situation: str, mode: str) -> None:
         sim.run(60)
         fired = [f for f in failures if f.fired_at is not None]
         if not fired:
-            lengths = [len(d.actions) for n in sim.nodes.values() for _, d in n.decisions
-                       if any(f.matches(d) for f in failures)]
+            armed = min(f.armed_at or 0.0 for f in failures)
+            lengths = [len(d.actions) for n in sim.nodes.values() for at, d in n.decisions
+                       if at >= armed and any(f.matches(d) for f in failures)]
             assert lengths, f"the target decision never came:\n{sim.tail()}"
             assert k > 0 and max(lengths) <= k
             return

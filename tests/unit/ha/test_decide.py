@@ -192,6 +192,9 @@ CASES = [
     Case("sync mode: the sync key's leader (the old primary, back as a replica) may take over",
          inputs(replace(RACE, config=SYNC, sync=SyncState(ME, (), 9)), replica()),
          then=(act.AcquireLeaderKey, act.WriteSyncKey((), 9), act.Promote)),
+    Case("sync mode, no sync key yet (turned on while paused): the race is not restricted",
+         inputs(replace(RACE, config=SYNC), replica()),
+         then=(act.AcquireLeaderKey, act.WriteSyncKey((), None), act.Promote)),
     Case("sync mode: a failover request may waive the lag, never the sync key",
          inputs(replace(RACE, config=SYNC, sync=SyncState("n1", ("n3",), 9), last_lsn=LSN + 2_000_000,
                         failover=Failover(candidate=ME, revision=12)), replica()),
@@ -378,7 +381,7 @@ def race_inputs(draw: st.DrawFn) -> Inputs:
                          state=draw(st.sampled_from(["streaming", "stopped"])),
                          tags=Tags(nofailover=draw(st.booleans())), valid=draw(st.booleans()))
                   for n in draw(st.lists(st.sampled_from(["n1", "n3"]), unique=True)))
-    sync = draw(st.none() | st.builds(SyncState, leader=st.sampled_from([None, "n1", ME, "n3"]),
+    sync = draw(st.none() | st.builds(SyncState, leader=st.sampled_from(["n1", "n1", ME, "n3", None]),
                                       sync_standby=st.sampled_from([(), (ME,), ("n3",), ("n1", "n3")]),
                                       revision=st.just(9)))
     failover = draw(st.none() | st.builds(Failover, leader=st.sampled_from([None, "n1"]),
@@ -431,12 +434,13 @@ def check_safety_rules(i: Inputs) -> None:
     if i.local and i.local.sysid and view.initialize and i.local.sysid != view.initialize:
         assert kinds == [act.Refuse], decision
     # rules 4 and 5: winning a failover race needs eligibility; the lag alone may be waived by a failover
-    # request naming me; in synchronous mode the sync key must name me (or I was its leader)
+    # request naming me; in synchronous mode a sync key that names a leader must name me (as its leader
+    # or a standby); a key naming no leader restricts no one (nothing was acknowledged synchronously)
     if act.Promote in kinds and act.AcquireLeaderKey in kinds and view.initialize:
         assert not view.paused, decision
         assert not i.me.tags.nofailover, decision
-        if view.config.synchronous_mode:
-            assert view.sync is not None and (ME in view.sync.sync_standby or view.sync.leader == ME), decision
+        if view.config.synchronous_mode and view.sync is not None and view.sync.leader:
+            assert ME in view.sync.sync_standby or view.sync.leader == ME, decision
         lsn = i.local.lsn if i.local else None
         named = view.failover is not None and view.failover.candidate == ME and view.failover.leader is None
         if view.last_lsn is not None and not named:

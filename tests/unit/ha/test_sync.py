@@ -57,7 +57,7 @@ FIRST_N2 = standby_names_value(("n2",), 1, False)
 
 
 def test_a_new_standby_goes_to_postgresql_first_and_not_to_the_key() -> None:
-    actions, _ = plan_sync(view(), primary(row("n2"), row("n3", flush=900)), ME)
+    actions, _ = plan_sync(view(key=()), primary(row("n2"), row("n3", flush=900)), ME)
     assert actions == (SetSynchronousStandbys(FIRST_N2),)
 
 
@@ -65,7 +65,7 @@ def test_the_key_names_a_standby_only_once_postgresql_reports_it_synchronous() -
     still_async = primary(row("n2", "async"), ssn=FIRST_N2)  # reloaded, not yet confirmed
     assert not any(isinstance(a, WriteSyncKey) and a.standbys for a in plan_sync(view(), still_async, ME)[0])
     confirmed = primary(row("n2", "sync"), ssn=FIRST_N2)
-    assert plan_sync(view(), confirmed, ME)[0] == (WriteSyncKey(("n2",), None),)
+    assert plan_sync(view(key=()), confirmed, ME)[0] == (WriteSyncKey(("n2",), 40),)
 
 
 def test_a_standby_that_left_is_removed_from_the_key_before_postgresql_names_another() -> None:
@@ -75,6 +75,11 @@ def test_a_standby_that_left_is_removed_from_the_key_before_postgresql_names_ano
 
 def test_a_steady_state_plans_nothing() -> None:
     assert plan_sync(view(key=("n2",)), primary(row("n2", "sync"), row("n3", "potential"), ssn=FIRST_N2), ME)[0] == ()
+
+
+def test_an_absent_key_is_written_naming_me_before_postgresql_waits_for_anyone() -> None:
+    actions, _ = plan_sync(view(), primary(row("n2")), ME)
+    assert actions == (WriteSyncKey((), None), SetSynchronousStandbys(FIRST_N2))
 
 
 def test_a_key_left_by_the_previous_primary_is_taken_over_before_anything_else() -> None:
@@ -93,7 +98,7 @@ def test_a_confirmed_standby_is_kept_when_another_streams_slightly_ahead() -> No
 
 
 def test_strict_mode_without_a_standby_makes_commits_wait() -> None:
-    actions, _ = plan_sync(view(cfg=config(synchronous_mode_strict=True)), primary(), ME)
+    actions, _ = plan_sync(view(cfg=config(synchronous_mode_strict=True), key=()), primary(), ME)
     assert actions == (SetSynchronousStandbys("*"),)
 
 
@@ -115,7 +120,7 @@ def test_nosync_witness_and_unreadable_members_are_never_named() -> None:
     special = {"n2": Member("n2", state="streaming", tags=Tags(nosync=True)),
                "n3": Member("n3", state="running", witness=True),
                "n4": Member("n4", valid=False)}
-    cluster = view(all_members=members("n2", "n3", "n4", **special))
+    cluster = view(all_members=members("n2", "n3", "n4", **special), key=())
     rows = tuple(row(n, "sync") for n in ("n2", "n3", "n4", "stranger"))
     assert plan_sync(cluster, primary(*rows), ME)[0] == ()
     # a standby tagged nosync after it was named is taken out: key first, then PostgreSQL
@@ -125,7 +130,7 @@ def test_nosync_witness_and_unreadable_members_are_never_named() -> None:
 
 def test_only_streaming_standbys_are_named_and_the_count_is_honoured() -> None:
     rows = (row("n2", flush=5), row("n3", flush=9), row("n4", flush=7), row("n5", state="catchup"))
-    actions, _ = plan_sync(view(cfg=config(synchronous_node_count=2),
+    actions, _ = plan_sync(view(cfg=config(synchronous_node_count=2), key=(),
                                 all_members=members("n2", "n3", "n4", "n5")), primary(*rows), ME)
     assert actions == (SetSynchronousStandbys(standby_names_value(("n3", "n4"), 2, False)),)
 
@@ -167,17 +172,19 @@ def situations(draw: st.DrawFn) -> tuple[DynamicConfig, tuple[Standby, ...], tup
     ssn = draw(st.sampled_from(["", "*", standby_names_value(tuple(listed), draw(st.integers(1, 3)), False)]))
     key = tuple(sorted(draw(st.sets(st.sampled_from(sorted(pg_sync(ssn, standbys)) or ["n2"])))))
     key = tuple(n for n in key if n in pg_sync(ssn, standbys))  # a consistent start: rule 5 holds
+    if draw(st.booleans()):
+        return cfg, standbys, None, ""  # synchronous mode just turned on: no key, nothing synchronous
     return cfg, standbys, key, ssn
 
 
 @settings(max_examples=400, deadline=None)
 @given(situations(), st.lists(st.integers(1, 4), min_size=8, max_size=8))
 def test_any_prefix_of_the_plan_keeps_the_key_synchronous_and_replanning_converges(
-        situation: tuple[DynamicConfig, tuple[Standby, ...], tuple[str, ...], str], prefixes: list[int]) -> None:
+        situation: tuple[DynamicConfig, tuple[Standby, ...], tuple[str, ...] | None, str], prefixes: list[int]) -> None:
     cfg, standbys, key, ssn = situation
     cluster = ClusterView(initialize="7", config=cfg, members=(Member(ME, role="primary", state="running"),) + tuple(
         Member(s.name, state="streaming" if s.streaming else "running", tags=Tags(nosync=s.nosync))
-        for s in standbys), sync=SyncState(ME, key, 1))
+        for s in standbys), sync=None if key is None else SyncState(ME, key, 1))
     for prefix in prefixes:
         local = primary(*rows_for(ssn, standbys), ssn=ssn)
         actions, _ = plan_sync(cluster, local, ME)
@@ -186,10 +193,12 @@ def test_any_prefix_of_the_plan_keeps_the_key_synchronous_and_replanning_converg
         for action in actions[:prefix]:  # the executor stopped after ``prefix`` actions
             if isinstance(action, WriteSyncKey):
                 assert set(action.standbys) <= pg_sync(ssn, standbys), "the key names an unsynchronised standby"
-                assert cluster.sync is not None
-                cluster = replace(cluster, sync=SyncState(ME, action.standbys, cluster.sync.revision + 1))
+                revision = cluster.sync.revision if cluster.sync else 0
+                cluster = replace(cluster, sync=SyncState(ME, action.standbys, revision + 1))
             else:
                 assert isinstance(action, SetSynchronousStandbys)
+                # an absent key restricts no failover: PostgreSQL must not wait for a standby before it exists
+                assert cluster.sync is not None or not pg_sync(action.value, standbys), "ssn set before the key"
                 ssn = action.value
             assert cluster.sync is not None
             assert set(cluster.sync.sync_standby) <= pg_sync(ssn, standbys), \
