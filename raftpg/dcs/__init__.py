@@ -4,7 +4,9 @@
 - ``keys.py``: the key layout ``<namespace><scope>/{initialize,config,leader,members/,failover,sync,history,status}``.
 - ``codec.py``: stored documents <-> ClusterView (parsing at the edge; bad documents never stop the loop).
 - ``kvdcs.py``: the port on the replicated KV; ``raft.py`` (embedded Raft) and ``memory.py`` (tests) build it.
-- ``etcd.py``, ``consul.py``: the same port on external stores.
+- ``etcd.py`` (+ ``etcd_gateway.py``, etcd v3's JSON gateway), ``consul.py``: the same port on external
+  stores; ``http.py``: their shared host-failover rule (a conditional write sent without an answer is
+  never retried: it is an unknown outcome).
 
 May import: raftpg.model, raftpg.kv, raftpg.consensus, stdlib, an HTTP client. Never raftpg.ha or raftpg.pg.
 """

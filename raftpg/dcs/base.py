@@ -19,7 +19,10 @@ Snapshot: ``load`` reads every key under ``<namespace><scope>/`` at one revision
 ``linearizable=True`` (used for leader decisions) it reflects every write acknowledged before it started.
 
 Everything else (member keys with a TTL, config/failover/sync/history/status with optional CAS on the
-revision the caller read) tolerates being a cycle stale. ``watch`` blocks until something under the scope
+revision the caller read) tolerates being a cycle stale. ``expected_revision=None`` means must-not-exist
+for ``set_config``/``set_failover`` (and ``set_failover(None, None)`` deletes unconditionally), and
+unconditional for ``set_sync`` (only the primary writes it). ``renew_leader`` applies a changed ``ttl_s``;
+the revision ``acquire_leader`` returns equals the key's revision in a later ``load``. ``watch`` blocks until something under the scope
 changes after a revision, so the loop wakes at once when the leader key disappears.
 """
 
