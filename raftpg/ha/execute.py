@@ -21,6 +21,12 @@ from raftpg.model import ClusterView
 log = logging.getLogger(__name__)
 
 
+# How long past its deadline the fencing supervisor may let PostgreSQL accept writes: it checks the
+# deadline every 50 ms, then SIGKILLs the postmaster's group if SIGQUIT has not ended it within 1 s
+# (raftpg/pg/supervisor.py POLL_S + KILL_AFTER_S; tests/scenarios/test_fencing.py ties the two).
+SUPERVISOR_FENCE_LATENCY_S = 1.05
+
+
 class FatalRefusal(Exception):
     """The agent must stop (safety rule 7)."""
 
@@ -34,8 +40,10 @@ class Timing:
 
     @property
     def fence_margin_s(self) -> float:
-        """The supervisor fences this long before the lease could expire anywhere."""
-        return 0.5 + 0.02 * self.ttl_s
+        """The supervisor's deadline is this long before the lease could expire anywhere: its worst-case
+        latency (writes may go on that long past its deadline), scheduling slack, and 2% of the TTL for
+        clock-rate drift between this machine and the Raft leader's."""
+        return SUPERVISOR_FENCE_LATENCY_S + 0.25 + 0.02 * self.ttl_s
 
     @property
     def demote_margin_s(self) -> float:

@@ -22,7 +22,8 @@ What it models:
   pg_stat_replication reports ``sync``/``potential``/``async``, and a write on a primary with
   synchronous standbys is acknowledged only once enough of them hold it;
 - the fencing supervisor: ``lease(s)`` sets a deadline on the injected clock, ``unlimited()`` clears it;
-  once the deadline passes (plus ``fence_latency_s``, the supervisor's polling) PostgreSQL is killed
+  once the deadline passes (plus ``fence_latency_s``: the supervisor's polling and, at worst, the
+  second it waits before SIGKILL; the simulation uses that worst case) PostgreSQL is killed
   (an immediate shutdown: cluster state ``in production`` on a primary) and ``fenced_count`` grows.
   ``accepting_writes`` is exact at any instant, so a checker can ask it between events.
 

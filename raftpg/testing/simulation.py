@@ -39,12 +39,16 @@ from raftpg.ha.execute import FatalRefusal
 from raftpg.ha.inputs import Me
 from raftpg.ha.loop import HaLoop
 from raftpg.model import ClusterView, Tags
+from raftpg.pg import supervisor
 from raftpg.testing.fake_postgres import FakePostgres, PgNetwork, host_of
 
 DEFAULT_DCS_CONFIG: dict[str, Any] = {
     "ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
     "postgresql": {"use_pg_rewind": True, "use_slots": True},
 }
+# The fencing supervisor's worst case: it polls every POLL_S and SIGKILLs KILL_AFTER_S after SIGQUIT;
+# until then the old primary may still accept writes.
+FENCE_LATENCY_S = supervisor.POLL_S + supervisor.KILL_AFTER_S
 WATCHED_KEYS = (keys.INITIALIZE, keys.LEADER, keys.FAILOVER, keys.CONFIG, keys.SYNC, keys.HISTORY)
 
 
@@ -127,7 +131,7 @@ class SimNode:
 
 class Simulation:
     def __init__(self, seed: int = 0, *, dcs_config: dict[str, Any] | None = None,
-                 fence_latency_s: float = 0.05, tick_s: float = 0.5, jitter_s: float = 0.05) -> None:
+                 fence_latency_s: float = FENCE_LATENCY_S, tick_s: float = 0.5, jitter_s: float = 0.05) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.clock = FakeClock()
