@@ -7,6 +7,8 @@ the wall clocks of two nodes (DESIGN.md safety rule 3).
 
 from __future__ import annotations
 
+import logging
+import select
 import threading
 import time
 from typing import Protocol
@@ -64,3 +66,24 @@ class FakeClock:
         """Step only the wall clock (an NTP step or a faketime offset)."""
         with self._lock:
             self._wall += seconds
+
+
+def repair_sleep() -> None:
+    """Replace a broken ``time.sleep`` in this process (call once at program start).
+
+    Under libfaketime 0.9.10 with ``FAKETIME_DONT_FAKE_MONOTONIC=1`` (only the wall clock moved, as an
+    NTP step does; jepsen-lite's clock nemesis) Python 3.11's ``time.sleep`` fails with EINVAL
+    (libfaketime issue #426), which would kill pysyncobj's thread. A ``select()`` timeout still works.
+    """
+    try:
+        time.sleep(0.001)
+        return
+    except OSError as exc:
+        problem = exc
+
+    def sleep(seconds: float) -> None:
+        select.select([], [], [], max(0.0, seconds))
+
+    time.sleep = sleep
+    logging.getLogger(__name__).warning(
+        "time.sleep fails in this process (%s; libfaketime?): using a select()-based sleep", problem)

@@ -42,6 +42,8 @@ def run_node(path: str) -> int:
     if config is None:
         return 2
     _setup_logging(config.log.level, config.log.format, config.log.dir, config.name)
+    from raftpg.clock import repair_sleep
+    repair_sleep()
     log = logging.getLogger("raftpg")
     for warning in config.warnings:
         log.warning("%s", warning)

@@ -60,7 +60,6 @@ import argparse
 import hashlib
 import json
 import logging
-import select
 import signal
 import sys
 import threading
@@ -69,6 +68,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from raftpg.clock import repair_sleep
 from raftpg.consensus.api import (
     KvError,
     KvRejected,
@@ -359,22 +359,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _repair_sleep() -> None:
-    """Replace a broken ``time.sleep`` (libfaketime #426, see the module docstring) in this process."""
-    try:
-        time.sleep(0.001)
-        return
-    except OSError as exc:
-        problem = exc
-
-    def sleep(seconds: float) -> None:
-        select.select([], [], [], max(0.0, seconds))
-
-    time.sleep = sleep
-    log.warning("time.sleep fails in this process (%s; libfaketime with FAKETIME_DONT_FAKE_MONOTONIC?): "
-                "using a select()-based sleep", problem)
-
-
 def _watch_raft(node: RaftNode, server: ControlServer, stopped: threading.Event, exit_code: list[int]) -> None:
     while not stopped.wait(1.0):
         if not node.running:
@@ -388,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _repair_sleep()
+    repair_sleep()
     password = args.password
     node: RaftNode | None = None
     try:

@@ -173,3 +173,29 @@ def test_full_restart_keeps_the_same_cluster(make_cluster):
         assert system_identifier(cluster, name) == sysid
     assert sql(cluster, primary, "SELECT x FROM survives") == [(42,)]
     assert streaming_replicas(cluster, primary) == set(cluster.nodes) - {primary}
+
+
+def test_failover_on_etcd(make_cluster):
+    """The same HA loop, PostgreSQL manager and API on a real etcd (Debian etcd-server): only the
+    config's DCS section changes."""
+    from etcd_fixtures import etcd_binary, start_etcd
+    if etcd_binary() is None:
+        pytest.skip("Debian etcd-server is not installed")
+    etcd = start_etcd()
+    try:
+        cluster = make_cluster(["n1", "n2", "n3"], dcs=FAST, scope="etcd-ha",
+                               dcs_section={"etcd3": {"hosts": [etcd.endpoint]}})
+        cluster.start_all()
+        primary = wait_primary(cluster, 90)
+        wait_streaming(cluster, primary, set(cluster.nodes) - {primary})
+        assert cluster.api(primary, "/patroni")[1].get("raft") in (None, {})
+        sql(cluster, primary, "CREATE TABLE on_etcd(x int); INSERT INTO on_etcd VALUES (1)")
+        cluster.wait_for(lambda: all(try_sql(cluster, n, "SELECT x FROM on_etcd") == [(1,)] for n in cluster.nodes
+                                     if n != primary), 30, "the row on the replicas")
+        cluster.kill_node(primary)
+        new_primary = wait_primary(cluster, 60, exclude=primary)
+        assert sql(cluster, new_primary, "SELECT x FROM on_etcd") == [(1,)]
+        cluster.start(primary)
+        wait_streaming(cluster, new_primary, {primary})
+    finally:
+        etcd.cleanup()
