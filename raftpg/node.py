@@ -153,7 +153,8 @@ def consensus_settings(config: Config) -> ConsensusSettings:
     raft = config.raft
     assert raft is not None
     return ConsensusSettings(self_addr=raft.self_addr, partner_addrs=tuple(raft.partner_addrs),
-                             data_dir=raft.data_dir, bind_addr=raft.bind_addr, password=raft.password or None)
+                             data_dir=raft.data_dir, bind_addr=raft.bind_addr, password=raft.password or None,
+                             fsync=raft.fsync)
 
 
 def build_dcs(config: Config, clock: Clock) -> Dcs:

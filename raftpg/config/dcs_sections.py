@@ -40,6 +40,7 @@ class RaftSettings(Settings):
     partner_addrs: HostPortList = ()
     bind_addr: HostPort | None = None
     password: str | None = None
+    fsync: bool = False  # flush every Raft log entry before acknowledging it (power-loss safe, slower)
 
     @field_validator("password", mode="after")
     @classmethod
