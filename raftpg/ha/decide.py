@@ -198,11 +198,11 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
         return Decision((StopPostgres("fast", f"{view.leader.name} holds the leader key"),),
                         f"demoting: {view.leader.name} holds the leader key")
     actions: list = [RenewLeaderKey()]
-    if view.paused:
-        return Decision(tuple(actions), f"paused: I am {me}, the primary with the lock")
-    switchover = _switchover(i, view)
+    switchover = _switchover(i, view)  # an operator's explicit request, honoured in pause too
     if switchover is not None:
         return switchover
+    if view.paused:
+        return Decision(tuple(actions) + _operator_requests(i), f"paused: I am {me}, the primary with the lock")
     if local.lsn is not None:
         actions.append(PublishPosition(local.lsn))
     if view.config.use_slots:
@@ -280,9 +280,9 @@ def _cannot_follow(i: Inputs, view: ClusterView, leader: Member) -> bool:
 
 def _failover_race(i: Inputs, view: ClusterView) -> Decision:
     me = i.me.name
-    if view.paused:
-        return Decision((), "paused: the leader key is free but I do not promote automatically")
     failover = view.failover
+    if view.paused and not (failover and failover.candidate == me):
+        return Decision((), "paused: the leader key is free but I do not promote automatically")
     mine = i.me_as_member()
     eligibility = _eligibility_view(view)
     if failover and failover.candidate and failover.candidate != me and \

@@ -111,8 +111,6 @@ def _why_not(view: ClusterView, member: Member) -> str:
 
 def check_switchover(view: ClusterView, leader: str | None, candidate: str | None) -> Member | None:
     """Refuse a switchover the primary would refuse, with the reason; return the named candidate."""
-    if view.paused:
-        raise OperationError("the cluster is paused: resume it first (no switchover happens in pause)")
     if view.leader is None:
         raise OperationError("the cluster has no leader: use failover instead")
     if leader is not None and leader != view.leader.name:
@@ -140,8 +138,6 @@ def check_failover(view: ClusterView, candidate: str | None, force: bool) -> Mem
     """
     if not candidate:
         raise OperationError("candidate: required for a failover", 400)
-    if view.paused:
-        raise OperationError("the cluster is paused: resume it first (no failover happens in pause)")
     healthy = view.leader is not None and (view.leader_member or Member("")).is_running
     if healthy and not force:
         assert view.leader is not None

@@ -118,14 +118,18 @@ def test_switchover_without_any_eligible_candidate(dcs, clock):
                    now_wall=clock.wall(), timeout_s=T) == (412, "no eligible candidate: n3 has the nofailover tag")
 
 
-def test_switchover_needs_a_running_leader_and_no_pause(dcs, clock):
+def test_switchover_needs_a_running_leader(dcs, clock):
     seed(dcs, leader=None)
     assert refusal(ops.request_switchover, dcs, leader=None, candidate="n2", scheduled_at=None,
                    now_wall=clock.wall(), timeout_s=T) == (412, "the cluster has no leader: use failover instead")
+
+
+def test_switchover_is_accepted_in_pause(dcs, clock):
+    # pause stops automatic actions, not an operator's explicit request (as in Patroni)
+    seed(dcs)
     ops.set_pause(dcs, True, timeout_s=T)
-    status, message = refusal(ops.request_switchover, dcs, leader=None, candidate="n2", scheduled_at=None,
-                              now_wall=clock.wall(), timeout_s=T)
-    assert "paused" in message
+    ops.request_switchover(dcs, leader="n1", candidate="n2", scheduled_at=None, now_wall=clock.wall(), timeout_s=T)
+    assert view(dcs).failover.candidate == "n2"
 
 
 def test_scheduled_switchover(dcs, clock):

@@ -248,10 +248,14 @@ CASES = [
          inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n3", WALL + 600, revision=12)),
                 running_primary(), lease=NOW + 20),
          then=(act.RenewLeaderKey,), never=(act.StopPostgres, act.HandOverLeaderKey, act.ClearFailoverKey)),
-    Case("paused: a switchover waits", inputs(replace(ME_PRIMARY_VIEW, config=config(pause=True),
-                                                       failover=Failover(ME, "n3", revision=12)),
-                                               running_primary(), lease=NOW + 20),
-         never=(act.StopPostgres, act.HandOverLeaderKey, act.Promote, act.StartPrimary)),
+    # pause stops automatic actions; an operator's explicit switchover is still carried out (as in Patroni)
+    Case("paused: an explicit switchover is honoured", inputs(replace(ME_PRIMARY_VIEW, config=config(pause=True),
+                                                                   failover=Failover(ME, "n3", revision=12)),
+                                                           running_primary(), lease=NOW + 20),
+         then=(act.RenewLeaderKey, act.StopPostgres, act.HandOverLeaderKey), never=(act.Promote, act.StartPrimary)),
+    Case("paused: a primary with no request only renews", inputs(replace(ME_PRIMARY_VIEW, config=config(pause=True)),
+                                                                 running_primary(), lease=NOW + 20),
+         exactly=(act.RenewLeaderKey(),)),
     Case("the candidate handed the key renews it, then promotes", inputs(view(leader=ME), replica()),
          then=(act.RenewLeaderKey, act.Promote), never=(act.AcquireLeaderKey, act.FollowLeader)),
     Case("the candidate still replaying the old primary's last WAL only renews",
@@ -437,7 +441,8 @@ def check_safety_rules(i: Inputs) -> None:
     # request naming me; in synchronous mode a sync key that names a leader must name me (as its leader
     # or a standby); a key naming no leader restricts no one (nothing was acknowledged synchronously)
     if act.Promote in kinds and act.AcquireLeaderKey in kinds and view.initialize:
-        assert not view.paused, decision
+        named_me = view.failover is not None and view.failover.candidate == ME
+        assert not view.paused or named_me, decision  # pause: only an explicit failover to me
         assert not i.me.tags.nofailover, decision
         if view.config.synchronous_mode and view.sync is not None and view.sync.leader:
             assert ME in view.sync.sync_standby or view.sync.leader == ME, decision
@@ -445,11 +450,14 @@ def check_safety_rules(i: Inputs) -> None:
         named = view.failover is not None and view.failover.candidate == ME and view.failover.leader is None
         if view.last_lsn is not None and not named:
             assert lsn is not None and view.last_lsn - lsn <= view.config.maximum_lag_on_failover_bytes, decision
-    # pause: no failover race, no start as primary, no switchover; PostgreSQL is stopped only on a
-    # primary whose key another node holds. (The holder of a handed-over key still promotes: the old
+    # pause: no automatic failover race, no start as primary; only an operator's explicit switchover or
+    # failover request moves the primary role. (The holder of a handed-over key still promotes: the old
     # primary has already stopped, and someone must finish the switchover.)
     if view.paused and view.initialize:
-        assert not {act.StartPrimary, act.HandOverLeaderKey} & set(kinds), decision
-        assert not (act.AcquireLeaderKey in kinds and act.Promote in kinds), decision
+        requested = view.failover is not None
+        assert act.StartPrimary not in kinds, decision
+        assert act.HandOverLeaderKey not in kinds or requested, decision
+        assert not (act.AcquireLeaderKey in kinds and act.Promote in kinds) or (
+            requested and view.failover.candidate == ME), decision
         if act.StopPostgres in kinds:
             assert i.local is not None and i.local.is_primary and view.leader and view.leader.name != ME, decision
