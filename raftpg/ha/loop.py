@@ -180,6 +180,8 @@ class HaLoop:
                 self.executor.drop_lease()
                 self.pg.unlimited()
         self._publish_member(local)
+        if view is not None and decision.actions:
+            view = self._fresh_view(view)
         leader = view.leader.name if view and view.leader else None
         changes = self.status.leader_changes + (1 if leader and leader != self._last_leader else 0)
         self._last_leader = leader or self._last_leader
@@ -193,6 +195,13 @@ class HaLoop:
             extra={"raft": self.dcs.raft_status()},
         )
         self._on_status(self.status)
+
+    def _fresh_view(self, view: ClusterView) -> ClusterView:
+        """After acting, re-read (locally, cheaply) so status shows this cycle's outcome, not its start."""
+        try:
+            return self.dcs.load(linearizable=False, timeout_s=min(1.0, self.timing.retry_timeout_s))
+        except DcsError:
+            return view
 
     def member_document(self, local: LocalState | None) -> dict[str, Any]:
         local = local or LocalState()
