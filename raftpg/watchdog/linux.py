@@ -38,8 +38,15 @@ class LinuxWatchdog:
             fcntl.ioctl(self._fd, WDIOC_SETTIMEOUT, struct.pack("I", wanted))
             actual = struct.unpack("I", fcntl.ioctl(self._fd, WDIOC_GETTIMEOUT, struct.pack("I", 0)))[0]
             if actual > wanted:
+                self.disarm()
                 raise WatchdogUnavailable(f"{self.device} accepted timeout {actual}s > requested {wanted}s")
         except OSError as exc:
+            # Opening the device started its countdown: magic-close it, or a caller carrying on without
+            # it (mode automatic) would have the machine reset at the driver's default timeout.
+            try:
+                self.disarm()
+            except OSError:
+                pass
             raise WatchdogUnavailable(f"{self.device}: {exc.strerror or exc}") from exc
 
     def keepalive(self) -> None:
