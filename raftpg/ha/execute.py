@@ -198,7 +198,17 @@ class Executor:
         if not self._lease_call(self.dcs.renew_leader, t):
             self.pg.stop("immediate", 30)
             raise RuntimeError("lost the leader key during bootstrap")
-        self._arm_for_primary(t)
+        try:
+            # As Patroni: armed once the new cluster runs (arming before initdb would let a slow initdb
+            # reset the machine). Until then nobody else has data and the supervisor's lease fences.
+            self._arm_for_primary(t)
+        except Exception:
+            # fail closed: never leave a primary running that required mode says must not run
+            self.pg.stop("immediate", 30)
+            self.dcs.cancel_initialize(timeout_s=t.retry_timeout_s)
+            self.dcs.release_leader(self.me.name, timeout_s=t.retry_timeout_s)
+            self.drop_lease()
+            raise
         self.dcs.set_initialize(sysid, timeout_s=t.retry_timeout_s)
         return True
 

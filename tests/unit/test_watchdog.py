@@ -202,6 +202,19 @@ def test_required_mode_refuses_to_promote_when_arming_fails() -> None:
     assert "n2" not in sim.writable()
 
 
+def test_required_mode_does_not_keep_a_bootstrapped_primary_when_arming_fails() -> None:
+    """Regression: when arming failed after the bootstrap had started PostgreSQL, the action failed but
+    left the new primary running; the next cycle adopted it and served writes with no watchdog."""
+    sim = WatchdogSimulation(failing=frozenset({"n1"}))
+    sim.add_node("n1")
+    sim.run(60)
+    assert sim.events("n1", "arm")
+    # PostgreSQL ran as a primary only inside the failed Bootstrap action: no cycle ended with it running
+    assert [value for kind, value in sim.events("n1", "cycle")] == [False] * len(sim.events("n1", "cycle"))
+    assert sim.events("n1", "writable") == [("writable", None)], sim.tail()
+    assert sim.writable() == [] and not sim.pg("n1").running
+
+
 def test_automatic_mode_promotes_without_a_working_device() -> None:
     sim = three_nodes(mode="automatic", failing=frozenset({"n1", "n2", "n3"}))
     assert sim.writable() == ["n1"]
