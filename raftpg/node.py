@@ -207,7 +207,8 @@ class Node:
         self.pg = None if config.witness else PostgresAdapter(config, self.clock)
         self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
                            me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),
-                           version=__version__, on_status=self._set_status)
+                           version=__version__, on_status=self._set_status,
+                           watchdog_safety_margin_s=config.watchdog.safety_margin)
         self._thread: threading.Thread | None = None
 
     # -------------------------------------------------------------- status for the API

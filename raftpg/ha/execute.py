@@ -90,6 +90,17 @@ class Executor:
     def drop_lease(self) -> None:
         self.lease = LeaseState()
 
+    def disarm_watchdog(self) -> None:
+        """Magic-close the watchdog if armed: PostgreSQL is no longer a primary, or the agent is stopping.
+        A device left armed and no longer kicked would reset the machine for nothing."""
+        if self.watchdog is None or not self.watchdog.armed:
+            return
+        try:
+            self.watchdog.disarm()
+            log.info("watchdog disarmed")
+        except Exception as exc:  # noqa: BLE001 - a failing device must not stop the loop
+            log.error("could not disarm the watchdog: %s", exc)
+
     # ----------------------------------------------------------------- run
     def run(self, decision: act.Decision, inputs: Inputs, timing: Timing) -> bool:
         """Execute in order; return False at the first failed action (the rest are skipped)."""
@@ -266,8 +277,7 @@ class Executor:
         assert self.pg is not None
         log.warning("stopping PostgreSQL (%s): %s", a.mode, a.reason)
         self.pg.stop(a.mode, 60)
-        if self.watchdog is not None and self.watchdog.armed:
-            self.watchdog.disarm()
+        self.disarm_watchdog()
         self.following = None
         return True
 

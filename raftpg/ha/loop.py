@@ -74,12 +74,14 @@ class NodeStatus:
 class HaLoop:
     def __init__(self, *, dcs: Dcs, pg: PostgresPort | None, watchdog: WatchdogPort | None, clock: Clock,
                  me: Me, bootstrap_dcs: dict[str, Any], version: str,
-                 on_status: Callable[[NodeStatus], None] | None = None) -> None:
+                 on_status: Callable[[NodeStatus], None] | None = None,
+                 watchdog_safety_margin_s: float = 5.0) -> None:
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs
         self.version = version
         self.executor = Executor(dcs, pg, watchdog, clock, me)
         self.memory = Memory()
+        self.watchdog_safety_margin_s = watchdog_safety_margin_s  # local config: watchdog.safety_margin
         self.timing = self._timing(DynamicConfig.from_dict(bootstrap_dcs))
         self._on_status = on_status or (lambda status: None)
         self.status = NodeStatus(me.name, me.witness)
@@ -90,10 +92,10 @@ class HaLoop:
         self._last_leader: str | None = None
         self.fatal: str | None = None
 
-    @staticmethod
-    def _timing(config: DynamicConfig) -> Timing:
+    def _timing(self, config: DynamicConfig) -> Timing:
         return Timing(ttl_s=config.ttl_s, loop_wait_s=config.loop_wait_s,
-                      retry_timeout_s=config.retry_timeout_s)
+                      retry_timeout_s=config.retry_timeout_s,
+                      watchdog_safety_margin_s=self.watchdog_safety_margin_s)
 
     # ------------------------------------------------------------------ requests from the API
     def request(self, what: str) -> None:
@@ -179,6 +181,8 @@ class HaLoop:
             elif not local.is_primary:
                 self.executor.drop_lease()
                 self.pg.unlimited()
+            if not local.running:  # nothing left to fence: whatever path stopped it, stop the countdown
+                self.executor.disarm_watchdog()
         self._publish_member(local)
         if view is not None and decision.actions:
             view = self._fresh_view(view)
@@ -285,3 +289,4 @@ class HaLoop:
             except DcsError as exc:
                 log.warning("could not release the leader key: %s", exc)
         self.executor.drop_lease()
+        self.executor.disarm_watchdog()  # a device closed without the magic character keeps counting

@@ -21,7 +21,7 @@ import pytest
 from raftpg.ha.inputs import Me
 from raftpg.ha.loop import HaLoop
 from raftpg.testing.fake_postgres import FakePostgres
-from raftpg.testing.simulation import Simulation
+from raftpg.testing.simulation import DEFAULT_DCS_CONFIG, Simulation
 from raftpg.watchdog import linux
 from raftpg.watchdog.base import ModeWatchdog, WatchdogUnavailable
 from raftpg.watchdog.double import RecordingWatchdog
@@ -149,6 +149,16 @@ def test_armed_with_ttl_minus_safety_margin_before_the_first_primary_starts() ->
         assert sim.events(replica, "arm", "keepalive", "disarm") == []
 
 
+def test_the_configured_safety_margin_sets_the_timeout() -> None:
+    """Regression: HaLoop built its Timing without the watchdog's safety margin, so the device was
+    always armed with ttl - 5 s whatever ``watchdog.safety_margin`` said."""
+    sim = WatchdogSimulation(safety_margin_s=12)
+    sim.add_node("n1")
+    sim.run(15)
+    assert sim.writable() == ["n1"], sim.tail()
+    assert sim.events("n1", "arm") == [("arm", TTL_S - 12)]
+
+
 def test_kept_alive_in_every_cycle_while_primary() -> None:
     sim = three_nodes()
     sim.run(120)
@@ -183,6 +193,31 @@ def test_disarmed_when_a_partitioned_primary_demotes() -> None:
     sim.partition("n1")
     sim.run(2 * TTL_S)
     assert sim.leader() in ("n2", "n3") and "n1" not in sim.writable(), sim.tail()
+    assert sim.events("n1", "arm", "disarm")[-1] == ("disarm", None)
+    assert not sim.watchdogs["n1"].armed
+
+
+def test_disarmed_when_the_primary_gives_up_a_postgres_that_will_not_start() -> None:
+    """Regression: only StopPostgres disarmed. A primary whose PostgreSQL crashed and would not start
+    again released the key with the watchdog still armed and no longer kicked: with a real device the
+    machine would have been reset for a PostgreSQL that was already down."""
+    sim = three_nodes(dcs_config={**DEFAULT_DCS_CONFIG, "primary_start_timeout": 60})
+    sim.pg("n1").fail_next["start"] = 10**9
+    sim.kill_pg("n1")
+    sim.run(60 + 3 * TTL_S)
+    assert sim.leader() in ("n2", "n3"), sim.tail()
+    assert not sim.pg("n1").running
+    assert not sim.watchdogs["n1"].armed, sim.events("n1", "arm", "disarm")[-3:]
+
+
+def test_disarmed_on_clean_shutdown() -> None:
+    """Regression: HaLoop.shutdown stopped PostgreSQL and released the key but left the device armed; a
+    real /dev/watchdog closed without the magic 'V' keeps counting and resets the machine."""
+    sim = three_nodes()
+    node = sim.node("n1")
+    node.loop.shutdown()
+    sim.kill_agent("n1")  # the agent process is gone after its shutdown
+    assert not sim.pg("n1").running
     assert sim.events("n1", "arm", "disarm")[-1] == ("disarm", None)
     assert not sim.watchdogs["n1"].armed
 
