@@ -1,0 +1,525 @@
+"""The processes of a run, one node per network namespace: raftpg agents (``RaftpgCluster``) or standalone
+Raft KV drivers (``KvCluster``, ``python -m raftpg.consensus.driver``).
+
+Each node process is started as ``nsenter --net=/run/netns/<ns> -S <postgres uid> -G <gid> -- python ...``:
+nsenter enters the namespace and switches user, then execs (it forks only for PID namespaces), so the
+``Popen`` PID is the agent's own PID and signals reach it directly. PostgreSQL refuses to run as root, so
+nodes run as the ``postgres`` OS user when the harness is root.
+
+An agent's process tree: agent -> fencing supervisor (``raftpg/pg/supervisor.py``, same process group as the
+agent) -> postmaster (its own session) -> backends. The harness tracks the agents it started (``Popen``) and
+finds the supervisor (a child of the agent) and the postmaster (``postmaster.pid`` in the data directory)
+by PID; at the end anything still running whose command line names this node's data directory is killed.
+
+Clock faults: with ``faketime=True`` every node process starts under libfaketime reading its offset from a
+per-node file (``set_clock_offset`` rewrites it; libfaketime re-reads it within ``FAKETIME_CACHE_DURATION``
+= 1 s), with ``FAKETIME_DONT_FAKE_MONOTONIC=1``: only the wall clock moves, as an NTP step does. libfaketime
+0.9.10 breaks ``clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME)`` with that setting, which is how Python
+3.11's ``time.sleep`` sleeps (EINVAL; wolfcw/libfaketime#426), so a 15-line preload shim (``monofix.c``,
+compiled here with gcc) sends monotonic sleeps straight to the kernel ahead of libfaketime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jepsen_lite.topology import Topology
+
+log = logging.getLogger(__name__)
+
+PYTHON = os.environ.get("RAFTPG_PYTHON", "/opt/raftpg-venv/bin/python")
+RUN_AS = "postgres"
+RAFT_PORT = 5010
+API_PORT = 8008
+PG_PORT = 5432
+KV_CONTROL_PORT = 8101
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+MONOFIX_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+/* libfaketime 0.9.10 with FAKETIME_DONT_FAKE_MONOTONIC=1 mangles absolute monotonic sleeps (EINVAL):
+   send every sleep on a clock other than CLOCK_REALTIME straight to the kernel. */
+int clock_nanosleep(clockid_t clock_id, int flags, const struct timespec *req, struct timespec *rem) {
+    static int (*next)(clockid_t, int, const struct timespec *, struct timespec *);
+    if (clock_id != CLOCK_REALTIME) {
+        int saved = errno;
+        long r = syscall(SYS_clock_nanosleep, clock_id, flags, req, rem);
+        int err = r == 0 ? 0 : errno;
+        errno = saved;
+        return err;
+    }
+    if (!next) next = (int (*)(clockid_t, int, const struct timespec *, struct timespec *))
+        dlsym(RTLD_NEXT, "clock_nanosleep");
+    return next(clock_id, flags, req, rem);
+}
+"""
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    nodes: int = 3
+    witness: bool = False
+    synchronous: bool = False
+    ttl_s: int = 10
+    loop_wait_s: int = 1
+    retry_timeout_s: int = 4
+    faketime: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        return [f"n{i}" for i in range(1, self.nodes + 1)] + (["w1"] if self.witness else [])
+
+
+def build_monofix(out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src, lib = out_dir / "monofix.c", out_dir / "monofix.so"
+    src.write_text(MONOFIX_C)
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"], check=True,
+                   capture_output=True, timeout=60)
+    lib.chmod(0o755)
+    return lib
+
+
+def faketime_env(offset_file: Path, monofix: Path) -> dict[str, str]:
+    return {"LD_PRELOAD": f"{monofix} {FAKETIME_LIB}", "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+            "FAKETIME_CACHE_DURATION": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def faked_wall_time(env: dict[str, str]) -> float:
+    """The wall time a process started with ``env`` sees (a probe process, ``date +%s.%N``)."""
+    out = subprocess.run(["date", "+%s.%N"], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
+                         text=True, timeout=10, check=True).stdout
+    return float(out.strip())
+
+
+def proc_state(pid: int) -> str | None:
+    """The one-letter state of /proc/<pid>/stat (R, S, D, T, Z...), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def pids_with_arg(needle: str) -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and needle in cmdline(int(e))]
+
+
+def signal_pid(pid: int | None, sig: int) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def http_json(addr: str, port: int, method: str, path: str, body: Any = None,
+              timeout_s: float = 2.0) -> tuple[int, Any]:
+    """(status, decoded JSON body or None); status 0 if no HTTP answer (refused, timeout, reset)."""
+    conn = http.client.HTTPConnection(addr, port, timeout=timeout_s)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw) if raw else None
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
+    except (OSError, http.client.HTTPException):
+        return 0, None
+    finally:
+        conn.close()
+
+
+@dataclass
+class Member:
+    name: str
+    witness: bool
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "agent.log"
+
+
+class NodeProcesses:
+    """One long-running process per node, in the node's namespace, as the postgres OS user."""
+
+    kind = "node"
+
+    def __init__(self, topology: Topology, run_dir: Path, opts: ClusterOptions) -> None:
+        self.topology = topology
+        self.run_dir = run_dir
+        self.opts = opts
+        self.members = {name: Member(name, name.startswith("w"), run_dir / "nodes" / name)
+                        for name in opts.names}
+        self.password = secrets.token_hex(16)
+        self.user = pwd.getpwnam(RUN_AS) if os.geteuid() == 0 else None
+        self.monofix: Path | None = None
+        self.stopped_pids: set[int] = set()
+        self.started_pids: list[int] = []
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def names(self) -> list[str]:
+        return list(self.members)
+
+    @property
+    def data_names(self) -> list[str]:
+        """Nodes holding data (not witnesses)."""
+        return [n for n, m in self.members.items() if not m.witness]
+
+    def prepare(self) -> None:
+        for member in self.members.values():
+            member.dir.mkdir(parents=True, exist_ok=True)
+            self.write_files(member)
+        if self.opts.faketime:
+            self.monofix = build_monofix(self.run_dir / "faketime")
+            for name in self.members:
+                self.set_clock_offset(name, "+0")
+        self._chown(self.run_dir / "nodes")
+        if self.monofix:
+            self._chown(self.run_dir / "faketime")
+        for path in (self.run_dir, self.run_dir.parent):
+            with contextlib.suppress(OSError):
+                path.chmod(path.stat().st_mode | 0o011)  # traversable by the postgres user
+
+    def write_files(self, member: Member) -> None:
+        raise NotImplementedError
+
+    def argv(self, member: Member) -> list[str]:
+        raise NotImplementedError
+
+    def _chown(self, path: Path) -> None:
+        if self.user is None:
+            return
+        for root, dirs, files in os.walk(path):
+            for entry in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
+                os.chown(entry, self.user.pw_uid, self.user.pw_gid)
+
+    def clock_file(self, name: str) -> Path:
+        return self.run_dir / "faketime" / f"{name}.offset"
+
+    def set_clock_offset(self, name: str, offset: str) -> None:
+        """Step node ``name``'s wall clock to real time + ``offset`` (libfaketime syntax, e.g. "+120s")."""
+        path = self.clock_file(name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(offset + "\n")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+
+    def clock_env(self, name: str) -> dict[str, str]:
+        if not self.opts.faketime or self.monofix is None:
+            return {}
+        return faketime_env(self.clock_file(name), self.monofix)
+
+    # ------------------------------------------------------------------ processes
+    def start(self, name: str) -> None:
+        member = self.members[name]
+        if member.proc is not None and member.proc.poll() is None:
+            return
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+               "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/tmp"), **member.extra_env}
+        prefix = self.topology.exec_prefix(name)
+        if self.user is not None:
+            prefix += ["-S", str(self.user.pw_uid), "-G", str(self.user.pw_gid)]
+        prefix.append("--")
+        clock_env = self.clock_env(name)
+        if clock_env:  # preload only after the user switch: libfaketime makes a per-process shm in /dev/shm
+            prefix += ["env", *(f"{k}={v}" for k, v in clock_env.items())]  # that children must open
+        with open(member.log_path, "ab") as logf:
+            logf.write(f"\n==== jepsen-lite: start #{member.starts + 1} at {time.strftime('%H:%M:%S')}\n".encode())
+            logf.flush()
+            member.proc = subprocess.Popen([*prefix, *self.argv(member)], stdin=subprocess.DEVNULL,
+                                           stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=member.dir,
+                                           start_new_session=True)
+        member.starts += 1
+        self.started_pids.append(member.proc.pid)
+
+    def start_all(self) -> None:
+        for name in self.members:
+            self.start(name)
+
+    def pid(self, name: str) -> int | None:
+        proc = self.members[name].proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def alive(self, name: str) -> bool:
+        return self.pid(name) is not None
+
+    def stop(self, name: str, timeout_s: float = 30.0) -> None:
+        """SIGTERM (clean shutdown), SIGKILL after ``timeout_s``."""
+        proc = self.members[name].proc
+        if proc is None or proc.poll() is not None:
+            return
+        self.resume_pid(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs: SIGKILL", name, timeout_s)
+            self.kill(name)
+
+    def kill(self, name: str) -> int | None:
+        """SIGKILL the node's process; returns the PID killed."""
+        proc = self.members[name].proc
+        if proc is None or proc.poll() is not None:
+            return None
+        proc.kill()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            log.error("%s (pid %d) survived SIGKILL for 10s", name, proc.pid)
+        self.stopped_pids.discard(proc.pid)
+        return proc.pid
+
+    def pause_pid(self, pid: int) -> None:
+        if signal_pid(pid, signal.SIGSTOP):
+            self.stopped_pids.add(pid)
+
+    def resume_pid(self, pid: int) -> None:
+        signal_pid(pid, signal.SIGCONT)
+        self.stopped_pids.discard(pid)
+
+    def resume_all(self) -> None:
+        for pid in list(self.stopped_pids):
+            self.resume_pid(pid)
+
+    def leftover_pids(self, name: str) -> list[int]:
+        """Processes still running for this node other than the tracked one (by its directory)."""
+        return [p for p in pids_with_arg(str(self.members[name].dir) + "/") if p != os.getpid()]
+
+    def close(self, keep_data: bool = False) -> None:
+        """Stop everything (SIGCONT first), kill leftovers by PID, remove data (logs stay)."""
+        self.resume_all()
+        for name in self.members:
+            with contextlib.suppress(Exception):
+                self.stop(name, timeout_s=20)
+        for name in self.members:
+            for pid in self.leftover_pids(name):
+                log.warning("killing leftover pid %d of %s: %s", pid, name, cmdline(pid)[:120])
+                signal_pid(pid, signal.SIGCONT)
+                signal_pid(pid, signal.SIGKILL)
+        for pid in self.started_pids:  # libfaketime's per-process shm, left behind when a process is killed
+            for path in (f"/dev/shm/faketime_shm_{pid}", f"/dev/shm/sem.faketime_sem_{pid}"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        if not keep_data:
+            for member in self.members.values():
+                for sub in ("data", "raft"):
+                    shutil.rmtree(member.dir / sub, ignore_errors=True)
+
+    # ------------------------------------------------------------------ status
+    def raft_leader(self) -> str | None:
+        raise NotImplementedError
+
+    def primary(self) -> str | None:
+        return None
+
+
+class RaftpgCluster(NodeProcesses):
+    """raftpg agents (``python -m raftpg CONFIG``) with PostgreSQL, plus an optional witness."""
+
+    kind = "raftpg"
+
+    def config_path(self, member: Member) -> Path:
+        return member.dir / "raftpg.yml"
+
+    def data_dir(self, name: str) -> Path:
+        return self.members[name].dir / "data"
+
+    def config_for(self, member: Member) -> dict[str, Any]:
+        addr = self.topology.addr(member.name)
+        config: dict[str, Any] = {
+            "scope": "jl", "name": member.name,
+            "restapi": {"listen": f"{addr}:{API_PORT}", "connect_address": f"{addr}:{API_PORT}"},
+            "raft": {"data_dir": str(member.dir / "raft"), "self_addr": f"{addr}:{RAFT_PORT}",
+                     "partner_addrs": [f"{self.topology.addr(n)}:{RAFT_PORT}" for n in self.members
+                                       if n != member.name],
+                     "password": self.password},
+            "bootstrap": {"dcs": {
+                "ttl": self.opts.ttl_s, "loop_wait": self.opts.loop_wait_s,
+                "retry_timeout": self.opts.retry_timeout_s, "maximum_lag_on_failover": 16 * 1024 * 1024,
+                "synchronous_mode": self.opts.synchronous,
+                "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": {
+                    "max_connections": 40, "shared_buffers": "16MB", "wal_keep_size": "128MB",
+                    "fsync": "on", "synchronous_commit": "on"}}}},
+            "watchdog": {"mode": "off"},
+        }
+        if member.witness:
+            config["witness"] = True
+        else:
+            config["postgresql"] = {
+                "listen": f"{addr}:{PG_PORT}", "connect_address": f"{addr}:{PG_PORT}",
+                "data_dir": str(member.dir / "data"), "pgpass": str(member.dir / "pgpass"),
+                "authentication": {"superuser": {"username": "postgres"},
+                                   "replication": {"username": "replicator"},
+                                   "rewind": {"username": "rewind_user"}},
+            }
+        return config
+
+    def write_files(self, member: Member) -> None:
+        path = self.config_path(member)
+        path.write_text(yaml.safe_dump(self.config_for(member), sort_keys=False))
+        path.chmod(0o600)
+
+    def argv(self, member: Member) -> list[str]:
+        return [PYTHON, "-m", "raftpg", str(self.config_path(member))]
+
+    # ------------------------------------------------------------------ PostgreSQL processes
+    def postmaster_pid(self, name: str) -> int | None:
+        try:
+            with open(self.data_dir(name) / "postmaster.pid") as f:
+                pid = int(f.readline().strip())
+        except (OSError, ValueError):
+            return None
+        state = proc_state(pid)
+        if state is None or state == "Z" or "postgres" not in cmdline(pid):
+            return None
+        return pid
+
+    def supervisor_pid(self, name: str) -> int | None:
+        agent = self.pid(name)
+        if agent is None:
+            return None
+        for child in children(agent):
+            if "supervisor" in cmdline(child):
+                return child
+        return None
+
+    def kill_postgres(self, name: str) -> int | None:
+        """SIGKILL the postmaster's process group (postmaster and every backend)."""
+        pid = self.postmaster_pid(name)
+        if pid is None:
+            return None
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            signal_pid(pid, signal.SIGKILL)
+        return pid
+
+    # ------------------------------------------------------------------ REST
+    def api(self, name: str, method: str, path: str, body: Any = None, timeout_s: float = 2.0) -> tuple[int, Any]:
+        return http_json(self.topology.addr(name), API_PORT, method, path, body, timeout_s)
+
+    def primaries(self, timeout_s: float = 1.0) -> list[str]:
+        """Nodes whose ``GET /primary`` answers 200 (running primary holding the leader lock)."""
+        return [n for n in self.data_names if self.api(n, "GET", "/primary", timeout_s=timeout_s)[0] == 200]
+
+    def primary(self) -> str | None:
+        found = self.primaries()
+        return found[0] if len(found) == 1 else None
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        code, body = self.api(name, "GET", "/patroni")
+        return body if code in (200, 503) and isinstance(body, dict) else None
+
+    def raft_leader(self) -> str | None:
+        for name in self.names:
+            status = self.status(name)
+            raft = (status or {}).get("raft") or {}
+            if raft.get("state") == "leader":
+                return name
+        return None
+
+    def dsn(self, name: str, timeout_s: int = 2) -> str:
+        return (f"host={self.topology.addr(name)} port={PG_PORT} user=postgres dbname=postgres "
+                f"connect_timeout={timeout_s} application_name=jepsen-lite")
+
+
+class KvCluster(NodeProcesses):
+    """Standalone Raft KV nodes (``python -m raftpg.consensus.driver``) for the register workload."""
+
+    kind = "kv"
+
+    def write_files(self, member: Member) -> None:
+        path = member.dir / "raft.password"
+        path.write_text(self.password)
+        path.chmod(0o600)
+
+    def argv(self, member: Member) -> list[str]:
+        addr = self.topology.addr(member.name)
+        partners = ",".join(f"{self.topology.addr(n)}:{RAFT_PORT}" for n in self.members if n != member.name)
+        argv = [PYTHON, "-m", "raftpg.consensus.driver", "--self", f"{addr}:{RAFT_PORT}", "--partners", partners,
+                "--data-dir", str(member.dir / "raft"), "--control", f"{addr}:{KV_CONTROL_PORT}",
+                "--password-file", str(member.dir / "raft.password"), "--name", member.name]
+        if member.witness:
+            argv += ["--witness-name", member.name]
+        return argv
+
+    def control(self, name: str, method: str, path: str, body: Any = None,
+                timeout_s: float = 2.0) -> tuple[int, Any]:
+        return http_json(self.topology.addr(name), KV_CONTROL_PORT, method, path, body, timeout_s)
+
+    def raft_leader(self) -> str | None:
+        for name in self.names:
+            code, body = self.control(name, "GET", "/status", timeout_s=1.0)
+            if code == 200 and isinstance(body, dict) and body.get("state") == "leader":
+                return name
+        return None
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.25) -> Any:
+    """Poll ``predicate`` until truthy or the deadline; returns the last value (falsy on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        value = predicate()
+    return value
+
+
+def first(items: Sequence[Any]) -> Any:
+    return items[0] if items else None
