@@ -90,7 +90,7 @@ class PgNetwork:
     cut_links: set[frozenset[str]] = field(default_factory=set)
     acknowledged: set[int] = field(default_factory=set)  # write ids a client was told are committed
     on_writable: Callable[[FakePostgres], None] | None = None
-    on_time_passed: Callable[[], None] | None = None
+    on_take_time: Callable[[float], None] | None = None  # a simulation that lets the others run meanwhile
     _next_record: int = 0
     _next_sysid: int = 0
 
@@ -128,12 +128,14 @@ class PgNetwork:
 
     def take_time(self, seconds: float) -> None:
         """A slow operation: the shared clock moves on while it runs (the FakeClock must be ours)."""
-        if seconds > 0:
-            self.clock.advance(seconds)  # type: ignore[attr-defined]
-            for pg in self.instances.values():
-                pg.apply_fence()
-            if self.on_time_passed is not None:
-                self.on_time_passed()
+        if seconds <= 0:
+            return
+        if self.on_take_time is not None:
+            self.on_take_time(seconds)
+            return
+        self.clock.advance(seconds)  # type: ignore[attr-defined]
+        for pg in self.instances.values():
+            pg.apply_fence()
 
     def became_writable(self, pg: FakePostgres) -> None:
         if self.on_writable is not None:
@@ -309,18 +311,20 @@ class FakePostgres:
         )
 
     def bootstrap(self, lease_s: float | None = None) -> str:
+        deadline = self._deadline(lease_s)
         self._maybe_fail("bootstrap")
         if self.data_dir not in (DataDir.MISSING, DataDir.EMPTY):
             raise PgError(f"{self.name}: initdb refuses a data directory that is {self.data_dir}")
         self.data_dir, self.sysid, self.timeline = DataDir.INITIALIZED, self.network.new_sysid(), 1
         self.wal = [self.network.new_record()]
-        self._new_supervisor(lease_s)
+        self.fence_deadline = deadline
         self._up(primary=True)
         return self.sysid
 
-    def _new_supervisor(self, lease_s: float | None) -> None:
-        """Each start runs a new fencing supervisor: its deadline is ``lease_s`` from now, or none."""
-        self.fence_deadline = None if lease_s is None else self.clock.monotonic() + max(0.0, lease_s)
+    def _deadline(self, lease_s: float | None) -> float | None:
+        """Each start launches a new fencing supervisor, whose deadline counts from its launch: the
+        start of the operation, however long starting PostgreSQL then takes."""
+        return None if lease_s is None else self.clock.monotonic() + max(0.0, lease_s)
 
     def _up(self, *, primary: bool) -> None:
         self.running, self.in_recovery, self.streaming = True, not primary, False
@@ -333,13 +337,14 @@ class FakePostgres:
     def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
               timeout_s: float, lease_s: float | None = None) -> None:
         self.apply_fence()
+        deadline = self._deadline(lease_s)
         self._maybe_fail("start")
         self._require_data()
         if self.running:
             if self.in_recovery == as_replica:
                 return
             raise PgError(f"{self.name}: already running as {'replica' if self.in_recovery else 'primary'}")
-        self._new_supervisor(lease_s)
+        self.fence_deadline = deadline
         if as_replica:
             self.upstream_url = primary_conn_url
             self._up(primary=False)

@@ -17,6 +17,12 @@ violation raises :class:`SafetyViolation` at once, carrying the recent event log
 
 Determinism: the only randomness is ``random.Random(seed)`` (the order of nodes due at the same instant
 and a small jitter on their waits), so a seed replays a run exactly.
+
+Time passes inside an action only when a fault says so (slow DCS calls, slow PostgreSQL operations);
+then the other nodes keep cycling until the call returns (recursively: a node mid-call waits for its
+own call). Not modelled: every node reads the
+same linearizable store, there is no Raft of our own here (``kv.new_leader()`` stands for a leader
+change); the one clock never drifts between nodes.
 """
 
 from __future__ import annotations
@@ -60,14 +66,18 @@ class CuttableDcs:
     """One node's view of the shared DCS. ``cut``: the node lost its quorum, every call raises.
 
     ``flaky``: the probability that a call is applied but its answer is lost (``DcsError`` with
-    ``unknown_outcome``), drawn from ``rng``.
+    ``unknown_outcome``), drawn from ``rng``. ``latency_s``: each way of a call takes this long on the
+    shared clock (``take_time``); a call that cannot finish within its ``timeout_s`` raises after it,
+    having been applied if the request arrived in time.
     """
 
-    def __init__(self, inner: KvDcs, rng: random.Random) -> None:
+    def __init__(self, inner: KvDcs, rng: random.Random, take_time: Callable[[float], None]) -> None:
         self.inner = inner
         self.cut = False
         self.flaky = 0.0
+        self.latency_s = 0.0
         self.rng = rng
+        self.take_time = take_time
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         return False if self.cut else self.inner.watch(after_revision, timeout_s)
@@ -84,7 +94,15 @@ class CuttableDcs:
         def call(*args: Any, **kwargs: Any) -> Any:
             if self.cut:
                 raise DcsError(f"{name}: no quorum (simulated partition)")
+            timeout_s = float(kwargs.get("timeout_s", 5.0))
+            self.take_time(min(self.latency_s, timeout_s))
+            if self.latency_s > timeout_s:
+                raise DcsError(f"{name}: timed out (simulated latency)")
             result = method(*args, **kwargs)
+            if 2 * self.latency_s > timeout_s:
+                self.take_time(timeout_s - self.latency_s)
+                raise DcsError(f"{name}: timed out (simulated latency)", unknown_outcome=True)
+            self.take_time(self.latency_s)
             if self.flaky and self.rng.random() < self.flaky:
                 raise DcsError(f"{name}: answer lost (simulated)", unknown_outcome=True)
             return result
@@ -120,7 +138,7 @@ class SimNode:
     frozen: bool = False
     fatal: str | None = None
     seen: tuple = ()
-    last_reason: str = ""
+    last_line: str = ""
     decisions: list[tuple[float, Decision]] = field(default_factory=list)
     fail_once: FailOnce | None = None
 
@@ -141,10 +159,11 @@ class Simulation:
         self.operator = memory_dcs(self.clock, self.layout, self.kv)
         self.network = PgNetwork(self.clock)
         self.network.on_writable = lambda pg: self.check_writers(f"{pg.name} became a primary")
-        self.network.on_time_passed = self._time_passed
+        self.network.on_take_time = self._take_time
         self.dcs_config = json.loads(json.dumps(dcs_config or DEFAULT_DCS_CONFIG))
         self.fence_latency_s, self.tick_s, self.jitter_s = fence_latency_s, tick_s, jitter_s
         self.nodes: dict[str, SimNode] = {}
+        self._busy: list[str] = []  # nodes in the middle of a cycle (a slow call in flight)
         self.log: list[str] = []
         self.max_writers = 0
 
@@ -162,7 +181,7 @@ class Simulation:
                 conn_url=None if witness else f"postgresql://{name}:5432/postgres", raft_addr=f"{name}:5010")
         pg = None if witness else FakePostgres(name, self.network, self.clock,
                                                fence_latency_s=self.fence_latency_s)
-        dcs = CuttableDcs(memory_dcs(self.clock, self.layout, self.kv), self.rng)
+        dcs = CuttableDcs(memory_dcs(self.clock, self.layout, self.kv), self.rng, self.network.take_time)
         node = SimNode(name, me, dcs, pg, self._new_loop(me, dcs, pg),
                        next_cycle_at=self.now + self.rng.uniform(0, 1.0))
         self.nodes[name] = node
@@ -190,20 +209,32 @@ class Simulation:
 
     # ------------------------------------------------------------------ running
     def run(self, seconds: float) -> None:
-        end = self.now + seconds
+        self._advance_until(self.now + seconds)
+
+    def _take_time(self, seconds: float) -> None:
+        """Time passes inside one node's call (a slow DCS call or PostgreSQL operation): the other nodes
+        keep cycling meanwhile, as they would on their own machines; nodes already mid-call wait."""
+        self._advance_until(self.now + seconds)
+
+    def _may_cycle(self, node: SimNode) -> bool:
+        return node.active and node.name not in self._busy
+
+    def _advance_until(self, end: float) -> None:
         for _ in range(1_000_000):
             self._settle()
-            due = [n for n in self.nodes.values() if n.active and n.next_cycle_at <= self.now + 1e-9]
+            if self.now > end + 1e-9:
+                return  # time passed inside a nested slow call: we overshot
+            due = [n for n in self.nodes.values() if self._may_cycle(n) and n.next_cycle_at <= self.now + 1e-9]
             if due:
                 self.rng.shuffle(due)
                 for node in due:
-                    if node.active:
+                    if self._may_cycle(node) and node.next_cycle_at <= self.now + 1e-9:
                         self._cycle(node)
                         self._settle()
                 continue
             if self.now >= end - 1e-9:
                 return
-            upcoming = [n.next_cycle_at for n in self.nodes.values() if n.active]
+            upcoming = [n.next_cycle_at for n in self.nodes.values() if self._may_cycle(n)]
             self.clock.advance(max(0.0, min([*upcoming, self.now + self.tick_s, end]) - self.now))
         raise RuntimeError("simulation did not make progress (a node cycles without waiting?)")
 
@@ -217,30 +248,27 @@ class Simulation:
             if node.active and not node.dcs.cut and node.seen != seen and node.next_cycle_at > self.now + 0.01:
                 node.next_cycle_at = self.now + 0.01 + self.rng.uniform(0, self.jitter_s)
 
-    def _time_passed(self) -> None:
-        """Time moved inside an action (a slow PostgreSQL operation): the store keeps expiring leases."""
-        for key in self.kv.expire_due():
-            self.note(f"store: lease of {self.layout.relative(key)} expired")
-        self.check_writers("during a slow operation")
-
     def _watched(self) -> tuple:
         return tuple((kv.key, kv.value) for kv in (self.kv.get(self.layout.key(k)) for k in WATCHED_KEYS) if kv)
 
     def _cycle(self, node: SimNode) -> None:
+        self._busy.append(node.name)
         try:
             decision = node.loop.cycle()
         except FatalRefusal as exc:
             node.fatal = str(exc)
             self.note(f"{node.name}: agent refused to continue: {exc}")
             return
+        finally:
+            self._busy.remove(node.name)
         ok = node.loop.status.error is None
         node.decisions.append((self.elapsed, decision))
         names = ", ".join(_describe(a) for a in decision.actions)
         line = f"{node.name}: {decision.reason}" + (f" [{names}]" if names else "") \
             + ("" if ok else f" FAILED: {node.loop.status.error}")
-        if line != node.last_reason:  # a steady state is logged once
+        if line != node.last_line:  # a steady state is logged once
             self.note(line)
-        node.last_reason = line
+        node.last_line = line
         node.seen = () if node.dcs.cut else self._watched()
         node.next_cycle_at = self.now + self._wait_s(node, ok) + self.rng.uniform(0, self.jitter_s)
 
@@ -305,6 +333,11 @@ class Simulation:
     def flaky_dcs(self, name: str, probability: float) -> None:
         self.node(name).dcs.flaky = probability
         self.note(f"{name}: {probability:.0%} of DCS answers lost" if probability else f"{name}: DCS answers reliable")
+
+    def slow_dcs(self, name: str, seconds: float) -> None:
+        """Each way of every DCS call from ``name`` now takes ``seconds`` of simulated time."""
+        self.node(name).dcs.latency_s = seconds
+        self.note(f"{name}: DCS calls take {seconds:g}s each way")
 
     def slow_pg(self, name: str, seconds: float) -> None:
         """Every PostgreSQL operation on ``name`` now takes ``seconds`` of simulated time."""

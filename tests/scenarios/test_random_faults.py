@@ -2,7 +2,8 @@
 
 Each seed builds a three-node cluster and plays a random sequence of faults and operator requests:
 partitions, cut replication links, PostgreSQL crashes, killed or frozen agents, a Raft leader change
-(every lease countdown restarts), DCS answers lost after the write applied (unknown outcomes), slow
+(every lease countdown restarts), slow DCS calls (timeouts) and DCS answers lost after the write
+applied (unknown outcomes), slow
 PostgreSQL operations (time passes mid-decision), switchovers (named, any, scheduled), operator requests
 (restart, reload, reinitialize), dynamic config changes (ttl, loop_wait, maximum_lag_on_failover,
 strict and, in asynchronous runs, synchronous mode itself), pause/resume, and client writes. Then every fault is
@@ -47,8 +48,8 @@ def fault(sim: Simulation, rng: random.Random, sync: bool) -> None:
     node = sim.node(name)
     kind = rng.choices(
         ["write", "partition", "heal", "cut", "kill-pg", "kill-agent", "start-agent", "freeze", "thaw",
-         "switchover", "raft-leader-change", "pause", "flaky-dcs", "slow-pg", "request", "config"],
-        weights=[6, 2, 3, 1, 2, 1, 2, 1, 2, 1, 1, 0.3, 1, 1, 1, 1])[0]
+         "switchover", "raft-leader-change", "pause", "flaky-dcs", "slow-pg", "request", "config", "slow-dcs"],
+        weights=[6, 2, 3, 1, 2, 1, 2, 1, 2, 1, 1, 0.3, 1, 1, 1, 1, 1])[0]
     if kind == "write":
         sim.write("primary", rng.randint(1, 30))
     elif kind == "partition":
@@ -95,6 +96,8 @@ def fault(sim: Simulation, rng: random.Random, sync: bool) -> None:
         sim.pause(not sim.operator.load(linearizable=True, timeout_s=1.0).paused)
     elif kind == "flaky-dcs":
         sim.flaky_dcs(name, 0.0 if node.dcs.flaky else 0.3)
+    elif kind == "slow-dcs":
+        sim.slow_dcs(name, 0.0 if node.dcs.latency_s else rng.choice([0.2, 1.0, 3.0, 6.0]))
     elif kind == "slow-pg" and node.pg is not None:
         sim.slow_pg(name, 0.0 if node.pg.operation_s else rng.uniform(0.5, 8.0))
 
@@ -103,6 +106,7 @@ def repair(sim: Simulation) -> None:
     sim.heal()
     for name, node in sim.nodes.items():
         sim.flaky_dcs(name, 0.0)
+        sim.slow_dcs(name, 0.0)
         if node.pg is not None:
             sim.slow_pg(name, 0.0)
         if not node.agent_alive:

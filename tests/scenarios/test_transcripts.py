@@ -17,6 +17,9 @@ Commands:
     partition NAME ...          cut the node from the DCS quorum and every replication link
     cut A B                     cut only the replication link between A and B
     heal [NAME ...]             undo partitions and cuts (all, or those of the named nodes)
+    slow-dcs NAME DURATION      each way of every DCS call from NAME takes DURATION (0s: back to normal)
+    flaky-dcs NAME PERCENT      that share of NAME's DCS calls apply but lose their answer
+    slow-pg NAME DURATION       every PostgreSQL start/stop/promote/clone/rewind on NAME takes DURATION
     write TARGET COUNT          a client commits COUNT rows on TARGET (a name, or "primary")
     switchover LEADER CANDIDATE [in=DURATION]   write the failover key (scheduled: in= from now)
     failover CANDIDATE          a manual failover request (no leader named)
@@ -141,6 +144,15 @@ class Transcript:
 
     def do_heal(self, *names: str) -> None:
         self.sim.heal(*names)
+
+    def do_slow_dcs(self, name: str, duration: str) -> None:
+        self.sim.slow_dcs(name, duration_s(duration))
+
+    def do_flaky_dcs(self, name: str, percent: str) -> None:
+        self.sim.flaky_dcs(name, float(percent.rstrip("%")) / 100)
+
+    def do_slow_pg(self, name: str, duration: str) -> None:
+        self.sim.slow_pg(name, duration_s(duration))
 
     def do_write(self, target: str, count: str) -> None:
         self.sim.write(target, int(count))

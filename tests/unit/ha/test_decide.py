@@ -459,5 +459,6 @@ def check_safety_rules(i: Inputs) -> None:
         assert act.HandOverLeaderKey not in kinds or requested, decision
         assert not (act.AcquireLeaderKey in kinds and act.Promote in kinds) or (
             requested and view.failover.candidate == ME), decision
-        if act.StopPostgres in kinds:
-            assert i.local is not None and i.local.is_primary and view.leader and view.leader.name != ME, decision
+        if act.StopPostgres in kinds:  # a primary whose key another holds, or a requested switchover
+            assert i.local is not None and i.local.is_primary and view.leader and (
+                view.leader.name != ME or (requested and act.HandOverLeaderKey in kinds)), decision
