@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -108,6 +109,15 @@ class PostgresAdapter:
 
     def move_data_aside(self) -> str:
         return self.pg.move_data_aside()
+
+    def can_reach(self, conn_url: str) -> bool:
+        address = conn_url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port or 5432)), timeout=2.0):
+                return True
+        except (OSError, ValueError):
+            return False
 
     def ensure_slots(self, names: set[str]) -> None:
         self.pg.ensure_slots(names)

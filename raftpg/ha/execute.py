@@ -244,6 +244,9 @@ class Executor:
         if a.rewind and a.conn_url:
             view = self._view(i)
             if not (view.config.use_pg_rewind and self.pg.rewind(a.conn_url, timeout_s=300)):
+                if not self.pg.can_reach(a.conn_url):
+                    # a cut link is not a reason to throw away a data dir: try again next cycle
+                    raise RuntimeError(f"cannot reach {a.leader} to rewind or clone from; retrying later")
                 kept = self.pg.move_data_aside()
                 log.warning("could not rewind; old data kept at %s, cloning afresh", kept)
                 self.pg.clone(a.conn_url, timeout_s=3600)

@@ -112,11 +112,16 @@ class HaLoop:
         self._wake.set()
 
     # ------------------------------------------------------------------ one cycle
-    def _read(self) -> ClusterView | None:
-        budget = self.timing.retry_timeout_s
+    def _budget(self, cap_s: float) -> float:
+        """A DCS call's deadline: at most ``cap_s``, and never past the moment this node must demote."""
+        budget = cap_s
         deadline = self.executor.lease.deadline
         if deadline is not None:
             budget = max(0.2, min(budget, deadline - self.timing.demote_margin_s - self.clock.monotonic()))
+        return budget
+
+    def _read(self) -> ClusterView | None:
+        budget = self._budget(self.timing.retry_timeout_s)
         try:
             view = self.dcs.load(linearizable=True, timeout_s=budget)
         except DcsError as exc:
@@ -203,7 +208,7 @@ class HaLoop:
     def _fresh_view(self, view: ClusterView) -> ClusterView:
         """After acting, re-read (locally, cheaply) so status shows this cycle's outcome, not its start."""
         try:
-            return self.dcs.load(linearizable=False, timeout_s=min(1.0, self.timing.retry_timeout_s))
+            return self.dcs.load(linearizable=False, timeout_s=self._budget(min(1.0, self.timing.retry_timeout_s)))
         except DcsError:
             return view
 
@@ -226,7 +231,7 @@ class HaLoop:
     def _publish_member(self, local: LocalState | None) -> None:
         try:
             self.dcs.touch_member(self.me.name, self.member_document(local), self.timing.ttl_s,
-                                  timeout_s=min(2.0, self.timing.retry_timeout_s))
+                                  timeout_s=self._budget(min(2.0, self.timing.retry_timeout_s)))
         except DcsError as exc:
             log.debug("cannot update my member key: %s", exc)
 

@@ -40,6 +40,9 @@ class PostgresPort(Protocol):
 
     def rewind(self, source_conn_url: str, timeout_s: float) -> bool: ...
 
+    def can_reach(self, conn_url: str) -> bool:
+        """True if the PostgreSQL at ``conn_url`` accepts a TCP connection now (a cheap probe)."""
+
     def move_data_aside(self) -> str: ...
 
     def ensure_slots(self, names: set[str]) -> None: ...

@@ -427,6 +427,9 @@ class FakePostgres:
         self.cluster_state = "in archive recovery"
         return True
 
+    def can_reach(self, conn_url: str) -> bool:
+        return self.network.reach(self.name, conn_url) is not None
+
     def move_data_aside(self) -> str:
         if self.running:
             raise PgError(f"{self.name}: cannot move a running data directory aside")

@@ -1,0 +1,58 @@
+"""The executor's own decisions: what it does when an action cannot be carried out as asked."""
+
+from __future__ import annotations
+
+from raftpg.clock import FakeClock
+from raftpg.dcs.keys import KeyLayout
+from raftpg.dcs.memory import memory_dcs
+from raftpg.ha import actions as act
+from raftpg.ha.execute import Executor, Timing
+from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
+from raftpg.model import ClusterView, DataDir, DynamicConfig
+from raftpg.testing.fake_postgres import FakePostgres, PgNetwork
+
+TIMING = Timing(ttl_s=10, loop_wait_s=1, retry_timeout_s=4)
+
+
+def url(name: str) -> str:
+    return f"postgresql://replicator@{name}:5432/postgres"
+
+
+def diverged_old_primary() -> tuple[FakePostgres, FakePostgres, PgNetwork, FakeClock]:
+    clock = FakeClock()
+    network = PgNetwork(clock)
+    old, new = FakePostgres("old", network, clock), FakePostgres("new", network, clock)
+    old.bootstrap()
+    new.clone(url("old"), 60)
+    new.start(url("old"), "new", as_replica=True, timeout_s=10)
+    network.step()
+    old.crash()
+    old.wal.append(network.new_record())  # WAL the new primary never received: needs a rewind
+    new.promote(10)
+    return old, new, network, clock
+
+
+def run_start_replica(old: FakePostgres, clock: FakeClock, use_pg_rewind: bool) -> bool:
+    dcs = memory_dcs(clock, KeyLayout("/service/", "t"))
+    executor = Executor(dcs, old, None, clock, Me("old"))
+    view = ClusterView(initialize=old.sysid, config=DynamicConfig(use_pg_rewind=use_pg_rewind))
+    inputs = Inputs(view=view, local=old.observe(), me=Me("old"), lease=LeaseState(), memory=Memory(),
+                    now=clock.monotonic(), now_wall=clock.wall())
+    decision = act.Decision((act.StartReplica("new", url("new"), rewind=True),), "test")
+    return executor.run(decision, inputs, TIMING)
+
+
+def test_an_unreachable_source_never_costs_the_data_dir():
+    old, _, network, clock = diverged_old_primary()
+    network.cut.add("old")
+    assert run_start_replica(old, clock, use_pg_rewind=True) is False
+    assert old.data_dir == DataDir.INITIALIZED and old.kept_data_dirs == []  # kept in place, retried later
+    network.cut.clear()
+    assert run_start_replica(old, clock, use_pg_rewind=True) is True
+    assert old.observe().running and old.observe().in_recovery
+
+
+def test_without_pg_rewind_a_diverged_primary_is_recloned_and_its_data_kept_aside():
+    old, _, _, clock = diverged_old_primary()
+    assert run_start_replica(old, clock, use_pg_rewind=False) is True
+    assert len(old.kept_data_dirs) == 1
