@@ -316,27 +316,7 @@ def _may_take_over(view: ClusterView, member: Member | None, failover: Failover 
 
 
 def _eligibility_view(view: ClusterView) -> ClusterView:
-    """The view the failover race judges eligibility on, in synchronous mode as Patroni does:
-
-    - the sync key's leader may take over as well as its synchronous standbys: it is the primary that
-      acknowledged every commit (``SyncState.matches(name, check_leader=True)``). Without this, a primary
-      that ran with no synchronous standby (non-strict mode) and restarted could never become primary
-      again, nor could anyone else;
-    - a sync key naming no leader (absent: synchronous mode was just turned on, or while paused) restricts
-      no one: no commit was ever acknowledged synchronously (``not sync.is_empty``). Otherwise nobody
-      could ever be promoted.
-
-    Safe because the key names a primary before that primary waits for any standby (``plan_sync``
-    writes it first) and before it promotes (``_promote``), so the key's leader is never older than the
-    last promotion or the first synchronous commit."""
-    sync = view.sync
-    if not view.config.synchronous_mode:
-        return view
-    if sync is None or not sync.leader:
-        return replace(view, config=replace(view.config, synchronous_mode=False))
-    if sync.leader in sync.sync_standby:
-        return view
-    return replace(view, sync=replace(sync, sync_standby=tuple(sorted((*sync.sync_standby, sync.leader)))))
+    return view.eligibility_view()
 
 
 def _healthier(other: Member, mine: Member) -> bool:

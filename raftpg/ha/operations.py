@@ -106,7 +106,7 @@ def iso_time(epoch_s: float) -> str:
 
 
 def _why_not(view: ClusterView, member: Member) -> str:
-    return view.ineligibility(member) or "eligible"
+    return view.eligibility_view().ineligibility(member) or "eligible"
 
 
 def check_switchover(view: ClusterView, leader: str | None, candidate: str | None) -> Member | None:
@@ -121,7 +121,7 @@ def check_switchover(view: ClusterView, leader: str | None, candidate: str | Non
     if view.failover is not None:
         raise OperationError(_pending_text(view), 409)
     if candidate is None:
-        if not view.failover_candidates(exclude=view.leader.name):
+        if not view.eligibility_view().failover_candidates(exclude=view.leader.name):
             others = [m for m in view.data_members if m.name != view.leader.name]
             reasons = "; ".join(_why_not(view, m) for m in others) or "there are no other members"
             raise OperationError(f"no eligible candidate: {reasons}")
@@ -154,7 +154,7 @@ def _eligible_candidate(view: ClusterView, name: str, allow_lag: bool) -> Member
         raise OperationError(f"candidate {name} is not a member of the cluster")
     if view.leader is not None and view.leader.name == name:
         raise OperationError(f"candidate {name} is already the leader")
-    reason = view.ineligibility(member)
+    reason = view.eligibility_view().ineligibility(member)
     if reason and not (allow_lag and " lags " in reason):
         raise OperationError(f"candidate {name} is not eligible: {reason}")
     return member

@@ -6,7 +6,7 @@ HA decision, the REST API and raftpgctl all answer them the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -271,6 +271,29 @@ class ClusterView:
             if self.sync is None or member.name not in self.sync.sync_standby:
                 return f"{member.name} is not a synchronous standby"
         return None
+
+    def eligibility_view(self) -> ClusterView:
+        """The view the failover race judges eligibility on, in synchronous mode as Patroni does:
+
+        - the sync key's leader may take over as well as its synchronous standbys: it is the primary that
+          acknowledged every commit (``SyncState.matches(name, check_leader=True)``). Without this, a primary
+          that ran with no synchronous standby (non-strict mode) and restarted could never become primary
+          again, nor could anyone else;
+        - a sync key naming no leader (absent: synchronous mode was just turned on, or while paused) restricts
+          no one: no commit was ever acknowledged synchronously (``not sync.is_empty``). Otherwise nobody
+          could ever be promoted.
+
+        Safe because the key names a primary before that primary waits for any standby (``plan_sync``
+        writes it first) and before it promotes (``_promote``), so the key's leader is never older than the
+        last promotion or the first synchronous commit."""
+        sync = self.sync
+        if not self.config.synchronous_mode:
+            return self
+        if sync is None or not sync.leader:
+            return replace(self, config=replace(self.config, synchronous_mode=False))
+        if sync.leader in sync.sync_standby:
+            return self
+        return replace(self, sync=replace(sync, sync_standby=tuple(sorted((*sync.sync_standby, sync.leader)))))
 
     def failover_candidates(self, exclude: str | None = None) -> tuple[Member, ...]:
         """Eligible members, healthiest first: highest WAL position, then failover_priority, then name."""
