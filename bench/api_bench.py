@@ -1,0 +1,89 @@
+"""Health-check latency: GET /primary on the primary, idle and while its PostgreSQL restarts, and the
+planned-switchover write gap (see also failover_bench.py --switchover).
+
+A keep-alive HTTP/1.1 client (like HAProxy's checks, but back to back) measures p50/p99. Prints a table;
+nothing is asserted.
+
+    python bench/api_bench.py [--requests 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+
+
+def latencies(port: int, count: int, stop: threading.Event | None = None) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    samples = []
+    for _ in range(count):
+        if stop is not None and stop.is_set():
+            break
+        t0 = time.perf_counter()
+        conn.request("GET", "/primary")
+        resp = conn.getresponse()
+        resp.read()
+        samples.append((time.perf_counter() - t0) * 1000)
+    conn.close()
+    return samples
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000)
+    args = parser.parse_args()
+    base = tempfile.mkdtemp(prefix="raftpg-apibench-", dir="/tmp")
+    os.chmod(base, 0o755)
+    cluster = LocalCluster(base, ["n1", "n2", "n3"], dcs={"ttl": 10, "loop_wait": 1, "retry_timeout": 4})
+    rows = []
+    try:
+        cluster.start_all()
+        primary = cluster.wait_for(cluster.primary, 120, "a primary")
+        cluster.wait_for(lambda: all(cluster.api(n, "/replica")[0] == 200 for n in cluster.nodes if n != primary),
+                         120, "replicas")
+        port = cluster.nodes[primary].api_port
+        latencies(port, 200)  # warm up
+        idle = latencies(port, args.requests)
+        rows.append(("idle primary", idle))
+        during: list[float] = []
+        stop = threading.Event()
+
+        def measure() -> None:
+            while not stop.is_set():
+                during.extend(latencies(port, 200, stop))
+
+        thread = threading.Thread(target=measure)
+        thread.start()
+        t0 = time.monotonic()
+        status, body = cluster.api_post(primary, "/restart", {}, timeout_s=120)
+        restart_s = time.monotonic() - t0
+        stop.set()
+        thread.join()
+        rows.append((f"primary while PostgreSQL restarts ({restart_s:.1f}s, HTTP {status})", during))
+    finally:
+        cluster.close(remove=True)
+    print(f"GET /primary latency, keep-alive client on loopback; {os.cpu_count()} cores")
+    print("| condition | requests | p50 | p99 | max |")
+    print("|---|---|---|---|---|")
+    for name, samples in rows:
+        print(f"| {name} | {len(samples)} | {statistics.median(samples):.2f} ms | {pct(samples, 0.99):.2f} ms | "
+              f"{max(samples):.2f} ms |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
