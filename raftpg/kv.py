@@ -397,12 +397,16 @@ def _row_to_kv(row: Any) -> KeyValue:
 
 
 class LeaseClock:
-    """The Raft leader's countdowns. Not replicated; rebuilt from nothing whenever leadership changes.
+    """Lease countdowns on this node's monotonic clock. Not replicated.
 
-    ``due(state, now)`` returns expire commands for keys whose last refresh this leader saw at least
-    ``ttl_s`` ago on its monotonic clock. A refresh is identified by ``KeyValue.refreshed``; a refresh
-    seen for the first time starts its countdown at ``now`` (which is at or after the moment it was
-    applied: never earlier, so a lease never expires early).
+    Every node calls ``observe(state, now)`` right after applying commands, in every role: a refresh
+    (identified by ``KeyValue.refreshed``) seen for the first time starts its countdown at ``now``, which
+    is at or after the moment this node applied it, hence after its holder sent it. Only the Raft leader
+    calls ``due(state, now)``, which returns expire commands for refreshes it has seen at least ``ttl_s``
+    ago. A newly elected leader keeps the countdowns it started as a follower: each started no earlier
+    than the refresh was applied here, so a lease still never expires before ``ttl_s`` after its holder
+    sent the refresh (the holder counts from there, safety rule 2), and failover does not also wait for
+    the election. ``reset()`` forgets everything (a restarted node starts every countdown afresh).
     """
 
     def __init__(self) -> None:
@@ -414,10 +418,18 @@ class LeaseClock:
         self._proposed.clear()
 
     def observe(self, state: KvState, now: float) -> None:
-        """Start countdowns for refreshes not seen yet (call right after applying, when possible)."""
+        """Start countdowns for refreshes not seen yet and forget those superseded or gone."""
+        live = {}
         for kv in state.keys.values():
             if kv.ttl_s is not None:
-                self._started.setdefault((kv.key, kv.refreshed), now)
+                ident = (kv.key, kv.refreshed)
+                live[ident] = self._started.get(ident, now)
+        self._started = live
+        self._proposed = {k: v for k, v in self._proposed.items() if k in live}
+
+    def forget_proposals(self) -> None:
+        """A new term: expiries proposed earlier may have been dropped with the old leader's log."""
+        self._proposed.clear()
 
     def due(self, state: KvState, now: float, repropose_after_s: float = 1.0) -> list[dict]:
         live: dict[tuple[str, int], float] = {}

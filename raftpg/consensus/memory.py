@@ -77,8 +77,9 @@ class MemoryKv:
         return expired
 
     def new_leader(self) -> None:
-        """Simulate a Raft leader change: every lease countdown restarts now (as RaftNode's new leader
-        starts them on its first tick), not at the next ``expire_due``."""
+        """Simulate a Raft leader change to a node that had seen none of the refreshes (the most
+        conservative case, e.g. a freshly restarted node): every lease countdown restarts now. A RaftNode
+        that applied the refreshes as a follower keeps its earlier (still safe) start times."""
         self._leases.reset()
         self._leases.observe(self._state.locked_state(), self._clock.monotonic())
 

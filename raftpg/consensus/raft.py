@@ -296,12 +296,13 @@ class RaftNode:
             self._tick_tasks.popleft()()
         self._remember_members()
         sync = self._sync
+        now = self._clock.monotonic()
+        self._leases.observe(self._state.locked_state(), now)  # every role: countdowns from local apply
         term = sync.raftCurrentTerm if sync._isLeader() else None
         if term != self._lease_term:
-            # Safety rule 3: leadership gained, lost, or won again in a later term: every countdown
-            # restarts. (Comparing the term, not just the role, catches losing and regaining it between
-            # two ticks.)
-            self._leases.reset()
+            # leadership gained, lost, or won again in a later term (comparing the term catches losing
+            # and regaining it between two ticks): re-propose any expiry that is due
+            self._leases.forget_proposals()
             self._lease_term = term
         if term is None:
             return
