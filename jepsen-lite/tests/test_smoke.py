@@ -55,7 +55,8 @@ def run_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
 
 def test_smoke_run_passes(run_dir: Path) -> None:
     opts = RunOptions(nemesis=SMOKE_NEMESES, time_s=float(os.environ.get("JL_SMOKE_TIME", "170")),
-                      seed=int(os.environ.get("JL_SMOKE_SEED", "11")), out=run_dir, quiet_s=(2.0, 4.0))
+                      seed=int(os.environ.get("JL_SMOKE_SEED", "11")), out=run_dir, quiet_s=(2.0, 4.0),
+                      healthy_s=45.0, settle_s=90.0)
     result = Runner(opts).run()
     text = summary(result.results)
     print(text)
