@@ -241,7 +241,10 @@ class Runner:
         self.nemesis_event(step.fault, {"phase": "start", "id": step.index, **_jsonable(details)})
         self.say(f"step {step.index} {step.fault} start {details}")
         try:
-            ok, evidence = fault.verify()
+            try:
+                ok, evidence = fault.verify()
+            except Exception as exc:  # noqa: BLE001 - a probe that crashed proves nothing: unverified
+                ok, evidence = False, {"verify_error": f"{type(exc).__name__}: {exc}"}
             self.nemesis_event(step.fault, {"phase": "verify", "id": step.index, "ok": ok, **_jsonable(evidence)})
             self.say(f"step {step.index} {step.fault} verify ok={ok} {evidence}")
             self.fault_verdicts.append((step.fault, ok, json.dumps(_jsonable(evidence))[:300]))
