@@ -69,10 +69,11 @@ def plot_timeline(history: History, path: Path, title: str = "") -> None:
 
 
 def write_report(out: Path, history: History, results: Sequence[CheckResult],
-                 fault_verdicts: Sequence[tuple[str, bool, str]] = ()) -> Path:
+                 fault_verdicts: Sequence[tuple[str, bool | None, str]] = ()) -> Path:
     png = out / "timeline.png"
     plot_timeline(history, png, title=out.name)
-    rows = "".join(f"<tr><td>{html.escape(f)}</td><td>{'yes' if ok else '<b>NO</b>'}</td>"
+    shown = {True: "yes", False: "<b>NO</b>", None: "not started"}
+    rows = "".join(f"<tr><td>{html.escape(f)}</td><td>{shown[ok]}</td>"
                    f"<td><code>{html.escape(ev)}</code></td></tr>" for f, ok, ev in fault_verdicts)
     logs = sorted(p.relative_to(out) for p in out.glob("nodes/*/agent.log"))
     links = " ".join(f'<a href="{p}">{html.escape(str(p))}</a>' for p in logs)

@@ -109,7 +109,7 @@ class Runner:
         self.workload: Workload | None = None
         self.history: HistoryWriter | None = None
         self.nemesis_log: Any = None
-        self.fault_verdicts: list[tuple[str, bool, str]] = []
+        self.fault_verdicts: list[tuple[str, bool | None, str]] = []  # ok None: not started
         self.convergence: CheckResult | None = None
         self.timings: dict[str, float] = {}
         self.cleaning = False
@@ -235,7 +235,7 @@ class Runner:
             details = fault.start()
         except FaultError as exc:
             self.say(f"step {step.index} {step.fault}: not started: {exc}")
-            self.fault_verdicts.append((step.fault, True, f"not started: {exc}"))
+            self.fault_verdicts.append((step.fault, None, f"not started: {exc}"))
             return
         started = time.monotonic()
         self.nemesis_event(step.fault, {"phase": "start", "id": step.index, **_jsonable(details)})
@@ -404,14 +404,17 @@ class Runner:
         return RunResult(self.out, results, overall(results))
 
     def _nemesis_result(self) -> CheckResult:
-        injected = len(self.fault_verdicts)
-        unverified = [(f, ev) for f, ok, ev in self.fault_verdicts if not ok]
-        counts: dict[str, int | float] = {"steps": injected, "verified": injected - len(unverified),
-                                          "unverified": len(unverified)}
+        started = [(f, ok, ev) for f, ok, ev in self.fault_verdicts if ok is not None]
+        injected = len(started)
+        unverified = [(f, ev) for f, ok, ev in started if not ok]
+        counts: dict[str, int | float] = {"injected": injected, "verified": injected - len(unverified),
+                                          "unverified": len(unverified),
+                                          "not_started": len(self.fault_verdicts) - injected}
         per_kind: dict[str, int] = {}
-        for f, _, _ in self.fault_verdicts:
+        for f, _, _ in started:
             per_kind[f] = per_kind.get(f, 0) + 1
         details = [f"{k}: {v}" for k, v in sorted(per_kind.items())]
+        details += [f"not started {f}: {ev}" for f, ok, ev in self.fault_verdicts if ok is None]
         details += [f"UNVERIFIED {f}: {ev}" for f, ev in unverified]
         valid: Any = True
         if unverified:
