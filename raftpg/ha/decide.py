@@ -168,6 +168,9 @@ def _needs_clone(i: Inputs, view: ClusterView) -> Decision:
                     f"creating a replica from {source.name}")
 
 
+START_FAILURES_BEFORE_REWIND = 3
+
+
 def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
     me = i.me.name
     if view.paused:
@@ -184,8 +187,15 @@ def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
                         "starting PostgreSQL to promote it: I hold the leader key")
     leader = view.leader_member
     if view.leader and leader and leader.conn_url:
-        return Decision((StartReplica(leader.name, leader.conn_url, rewind=i.data_was_primary),),
-                        f"starting as a replica of {leader.name}")
+        # a data dir that was a primary, or that PostgreSQL keeps refusing to start as a replica of this
+        # leader (e.g. "requested timeline does not contain minimum recovery point"), is rewound, or
+        # re-cloned with the old one kept aside when rewinding is impossible
+        rewind = i.data_was_primary or i.memory.start_failures >= START_FAILURES_BEFORE_REWIND
+        if rewind and leader.role != "primary":
+            # pg_rewind from a standby that is being promoted copies a half-promoted state
+            return Decision((), f"waiting for {leader.name} to run as primary before rewinding to it")
+        return Decision((StartReplica(leader.name, leader.conn_url, rewind=rewind),),
+                        f"starting as a replica of {leader.name}" + (" (rewinding first)" if rewind else ""))
     return Decision((StartReplica(None, None),), "starting PostgreSQL read-only: no primary known")
 
 

@@ -236,6 +236,14 @@ class Executor:
         self._arm_for_primary(t)
         self.pg.promote(timeout_s=max(10.0, t.retry_timeout_s))
         self.following = None
+        # PostgreSQL spreads the end-of-recovery checkpoint out; until it completes, the control file
+        # still names the old timeline and a pg_rewind from this server copies an inconsistent state.
+        # Force it now: this member publishes role=primary only after it, and rewinders wait for that.
+        try:
+            self.pg.checkpoint()
+        except Exception as exc:  # noqa: BLE001 - promoted regardless; rewinders wait one more cycle
+            log.warning("checkpoint after promotion failed: %s", exc)
+            return True
         return True
 
     def _StartReplica(self, a: act.StartReplica, i: Inputs, t: Timing) -> bool:

@@ -41,6 +41,7 @@ class Memory:
     following: str | None = None            # the leader this replica was last pointed at
     leader_since: float | None = None       # monotonic time this replica first saw the key name it
     stalled_since: float | None = None      # monotonic time this replica, pointed at the leader, stopped streaming
+    start_failures: int = 0                 # consecutive cycles in which starting PostgreSQL failed
 
 
 @dataclass(frozen=True)

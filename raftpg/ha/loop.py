@@ -18,7 +18,7 @@ from typing import Any
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.dcs.codec import member_document
-from raftpg.ha.actions import Decision
+from raftpg.ha.actions import Decision, StartPrimary, StartReplica
 from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import Inputs, Me, Memory
@@ -172,6 +172,8 @@ class HaLoop:
         decision = decide(inputs)
         log.info("%s", decision.reason)
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True
+        if decision.has(StartReplica) or decision.has(StartPrimary):
+            self.memory = replace(self.memory, start_failures=0 if ok else self.memory.start_failures + 1)
         if decision.actions and self.pg:
             local = self.pg.observe()
         self.memory = replace(self.memory, following=self.executor.following)

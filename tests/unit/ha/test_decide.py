@@ -225,6 +225,16 @@ CASES = [
          exactly=()),
     Case("a stopped old primary rejoins the new leader with a rewind", inputs(view(), stopped()),
          exactly=(act.StartReplica("n1", url("n1"), rewind=True),)),
+    # pg_rewind from a server still promoting (its post-promotion checkpoint not done) copies a state
+    # PostgreSQL then refuses to start ("timeline does not contain minimum recovery point")
+    Case("the old primary waits for the new leader to run as primary before rewinding to it",
+         inputs(view(members=(member("n1", role="replica"), member(ME), REPLICA_N3)), stopped()), exactly=()),
+    Case("a replica that keeps failing to start is rewound",
+         inputs(view(), stopped(cluster_state="in archive recovery"), memory=Memory(following="n1", start_failures=3)),
+         exactly=(act.StartReplica("n1", url("n1"), rewind=True),)),
+    Case("a replica that failed to start once just starts again",
+         inputs(view(), stopped(cluster_state="in archive recovery"), memory=Memory(following="n1", start_failures=1)),
+         exactly=(act.StartReplica("n1", url("n1"), rewind=False),)),
     Case("a stopped replica rejoins without a rewind", inputs(view(), stopped("shut down in recovery")),
          exactly=(act.StartReplica("n1", url("n1"), rewind=False),)),
     # ---------------------------------------------------------------- data directory
