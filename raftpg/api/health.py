@@ -4,7 +4,8 @@ Each check is a pure function of the last HA cycle's ``NodeStatus`` (plus the no
 string): 200 when true, 503 when false. Nothing here waits on PostgreSQL or the DCS.
 
 - primary (``/primary``, ``/leader``, ``/read-write``, ``/master``): PostgreSQL runs read-write and this
-  node holds the leader key (or, when the last DCS read failed, still holds an unexpired lease).
+  node holds the leader key with a lease that has not run out since the last cycle (when the last DCS
+  read failed: an unexpired lease).
 - replica: a running replica that streams from the primary, without ``noloadbalance``, within ``?lag=``.
 - read-only: primary or replica (as above). sync / async: a streaming replica in / not in the sync key.
 - health: PostgreSQL is running (never on a witness). liveness: the HA loop finished a cycle within
@@ -69,10 +70,20 @@ def _tags_match(p: Probe) -> bool:
     return all(k in p.tags and _tag_text(p.tags[k]) == v.lower() for k, v in p.tag_filters)
 
 
+def _lease_unexpired(p: Probe) -> bool:
+    """The lease the last cycle counted has not run out since. The status is the last completed cycle's:
+    an agent frozen (SIGSTOP, a stall) past its lease, whose PostgreSQL the supervisor has fenced and whose
+    key another node now holds, must not answer as the primary from that stale status once it runs again."""
+    last = p.status.cycle_monotonic
+    return last is not None and p.now < last + p.status.lease_valid_s
+
+
 def _holds_key(p: Probe) -> bool:
+    if not _lease_unexpired(p):
+        return False
     if p.status.view is not None:
         return p.status.holds_leader_key
-    return p.status.lease_valid_s > 0  # the DCS was unreadable: the lease we hold is still ours
+    return True  # the DCS was unreadable: the lease we hold is still ours
 
 
 def primary(p: Probe) -> bool:
