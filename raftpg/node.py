@@ -159,20 +159,20 @@ class NodeError(Exception):
     """The node cannot start; the message says why (and names the config key when it is one)."""
 
 
-def consensus_settings(config: Config) -> ConsensusSettings:
+def consensus_settings(config: Config, force_new_cluster: bool = False) -> ConsensusSettings:
     raft = config.raft
     assert raft is not None
     return ConsensusSettings(self_addr=raft.self_addr, partner_addrs=tuple(raft.partner_addrs),
                              data_dir=raft.data_dir, bind_addr=raft.bind_addr, password=raft.password or None,
-                             fsync=raft.fsync)
+                             fsync=raft.fsync, force_new_cluster=force_new_cluster)
 
 
-def build_dcs(config: Config, clock: Clock) -> Dcs:
+def build_dcs(config: Config, clock: Clock, force_new_cluster: bool = False) -> Dcs:
     layout = KeyLayout(config.namespace, config.scope)
     kind = dcs_kind(config)
     if kind == "raft":
         from raftpg.dcs.raft import raft_dcs
-        return raft_dcs(consensus_settings(config), layout, clock)
+        return raft_dcs(consensus_settings(config, force_new_cluster), layout, clock)
     if kind == "etcd3":
         from raftpg.dcs.etcd import etcd_dcs
         return etcd_dcs(config, layout)
@@ -204,7 +204,8 @@ def bootstrap_dcs_document(config: Config) -> dict[str, Any]:
 
 
 class Node:
-    def __init__(self, config: Config, config_path: str | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | None = None, clock: Clock | None = None,
+                 force_new_cluster: bool = False) -> None:
         if os.geteuid() == 0 and not config.witness:
             raise NodeError("PostgreSQL refuses to run as root: run raftpg as the OS user that owns the "
                             "data directory (for example: runuser -u postgres -- raftpg CONFIG.yml)")
@@ -213,7 +214,7 @@ class Node:
         self.clock = clock or SystemClock()
         self._status_lock = threading.Lock()
         self._status = NodeStatus(config.name, config.witness)
-        self.dcs = build_dcs(config, self.clock)
+        self.dcs = build_dcs(config, self.clock, force_new_cluster)
         self.pg = None if config.witness else PostgresAdapter(config, self.clock)
         self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
                            me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),

@@ -37,7 +37,7 @@ def _load(path: str):  # noqa: ANN202 - returns Config
         return None
 
 
-def run_node(path: str) -> int:
+def run_node(path: str, force_new_cluster: bool = False) -> int:
     config = _load(path)
     if config is None:
         return 2
@@ -50,7 +50,7 @@ def run_node(path: str) -> int:
     from raftpg.consensus.raft import RaftConfigError
     from raftpg.node import Node, NodeError, serve
     try:
-        node = Node(config, config_path=path)
+        node = Node(config, config_path=path, force_new_cluster=force_new_cluster)
     except (NodeError, RaftConfigError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         print(f"raftpg: cannot start: {exc}", file=sys.stderr)
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", nargs="?", help="the YAML config file of this node")
     parser.add_argument("--validate-config", action="store_true", help="check the config file and exit")
     parser.add_argument("--version", action="version", version=f"raftpg {__version__}")
+    parser.add_argument("--force-new-cluster", action="store_true",
+                        help="majority of Raft members permanently lost: form a new one-node Raft group from "
+                             "this node's data (one-shot; wipe the lost members' raft data before re-adding)")
     args = parser.parse_args(argv)
     if not args.config:
         parser.print_usage(sys.stderr)
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.validate_config:
         return validate(args.config)
-    return run_node(args.config)
+    return run_node(args.config, args.force_new_cluster)
 
 
 if __name__ == "__main__":
