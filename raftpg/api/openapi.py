@@ -41,6 +41,7 @@ SCHEMAS: dict[str, Any] = {
             "xlog": {"type": "object", "additionalProperties": _NULLABLE_INT},
             "replication": {"type": "array", "items": {"type": "object"}},
             "replication_state": {"type": "string"},
+            "synchronous_mode": {"enum": ["off", "sync", "async-fallback", "waiting"]},
             "patroni": {"type": "object", "required": ["version", "scope", "name"],
                         "properties": {k: {"type": "string"} for k in ("version", "scope", "name")}},
             "pause": {"type": "boolean"}, "pending_restart": {"type": "boolean"},

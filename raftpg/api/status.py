@@ -32,6 +32,19 @@ def primary_position(view: ClusterView | None) -> int | None:
     return max(known) if known else None
 
 
+def commit_mode(local: Any, view: ClusterView | None) -> str:
+    """How a running primary's commits are acknowledged, from PostgreSQL's own settings and
+    pg_stat_replication: ``off`` (synchronous_mode off), ``sync`` (a synchronous standby confirms them),
+    ``async-fallback`` (synchronous_mode on but non-strict with no standby available: committed on the
+    primary alone), ``waiting`` (standbys are required but none is synchronous: commits wait, as in
+    strict mode with every standby down)."""
+    if local.synchronous_standby_names == "":
+        return "async-fallback" if view is not None and view.config.synchronous_mode else "off"
+    if any(row.sync_state in ("sync", "quorum") for row in local.replication):
+        return "sync"
+    return "waiting"
+
+
 def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None, version: str,
                 scheduled_restart: dict[str, Any] | None = None) -> dict[str, Any]:
     """``GET /patroni``: this node's state."""
@@ -51,7 +64,7 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
         "raft": raft,
     }
     if local is not None:
-        body.update(_postgres_part(local))
+        body.update(_postgres_part(local, view))
     if scheduled_restart:
         body["scheduled_restart"] = scheduled_restart
     if status.error:
@@ -59,7 +72,7 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
     return body
 
 
-def _postgres_part(local: Any) -> dict[str, Any]:
+def _postgres_part(local: Any, view: ClusterView | None) -> dict[str, Any]:
     part: dict[str, Any] = {
         "server_version": local.server_version,
         "timeline": local.timeline,
@@ -67,6 +80,7 @@ def _postgres_part(local: Any) -> dict[str, Any]:
     }
     if local.is_primary:
         part["xlog"] = {"location": local.lsn}
+        part["synchronous_mode"] = commit_mode(local, view)
         part["replication"] = [
             {"application_name": row.application_name, "client_addr": row.client_addr, "state": row.state,
              "sync_state": row.sync_state, "write_lsn": row.write_lsn, "flush_lsn": row.flush_lsn,
