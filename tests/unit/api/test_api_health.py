@@ -165,7 +165,7 @@ def test_primary_keeps_200_while_its_lease_holds_when_the_dcs_was_unreadable():
 def test_a_primary_whose_lease_ran_out_since_its_last_cycle_is_not_the_primary():
     """Regression: an agent frozen (SIGSTOP) past its lease kept a status saying "primary holding the key";
     after SIGCONT its API answered /primary 200 from that stale status, next to the new primary's 200,
-    until its loop finished a cycle (seen in tests/integration/test_fencing.py)."""
+    until its loop finished a cycle (seen in tests/integration/test_fencing_cluster.py)."""
     # the last cycle ended 1 s ago with 20 s of lease left: still the primary
     assert codes(FakeView(PRIMARY), ["/primary", "/readiness"]) == [200, 200]
     stale = replace(PRIMARY, cycle_monotonic=MONO - 25)  # frozen for 25 s since: the lease ran out 5 s ago
