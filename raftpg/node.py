@@ -95,8 +95,8 @@ class PostgresAdapter:
     def promote(self, timeout_s: float) -> None:
         self.pg.promote(timeout_s)
 
-    def checkpoint(self) -> None:
-        self.pg.checkpoint()
+    def checkpoint(self, timeout_s: float = 60.0) -> None:
+        self.pg.checkpoint(timeout_s)
 
     def follow(self, primary_conn_url: str, slot_name: str | None) -> None:
         self.pg.follow(primary_conn_url, slot_name)

@@ -239,9 +239,9 @@ class Executor:
         # PostgreSQL spreads the end-of-recovery checkpoint out; until it completes, the control file
         # still names the old timeline and a pg_rewind from this server copies an inconsistent state.
         # Force it now: this member publishes role=primary only after it, and rewinders wait for that.
-        try:
-            self.pg.checkpoint()
-        except Exception as exc:  # noqa: BLE001 - promoted regardless; rewinders wait one more cycle
+        try:  # bounded: a long checkpoint must not hold the loop past its next renewal
+            self.pg.checkpoint(timeout_s=max(1.0, min(10.0, self.fence_lease_s(t) - t.loop_wait_s)))
+        except Exception as exc:  # noqa: BLE001 - promoted regardless; the checkpoint goes on in the background
             log.warning("checkpoint after promotion failed: %s", exc)
             return True
         return True

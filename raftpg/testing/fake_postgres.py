@@ -387,7 +387,7 @@ class FakePostgres:
         self.wal.append(self.network.new_record())
         self._up(primary=True)
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, timeout_s: float = 60.0) -> None:
         self.apply_fence()
         if not self.running:
             raise PgError(f"{self.name}: checkpoint: not running")
