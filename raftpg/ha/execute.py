@@ -47,8 +47,11 @@ class Timing:
 
     @property
     def demote_margin_s(self) -> float:
-        """The loop demotes this long before the lease could expire (before the supervisor must)."""
-        return self.fence_margin_s + min(1.0, self.loop_wait_s)
+        """The loop demotes this long before the lease could expire: before the supervisor must, and,
+        like a watchdog armed with ttl - safety_margin, no later than ttl - safety_margin after the last
+        renewal (capped at half the TTL so a short TTL still rides out one failed renewal)."""
+        return max(self.fence_margin_s + min(1.0, self.loop_wait_s),
+                   min(self.watchdog_safety_margin_s, self.ttl_s / 2))
 
 
 class Executor:
