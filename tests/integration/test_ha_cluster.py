@@ -80,7 +80,8 @@ def test_bootstrap_failover_and_rejoin(make_cluster):
         assert sql(cluster, name, "SELECT pg_is_in_recovery()")[0][0] is True
         assert system_identifier(cluster, name) == sysid
         assert cluster.api(name, "/primary")[0] == 503
-        assert cluster.api(name, "/replica")[0] == 200
+        # the API answers from the agent's last cycle: it reports streaming within a cycle or two
+        cluster.wait_for(lambda n=name: cluster.api(n, "/replica")[0] == 200, 15, f"/replica 200 on {name}")
 
     _setup_table(cluster, primary)
     with Writer(cluster) as writer:

@@ -46,6 +46,9 @@ def cluster3(make_cluster):
 
 def test_health_paths_on_primary_and_replicas(cluster3):
     primary = cluster3.primary()
+    # the API answers from each agent's last cycle: wait until every replica has seen itself streaming
+    cluster3.wait_for(lambda: all(cluster3.api(n, "/replica")[0] == 200 for n in cluster3.nodes if n != primary),
+                      15, "/replica 200 on both replicas")
     for name in cluster3.nodes:
         expect_primary = 200 if name == primary else 503
         expect_replica = 503 if name == primary else 200
