@@ -222,6 +222,10 @@ def test_pause_really_stops_the_process(sleepers: Sleepers) -> None:
     details = fault.start()
     pid = details["pids"][0]
     try:
+        # SIGSTOP is delivered asynchronously: a running process shows 'R' until it is scheduled out
+        deadline = time.monotonic() + 5
+        while proc_state(pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proc_state(pid) == "T"
         size = sleepers.members[details["victim"]].log_path.stat().st_size
         time.sleep(0.8)
