@@ -59,6 +59,11 @@ class Processes:
 
     def cleanup(self) -> None:
         for proc in self._procs:
+            # each node runs in its own process group (a faketime wrapper forks the node): kill the group
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
             if proc.poll() is None:
                 proc.kill()
         for proc in self._procs:
@@ -116,7 +121,7 @@ class Node:
         try:
             self.proc = self.procs.add(subprocess.Popen(
                 self.command(extra), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                env=env, cwd=os.path.dirname(os.path.abspath(__file__))))
+                env=env, cwd=os.path.dirname(os.path.abspath(__file__)), start_new_session=True))
         finally:
             log.close()
         if wait_ready:
