@@ -18,7 +18,7 @@ from typing import Any
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.dcs.codec import member_document
-from raftpg.ha.actions import Decision, StartPrimary, StartReplica
+from raftpg.ha.actions import Bootstrap, Decision, Promote, StartPrimary, StartReplica
 from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import Inputs, Me, Memory
@@ -127,12 +127,18 @@ class HaLoop:
         except DcsError as exc:
             log.warning("cannot read the DCS: %s", exc)
             return None
-        if view.config_revision is None and view.initialize is not None:
+        if view.config_revision is not None:
+            return view
+        if view.initialize is not None:
             try:
                 self.dcs.set_config(self.bootstrap_dcs, None, timeout_s=budget)
             except DcsError as exc:
                 log.warning("cannot store the initial dynamic config: %s", exc)
-        return view
+        # Until the cluster's config key exists, the cluster runs on this node's bootstrap.dcs, never on
+        # the built-in defaults: a bootstrap decided with ttl 30 / loop_wait 10 left a new primary at a
+        # short profile silent for ten seconds, its replicas without slots and its lease three times
+        # too long.
+        return replace(view, config=DynamicConfig.from_dict(self.bootstrap_dcs))
 
     def _remember(self, view: ClusterView | None, local: LocalState | None, now: float) -> None:
         held = bool(view and view.leader and view.leader.name == self.me.name)
@@ -238,17 +244,29 @@ class HaLoop:
             log.debug("cannot update my member key: %s", exc)
 
     # ------------------------------------------------------------------ running
-    def _wait(self, decision: Decision, ok: bool) -> None:
-        if self._stop.is_set():
-            return
+    def next_wake_s(self, decision: Decision, ok: bool) -> float:
+        """How long to wait before the next cycle (the simulation uses this too): 0.2 s after a failed
+        action; at once after this node became a primary (its replicas need their slots and its lease a
+        renewal on the cluster's own timing); else ``loop_wait``, but never past the moment the lease
+        must be renewed or given up."""
         if not ok:
-            self._wake.wait(0.2)
-            self._wake.clear()
-            return
+            return 0.2
+        if decision.has(Bootstrap) or decision.has(Promote) or decision.has(StartPrimary):
+            return 0.0
         wait_s = float(self.timing.loop_wait_s)
         deadline = self.executor.lease.deadline
         if deadline is not None:
             wait_s = min(wait_s, max(0.05, deadline - self.timing.demote_margin_s - self.clock.monotonic()))
+        return wait_s
+
+    def _wait(self, decision: Decision, ok: bool) -> None:
+        if self._stop.is_set():
+            return
+        wait_s = self.next_wake_s(decision, ok)
+        if not ok or wait_s <= 0:
+            self._wake.wait(wait_s)
+            self._wake.clear()
+            return
         revision = self.status.view.revision if self.status.view else None
         end = self.clock.monotonic() + wait_s
         while not self._stop.is_set() and not self._wake.is_set():

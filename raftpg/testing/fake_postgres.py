@@ -27,6 +27,10 @@ What it models:
   (an immediate shutdown: cluster state ``in production`` on a primary) and ``fenced_count`` grows.
   ``accepting_writes`` is exact at any instant, so a checker can ask it between events.
 
+Replication slots exist as names: a replica started (or pointed) with ``primary_slot_name`` streams only
+while its upstream has that slot, as PostgreSQL refuses ``START_REPLICATION SLOT`` for a missing one;
+slots live in the data directory of a primary (``ensure_slots``) and are not copied by a clone or a rewind.
+
 What it does not model: WAL bytes, checkpoints' timing, replication lag other than "not yet stepped",
 slots retaining WAL (a replica can always catch up from any point of its upstream's history),
 cascading timeline switches' subtleties, wal_keep_size, archive recovery, pg_rewind's own preconditions
@@ -159,7 +163,8 @@ class FakePostgres:
         self.upstream_url: str | None = None
         self.streaming = False
         self.synchronous_standby_names = ""
-        self.slots: set[str] = set()
+        self.slots: set[str] = set()           # physical slots on this (primary's) data directory
+        self.slot_name: str | None = None      # this replica's primary_slot_name
         self.parameters: dict[str, str] = {}
         self.fence_deadline: float | None = None
         self.fenced_count = 0
@@ -217,6 +222,7 @@ class FakePostgres:
         """The disk was replaced: an empty data directory."""
         self.crash()
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = DataDir.EMPTY, None, None, [], None
+        self.slots = set()
 
     def _maybe_fail(self, operation: str) -> None:
         self.network.take_time(self.operation_s)
@@ -245,7 +251,8 @@ class FakePostgres:
         if not (self.running and self.in_recovery):
             return
         upstream = self.network.reach(self.name, self.upstream_url)
-        if upstream is None or upstream.sysid != self.sysid or upstream.wal[: len(self.wal)] != self.wal:
+        if upstream is None or upstream.sysid != self.sysid or upstream.wal[: len(self.wal)] != self.wal \
+                or (self.slot_name is not None and self.slot_name not in upstream.slots):
             self.streaming = False
             return
         self.wal = list(upstream.wal)
@@ -346,7 +353,7 @@ class FakePostgres:
             raise PgError(f"{self.name}: already running as {'replica' if self.in_recovery else 'primary'}")
         self.fence_deadline = deadline
         if as_replica:
-            self.upstream_url = primary_conn_url
+            self.upstream_url, self.slot_name = primary_conn_url, slot_name
             self._up(primary=False)
             return
         if self.cluster_state in ("in archive recovery", "shut down in recovery"):
@@ -373,7 +380,7 @@ class FakePostgres:
     def restart(self, timeout_s: float, lease_s: float | None = None) -> None:
         primary = self.is_primary
         self.stop("fast", timeout_s)
-        self.start(self.upstream_url, None, as_replica=not primary, timeout_s=timeout_s, lease_s=lease_s)
+        self.start(self.upstream_url, self.slot_name, as_replica=not primary, timeout_s=timeout_s, lease_s=lease_s)
 
     def reload(self) -> None:
         self.apply_fence()
@@ -398,7 +405,7 @@ class FakePostgres:
             raise PgError(f"{self.name}: follow: not running")
         if not self.in_recovery:
             raise PgError(f"{self.name}: follow: a primary cannot follow")
-        self.upstream_url, self.streaming = primary_conn_url, False
+        self.upstream_url, self.slot_name, self.streaming = primary_conn_url, slot_name, False
 
     def clone(self, source_conn_url: str, timeout_s: float) -> None:
         self._maybe_fail("clone")
@@ -408,7 +415,7 @@ class FakePostgres:
         if source is None or source.data_dir != DataDir.INITIALIZED:
             raise PgError(f"{self.name}: pg_basebackup: cannot connect to {host_of(source_conn_url)}")
         self.data_dir, self.sysid, self.timeline = DataDir.INITIALIZED, source.sysid, source.timeline
-        self.wal = list(source.wal)
+        self.wal, self.slots = list(source.wal), set()  # pg_basebackup copies no slots
         # the control file is copied from the source: "in production" from a primary
         self.cluster_state = "in archive recovery" if source.in_recovery else "in production"
         self.running = self.streaming = False
@@ -423,7 +430,7 @@ class FakePostgres:
             return False
         if source.wal[: len(self.wal)] == self.wal:
             return True  # "no rewind required": the source's history contains ours
-        self.wal, self.timeline = list(source.wal), source.timeline
+        self.wal, self.timeline, self.slots = list(source.wal), source.timeline, set()  # pg_rewind skips pg_replslot
         self.cluster_state = "in archive recovery"
         return True
 
@@ -438,6 +445,7 @@ class FakePostgres:
             self.kept_data_dirs.append(kept)
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = \
             DataDir.MISSING, None, None, [], None
+        self.slots = set()
         return kept
 
     def ensure_slots(self, names: set[str]) -> None:

@@ -273,15 +273,8 @@ class Simulation:
         node.next_cycle_at = self.now + self._wait_s(node, ok) + self.rng.uniform(0, self.jitter_s)
 
     def _wait_s(self, node: SimNode, ok: bool) -> float:
-        """As HaLoop._wait: loop_wait, or until the lease must be renewed, or 0.2 s after a failure."""
-        if not ok:
-            return 0.2
-        timing = node.loop.timing
-        wait_s = float(timing.loop_wait_s)
-        deadline = node.loop.executor.lease.deadline
-        if deadline is not None:
-            wait_s = min(wait_s, max(0.05, deadline - timing.demote_margin_s - self.now))
-        return wait_s
+        decision = node.decisions[-1][1] if node.decisions else Decision((), "")
+        return node.loop.next_wake_s(decision, ok)
 
     # ------------------------------------------------------------------ the checker
     def check_writers(self, context: str) -> None:

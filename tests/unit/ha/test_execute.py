@@ -23,6 +23,7 @@ def diverged_old_primary() -> tuple[FakePostgres, FakePostgres, PgNetwork, FakeC
     network = PgNetwork(clock)
     old, new = FakePostgres("old", network, clock), FakePostgres("new", network, clock)
     old.bootstrap()
+    old.ensure_slots({"new"})
     new.clone(url("old"), 60)
     new.start(url("old"), "new", as_replica=True, timeout_s=10)
     network.step()

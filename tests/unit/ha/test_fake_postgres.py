@@ -19,10 +19,21 @@ def cluster() -> tuple[FakeClock, PgNetwork, FakePostgres, FakePostgres]:
     network = PgNetwork(clock)
     primary, replica = FakePostgres("p", network, clock), FakePostgres("r", network, clock)
     primary.bootstrap()
+    primary.ensure_slots({"r"})
     replica.clone(url("p"), 60)
     replica.start(url("p"), "r", as_replica=True, timeout_s=10)
     network.step()
     return clock, network, primary, replica
+
+
+def test_a_replica_streams_only_through_a_slot_its_upstream_has(cluster) -> None:
+    _, network, primary, replica = cluster
+    primary.ensure_slots(set())
+    network.step()
+    assert not replica.observe().streaming  # "replication slot "r" does not exist"
+    primary.ensure_slots({"r"})
+    network.step()
+    assert replica.observe().streaming
 
 
 def test_bootstrap_refuses_existing_data(cluster) -> None:
@@ -48,6 +59,7 @@ def test_promote_starts_a_new_timeline_and_the_old_primary_diverges_until_rewoun
     primary.crash()
     primary.wal.append(network.new_record())  # WAL the replica never received
     replica.promote(10)
+    replica.ensure_slots({"p"})
     assert replica.timeline == 2 and replica.observe().is_primary
     assert primary.observe().cluster_state == "in production"
     primary.start(url("r"), "p", as_replica=True, timeout_s=10)
