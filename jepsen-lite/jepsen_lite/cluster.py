@@ -384,7 +384,9 @@ class RaftpgCluster(NodeProcesses):
         addr = self.topology.addr(member.name)
         config: dict[str, Any] = {
             "scope": "jl", "name": member.name,
-            "restapi": {"listen": f"{addr}:{API_PORT}", "connect_address": f"{addr}:{API_PORT}"},
+            # the API is reachable only inside the test's private network namespaces
+            "restapi": {"listen": f"{addr}:{API_PORT}", "connect_address": f"{addr}:{API_PORT}",
+                        "allow_unauthenticated": True},
             "raft": {"data_dir": str(member.dir / "raft"), "self_addr": f"{addr}:{RAFT_PORT}",
                      "partner_addrs": [f"{self.topology.addr(n)}:{RAFT_PORT}" for n in self.members
                                        if n != member.name],

@@ -11,7 +11,8 @@ import logging
 from aiohttp import web
 
 from raftpg.api import routes_read, routes_write
-from raftpg.api.http import auth_middleware, errors_middleware, limits_middleware
+from raftpg.api.auth import FailedLogins, auth_middleware
+from raftpg.api.http import errors_middleware, limits_middleware
 from raftpg.api.keys import COMMANDS, REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW, ApiSettings
 from raftpg.api.metrics import registry_for
 from raftpg.api.ports import Commands, NodeView
@@ -23,13 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def make_app(view: NodeView, commands: Commands, settings: ApiSettings) -> web.Application:
-    if settings.username is None:
-        log.warning(
-            "restapi.authentication is not set: anyone who can reach the REST API on %s can switch over, "
-            "fail over, restart, reinitialize or reconfigure this cluster. Set restapi.authentication "
-            "(username, password) to require credentials for those requests.", settings.listen)
+    if settings.authentication == "none" and not settings.loopback_only and not settings.allow_unauthenticated:
+        # the config refuses this too; settings built some other way must not open the port either
+        raise ValueError(f"restapi.authentication: required when restapi.listen ({settings.listen}) is reachable "
+                         "from other machines, unless restapi.allow_unauthenticated is true")
+    warn_about_exposure(settings)
+    failed_logins = FailedLogins(view.monotonic)
     app = web.Application(
-        middlewares=[errors_middleware(), auth_middleware(settings.username, settings.password),
+        middlewares=[errors_middleware(), auth_middleware(settings.username, settings.password, failed_logins),
                      limits_middleware(settings.max_body_bytes)],
         client_max_size=settings.max_body_bytes,
     )
@@ -43,6 +45,24 @@ def make_app(view: NodeView, commands: Commands, settings: ApiSettings) -> web.A
     routes_write.add_routes(app)
     app.on_cleanup.append(_cleanup)
     return app
+
+
+def warn_about_exposure(settings: ApiSettings) -> None:
+    """One warning at start for an API that is open, or whose password crosses the network in clear text.
+    (An open API off loopback never gets here without ``restapi.allow_unauthenticated``: the config refuses
+    it.)"""
+    if settings.authentication == "none":
+        who = ("any local user of this machine" if settings.loopback_only else
+               "anyone who can reach it (restapi.allow_unauthenticated is true)")
+        log.warning(
+            "REST API on %s has no authentication: %s can switch over, fail over, restart, reinitialize or "
+            "reconfigure this cluster, and PATCH /config can set archive_command, which runs as the postgres "
+            "user. Set restapi.authentication (username, password) to require credentials for those requests.",
+            settings.listen, who)
+    elif settings.username is not None and not settings.tls and not settings.loopback_only:
+        log.warning(
+            "REST API on %s takes basic auth over plain HTTP: the password crosses the network in clear "
+            "text. Set restapi.certfile (and keyfile) to serve HTTPS.", settings.listen)
 
 
 async def _cleanup(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the routes: JSON replies, request bodies, the error/auth/size middlewares.
+"""HTTP plumbing shared by the routes: JSON replies, request bodies, the error and size middlewares.
 
 Every error leaves as JSON ``{"error": "..."}`` naming the offending field where there is one; an
 unexpected exception is logged with its traceback and answered 500 without details (it is a bug).
@@ -7,16 +7,11 @@ Bodies: a request that declares no length but sends one (``Transfer-Encoding: ch
 declared or actual length over the cap gets 413. A POST with no body at all is an empty object, so
 Patroni habits such as ``curl -XPOST :8008/restart`` keep working.
 
-Authentication: when configured, every unsafe method (POST, PUT, PATCH, DELETE) needs HTTP basic auth;
-credentials are compared in constant time; a failure is 401 with ``WWW-Authenticate`` and changes nothing.
-Reads stay open, as in Patroni (load balancers probe them without credentials).
+Authentication of the unsafe methods (``UNSAFE``) lives in ``auth.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -134,31 +129,3 @@ def limits_middleware(max_body_bytes: int) -> Any:
         return await handler(request)
 
     return limits
-
-
-def auth_middleware(username: str | None, password: str | None, realm: str = "raftpg") -> Any:
-    expected = (username or "").encode(), (password or "").encode()
-    challenge = {"WWW-Authenticate": f'Basic realm="{realm}"'}
-
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if username is not None and request.method in UNSAFE and not _authorized(request, expected):
-            return error("authentication required", 401, challenge)
-        return await handler(request)
-
-    return auth
-
-
-def _authorized(request: web.Request, expected: tuple[bytes, bytes]) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        user, sep, password = base64.b64decode(token.strip(), validate=True).partition(b":")
-    except (binascii.Error, ValueError):
-        return False
-    # both comparisons always run: timing does not tell which half was wrong
-    ok_user = hmac.compare_digest(user, expected[0])
-    ok_password = hmac.compare_digest(password, expected[1])
-    return bool(sep) and ok_user and ok_password

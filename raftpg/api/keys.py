@@ -9,25 +9,48 @@ from prometheus_client import CollectorRegistry
 
 from raftpg.api.ports import Commands, NodeView
 from raftpg.api.restart import RestartScheduler
-from raftpg.config import RestApiSettings
+from raftpg.config import RestApiSettings, is_loopback, split_host_port
 
 MAX_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """``username``/``password``: basic auth for unsafe methods (None: open, with a loud warning)."""
+    """``username``/``password``: basic auth for unsafe methods (None: open, with a loud warning).
+
+    ``client_certificates``: TLS requires a client certificate from ``restapi.cafile`` on every connection
+    (``verify_client: required``), which authenticates every request, reads included.
+    ``allow_unauthenticated``: the operator accepted an open API off loopback (the config refuses one
+    otherwise); ``tls``: the API speaks HTTPS.
+    """
 
     username: str | None = None
     password: str | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     listen: str = "127.0.0.1:8008"
+    tls: bool = False
+    client_certificates: bool = False
+    allow_unauthenticated: bool = False
 
     @classmethod
     def from_restapi(cls, restapi: RestApiSettings) -> ApiSettings:
         auth = restapi.authentication
         return cls(username=auth.username if auth else None, password=auth.password if auth else None,
-                   listen=restapi.listen)
+                   listen=restapi.listen, tls=restapi.tls, client_certificates=restapi.verify_client == "required",
+                   allow_unauthenticated=restapi.allow_unauthenticated)
+
+    @property
+    def authentication(self) -> str:
+        """What authenticates an unsafe request: ``none``, ``basic``, ``client-certificate`` or both
+        joined by ``+`` (``GET /patroni`` reports it as ``api_authentication``)."""
+        methods = [name for name, on in (("basic", self.username is not None),
+                                         ("client-certificate", self.client_certificates)) if on]
+        return "+".join(methods) or "none"
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when only this machine can reach the API (any local user still can)."""
+        return is_loopback(split_host_port(self.listen)[0])
 
 
 VIEW = web.AppKey("view", NodeView)

@@ -49,6 +49,7 @@ SCHEMAS: dict[str, Any] = {
             "tags": {"type": "object"}, "decision": {"type": "string"},
             "raft": {"type": ["object", "null"]}, "scheduled_restart": {"type": "object"},
             "error": {"type": "string"},
+            "api_authentication": {"enum": ["none", "basic", "client-certificate", "basic+client-certificate"]},
         },
     },
     "Member": {

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftpg.api import health, status
 from raftpg.api.http import BadRequest, error, reply
-from raftpg.api.keys import REGISTRY, RESTARTS, STARTED, VIEW
+from raftpg.api.keys import REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW
 from raftpg.api.openapi import document as openapi_document
 from raftpg.model import ClusterView
 
@@ -22,7 +22,7 @@ from raftpg.model import ClusterView
 def _status_body(request: web.Request) -> dict[str, Any]:
     view = request.app[VIEW]
     return status.node_status(view.status(), view.config(), view.raft_status(), view.version,
-                              request.app[RESTARTS].describe())
+                              request.app[RESTARTS].describe(), request.app[SETTINGS].authentication)
 
 
 def _probe(request: web.Request) -> health.Probe:

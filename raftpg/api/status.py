@@ -1,7 +1,7 @@
 """The JSON documents of the read endpoints, as pure functions of the node's view.
 
 Shapes follow Patroni's (``GET /patroni``, ``/cluster``, ``/history``) so existing tooling reads them;
-raftpg adds ``raft``, ``witness`` and ``decision``. WAL positions are integers (bytes), as in Patroni.
+raftpg adds ``raft``, ``witness``, ``decision`` and ``api_authentication``. WAL positions are integers (bytes), as in Patroni.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def commit_mode(local: Any, view: ClusterView | None) -> str:
 
 
 def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None, version: str,
-                scheduled_restart: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``GET /patroni``: this node's state."""
+                scheduled_restart: dict[str, Any] | None = None, api_authentication: str = "none") -> dict[str, Any]:
+    """``GET /patroni``: this node's state. ``api_authentication`` says what guards this API's unsafe
+    methods (``none``: anyone who reaches the port may switch over or reconfigure; see ``ApiSettings``)."""
     local, view = status.local, status.view
     body: dict[str, Any] = {
         "state": status.state if status.state != "streaming" else "running",
@@ -62,6 +63,7 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
         "dcs_last_seen": int(status.dcs_last_seen_wall) if status.dcs_last_seen_wall else None,
         "decision": status.decision,
         "raft": raft,
+        "api_authentication": api_authentication,
     }
     if local is not None:
         body.update(_postgres_part(local, view))

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from raftpg.config import unsupported
-from raftpg.config.addresses import is_wildcard, is_wildcard_address, split_host_port
+from raftpg.config.addresses import is_loopback, is_wildcard, is_wildcard_address, split_host_port
 from raftpg.config.base import OpenSettings, Settings
 from raftpg.config.cli_options import InitdbOptions, option_args
 from raftpg.config.dynamic import DynamicSettings
@@ -45,12 +45,20 @@ class RestApiAuth(Settings):
     password: Secret
 
 
+API_AUTH_REQUIRED = (
+    "required when restapi.listen ({listen}) is reachable from other machines: without it anyone who reaches "
+    "the port can switch over, restart, reinitialize, or PATCH /config (archive_command runs as the postgres "
+    "user); set username and password, or restapi.allow_unauthenticated: true to run it open anyway"
+)
+
+
 class RestApiSettings(Settings):
     """``restapi``: where the REST API listens and how other nodes and raftpgctl reach it.
 
     ``connect_address`` defaults to ``listen``; when ``listen`` is a wildcard it must be given, since a
     wildcard is not an address anyone can connect to. TLS is on when ``certfile`` is set; verifying client
-    certificates (``verify_client``) needs ``certfile`` and the CA in ``cafile``.
+    certificates (``verify_client``) needs ``certfile`` and the CA in ``cafile``. An API that listens off
+    loopback needs ``authentication`` (or ``verify_client: required``) unless ``allow_unauthenticated`` is true.
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.RESTAPI
@@ -62,6 +70,8 @@ class RestApiSettings(Settings):
     keyfile: str | None = None
     cafile: str | None = None
     verify_client: Literal["none", "optional", "required"] = "none"
+    # the operator accepts an API that other machines can reach without credentials (see _rules)
+    allow_unauthenticated: bool = False
 
     @field_validator("connect_address", mode="before")
     @classmethod
@@ -92,6 +102,9 @@ class RestApiSettings(Settings):
             found.append(("keyfile", "set without certfile"))
         if self.verify_client != "none" and not (self.certfile and self.cafile):
             found.append(("verify_client", f"'{self.verify_client}' needs certfile and cafile"))
+        if not (self.authentication or self.verify_client == "required" or self.allow_unauthenticated
+                or is_loopback(self.listen_host)):
+            found.append(("authentication", API_AUTH_REQUIRED.format(listen=self.listen)))
         if found:
             raise problems(found)
         return self

@@ -49,7 +49,7 @@ class Node:
         self.config.write_text(
             "scope: demo\nname: n1\n"
             f"restapi:\n  listen: 127.0.0.1:{self.port}\n{auth_section}"
-            "raft: {data_dir: /tmp/raftpg-ctl-test, self_addr: '127.0.0.1:2223'}\n"
+            "raft: {data_dir: /tmp/raftpg-ctl-test, self_addr: '127.0.0.1:2223', password: raft-secret}\n"
             "postgresql: {listen: '127.0.0.1:5432', data_dir: /tmp/x,\n"
             "  authentication: {superuser: {username: postgres}, replication: {username: rep}}}\n")
 

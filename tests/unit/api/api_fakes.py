@@ -40,7 +40,7 @@ def make_config(name: str = "n1", tags: dict[str, Any] | None = None, **restapi:
     return parse_config({
         "scope": "demo", "name": name,
         "restapi": {"listen": "127.0.0.1:8008", **restapi},
-        "raft": {"data_dir": "/tmp/raftpg-test", "self_addr": "127.0.0.1:2222"},
+        "raft": {"data_dir": "/tmp/raftpg-test", "self_addr": "127.0.0.1:2222", "password": "raft-secret"},
         "postgresql": {"listen": "127.0.0.1:5432", "data_dir": "/tmp/raftpg-test-pg",
                        "authentication": {"superuser": {"username": "postgres"},
                                           "replication": {"username": "replicator"}}},
