@@ -1,7 +1,8 @@
 """A small synchronous client for the REST API, used by raftpgctl (standard library only: urllib).
 
 Errors come back as :class:`ApiError` with a one-line message: ``cannot reach http://127.0.0.1:8008:
-connection refused``, or the server's ``{"error": ...}`` text with the HTTP status.
+connection refused``, or the server's ``{"error": ...}`` text with the HTTP status. Redirects are not
+followed and environment proxies are not used: the credentials go to ``base_url`` only.
 """
 
 from __future__ import annotations
@@ -59,8 +60,16 @@ class ApiClient:
     timeout_s: float = 60.0
 
     def at(self, base_url: str) -> ApiClient:
-        """The same credentials and TLS settings, for another member's API."""
+        """The same credentials and TLS settings, for another member's API (the caller decides whether
+        that member may see the credentials: ``raftpg.cli.ctl_trust``)."""
         return replace(self, base_url=base_url_of(base_url))
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.username is not None
+
+    def without_credentials(self) -> ApiClient:
+        return replace(self, username=None, password=None)
 
     def _headers(self, has_body: bool) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -79,7 +88,7 @@ class ApiClient:
         if data is None and method in ("POST", "PUT", "PATCH"):
             req.add_header("Content-Length", "0")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s, context=self._context(url)) as resp:
+            with _opener(self._context(url)).open(req, timeout=self.timeout_s) as resp:
                 return resp.status, _decode(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read())
@@ -99,6 +108,19 @@ class ApiClient:
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The API never redirects: a 3xx is returned as it is, so credentials never follow one elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _opener(context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+    # no proxy from the environment either: credentials go to the API's own address and nowhere else
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect(),
+                                       urllib.request.HTTPSHandler(context=context))
 
 
 def error_text(answer: Any) -> str:

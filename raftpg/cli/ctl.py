@@ -2,7 +2,8 @@
 
 It reads the node's config file (``-c`` or ``RAFTPGCTL_CONFIG_FILE``) for ``restapi.connect_address``,
 the credentials and the CA, talks to that node's API, and for member-targeted verbs (restart, reload,
-reinit) finds each member's ``api_url`` in ``GET /cluster``. Exit status 0 on success; otherwise one line
+reinit) finds each member's ``api_url`` in ``GET /cluster``; it sends the config's credentials only to
+members the config vouches for (``ctl_trust.py``). Exit status 0 on success; otherwise one line
 ``raftpgctl: <reason>`` on stderr and a non-zero status (1 refused or failed, 2 usage).
 """
 
@@ -11,19 +12,18 @@ from __future__ import annotations
 import copy
 import time
 import urllib.parse
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
 import yaml
 
 from raftpg import __version__
-from raftpg.api.client import ApiClient, ApiError, error_text
+from raftpg.api.client import ApiError, error_text
 from raftpg.cli import ctl_output as out
 from raftpg.cli.ctl_support import (
+    Ctl,
     CtlError,
     assign,
-    client_for,
     parse_pair,
     parse_schedule,
     patch_between,
@@ -38,33 +38,6 @@ class CtlGroup(click.Group):
             return super().invoke(ctx)
         except ApiError as exc:
             raise CtlError(exc.message) from None
-
-
-@dataclass
-class Ctl:
-    config_file: str | None
-    fmt: str
-    _client: ApiClient | None = field(default=None, repr=False)
-
-    @property
-    def client(self) -> ApiClient:
-        if self._client is None:
-            self._client = client_for(self.config_file)
-        return self._client
-
-    def cluster(self) -> dict[str, Any]:
-        return self.client.get("/cluster")
-
-    def member(self, cluster: dict[str, Any], name: str) -> dict[str, Any]:
-        for member in cluster.get("members") or []:
-            if member["name"] == name:
-                return member
-        raise CtlError(f"{name} is not a member of cluster {cluster.get('scope')}")
-
-    def member_client(self, member: dict[str, Any]) -> ApiClient:
-        if not member.get("api_url"):
-            raise CtlError(f"member {member['name']} publishes no api_url")
-        return self.client.at(member["api_url"])
 
 
 pass_ctl = click.make_pass_decorator(Ctl)
@@ -216,7 +189,7 @@ def _wait_pause(ctl: Ctl, paused: bool, timeout_s: float = 60.0) -> None:
         for member in members:
             if member["name"] in waiting:
                 try:
-                    if bool(ctl.member_client(member).get("/patroni").get("pause")) == paused:
+                    if bool(ctl.member_client(member, unsafe=False).get("/patroni").get("pause")) == paused:
                         waiting.discard(member["name"])
                 except ApiError:
                     pass
@@ -305,7 +278,13 @@ def _targets(ctl: Ctl, member: str | None) -> list[dict[str, Any]]:
 def _run_on(ctl: Ctl, members: list[dict[str, Any]], what: str, path: str, body: dict[str, Any]) -> None:
     failed = []
     for member in members:
-        status, answer = ctl.member_client(member).request("POST", path, body)
+        try:
+            client = ctl.member_client(member)
+        except CtlError as exc:
+            failed.append(member["name"])
+            click.echo(f"Failed: {what} on member {member['name']}: {exc.message}")
+            continue
+        status, answer = client.request("POST", path, body)
         if status in (200, 202):
             click.echo(f"Success: {what} on member {member['name']}: {error_text(answer)}")
         else:
@@ -405,8 +384,9 @@ def members_remove(ctl: Ctl, addr: str) -> None:
     client = ctl.client
     raft = client.get("/raft/members")
     if any(m.get("self") and m.get("addr") == addr for m in raft.get("members") or []):
-        others = [m for m in ctl.cluster().get("members") or []
-                  if m.get("api_url") and m.get("raft_addr") and m.get("raft_addr") != addr]
+        others = sorted((m for m in ctl.cluster().get("members") or []
+                         if m.get("api_url") and m.get("raft_addr") and m.get("raft_addr") != addr),
+                        key=lambda m: not ctl.trusted(m))  # one the config vouches for, if any
         if not others:
             raise CtlError(f"no other member to ask to remove {addr}")
         client = ctl.member_client(others[0])

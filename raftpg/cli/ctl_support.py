@@ -1,8 +1,9 @@
-"""raftpgctl's helpers: its error type, finding the API from the config file, and the small parsers
-behind --scheduled and edit-config's -s/-p."""
+"""raftpgctl's helpers: its error type, finding the API (and where its credentials may go, ``ctl_trust``)
+from the config file, and the small parsers behind --scheduled and edit-config's -s/-p."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,8 @@ import yaml
 
 from raftpg.api.client import ApiClient
 from raftpg.api.tls import client_ssl_context
-from raftpg.config import ConfigError, RestApiSettings, load_config
+from raftpg.cli.ctl_trust import MemberTrust, trust_from
+from raftpg.config import ConfigError, RestApiSettings, is_loopback, load_config
 
 
 class CtlError(click.ClickException):
@@ -21,13 +23,21 @@ class CtlError(click.ClickException):
         click.echo(f"raftpgctl: {self.message}", err=True)
 
 
-def _restapi_settings(path: str) -> RestApiSettings:
+def _read_raw(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as exc:
+        raise CtlError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        return None  # load_config says what is wrong with it
+
+
+def _restapi_settings(path: str, raw: Any) -> RestApiSettings:
     try:
         return load_config(path).restapi
     except ConfigError as exc:
         try:  # a trimmed config for raftpgctl may hold little more than the restapi section
-            with open(path, encoding="utf-8") as f:
-                raw = yaml.safe_load(f)
             return RestApiSettings.model_validate(raw["restapi"])
         except Exception:  # noqa: BLE001 - the config error says more than this fallback's
             first = exc.errors[0] if exc.errors else str(exc)
@@ -36,10 +46,12 @@ def _restapi_settings(path: str) -> RestApiSettings:
         raise CtlError(f"cannot read the config file {path}: {exc.strerror}") from None
 
 
-def client_for(path: str | None) -> ApiClient:
+def client_for(path: str | None) -> tuple[ApiClient, MemberTrust]:
+    """The client of the API named by the config file, and where else its credentials may go."""
     if not path:
         raise CtlError("no config file: use -c CONFIG or set RAFTPGCTL_CONFIG_FILE")
-    restapi = _restapi_settings(path)
+    raw = _read_raw(path)
+    restapi = _restapi_settings(path, raw)
     auth = restapi.authentication
     context = None
     if restapi.tls:
@@ -48,8 +60,61 @@ def client_for(path: str | None) -> ApiClient:
             context = client_ssl_context(restapi.cafile, client_cert, restapi.keyfile if client_cert else None)
         except OSError as exc:
             raise CtlError(f"cannot load TLS files: {exc}") from None
-    return ApiClient(restapi.base_url, username=auth.username if auth else None,
-                     password=auth.password if auth else None, ssl_context=context)
+    if auth and not restapi.tls and not is_loopback(restapi.connect_host):
+        click.echo(f"raftpgctl: warning: sending restapi.authentication to {restapi.base_url} over plain HTTP "
+                   "(the password crosses the network in clear text); set restapi.certfile to use HTTPS", err=True)
+    client = ApiClient(restapi.base_url, username=auth.username if auth else None,
+                       password=auth.password if auth else None, ssl_context=context)
+    return client, trust_from(raw if isinstance(raw, dict) else {}, restapi)
+
+
+@dataclass
+class Ctl:
+    """What every verb needs: the config file, the output format, and (loaded once) the client."""
+
+    config_file: str | None
+    fmt: str
+    _client: ApiClient | None = field(default=None, repr=False)
+    _trust: MemberTrust | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> ApiClient:
+        if self._client is None:
+            self._client, self._trust = client_for(self.config_file)
+        return self._client
+
+    @property
+    def trust(self) -> MemberTrust:
+        self.client  # noqa: B018 - loads both from the config file
+        assert self._trust is not None
+        return self._trust
+
+    def cluster(self) -> dict[str, Any]:
+        return self.client.get("/cluster")
+
+    def member(self, cluster: dict[str, Any], name: str) -> dict[str, Any]:
+        for member in cluster.get("members") or []:
+            if member["name"] == name:
+                return member
+        raise CtlError(f"{name} is not a member of cluster {cluster.get('scope')}")
+
+    def member_client(self, member: dict[str, Any], *, unsafe: bool = True) -> ApiClient:
+        """A client for ``member``'s published api_url. The config's credentials go with it only where the
+        config vouches for that address (``ctl_trust``); a read goes without them, an unsafe request not
+        at all."""
+        if not member.get("api_url"):
+            raise CtlError(f"member {member['name']} publishes no api_url")
+        client = self.client.at(member["api_url"])
+        refusal = self.trust.refusal(member["api_url"]) if client.has_credentials else None
+        if refusal is None:
+            return client
+        if not unsafe:
+            return client.without_credentials()
+        raise CtlError(f"not sending this config's credentials to member {member['name']} at "
+                       f"{member['api_url']}: {refusal}")
+
+    def trusted(self, member: dict[str, Any]) -> bool:
+        return not self.client.has_credentials or self.trust.refusal(member.get("api_url") or "") is None
 
 
 def parse_schedule(text: str | None) -> str | None:

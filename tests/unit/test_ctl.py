@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import trustme
+from aiohttp import web
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent / "api"))
@@ -24,6 +28,9 @@ from api_fakes import (  # noqa: E402
 
 from raftpg.api import ApiSettings  # noqa: E402
 from raftpg.cli.ctl import cli  # noqa: E402
+from raftpg.cli.ctl_support import Ctl, CtlError, client_for  # noqa: E402
+from raftpg.cli.ctl_trust import trust_from  # noqa: E402
+from raftpg.config import RestApiSettings  # noqa: E402
 from raftpg.ha.operations import OperationError  # noqa: E402
 from raftpg.model import DynamicConfig, Failover  # noqa: E402
 
@@ -228,3 +235,129 @@ def test_config_file_from_the_environment_and_a_trimmed_config(tmp_path, monkeyp
     with serving(n.app, n.port):
         result = CliRunner().invoke(cli, ["list"])
     assert result.exit_code == 0 and "| n1 " in result.output
+
+
+# ------------------------------------------------------------------ where the credentials go (issue 12, item 6)
+
+
+class Recorder:
+    """A stranger's server: records every request and the Authorization header it carried."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append((request.method, request.path, request.headers.get("Authorization")))
+        return web.json_response({"message": "recorded", "pause": True})
+
+
+def _point_member_at(node: Node, name: str, api_url: str) -> None:
+    node.set_cluster(members=tuple(replace(m, api_url=api_url) if m.name == name else m
+                                   for m in node.view.current.view.members))
+
+
+BASIC_ADMIN_PW = "Basic " + base64.b64encode(b"admin:pw").decode()
+
+
+def test_credentials_never_go_to_an_api_url_the_config_does_not_name(node):
+    stranger = Recorder()
+    with serving(stranger.app, host="127.0.0.2") as url:
+        _point_member_at(node, "n2", f"{url}/patroni")  # whoever can write the DCS can publish this
+        result = node.run("restart", "n2", "--force")
+        assert result.exit_code == 1
+        assert (f"Failed: restart on member n2: not sending this config's credentials to member n2 at {url}/patroni: "
+                "its host 127.0.0.2 is not named in this config (restapi.listen, raft.self_addr, "
+                "postgresql.listen, restapi.connect_address)") in result.output
+        result = node.run("reload", "--force")
+        assert result.exit_code == 1 and result.output.count("Success: reload") == 2  # n1 and n3 still reloaded
+        assert stranger.seen == []
+        # the same host named in the config (as a Raft partner) is a member: the request goes, with credentials
+        node.config.write_text(node.config.read_text().replace(
+            "password: raft-secret}", "password: raft-secret, partner_addrs: ['127.0.0.2:2224']}"))
+        assert node.run("restart", "n2", "--force").exit_code == 0
+        assert stranger.seen == [("POST", "/restart", BASIC_ADMIN_PW)]
+
+
+def test_an_unverified_member_is_read_without_credentials(node):
+    stranger = Recorder()
+    with serving(stranger.app, host="127.0.0.2") as url:
+        ctl = Ctl(str(node.config), "pretty")
+        member = {"name": "n2", "api_url": f"{url}/patroni"}
+        assert ctl.member_client(member, unsafe=False).get("/patroni")["pause"] is True
+        with pytest.raises(CtlError, match="not sending this config's credentials to member n2"):
+            ctl.member_client(member)
+    assert stranger.seen == [("GET", "/patroni", None)]
+
+
+def test_redirects_are_not_followed(tmp_path):
+    stranger = Recorder()
+    n = Node(tmp_path)
+    redirector = web.Application()
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"{stranger_url}/cluster")
+
+    redirector.router.add_get("/cluster", elsewhere)
+    with serving(stranger.app, host="127.0.0.2") as stranger_url, serving(redirector, n.port):
+        result = n.run("restart", "n2", "--force")
+    assert result.exit_code == 1 and "302" in result.output and stranger.seen == []
+
+
+def test_https_members_are_verified_by_the_cluster_ca(tmp_path):
+    ca, foreign_ca = trustme.CA(), trustme.CA()
+    files = {}
+    for name, authority, host in (("node", ca, "127.0.0.1"), ("member", ca, "127.0.0.2"),
+                                  ("impostor", foreign_ca, "127.0.0.3")):
+        path = tmp_path / f"{name}.pem"
+        authority.issue_cert(host).private_key_and_cert_chain_pem.write_to_path(str(path))
+        files[name] = path
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+
+    def server_context(name: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(files[name]))
+        return context
+
+    n = Node(tmp_path)
+    n.url = f"https://127.0.0.1:{n.port}"
+    n.config.write_text(n.config.read_text().replace(
+        "  authentication: {username", f"  certfile: {files['node']}\n  cafile: {tmp_path / 'ca.pem'}\n"
+                                       "  authentication: {username"))
+    member, impostor = Recorder(), Recorder()
+    with serving(n.app, n.port, ssl_context=server_context("node")), \
+            serving(member.app, host="127.0.0.2", ssl_context=server_context("member")) as member_url, \
+            serving(impostor.app, host="127.0.0.3", ssl_context=server_context("impostor")) as impostor_url:
+        _point_member_at(n, "n2", f"{member_url}/patroni")
+        _point_member_at(n, "n3", f"{impostor_url}/patroni")
+        result = n.run("restart", "n2", "--force")
+        assert result.exit_code == 0, result.output  # a certificate for 127.0.0.2 from our CA
+        result = n.run("restart", "n3", "--force")
+    assert result.exit_code == 1 and "TLS certificate not trusted" in result.output
+    assert member.seen == [("POST", "/restart", BASIC_ADMIN_PW)] and impostor.seen == []
+
+
+@pytest.mark.parametrize(("raw", "api_url", "trusted"), [
+    ({"raft": {"partner_addrs": "10.0.0.2:2222,10.0.0.3:2222"}}, "http://10.0.0.3:8008/patroni", True),
+    ({"raft": {"partner_addrs": ["10.0.0.2:2222"]}}, "http://10.0.0.22:8008/patroni", False),
+    ({"etcd3": {"hosts": ["DB2.example:2379"]}}, "http://db2.example:8008/patroni", True),
+    ({"consul": {"host": "[::1]:8500"}}, "http://[0:0::1]:8008/patroni", True),
+    ({"postgresql": {"listen": "10.0.0.7,10.0.0.8:5432"}}, "http://10.0.0.8:8008", True),
+    ({"restapi": {"listen": "0.0.0.0:8008"}}, "http://0.0.0.0:8008", False),  # a wildcard names no host
+    ({}, "http://127.0.0.1:9999/patroni", True),  # the configured API's own host
+    ({}, "https://10.0.0.9:8008/patroni", False),  # https, but not verified against restapi.cafile
+])
+def test_which_hosts_a_config_vouches_for(raw, api_url, trusted):
+    restapi = RestApiSettings.model_validate({"listen": "127.0.0.1:8008"})
+    assert (trust_from(raw, restapi).refusal(api_url) is None) is trusted
+
+
+def test_basic_auth_over_plain_http_off_loopback_is_warned_about(tmp_path, capsys):
+    config = tmp_path / "ctl.yml"
+    config.write_text("restapi: {listen: '10.0.0.11:8008', authentication: {username: admin, password: pw}}\n")
+    client, _ = client_for(str(config))
+    assert client.base_url == "http://10.0.0.11:8008"
+    err = capsys.readouterr().err
+    assert "warning: sending restapi.authentication to http://10.0.0.11:8008 over plain HTTP" in err
+    assert "pw" not in err.replace("password crosses", "")

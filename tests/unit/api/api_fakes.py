@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -203,8 +204,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(app: web.Application, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` on loopback from a background thread (for blocking clients); yield its base URL."""
+def serving(app: web.Application, port: int | None = None, host: str = "127.0.0.1",
+            ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``app`` on ``host`` (a loopback address) from a background thread (for blocking clients);
+    yield its base URL."""
     port = port or free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -212,7 +215,7 @@ def serving(app: web.Application, port: int | None = None) -> Iterator[str]:
 
     async def start() -> None:
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -224,7 +227,7 @@ def serving(app: web.Application, port: int | None = None) -> Iterator[str]:
     thread.start()
     assert started.wait(10), "the test server did not start"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://{host}:{port}"
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
