@@ -18,7 +18,10 @@ Invariants:
   file system only when called.
 - A ConfigError's lines each name the offending key path (``bootstrap.dcs.ttl: ...``), or ``file:line:col``
   for YAML syntax; all problems found are reported together.
-- Raft never listens on a non-loopback address without ``raft.password`` (DESIGN.md safety rule 9).
+- Raft never runs without ``raft.password``, on loopback or off it (DESIGN.md safety rule 9).
+- PostgreSQL never listens off loopback without a password for every role raftpg uses; parameter names
+  and values, pg_hba lines and member names hold no control characters (each is one line of a file).
+- Errors never echo a value found under a secret-looking key (password, token, authentication, ...).
 """
 
 from raftpg.config.addresses import is_loopback, is_wildcard, split_host_port

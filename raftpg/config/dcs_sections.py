@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from raftpg.config import unsupported
 from raftpg.config.addresses import is_loopback, is_wildcard, same_address, split_host_port
@@ -14,8 +14,8 @@ from raftpg.config.errors import problem, problems
 from raftpg.config.fields import HostPort, HostPortList, Name
 
 RAFT_PASSWORD_REQUIRED = (
-    "required when Raft listens on a non-loopback address: pysyncobj unpickles every frame, "
-    "so an open port without a password is remote code execution"
+    "required, also on loopback: pysyncobj unpickles every frame, so a Raft port without a password runs "
+    "code for anyone who can connect (any local user on loopback); set a long random secret shared by all members"
 )
 
 
@@ -30,16 +30,16 @@ class RaftSettings(Settings):
     one this node listens on. ``partner_addrs`` are the other members' ``self_addr``.
 
     Safety rule 9: pysyncobj unpickles every frame it receives, and only ``password`` (Fernet) makes it
-    authenticate a frame first. So a listening address anyone else could reach (anything but 127.0.0.0/8,
-    ::1 and localhost, including wildcards and DNS names) requires a password. An empty password counts
-    as none.
+    authenticate a frame first. So every Raft member needs a password, whatever address it listens on:
+    loopback only narrows who can connect to every local user, and partners or members added later may
+    be elsewhere. An empty password counts as none. The password never appears in ``repr`` or errors.
     """
 
     data_dir: Name
     self_addr: HostPort
     partner_addrs: HostPortList = ()
     bind_addr: HostPort | None = None
-    password: str | None = None
+    password: str | None = Field(None, repr=False)
     fsync: bool = False  # flush every Raft log entry before acknowledging it (power-loss safe, slower)
 
     @field_validator("password", mode="after")
@@ -59,7 +59,7 @@ class RaftSettings(Settings):
             elif any(same_address(partner, earlier) for earlier in seen):
                 found.append((f"partner_addrs[{i}]", f"duplicate address {partner}"))
             seen.append(partner)
-        if not is_loopback(self.bind_host) and not self.password:
+        if not self.password:
             found.append(("password", RAFT_PASSWORD_REQUIRED))
         if found:
             raise problems(found)
@@ -84,9 +84,24 @@ class RaftSettings(Settings):
         return is_loopback(self.bind_host)
 
 
+def plaintext_credentials(what: str, scheme_key: str, hosts: tuple[str, ...]) -> str:
+    """The refusal of credentials that would cross the network in clear text (``hosts``: the remote ones)."""
+    return (f"is 'http', which would send {what} in clear text to {', '.join(hosts)}: use https, or set "
+            f"{scheme_key.split('.')[0]}.allow_plaintext_credentials: true to accept that")
+
+
+def _remote(hosts: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(h for h in hosts if not is_loopback(split_host_port(h)[0]))
+
+
 class Etcd3Settings(Settings):
     """``etcd3``: an external etcd (v3 API). ``hosts`` is a list or ``'h1:2379,h2:2379'``; ``host`` names a
     single endpoint instead (then ``hosts == (host,)``). ``cert`` and ``key`` are a client certificate.
+
+    TLS: ``protocol: https`` verifies etcd against ``cacert`` (else the system CAs); ``cacert``/``cert``
+    with ``protocol: http`` are refused, since they would silently do nothing. ``username``/``password``
+    (and the token etcd returns for them) over plain HTTP to a host off loopback are refused unless
+    ``allow_plaintext_credentials`` is true.
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.ETCD3
@@ -95,10 +110,11 @@ class Etcd3Settings(Settings):
     host: HostPort | None = None
     protocol: Literal["http", "https"] = "http"
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(None, repr=False)
     cacert: str | None = None
     cert: str | None = None
     key: str | None = None
+    allow_plaintext_credentials: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +141,13 @@ class Etcd3Settings(Settings):
             found.append(("key" if self.cert else "cert", "cert and key go together: set both or neither"))
         if bool(self.username) != bool(self.password):
             found.append(("password" if self.username else "username", "username and password go together"))
+        if self.protocol == "http" and (self.cacert or self.cert):
+            found.append(("protocol", "is 'http' but etcd3.cacert/cert are set, which only https uses: set "
+                                      "protocol: https"))
+        elif self.protocol == "http" and self.username and not self.allow_plaintext_credentials \
+                and _remote(self.hosts):
+            found.append(("protocol", plaintext_credentials("etcd3.username/password", "etcd3.protocol",
+                                                            _remote(self.hosts))))
         if found:
             raise problems(found)
         return self
@@ -132,20 +155,22 @@ class Etcd3Settings(Settings):
 
 class ConsulSettings(Settings):
     """``consul``: an external Consul agent. ``url`` (``http(s)://host:port``), when set, is used instead of
-    ``scheme`` and ``host``.
+    ``scheme`` and ``host``. ``token`` over plain HTTP to an agent off loopback is refused unless
+    ``allow_plaintext_credentials`` is true (the usual agent is local: ``127.0.0.1:8500``).
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.CONSUL
 
     host: HostPort = "127.0.0.1:8500"
     url: str | None = None
-    token: str | None = None
+    token: str | None = Field(None, repr=False)
     scheme: Literal["http", "https"] = "http"
     verify: bool = True
     cacert: str | None = None
     cert: str | None = None
     key: str | None = None
     dc: str | None = None
+    allow_plaintext_credentials: bool = False
 
     @field_validator("scheme", mode="before")
     @classmethod
@@ -163,6 +188,12 @@ class ConsulSettings(Settings):
     def _rules(self) -> ConsulSettings:
         if bool(self.cert) != bool(self.key):
             raise problem("key" if self.cert else "cert", "cert and key go together: set both or neither")
+        base = self.base_url
+        if self.token and base.startswith("http://") and not self.allow_plaintext_credentials:
+            remote = _remote((base.removeprefix("http://").split("/")[0],))
+            if remote:
+                raise problem("url" if self.url else "scheme", plaintext_credentials("consul.token", "consul.scheme",
+                                                                                     remote))
         return self
 
     @property

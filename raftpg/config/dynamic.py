@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from raftpg.config import unsupported
 from raftpg.config.base import OpenSettings
 from raftpg.config.errors import ConfigError, problem, validation_lines
-from raftpg.config.fields import GucMap, Int, empty_map
+from raftpg.config.fields import ConfigLine, GucMap, Int, empty_map
 from raftpg.config.screen import screen
 from raftpg.model import DynamicConfig
 
@@ -39,7 +39,7 @@ class DcsPostgresSettings(OpenSettings):
     use_pg_rewind: bool = False
     use_slots: bool = True
     parameters: GucMap = Field(default_factory=empty_map)
-    pg_hba: tuple[str, ...] = ()
+    pg_hba: tuple[ConfigLine, ...] = ()  # one item is one line: control characters refused
 
 
 class DynamicSettings(OpenSettings):

@@ -68,12 +68,28 @@ def validation_lines(exc: ValidationError, prefix: Sequence[str | int] = ()) -> 
             for rel, message in err["ctx"]["problems"]:
                 lines.append(line(join_path(loc, rel) if rel else loc, message))
         else:
-            secret = any("password" in str(p) or "token" in str(p) for p in err["loc"])
-            lines.append(line(loc, _message(err, show_input=not secret)))
+            lines.append(line(loc, _message(err, show_input=not is_secret_path((*prefix, *err["loc"])))))
     return list(dict.fromkeys(lines))  # the same problem found twice is reported once
 
 
+SECRET_WORDS = ("password", "passwd", "token", "secret", "authentication", "credential")
+
+
+def is_secret_path(loc: Sequence[str | int]) -> bool:
+    """Whether a value at this key path may hold a secret (then errors name its type, never its text).
+
+    Errors go to the terminal, to the log on a SIGHUP reload, and to API clients, so a misplaced
+    password must not be echoed: ``restapi.authentication: "admin:secret"`` is as secret as the
+    ``password`` key it should have been.
+    """
+    return any(word in str(part).lower() for part in loc for word in SECRET_WORDS)
+
+
 def _short(value: Any) -> str:
+    """A scalar as written (shortened); a mapping or list only by its type, since it may hold a secret
+    under any key (``postgresql: [{authentication: ...}]``)."""
+    if not isinstance(value, str | int | float | bool) and value is not None:
+        return f"a {type(value).__name__}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

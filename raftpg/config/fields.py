@@ -9,6 +9,8 @@ lists, e.g. for yaml.safe_dump.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -101,21 +103,96 @@ def _host_port_list(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+GUC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+"""A PostgreSQL parameter name as raftpg writes it into postgresql.conf (``work_mem``, ``auto_explain.x``)."""
+
+MAX_MEMBER_NAME = 128
+
+
+def control_characters(text: str, allow_tab: bool = False) -> str | None:
+    """Why ``text`` may not be written into a config file line, or None: it holds a control character
+    (newline, carriage return, NUL, escape, ...; tab unless ``allow_tab``), which could start a new line
+    or hide one from a reader."""
+    bad = next((c for c in text if (ord(c) < 0x20 and not (allow_tab and c == "\t"))
+                or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029"), None)
+    return None if bad is None else f"must not contain control characters (found {bad!r})"
+
+
+def guc_problem(name: Any, value: Any) -> tuple[str, str] | None:
+    """``(key, message)`` when ``name = value`` cannot be one postgresql.conf line, else None.
+
+    The rule behind it: one parameter is one line. A name outside ``GUC_NAME`` or a value with a control
+    character could add a second line, e.g. one overriding ``synchronous_standby_names``, which raftpg
+    alone must set. Messages never quote a value (it may be a secret, e.g. in ``primary_conninfo``).
+    """
+    if not isinstance(name, str) or not GUC_NAME.fullmatch(name):
+        shown = repr(name if len(name) <= 60 else name[:57] + "...") if isinstance(name, str) else repr(name)
+        return ("", f"{shown} is not a parameter name: letters, digits, '_' and '.' only, not starting with a digit")
+    if not isinstance(value, str | int | float | bool):
+        got = "null" if value is None else f"a {type(value).__name__}"
+        return (name, f"must be a string, number or boolean, got {got}")
+    if isinstance(value, float) and not math.isfinite(value):
+        return (name, "must be a finite number")
+    if isinstance(value, str):
+        why = control_characters(value)
+        if why:
+            return (name, why)
+    return None
+
+
 def _guc_map(value: Any) -> Mapping[str, str | int | float | bool]:
-    """PostgreSQL parameters: names to scalars (``on``/``off`` arrive as booleans from YAML)."""
+    """PostgreSQL parameters: names to scalars (``on``/``off`` arrive as booleans from YAML).
+
+    Names are case-insensitive to PostgreSQL, so two spellings of one name are refused as a duplicate.
+    """
     if value is None:
         return FrozenDict()
     if not isinstance(value, Mapping):
-        raise ValueError(f"must be a mapping of parameter names to values, got {value!r}")
+        raise ValueError(f"must be a mapping of parameter names to values, got a {type(value).__name__}")
     bad = []
+    seen: dict[str, str] = {}
     for name, setting in value.items():
-        if not isinstance(name, str) or not name:
-            bad.append(("", f"parameter names must be non-empty strings, got {name!r}"))
-        elif setting is None or not isinstance(setting, str | int | float | bool):
-            bad.append((name, f"must be a string, number or boolean, got {setting!r}"))
+        found = guc_problem(name, setting)
+        if found is not None:
+            bad.append(found)
+            continue
+        first = seen.setdefault(name.lower(), name)
+        if first != name:
+            bad.append((name, f"names the same parameter as {first!r} (names are case-insensitive)"))
     if bad:
         raise problems(bad)
     return FrozenDict(value)
+
+
+def member_name(value: Any) -> str:
+    """A member or cluster name: part of DCS keys, file names, slot names and log lines."""
+    if not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a string, got a {type(value).__name__}")
+        value = str(value)
+    name = value.strip()
+    if not name:
+        raise ValueError("must not be empty")
+    why = control_characters(name)
+    if why:
+        raise ValueError(why)
+    if name in (".", ".."):
+        raise ValueError(f"must not be {name!r} (it is a path component)")
+    if "/" in name:
+        raise ValueError(f"must not contain '/' (it is part of DCS key names), got {name!r}")
+    if len(name) > MAX_MEMBER_NAME:
+        raise ValueError(f"must be at most {MAX_MEMBER_NAME} characters, got {len(name)}")
+    return name
+
+
+def _config_line(value: Any) -> str:
+    """One line of a config file we write (a pg_hba line): a string without control characters."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got a {type(value).__name__}")
+    why = control_characters(value, allow_tab=True)
+    if why:
+        raise ValueError(why)
+    return value
 
 
 def _dump_frozen(value: Any) -> Any:
@@ -136,6 +213,12 @@ HostPort = Annotated[str, PlainValidator(_host_port)]
 
 HostPortList = Annotated[tuple[str, ...], PlainValidator(_host_port_list), PlainSerializer(list)]
 """A list of ``host:port``; a comma-separated string is accepted too."""
+
+MemberName = Annotated[str, PlainValidator(member_name)]
+"""A member or scope name: non-empty, printable, no '/', not '.' or '..', at most 128 characters."""
+
+ConfigLine = Annotated[str, PlainValidator(_config_line)]
+"""One line of a generated file (pg_hba.conf): no control characters, so one item stays one line."""
 
 GucMap = Annotated[
     Mapping[str, str | int | float | bool], PlainValidator(_guc_map), PlainSerializer(_dump_frozen)

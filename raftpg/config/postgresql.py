@@ -12,10 +12,11 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, PlainValidator, ValidationInfo, field_validator, model_validator
 
 from raftpg.config import unsupported
-from raftpg.config.addresses import is_wildcard, is_wildcard_address, split_host_port
+from raftpg.config.addresses import is_loopback, is_wildcard, is_wildcard_address, split_host_port
 from raftpg.config.base import Settings
 from raftpg.config.cli_options import BasebackupOptions, option_args
-from raftpg.config.fields import GucMap, HostPort, Name, empty_map
+from raftpg.config.errors import problems
+from raftpg.config.fields import ConfigLine, GucMap, HostPort, Name, control_characters, empty_map
 
 # Where distributions install server binaries, one directory per major version: Debian/Ubuntu
 # (/usr/lib/postgresql/16/bin) and the PGDG RPMs (/usr/pgsql-16/bin).
@@ -44,12 +45,26 @@ PgListen = Annotated[str, PlainValidator(_listen)]
 
 
 class PgUser(Settings):
-    """One role raftpg connects as. No password means pgpass-less auth (peer, trust, cert)."""
+    """One role raftpg connects as. No password: only usable on a PostgreSQL listening on loopback (the
+    generated pg_hba asks every TCP client for a SCRAM password, so such a role cannot log in over TCP)."""
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.PG_USER
 
     username: Name
-    password: str | None = None
+    password: str | None = Field(None, repr=False)
+
+    @field_validator("username", mode="after")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        why = control_characters(value)
+        if why:
+            raise ValueError(why)
+        return value
+
+    @field_validator("password", mode="after")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
 
 
 class PgAuthentication(Settings):
@@ -90,7 +105,11 @@ class PostgresSettings(Settings):
     - ``listen`` is ``host[,host...]:port`` (``*`` for all interfaces) and becomes listen_addresses and port.
     - ``connect_address`` (how the others reach this node) defaults to the first listen host; a wildcard
       listen host cannot be connected to, so then it must be given.
-    - ``pgpass`` defaults to ``/tmp/pgpass-<name>`` (filled in by Config, which knows the name).
+    - ``pgpass`` defaults to ``.pgpass.raftpg-<name>`` beside the data directory (filled in by Config,
+      which knows the name).
+    - A PostgreSQL listening on any address but loopback needs a password for every role in
+      ``authentication`` (superuser, replication, and rewind when set): without them the only way to let
+      the other members in would be ``trust``, which raftpg never generates for TCP.
     - ``use_pg_rewind``, when set here, overrides ``bootstrap.dcs.postgresql.use_pg_rewind`` for this node
       (None: follow the cluster-wide value).
     - ``bin_dir``: None means "find it", see :meth:`resolve_bin_dir`.
@@ -106,7 +125,7 @@ class PostgresSettings(Settings):
     pgpass: Name
     authentication: PgAuthentication = Field(default_factory=PgAuthentication)
     parameters: GucMap = Field(default_factory=empty_map)
-    pg_hba: tuple[str, ...] = ()
+    pg_hba: tuple[ConfigLine, ...] = ()
     basebackup: BasebackupOptions = ()
     callbacks: Callbacks = Field(default_factory=Callbacks)
     use_pg_rewind: bool | None = None
@@ -144,6 +163,21 @@ class PostgresSettings(Settings):
                 "give the address the other nodes use to reach this PostgreSQL"
             )
         return _join_host_port(hosts[0], port)
+
+    @model_validator(mode="after")
+    def _passwords_off_loopback(self) -> PostgresSettings:
+        exposed = [h for h in self.listen_hosts if not is_loopback(h)]
+        if not exposed:
+            return self
+        auth = self.authentication
+        roles = [("superuser", auth.superuser), ("replication", auth.replication), ("rewind", auth.rewind)]
+        missing = [(f"authentication.{role}.password",
+                    f"required because postgresql.listen includes {exposed[0]} (not loopback): other machines "
+                    "can reach this PostgreSQL, so every role raftpg uses needs a password (scram-sha-256)")
+                   for role, user in roles if user is not None and not user.password]
+        if missing:
+            raise problems(missing)
+        return self
 
     @property
     def listen_hosts(self) -> tuple[str, ...]:

@@ -6,16 +6,18 @@ the warnings; ``Config.model_validate`` alone skips the key screen and gives no 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from raftpg.config import unsupported
+from raftpg.config.addresses import same_address, split_host_port
 from raftpg.config.base import Settings
 from raftpg.config.dcs_sections import ConsulSettings, Etcd3Settings, RaftSettings
 from raftpg.config.errors import problems
-from raftpg.config.fields import Name
+from raftpg.config.fields import MemberName, control_characters, member_name
 from raftpg.config.postgresql import PostgresSettings
 from raftpg.config.sections import (
     BootstrapSettings,
@@ -34,15 +36,16 @@ class Config(Settings):
 
     Invariants once built: exactly one of ``raft``, ``etcd3``, ``consul`` is set; ``postgresql`` is None
     exactly when ``witness`` is true; a witness uses ``raft``; ``namespace`` starts and ends with "/";
-    ``scope`` and ``name`` contain no "/" (they are parts of DCS keys); ``restapi.connect_address`` and
-    ``postgresql.connect_address`` are set; ``postgresql.pgpass`` is set.
+    ``scope`` and ``name`` are printable, contain no "/" and are not "." or ".." (they are parts of DCS keys
+    and file names); ``restapi.connect_address`` and ``postgresql.connect_address`` are set;
+    ``postgresql.pgpass`` is set; the Raft, REST and PostgreSQL listeners have distinct ports.
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.TOP_LEVEL
 
-    scope: Name
+    scope: MemberName
     namespace: str = "/service/"
-    name: Name
+    name: MemberName
     log: LogSettings = Field(default_factory=LogSettings)
     restapi: RestApiSettings
     raft: RaftSettings | None = None
@@ -64,25 +67,21 @@ class Config(Settings):
     @model_validator(mode="before")
     @classmethod
     def _default_pgpass(cls, data: Any) -> Any:
+        """``postgresql.pgpass`` defaults to ``.pgpass.raftpg-<name>`` beside the data directory: a place only
+        the agent's OS user writes to, not a predictable name in /tmp that another user could take first."""
         if not isinstance(data, Mapping):
             return data
         pg = data.get("postgresql")
         if isinstance(pg, Mapping) and pg.get("pgpass") is None:
-            name = data.get("name")
-            suffix = name.strip() if isinstance(name, str) and name.strip() and "/" not in name else "raftpg"
-            return {**data, "postgresql": {**pg, "pgpass": f"/tmp/pgpass-{suffix}"}}
+            return {**data, "postgresql": {**pg, "pgpass": default_pgpass(pg.get("data_dir"), data.get("name"))}}
         return data
-
-    @field_validator("scope", "name", mode="after")
-    @classmethod
-    def _no_slash(cls, value: str) -> str:
-        if "/" in value:
-            raise ValueError(f"must not contain '/' (it is part of DCS key names), got {value!r}")
-        return value
 
     @field_validator("namespace", mode="after")
     @classmethod
     def _slashes(cls, value: str) -> str:
+        why = control_characters(value)
+        if why:
+            raise ValueError(why)
         inner = value.strip().strip("/")
         return f"/{inner}/" if inner else "/"
 
@@ -90,6 +89,7 @@ class Config(Settings):
     def _across_sections(self) -> Config:
         present = [kind for kind in DCS_KINDS if getattr(self, kind) is not None]
         found = structure_problems(present, self.witness, self.postgresql is not None) + self._watchdog_problems()
+        found += port_problems(self)
         if found:
             raise problems(found)
         return self
@@ -132,6 +132,44 @@ def structure_problems(dcs_present: list[str], witness: bool, has_postgresql: bo
         found.append(("postgresql", "field required (or set witness: true for a node without PostgreSQL)"))
     if witness and has_postgresql:
         found.append(("postgresql", "a witness runs no PostgreSQL: remove this section"))
+    return found
+
+
+def default_pgpass(data_dir: Any, name: Any) -> str:
+    """``<parent of data_dir>/.pgpass.raftpg-<name>`` (the same default as ``pg.settings.PgSettings``)."""
+    parent = os.path.dirname(data_dir.strip().rstrip("/")) if isinstance(data_dir, str) and data_dir.strip() else ""
+    try:
+        suffix = member_name(name)
+    except ValueError:
+        suffix = "raftpg"  # the name is invalid and reported as such
+    return os.path.join(parent or ".", f".pgpass.raftpg-{suffix}")
+
+
+def port_problems(config: Config) -> list[tuple[str, str]]:
+    """Two of this node's listeners (Raft, REST, PostgreSQL) on one port, or two of its advertised addresses
+    equal: one of them could never bind, or others would reach the wrong service. Checked whatever the hosts,
+    since a wildcard listener takes the port on every address."""
+    listeners = [("restapi.listen", config.restapi.listen)]
+    addresses = [("restapi.connect_address", config.restapi.connect_address or config.restapi.listen)]
+    if config.raft is not None:
+        listeners.append(("raft.bind_addr" if config.raft.bind_addr else "raft.self_addr", config.raft.listen_addr))
+        addresses.append(("raft.self_addr", config.raft.self_addr))
+    if config.postgresql is not None:
+        listeners.append(("postgresql.listen", f"{config.postgresql.listen_hosts[0]}:{config.postgresql.port}"))
+        addresses.append(("postgresql.connect_address", config.postgresql.connect_address or ""))
+    found: list[tuple[str, str]] = []
+    for i, (key, addr) in enumerate(listeners):
+        port = split_host_port(addr)[1]
+        for earlier_key, earlier in listeners[:i]:
+            if split_host_port(earlier)[1] == port:
+                found.append((key, f"port {port} is also {earlier_key}'s port; Raft, REST and PostgreSQL "
+                                   "each need their own"))
+                break
+    if not found:
+        for i, (key, addr) in enumerate(addresses):
+            twin = next((k for k, a in addresses[:i] if same_address(a, addr)), None)
+            if twin is not None:
+                found.append((key, f"{addr} is also {twin}; each service needs its own address"))
     return found
 
 

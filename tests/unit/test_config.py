@@ -33,7 +33,7 @@ def minimal() -> dict[str, Any]:
         "scope": "batman",
         "name": "n1",
         "restapi": {"listen": "127.0.0.1:8008"},
-        "raft": {"data_dir": "/var/lib/raftpg/raft", "self_addr": "127.0.0.1:2222"},
+        "raft": {"data_dir": "/var/lib/raftpg/raft", "self_addr": "127.0.0.1:2222", "password": "raft-secret"},
         "postgresql": {"listen": "127.0.0.1:5432", "data_dir": "/var/lib/postgresql/data"},
     }
 
@@ -101,7 +101,7 @@ def test_minimal_config_gets_patroni_defaults() -> None:
     pg = config.postgresql
     assert pg is not None
     assert pg.connect_address == "127.0.0.1:5432" and pg.port == 5432
-    assert pg.pgpass == "/tmp/pgpass-n1"
+    assert pg.pgpass == "/var/lib/postgresql/.pgpass.raftpg-n1", "beside the data directory, not in /tmp"
     assert pg.authentication.superuser.username == "postgres"
     assert pg.authentication.replication.username == "replicator"
     assert pg.authentication.rewind is None and pg.use_pg_rewind is None
@@ -202,9 +202,12 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("raft duplicate partners", {"raft.partner_addrs": ["127.0.0.1:2223", "127.0.0.1:2223"]},
      "raft.partner_addrs[1]: duplicate address"),
     ("raft partner bad", {"raft.partner_addrs": ["127.0.0.1:2223", "nope"]}, "raft.partner_addrs[1]: must be"),
-    ("raft wildcard bind without password", {"raft.bind_addr": "0.0.0.0:2222"}, f"raft.password: required when Raft listens on a non-loopback address: {RAFT_RCE}"),
-    ("raft LAN self_addr without password", {"raft.self_addr": "10.0.0.1:2222"}, "raft.password: required"),
-    ("raft hostname without password", {"raft.self_addr": "node1.example:2222"}, "raft.password: required"),
+    ("raft wildcard bind without password", {"raft.bind_addr": "0.0.0.0:2222", "raft.password": _DROP},
+     f"raft.password: required, also on loopback: {RAFT_RCE}"),
+    ("raft LAN self_addr without password", {"raft.self_addr": "10.0.0.1:2222", "raft.password": _DROP},
+     "raft.password: required"),
+    ("raft hostname without password", {"raft.self_addr": "node1.example:2222", "raft.password": _DROP},
+     "raft.password: required"),
     ("raft empty password", {"raft.self_addr": "10.0.0.1:2222", "raft.password": ""}, "raft.password: required"),
     ("etcd3 without hosts", {"raft": _DROP, "etcd3": {"protocol": "http"}}, "etcd3.hosts: field required"),
     ("etcd3 host and hosts", {"raft": _DROP, "etcd3": {"host": "a:1", "hosts": ["b:2"]}}, "etcd3.host: set either"),
@@ -282,7 +285,7 @@ def test_fast_timing_is_valid() -> None:
 def test_every_error_is_listed_one_per_line() -> None:
     message = errors_of(edited({
         "scope": _DROP, "bootstrap.dcs": {"ttl": 30, "retry_timeout": 12}, "postgresql.data_dir": _DROP,
-        "etcd3": {"hosts": "a:1"}, "raft.bind_addr": "0.0.0.0:2222", "lopo": 1,
+        "etcd3": {"hosts": "a:1"}, "raft.bind_addr": "0.0.0.0:2222", "raft.password": _DROP, "lopo": 1,
     }))
     lines = message.splitlines()
     for path in ("scope:", "bootstrap.dcs.ttl:", "postgresql.data_dir:", "raft: only one DCS", "raft.password:", "lopo:"):
@@ -417,9 +420,12 @@ def test_witness_ignores_postgresql_with_a_warning() -> None:
     {"raft.self_addr": "[::1]:2222"},
     {"raft.self_addr": "10.0.0.1:2222", "raft.bind_addr": "127.0.0.1:2222"},
 ])
-def test_loopback_raft_needs_no_password(changes: dict[str, Any]) -> None:
+def test_loopback_raft_needs_a_password_too(changes: dict[str, Any]) -> None:
+    """Any local user can reach a loopback port, and pysyncobj unpickles what it reads (safety rule 9)."""
+    assert "raft.password: required, also on loopback" in errors_of(edited({**changes, "raft.password": _DROP}))
     config = parse_config(edited(changes))
-    assert config.raft is not None and config.raft.loopback_only and config.raft.password is None
+    assert config.raft is not None and config.raft.loopback_only
+    assert "raft-secret" not in repr(config.raft), "the password stays out of reprs (and so of tracebacks)"
 
 
 def test_exposed_raft_with_password_loads() -> None:
@@ -515,12 +521,17 @@ def test_consul_defaults() -> None:
         "127.0.0.1:8500", True, "http://127.0.0.1:8500")
 
 
+PG_PASSWORDS = {"postgresql.authentication": {"superuser": {"password": "su-pw"},
+                                              "replication": {"password": "repl-pw"}}}
+
+
 def test_postgresql_listen_forms() -> None:
-    pg = parse_config(edited({"postgresql.listen": "10.0.0.1,127.0.0.1:5433"})).postgresql
+    pg = parse_config(edited({"postgresql.listen": "10.0.0.1,127.0.0.1:5433", **PG_PASSWORDS})).postgresql
     assert pg is not None
     assert (pg.listen_hosts, pg.port, pg.listen_addresses) == (("10.0.0.1", "127.0.0.1"), 5433, "10.0.0.1,127.0.0.1")
     assert (pg.connect_host, pg.connect_port) == ("10.0.0.1", 5433)
-    star = parse_config(edited({"postgresql.listen": "*:5432", "postgresql.connect_address": "10.0.0.1:5432"}))
+    star = parse_config(edited({"postgresql.listen": "*:5432", "postgresql.connect_address": "10.0.0.1:5432",
+                                **PG_PASSWORDS}))
     assert star.postgresql is not None and star.postgresql.listen_addresses == "*"
 
 

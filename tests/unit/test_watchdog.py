@@ -305,7 +305,7 @@ def test_build_watchdog_follows_the_config() -> None:
 
     def config(watchdog: dict[str, Any]) -> Any:
         return parse_config({"scope": "s", "name": "n1", "restapi": {"listen": "127.0.0.1:8008"},
-                             "raft": {"data_dir": "/tmp/raft", "self_addr": "127.0.0.1:5010"},
+                             "raft": {"data_dir": "/tmp/raft", "self_addr": "127.0.0.1:5010", "password": "pw"},
                              "postgresql": {"listen": "127.0.0.1:5432", "data_dir": "/tmp/data"},
                              "watchdog": watchdog})
 
