@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import statistics
@@ -40,6 +41,9 @@ from raft_helpers import Cluster, Node, Processes, free_port, wait_until  # noqa
 
 from raftpg.consensus.raft import RaftNode, RaftSettings  # noqa: E402
 from raftpg.kv import Committed, Guard  # noqa: E402
+
+# every Raft node runs with a password (DESIGN.md safety rule 9), so every figure includes its encryption
+PASSWORD = secrets.token_urlsafe(24)
 
 CLIENTS = 8
 
@@ -141,7 +145,7 @@ def api_cas_op(node: RaftNode, key: str):
 
 
 def bench_http(base: str, procs: Processes, seconds: float) -> list[Run]:
-    cluster = Cluster(os.path.join(base, "http"), procs).start()
+    cluster = Cluster(os.path.join(base, "http"), procs, password=PASSWORD).start()
     leader = cluster.leader()
     runs = [drive("HTTP driver, 1 client", 1, seconds, lambda i: http_cas_op(leader.control_port, "seq")),
             drive(f"HTTP driver, {CLIENTS} clients", CLIENTS, seconds,
@@ -159,12 +163,12 @@ def bench_in_process(base: str, procs: Processes, seconds: float, *, fsync: bool
     os.makedirs(root)
     me = f"127.0.0.1:{free_port()}"
     peers = [Node(name=f"p{i}", data_dir=os.path.join(root, f"p{i}"), log_path=os.path.join(root, f"p{i}.log"),
-                  procs=procs, extra_args=["--fsync"] if fsync else []) for i in (1, 2)]
+                  procs=procs, password=PASSWORD, extra_args=["--fsync"] if fsync else []) for i in (1, 2)]
     for peer in peers:
         peer.partners = [me] + [p.addr for p in peers if p is not peer]
         peer.start(wait_ready=False)
     node = RaftNode(RaftSettings(self_addr=me, partner_addrs=tuple(p.addr for p in peers),
-                                 data_dir=os.path.join(root, "me"), fsync=fsync))
+                                 data_dir=os.path.join(root, "me"), fsync=fsync, password=PASSWORD))
     label = "Python API in process" + (", fsync" if fsync else "")
     try:
         for peer in peers:
@@ -184,7 +188,7 @@ def bench_in_process(base: str, procs: Processes, seconds: float, *, fsync: bool
 
 
 def bench_failover(base: str, procs: Processes, rounds: int) -> list[float]:
-    cluster = Cluster(os.path.join(base, "failover"), procs).start()
+    cluster = Cluster(os.path.join(base, "failover"), procs, password=PASSWORD).start()
     gaps = []
     for r in range(rounds):
         leader = cluster.leader()
@@ -236,7 +240,8 @@ class Counter(SyncObj):
 
 me, partners, data_dir = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
 os.makedirs(data_dir, exist_ok=True)
-conf = RaftNode._conf(RaftSettings(self_addr=me, partner_addrs=tuple(partners), data_dir=data_dir))
+conf = RaftNode._conf(RaftSettings(self_addr=me, partner_addrs=tuple(partners), data_dir=data_dir,
+                                   password=os.environ["RAFTPG_BENCH_PASSWORD"]))
 counter = Counter(me, partners, conf)
 print("ready", flush=True)
 sys.stdin.read()  # until the benchmark closes our stdin (or dies)
@@ -266,12 +271,13 @@ def bench_raw(base: str, seconds: float) -> list[Run]:
             partners = ",".join(a for a in addrs if a != addrs[i])
             helpers.append(subprocess.Popen([sys.executable, "-c", RAW_NODE, addrs[i], partners,
                                              os.path.join(root, f"n{i}")], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE))
+                                            stdout=subprocess.PIPE,
+                                            env={**os.environ, "RAFTPG_BENCH_PASSWORD": PASSWORD}))
         for helper in helpers:
             assert helper.stdout.readline().strip() == b"ready"
         os.makedirs(os.path.join(root, "n0"))
         conf = RaftNode._conf(RaftSettings(self_addr=addrs[0], partner_addrs=tuple(addrs[1:]),
-                                           data_dir=os.path.join(root, "n0")))
+                                           data_dir=os.path.join(root, "n0"), password=PASSWORD))
         conf.raftMinTimeout, conf.raftMaxTimeout = 0.31, 0.39  # win the first election: no transfer needed
         counter = Counter(addrs[0], addrs[1:], conf)
         wait_until(lambda: counter._getLeader() is not None and counter.incr(sync=True, timeout=5), 30,

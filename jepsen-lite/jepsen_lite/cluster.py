@@ -373,6 +373,12 @@ class RaftpgCluster(NodeProcesses):
     """raftpg agents (``python -m raftpg CONFIG``) with PostgreSQL, plus an optional witness."""
 
     kind = "raftpg"
+    PG_USERS = {"superuser": "postgres", "replication": "replicator", "rewind": "rewind_user"}
+
+    def __init__(self, topology: Topology, run_dir: Path, opts: ClusterOptions) -> None:
+        super().__init__(topology, run_dir, opts)
+        # PostgreSQL listens on the namespace addresses (not loopback): raftpg requires a password per role
+        self.pg_passwords = {role: secrets.token_hex(16) for role in self.PG_USERS}
 
     def config_path(self, member: Member) -> Path:
         return member.dir / "raftpg.yml"
@@ -406,9 +412,8 @@ class RaftpgCluster(NodeProcesses):
             config["postgresql"] = {
                 "listen": f"{addr}:{PG_PORT}", "connect_address": f"{addr}:{PG_PORT}",
                 "data_dir": str(member.dir / "data"), "pgpass": str(member.dir / "pgpass"),
-                "authentication": {"superuser": {"username": "postgres"},
-                                   "replication": {"username": "replicator"},
-                                   "rewind": {"username": "rewind_user"}},
+                "authentication": {role: {"username": user, "password": self.pg_passwords[role]}
+                                   for role, user in self.PG_USERS.items()},
             }
         return config
 
@@ -478,6 +483,7 @@ class RaftpgCluster(NodeProcesses):
 
     def dsn(self, name: str, timeout_s: int = 2) -> str:
         return (f"host={self.topology.addr(name)} port={PG_PORT} user=postgres dbname=postgres "
+                f"password={self.pg_passwords['superuser']} "
                 f"connect_timeout={timeout_s} application_name=jepsen-lite")
 
 

@@ -1,7 +1,9 @@
 """``raftpg demo``: a local three-node cluster on loopback with the embedded Raft store.
 
-Writes a config per node under ``--dir`` (default ./demo-data), starts the agents (as the ``postgres``
-OS user when run as root), prints a live table of members whenever it changes, and on Ctrl-C (or
+Writes a config per node under ``--dir`` (default ./demo-data) with freshly generated secrets (the Raft
+password and one password per PostgreSQL role, kept in ``<dir>/secrets.json``, mode 0600: even a demo
+never runs an open Raft port or trusts TCP clients), starts the agents (as the ``postgres`` OS user when
+run as root), prints a live table of members whenever it changes, and on Ctrl-C (or
 SIGTERM) stops every agent cleanly: the agents stop their PostgreSQL, and the base directory is kept
 unless ``--clean``.
 """
@@ -63,6 +65,10 @@ def main(argv: list[str]) -> int:
     for name, spec in cluster.nodes.items():
         pg = "witness" if spec.witness else f"postgres port {spec.pg_port}"
         print(f"  {name}: REST {spec.api_url}  raft {spec.raft_addr}  {pg}")
+    first = next((spec for spec in cluster.nodes.values() if not spec.witness), None)
+    if first is not None:
+        print(f"connect: psql 'host=127.0.0.1 port={first.pg_port} user=postgres dbname=postgres' "
+              f"(password: \"superuser\" in {os.path.join(os.path.abspath(args.dir), 'secrets.json')})")
     print("press Ctrl-C to stop\n")
     started, last = time.monotonic(), None
     try:

@@ -4,6 +4,11 @@ one base directory. Processes are tracked and stopped by PID; nothing is left be
 
 When started as root, the nodes run as the ``postgres`` OS user (PostgreSQL refuses to run as root) and
 the base directory is handed to that user.
+
+Every cluster gets fresh random secrets (``secrets.token_urlsafe``): the Raft password (safety rule 9: no
+Raft port without one, loopback included) and one password per PostgreSQL role, so the generated pg_hba
+asks TCP clients for SCRAM as in production. ``dsn()`` carries the superuser's password; the config files
+holding the secrets are private to the agent's OS user (mode 0600).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -23,8 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from psycopg.conninfo import make_conninfo
 
 RUN_AS = "postgres"
+SECRETS_FILE = "secrets.json"  # in the base directory, mode 0600; a reused directory keeps its secrets
 
 
 def free_ports(count: int) -> list[int]:
@@ -77,6 +85,10 @@ class LocalCluster:
         }
         self.procs: dict[str, subprocess.Popen] = {}
         self.run_as = RUN_AS if os.geteuid() == 0 else None
+        self.pg_users = {"superuser": "postgres", "replication": "replicator", "rewind": "rewind_user"}
+        kept = self._kept_secrets()  # a reused base directory keeps its passwords (the roles have them)
+        self.raft_password: str = kept.get("raft") or secrets.token_urlsafe(24)
+        self.pg_passwords = {role: kept.get(role) or secrets.token_urlsafe(24) for role in self.pg_users}
 
     # ------------------------------------------------------------------ files
     def node_dir(self, name: str) -> str:
@@ -104,26 +116,44 @@ class LocalCluster:
             config.update(self.dcs_section)
         else:
             config["raft"] = {"data_dir": os.path.join(node_dir, "raft"), "self_addr": spec.raft_addr,
-                              "partner_addrs": [n.raft_addr for n in self.nodes.values() if n.name != name]}
+                              "partner_addrs": [n.raft_addr for n in self.nodes.values() if n.name != name],
+                              "password": self.raft_password}
         if spec.witness:
             config["witness"] = True
         else:
             config["postgresql"] = {
                 "listen": f"127.0.0.1:{spec.pg_port}", "data_dir": os.path.join(node_dir, "data"),
                 "pgpass": os.path.join(node_dir, "pgpass"),
-                "authentication": {"superuser": {"username": "postgres"},
-                                   "replication": {"username": "replicator"},
-                                   "rewind": {"username": "rewind_user"}},
+                "authentication": {role: {"username": user, "password": self.pg_passwords[role]}
+                                   for role, user in self.pg_users.items()},
             }
         _merge(config, self.extra.get(name, self.extra.get("*", {})))
         return config
 
+    def _kept_secrets(self) -> dict[str, str]:
+        try:
+            with open(os.path.join(self.base_dir, SECRETS_FILE), encoding="utf-8") as f:
+                kept = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(kept, dict):
+            return {}
+        return {k: v for k, v in kept.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def _write_private(self, path: str, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+
     def write_configs(self) -> None:
         os.makedirs(self.base_dir, exist_ok=True)
+        self._write_private(os.path.join(self.base_dir, SECRETS_FILE),
+                            json.dumps({"raft": self.raft_password, **self.pg_passwords}))
         for name in self.nodes:
             os.makedirs(self.node_dir(name), exist_ok=True)
-            with open(self.config_path(name), "w") as f:
-                yaml.safe_dump(self.config_for(name), f, sort_keys=False)
+            # the config holds the cluster's passwords: readable by the agent's OS user only
+            self._write_private(self.config_path(name), yaml.safe_dump(self.config_for(name), sort_keys=False))
         if self.run_as:
             user = pwd.getpwnam(self.run_as)
             for root, dirs, files in os.walk(self.base_dir):
@@ -260,7 +290,13 @@ class LocalCluster:
         raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
 
     def dsn(self, name: str, dbname: str = "postgres") -> str:
-        return f"host=127.0.0.1 port={self.nodes[name].pg_port} user=postgres dbname={dbname} connect_timeout=2"
+        """A superuser connection string for ``name``'s PostgreSQL over TCP, password included."""
+        return self.conninfo(self.nodes[name].pg_port, dbname)
+
+    def conninfo(self, port: int, dbname: str = "postgres", host: str = "127.0.0.1") -> str:
+        """A superuser connection string for any ``host:port`` in front of this cluster (e.g. a proxy)."""
+        return make_conninfo("", host=host, port=port, user=self.pg_users["superuser"], dbname=dbname,
+                             password=self.pg_passwords["superuser"], connect_timeout=2)
 
 
 def _loads(body: bytes) -> Any:

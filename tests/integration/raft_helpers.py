@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
 import select
 import signal
 import socket
@@ -110,8 +111,12 @@ class Node:
         cmd = [*self.prefix, PYTHON, "-m", "raftpg.consensus.driver", "--self", self.addr,
                "--partners", ",".join(self.partners), "--data-dir", self.data_dir,
                "--control", f"127.0.0.1:{self.control_port}", "--name", self.name, *self.extra_args]
-        if self.password is not None:
-            cmd += ["--password", self.password]
+        if self.password is not None:  # by file, not argv: other local users can read a command line
+            path = os.path.join(os.path.dirname(os.path.abspath(self.data_dir)), f"{self.name}.password")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.password)
+            cmd += ["--password-file", path]
         return cmd + list(extra or [])
 
     def start(self, extra: list[str] | None = None, *, wait_ready: bool = True) -> Node:
@@ -225,18 +230,24 @@ class Node:
 
 
 class Cluster:
-    """A set of driver nodes that know each other; ``base`` is a temporary directory owned by the test."""
+    """A set of driver nodes that know each other; ``base`` is a temporary directory owned by the test.
+
+    Every node runs with the cluster's Raft password (safety rule 9: never a Raft port without one), a
+    fresh random one unless ``password`` is given; ``new_node`` hands it to joining nodes too.
+    """
 
     def __init__(self, base: str, procs: Processes, size: int = 3, *, password: str | None = None) -> None:
         self.base = base
         self.procs = procs
+        self.password = password or secrets.token_urlsafe(24)
         self.nodes: list[Node] = []
         for i in range(size):
-            self.nodes.append(self.new_node(f"n{i + 1}", password=password))
+            self.nodes.append(self.new_node(f"n{i + 1}"))
         for node in self.nodes:
             node.partners = [n.addr for n in self.nodes if n is not node]
 
     def new_node(self, name: str, **kwargs: Any) -> Node:
+        kwargs.setdefault("password", self.password)
         data_dir = os.path.join(self.base, name)
         os.makedirs(data_dir, exist_ok=True)
         return Node(name=name, data_dir=data_dir, log_path=os.path.join(self.base, f"{name}.log"),

@@ -155,7 +155,7 @@ listen primary
     with open(path, "w") as f:
         f.write(config)
     proc = subprocess.Popen(["haproxy", "-f", path, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
+    dsn = cluster3.conninfo(port)
     acked: list[int] = []
 
     def write(value: int) -> bool:
