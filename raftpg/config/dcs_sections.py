@@ -84,10 +84,10 @@ class RaftSettings(Settings):
         return is_loopback(self.bind_host)
 
 
-def plaintext_credentials(what: str, scheme_key: str, hosts: tuple[str, ...]) -> str:
+def plaintext_credentials(section: str, what: str, hosts: tuple[str, ...], said: str = "is 'http'") -> str:
     """The refusal of credentials that would cross the network in clear text (``hosts``: the remote ones)."""
-    return (f"is 'http', which would send {what} in clear text to {', '.join(hosts)}: use https, or set "
-            f"{scheme_key.split('.')[0]}.allow_plaintext_credentials: true to accept that")
+    return (f"{said}, which would send {what} in clear text to {', '.join(hosts)}: use https, or set "
+            f"{section}.allow_plaintext_credentials: true to accept that")
 
 
 def _remote(hosts: tuple[str, ...]) -> tuple[str, ...]:
@@ -146,7 +146,7 @@ class Etcd3Settings(Settings):
                                       "protocol: https"))
         elif self.protocol == "http" and self.username and not self.allow_plaintext_credentials \
                 and _remote(self.hosts):
-            found.append(("protocol", plaintext_credentials("etcd3.username/password", "etcd3.protocol",
+            found.append(("protocol", plaintext_credentials("etcd3", "etcd3.username/password",
                                                             _remote(self.hosts))))
         if found:
             raise problems(found)
@@ -192,8 +192,9 @@ class ConsulSettings(Settings):
         if self.token and base.startswith("http://") and not self.allow_plaintext_credentials:
             remote = _remote((base.removeprefix("http://").split("/")[0],))
             if remote:
-                raise problem("url" if self.url else "scheme", plaintext_credentials("consul.token", "consul.scheme",
-                                                                                     remote))
+                said = "starts with http://" if self.url else "is 'http'"
+                raise problem("url" if self.url else "scheme",
+                              plaintext_credentials("consul", "consul.token", remote, said))
         return self
 
     @property

@@ -424,6 +424,9 @@ def consul_dcs(config: Config, layout: KeyLayout, clock: Clock | None = None) ->
         raise ValueError("consul_dcs needs a config with a consul section")
     tls = None
     if settings.base_url.startswith("https://"):
-        tls = client_tls(settings.cacert, settings.cert, settings.key, verify=settings.verify)
+        tls = client_tls(settings.cacert, settings.cert, settings.key, verify=settings.verify, section="consul")
+        if not settings.verify and settings.token:
+            log.warning("consul.verify is false: consul.token goes to %s without checking who answers",
+                        settings.base_url)
     http = ConsulHttp(settings.base_url, token=settings.token, dc=settings.dc, tls=tls, clock=clock)
     return ConsulDcs(http, layout, retry_timeout_s=float(config.bootstrap.dcs.retry_timeout), clock=clock)

@@ -334,7 +334,7 @@ def etcd_dcs(config: Config, layout: KeyLayout, clock: Clock | None = None) -> E
         raise ValueError("etcd_dcs needs a config with an etcd3 section")
     tls = None
     if settings.protocol == "https":
-        tls = client_tls(settings.cacert, settings.cert, settings.key)
+        tls = client_tls(settings.cacert, settings.cert, settings.key, section="etcd3")
     gateway = EtcdGateway(settings.hosts, protocol=settings.protocol, username=settings.username,
                           password=settings.password, tls=tls, clock=clock)
     return EtcdDcs(gateway, layout, retry_timeout_s=float(config.bootstrap.dcs.retry_timeout), clock=clock)

@@ -32,6 +32,7 @@ import base64
 import json
 import re
 import socket
+import ssl
 import threading
 import uuid
 from dataclasses import asdict, dataclass, replace
@@ -114,7 +115,8 @@ class FakeConsul:
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, port: int = 0) -> FakeConsul:
+    def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> FakeConsul:
+        """Listen on 127.0.0.1 (``port`` 0: any free one); HTTPS with the server context ``tls``."""
         fake = self
 
         class Handler(_Handler):
@@ -122,6 +124,10 @@ class FakeConsul:
 
         self._stopping = False
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:  # the handshake runs in each request's thread, on its first read
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
+        self._scheme = "https" if tls is not None else "http"
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="fake-consul", daemon=True).start()
         threading.Thread(target=self._reaper, name="fake-consul-sessions", daemon=True).start()
@@ -130,7 +136,7 @@ class FakeConsul:
     @property
     def url(self) -> str:
         assert self._server is not None, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         """Stop listening and cut every open connection (the agent is gone)."""
