@@ -22,7 +22,10 @@ import re
 import tempfile
 from dataclasses import dataclass
 
+from raftpg.config.fields import control_characters, guc_problem
+from raftpg.pg.connection import add_params, scram_params, server_address
 from raftpg.pg.settings import PgSettings
+from raftpg.pg.tools import PgError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,9 @@ FIXED = (
     "primary_conninfo", "primary_slot_name", "recovery_target_timeline", "synchronous_standby_names",
 )
 AT_LEAST = {"max_wal_senders": 10, "max_replication_slots": 10}
-DEFAULTS = {"wal_keep_size": "128MB", "hot_standby_feedback": "on", "unix_socket_permissions": "0700"}
+DEFAULTS = {"wal_keep_size": "128MB", "hot_standby_feedback": "on", "unix_socket_permissions": "0700",
+            "password_encryption": "scram-sha-256"}
+GENERATED_HBA_FIXED = {"unix_socket_permissions": "0700", "password_encryption": "scram-sha-256"}
 WAL_LEVELS = ("replica", "logical")
 
 
@@ -46,21 +51,40 @@ class Upstream:
 
 
 def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchronous_standby_names: str) -> dict[str, str]:
-    """Every GUC raftpg writes into postgresql.conf, by the precedence rules in the module docstring."""
-    user = dict(settings.parameters)
-    for name in FIXED:
-        if name in user:
+    """Every GUC raftpg writes into postgresql.conf, by the precedence rules in the module docstring.
+
+    Names are written in lower case (PostgreSQL compares them case-insensitively, so ``Port`` must not slip
+    past ``FIXED``). A parameter that could not be one line of the file (see ``guc_problem``) is never
+    written, whatever validated it before (defence in depth: the config and PATCH /config refuse it).
+    With the generated pg_hba, ``GENERATED_HBA_FIXED`` holds too: its ``local ... trust`` line is safe
+    only while the socket is the agent's alone, and its scram-sha-256 lines need SCRAM password hashes.
+    """
+    fixed = set(FIXED) | (set(GENERATED_HBA_FIXED) if not settings.pg_hba else set())
+    user: dict[str, str] = {}
+    for raw_name, value in settings.parameters.items():
+        problem = guc_problem(raw_name, value)
+        if problem is not None:
+            log.error("postgresql parameter %r is not written: %s", raw_name[:60], problem[1])
+            continue
+        name = raw_name.lower()
+        if name in fixed:
             log.warning("postgresql parameter %s is managed by raftpg; the configured value is ignored", name)
-            del user[name]
+            continue
+        user[name] = value
     params = {**DEFAULTS, **user}
+    if not settings.pg_hba:
+        params.update(GENERATED_HBA_FIXED)
     params["wal_level"] = user.get("wal_level") if user.get("wal_level") in WAL_LEVELS else "replica"
     for name, minimum in AT_LEAST.items():
         params[name] = str(max(minimum, _int_or(user.get(name), minimum)))
+    conninfo = (upstream.conninfo or "") if upstream else ""
+    if conninfo:
+        conninfo = add_params(conninfo, **scram_params(settings, settings.replication))
     params.update(
         listen_addresses=settings.listen_host, port=str(settings.port),
         unix_socket_directories=settings.socket_dir, cluster_name=settings.name,
         hot_standby="on", wal_log_hints="on", recovery_target_timeline="latest",
-        primary_conninfo=(upstream.conninfo or "") if upstream else "",
+        primary_conninfo=conninfo,
         primary_slot_name=(upstream.slot_name or "") if upstream else "",
         synchronous_standby_names=synchronous_standby_names,
     )
@@ -74,11 +98,17 @@ def render_postgresql_conf(settings: PgSettings, params: dict[str, str]) -> str:
         f"include_if_exists '{BASE_CONF}'",
         "",
     ]
-    lines += [f"{name} = {quote_guc(value)}" for name, value in sorted(params.items())]
+    for name, value in sorted(params.items()):
+        problem = guc_problem(name, value)
+        if problem is not None:  # never reached through managed_parameters; a line is never split
+            raise PgError(f"refusing to write postgresql.conf: parameter {name[:60]!r}: {problem[1]}")
+        lines.append(f"{name} = {quote_guc(value)}")
     return "\n".join(lines) + "\n"
 
 
 def write_postgresql_conf(settings: PgSettings, params: dict[str, str]) -> bool:
+    """Write postgresql.conf, then the pgpass file for the upstream its ``primary_conninfo`` names (the
+    two change together: pgpass holds lines for exactly that host and port)."""
     conf = os.path.join(settings.data_dir, "postgresql.conf")
     base = os.path.join(settings.data_dir, BASE_CONF)
     if not os.path.exists(base):
@@ -86,7 +116,8 @@ def write_postgresql_conf(settings: PgSettings, params: dict[str, str]) -> bool:
             os.rename(conf, base)
         else:
             write_atomic(base, "# postgresql.conf from initdb was not found; raftpg's settings are in postgresql.conf\n")
-    return write_atomic(conf, render_postgresql_conf(settings, params))
+    changed = write_atomic(conf, render_postgresql_conf(settings, params))
+    return write_pgpass(settings, _address_of(params.get("primary_conninfo") or "")) or changed
 
 
 _LINE = re.compile(r"^(\w+) = '((?:[^']|'')*)'$")
@@ -121,43 +152,70 @@ def unquote_guc(body: str) -> str:
 
 
 def default_pg_hba(settings: PgSettings) -> tuple[str, ...]:
-    """The generated pg_hba.conf when the config gives none.
+    """The generated pg_hba.conf when the config gives none. It never trusts a TCP client.
 
-    The superuser may connect over the unix socket without a password (the socket directory is private:
-    ``unix_socket_permissions = 0700``). Over TCP, each role uses scram-sha-256 when it has a password and
-    ``trust`` otherwise -- only acceptable on a trusted network or for a demo.
+    - Unix socket: the superuser only, ``trust``. Safe because ``managed_parameters`` then fixes
+      ``unix_socket_permissions = 0700``: only the agent's OS user (which owns the data directory anyway)
+      and root can connect. ``peer`` would tie the superuser's name to the OS user's, which Patroni
+      configs do not.
+    - TCP, any address: ``scram-sha-256`` for every role. A role without a password cannot log in over TCP
+      at all, which the config allows only for a PostgreSQL listening on loopback.
     """
-    def method(cred: object) -> str:
-        return "scram-sha-256" if getattr(cred, "password", None) else "trust"
-
     su, repl, rewind = settings.superuser, settings.replication, settings.rewind
     lines = [f"local all {_hba_name(su.username)} trust"]
-    lines.append(f"host replication {_hba_name(repl.username)} all {method(repl)}")
+    lines.append(f"host replication {_hba_name(repl.username)} all scram-sha-256")
     if rewind is not None and rewind.username != su.username:
-        lines.append(f"host all {_hba_name(rewind.username)} all {method(rewind)}")
-    lines.append(f"host all all all {method(su)}")
+        lines.append(f"host all {_hba_name(rewind.username)} all scram-sha-256")
+    lines.append("host all all all scram-sha-256")
     return tuple(lines)
 
 
 def write_pg_hba(settings: PgSettings) -> bool:
     lines = settings.pg_hba or default_pg_hba(settings)
+    for line in lines:
+        if control_characters(line, allow_tab=True):  # one configured item is one line, never two
+            raise PgError(f"refusing to write pg_hba.conf: a line holds a control character: {line[:40]!r}")
     text = f"{MARKER}: rewritten by the agent from the raftpg config (postgresql.pg_hba).\n" + "\n".join(lines) + "\n"
     return write_atomic(os.path.join(settings.data_dir, "pg_hba.conf"), text)
 
 
-def render_pgpass(settings: PgSettings) -> str:
-    creds = [settings.superuser, settings.replication, settings.rewind]
-    seen: set[tuple[str, str]] = set()
-    lines = []
-    for cred in creds:
-        if cred is not None and cred.password and (cred.username, cred.password) not in seen:
-            seen.add((cred.username, cred.password))
-            lines.append(f"*:*:*:{_pgpass_escape(cred.username)}:{_pgpass_escape(cred.password)}")
+def render_pgpass(settings: PgSettings, upstream: tuple[str, int] | None = None) -> str:
+    """The pgpass lines, each for one host and port, never ``*``:
+
+    - the superuser at this node's own socket directory (the agent's connections; a configured pg_hba
+      may ask for a password there);
+    - when there is an ``upstream`` ``(host, port)`` (the primary being followed, cloned or rewound
+      from): the replication role and the rewind role (the superuser without one) there.
+    """
+    wanted = [(settings.socket_dir, settings.port, settings.superuser)]
+    if upstream is not None:
+        wanted += [(upstream[0], upstream[1], settings.replication),
+                   (upstream[0], upstream[1], settings.rewind_credentials)]
+    lines: list[str] = []
+    for host, port, cred in wanted:
+        if cred.password:
+            line = ":".join([_pgpass_escape(host), str(port), "*", _pgpass_escape(cred.username),
+                             _pgpass_escape(cred.password)])
+            if line not in lines:
+                lines.append(line)
     return "".join(line + "\n" for line in lines)
 
 
-def write_pgpass(settings: PgSettings) -> bool:
-    return write_atomic(settings.pgpass, render_pgpass(settings), mode=0o600)
+def write_pgpass(settings: PgSettings, upstream: tuple[str, int] | None = None) -> bool:
+    """Write the pgpass file (mode 0600) for ``upstream``; None: the upstream the data directory's
+    postgresql.conf follows now, if any."""
+    if upstream is None:
+        upstream = _address_of(read_managed_parameters(settings.data_dir).get("primary_conninfo") or "")
+    return write_atomic(settings.pgpass, render_pgpass(settings, upstream), mode=0o600)
+
+
+def _address_of(conninfo: str) -> tuple[str, int] | None:
+    if not conninfo:
+        return None
+    try:
+        return server_address(conninfo)
+    except PgError:
+        return None
 
 
 def set_standby_signal(data_dir: str, present: bool) -> bool:

@@ -1,5 +1,8 @@
 """Connecting to PostgreSQL: the agent's own superuser connection and conninfo strings for other members.
 
+A conninfo for another member is always built from the host and port of its ``conn_url`` (which comes
+from the DCS) plus raftpg's own parameters: see ``server_address``.
+
 The agent connects over the unix socket as the superuser, with the pgpass file, a connect timeout and a
 statement timeout, in autocommit mode, one short-lived connection per operation (thread-safe by construction;
 a unix-socket connection costs a few milliseconds, far below one HA cycle).
@@ -14,8 +17,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from raftpg.pg.pidfile import read_pidfile
-from raftpg.pg.settings import PgSettings
-from raftpg.pg.tools import PgError
+from raftpg.pg.settings import Credentials, PgSettings
+from raftpg.pg.tools import PgError, libpq_has_require_auth
 
 
 def conninfo_for(
@@ -28,16 +31,61 @@ def conninfo_for(
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
-def with_defaults(conninfo: str, **defaults: Any) -> str:
-    """``conninfo`` (URL or key=value) with each default added unless the conninfo already sets that key."""
+def server_address(conninfo: str) -> tuple[str, int]:
+    """The one TCP ``(host, port)`` a member's conninfo (URL or key=value) names; PgError for anything else.
+
+    A member's ``conn_url`` comes from the DCS, so whoever can write the DCS chooses it. Only its host and
+    port are ever used: options such as ``passfile``, ``sslmode``, ``options`` or a second host would let
+    that writer choose which secrets are sent, and where. A unix-socket "host" is refused too: another
+    member is never on this machine's sockets.
+    """
     try:
         params = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as e:
+        raise PgError(f"not a valid conninfo: {str(e).strip()}") from None
+    host = str(params.get("host") or "").strip()
+    port_text = str(params.get("port") or "5432").strip()
+    if not host or "," in host or host.startswith(("/", "@")) or any(c.isspace() or ord(c) < 0x20 for c in host):
+        raise PgError(f"a member's address must be one TCP host name or IP address, got host={host!r}")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise PgError(f"a member's port must be one number in 1..65535, got port={port_text!r}")
+    return host, int(port_text)
+
+
+def member_conninfo(conninfo: str, **params: Any) -> str:
+    """A conninfo for the server ``conninfo`` names, built from its host and port only, plus ``params``
+    (user, passfile, application_name, ...; None values left out). See :func:`server_address`."""
+    host, port = server_address(conninfo)
+    return make_conninfo("", host=host, port=port, **{k: v for k, v in params.items() if v is not None})
+
+
+def with_defaults(conninfo: str, **params: Any) -> str:
+    """Same as :func:`member_conninfo` (the name is older: every parameter but host and port is ours)."""
+    return member_conninfo(conninfo, **params)
+
+
+def add_params(conninfo: str, **params: Any) -> str:
+    """``conninfo`` (one raftpg built) with ``params`` set; unchanged when there are none."""
+    if not params:
+        return conninfo
+    try:
+        current = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as e:
         raise PgError(f"not a valid conninfo: {e}") from None
-    for key, value in defaults.items():
-        if value is not None and key not in params:
-            params[key] = value
-    return make_conninfo("", **params)
+    return make_conninfo("", **{**current, **params})
+
+
+def scram_params(settings: PgSettings, cred: Credentials) -> dict[str, str]:
+    """``{"require_auth": "scram-sha-256"}`` where it is safe and possible, else ``{}``.
+
+    Possible: the libpq of ``settings.bin_dir``'s programs is 16 or newer (PostgreSQL 15's is not: then
+    the client cannot refuse cleartext or md5 and the password's safety rests on the host and port coming
+    from raftpg's own keys). Safe: ``cred`` has a password and the generated pg_hba is in use, whose TCP
+    lines all ask for scram-sha-256; a configured pg_hba may use other methods.
+    """
+    if settings.pg_hba or not cred.password or not libpq_has_require_auth(settings.bin_dir):
+        return {}
+    return {"require_auth": "scram-sha-256"}
 
 
 def connect(settings: PgSettings, timeout_s: float = 5.0, dbname: str = "postgres") -> psycopg.Connection:
@@ -67,13 +115,7 @@ def query(settings: PgSettings, sql: Any, params: Any = None, timeout_s: float =
         raise PgError(f"query failed: {str(e).strip()}") from None
 
 
-def as_role(conninfo: str, user: str, **defaults: Any) -> str:
-    """The same server as ``conninfo``, for another role: ``user`` replaced, ``dbname``, ``password`` and
-    ``passfile`` dropped, then ``defaults`` added (e.g. the replication role's conninfo from the rewind one)."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as e:
-        raise PgError(f"not a valid conninfo: {e}") from None
-    for key in ("user", "dbname", "password", "passfile"):
-        params.pop(key, None)
-    return with_defaults(make_conninfo("", **params), user=user, **defaults)
+def as_role(conninfo: str, user: str, **params: Any) -> str:
+    """The server ``conninfo`` names, for ``user`` (e.g. the replication role's conninfo from the rewind one);
+    host and port only, as :func:`member_conninfo`."""
+    return member_conninfo(conninfo, user=user, **params)

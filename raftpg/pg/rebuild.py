@@ -1,6 +1,9 @@
 """Making this member's data directory a copy of another's: clone (pg_basebackup), rewind (pg_rewind), and
 moving a data directory aside. None of them runs with the postmaster up; ``control.Postgres`` ensures it.
 
+Only the host and port of the source's conninfo are used (it comes from the DCS); the user, the pgpass
+file (with lines for that host and port only) and ``require_auth`` where libpq has it are raftpg's own.
+
 User data is never deleted: ``move_data_aside`` renames. The one deletion is ``clone``'s cleanup of its own
 failed attempt, in a directory that was missing or empty when it began.
 """
@@ -14,7 +17,8 @@ import time
 
 from raftpg.clock import Clock
 from raftpg.model import DataDir
-from raftpg.pg.connection import with_defaults
+from raftpg.pg.conf import write_pgpass
+from raftpg.pg.connection import member_conninfo, scram_params, server_address
 from raftpg.pg.controldata import data_dir_state, read_controldata
 from raftpg.pg.settings import PgSettings
 from raftpg.pg.tools import PgError, run_tool
@@ -23,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def clone(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
-    """pg_basebackup from ``source_conninfo`` (user defaults to the replication role) into a missing or empty
+    """pg_basebackup from ``source_conninfo``'s host and port, as the replication role, into a missing or empty
     data directory; return the copy's system identifier.
 
     On failure nothing half-made stays behind: a directory this call created is removed, a directory that was
@@ -35,7 +39,10 @@ def clone(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
     created = state is DataDir.MISSING
     os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
-    conninfo = with_defaults(source_conninfo, user=settings.replication.username, passfile=settings.pgpass)
+    cred = settings.replication
+    conninfo = member_conninfo(source_conninfo, user=cred.username, passfile=settings.pgpass,
+                               **scram_params(settings, cred))
+    write_pgpass(settings, server_address(source_conninfo))
     args = ["-D", settings.data_dir, "-X", "stream", "-c", "fast", "-w", "-d", conninfo, *settings.basebackup_args]
     try:
         run_tool(settings, "pg_basebackup", args, timeout_s)
@@ -62,7 +69,7 @@ def _discard_attempt(data_dir: str, created: bool) -> None:
 
 
 def rewind(settings: PgSettings, source_conninfo: str, timeout_s: float) -> bool:
-    """pg_rewind the stopped data directory to ``source_conninfo`` (user defaults to the rewind role, else the
+    """pg_rewind the stopped data directory to ``source_conninfo``'s host and port, as the rewind role (else the
     superuser). True if the data directory now follows the source's history; False if pg_rewind failed
     (logged with its stderr): the data directory may then be unusable and should be moved aside and cloned.
 
@@ -71,7 +78,9 @@ def rewind(settings: PgSettings, source_conninfo: str, timeout_s: float) -> bool
     mode); the caller writes it back whatever the outcome.
     """
     cred = settings.rewind_credentials
-    conninfo = with_defaults(source_conninfo, user=cred.username, passfile=settings.pgpass, dbname="postgres")
+    conninfo = member_conninfo(source_conninfo, user=cred.username, passfile=settings.pgpass, dbname="postgres",
+                               **scram_params(settings, cred))
+    write_pgpass(settings, server_address(source_conninfo))
     for signal_file in ("standby.signal", "recovery.signal"):
         try:
             os.unlink(os.path.join(settings.data_dir, signal_file))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from raftpg.config.addresses import is_loopback
+
 CALLBACK_ACTIONS = ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")
 
 
@@ -31,6 +33,8 @@ class PgSettings:
     settings win over the ones it must control (see ``conf.managed_parameters``). ``pg_hba`` lines replace the
     generated defaults (``conf.default_pg_hba``). ``unix_socket_dir`` defaults to the data directory's parent,
     ``pgpass_path`` to ``<that parent>/.pgpass.raftpg-<name>``; both must be writable by the agent.
+    A PostgreSQL listening off loopback needs a password for every role (the generated pg_hba asks TCP
+    clients for SCRAM; ``raftpg.config`` refuses such a config first, this is the last gate).
     ``launcher`` is the argv that runs the fencing supervisor (empty: this interpreter runs
     ``raftpg/pg/supervisor.py`` in isolated mode, so the supervisor imports only the standard library).
     ``log_file``: where the postmaster's stderr goes (None: inherited from the agent).
@@ -67,6 +71,11 @@ class PgSettings:
             raise ValueError("bin_dir must not be empty")
         if not isinstance(self.port, int) or not 0 < self.port < 65536:
             raise ValueError(f"port must be 1..65535, got {self.port!r}")
+        exposed = [h for h in self.listen_host.split(",") if not is_loopback(h)]
+        for role, cred in (("superuser", self.superuser), ("replication", self.replication), ("rewind", self.rewind)):
+            if exposed and cred is not None and not cred.password:  # see conf.default_pg_hba
+                raise ValueError(f"postgresql.authentication.{role}.password: required because PostgreSQL "
+                                 f"listens on {exposed[0].strip()} (not loopback)")
         unknown = sorted(set(self.callbacks) - set(CALLBACK_ACTIONS))
         if unknown:
             raise ValueError(f"callbacks: unknown action(s) {unknown}, expected some of {list(CALLBACK_ACTIONS)}")

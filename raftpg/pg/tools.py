@@ -7,6 +7,7 @@ never from argv.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -58,6 +59,25 @@ def run_tool(settings: PgSettings, program: str, args: list[str], timeout_s: flo
     if proc.returncode != 0:
         raise PgError(f"{program} failed with exit code {proc.returncode}\n{tail(err or out)}")
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def libpq_has_require_auth(bin_dir: str) -> bool:
+    """Whether the libpq that ``bin_dir``'s programs (and so the server's walreceiver) load knows
+    ``require_auth`` (libpq 16+): with it a client refuses a server that asks for anything but SCRAM,
+    so a server an attacker named in the DCS cannot ask for the password in clear text.
+
+    Asked of the programs themselves, once per ``bin_dir``: ``pg_isready`` exits 3 on an unknown
+    connection option and 2 when it merely found no server (at a socket path that does not exist).
+    """
+    argv = [os.path.join(bin_dir, "pg_isready"), "-t", "1",
+            "-d", "require_auth=scram-sha-256 host=/nonexistent-raftpg-probe port=1"]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
+                              env={**os.environ, "LC_ALL": "C"})
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 2
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:

@@ -57,6 +57,7 @@ def settings_for(tmp: Path, name: str, **overrides: object) -> PgSettings:
         name=name, scope="demo", data_dir=str(tmp / name), bin_dir=BIN_DIR, port=free_port(),
         unix_socket_dir=str(tmp), initdb_args=("--no-sync",), parameters={"fsync": "off"},
         log_file=str(tmp / f"{name}.log"),
+        superuser=Credentials("postgres", "su-secret"),  # TCP clients need SCRAM (no trust in pg_hba)
     )
     values.update(overrides)
     return PgSettings(**values)  # type: ignore[arg-type]
@@ -296,7 +297,7 @@ def supervised(stopped_cluster: PgSettings) -> Iterator[Callable[..., subprocess
 
 def client(settings: PgSettings) -> psycopg.Connection:
     return psycopg.connect(host="127.0.0.1", port=settings.port, user="postgres", dbname="postgres",
-                           autocommit=True, connect_timeout=2)
+                           password=settings.superuser.password, autocommit=True, connect_timeout=2)
 
 
 def assert_fenced(proc: subprocess.Popen[bytes], settings: PgSettings, conn: psycopg.Connection,

@@ -52,14 +52,16 @@ def test_pidfile() -> None:
 
 
 @pytest.mark.parametrize("line, parsed", [
-    ("lease 2.5", ("lease", 2.5)), ("lease 0", ("lease", 0.0)), (" unlimited ", ("unlimited", None)),
-    ("stop", ("stop", None)),
+    ("deadline 1234.5", ("deadline", 1234.5)), ("deadline 0", ("deadline", 0.0)),
+    ("lease 2.5", ("deadline", 102.5)), ("lease 0", ("deadline", 100.0)),  # relative to when it is read
+    (" unlimited ", ("unlimited", None)), ("stop", ("stop", None)),
 ])
 def test_supervisor_commands(line, parsed) -> None:
-    assert parse_command(line) == parsed
+    assert parse_command(line, now=100.0) == parsed
 
 
-@pytest.mark.parametrize("line", ["lease", "lease -1", "lease nan", "lease inf", "lease 1 2", "STOP", "renew 3", ""])
+@pytest.mark.parametrize("line", ["lease", "lease -1", "lease nan", "lease inf", "lease 1 2", "STOP", "renew 3", "",
+                                  "deadline", "deadline -1", "deadline nan", "deadline inf"])
 def test_supervisor_rejects_malformed_commands(line) -> None:
     with pytest.raises(ValueError):
         parse_command(line)
@@ -69,6 +71,7 @@ def test_supervisor_usage_errors_exit_2_without_starting_anything(capfd) -> None
     assert supervisor_main([]) == 2
     assert supervisor_main(["--"]) == 2
     assert supervisor_main(["--bogus", "--", "postgres"]) == 2
+    assert supervisor_main(["--deadline", "nan", "--", "postgres"]) == 2
     assert "usage" in capfd.readouterr().err
 
 
@@ -83,7 +86,7 @@ def test_conninfo_helpers() -> None:
     info = conninfo_for("10.0.0.1", 5432, "replicator", application_name="n2", passfile="/p")
     assert "host=10.0.0.1" in info and "user=replicator" in info and "application_name=n2" in info
     merged = with_defaults("postgresql://u@h:5/db", user="other", passfile="/p")
-    assert "user=u" in merged and "passfile=/p" in merged and "dbname=db" in merged
+    assert merged == "host=h port=5 user=other passfile=/p", "only host and port come from a member's conn_url"
     replication = as_role("host=h port=5 user=rewinder dbname=postgres password=x", "replicator",
                           application_name="n1")
     assert "user=replicator" in replication and "dbname" not in replication and "password" not in replication
