@@ -166,12 +166,17 @@ def validate_key_value(key: Any, value: Any = "") -> str | None:
     """Why this key/value may not be stored, or None. Used by clients before proposing and by apply."""
     if not isinstance(key, str) or not key:
         return "key must be a non-empty string"
-    if len(key.encode()) > KEY_BYTES_MAX:
-        return f"key is {len(key.encode())} bytes, over the limit of {KEY_BYTES_MAX}"
     if not isinstance(value, str):
         return "value must be a string"
-    if len(value.encode()) > VALUE_BYTES_MAX:
-        return f"value is {len(value.encode())} bytes, over the limit of {VALUE_BYTES_MAX}"
+    try:  # a lone surrogate (a "\udcff" escape in the command's JSON) cannot be encoded: refuse it here,
+        # or apply would raise on every replica and the store would stop serving
+        key_bytes, value_bytes = len(key.encode()), len(value.encode())
+    except UnicodeEncodeError:
+        return "key and value must be valid Unicode text (no lone surrogates)"
+    if key_bytes > KEY_BYTES_MAX:
+        return f"key is {key_bytes} bytes, over the limit of {KEY_BYTES_MAX}"
+    if value_bytes > VALUE_BYTES_MAX:
+        return f"value is {value_bytes} bytes, over the limit of {VALUE_BYTES_MAX}"
     return None
 
 

@@ -172,7 +172,8 @@ def build_dcs(config: Config, clock: Clock, force_new_cluster: bool = False) -> 
     kind = dcs_kind(config)
     if kind == "raft":
         from raftpg.dcs.raft import raft_dcs
-        return raft_dcs(consensus_settings(config, force_new_cluster), layout, clock)
+        return raft_dcs(consensus_settings(config, force_new_cluster), layout, clock,
+                        fallback_config=config.bootstrap.dcs.to_model())
     if kind == "etcd3":
         from raftpg.dcs.etcd import etcd_dcs
         return etcd_dcs(config, layout)

@@ -61,6 +61,8 @@ async def read_json(request: web.Request, *, required: bool = False) -> dict[str
         data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise BadRequest("body: not UTF-8 text") from None
+    except RecursionError:  # e.g. 20k nested lists: Python's parser runs out of stack
+        raise BadRequest("body: not valid JSON (nested too deeply)") from None
     except ValueError as exc:
         raise BadRequest(f"body: not valid JSON ({exc})") from None
     if not isinstance(data, dict):

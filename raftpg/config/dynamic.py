@@ -13,6 +13,7 @@ lease runs out; a smaller ttl lets a healthy primary lose its lease. raftpg is m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -21,10 +22,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from raftpg.config import unsupported
 from raftpg.config.base import OpenSettings
-from raftpg.config.errors import ConfigError, problem, validation_lines
+from raftpg.config.errors import ConfigError, problem, problems, validation_lines
 from raftpg.config.fields import ConfigLine, GucMap, Int, empty_map
 from raftpg.config.screen import screen
 from raftpg.model import DynamicConfig
+from raftpg.model.cluster import DYNAMIC_BOUNDS, INT64_MAX
 
 
 class DcsPostgresSettings(OpenSettings):
@@ -41,6 +43,25 @@ class DcsPostgresSettings(OpenSettings):
     parameters: GucMap = Field(default_factory=empty_map)
     pg_hba: tuple[ConfigLine, ...] = ()  # one item is one line: control characters refused
 
+    @field_validator("parameters", mode="after")
+    @classmethod
+    def _numbers_fit(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An integer setting past 64 bits (``max_connections: 1e400`` written as digits) would make
+        PostgreSQL refuse to start on every node: refuse it here, naming the parameter."""
+        bad = [(name, f"must be an integer of at most 64 bits, got a {setting.bit_length()}-bit one")
+               for name, setting in value.items()
+               if isinstance(setting, int) and not isinstance(setting, bool) and abs(setting) > INT64_MAX]
+        if bad:
+            raise problems(bad)
+        return value
+
+
+def _bounded(default: int, key: str) -> Any:
+    """A numeric field within the bounds the DCS reader also enforces (``DYNAMIC_BOUNDS``): ``ttl: 1e400``
+    is refused here with the key's name rather than overflowing a deadline later."""
+    low, high = DYNAMIC_BOUNDS[key]
+    return Field(default, ge=low, le=high)
+
 
 class DynamicSettings(OpenSettings):
     """The cluster-wide settings (Patroni's names and defaults; times in seconds, lag in bytes).
@@ -55,15 +76,15 @@ class DynamicSettings(OpenSettings):
         "master_stop_timeout": "primary_stop_timeout",
     })
 
-    ttl: Int = Field(30, ge=4)
-    loop_wait: Int = Field(10, ge=1)
-    retry_timeout: Int = Field(10, ge=1)
-    maximum_lag_on_failover: Int = Field(1048576, ge=0)
-    primary_start_timeout: Int = Field(300, ge=0)
-    primary_stop_timeout: Int = Field(0, ge=0)
+    ttl: Int = _bounded(30, "ttl")
+    loop_wait: Int = _bounded(10, "loop_wait")
+    retry_timeout: Int = _bounded(10, "retry_timeout")
+    maximum_lag_on_failover: Int = _bounded(1048576, "maximum_lag_on_failover")
+    primary_start_timeout: Int = _bounded(300, "primary_start_timeout")
+    primary_stop_timeout: Int = _bounded(0, "primary_stop_timeout")
     synchronous_mode: bool = False
     synchronous_mode_strict: bool = False
-    synchronous_node_count: Int = Field(1, ge=1)
+    synchronous_node_count: Int = _bounded(1, "synchronous_node_count")
     check_timeline: bool = False
     pause: bool = False
     postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
@@ -90,9 +111,48 @@ class DynamicSettings(OpenSettings):
         return DynamicConfig.from_dict(self.to_dict())
 
 
+MAX_DEPTH = 32  # real documents nest 3 deep (postgresql.parameters.x)
+
+
+def _storable(data: Any) -> str | None:
+    """Why ``data`` cannot be stored for every node to read back (raftpg.dcs.documents refuses the same
+    on read), or None: numbers must be finite with integers of at most 20 digits, text valid Unicode,
+    nesting at most MAX_DEPTH deep. This covers keys raftpg keeps without interpreting them."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        where = path or "the document"
+        if isinstance(value, Mapping | list | tuple):
+            if depth > MAX_DEPTH:
+                return f"{where}: nested deeper than {MAX_DEPTH}"
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and not _encodable(key):
+                    return f"{where}: a key is not valid Unicode text"
+                stack.append((item, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{where}: must be a finite number"
+        elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+            return f"{where}: an integer of more than 64 bits"
+        elif isinstance(value, str) and not _encodable(value):
+            return f"{where}: not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _screened(data: Any) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(data, Mapping):
         raise ConfigError([f"the dynamic config must be a mapping of keys, got {type(data).__name__}"])
+    unstorable = _storable(data)
+    if unstorable is not None:
+        raise ConfigError([unstorable])
     result = screen(DynamicSettings, data)
     if result.errors:
         raise ConfigError(result.errors)

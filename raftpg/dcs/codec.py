@@ -6,55 +6,58 @@ winner is still running initdb); ``members/<name>`` a JSON object; ``config`` th
 ``failover`` {leader, member, scheduled_at}; ``sync`` {leader, sync_standby: "a,b"}; ``history`` a list of
 [timeline, lsn, reason, timestamp, new_leader]; ``status`` {optime}.
 
-A document that cannot be parsed never stops the loop: a bad member becomes ``valid=False`` (never
-promoted, never a sync standby), a bad failover/sync key reads as absent, and a warning is logged.
+A document that cannot be read never stops the loop (``documents.py`` reads each one defensively, and
+says how each unreadable key is read). In short:
+
+==============  ==========================================================================================
+key             when unreadable
+==============  ==========================================================================================
+members/<n>     an invalid member (``valid=False``): never promoted, never a synchronous standby
+leader          held by a holder named with U+FFFD: nobody's, so the others wait for its TTL
+initialize      the last good one this reader saw; else the sysid the leader's member key reports; else
+                absent (then the bootstrap race fails on the existing key, so nothing is bootstrapped)
+config          the last good config this reader saw; else ``fallback_config`` (the node's
+                ``bootstrap.dcs``); else the built-in defaults. Re-validated with the same rules and bounds
+                as ``PATCH /config``; ``config_revision`` stays the key's, so a PATCH can repair it
+status          the last good optime this reader saw, else absent
+failover        a request naming an unreadable leader: the primary clears it, nobody else acts on it
+sync            naming an unreadable leader and no standby: nobody is eligible in synchronous mode until
+                the primary rewrites it (an absent key would restrict no one)
+history         unreadable rows left out; not a list: empty
+==============  ==========================================================================================
+
+Each problem is logged once when it appears or changes (not every cycle), once when it is gone, and
+listed in ``ClusterView.problems`` (``GET /patroni`` shows them).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
 from typing import Any
 
+from raftpg.config.dynamic import parse_dynamic_config
+from raftpg.config.errors import ConfigError
 from raftpg.dcs import keys
-from raftpg.model import ClusterView, DynamicConfig, Failover, HistoryEntry, Leader, Member, SyncState, Tags
+from raftpg.dcs.documents import (
+    UNREADABLE,
+    Unreadable,
+    load_object,
+    read_failover,
+    read_history,
+    read_member,
+    read_name,
+    read_optime,
+    read_sync,
+    read_sysid,
+)
+from raftpg.model import ClusterView, DynamicConfig, Leader, Member, SyncState
 
 log = logging.getLogger(__name__)
 
-
-def _json(raw: str, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, TypeError):
-        log.warning("ignoring unreadable %s document: %.80r", what, raw)
-        return None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def member_from_document(name: str, raw: str, revision: int) -> Member:
-    data = _json(raw, f"member {name}")
-    if not isinstance(data, dict):
-        return Member(name=name, valid=False, revision=revision, state="unknown")
-    return Member(
-        name=name, role=str(data.get("role", "uninitialized")), state=str(data.get("state", "unknown")),
-        api_url=data.get("api_url"), conn_url=data.get("conn_url"), timeline=_int(data.get("timeline")),
-        lsn=_int(data.get("xlog_location")), replay_lsn=_int(data.get("replay_lsn")),
-        receive_lsn=_int(data.get("receive_lsn")), sysid=data.get("sysid"),
-        tags=Tags.from_dict(data.get("tags")), witness=bool(data.get("witness", False)),
-        pending_restart=bool(data.get("pending_restart", False)),
-        server_version=_int(data.get("server_version")), raft_addr=data.get("raft_addr"),
-        version=data.get("version"), revision=revision,
-    )
+_PROBLEMS_SHOWN = 3  # per config document: the first few errors are enough to find the key
 
 
 def member_document(member: Member) -> dict[str, Any]:
@@ -68,75 +71,163 @@ def member_document(member: Member) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-def _scheduled_at(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        log.warning("ignoring unreadable scheduled_at %.40r", value)
-        return None
-
-
-def failover_from_document(raw: str, revision: int) -> Failover | None:
-    data = _json(raw, "failover")
-    if not isinstance(data, dict):
-        return None
-    return Failover(leader=data.get("leader"), candidate=data.get("member") or data.get("candidate"),
-                    scheduled_at=_scheduled_at(data.get("scheduled_at")), revision=revision)
-
-
-def sync_from_document(raw: str, revision: int) -> SyncState | None:
-    data = _json(raw, "sync")
-    if not isinstance(data, dict):
-        return None
-    standbys = data.get("sync_standby") or ""
-    names = standbys.split(",") if isinstance(standbys, str) else [str(s) for s in standbys]
-    return SyncState(leader=data.get("leader"), sync_standby=tuple(sorted(n for n in names if n)),
-                     revision=revision)
-
-
 def sync_document(leader: str | None, standbys: tuple[str, ...]) -> dict[str, Any]:
     return {"leader": leader, "sync_standby": ",".join(sorted(standbys)) or None}
 
 
-def history_from_document(raw: str) -> tuple[HistoryEntry, ...]:
-    data = _json(raw, "history")
-    entries = []
-    for row in data if isinstance(data, list) else []:
-        if isinstance(row, list) and len(row) >= 3 and _int(row[0]) is not None and _int(row[1]) is not None:
-            timestamp = row[3] if len(row) > 3 and isinstance(row[3], (int, float)) else 0.0
-            entries.append(HistoryEntry(int(row[0]), int(row[1]), str(row[2]), float(timestamp),
-                                        row[4] if len(row) > 4 else None))
-    return tuple(entries)
+def sync_from_document(raw: str, revision: int) -> SyncState:
+    """The sync state a writer just stored (its own document)."""
+    return read_sync(raw, revision)[0]
 
 
-def cluster_from_documents(documents: Mapping[str, tuple[str, int]], revision: int) -> ClusterView:
-    """``documents`` maps a key relative to the scope prefix to (value, mod_revision)."""
-    def doc(name: str) -> tuple[str, int] | None:
-        return documents.get(name)
+def read_config(raw: Any) -> DynamicConfig:
+    """A stored dynamic config, validated as ``PATCH /config`` validates it; Unreadable says why not."""
+    data = load_object(raw)
+    try:
+        settings = parse_dynamic_config(data)
+    except ConfigError as exc:
+        shown = exc.errors[:_PROBLEMS_SHOWN]
+        more = f" (and {len(exc.errors) - len(shown)} more)" if len(exc.errors) > len(shown) else ""
+        raise Unreadable("; ".join(shown) + more) from None
+    return replace(settings.to_model(), raw=tuple(sorted(data.items())))
 
-    members = tuple(
-        member_from_document(rel[len(keys.MEMBERS):], value, rev)
-        for rel, (value, rev) in sorted(documents.items()) if rel.startswith(keys.MEMBERS)
-    )
-    config = doc(keys.CONFIG)
-    config_data = _json(config[0], "config") if config else None
-    leader = doc(keys.LEADER)
-    status = doc(keys.STATUS)
-    status_data = _json(status[0], "status") if status else None
-    initialize = doc(keys.INITIALIZE)
-    return ClusterView(
-        initialize=initialize[0] if initialize else None,
-        config=DynamicConfig.from_dict(config_data if isinstance(config_data, dict) else None),
-        config_revision=config[1] if config else None,
-        leader=Leader(leader[0], leader[1]) if leader and leader[0] else None,
-        members=members,
-        failover=failover_from_document(*doc(keys.FAILOVER)) if doc(keys.FAILOVER) else None,
-        sync=sync_from_document(*doc(keys.SYNC)) if doc(keys.SYNC) else None,
-        history=history_from_document(doc(keys.HISTORY)[0]) if doc(keys.HISTORY) else (),
-        last_lsn=_int(status_data.get("optime")) if isinstance(status_data, dict) else None,
-        revision=revision,
-    )
+
+class ClusterReader:
+    """Reads snapshots for one client of the store, remembering what the table above needs: the last
+    good config, initialize and optime, and which problems were already logged. Thread-safe (the HA loop
+    and the API's operations read through the same client)."""
+
+    def __init__(self, fallback_config: DynamicConfig | None = None) -> None:
+        self.fallback_config = fallback_config
+        self._lock = threading.Lock()
+        self._good_config: DynamicConfig | None = None
+        self._config_cache: tuple[Any, DynamicConfig | str] | None = None  # raw text -> parsed or problem
+        self._good_initialize: str | None = None
+        self._good_optime: int | None = None
+        self._logged: dict[str, str] = {}  # key -> the problem last logged for it
+
+    def read(self, documents: Mapping[str, tuple[Any, int]], revision: int) -> ClusterView:
+        """``documents`` maps a key relative to the scope prefix to (stored value, mod_revision)."""
+        with self._lock:
+            problems: dict[str, str] = {}
+            view = self._read(documents, revision, problems)
+            self._log_changes(problems)
+            return replace(view, problems=tuple(f"{key}: {text}" for key, text in sorted(problems.items())))
+
+    def _read(self, documents: Mapping[str, tuple[Any, int]], revision: int,
+              problems: dict[str, str]) -> ClusterView:
+        members = []
+        for rel, (raw, rev) in sorted(documents.items()):
+            if rel.startswith(keys.MEMBERS):
+                member, trouble = read_member(rel[len(keys.MEMBERS):], raw, rev)
+                members.append(member)
+                _note(problems, keys.MEMBERS + member.name, trouble)  # the name as shown: always valid text
+        leader = self._leader(documents.get(keys.LEADER), problems)
+        view = ClusterView(members=tuple(members), leader=leader, revision=revision)
+        config = documents.get(keys.CONFIG)
+        failover = documents.get(keys.FAILOVER)
+        sync = documents.get(keys.SYNC)
+        history = documents.get(keys.HISTORY)
+        status = documents.get(keys.STATUS)
+        return ClusterView(
+            initialize=self._initialize(documents.get(keys.INITIALIZE), view, problems),
+            config=self._config(config, problems), config_revision=config[1] if config else None,
+            leader=leader, members=view.members,
+            failover=_noted(problems, keys.FAILOVER, read_failover(*failover)) if failover else None,
+            sync=_noted(problems, keys.SYNC, read_sync(*sync)) if sync else None,
+            history=_noted(problems, keys.HISTORY, read_history(history[0])) if history else (),
+            last_lsn=self._optime(status, problems),
+            revision=revision,
+        )
+
+    # -------------------------------------------------------------- keys with a fallback
+    def _leader(self, document: tuple[Any, int] | None, problems: dict[str, str]) -> Leader | None:
+        if document is None or document[0] in ("", b""):
+            return None
+        name, problem = read_name(document[0])
+        if problem:
+            problems[keys.LEADER] = f"{problem}; held by an unreadable holder until its TTL runs out"
+        return Leader(name, document[1])
+
+    def _initialize(self, document: tuple[Any, int] | None, view: ClusterView,
+                    problems: dict[str, str]) -> str | None:
+        if document is None:
+            return None
+        sysid, problem = read_sysid(document[0])
+        if problem is None:
+            if sysid:
+                self._good_initialize = sysid
+            return sysid
+        leader = view.leader_member
+        if self._good_initialize is not None:
+            sysid, source = self._good_initialize, "the last good value read"
+        elif leader is not None and leader.valid and leader.sysid:
+            sysid, source = leader.sysid, f"the system identifier {leader.name} reports"
+        else:
+            sysid, source = None, "nothing (no bootstrap can win the race for an existing key)"
+        problems[keys.INITIALIZE] = f"{problem}; using {source}"
+        return sysid
+
+    def _config(self, document: tuple[Any, int] | None, problems: dict[str, str]) -> DynamicConfig:
+        if document is None:
+            return DynamicConfig()
+        raw = document[0]
+        cached = self._config_cache
+        if cached is None or cached[0] != raw:  # validating is the costly part: once per new document
+            try:
+                parsed: DynamicConfig | str = read_config(raw)
+            except Unreadable as exc:
+                parsed = str(exc)
+            self._config_cache = cached = (raw, parsed)
+        result = cached[1]
+        if isinstance(result, DynamicConfig):
+            self._good_config = result
+            return result
+        if self._good_config is not None:
+            config, source = self._good_config, "the last good config read"
+        elif self.fallback_config is not None:
+            config, source = self.fallback_config, "bootstrap.dcs from the local config file"
+        else:
+            config, source = DynamicConfig(), "the built-in defaults"
+        problems[keys.CONFIG] = f"{result}; using {source}"
+        return config
+
+    def _optime(self, document: tuple[Any, int] | None, problems: dict[str, str]) -> int | None:
+        if document is None:
+            return None
+        optime, trouble = read_optime(document[0])
+        if not trouble:
+            self._good_optime = optime if optime is not None else self._good_optime
+            return optime
+        problems[keys.STATUS] = "; ".join(trouble) + (
+            "; using the last good optime read" if self._good_optime is not None else "")
+        return self._good_optime
+
+    # -------------------------------------------------------------- logging once per change
+    def _log_changes(self, problems: dict[str, str]) -> None:
+        for key, problem in problems.items():
+            if self._logged.get(key) != problem:
+                log.warning("DCS key %s is unreadable: %s", key, problem)
+                self._logged[key] = problem
+        for key in [k for k in self._logged if k not in problems]:
+            del self._logged[key]
+            log.info("DCS key %s is readable again (or gone)", key)
+
+
+def _note(problems: dict[str, str], key: str, trouble: tuple[str, ...]) -> None:
+    if trouble:
+        problems[key] = "; ".join(trouble)
+
+
+def _noted(problems: dict[str, str], key: str, result: tuple[Any, tuple[str, ...]]) -> Any:
+    _note(problems, key, result[1])
+    return result[0]
+
+
+def cluster_from_documents(documents: Mapping[str, tuple[Any, int]], revision: int) -> ClusterView:
+    """One snapshot read by a reader with no memory (tests, one-off reads)."""
+    return ClusterReader().read(documents, revision)
+
+
+__all__ = ["UNREADABLE", "ClusterReader", "cluster_from_documents", "member_document", "read_config",
+           "sync_document", "sync_from_document"]

@@ -53,10 +53,10 @@ from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config
 from raftpg.dcs import keys
 from raftpg.dcs.base import DcsError
-from raftpg.dcs.codec import cluster_from_documents, sync_document, sync_from_document
+from raftpg.dcs.codec import ClusterReader, sync_document, sync_from_document
 from raftpg.dcs.http import Endpoints, TryNext, client_tls, new_client, phase_timeout
 from raftpg.dcs.keys import KeyLayout
-from raftpg.model import ClusterView, Leader, SyncState
+from raftpg.model import ClusterView, DynamicConfig, Leader, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,12 @@ def b64(value: str) -> str:
 
 
 def text(data: str | None) -> str:
-    return base64.b64decode(data or "").decode()
+    """A value as text; never raises (see ``etcd_gateway.text``: the codec judges the document)."""
+    try:
+        raw = base64.b64decode(data or "")
+    except (ValueError, TypeError):
+        return str(data)
+    return raw.decode("utf-8", errors="surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -136,8 +141,10 @@ def _op(verb: str, key: str, **fields: Any) -> dict[str, Any]:
 
 class ConsulDcs:
     def __init__(self, http: ConsulHttp, layout: KeyLayout, *, retry_timeout_s: float,
-                 min_session_ttl_s: float = CONSUL_MIN_SESSION_TTL_S, clock: Clock | None = None) -> None:
+                 min_session_ttl_s: float = CONSUL_MIN_SESSION_TTL_S, clock: Clock | None = None,
+                 fallback_config: DynamicConfig | None = None) -> None:
         self.http = http
+        self.reader = ClusterReader(fallback_config)
         self.layout = layout
         self.retry_timeout_s = retry_timeout_s
         self.min_session_ttl_s = min_session_ttl_s
@@ -228,7 +235,7 @@ class ConsulDcs:
         revision, entries = answer.index, self._entries(answer)
         self._seen = (revision, self._decisive(entries))
         documents = {e["Key"][len(self._base):]: (text(e.get("Value")), int(e["ModifyIndex"])) for e in entries}
-        return cluster_from_documents(documents, revision)
+        return self.reader.read(documents, revision)
 
     def _entries(self, answer: Answer) -> list[dict[str, Any]]:
         return answer.data if answer.status == 200 and isinstance(answer.data, list) else []
@@ -429,4 +436,5 @@ def consul_dcs(config: Config, layout: KeyLayout, clock: Clock | None = None) ->
             log.warning("consul.verify is false: consul.token goes to %s without checking who answers",
                         settings.base_url)
     http = ConsulHttp(settings.base_url, token=settings.token, dc=settings.dc, tls=tls, clock=clock)
-    return ConsulDcs(http, layout, retry_timeout_s=float(config.bootstrap.dcs.retry_timeout), clock=clock)
+    return ConsulDcs(http, layout, retry_timeout_s=float(config.bootstrap.dcs.retry_timeout), clock=clock,
+                     fallback_config=config.bootstrap.dcs.to_model())

@@ -32,11 +32,11 @@ from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config
 from raftpg.dcs import keys
 from raftpg.dcs.base import DcsError
-from raftpg.dcs.codec import cluster_from_documents, sync_document, sync_from_document
+from raftpg.dcs.codec import ClusterReader, sync_document, sync_from_document
 from raftpg.dcs.etcd_gateway import NOT_FOUND, EtcdApiError, EtcdGateway, b64, prefix_end, text
 from raftpg.dcs.http import client_tls
 from raftpg.dcs.keys import KeyLayout
-from raftpg.model import ClusterView, Leader, SyncState
+from raftpg.model import ClusterView, DynamicConfig, Leader, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ def _whole_seconds(ttl_s: float) -> int:
 
 class EtcdDcs:
     def __init__(self, gateway: EtcdGateway, layout: KeyLayout, *, retry_timeout_s: float,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, fallback_config: DynamicConfig | None = None) -> None:
         self.gateway = gateway
+        self.reader = ClusterReader(fallback_config)
         self.layout = layout
         self.retry_timeout_s = retry_timeout_s
         self._clock = clock or SystemClock()
@@ -141,7 +142,7 @@ class EtcdDcs:
         data = self._post("/kv/range", body, self._deadline(timeout_s), "read cluster", idempotent=True)
         documents = {self.layout.relative(text(kv["key"])): (text(kv.get("value")), int(kv["mod_revision"]))
                      for kv in data.get("kvs") or []}
-        return cluster_from_documents(documents, _revision(data))
+        return self.reader.read(documents, _revision(data))
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         end = self._clock.monotonic() + max(0.0, timeout_s)
@@ -337,4 +338,5 @@ def etcd_dcs(config: Config, layout: KeyLayout, clock: Clock | None = None) -> E
         tls = client_tls(settings.cacert, settings.cert, settings.key, section="etcd3")
     gateway = EtcdGateway(settings.hosts, protocol=settings.protocol, username=settings.username,
                           password=settings.password, tls=tls, clock=clock)
-    return EtcdDcs(gateway, layout, retry_timeout_s=float(config.bootstrap.dcs.retry_timeout), clock=clock)
+    return EtcdDcs(gateway, layout, retry_timeout_s=float(config.bootstrap.dcs.retry_timeout), clock=clock,
+                   fallback_config=config.bootstrap.dcs.to_model())

@@ -40,7 +40,14 @@ def b64(text: str | bytes) -> str:
 
 
 def text(data: str | None) -> str:
-    return base64.b64decode(data or "").decode()
+    """A key or value as text. Never raises: bytes that are not UTF-8 become lone surrogates
+    (``surrogateescape``) and undecodable base64 is kept as it came, so that the DCS codec, not this
+    transport, judges the document (an unreadable member key must not make the whole read fail)."""
+    try:
+        raw = base64.b64decode(data or "")
+    except (ValueError, TypeError):
+        return str(data)
+    return raw.decode("utf-8", errors="surrogateescape")
 
 
 def prefix_end(prefix: str) -> bytes:

@@ -12,10 +12,10 @@ from typing import Any
 from raftpg.consensus.api import KvClient, KvError, KvRejected, UnknownOutcome
 from raftpg.dcs import keys
 from raftpg.dcs.base import DcsError
-from raftpg.dcs.codec import cluster_from_documents, sync_document, sync_from_document
+from raftpg.dcs.codec import ClusterReader, sync_document, sync_from_document
 from raftpg.dcs.keys import KeyLayout
 from raftpg.kv import Committed, Conflict, Guard
-from raftpg.model import ClusterView, Leader, SyncState
+from raftpg.model import ClusterView, DynamicConfig, Leader, SyncState
 
 
 def _dumps(document: Any) -> str:
@@ -23,10 +23,12 @@ def _dumps(document: Any) -> str:
 
 
 class KvDcs:
-    def __init__(self, kv: KvClient, layout: KeyLayout, *, owns_kv: bool = False) -> None:
+    def __init__(self, kv: KvClient, layout: KeyLayout, *, owns_kv: bool = False,
+                 fallback_config: DynamicConfig | None = None) -> None:
         self.kv = kv
         self.layout = layout
         self._owns_kv = owns_kv
+        self.reader = ClusterReader(fallback_config)  # see raftpg.dcs.codec: the config used when unreadable
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -43,7 +45,7 @@ class KvDcs:
         revision, kvs = self._call("read cluster", self.kv.range, self.layout.prefix,
                                    linearizable=linearizable, timeout_s=timeout_s)
         documents = {self.layout.relative(kv.key): (kv.value, kv.mod_revision) for kv in kvs}
-        return cluster_from_documents(documents, revision)
+        return self.reader.read(documents, revision)
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         quiet = (self.layout.prefix + keys.MEMBERS, self.layout.key(keys.STATUS))

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+FAILOVER_PRIORITY_MAX = 2**31 - 1
+
 
 class Role(StrEnum):
     PRIMARY = "primary"
@@ -28,20 +30,43 @@ class Tags:
 
     @classmethod
     def from_dict(cls, raw: Any) -> Tags:
+        """Lenient: what :meth:`parse` reads, whatever it found wrong."""
+        return cls.parse(raw)[0]
+
+    @classmethod
+    def parse(cls, raw: Any) -> tuple[Tags, tuple[str, ...]]:
+        """The tags and what was wrong with them (``"tags.nosync: ..."``). Never raises.
+
+        A flag that is not a boolean (or ``on``/``off``, ``true``/``false``, ``yes``/``no``, ``1``/``0``)
+        is a problem; ``nofailover`` then reads as True and ``failover_priority`` as 0, the values that
+        never promote a member whose tags cannot be read. Unknown tags are ignored, as in Patroni.
+        """
+        if raw is None:
+            return cls(), ()
         if not isinstance(raw, dict):
-            return cls()
-        try:
-            priority = int(raw.get("failover_priority", 1))
-        except (TypeError, ValueError):
-            priority = 1
-        nofailover = bool(raw.get("nofailover", False)) or priority <= 0
-        return cls(
-            nofailover=nofailover,
+            return cls(nofailover=True, failover_priority=0), (f"tags: must be an object, got {json_kind(raw)}",)
+        problems: list[str] = []
+
+        def flag(key: str, default: bool, unreadable: bool) -> bool:
+            value = parse_flag(raw.get(key, default))
+            if value is None:
+                problems.append(f"tags.{key}: must be a boolean, got {json_kind(raw.get(key))}")
+                return unreadable
+            return value
+
+        priority = bounded_int(raw.get("failover_priority", 1), 0, FAILOVER_PRIORITY_MAX)
+        if priority is None:
+            problems.append(f"tags.failover_priority: must be an integer in [0, {FAILOVER_PRIORITY_MAX}], "
+                            f"got {json_kind(raw.get('failover_priority'))}")
+            priority = 0
+        tags = cls(
+            nofailover=flag("nofailover", False, True) or priority <= 0,
             failover_priority=priority,
-            noloadbalance=bool(raw.get("noloadbalance", False)),
-            clonefrom=bool(raw.get("clonefrom", False)),
-            nosync=bool(raw.get("nosync", False)),
+            noloadbalance=flag("noloadbalance", False, True),
+            clonefrom=flag("clonefrom", False, False),
+            nosync=flag("nosync", False, True),
         )
+        return tags, tuple(problems)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,7 +164,11 @@ class HistoryEntry:
 class DynamicConfig:
     """The cluster-wide settings stored in the ``config`` key (Patroni's ``bootstrap.dcs`` shape).
 
-    ``raw`` keeps the whole document, so keys raftpg does not interpret survive an edit.
+    ``raw`` keeps the whole document, so keys raftpg does not interpret survive an edit. ``BOUNDS`` are
+    the accepted ranges of the numbers, shared with the validator of ``bootstrap.dcs`` and ``PATCH
+    /config`` (raftpg.config.dynamic). Upper bounds: a day for durations (the embedded store's and
+    Consul's longest lease; a primary that waits longer for anything is down), the int64 range for
+    bytes; past them values are absurd, and would overflow float arithmetic on deadlines.
     """
 
     ttl_s: int = 30
@@ -158,29 +187,21 @@ class DynamicConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> DynamicConfig:
-        """Lenient: a bad value falls back to the default (validation happens before a write)."""
+        """Lenient: a bad or out-of-bounds value falls back to the default (validation happens before a
+        write, and again when the DCS is read). Never raises."""
         raw = raw if isinstance(raw, dict) else {}
         pg = raw.get("postgresql") if isinstance(raw.get("postgresql"), dict) else {}
         params = pg.get("parameters") if isinstance(pg.get("parameters"), dict) else {}
         d = cls()
 
         def num(key: str, default: int) -> int:
-            value = raw.get(key, default)
-            if isinstance(value, bool):
-                return default
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return default
+            low, high = DYNAMIC_BOUNDS[key]
+            value = bounded_int(raw.get(key, default), low, high)
+            return default if value is None else value
 
         def flag(value: Any, default: bool) -> bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("on", "true", "yes", "1"):
-                return True
-            if isinstance(value, str) and value.lower() in ("off", "false", "no", "0"):
-                return False
-            return default
+            parsed = parse_flag(value)
+            return default if parsed is None else parsed
 
         return cls(
             ttl_s=num("ttl", d.ttl_s),
@@ -190,7 +211,7 @@ class DynamicConfig:
             primary_start_timeout_s=num("primary_start_timeout", d.primary_start_timeout_s),
             synchronous_mode=flag(raw.get("synchronous_mode"), False),
             synchronous_mode_strict=flag(raw.get("synchronous_mode_strict"), False),
-            synchronous_node_count=max(1, num("synchronous_node_count", 1)),
+            synchronous_node_count=num("synchronous_node_count", 1),
             pause=flag(raw.get("pause"), False),
             use_pg_rewind=flag(pg.get("use_pg_rewind"), False),
             use_slots=flag(pg.get("use_slots"), True),
@@ -202,10 +223,68 @@ class DynamicConfig:
         return dict(self.raw)
 
 
+DAY_S = 24 * 3600
+INT64_MAX = 2**63 - 1
+DYNAMIC_BOUNDS: dict[str, tuple[int, int]] = {
+    # key in the document: (lowest, highest) accepted value
+    "ttl": (4, DAY_S),
+    "loop_wait": (1, DAY_S),
+    "retry_timeout": (1, DAY_S),
+    "maximum_lag_on_failover": (0, INT64_MAX),
+    "primary_start_timeout": (0, DAY_S),
+    "primary_stop_timeout": (0, DAY_S),
+    "synchronous_node_count": (1, 1024),
+}
+
+
 def _guc_text(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
+
+
+def json_kind(value: Any) -> str:
+    """How a bad value is named in a problem: its JSON type, never its content (which may be huge)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "an infinite number"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def parse_flag(value: Any) -> bool | None:
+    """A boolean as Patroni's YAML and JSON documents write one, or None."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("on", "true", "yes", "1"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("off", "false", "no", "0"):
+        return False
+    return None
+
+
+def bounded_int(value: Any, low: int, high: int) -> int | None:
+    """An integer in [low, high] from an int, an integral finite float or a decimal string; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():  # NaN and the infinities included
+            return None
+        value = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 20):
+            return None
+        value = int(text)
+    if not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -222,6 +301,9 @@ class ClusterView:
     history: tuple[HistoryEntry, ...] = ()
     last_lsn: int | None = None
     revision: int = 0
+    # unreadable documents under the scope, one line each ("config: ttl: ...; using ..."): they were
+    # read as an invalid member, an absent key or the last good value (raftpg.dcs.codec)
+    problems: tuple[str, ...] = ()
 
     def member(self, name: str | None) -> Member | None:
         if name is None:
@@ -259,6 +341,13 @@ class ClusterView:
             return f"{member.name} belongs to another cluster (system identifier {member.sysid})"
         if member.lsn is None:
             return f"{member.name} reports no WAL position"
+        timeline = self.timeline
+        if timeline is not None and (member.timeline is None or member.timeline < timeline):
+            # Positions on different timelines are not comparable: a member still on an older timeline
+            # (an old primary with an unreplicated tail, a replica that never followed the last promotion)
+            # may report a higher LSN, yet lacks the whole term the newer timeline acknowledged.
+            return (f"{member.name} is on timeline {member.timeline}, behind the cluster's timeline {timeline} "
+                    "(its WAL position is not comparable)")
         reference = self.last_lsn
         if reference is not None:
             lag = reference - member.lsn
@@ -271,6 +360,14 @@ class ClusterView:
             if self.sync is None or member.name not in self.sync.sync_standby:
                 return f"{member.name} is not a synchronous standby"
         return None
+
+    @property
+    def timeline(self) -> int | None:
+        """The cluster's latest timeline as far as the DCS knows it: one past the newest ``history`` row
+        (each row is written by a promotion and names the timeline it ended). None before any promotion."""
+        if not self.history:
+            return None
+        return max(entry.timeline for entry in self.history) + 1
 
     def eligibility_view(self) -> ClusterView:
         """The view the failover race judges eligibility on, in synchronous mode as Patroni does:
@@ -296,9 +393,16 @@ class ClusterView:
         return replace(self, sync=replace(sync, sync_standby=tuple(sorted((*sync.sync_standby, sync.leader)))))
 
     def failover_candidates(self, exclude: str | None = None) -> tuple[Member, ...]:
-        """Eligible members, healthiest first: highest WAL position, then failover_priority, then name."""
+        """Eligible members, healthiest first: newest timeline, highest WAL position on it, then
+        failover_priority, then name."""
         eligible = [
             m for m in self.members if m.name != exclude and self.ineligibility(m) is None
         ]
-        eligible.sort(key=lambda m: (-(m.lsn or 0), -m.tags.failover_priority, m.name))
+        eligible.sort(key=health_key)
         return tuple(eligible)
+
+
+def health_key(member: Member) -> tuple[int, int, int, str]:
+    """Sort key, healthiest first: timeline, then WAL position (compared only within a timeline), then
+    failover_priority, then name (a deterministic tie-break every node computes alike)."""
+    return (-(member.timeline or 0), -(member.lsn or 0), -member.tags.failover_priority, member.name)
