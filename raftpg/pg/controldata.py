@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pwd
+import stat
 from dataclasses import dataclass
 
 from raftpg.model import DataDir, parse_lsn
@@ -87,3 +89,51 @@ def data_dir_state(settings: PgSettings, timeout_s: float = 10.0) -> tuple[DataD
     except PgError:
         return DataDir.BROKEN, None
     return (DataDir.INITIALIZED if control.sysid else DataDir.BROKEN), control
+
+
+def data_dir_problem(data_dir: str, server_major: int | None, uid: int | None = None) -> str | None:
+    """Why PostgreSQL would refuse this existing data directory, as one line naming ``postgresql.data_dir``;
+    None if nothing visible without starting it is wrong (a missing or empty directory is not a problem).
+
+    Checked, in order: the owner is the agent's user (``uid``, default: this process's), the mode gives no
+    write to the group and nothing to others (PostgreSQL wants 0700 or 0750), and ``PG_VERSION`` names the
+    same major version as ``server_major`` (the binaries in ``postgresql.bin_dir``; None: not checked).
+    A wrong major version passes ``pg_controldata`` (pg_control's format is shared across releases), so
+    without this check it shows only as a postmaster that exits at every start.
+    """
+    uid = os.geteuid() if uid is None else uid
+    try:
+        st = os.stat(data_dir)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"postgresql.data_dir: cannot read {data_dir}: {exc.strerror or exc}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"postgresql.data_dir: {data_dir} is not a directory"
+    if st.st_uid != uid:
+        return (f"postgresql.data_dir: {data_dir} is owned by {_user(st.st_uid)}, not by {_user(uid)} who runs "
+                "the agent; PostgreSQL refuses a data directory it does not own")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o027:
+        return (f"postgresql.data_dir: {data_dir} has mode {mode:04o}; PostgreSQL needs 0700 (or 0750): "
+                f"chmod 0700 {data_dir}")
+    try:
+        with open(os.path.join(data_dir, "PG_VERSION"), encoding="ascii", errors="replace") as f:
+            text = f.read(16).strip()
+    except FileNotFoundError:
+        return None  # empty, or not a data directory at all: data_dir_state says which
+    except OSError as exc:
+        return f"postgresql.data_dir: cannot read {data_dir}/PG_VERSION: {exc.strerror or exc}"
+    if not text.isdigit():
+        return f"postgresql.data_dir: {data_dir}/PG_VERSION holds {text[:16]!r}, not a PostgreSQL major version"
+    if server_major is not None and int(text) != server_major:
+        return (f"postgresql.data_dir: {data_dir} holds PostgreSQL {text} data but postgresql.bin_dir runs "
+                f"PostgreSQL {server_major}; set bin_dir to the version {text} binaries (or pg_upgrade first)")
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import subprocess
 
@@ -78,6 +79,18 @@ def libpq_has_require_auth(bin_dir: str) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 2
+
+
+@functools.lru_cache(maxsize=8)
+def server_major_version(bin_dir: str) -> int | None:
+    """The major version of the ``postgres`` in ``bin_dir`` (``postgres --version``), None if unknown."""
+    try:
+        done = subprocess.run([os.path.join(bin_dir, "postgres"), "--version"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\(PostgreSQL\) (\d+)", done.stdout)
+    return int(match.group(1)) if match and done.returncode == 0 else None
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
