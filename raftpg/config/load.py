@@ -69,7 +69,32 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([_yaml_error(source, exc)], source) from None
     if data is None:
         raise ConfigError([f"{source}: config file is empty"], source)
-    return parse_config(data, source)
+    config = parse_config(data, source)
+    exposed = _exposed_secrets(source, data)
+    if exposed:
+        config._warnings = (*config._warnings, exposed)
+    return config
+
+
+def _exposed_secrets(source: str, data: Any) -> str | None:
+    """A warning when a file holding passwords or tokens can be read by other users of the machine: the
+    Raft password, the REST credentials and the superuser's password each grant code execution as the
+    agent's user (SECURITY.md). A warning, not an error, so a Patroni config runs unchanged."""
+    try:
+        mode = os.stat(source).st_mode & 0o777
+    except OSError:
+        return None
+    if not mode & 0o077 or not _holds_secret(data):
+        return None
+    return f"{source}: holds passwords but is readable by other users (mode {mode:04o}): chmod 600 {source}"
+
+
+def _holds_secret(value: Any, path: tuple[str, ...] = ()) -> bool:
+    if isinstance(value, Mapping):
+        return any(_holds_secret(v, (*path, str(k))) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_secret(v, path) for v in value)
+    return value not in (None, "") and bool(path) and path[-1].lower() in ("password", "token")
 
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:

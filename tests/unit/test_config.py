@@ -65,8 +65,16 @@ def errors_of(doc: Any) -> str:
 # --- loading a whole config ------------------------------------------------------------------------------
 
 
-def test_patroni_style_file_loads_unchanged() -> None:
-    config = load_config(FIXTURES / "patroni_raft.yml")
+def private_copy(tmp_path: Path, name: str = "patroni_raft.yml", mode: int = 0o600) -> Path:
+    """The fixture as an operator would keep it (it holds passwords: mode 0600, not git's 0644)."""
+    path = tmp_path / name
+    path.write_text((FIXTURES / name).read_text())
+    path.chmod(mode)
+    return path
+
+
+def test_patroni_style_file_loads_unchanged(tmp_path: Path) -> None:
+    config = load_config(private_copy(tmp_path))
     assert config.warnings == ()
     assert (config.scope, config.name, config.namespace) == ("batman", "postgresql0", "/service/")
     assert dcs_kind(config) == "raft"
@@ -164,6 +172,15 @@ def test_watchdog_mode_accepts_yaml_booleans(tmp_path: Path, yaml_value: str, mo
     path = tmp_path / "c.yml"
     path.write_text(text)
     assert load_config(path).watchdog.mode == mode
+
+
+def test_a_config_file_with_passwords_readable_by_others_warns(tmp_path: Path) -> None:
+    """Issue 12: the Raft password and the superuser's each grant code execution as the agent's user."""
+    path = private_copy(tmp_path, mode=0o644)
+    assert load_config(path).warnings == (
+        f"{path}: holds passwords but is readable by other users (mode 0644): chmod 600 {path}",)
+    path.chmod(0o640)
+    assert "readable by other users (mode 0640)" in load_config(path).warnings[0]
 
 
 # --- one row per rule: the error names the key path ---------------------------------------------------
