@@ -17,11 +17,13 @@ from __future__ import annotations
 import itertools
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from raftpg.clock import FakeClock
@@ -30,7 +32,7 @@ from raftpg.consensus.raft import RaftSettings
 from raftpg.dcs.base import Dcs
 from raftpg.dcs.consul import ConsulDcs, ConsulHttp
 from raftpg.dcs.etcd import EtcdDcs
-from raftpg.dcs.etcd_gateway import EtcdGateway
+from raftpg.dcs.etcd_gateway import EtcdGateway, b64
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.kvdcs import KvDcs
 from raftpg.dcs.memory import memory_dcs
@@ -92,6 +94,11 @@ class Backend:
         for client in self.clients:
             client.close()
 
+    # -- raw access, around the Dcs port: what another writer of the store (an operator, a bug, an
+    # attacker with store credentials) can put there. ``relative`` is a key under the scope prefix.
+    raw_put: Callable[[str, str | bytes], None] = field(default=lambda key, value: None)
+    raw_delete: Callable[[str], None] = field(default=lambda key: None)
+
 
 # ---------------------------------------------------------------------- shared stores
 @pytest.fixture(scope="session")
@@ -149,6 +156,12 @@ def consul_client(url: str) -> Callable[[KeyLayout], Dcs]:
 
 
 def make_backend(name: str, request: pytest.FixtureRequest) -> Backend:
+    store = _make_backend(name, request)
+    store.raw_put, store.raw_delete = _raw_access(store, request)
+    return store
+
+
+def _make_backend(name: str, request: pytest.FixtureRequest) -> Backend:
     if name == "memory":
         clock = FakeClock()
         kv = MemoryKv(clock)
@@ -165,6 +178,43 @@ def make_backend(name: str, request: pytest.FixtureRequest) -> Backend:
     fake = request.getfixturevalue("consul_fake")
     # Consul invalidates a session up to 2 x its TTL after the last renewal (the fake: exactly 2x)
     return Backend(name, consul_client(fake.url), ttl_s=0.5, expiry_bound_s=1.5)
+
+
+def _raw_access(store: Backend, request: pytest.FixtureRequest) -> tuple[Callable[[str, str | bytes], None],
+                                                                         Callable[[str], None]]:
+    """Put/delete any value under the scope, bypassing the DCS codec. The KV stores hold text: bytes are
+    decoded with surrogateescape, which the store refuses (KvRejected) when they are not UTF-8."""
+    def full(relative: str) -> str:
+        return store.layout.key(relative)
+
+    if store.name in ("memory", "raft"):
+        kv = store.kv if store.kv is not None else request.getfixturevalue("raft_nodes")[0].kv
+
+        def kv_put(relative: str, value: str | bytes) -> None:
+            text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+            kv.put(full(relative), text, timeout_s=5.0)
+
+        return kv_put, lambda relative: kv.delete(full(relative), timeout_s=5.0) and None
+    if store.name == "etcd":
+        gateway = EtcdGateway([request.getfixturevalue("etcd_store").endpoint])
+
+        def etcd_call(path: str, body: dict[str, Any]) -> None:
+            gateway.post(path, body, deadline=time.monotonic() + 5.0, what="raw " + path, idempotent=True)
+
+        return (lambda relative, value: etcd_call("/kv/put", {"key": b64(_bytes(full(relative))), "value": b64(_bytes(value))}),
+                lambda relative: etcd_call("/kv/deleterange", {"key": b64(_bytes(full(relative)))}))
+    url = request.getfixturevalue("consul_fake").url
+
+    def consul_call(method: str, relative: str, content: bytes | None = None) -> None:
+        path = "/v1/kv/" + urllib.parse.quote(full(relative).lstrip("/").encode("utf-8", "surrogateescape"))
+        httpx.request(method, url + path, content=content, timeout=5.0).raise_for_status()
+
+    return (lambda relative, value: consul_call("PUT", relative, _bytes(value)),
+            lambda relative: consul_call("DELETE", relative))
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -18,6 +18,7 @@ import pytest
 from dcs_poison import CASES, GOOD, LSN, REV, SYSID, WALL, Case, poisoned
 
 from raftpg.dcs.codec import UNREADABLE, ClusterReader, cluster_from_documents
+from raftpg.kv import KvState, Rejected, decode, encode, put_command
 from raftpg.model import ClusterView, DynamicConfig, Failover, HistoryEntry, Leader, SyncState, Tags
 
 
@@ -178,3 +179,15 @@ def test_tags_parse(raw: Any, tags: Tags, problem: str | None) -> None:
 ])
 def test_dynamic_config_from_dict_falls_back_to_defaults_on_absurd_numbers(raw: dict[str, Any]) -> None:
     assert DynamicConfig.from_dict(raw).ttl_s == 30
+
+
+# ---------------------------------------------------------------------------------------------- the store
+def test_the_replicated_store_refuses_text_it_cannot_encode_and_keeps_serving() -> None:
+    """A put of a lone surrogate (a ``"\\udcff"`` escape in a command's JSON) used to make ``apply`` raise
+    on every replica, which stops the store: it is now refused like any malformed command."""
+    state = KvState()
+    for command in (put_command("/service/demo/members/n3", "x\udcff"), put_command("/service/demo/\udcff", "x")):
+        assert isinstance(state.apply(decode(encode(command))), Rejected)
+    assert state.revision == 0
+    assert not isinstance(state.apply(decode(encode(put_command("/service/demo/leader", "n1")))), Rejected)
+    assert state.revision == 1
