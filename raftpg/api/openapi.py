@@ -48,7 +48,7 @@ SCHEMAS: dict[str, Any] = {
             "sync_standby": {"type": "boolean"}, "cluster_unlocked": {"type": "boolean"},
             "tags": {"type": "object"}, "decision": {"type": "string"},
             "raft": {"type": ["object", "null"]}, "scheduled_restart": {"type": "object"},
-            "error": {"type": "string"},
+            "error": {"type": "string"}, "dcs_problems": {"type": "array", "items": {"type": "string"}},
             "api_authentication": {"enum": ["none", "basic", "client-certificate", "basic+client-certificate"]},
         },
     },

@@ -71,6 +71,8 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
         body["scheduled_restart"] = scheduled_restart
     if status.error:
         body["error"] = status.error
+    if view is not None and view.problems:  # unreadable DCS documents, and what was read instead
+        body["dcs_problems"] = list(view.problems)
     return body
 
 

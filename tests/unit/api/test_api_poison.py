@@ -98,3 +98,14 @@ def test_absurd_config_values_are_refused_with_400_naming_the_field(method: str,
     after = dcs.load(timeout_s=1)
     assert (after.config, after.config_revision) == (before.config, before.config_revision)
 
+
+
+def test_patroni_status_lists_the_unreadable_dcs_documents() -> None:
+    cluster = cluster_from_documents(poisoned(next(c for c in CASES if c.key == "config")), 20)
+    app, _, _ = build_app(FakeView(node_status("n1", primary_local(), cluster)))
+
+    async def body(client: Any) -> Any:
+        return await (await client.get("/patroni")).json()
+
+    problems = with_client(app, body)["dcs_problems"]
+    assert len(problems) == 1 and problems[0].startswith("config: ") and "built-in defaults" in problems[0]
