@@ -76,18 +76,25 @@ class PostgresAdapter:
     def observe(self) -> LocalState:
         return self.pg.observe()
 
-    def bootstrap(self, lease_s: float | None = None) -> str:
-        return self.pg.bootstrap(lease_s=lease_s)
+    def initdb(self) -> None:
+        self.pg.initdb()
+
+    def post_bootstrap(self) -> str:
+        return self.pg.post_bootstrap()
+
+    def finish_bootstrap(self) -> None:
+        self.pg.finish_bootstrap()
 
     def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
-              timeout_s: float, lease_s: float | None = None) -> None:
-        self.pg.start(primary_conn_url, slot_name, timeout_s=timeout_s, lease_s=lease_s, replica=as_replica)
+              timeout_s: float, fence_deadline: float | None = None) -> None:
+        self.pg.start(primary_conn_url, slot_name, timeout_s=timeout_s, fence_deadline=fence_deadline,
+                      replica=as_replica)
 
     def stop(self, mode: str, timeout_s: float) -> None:
         self.pg.stop(mode, timeout_s)
 
-    def restart(self, timeout_s: float, lease_s: float | None = None) -> None:
-        self.pg.restart(timeout_s, lease_s=lease_s)
+    def restart(self, timeout_s: float, fence_deadline: float | None = None) -> None:
+        self.pg.restart(timeout_s, fence_deadline=fence_deadline)
 
     def reload(self) -> None:
         self.pg.reload()
@@ -128,8 +135,8 @@ class PostgresAdapter:
     def run_callback(self, action: str, role: str) -> None:
         self.pg.run_callback(action, role)
 
-    def lease(self, seconds: float) -> None:
-        self.pg.lease(seconds)
+    def fence_at(self, deadline: float) -> None:
+        self.pg.fence_at(deadline)
 
     def unlimited(self) -> None:
         self.pg.unlimited()

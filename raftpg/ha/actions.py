@@ -16,7 +16,8 @@ class RaceInitialize:
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """initdb (never over existing data), start as primary, create roles; store the system identifier."""
+    """initdb (never over existing data), start as primary, create roles, run post_bootstrap; store the
+    system identifier. The leader key is renewed throughout; a failure moves the new data aside."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,19 @@ class PublishPosition:
 
 
 @dataclass(frozen=True)
+class MoveDataAside:
+    """Stop PostgreSQL if a postmaster runs, and rename the data directory aside (kept, never deleted):
+    the data of a bootstrap that never registered its cluster."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class FinishBootstrap:
+    """The bootstrap registered its system identifier: forget that it was in progress."""
+
+
+@dataclass(frozen=True)
 class Refuse:
     """Stop this agent: continuing would break a safety rule (a foreign data dir). Fatal."""
 
@@ -175,7 +189,8 @@ Action = (
     RaceInitialize | Bootstrap | AdoptExistingData | AcquireLeaderKey | RenewLeaderKey | ReleaseLeaderKey
     | HandOverLeaderKey | Promote | StartPrimary | StartReplica | FollowLeader | CloneFrom | Reinitialize
     | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | SetSynchronousStandbys
-    | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | Refuse | Fence
+    | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | MoveDataAside | FinishBootstrap
+    | Refuse | Fence
 )
 
 

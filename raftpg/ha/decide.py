@@ -23,8 +23,10 @@ from raftpg.ha.actions import (
     Decision,
     EnsureSlots,
     Fence,
+    FinishBootstrap,
     FollowLeader,
     HandOverLeaderKey,
+    MoveDataAside,
     Promote,
     PublishPosition,
     RaceInitialize,
@@ -44,6 +46,7 @@ from raftpg.ha.actions import (
 from raftpg.ha.inputs import Inputs
 from raftpg.ha.sync import plan_sync
 from raftpg.model import ClusterView, DataDir, Failover, Member
+from raftpg.model.cluster import health_key
 
 
 def decide(inputs: Inputs) -> Decision:
@@ -57,6 +60,8 @@ def _decide(i: Inputs) -> Decision:
         return _dcs_unreachable(i)
     view, local = i.view, i.local
     assert local is not None
+    if local.bootstrap_unfinished:
+        return _unfinished_bootstrap(i, view)
     if view.initialize is None:
         return _uninitialized(i)
     if view.initialize == "":
@@ -79,6 +84,8 @@ def _decide(i: Inputs) -> Decision:
             return Decision((Reinitialize(source.name, source.conn_url or ""),
                              StartReplica(_leader_name(view), _leader_conn(view))),
                             f"reinitializing from {source.name} as requested")
+    if local.may_accept_writes and not local.running:
+        return _unobservable_primary(i, view)
     if not local.running:
         return _postgres_stopped(i, view)
     if local.is_primary:
@@ -126,13 +133,49 @@ def _operator_requests(i: Inputs) -> tuple:
 
 def _dcs_unreachable(i: Inputs) -> Decision:
     local = i.local
-    if not (local and local.is_primary):
+    if not (local and local.may_accept_writes):
         return Decision((), "DCS unreachable: no action, not the primary")
     remaining = i.lease.valid_for(i.now)
     if remaining > i.demote_margin_s:
         return Decision((), f"DCS unreachable: I am the primary, lease valid for {remaining:.1f}s more")
     return Decision((StopPostgres("fast", "cannot renew the leader lease"),),
                     "demoting: DCS unreachable and the leader lease is about to expire")
+
+
+def _unfinished_bootstrap(i: Inputs, view: ClusterView) -> Decision:
+    """initdb ran here but the cluster it made was not registered when the agent last knew (it died, or
+    its bootstrap failed, or it lost the race while partitioned). Registered after all: done. Otherwise
+    the data is nobody's cluster (roles may be missing; another node's cluster may have won): it is moved
+    aside, kept, and this node starts afresh (bootstraps again, or clones from the winner)."""
+    local = i.local
+    assert local is not None
+    if view.initialize and view.initialize == local.sysid:
+        return Decision((FinishBootstrap(),), "the bootstrap of this node registered its cluster: finishing it")
+    return Decision((MoveDataAside("a bootstrap of this node never registered its cluster"),),
+                    "moving the data of an unfinished bootstrap aside")
+
+
+def _unobservable_primary(i: Inputs, view: ClusterView) -> Decision:
+    """A postmaster runs that may be a primary, and the agent cannot query it. It keeps its fence and is
+    never taken for "not the primary": the lease is not renewed (nobody can vouch for this server), and
+    it is stopped before the lease could expire, as a primary that cannot renew would be."""
+    me, local = i.me.name, i.local
+    assert local is not None
+    what = f"PostgreSQL (postmaster {local.postmaster_pid}, {local.postmaster_status}) does not answer"
+    if not _leader_is(view, me):
+        holder = view.leader.name if view.leader else "nobody"
+        return Decision((StopPostgres("fast", f"{what} and {holder} holds the leader key"),),
+                        f"demoting: {what}, and {holder} holds the leader key")
+    if view.paused:
+        return Decision((RenewLeaderKey(),), f"paused: {what}; I take no automatic action")
+    remaining = i.lease.valid_for(i.now)
+    if remaining > i.demote_margin_s:
+        return Decision((), f"not renewing the leader key: {what}; demoting in "
+                            f"{remaining - i.demote_margin_s:.1f}s unless it answers")
+    # Stopped (fast: the replicas receive the shutdown checkpoint), then the key goes to a replica that can
+    # be observed, rather than restarting in place a server that may stay unobservable.
+    return Decision((StopPostgres("fast", f"{what} and the leader lease is about to expire"), ReleaseLeaderKey()),
+                    f"demoting: {what} and the leader lease is about to expire")
 
 
 def _uninitialized(i: Inputs, raced: bool = False) -> Decision:
@@ -217,7 +260,7 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
         actions.append(PublishPosition(local.lsn))
     if view.config.use_slots:
         actions.append(EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != me))))
-    sync_actions, sync_state = plan_sync(view, local, me)
+    sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn)
     actions.extend(sync_actions)
     actions.extend(_operator_requests(i))
     if view.failover and view.failover.leader not in (None, me):
@@ -330,8 +373,7 @@ def _eligibility_view(view: ClusterView) -> ClusterView:
 
 
 def _healthier(other: Member, mine: Member) -> bool:
-    return (-(other.lsn or 0), -other.tags.failover_priority, other.name) < \
-        (-(mine.lsn or 0), -mine.tags.failover_priority, mine.name)
+    return health_key(other) < health_key(mine)
 
 
 def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -> Decision:

@@ -7,7 +7,11 @@ before PostgreSQL is promoted or started as a primary (safety rules 1 and 6).
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +20,7 @@ from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import actions as act
 from raftpg.ha.inputs import Inputs, LeaseState, Me
 from raftpg.ha.ports import PostgresPort, WatchdogPort
-from raftpg.model import ClusterView
+from raftpg.model import ClusterView, DataDir
 
 log = logging.getLogger(__name__)
 
@@ -61,37 +65,61 @@ class Executor:
         self.lease = LeaseState()
         self.following: str | None = None
         self.last_error: str | None = None
+        self._lease_lock = threading.Lock()  # a LeaseKeeper renews from its own thread during long steps
 
     # ----------------------------------------------------------------- lease account
     def _lease_call(self, fn: Any, timing: Timing, *args: Any) -> bool:
-        sent = self.clock.monotonic()
-        budget = timing.retry_timeout_s
-        if self.lease.deadline is not None:
-            budget = min(budget, max(0.2, self.lease.deadline - timing.demote_margin_s - sent))
-        leader = fn(self.me.name, *args, timing.ttl_s, timeout_s=budget)
-        if not leader:
-            self.lease = LeaseState()
-            return False
-        self.lease = LeaseState(sent + timing.ttl_s)
-        self.push_lease(timing)
-        return True
+        with self._lease_lock:
+            sent = self.clock.monotonic()
+            budget = timing.retry_timeout_s
+            if self.lease.deadline is not None:
+                budget = min(budget, max(0.2, self.lease.deadline - timing.demote_margin_s - sent))
+            leader = fn(self.me.name, *args, timing.ttl_s, timeout_s=budget)
+            if not leader:
+                self.lease = LeaseState()
+                return False
+            self.lease = LeaseState(sent + timing.ttl_s)
+            self.push_fence(timing)
+            self._kick_watchdog(timing)
+            return True
 
-    def fence_lease_s(self, timing: Timing) -> float:
-        """How long the fencing supervisor may let writes continue from now."""
+    def fence_deadline(self, timing: Timing) -> float | None:
+        """The absolute moment (monotonic) the fencing supervisor must stop writes: the lease's end minus
+        the fence margin. None: no lease held."""
         if self.lease.deadline is None:
-            return 0.0
-        return max(0.0, self.lease.deadline - self.clock.monotonic() - timing.fence_margin_s)
+            return None
+        return self.lease.deadline - timing.fence_margin_s
 
-    def push_lease(self, timing: Timing) -> None:
-        """Tell the fencing supervisor (and watchdog) how long writes may continue."""
-        if self.pg is None or self.lease.deadline is None:
+    def push_fence(self, timing: Timing) -> None:
+        """Tell the fencing supervisor the lease's fence deadline. Absolute, so re-sending it never extends it."""
+        deadline = self.fence_deadline(timing)
+        if self.pg is not None and deadline is not None:
+            self.pg.fence_at(deadline)
+
+    def _kick_watchdog(self, timing: Timing) -> None:
+        """Only after a *confirmed* renewal, and only as far as that renewal allows: the device is re-armed
+        to fire ``safety_margin`` before the lease could expire anywhere (whole seconds, rounded down), so a
+        slow renewal or a freeze right after a failed one never lets it fire later than that."""
+        if self.watchdog is None or not self.watchdog.armed or self.lease.deadline is None:
             return
-        self.pg.lease(self.fence_lease_s(timing))
-        if self.watchdog is not None and self.watchdog.armed:
-            self.watchdog.keepalive()
+        remaining_s = self.lease.deadline - timing.watchdog_safety_margin_s - self.clock.monotonic()
+        if remaining_s >= 1.0:
+            self.watchdog.keepalive(float(math.floor(remaining_s)))
 
     def drop_lease(self) -> None:
-        self.lease = LeaseState()
+        with self._lease_lock:
+            self.lease = LeaseState()
+
+    def _require_lease(self, timing: Timing, what: str) -> None:
+        """Immediately before an irreversible step (promote, start or bootstrap a primary): the lease it
+        relies on must still be good for longer than the demotion margin. A freeze between deciding and
+        acting (or a slow action before this one) must not let a primary start on an expiring lease."""
+        deadline = self.lease.deadline
+        now = self.clock.monotonic()
+        if deadline is None:
+            raise RuntimeError(f"no leader lease: refusing to {what}")
+        if deadline - now <= timing.demote_margin_s:
+            raise RuntimeError(f"the leader lease ends in {max(0.0, deadline - now):.1f}s: refusing to {what}")
 
     def disarm_watchdog(self) -> None:
         """Magic-close the watchdog if armed: PostgreSQL is no longer a primary, or the agent is stopping.
@@ -144,6 +172,12 @@ class Executor:
         return True
 
     def _AcquireLeaderKey(self, a: act.AcquireLeaderKey, i: Inputs, t: Timing) -> bool:
+        # The first irreversible step of a failover: the eligibility it rests on was judged on what was
+        # observed at i.now. If the agent froze (or its reads were slow) since, decide afresh instead.
+        stale_s = self.clock.monotonic() - i.now
+        if stale_s > max(1.0, t.loop_wait_s):
+            log.warning("not taking the leader key: the decision is %.1fs old; deciding afresh", stale_s)
+            return False
         return self._lease_call(self.dcs.acquire_leader, t)
 
     def _RenewLeaderKey(self, a: act.RenewLeaderKey, i: Inputs, t: Timing) -> bool:
@@ -192,61 +226,99 @@ class Executor:
         return True
 
     # ----------------------------------------------------------------- PostgreSQL actions
-    def _arm_for_primary(self, t: Timing) -> None:
-        if self.lease.deadline is None:
-            raise RuntimeError("no leader lease: refusing to run a primary")
+    def _arm_for_primary(self, t: Timing, what: str) -> None:
+        self._require_lease(t, what)
         if self.watchdog is not None:
-            if not self.watchdog.arm(t.ttl_s - t.watchdog_safety_margin_s):
+            remaining_s = (self.lease.deadline or 0.0) - t.watchdog_safety_margin_s - self.clock.monotonic()
+            timeout_s = float(max(1, math.floor(remaining_s)))
+            if self.watchdog.armed:
+                self.watchdog.keepalive(timeout_s)
+            elif not self.watchdog.arm(timeout_s):
                 raise RuntimeError("watchdog is required but could not be armed: not promoting")
-        self.push_lease(t)
+        self.push_fence(t)
+
+    @contextmanager
+    def _keeping_lease(self, t: Timing) -> Iterator[None]:
+        """Renew the leader key every ``loop_wait`` from another thread while a long step runs (initdb, a
+        user's post_bootstrap script): the loop cannot cycle meanwhile, and the lease must not run out
+        under a node doing legitimate work. Each renewal also moves the fence deadline. A lost key stops
+        the renewals; the step's caller finds out at its next ``_require_lease``."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(t.loop_wait_s):
+                try:
+                    if not self._lease_call(self.dcs.renew_leader, t):
+                        log.warning("lost the leader key during a long step")
+                        return
+                except DcsError as exc:
+                    log.warning("cannot renew the leader key during a long step: %s", exc)
+
+        keeper = threading.Thread(target=renew, name="lease-keeper", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
 
     def _Bootstrap(self, a: act.Bootstrap, i: Inputs, t: Timing) -> bool:
+        """initdb, start, roles and post_bootstrap, then register the system identifier. The lease is
+        renewed throughout; a failure after initdb moves the new data directory aside (never adopted later
+        with missing roles), and gives the leader key and the initialize key back if still ours."""
         assert self.pg is not None
         try:
-            sysid = self.pg.bootstrap(lease_s=self.fence_lease_s(t))
+            with self._keeping_lease(t):
+                self.pg.initdb()
+            self._arm_for_primary(t, "start the new cluster")
+            self.pg.start(None, None, as_replica=False, timeout_s=max(30.0, t.retry_timeout_s),
+                          fence_deadline=self.fence_deadline(t))
+            with self._keeping_lease(t):
+                sysid = self.pg.post_bootstrap()
+            if not self._lease_call(self.dcs.renew_leader, t):
+                raise RuntimeError("lost the leader key during bootstrap")
+            self._arm_for_primary(t, "register the new cluster")
+            self.dcs.set_initialize(sysid, timeout_s=t.retry_timeout_s)
         except Exception:
-            self.dcs.cancel_initialize(timeout_s=t.retry_timeout_s)
-            self.dcs.release_leader(self.me.name, timeout_s=t.retry_timeout_s)
-            self.drop_lease()
+            self._abandon_bootstrap(t)
             raise
-        if not self._lease_call(self.dcs.renew_leader, t):
-            self.pg.stop("immediate", 30)
-            raise RuntimeError("lost the leader key during bootstrap")
-        try:
-            # As Patroni: armed once the new cluster runs (arming before initdb would let a slow initdb
-            # reset the machine). Until then nobody else has data and the supervisor's lease fences.
-            self._arm_for_primary(t)
-        except Exception:
-            # fail closed: never leave a primary running that required mode says must not run
-            self.pg.stop("immediate", 30)
-            self.dcs.cancel_initialize(timeout_s=t.retry_timeout_s)
-            self.dcs.release_leader(self.me.name, timeout_s=t.retry_timeout_s)
-            self.drop_lease()
-            raise
-        self.dcs.set_initialize(sysid, timeout_s=t.retry_timeout_s)
+        self.pg.finish_bootstrap()
         return True
+
+    def _abandon_bootstrap(self, t: Timing) -> None:
+        assert self.pg is not None
+        held = self.lease.deadline is not None
+        try:
+            self.pg.stop("immediate", 30)
+            if self.pg.observe().data_dir not in (DataDir.MISSING, DataDir.EMPTY):
+                log.warning("bootstrap failed: its data directory is kept at %s", self.pg.move_data_aside())
+        finally:
+            self.drop_lease()
+            self.disarm_watchdog()
+            if held:  # still ours: let another node (or our next cycle) bootstrap
+                self.dcs.cancel_initialize(timeout_s=t.retry_timeout_s)
+                self.dcs.release_leader(self.me.name, timeout_s=t.retry_timeout_s)
 
     def _StartPrimary(self, a: act.StartPrimary, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
-        self._arm_for_primary(t)
+        self._arm_for_primary(t, "start a primary")
         self.pg.start(None, None, as_replica=False, timeout_s=max(10.0, t.retry_timeout_s),
-                      lease_s=self.fence_lease_s(t))
-        self.push_lease(t)
+                      fence_deadline=self.fence_deadline(t))
         return True
 
     def _Promote(self, a: act.Promote, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
-        self._arm_for_primary(t)
+        self._arm_for_primary(t, "promote")
         self.pg.promote(timeout_s=max(10.0, t.retry_timeout_s))
         self.following = None
         # PostgreSQL spreads the end-of-recovery checkpoint out; until it completes, the control file
         # still names the old timeline and a pg_rewind from this server copies an inconsistent state.
         # Force it now: this member publishes role=primary only after it, and rewinders wait for that.
+        fence = self.fence_deadline(t) or self.clock.monotonic()
         try:  # bounded: a long checkpoint must not hold the loop past its next renewal
-            self.pg.checkpoint(timeout_s=max(1.0, min(10.0, self.fence_lease_s(t) - t.loop_wait_s)))
+            self.pg.checkpoint(timeout_s=max(1.0, min(10.0, fence - self.clock.monotonic() - t.loop_wait_s)))
         except Exception as exc:  # noqa: BLE001 - promoted regardless; the checkpoint goes on in the background
             log.warning("checkpoint after promotion failed: %s", exc)
-            return True
         return True
 
     def _StartReplica(self, a: act.StartReplica, i: Inputs, t: Timing) -> bool:
@@ -304,10 +376,10 @@ class Executor:
     def _RestartPostgres(self, a: act.RestartPostgres, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
         primary = bool(i.local and i.local.is_primary)
-        if primary and self.lease.deadline is None:
-            raise RuntimeError("no leader lease: refusing to restart a primary")
+        if primary:
+            self._require_lease(t, "restart a primary")
         self.pg.restart(timeout_s=max(30.0, t.retry_timeout_s),
-                        lease_s=self.fence_lease_s(t) if primary else None)
+                        fence_deadline=self.fence_deadline(t) if primary else None)
         return True
 
     def _ReloadPostgres(self, a: act.ReloadPostgres, i: Inputs, t: Timing) -> bool:
@@ -328,6 +400,18 @@ class Executor:
     def _SetSynchronousStandbys(self, a: act.SetSynchronousStandbys, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
         self.pg.set_synchronous_standby_names(a.value)
+        return True
+
+    def _MoveDataAside(self, a: act.MoveDataAside, i: Inputs, t: Timing) -> bool:
+        assert self.pg is not None
+        if self.pg.observe().postmaster_pid is not None:
+            self.pg.stop("immediate", 30)
+        log.warning("%s: data directory kept at %s", a.reason, self.pg.move_data_aside())
+        return True
+
+    def _FinishBootstrap(self, a: act.FinishBootstrap, i: Inputs, t: Timing) -> bool:
+        assert self.pg is not None
+        self.pg.finish_bootstrap()
         return True
 
     def _Refuse(self, a: act.Refuse, i: Inputs, t: Timing) -> bool:

@@ -42,6 +42,7 @@ class Memory:
     leader_since: float | None = None       # monotonic time this replica first saw the key name it
     stalled_since: float | None = None      # monotonic time this replica, pointed at the leader, stopped streaming
     start_failures: int = 0                 # consecutive cycles in which starting PostgreSQL failed
+    sync_catchup_lsn: int | None = None     # strict sync: my position when a sync standby was first seen lost
 
 
 @dataclass(frozen=True)

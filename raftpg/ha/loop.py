@@ -23,6 +23,7 @@ from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import Inputs, Me, Memory
 from raftpg.ha.ports import PostgresPort, WatchdogPort
+from raftpg.ha.sync import lost_standbys
 from raftpg.model import ClusterView, DynamicConfig, LocalState, Member, Role
 
 log = logging.getLogger(__name__)
@@ -142,11 +143,14 @@ class HaLoop:
 
     def _remember(self, view: ClusterView | None, local: LocalState | None, now: float) -> None:
         held = bool(view and view.leader and view.leader.name == self.me.name)
-        down = held and local is not None and not local.running
+        down = held and local is not None and not local.running and not local.may_accept_writes
         stalled = bool(view and view.leader and not held and local is not None and local.is_replica
                        and not local.streaming and self.executor.following == view.leader.name)
+        lost = bool(held and local is not None and local.is_primary and view is not None
+                    and lost_standbys(view, local, self.me.name))
         self.memory = replace(
             self.memory,
+            sync_catchup_lsn=(self.memory.sync_catchup_lsn or (local.lsn if local else None)) if lost else None,
             pg_down_since=(self.memory.pg_down_since or now) if down else None,
             leader_since=(self.memory.leader_since or now) if held else None,
             stalled_since=(self.memory.stalled_since or now) if stalled else None,
@@ -189,13 +193,14 @@ class HaLoop:
     def _after(self, view: ClusterView | None, local: LocalState | None, ok: bool, decision: Decision,
                started: float) -> None:
         if self.pg and local is not None:
-            if self.executor.lease.deadline is not None and local.is_primary:
-                self.executor.push_lease(self.timing)
-            elif not local.is_primary:
+            if local.may_accept_writes:
+                # a primary, or a server that may be one: its fence stays; re-sending the absolute
+                # deadline never extends it (only a confirmed renewal does, in the executor)
+                self.executor.push_fence(self.timing)
+            else:
                 self.executor.drop_lease()
                 self.pg.unlimited()
-            if not local.running:  # nothing left to fence: whatever path stopped it, stop the countdown
-                self.executor.disarm_watchdog()
+                self.executor.disarm_watchdog()  # nothing left to fence: whatever stopped it, stop the countdown
         self._publish_member(local)
         if view is not None and decision.actions:
             view = self._fresh_view(view)
@@ -296,22 +301,30 @@ class HaLoop:
         self.shutdown()
 
     def shutdown(self) -> None:
+        """A clean stop (safety rule 11): stop PostgreSQL fast, then give the leader key back at once so a
+        replica takes over without waiting for the TTL. Whatever stopped PostgreSQL (this method, or a
+        signal that reached the whole service) the key is released once no postmaster runs; the
+        release is a compare-and-set on this node's name, so it never touches another holder's key."""
         local = self.pg.observe() if self.pg else None
-        was_primary = bool(local and local.is_primary)
-        if self.pg and local and local.running:
+        if self.pg and local and local.postmaster_pid is not None:
             try:
                 self.pg.stop("fast", 120)
             except Exception as exc:  # noqa: BLE001
                 log.error("could not stop PostgreSQL cleanly: %s; stopping immediately", exc)
                 self.pg.stop("immediate", 30)
-        if was_primary and self.executor.lease.deadline is not None and self.pg:
-            stopped = self.pg.observe()
+        stopped = self.pg.observe() if self.pg else None
+        if stopped is not None and stopped.postmaster_pid is None and self._held_leader_key():
             try:
                 if stopped.lsn is not None:
                     self.dcs.set_status(stopped.lsn, timeout_s=self.timing.retry_timeout_s)
-                self.dcs.release_leader(self.me.name, timeout_s=self.timing.retry_timeout_s)
-                log.info("released the leader key after a clean shutdown")
+                if self.dcs.release_leader(self.me.name, timeout_s=self.timing.retry_timeout_s):
+                    log.info("released the leader key after a clean shutdown")
             except DcsError as exc:
                 log.warning("could not release the leader key: %s", exc)
         self.executor.drop_lease()
         self.executor.disarm_watchdog()  # a device closed without the magic character keeps counting
+
+    def _held_leader_key(self) -> bool:
+        view = self.status.view
+        return self.executor.lease.deadline is not None or bool(view and view.leader
+                                                                   and view.leader.name == self.me.name)

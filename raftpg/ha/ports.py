@@ -15,18 +15,24 @@ from raftpg.model import LocalState
 class PostgresPort(Protocol):
     def observe(self) -> LocalState: ...
 
-    def bootstrap(self, lease_s: float | None = None) -> str:
-        """initdb into an empty data dir (never over data), start as primary with the fencing lease
-        ``lease_s``, create roles; -> sysid."""
+    def initdb(self) -> None:
+        """initdb into the missing or empty data dir (never over data), marked as a bootstrap in progress
+        (``LocalState.bootstrap_unfinished``) until ``finish_bootstrap``."""
+
+    def post_bootstrap(self) -> str:
+        """On the new, running primary: raftpg's roles, then the user's post_bootstrap; -> sysid."""
+
+    def finish_bootstrap(self) -> None:
+        """The cluster is registered: the data dir is no longer a bootstrap in progress."""
 
     def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
-              timeout_s: float, lease_s: float | None = None) -> None:
+              timeout_s: float, fence_deadline: float | None = None) -> None:
         """Start as a replica of ``primary_conn_url`` (None: a standby waiting for a primary), or as a
-        primary whose supervisor fences it ``lease_s`` from now unless renewed."""
+        primary whose supervisor fences it at ``fence_deadline`` (monotonic) unless extended."""
 
     def stop(self, mode: str, timeout_s: float) -> None: ...
 
-    def restart(self, timeout_s: float, lease_s: float | None = None) -> None: ...
+    def restart(self, timeout_s: float, fence_deadline: float | None = None) -> None: ...
 
     def reload(self) -> None: ...
 
@@ -51,8 +57,9 @@ class PostgresPort(Protocol):
 
     def run_callback(self, action: str, role: str) -> None: ...
 
-    def lease(self, seconds: float) -> None:
-        """Tell the fencing supervisor that writes may continue for ``seconds`` from now."""
+    def fence_at(self, deadline: float) -> None:
+        """Tell the fencing supervisor that writes may continue until ``deadline`` (monotonic, absolute:
+        time spent between computing it and sending it is never added to it)."""
 
     def unlimited(self) -> None:
         """Tell the fencing supervisor that this PostgreSQL needs no fencing (a replica)."""
@@ -67,7 +74,8 @@ class WatchdogPort(Protocol):
     def arm(self, timeout_s: float) -> bool:
         """Arm (or re-arm with a new timeout); False if the device cannot be used."""
 
-    def keepalive(self) -> None: ...
+    def keepalive(self, timeout_s: float | None = None) -> None:
+        """Restart the countdown (with ``timeout_s``: from now, that long)."""
 
     def disarm(self) -> None: ...
 

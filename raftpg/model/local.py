@@ -50,7 +50,10 @@ class LocalState:
     replication: tuple[ReplicationRow, ...] = ()
     synchronous_standby_names: str = ""
     cluster_state: str | None = None       # pg_controldata "Database cluster state"
-    postmaster_pid: int | None = None
+    postmaster_pid: int | None = None      # a live postmaster on the data dir (answering or not)
+    postmaster_status: str | None = None   # postmaster.pid: starting, ready (a primary), standby, stopping
+    standby_signal: bool = False           # standby.signal exists: the server starts (or runs) as a standby
+    bootstrap_unfinished: bool = False     # initdb ran but the cluster was never registered in the DCS
 
     @property
     def is_primary(self) -> bool:
@@ -59,3 +62,24 @@ class LocalState:
     @property
     def is_replica(self) -> bool:
         return self.running and self.in_recovery is True
+
+    @property
+    def unobservable(self) -> bool:
+        """A postmaster runs but the agent cannot query it (connection slots exhausted, an I/O stall past
+        the statement timeout, authentication changed, or still starting up)."""
+        return self.postmaster_pid is not None and not self.running
+
+    @property
+    def may_accept_writes(self) -> bool:
+        """Whether PostgreSQL might be accepting writes right now, as far as the agent can tell: a primary
+        it sees, or a postmaster it cannot query that is not known to be a standby or still starting up
+        (postmaster.pid says ``ready`` only for a server out of recovery; ``stopping`` with sessions still
+        open may write too). Such a server keeps its fence and is demoted on the schedule of a primary
+        that cannot renew its lease; it is never treated as "not a primary"."""
+        if self.is_primary:
+            return True
+        if not self.unobservable:
+            return False
+        if self.postmaster_status in ("starting", "standby"):
+            return False
+        return not (self.standby_signal and self.postmaster_status != "ready")

@@ -27,6 +27,27 @@ REWIND_FUNCTIONS = (
 )
 
 
+BOOTSTRAP_MARKER = "raftpg.bootstrapping"  # in the data dir from initdb until the cluster is registered
+
+
+def mark_bootstrap(data_dir: str) -> None:
+    with open(os.path.join(data_dir, BOOTSTRAP_MARKER), "w") as f:
+        f.write("initdb by raftpg; the cluster is not registered in the DCS yet\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def unmark_bootstrap(data_dir: str) -> None:
+    try:
+        os.unlink(os.path.join(data_dir, BOOTSTRAP_MARKER))
+    except FileNotFoundError:
+        pass
+
+
+def bootstrap_unfinished(data_dir: str) -> bool:
+    return os.path.exists(os.path.join(data_dir, BOOTSTRAP_MARKER))
+
+
 def run_initdb(settings: PgSettings, timeout_s: float) -> None:
     os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
     args = ["-D", settings.data_dir, "-U", settings.superuser.username, *settings.initdb_args]

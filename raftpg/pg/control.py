@@ -37,7 +37,7 @@ from raftpg.pg.conf import (
 )
 from raftpg.pg.connection import as_role, query, with_defaults
 from raftpg.pg.controldata import data_dir_state, read_controldata
-from raftpg.pg.observe import observe
+from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.process import PostmasterProcess, stop_foreign
 from raftpg.pg.settings import PgSettings
@@ -63,12 +63,13 @@ class Postgres:
         self.process: PostmasterProcess | None = None   # the postmaster this agent started, if any
         self._lock = threading.RLock()
         self._sync_names: str | None = None             # None: whatever raftpg's postgresql.conf says
+        self._observer = Observer(settings)
 
     # --- looking --------------------------------------------------------------------------------------
 
     def observe(self, timeout_s: float = 2.0) -> LocalState:
         self.callbacks.reap()
-        return observe(self.settings, timeout_s)
+        return self._observer.observe(timeout_s)
 
     def query(self, sql: Any, params: Any = None, timeout_s: float = 5.0) -> list[tuple[Any, ...]]:
         """One statement as the superuser, with a statement timeout; its rows."""
@@ -82,9 +83,15 @@ class Postgres:
 
     # --- the supervisor's lease -------------------------------------------------------------------------
 
+    def fence_at(self, deadline: float) -> bool:
+        """Writes may continue until ``deadline`` (monotonic, on this object's clock); False if no supervised
+        postmaster runs. An absolute time: however long the caller took since it computed it, the fence
+        lands where the lease says."""
+        return self.process is not None and self.process.fence_at(deadline)
+
     def lease(self, seconds: float) -> bool:
-        """Writes may continue for ``seconds`` from now; False if no supervised postmaster runs."""
-        return self.process is not None and self.process.lease(seconds)
+        """``fence_at(now + seconds)``."""
+        return self.fence_at(self.clock.monotonic() + seconds)
 
     def unlimited(self) -> bool:
         return self.process is not None and self.process.unlimited()
@@ -92,27 +99,46 @@ class Postgres:
     def fence(self, timeout_s: float = 5.0) -> None:
         """Immediate shutdown through the supervisor now (an expired lease of zero)."""
         with self._lock:
-            if self.process is not None and self.process.lease(0):
+            if self.process is not None and self.process.fence_at(0.0):
                 self.process.wait_exit(timeout_s)
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
-    def bootstrap(self, timeout_s: float = 120.0, lease_s: float | None = None) -> str:
-        """initdb, start as a primary, create raftpg's roles, run post_bootstrap; return the system identifier.
+    def bootstrap(self, timeout_s: float = 120.0, fence_deadline: float | None = None) -> str:
+        """initdb, start as a primary, create raftpg's roles, run post_bootstrap, mark the bootstrap finished;
+        return the system identifier. The HA executor runs the same steps one by one (``initdb``, ``start``,
+        ``post_bootstrap``, ``finish_bootstrap``) so it can renew its lease in between.
 
         Refuses (PgError) unless the data directory is missing or empty: never initdb over data. On a failure
         after initdb, PostgreSQL is stopped and the data directory left for the caller to move aside.
         """
         with self._lock:
             deadline = _Deadline(self.clock, timeout_s)
+            self.initdb(deadline.left())
+            if not self.start(timeout_s=deadline.left(), fence_deadline=fence_deadline):
+                self.stop("immediate")
+                raise PgError(f"the new cluster did not accept connections within {timeout_s:g}s")
+            sysid = self.post_bootstrap(deadline.left())
+            self.finish_bootstrap()
+            return sysid
+
+    def initdb(self, timeout_s: float = 120.0) -> None:
+        """initdb into the missing or empty data directory, and mark it as a bootstrap in progress
+        (``BOOTSTRAP_MARKER``) until ``finish_bootstrap``: a data directory whose bootstrap never registered
+        its cluster is moved aside by the HA loop, never adopted with roles missing."""
+        with self._lock:
             state, _ = data_dir_state(self.settings)
             if state not in (DataDir.MISSING, DataDir.EMPTY):
                 raise PgError(f"refusing to initdb: {self.settings.data_dir} is {state}, not missing or empty")
-            boot.run_initdb(self.settings, deadline.left())
+            boot.run_initdb(self.settings, timeout_s)
+            boot.mark_bootstrap(self.settings.data_dir)
             self._sync_names = ""
-            if not self.start(timeout_s=deadline.left(), lease_s=lease_s):
-                self.stop("immediate")
-                raise PgError(f"the new cluster did not accept connections within {timeout_s:g}s")
+
+    def post_bootstrap(self, timeout_s: float = 120.0) -> str:
+        """On the new, running cluster: raftpg's roles and the user's post_bootstrap script; the system
+        identifier. Stops PostgreSQL (immediate) if either fails."""
+        with self._lock:
+            deadline = _Deadline(self.clock, timeout_s)
             try:
                 boot.create_roles(self.settings, deadline.left())
                 boot.run_post_bootstrap(self.settings, deadline.left())
@@ -121,34 +147,37 @@ class Postgres:
                 raise
             return str(read_controldata(self.settings).sysid)
 
+    def finish_bootstrap(self) -> None:
+        boot.unmark_bootstrap(self.settings.data_dir)
+
     def start(self, as_replica_of: str | None = None, slot_name: str | None = None, *, timeout_s: float = 60.0,
-              lease_s: float | None = None, replica: bool | None = None) -> bool:
+              fence_deadline: float | None = None, replica: bool | None = None) -> bool:
         """Write the configuration and start the postmaster under the supervisor.
 
         A replica (``as_replica_of`` given, or ``replica=True`` for a standby with no primary yet) streams from
         ``as_replica_of`` (libpq URL or key=value; user and application_name default to the replication role
-        and the member name) through ``slot_name``, and runs without a lease deadline. A primary runs with
-        ``lease_s`` (None: no deadline). Returns True once connections are accepted (read-only on a replica),
+        and the member name) through ``slot_name``, and runs without a fence deadline. A primary runs with
+        ``fence_deadline`` (monotonic, on this object's clock; None: no deadline). Returns True once connections are accepted (read-only on a replica),
         False if the postmaster still runs but is not ready at the deadline (crash recovery, or a replica not
         yet consistent: observe it again later); raises PgError if it exits or cannot start. A postmaster this
         agent did not start is stopped first (fast): only a supervised one can be fenced. Already running
         with the requested role: a replica follows ``as_replica_of`` (see ``follow``), a primary takes
-        ``lease_s`` if given; returns True.
+        ``fence_deadline`` if given; returns True.
         """
         replica = as_replica_of is not None if replica is None else replica
         with self._lock:
             deadline = _Deadline(self.clock, timeout_s)
-            return self._start(as_replica_of, slot_name, replica, deadline, lease_s, "on_start")
+            return self._start(as_replica_of, slot_name, replica, deadline, fence_deadline, "on_start")
 
     def _start(self, as_replica_of: str | None, slot_name: str | None, replica: bool, deadline: _Deadline,
-               lease_s: float | None, callback: str | None) -> bool:
+               fence_deadline: float | None, callback: str | None) -> bool:
         if self.process is not None and self.process.exit_code() is None:
             if has_standby_signal(self.settings.data_dir) != replica:
                 raise PgError("already running with the other role: stop it first")
             if replica:
                 self.follow(as_replica_of, slot_name)
-            elif lease_s is not None:
-                self.process.lease(lease_s)
+            elif fence_deadline is not None:
+                self.process.fence_at(fence_deadline)
             return True
         state, _ = data_dir_state(self.settings)
         if state is not DataDir.INITIALIZED:
@@ -157,11 +186,11 @@ class Postgres:
         upstream = Upstream(self._replication_conninfo(as_replica_of), slot_name) if replica else None
         self._write_config(upstream)
         set_standby_signal(self.settings.data_dir, replica)
-        return self._launch(deadline, None if replica else lease_s, callback)
+        return self._launch(deadline, None if replica else fence_deadline, callback)
 
-    def _launch(self, deadline: _Deadline, lease_s: float | None, callback: str | None) -> bool:
-        self.process = PostmasterProcess.start(self.settings, lease_s=lease_s, timeout_s=deadline.left(),
-                                               clock=self.clock)
+    def _launch(self, deadline: _Deadline, fence_deadline: float | None, callback: str | None) -> bool:
+        self.process = PostmasterProcess.start(self.settings, fence_deadline=fence_deadline,
+                                               timeout_s=deadline.left(), clock=self.clock)
         ready = self.process.wait_ready(deadline.left(0.0))
         if callback:
             self.callbacks.run(callback, self._role())
@@ -175,6 +204,7 @@ class Postgres:
 
     def _stop(self, mode: str, timeout_s: float, callback: str | None) -> None:
         role = self._role()
+        self._observer.close()  # a smart shutdown waits for every session, ours included
         process, self.process = self.process, None
         if process is not None and process.exit_code() is None:
             if process.stop(mode, timeout_s) == -1:
@@ -185,14 +215,14 @@ class Postgres:
         if callback:
             self.callbacks.run(callback, role)
 
-    def restart(self, timeout_s: float = 120.0, lease_s: float | None = None) -> bool:
+    def restart(self, timeout_s: float = 120.0, fence_deadline: float | None = None) -> bool:
         """Stop (fast) and start again with the same role and upstream. Returns as ``start`` does."""
         with self._lock:
             deadline = _Deadline(self.clock, timeout_s)
             self._stop("fast", deadline.left(), None)
             replica = has_standby_signal(self.settings.data_dir)
             self._write_config(self._upstream_on_disk())
-            return self._launch(deadline, None if replica else lease_s, "on_restart")
+            return self._launch(deadline, None if replica else fence_deadline, "on_restart")
 
     def reload(self, settings: PgSettings | None = None) -> bool:
         """Rewrite the configuration (from ``settings`` if given: the node's reloaded config) and SIGHUP the
@@ -201,7 +231,7 @@ class Postgres:
             if settings is not None:
                 if (settings.name, settings.data_dir) != (self.settings.name, self.settings.data_dir):
                     raise PgError("reload cannot change the member name or the data directory")
-                self.settings = settings
+                self.settings = self._observer.settings = settings
                 self.callbacks.commands, self.callbacks.scope = dict(settings.callbacks), settings.scope
             changed = self._write_config(self._upstream_on_disk())
             if self._sighup():
@@ -209,7 +239,7 @@ class Postgres:
             return changed
 
     def promote(self, timeout_s: float = 60.0) -> None:
-        """Promote this replica and wait until it accepts writes. Arm the lease (``lease``) first: promotion
+        """Promote this replica and wait until it accepts writes. Arm the fence (``fence_at``) first: promotion
         does not change the supervisor's deadline, and a replica runs with none."""
         with self._lock:
             rows = self.query("SELECT pg_promote(true, %s)", (max(1, round(timeout_s)),), timeout_s + 5)
@@ -306,8 +336,10 @@ class Postgres:
         self.callbacks.run(action, role)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Reap callbacks (killing those still running after ``timeout_s``). PostgreSQL is left as it is."""
+        """Reap callbacks (killing those still running after ``timeout_s``) and close the observation
+        connection. PostgreSQL is left as it is."""
         self.callbacks.close(timeout_s)
+        self._observer.close()
 
     # --- helpers --------------------------------------------------------------------------------------
 

@@ -1,21 +1,30 @@
-"""``observe(settings) -> LocalState``: what this node's PostgreSQL looks like right now.
+"""``Observer.observe() -> LocalState``: what this node's PostgreSQL looks like right now.
 
 Never raises for a stopped, crashing, starting or absent server: it returns what it could learn. The data
-directory and pg_control are read first (pg_controldata); then, if ``postmaster.pid`` names a live postgres
-process, one superuser connection over the unix socket asks for the rest. ``running`` means that connection
-worked; a live postmaster that does not accept connections yet (starting, or a replica not yet consistent)
-shows as ``running=False`` with ``postmaster_pid`` set.
+directory and pg_control are read first (pg_controldata), with ``postmaster.pid`` (its status line tells a
+server out of recovery, ``ready``, from a hot standby or one still starting) and ``standby.signal``; then, if
+a live postgres process owns the data directory, a superuser connection over the unix socket asks for the
+rest. ``running`` means that query worked; a live postmaster that does not answer (starting, a replica not
+yet consistent, every connection slot taken, an I/O stall past the statement timeout) shows as
+``running=False`` with ``postmaster_pid`` set (``LocalState.unobservable``).
+
+The connection is kept open between observations (and re-opened when it breaks): an agent that is already
+connected keeps seeing its server when clients take every connection slot, and a cycle costs no new
+backend.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from typing import Any
 
 import psycopg
 
 from raftpg.model import LocalState, ReplicationRow, parse_lsn
+from raftpg.pg.bootstrap import bootstrap_unfinished
+from raftpg.pg.conf import has_standby_signal
 from raftpg.pg.connection import connect
 from raftpg.pg.controldata import ControlData, data_dir_state
 from raftpg.pg.pidfile import live_postmaster
@@ -41,19 +50,65 @@ FROM pg_stat_replication ORDER BY application_name
 """
 
 
+class Observer:
+    """One node's observations over a connection kept open between calls; thread-safe."""
+
+    def __init__(self, settings: PgSettings) -> None:
+        self.settings = settings
+        self._conn: psycopg.Connection | None = None
+        self._conn_pid: int | None = None   # the postmaster the connection belongs to
+        self._lock = threading.Lock()
+
+    def observe(self, timeout_s: float = 2.0) -> LocalState:
+        state, control = data_dir_state(self.settings)
+        local = _from_control(LocalState(data_dir=state), control)
+        data_dir = self.settings.data_dir
+        local = replace(local, standby_signal=has_standby_signal(data_dir),
+                        bootstrap_unfinished=bootstrap_unfinished(data_dir))
+        postmaster = live_postmaster(data_dir) if control is not None else None
+        if postmaster is None:
+            self.close()
+            return local
+        local = replace(local, postmaster_pid=postmaster.pid, postmaster_status=postmaster.status)
+        with self._lock:
+            for attempt in (1, 2):  # a kept connection may have died with a restart: one fresh try
+                try:
+                    conn = self._connection(postmaster.pid, timeout_s)
+                    return _from_server(local, conn, control)
+                except psycopg.Error as e:
+                    self._drop()
+                    if attempt == 2:
+                        log.debug("postmaster %d does not answer: %s", postmaster.pid, str(e).strip())
+        return local
+
+    def _connection(self, pid: int, timeout_s: float) -> psycopg.Connection:
+        if self._conn is not None and (self._conn_pid != pid or self._conn.closed):
+            self._drop()
+        if self._conn is None:
+            self._conn = connect(self.settings, timeout_s)
+            self._conn_pid = pid
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn, self._conn_pid = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
 def observe(settings: PgSettings, timeout_s: float = 2.0) -> LocalState:
-    state, control = data_dir_state(settings)
-    local = _from_control(LocalState(data_dir=state), control)
-    postmaster = live_postmaster(settings.data_dir) if control is not None else None
-    if postmaster is None:
-        return local
-    local = replace(local, postmaster_pid=postmaster.pid)
+    """One observation on a fresh connection (closed afterwards)."""
+    observer = Observer(settings)
     try:
-        with connect(settings, timeout_s) as conn:
-            return _from_server(local, conn, control)
-    except psycopg.Error as e:
-        log.debug("postmaster %d does not answer: %s", postmaster.pid, str(e).strip())
-        return local
+        return observer.observe(timeout_s)
+    finally:
+        observer.close()
 
 
 def _from_control(local: LocalState, control: ControlData | None) -> LocalState:

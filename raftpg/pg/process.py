@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from raftpg.clock import Clock, SystemClock
 from raftpg.pg import supervisor as supervisor_module
@@ -33,9 +34,19 @@ STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": sig
 ESCALATION_S = 5.0   # after a stop's timeout: this long for immediate shutdown, then SIGKILL to the group
 
 
-def supervisor_argv(settings: PgSettings, lease_s: float | None) -> list[str]:
+def supervisor_argv(settings: PgSettings, deadline: float | None, clock: Clock | None = None) -> list[str]:
+    """The supervisor's command line; ``deadline`` (on ``clock``, default the system's monotonic clock) is
+    passed as an absolute CLOCK_MONOTONIC time."""
     launcher = list(settings.launcher) or [sys.executable, "-I", supervisor_module.__file__]
-    return launcher + ([] if lease_s is None else ["--lease", repr(float(lease_s))])
+    return launcher + ([] if deadline is None else ["--deadline", repr(_system_monotonic(deadline, clock))])
+
+
+def _system_monotonic(deadline: float, clock: Clock | None) -> float:
+    """``deadline`` on ``clock`` as a ``time.monotonic()`` reading (the supervisor's clock). The identity for
+    the SystemClock; a test's FakeClock is translated at the moment of sending."""
+    if clock is None or isinstance(clock, SystemClock):
+        return max(0.0, deadline)
+    return max(0.0, time.monotonic() + (deadline - clock.monotonic()))
 
 
 class PostmasterProcess:
@@ -53,15 +64,19 @@ class PostmasterProcess:
         os.set_blocking(supervisor.stdout.fileno(), False)
 
     @classmethod
-    def start(cls, settings: PgSettings, *, lease_s: float | None = None, extra_args: tuple[str, ...] = (),
+    def start(cls, settings: PgSettings, *, fence_deadline: float | None = None, extra_args: tuple[str, ...] = (),
               timeout_s: float = 10.0, clock: Clock | None = None) -> PostmasterProcess:
-        """Start the supervisor and the postmaster; return once the postmaster's pid is known."""
-        argv = supervisor_argv(settings, lease_s) + ["--", settings.binary("postgres"), "-D", settings.data_dir,
-                                                     *extra_args]
+        """Start the supervisor and the postmaster; return once the postmaster's pid is known.
+
+        ``fence_deadline``: the moment (on ``clock``) past which the supervisor fences unless told otherwise;
+        None: no deadline. The supervisor runs in a session of its own: signals for the agent's process
+        group (a terminal's Ctrl-C, ``kill -TERM -PGID``) do not reach it."""
+        argv = supervisor_argv(settings, fence_deadline, clock) + [
+            "--", settings.binary("postgres"), "-D", settings.data_dir, *extra_args]
         log_file = open(settings.log_file, "ab") if settings.log_file else None  # noqa: SIM115
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
-                                    cwd=settings.data_dir)
+                                    cwd=settings.data_dir, start_new_session=True)
         except OSError as e:
             raise PgError(f"cannot start the supervisor {argv[0]}: {e}") from None
         finally:
@@ -112,8 +127,9 @@ class PostmasterProcess:
             except (OSError, ValueError):
                 return False
 
-    def lease(self, seconds: float) -> bool:
-        return self.send(f"lease {float(seconds)!r}")
+    def fence_at(self, deadline: float) -> bool:
+        """Writes may continue until ``deadline`` (on this process's clock); False if the supervisor is gone."""
+        return self.send(f"deadline {_system_monotonic(deadline, self.clock)!r}")
 
     def unlimited(self) -> bool:
         return self.send("unlimited")

@@ -3,7 +3,7 @@
 Usage (the agent runs this file with ``python -I``, so nothing of raftpg is imported; ``python -m
 raftpg.pg.supervisor`` works as well)::
 
-    supervisor.py [--lease SECONDS] -- /path/to/postgres -D DATA_DIR [postgres args...]
+    supervisor.py [--deadline MONOTONIC | --lease SECONDS] -- /path/to/postgres -D DATA_DIR [postgres args...]
 
 Contract
 --------
@@ -11,19 +11,31 @@ Contract
   with stdin from /dev/null, stdout and stderr to this process's stderr, and ``PR_SET_PDEATHSIG = SIGQUIT``:
   if the supervisor dies for any reason, the kernel sends the postmaster SIGQUIT (immediate shutdown).
 - Reads commands from stdin, one per line:
-    ``lease <seconds>``  writes may continue until now + seconds (this process's ``time.monotonic()``)
+    ``deadline <t>``     writes may continue until ``t`` on CLOCK_MONOTONIC (``time.monotonic()``, the same
+                         clock in every process of this machine): the agent sends the absolute moment its
+                         lease allows, so time spent between computing it and sending it (an initdb, a
+                         restart's shutdown) is never added to it
+    ``lease <seconds>``  the same, relative to when this line is read (for people driving it by hand)
     ``unlimited``        no deadline (a replica, or fencing not wanted)
     ``stop``             the agent is stopping PostgreSQL itself: clear the deadline and do not fence
                          because of it; the postmaster's exit that follows is not a fence
-  A malformed line is logged and ignored (it never extends a lease). The initial deadline is ``--lease``, or
-  none. ``lease``/``unlimited`` after ``stop`` re-arm (the agent's stop failed and it keeps the server).
+  A malformed line is logged and ignored (it never extends a lease). The initial deadline is ``--deadline``
+  or ``--lease``, or none. ``deadline``/``lease``/``unlimited`` after ``stop`` re-arm (the agent's stop
+  failed and it keeps the server).
 - FENCES when stdin reaches EOF (the agent exited or died: always, even after ``stop``, since nobody is
-  left to finish a stop), when the deadline passes, or on SIGTERM: it writes one line to stderr saying
-  why, sends the postmaster SIGQUIT (immediate shutdown: every backend is killed at once, no checkpoint), and
-  SIGKILLs the postmaster's whole process group if the postmaster is not gone within 1 s (and, afterwards,
-  any backend left in that group). SIGINT is ignored (a terminal's Ctrl-C is for the agent to handle).
-- Wakes on stdin, on SIGTERM, on the postmaster's exit (a pidfd) and at the deadline, and checks all of them
-  at least every 50 ms, so a fence starts within milliseconds of its cause.
+  left to finish a stop) or when the deadline passes: it writes one line to stderr saying why, sends the
+  postmaster SIGQUIT (immediate shutdown: every backend is killed at once, no checkpoint), and SIGKILLs the
+  postmaster's whole process group if the postmaster is not gone within 1 s (and, afterwards, any backend
+  left in that group).
+- Ignores SIGTERM, SIGINT, SIGHUP, SIGTSTP, SIGTTIN and SIGTTOU. A service manager stopping the agent's whole
+  control group (systemd's default ``KillMode=control-group``) or a terminal's Ctrl-C / Ctrl-Z reach this
+  process too; it must neither fence PostgreSQL under the agent's orderly shutdown (which stops it fast and
+  hands the leader key over) nor be suspended while the agent is (a stopped supervisor cannot fence). It
+  follows the agent instead: when the agent exits, stdin closes. The agent also starts it in a session of its
+  own, so signals sent to the agent's process group do not reach it at all. SIGKILL still ends it, and then
+  the kernel stops the postmaster (``PR_SET_PDEATHSIG``).
+- Wakes on stdin, on the postmaster's exit (a pidfd) and at the deadline, and checks all of them at least
+  every 50 ms, so a fence starts within milliseconds of its cause.
 - Reports to the agent on stdout, one line each: ``started <pid>``, ``fenced <reason>``, ``exited <code>``.
 - Exits when the postmaster exits, with the postmaster's exit code (128 + N if killed by signal N).
 """
@@ -41,16 +53,22 @@ import time
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.05
 KILL_AFTER_S = 1.0
+IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 
-def parse_command(line: str) -> tuple[str, float | None]:
-    """``'lease 2.5'`` -> ``('lease', 2.5)``; ``'unlimited'``/``'stop'`` -> ``(word, None)``; else ValueError."""
+def parse_command(line: str, now: float | None = None) -> tuple[str, float | None]:
+    """One command line -> ``(word, absolute deadline or None)``; ValueError if malformed.
+
+    ``'deadline 123.5'`` -> ``('deadline', 123.5)``; ``'lease 2.5'`` -> ``('deadline', now + 2.5)`` (``now``
+    defaults to ``time.monotonic()``); ``'unlimited'``/``'stop'`` -> ``(word, None)``."""
     words = line.split()
-    if len(words) == 2 and words[0] == "lease":
-        seconds = float(words[1])
-        if not seconds >= 0 or seconds == float("inf"):  # also rejects NaN
-            raise ValueError(f"lease seconds must be finite and >= 0: {line!r}")
-        return "lease", seconds
+    if len(words) == 2 and words[0] in ("deadline", "lease"):
+        value = float(words[1])
+        if not value >= 0 or value == float("inf"):  # also rejects NaN
+            raise ValueError(f"{words[0]} must be finite and >= 0: {line!r}")
+        if words[0] == "lease":
+            value += time.monotonic() if now is None else now
+        return "deadline", value
     if len(words) == 1 and words[0] in ("unlimited", "stop"):
         return words[0], None
     raise ValueError(f"unknown command: {line!r}")
@@ -67,7 +85,8 @@ def _pdeathsig_setup(parent_pid: int):
     libc = ctypes.CDLL(None, use_errno=True)
 
     def setup() -> None:  # runs in the child between fork and exec
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # an ignored signal would stay ignored across exec
+        for sig in IGNORED_SIGNALS:  # an ignored signal would stay ignored across exec
+            signal.signal(sig, signal.SIG_DFL)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0) != 0 or os.getppid() != parent_pid:
             os._exit(70)  # cannot guarantee the postmaster dies with us, or we already died: do not start
 
@@ -82,20 +101,17 @@ def _exit_fds(pid: int) -> list[int]:
 
 
 class Supervisor:
-    def __init__(self, argv: list[str], lease_s: float | None) -> None:
+    def __init__(self, argv: list[str], deadline: float | None) -> None:
         self.argv = argv
-        self.deadline = None if lease_s is None else time.monotonic() + lease_s
+        self.deadline = deadline
         self.buffer = b""
         self.stopping = False
         self.exit_fds: list[int] = []  # a pidfd that turns readable when the postmaster exits (Linux 5.3+)
         self.child: subprocess.Popen[bytes] | None = None
 
     def run(self) -> int:
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGTERM, lambda *_: None)  # handled through the wakeup fd
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in IGNORED_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         self.child = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=2, start_new_session=True,
             preexec_fn=_pdeathsig_setup(os.getpid()),
@@ -104,7 +120,7 @@ class Supervisor:
         self.exit_fds = _exit_fds(self.child.pid)
         reason = None
         while reason is None and self.child.poll() is None:
-            reason = self._wait_for_event(wake_r)
+            reason = self._wait_for_event()
         if reason is not None:
             self._fence(reason)
         code = self._exit_code(self.child.wait())
@@ -113,13 +129,10 @@ class Supervisor:
         _say(1, f"exited {code}")
         return code
 
-    def _wait_for_event(self, wake_r: int) -> str | None:
+    def _wait_for_event(self) -> str | None:
         """Wait up to POLL_S; return a fence reason, or None to keep going."""
         timeout = POLL_S if self.deadline is None else max(0.0, min(POLL_S, self.deadline - time.monotonic()))
-        readable, _, _ = select.select([0, wake_r, *self.exit_fds], [], [], timeout)
-        if wake_r in readable:
-            if signal.SIGTERM in os.read(wake_r, 64):
-                return "SIGTERM received"
+        readable, _, _ = select.select([0, *self.exit_fds], [], [], timeout)
         if 0 in readable:
             data = os.read(0, 4096)
             if not data:
@@ -137,12 +150,12 @@ class Supervisor:
             if not line:
                 continue
             try:
-                word, seconds = parse_command(line)
+                word, seconds = parse_command(line)  # seconds: the absolute deadline, or None
             except ValueError as e:
                 _say(2, f"raftpg supervisor: ignored: {e}")
                 continue
             self.stopping = word == "stop"
-            self.deadline = None if seconds is None else time.monotonic() + seconds
+            self.deadline = seconds
 
     def _fence(self, reason: str) -> None:
         assert self.child is not None
@@ -169,17 +182,21 @@ class Supervisor:
 
 
 def main(args: list[str]) -> int:
-    lease_s = None
     if "--" not in args or args.index("--") == len(args) - 1:
-        _say(2, "usage: supervisor.py [--lease SECONDS] -- POSTGRES_ARGV...")
+        _say(2, "usage: supervisor.py [--deadline MONOTONIC | --lease SECONDS] -- POSTGRES_ARGV...")
         return 2
     options, argv = args[: args.index("--")], args[args.index("--") + 1:]
-    if options[:1] == ["--lease"] and len(options) == 2:
-        lease_s = parse_command(f"lease {options[1]}")[1]
+    deadline = None
+    if len(options) == 2 and options[0] in ("--deadline", "--lease"):
+        try:
+            deadline = parse_command(f"{options[0][2:]} {options[1]}")[1]
+        except ValueError as e:
+            _say(2, f"raftpg supervisor: {e}")
+            return 2
     elif options:
         _say(2, f"raftpg supervisor: unknown options {options}")
         return 2
-    return Supervisor(argv, lease_s).run()
+    return Supervisor(argv, deadline).run()
 
 
 if __name__ == "__main__":

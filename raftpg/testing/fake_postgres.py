@@ -21,7 +21,8 @@ What it models:
 - synchronous replication for the values ``ha/sync.py`` writes (``''``, ``'*'``, ``FIRST n (a, b)``):
   pg_stat_replication reports ``sync``/``potential``/``async``, and a write on a primary with
   synchronous standbys is acknowledged only once enough of them hold it;
-- the fencing supervisor: ``lease(s)`` sets a deadline on the injected clock, ``unlimited()`` clears it;
+- the fencing supervisor: ``fence_at(t)`` sets an absolute deadline on the injected clock, ``unlimited()``
+  clears it;
   once the deadline passes (plus ``fence_latency_s``: the supervisor's polling and, at worst, the
   second it waits before SIGKILL; the simulation uses that worst case) PostgreSQL is killed
   (an immediate shutdown: cluster state ``in production`` on a primary) and ``fenced_count`` grows.
@@ -165,6 +166,8 @@ class FakePostgres:
         self.synchronous_standby_names = ""
         self.slots: set[str] = set()           # physical slots on this (primary's) data directory
         self.slot_name: str | None = None      # this replica's primary_slot_name
+        self.bootstrap_unfinished = False      # initdb ran, the cluster is not registered yet
+        self.unobservable = False              # fault: the agent's queries fail (slots taken, I/O stall)
         self.parameters: dict[str, str] = {}
         self.fence_deadline: float | None = None
         self.fenced_count = 0
@@ -222,7 +225,12 @@ class FakePostgres:
         """The disk was replaced: an empty data directory."""
         self.crash()
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = DataDir.EMPTY, None, None, [], None
-        self.slots = set()
+        self.slots, self.bootstrap_unfinished = set(), False
+
+    def _query(self) -> None:
+        """An operation that needs an SQL connection fails while the server is unobservable."""
+        if self.running and self.unobservable:
+            raise PgError(f"{self.name}: cannot connect: remaining connection slots are reserved (simulated)")
 
     def _maybe_fail(self, operation: str) -> None:
         self.network.take_time(self.operation_s)
@@ -305,6 +313,12 @@ class FakePostgres:
         self.apply_fence()
         if self.data_dir != DataDir.INITIALIZED:
             return LocalState(data_dir=self.data_dir)
+        pm_status = None if not self.running else "standby" if self.in_recovery else "ready"
+        if self.running and self.unobservable:  # the postmaster runs; the agent's queries fail
+            return LocalState(data_dir=self.data_dir, sysid=self.sysid, timeline=self.timeline,
+                              cluster_state=self.cluster_state, postmaster_pid=self.pid,
+                              postmaster_status=pm_status, standby_signal=self.in_recovery,
+                              bootstrap_unfinished=self.bootstrap_unfinished)
         replica = self.running and self.in_recovery
         return LocalState(
             data_dir=self.data_dir, sysid=self.sysid, running=self.running,
@@ -314,24 +328,37 @@ class FakePostgres:
             replication=self.replication_rows(),
             synchronous_standby_names=self.synchronous_standby_names if self.running else "",
             cluster_state=self.cluster_state, postmaster_pid=self.pid if self.running else None,
-            server_version=170000,
+            postmaster_status=pm_status, standby_signal=bool(self.running and self.in_recovery),
+            server_version=170000, bootstrap_unfinished=self.bootstrap_unfinished,
         )
 
-    def bootstrap(self, lease_s: float | None = None) -> str:
-        deadline = self._deadline(lease_s)
+    def bootstrap(self, fence_deadline: float | None = None) -> str:
+        """initdb, start, post_bootstrap and finish in one call (for tests; the executor runs the steps)."""
+        self.initdb()
+        self.start(None, None, as_replica=False, timeout_s=60, fence_deadline=fence_deadline)
+        sysid = self.post_bootstrap()
+        self.finish_bootstrap()
+        return sysid
+
+    def initdb(self) -> None:
         self._maybe_fail("bootstrap")
         if self.data_dir not in (DataDir.MISSING, DataDir.EMPTY):
             raise PgError(f"{self.name}: initdb refuses a data directory that is {self.data_dir}")
         self.data_dir, self.sysid, self.timeline = DataDir.INITIALIZED, self.network.new_sysid(), 1
         self.wal = [self.network.new_record()]
-        self.fence_deadline = deadline
-        self._up(primary=True)
+        self.cluster_state = "shut down"
+        self.bootstrap_unfinished = True
+
+    def post_bootstrap(self) -> str:
+        self.apply_fence()
+        self._maybe_fail("post_bootstrap")
+        if not self.is_primary:
+            raise PgError(f"{self.name}: post_bootstrap: the new cluster is not running")
+        assert self.sysid is not None
         return self.sysid
 
-    def _deadline(self, lease_s: float | None) -> float | None:
-        """Each start launches a new fencing supervisor, whose deadline counts from its launch: the
-        start of the operation, however long starting PostgreSQL then takes."""
-        return None if lease_s is None else self.clock.monotonic() + max(0.0, lease_s)
+    def finish_bootstrap(self) -> None:
+        self.bootstrap_unfinished = False
 
     def _up(self, *, primary: bool) -> None:
         self.running, self.in_recovery, self.streaming = True, not primary, False
@@ -342,16 +369,17 @@ class FakePostgres:
             self.network.became_writable(self)
 
     def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
-              timeout_s: float, lease_s: float | None = None) -> None:
+              timeout_s: float, fence_deadline: float | None = None) -> None:
         self.apply_fence()
-        deadline = self._deadline(lease_s)
         self._maybe_fail("start")
         self._require_data()
         if self.running:
             if self.in_recovery == as_replica:
+                if not as_replica and fence_deadline is not None:
+                    self.fence_deadline = fence_deadline
                 return
             raise PgError(f"{self.name}: already running as {'replica' if self.in_recovery else 'primary'}")
-        self.fence_deadline = deadline
+        self.fence_deadline = None if as_replica else fence_deadline
         if as_replica:
             self.upstream_url, self.slot_name = primary_conn_url, slot_name
             self._up(primary=False)
@@ -361,6 +389,7 @@ class FakePostgres:
             self.timeline = (self.timeline or 1) + 1
             self.wal.append(self.network.new_record())
         self._up(primary=True)
+        self.apply_fence()
 
     def stop(self, mode: str, timeout_s: float) -> None:
         self.apply_fence()
@@ -377,16 +406,18 @@ class FakePostgres:
             self.acknowledge_synchronous()
         self._down(clean=mode != "immediate")
 
-    def restart(self, timeout_s: float, lease_s: float | None = None) -> None:
+    def restart(self, timeout_s: float, fence_deadline: float | None = None) -> None:
         primary = self.is_primary
         self.stop("fast", timeout_s)
-        self.start(self.upstream_url, self.slot_name, as_replica=not primary, timeout_s=timeout_s, lease_s=lease_s)
+        self.start(self.upstream_url, self.slot_name, as_replica=not primary, timeout_s=timeout_s,
+                   fence_deadline=fence_deadline)
 
     def reload(self) -> None:
         self.apply_fence()
 
     def promote(self, timeout_s: float) -> None:
         self.apply_fence()
+        self._query()
         self._maybe_fail("promote")
         if not (self.running and self.in_recovery):
             raise PgError(f"{self.name}: promote: not a running standby")
@@ -396,11 +427,13 @@ class FakePostgres:
 
     def checkpoint(self, timeout_s: float = 60.0) -> None:
         self.apply_fence()
+        self._query()
         if not self.running:
             raise PgError(f"{self.name}: checkpoint: not running")
 
     def follow(self, primary_conn_url: str, slot_name: str | None) -> None:
         self.apply_fence()
+        self._query()
         if not self.running:
             raise PgError(f"{self.name}: follow: not running")
         if not self.in_recovery:
@@ -445,26 +478,29 @@ class FakePostgres:
             self.kept_data_dirs.append(kept)
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = \
             DataDir.MISSING, None, None, [], None
-        self.slots = set()
+        self.slots, self.bootstrap_unfinished = set(), False
         return kept
 
     def ensure_slots(self, names: set[str]) -> None:
         self.apply_fence()
+        self._query()
         if not self.is_primary:
             raise PgError(f"{self.name}: replication slots are managed on the primary")
         self.slots = set(names)
 
     def set_synchronous_standby_names(self, value: str) -> None:
         self.apply_fence()
+        self._query()
         self.synchronous_standby_names = value
         self.acknowledge_synchronous()
 
     def run_callback(self, action: str, role: str) -> None:
         self.callbacks.append((action, role))
 
-    def lease(self, seconds: float) -> None:
+    def fence_at(self, deadline: float) -> None:
         self.apply_fence()
-        self.fence_deadline = self.clock.monotonic() + max(0.0, seconds)
+        self.fence_deadline = deadline
+        self.apply_fence()
 
     def unlimited(self) -> None:
         self.apply_fence()

@@ -141,6 +141,8 @@ class SimNode:
     last_line: str = ""
     decisions: list[tuple[float, Decision]] = field(default_factory=list)
     fail_once: FailOnce | None = None
+    pending: tuple[Decision, Any, Any] | None = None   # decided, not yet carried out (freeze_before)
+    frozen_before_done: bool = True
 
     @property
     def active(self) -> bool:
@@ -176,14 +178,15 @@ class Simulation:
     def elapsed(self) -> float:
         return self.now - self.started_at
 
-    def add_node(self, name: str, *, witness: bool = False, tags: Tags | None = None) -> SimNode:
+    def add_node(self, name: str, *, witness: bool = False, tags: Tags | None = None,
+                 delay_s: float = 0.0) -> SimNode:
         me = Me(name=name, witness=witness, tags=tags or Tags(), api_url=f"http://{name}:8008/patroni",
                 conn_url=None if witness else f"postgresql://{name}:5432/postgres", raft_addr=f"{name}:5010")
         pg = None if witness else FakePostgres(name, self.network, self.clock,
                                                fence_latency_s=self.fence_latency_s)
         dcs = CuttableDcs(memory_dcs(self.clock, self.layout, self.kv), self.rng, self.network.take_time)
         node = SimNode(name, me, dcs, pg, self._new_loop(me, dcs, pg),
-                       next_cycle_at=self.now + self.rng.uniform(0, 1.0))
+                       next_cycle_at=self.now + delay_s + self.rng.uniform(0, 1.0))
         self.nodes[name] = node
         self.note(f"{name}: agent started{' (witness)' if witness else ''}")
         return node
@@ -318,6 +321,18 @@ class Simulation:
         node.frozen = False
         node.next_cycle_at = self.now
         self.note(f"{name}: agent thawed")
+        if node.pending is not None:  # it froze between deciding and acting: it acts now
+            decision, inputs, timing = node.pending
+            node.pending = None
+            ok = node.loop.executor.run(decision, inputs, timing)
+            self.note(f"{name}: carried out its old decision [{', '.join(_describe(a) for a in decision.actions)}]"
+                      + ("" if ok else f" FAILED: {node.loop.executor.last_error}"))
+
+    def blind(self, name: str, blind: bool = True) -> None:
+        """The agent can no longer query its PostgreSQL (every connection slot taken, an I/O stall past
+        the statement timeout); the server itself keeps running and accepting writes on open sessions."""
+        self.pg(name).unobservable = blind
+        self.note(f"{name}: PostgreSQL {'no longer answers' if blind else 'answers'} the agent's queries")
 
     def wipe(self, name: str) -> None:
         self.pg(name).wipe()
@@ -352,6 +367,32 @@ class Simulation:
             self.network.cut.discard(name)
             self.network.cut_links = {link for link in self.network.cut_links if name not in link}
         self.note(f"healed {', '.join(names) if names else 'everything'}")
+
+    def freeze_before(self, name: str, action: str) -> None:
+        """The agent of ``name`` freezes between deciding and acting, in its next decision that contains an
+        action named ``action``: the decision is kept, and carried out when ``thaw`` is called, with the
+        inputs it was made on (as a SIGSTOPped process would resume)."""
+        node = self.node(name)
+        executor = node.loop.executor
+        original = executor.run
+
+        def run(decision: Decision, inputs: Any, timing: Any) -> bool:
+            if node.pending is None and not node.frozen_before_done and \
+                    any(type(a).__name__ == action for a in decision.actions):
+                node.pending, node.frozen, node.frozen_before_done = (decision, inputs, timing), True, True
+                self.note(f"{name}: agent frozen between deciding and acting: {decision.reason}")
+                executor.last_error = "frozen"
+                return False
+            return original(decision, inputs, timing)
+
+        executor.run = run  # type: ignore[method-assign]
+        node.frozen_before_done = False
+        self.note(f"{name}: will freeze before carrying out its next {action}")
+
+    def fail_pg(self, name: str, operation: str, count: int = 1) -> None:
+        """The next ``count`` calls of a PostgreSQL ``operation`` on ``name`` fail (e.g. post_bootstrap)."""
+        self.pg(name).fail_next[operation] = count
+        self.note(f"{name}: the next {count} {operation} fail")
 
     def fail_once(self, name: str, failure: FailOnce) -> None:
         node = self.node(name)

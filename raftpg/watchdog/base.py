@@ -19,7 +19,7 @@ class NullWatchdog:
     def arm(self, timeout_s: float) -> bool:
         return True
 
-    def keepalive(self) -> None:
+    def keepalive(self, timeout_s: float | None = None) -> None:
         pass
 
     def disarm(self) -> None:
@@ -34,11 +34,12 @@ class ModeWatchdog:
         self._device = device
         self._mode = mode
         self.armed = False
+        self.timeout_s: float | None = None
 
     def arm(self, timeout_s: float) -> bool:
         try:
             self._device.arm(timeout_s)  # type: ignore[attr-defined]
-            self.armed = True
+            self.armed, self.timeout_s = True, timeout_s
             return True
         except WatchdogUnavailable as exc:
             self.armed = False
@@ -48,12 +49,19 @@ class ModeWatchdog:
             log.warning("watchdog unavailable, continuing without it (mode automatic): %s", exc)
             return True
 
-    def keepalive(self) -> None:
-        if self.armed:
-            try:
+    def keepalive(self, timeout_s: float | None = None) -> None:
+        """Restart the countdown; with ``timeout_s`` different from the armed timeout, re-arm with it
+        (setting a timeout restarts the countdown too), so the device fires when the caller's lease says."""
+        if not self.armed:
+            return
+        try:
+            if timeout_s is not None and timeout_s != self.timeout_s:
+                self._device.arm(timeout_s)  # type: ignore[attr-defined]
+                self.timeout_s = timeout_s
+            else:
                 self._device.keepalive()  # type: ignore[attr-defined]
-            except WatchdogUnavailable as exc:
-                log.error("watchdog keepalive failed: %s", exc)
+        except WatchdogUnavailable as exc:
+            log.error("watchdog keepalive failed: %s", exc)
 
     def disarm(self) -> None:
         if self.armed:

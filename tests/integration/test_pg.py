@@ -276,7 +276,8 @@ def supervised(stopped_cluster: PgSettings) -> Iterator[Callable[..., subprocess
 
     def start(lease_s: float | None = None) -> subprocess.Popen[bytes]:
         settings = stopped_cluster
-        argv = supervisor_argv(settings, lease_s) + ["--", settings.binary("postgres"), "-D", settings.data_dir]
+        deadline = None if lease_s is None else time.monotonic() + lease_s
+        argv = supervisor_argv(settings, deadline) + ["--", settings.binary("postgres"), "-D", settings.data_dir]
         user = "postgres" if os.geteuid() == 0 else None
         with open(settings.log_file, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -336,15 +337,51 @@ def test_supervisor_fences_when_the_lease_expires(supervised, stopped_cluster: P
     assert 0.5 <= elapsed < 2.0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_postmaster_dies_with_its_supervisor(supervised, stopped_cluster: PgSettings, sig: int) -> None:
+def test_postmaster_dies_with_its_supervisor(supervised, stopped_cluster: PgSettings) -> None:
     proc = supervised()
     pid = read_pidfile(stopped_cluster.data_dir).pid
     killed_at = time.monotonic()
-    proc.send_signal(sig)
-    poll(lambda: not postgres_alive(pid), timeout_s=3, what="postmaster gone after its supervisor got " + str(sig))
-    print(f"postmaster gone {(time.monotonic() - killed_at) * 1000:.0f} ms after {signal.Signals(sig).name} "
-          "to the supervisor")
+    proc.send_signal(signal.SIGKILL)
+    poll(lambda: not postgres_alive(pid), timeout_s=3, what="postmaster gone after its supervisor got SIGKILL")
+    print(f"postmaster gone {(time.monotonic() - killed_at) * 1000:.0f} ms after SIGKILL to the supervisor")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP])
+def test_supervisor_ignores_the_signals_a_service_stop_or_a_terminal_sends(
+        supervised, stopped_cluster: PgSettings, sig: int) -> None:
+    """systemd's KillMode=control-group and a terminal signal the agent's whole group: the supervisor must
+    not fence under the agent's orderly shutdown (which hands the leader key over), nor be suspended by
+    Ctrl-Z while PostgreSQL runs on. It keeps following its stdin, and fences when that closes."""
+    proc = supervised(lease_s=60.0)
+    with client(stopped_cluster) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        proc.send_signal(sig)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0)
+        assert _process_state(proc.pid) not in ("T", "t"), "the supervisor was stopped"
+        conn.execute("INSERT INTO t VALUES (1)")  # PostgreSQL still accepts writes
+        closed_at = time.monotonic()
+        proc.stdin.close()
+        assert_fenced(proc, stopped_cluster, conn, "stdin closed", closed_at)
+
+
+def _process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat[stat.rfind(")") + 2]
+
+
+def test_supervisor_fences_at_an_absolute_deadline(supervised, stopped_cluster: PgSettings) -> None:
+    """``deadline T`` is a CLOCK_MONOTONIC time, not a duration: a deadline that passed while the agent was
+    busy (an initdb, a restart's shutdown) fences at once instead of granting a fresh lease."""
+    proc = supervised(lease_s=60.0)
+    with client(stopped_cluster) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        deadline = time.monotonic() - 2.0
+        proc.stdin.write(f"deadline {deadline!r}\n".encode())
+        proc.stdin.flush()
+        elapsed = assert_fenced(proc, stopped_cluster, conn, "lease expired", deadline)
+    print(f"fence at a past deadline: postmaster gone {elapsed - 2.0:.3f}s after the command")
 
 
 def test_supervisor_renewed_or_unlimited_keeps_running_and_stop_is_no_fence(
@@ -374,12 +411,12 @@ def test_postgres_lease_and_fence_through_the_facade(run_as_postgres, stopped_cl
     def body() -> tuple[str | None, str | None]:
         pg = Postgres(stopped_cluster)
         try:
-            assert pg.start(timeout_s=30, lease_s=30)
+            assert pg.start(timeout_s=30, fence_deadline=time.monotonic() + 30)
             assert pg.lease(0.3)
             poll(lambda: pg.process.exit_code() is not None, timeout_s=5, what="fence after lease 0.3")
             expired = pg.process.fence_reason
             assert not pg.observe().running and not pg.lease(10), "no lease for a fenced postmaster"
-            assert pg.start(timeout_s=30, lease_s=30) and pg.unlimited()
+            assert pg.start(timeout_s=30, fence_deadline=time.monotonic() + 30) and pg.unlimited()
             pg.fence()
             return expired, pg.process.fence_reason
         finally:

@@ -7,24 +7,29 @@ checker runs all along: at no simulated instant may two PostgreSQL instances acc
 Commands:
     config KEY=VALUE ...        before the first start: the bootstrap dcs config; after: edit the config key
                                 (dotted keys for nesting: postgresql.use_pg_rewind=false)
-    start NAME ... [witness] [nofailover] [nosync] [clonefrom] [priority=N]
+    start NAME ... [witness] [nofailover] [nosync] [clonefrom] [priority=N] [delay=DURATION]
     run DURATION                advance simulated time (30s, 500ms, 2m)
     kill-pg NAME                PostgreSQL crashes (the agent keeps running)
     kill-agent NAME             the agent dies; the fencing supervisor stops PostgreSQL at once
     start-agent NAME            a fresh agent process on the same node
     freeze NAME / thaw NAME     SIGSTOP / SIGCONT the agent (PostgreSQL keeps running meanwhile)
     wipe NAME                   the data directory is lost
+    blind NAME / see NAME       the agent can / can again query its PostgreSQL (the server keeps running)
     partition NAME ...          cut the node from the DCS quorum and every replication link
     cut A B                     cut only the replication link between A and B
     heal [NAME ...]             undo partitions and cuts (all, or those of the named nodes)
     slow-dcs NAME DURATION      each way of every DCS call from NAME takes DURATION (0s: back to normal)
     flaky-dcs NAME PERCENT      that share of NAME's DCS calls apply but lose their answer
     slow-pg NAME DURATION       every PostgreSQL start/stop/promote/clone/rewind on NAME takes DURATION
+    fail-pg NAME OPERATION [N]  the next N (1) calls of a PostgreSQL operation fail (post_bootstrap, start, ...)
+    freeze-before NAME ACTION   NAME's agent freezes between deciding and acting, in its next decision
+                                with ACTION (e.g. AcquireLeaderKey); ``thaw NAME`` carries that decision out
     write TARGET COUNT          a client commits COUNT rows on TARGET (a name, or "primary")
     switchover LEADER CANDIDATE [in=DURATION]   write the failover key (scheduled: in= from now)
     failover CANDIDATE          a manual failover request (no leader named)
     pause / resume
     expect primary NAME|none    exactly NAME accepts writes and holds the leader key (none: nobody writes)
+    expect primary-not NAME     exactly one node accepts writes and holds the leader key, and it is not NAME
     expect leader NAME|none     who holds the leader key
     expect replicas NAME ...    each streams from the current leader
     expect stopped NAME ...     PostgreSQL not running
@@ -34,6 +39,7 @@ Commands:
     expect acknowledged N       writes acknowledged to clients so far
     expect sync NAME ...|none   the sync key
     expect refused NAME         the agent stopped itself (safety rule 7)
+    expect kept NAME N          N data directories of NAME were moved aside (kept, never deleted)
     expect converged            one primary with the key, every reachable data node streaming from it
     expect no-double-primary    the continuous checker never saw two writable primaries
 """
@@ -107,12 +113,13 @@ class Transcript:
 
     def do_start(self, *words: str) -> None:
         names = [w for w in words if w not in ("witness", "nofailover", "nosync", "clonefrom")
-                 and not w.startswith("priority=")]
+                 and not w.startswith(("priority=", "delay="))]
         priority = next((int(w.split("=", 1)[1]) for w in words if w.startswith("priority=")), 1)
+        delay_s = next((duration_s(w.split("=", 1)[1]) for w in words if w.startswith("delay=")), 0.0)
         tags = Tags(nofailover="nofailover" in words or priority <= 0, failover_priority=priority,
                     nosync="nosync" in words, clonefrom="clonefrom" in words)
         for name in names:
-            self.sim.add_node(name, witness="witness" in words, tags=tags)
+            self.sim.add_node(name, witness="witness" in words, tags=tags, delay_s=delay_s)
 
     def do_run(self, duration: str) -> None:
         self.sim.run(duration_s(duration))
@@ -135,6 +142,12 @@ class Transcript:
     def do_wipe(self, name: str) -> None:
         self.sim.wipe(name)
 
+    def do_blind(self, name: str) -> None:
+        self.sim.blind(name)
+
+    def do_see(self, name: str) -> None:
+        self.sim.blind(name, False)
+
     def do_partition(self, *names: str) -> None:
         for name in names:
             self.sim.partition(name)
@@ -153,6 +166,12 @@ class Transcript:
 
     def do_slow_pg(self, name: str, duration: str) -> None:
         self.sim.slow_pg(name, duration_s(duration))
+
+    def do_fail_pg(self, name: str, operation: str, count: str = "1") -> None:
+        self.sim.fail_pg(name, operation, int(count))
+
+    def do_freeze_before(self, name: str, action: str) -> None:
+        self.sim.freeze_before(name, action)
 
     def do_write(self, target: str, count: str) -> None:
         self.sim.write(target, int(count))
@@ -185,6 +204,12 @@ class Transcript:
             return None if not writable else f"expected no primary, but {writable} accept writes"
         if writable != [name] or leader != name:
             return f"expected primary {name}; accepting writes: {writable}, leader key: {leader}"
+        return None
+
+    def expect_primary_not(self, name: str) -> str | None:
+        writable, leader = self.sim.writable(), self.sim.leader()
+        if len(writable) != 1 or writable[0] == name or leader != writable[0]:
+            return f"expected one primary other than {name}; accepting writes: {writable}, leader key: {leader}"
         return None
 
     def expect_leader(self, name: str) -> str | None:
@@ -227,6 +252,10 @@ class Transcript:
 
     def expect_refused(self, name: str) -> str | None:
         return None if self.sim.node(name).fatal else f"{name} did not refuse to run"
+
+    def expect_kept(self, name: str, count: str) -> str | None:
+        kept = self.sim.pg(name).kept_data_dirs
+        return None if len(kept) == int(count) else f"expected {count} data dirs of {name} kept aside, found {kept}"
 
     def expect_converged(self) -> str | None:
         return self.sim.convergence_problem()

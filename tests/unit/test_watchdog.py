@@ -166,7 +166,7 @@ def test_kept_alive_in_every_cycle_while_primary() -> None:
     for who, kind, value in sim.journal:
         if who != "n1":
             continue
-        if kind == "keepalive":
+        if kind in ("keepalive", "arm"):  # a renewal that took time re-arms with what its lease allows
             keepalives_in_cycle += 1
         elif kind == "cycle":
             if value:  # n1 ended this cycle as the primary: it kicked the watchdog during it
@@ -175,6 +175,21 @@ def test_kept_alive_in_every_cycle_while_primary() -> None:
             keepalives_in_cycle = 0
     assert cycles_as_primary >= 10  # 135 s at loop_wait 10
     assert sim.events("n1", "disarm") == []
+
+
+def test_a_failed_renewal_never_kicks_the_watchdog() -> None:
+    """Regression: the loop kicked the watchdog at the end of every cycle of a primary, even when its
+    renewal had failed; a freeze right after such a kick let the device fire after the lease had
+    expired elsewhere. Only a confirmed renewal kicks it, and only as far as that renewal allows."""
+    sim = three_nodes()
+    sim.run(30)
+    sim.partition("n1")
+    cut_at = len(sim.journal)
+    sim.run(TTL_S)
+    after = [(kind, value) for who, kind, value in sim.journal[cut_at:] if who == "n1"]
+    assert ("keepalive", None) not in after, after
+    assert not any(kind == "arm" for kind, _ in after), after
+    assert ("disarm", None) in after  # it demoted before its lease could expire
 
 
 def test_disarmed_on_switchover_and_armed_on_the_new_primary_before_it_promotes() -> None:
@@ -244,10 +259,11 @@ def test_required_mode_does_not_keep_a_bootstrapped_primary_when_arming_fails() 
     sim.add_node("n1")
     sim.run(60)
     assert sim.events("n1", "arm")
-    # PostgreSQL ran as a primary only inside the failed Bootstrap action: no cycle ended with it running
+    # the watchdog is armed after initdb and before the new cluster's first start: PostgreSQL never ran
     assert [value for kind, value in sim.events("n1", "cycle")] == [False] * len(sim.events("n1", "cycle"))
-    assert sim.events("n1", "writable") == [("writable", None)], sim.tail()
+    assert sim.events("n1", "writable") == [], sim.tail()
     assert sim.writable() == [] and not sim.pg("n1").running
+    assert sim.pg("n1").kept_data_dirs, "the failed bootstrap's data directory is moved aside, not adopted"
 
 
 def test_automatic_mode_promotes_without_a_working_device() -> None:

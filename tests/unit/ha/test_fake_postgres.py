@@ -81,7 +81,7 @@ def test_a_clean_shutdown_hands_its_last_wal_to_streaming_replicas(cluster) -> N
 
 def test_the_fence_stops_a_primary_whose_lease_is_not_renewed(cluster) -> None:
     clock, _, primary, _ = cluster
-    primary.lease(5.0)
+    primary.fence_at(clock.monotonic() + 5.0)
     clock.advance(4.9)
     assert primary.accepting_writes
     clock.advance(0.2)  # past the deadline plus the supervisor's polling latency
