@@ -76,6 +76,9 @@ class PostgresAdapter:
     def observe(self) -> LocalState:
         return self.pg.observe()
 
+    def probe(self) -> LocalState:
+        return self.pg.probe()
+
     def initdb(self) -> None:
         self.pg.initdb()
 

@@ -1,11 +1,14 @@
 """Health-check predicates with Patroni's semantics, so HAProxy/keepalived configs work unchanged.
 
-Each check is a pure function of the last HA cycle's ``NodeStatus`` (plus the node's tags and the query
-string): 200 when true, 503 when false. Nothing here waits on PostgreSQL or the DCS.
+Each check is a pure function of a :class:`Probe`: PostgreSQL as it is now (``fresh``: observed at
+request time, or at most half a second before, by ``api/fresh.py``; DESIGN.md safety rule 10), the last
+HA cycle's ``NodeStatus`` for what only the loop knows (the leader key, the lease, the cluster view), the
+node's tags and the query string: 200 when true, 503 when false.
 
-- primary (``/primary``, ``/leader``, ``/read-write``, ``/master``): PostgreSQL runs read-write and this
-  node holds the leader key with a lease that has not run out since the last cycle (when the last DCS
-  read failed: an unexpired lease).
+- primary (``/primary``, ``/leader``, ``/read-write``, ``/master``): PostgreSQL runs read-write now and this
+  node holds the leader key with a lease that has not reached its demotion point since the last cycle
+  (the loop demotes ``demote_margin_s`` before the lease ends; the fencing supervisor fences soon after:
+  from that moment on the node is not the primary, whatever its last cycle saw).
 - replica: a running replica that streams from the primary, without ``noloadbalance``, within ``?lag=``.
 - read-only: primary or replica (as above). sync / async: a streaming replica in / not in the sync key.
 - health: PostgreSQL is running (never on a witness). liveness: the HA loop finished a cycle within
@@ -25,7 +28,7 @@ from typing import Any
 
 from raftpg.api.status import in_sync_key, primary_position
 from raftpg.ha.loop import NodeStatus
-from raftpg.model import parse_size_bytes
+from raftpg.model import LocalState, parse_size_bytes
 
 _RESERVED = frozenset({"lag", "replication_state"})
 
@@ -38,6 +41,7 @@ class QueryError(ValueError):
 class Probe:
     status: NodeStatus
     tags: Mapping[str, Any]
+    fresh: LocalState | None = None      # PostgreSQL now (None: a witness, or no probe: the cycle's view)
     lag_max_bytes: int | None = None
     replication_state: str | None = None
     tag_filters: tuple[tuple[str, str], ...] = ()
@@ -45,6 +49,10 @@ class Probe:
     started: float = 0.0                 # monotonic time the API started (liveness grace)
     ttl_s: int = 30
     loop_wait_s: int = 10
+
+    @property
+    def local(self) -> LocalState | None:
+        return self.fresh if self.fresh is not None else self.status.local
 
 
 def parse_query(query: Mapping[str, str]) -> dict[str, Any]:
@@ -71,11 +79,12 @@ def _tags_match(p: Probe) -> bool:
 
 
 def _lease_unexpired(p: Probe) -> bool:
-    """The lease the last cycle counted has not run out since. The status is the last completed cycle's:
-    an agent frozen (SIGSTOP, a stall) past its lease, whose PostgreSQL the supervisor has fenced and whose
-    key another node now holds, must not answer as the primary from that stale status once it runs again."""
+    """The lease the last cycle counted has not reached its demotion point since. The status is the last
+    completed cycle's: an agent frozen (SIGSTOP, a stall) past its lease, whose PostgreSQL the supervisor
+    has fenced and whose key another node now holds, must not answer as the primary from that stale status
+    once it runs again; nor may a primary that is about to demote (it stops being one in a moment)."""
     last = p.status.cycle_monotonic
-    return last is not None and p.now < last + p.status.lease_valid_s
+    return last is not None and p.now < last + p.status.lease_valid_s - p.status.demote_margin_s
 
 
 def _holds_key(p: Probe) -> bool:
@@ -87,12 +96,12 @@ def _holds_key(p: Probe) -> bool:
 
 
 def primary(p: Probe) -> bool:
-    local = p.status.local
+    local = p.local
     return bool(local and local.is_primary and _holds_key(p) and _tags_match(p))
 
 
 def _streaming_replica(p: Probe) -> bool:
-    local = p.status.local
+    local = p.local
     if not (local and local.is_replica and local.streaming and _tags_match(p)):
         return False
     if p.replication_state is not None and p.replication_state != "streaming":
@@ -121,7 +130,7 @@ def asynchronous(p: Probe) -> bool:
 
 
 def health(p: Probe) -> bool:
-    return bool(p.status.local and p.status.local.running)
+    return bool(p.local and p.local.running)
 
 
 def liveness(p: Probe) -> bool:
@@ -131,7 +140,7 @@ def liveness(p: Probe) -> bool:
 
 
 def readiness(p: Probe) -> bool:
-    local = p.status.local
+    local = p.local
     if local is None:
         return False
     if local.is_primary:

@@ -4,8 +4,9 @@ Both are owned here (the consumer) and implemented by ``view.LoopNodeView`` / ``
 over the HA loop and the DCS; tests use fakes.
 
 ``NodeView`` methods are synchronous and must return in microseconds: they only read values the HA loop
-already published (a frozen ``NodeStatus``). Health checks are built from them alone, so they keep
-answering while PostgreSQL restarts or the DCS is unreachable.
+already published (a frozen ``NodeStatus``), except ``postgres_now``, a bounded coroutine that looks at
+PostgreSQL itself so health checks describe it as it is now; they keep answering while PostgreSQL
+restarts or the DCS is unreachable.
 
 ``Commands`` methods are coroutines. Anything that may block (a DCS round trip, waiting for the loop to
 act) runs in a worker thread or awaits; nothing blocks the event loop. A refusal raises
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 from raftpg.config import Config
 from raftpg.ha.loop import NodeStatus
 from raftpg.ha.operations import OperationError
+from raftpg.model import LocalState
 
 __all__ = ["Commands", "NodeView", "OperationError", "Outcome"]
 
@@ -46,6 +48,11 @@ class NodeView(Protocol):
 
     def raft_status(self) -> dict[str, Any] | None:
         """``RaftStatus.to_dict()`` of the embedded store, or None with an external DCS."""
+
+    async def postgres_now(self) -> LocalState | None:
+        """PostgreSQL's role and streaming state now (at most half a second old), for health checks;
+        None on a witness or when no probe is wired (then the last cycle's ``status().local`` is used).
+        Bounded: it never waits more than about a second."""
 
     def monotonic(self) -> float:
         """The clock ``NodeStatus.cycle_monotonic`` was read on (for /liveness)."""

@@ -1,7 +1,8 @@
 """Read endpoints: health checks, status, cluster, history, config, metrics, Raft members, OpenAPI.
 
-All of them answer from the node's view alone (no DCS round trip, no PostgreSQL query), so they stay
-fast while the HA loop is busy. Health checks answer HEAD and OPTIONS with the same status and no body.
+All of them answer from the node's view (no DCS round trip), so they stay fast while the HA loop is
+busy; health checks also look at PostgreSQL itself (``NodeView.postgres_now``: one short query at most
+every half second). Health checks answer HEAD and OPTIONS with the same status and no body.
 """
 
 from __future__ import annotations
@@ -25,22 +26,23 @@ def _status_body(request: web.Request) -> dict[str, Any]:
                               request.app[RESTARTS].describe(), request.app[SETTINGS].authentication)
 
 
-def _probe(request: web.Request) -> health.Probe:
+async def _probe(request: web.Request) -> health.Probe:
     view = request.app[VIEW]
-    node, config = view.status(), view.config()
     try:
         query = health.parse_query(request.query)
     except health.QueryError as exc:
         raise BadRequest(str(exc)) from None
+    fresh = await view.postgres_now()  # PostgreSQL now; the loop's status for the key and the lease
+    node, config = view.status(), view.config()
     timing = node.view.config if node.view is not None else config.bootstrap.dcs.to_model()
-    return health.Probe(status=node, tags=config.tags.as_dict(), now=view.monotonic(),
+    return health.Probe(status=node, tags=config.tags.as_dict(), fresh=fresh, now=view.monotonic(),
                         started=request.app[STARTED], ttl_s=timing.ttl_s, loop_wait_s=timing.loop_wait_s,
                         **query)
 
 
 def health_handler(check: Callable[[health.Probe], bool]) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        code = 200 if check(_probe(request)) else 503
+        code = 200 if check(await _probe(request)) else 503
         if request.method in ("HEAD", "OPTIONS"):
             return web.Response(status=code)
         return reply(_status_body(request), code)

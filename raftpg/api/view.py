@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from raftpg.api.fresh import FreshPostgres
 from raftpg.clock import Clock
 from raftpg.config import Config
 from raftpg.ha.loop import NodeStatus
+from raftpg.model import LocalState
 
 
 class StatusSource(Protocol):
@@ -22,16 +24,22 @@ class LoopNodeView:
 
     ``config``: the settings, or a callable returning the current ones (so a reload is seen at once).
     ``raft_status``: a callable answering the embedded store's status live (e.g. ``dcs.raft_status``);
-    without it the status the loop recorded in its last cycle is used.
+    without it the status the loop recorded in its last cycle is used. ``probe``: a blocking callable
+    observing PostgreSQL now (``Postgres.probe``), for health checks; None on a witness.
     """
 
     def __init__(self, *, loop: StatusSource, config: Config | Callable[[], Config], clock: Clock,
-                 version: str, raft_status: Callable[[], dict[str, Any] | None] | None = None) -> None:
+                 version: str, raft_status: Callable[[], dict[str, Any] | None] | None = None,
+                 probe: Callable[[], LocalState] | None = None) -> None:
         self._loop = loop
         self._config = config
         self._clock = clock
         self._version = version
         self._raft_status = raft_status
+        self._fresh = FreshPostgres(probe, clock) if probe is not None else None
+
+    async def postgres_now(self) -> LocalState | None:
+        return None if self._fresh is None else await self._fresh.get()
 
     def status(self) -> NodeStatus:
         return self._loop.status

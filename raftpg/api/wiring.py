@@ -49,8 +49,9 @@ def raft_membership(dcs: Any) -> RaftMembership | None:
 
 
 def build_api(node: NodeLike, *, version: str = __version__) -> web.Application:
+    pg = getattr(node, "pg", None)
     view = LoopNodeView(loop=_NodeStatus(node), config=lambda: node.config, clock=node.clock, version=version,
-                        raft_status=node.dcs.raft_status)
+                        raft_status=node.dcs.raft_status, probe=pg.probe if pg is not None else None)
     commands = NodeCommands(dcs=node.dcs, loop=node.loop, clock=node.clock, raft=raft_membership(node.dcs),
                             reload_config=node.reload)
     return make_app(view, commands, ApiSettings.from_restapi(node.config.restapi))

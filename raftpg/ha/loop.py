@@ -41,6 +41,7 @@ class NodeStatus:
     cycle_monotonic: float | None = None
     dcs_last_seen_wall: float | None = None
     lease_valid_s: float = 0.0
+    demote_margin_s: float = 0.0         # the loop demotes this long before the lease ends (health: not primary)
     error: str | None = None
     cycles: int = 0
     leader_changes: int = 0
@@ -212,7 +213,8 @@ class HaLoop:
             name=self.me.name, witness=self.me.witness, view=view, local=local, decision=decision.reason,
             cycle_monotonic=now,
             dcs_last_seen_wall=self.clock.wall() if view is not None else self.status.dcs_last_seen_wall,
-            lease_valid_s=self.executor.lease.valid_for(now), error=None if ok else self.executor.last_error,
+            lease_valid_s=self.executor.lease.valid_for(now), demote_margin_s=self.timing.demote_margin_s,
+            error=None if ok else self.executor.last_error,
             cycles=self.status.cycles + 1, leader_changes=changes, loop_duration_s=now - started,
             extra={"raft": self.dcs.raft_status()},
         )

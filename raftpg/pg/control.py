@@ -64,12 +64,17 @@ class Postgres:
         self._lock = threading.RLock()
         self._sync_names: str | None = None             # None: whatever raftpg's postgresql.conf says
         self._observer = Observer(settings)
+        self._prober = Observer(settings)              # health checks: their own connection, no lock shared
 
     # --- looking --------------------------------------------------------------------------------------
 
     def observe(self, timeout_s: float = 2.0) -> LocalState:
         self.callbacks.reap()
         return self._observer.observe(timeout_s)
+
+    def probe(self, timeout_s: float = 0.5) -> LocalState:
+        """PostgreSQL's role and streaming state now (``Observer.quick``), for health checks."""
+        return self._prober.quick(timeout_s)
 
     def query(self, sql: Any, params: Any = None, timeout_s: float = 5.0) -> list[tuple[Any, ...]]:
         """One statement as the superuser, with a statement timeout; its rows."""
@@ -205,6 +210,7 @@ class Postgres:
     def _stop(self, mode: str, timeout_s: float, callback: str | None) -> None:
         role = self._role()
         self._observer.close()  # a smart shutdown waits for every session, ours included
+        self._prober.close()
         process, self.process = self.process, None
         if process is not None and process.exit_code() is None:
             if process.stop(mode, timeout_s) == -1:
@@ -231,7 +237,7 @@ class Postgres:
             if settings is not None:
                 if (settings.name, settings.data_dir) != (self.settings.name, self.settings.data_dir):
                     raise PgError("reload cannot change the member name or the data directory")
-                self.settings = self._observer.settings = settings
+                self.settings = self._observer.settings = self._prober.settings = settings
                 self.callbacks.commands, self.callbacks.scope = dict(settings.callbacks), settings.scope
             changed = self._write_config(self._upstream_on_disk())
             if self._sighup():
@@ -340,6 +346,7 @@ class Postgres:
         connection. PostgreSQL is left as it is."""
         self.callbacks.close(timeout_s)
         self._observer.close()
+        self._prober.close()
 
     # --- helpers --------------------------------------------------------------------------------------
 

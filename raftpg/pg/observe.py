@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from raftpg.model import LocalState, ReplicationRow, parse_lsn
+from raftpg.model import DataDir, LocalState, ReplicationRow, parse_lsn
 from raftpg.pg.bootstrap import bootstrap_unfinished
 from raftpg.pg.conf import has_standby_signal
 from raftpg.pg.connection import connect
@@ -42,6 +42,12 @@ _REPLICA = """
 SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
        r.status, r.received_tli, r.sender_host, r.sender_port
 FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true
+"""
+_QUICK = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+       pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
+       (SELECT status FROM pg_stat_wal_receiver)
 """
 _REPLICATION = """
 SELECT application_name, client_addr::text, state, sync_state,
@@ -80,6 +86,31 @@ class Observer:
                     if attempt == 2:
                         log.debug("postmaster %d does not answer: %s", postmaster.pid, str(e).strip())
         return local
+
+    def quick(self, timeout_s: float = 0.5) -> LocalState:
+        """PostgreSQL's role and streaming state now, for health checks: ``postmaster.pid`` and one short
+        query (no pg_controldata). ``running`` False when no postmaster runs or it does not answer."""
+        postmaster = live_postmaster(self.settings.data_dir)
+        if postmaster is None:
+            self.close()
+            return LocalState(data_dir=DataDir.INITIALIZED)
+        local = LocalState(data_dir=DataDir.INITIALIZED, postmaster_pid=postmaster.pid,
+                           postmaster_status=postmaster.status)
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    row = _one(self._connection(postmaster.pid, timeout_s), _QUICK)
+                    break
+                except psycopg.Error:
+                    self._drop()
+                    if attempt == 2:
+                        return local
+        in_recovery, current, receive, replay, status = row
+        receive_lsn, replay_lsn = parse_lsn(receive) if receive else None, parse_lsn(replay) if replay else None
+        positions = [p for p in (receive_lsn, replay_lsn) if p is not None]
+        lsn = parse_lsn(current) if current else (max(positions) if positions else None)
+        return replace(local, running=True, in_recovery=in_recovery, lsn=lsn, receive_lsn=receive_lsn,
+                       replay_lsn=replay_lsn, streaming=bool(in_recovery and status == "streaming"))
 
     def _connection(self, pid: int, timeout_s: float) -> psycopg.Connection:
         if self._conn is not None and (self._conn_pid != pid or self._conn.closed):

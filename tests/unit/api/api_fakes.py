@@ -108,6 +108,7 @@ class FakeView:
         self.settings = config or make_config(status.name)
         self.raft = raft
         self.mono = MONO
+        self.fresh: LocalState | None = None  # PostgreSQL now; None: the health checks use the status
         self.wall_s = WALL
 
     def status(self) -> NodeStatus:
@@ -115,6 +116,9 @@ class FakeView:
 
     def config(self) -> Config:
         return self.settings
+
+    async def postgres_now(self) -> LocalState | None:
+        return self.fresh
 
     def raft_status(self) -> dict[str, Any] | None:
         return self.current.extra.get("raft") if self.raft else None

@@ -188,3 +188,27 @@ def test_health_status_is_built_from_the_published_status_only():
     """The handlers never call anything that could block: the view is a plain value holder."""
     view = FakeView(replace(PRIMARY, local=primary_local(running=False, in_recovery=None)))
     assert codes(view, ["/primary", "/health"]) == [503, 503]
+
+
+def test_a_primary_past_its_demotion_point_is_not_the_primary():
+    """Item 12 of the safety issue: the loop demotes ``demote_margin_s`` before its lease ends and the
+    supervisor fences soon after; /primary must say 503 from that moment, not until the lease's end."""
+    about_to_demote = replace(PRIMARY, cycle_monotonic=MONO - 1, lease_valid_s=5.0, demote_margin_s=4.5)
+    assert codes(FakeView(about_to_demote), ["/primary", "/readiness"]) == [503, 503]
+    well_within = replace(PRIMARY, cycle_monotonic=MONO - 1, lease_valid_s=10.0, demote_margin_s=4.5)
+    assert codes(FakeView(well_within), ["/primary", "/readiness"]) == [200, 200]
+
+
+def test_health_checks_describe_postgresql_as_it_is_now_not_as_the_last_cycle_saw_it():
+    """DESIGN.md rule 10: a replica whose postmaster died since the last cycle is out of rotation at once,
+    and a replica that started streaming since is in rotation at once."""
+    view = FakeView(REPLICA)
+    view.fresh = replica_local(running=False, in_recovery=None, streaming=False)
+    assert codes(view, ["/replica", "/read-only", "/health", "/readiness"]) == [503, 503, 503, 503]
+    view = FakeView(replace(REPLICA, local=replica_local(streaming=False)))
+    assert codes(view, ["/replica"]) == [503]
+    view.fresh = replica_local()
+    assert codes(view, ["/replica", "/read-only", "/health"]) == [200, 200, 200]
+    view = FakeView(PRIMARY)
+    view.fresh = primary_local(running=False, in_recovery=None)  # fenced since the last cycle
+    assert codes(view, ["/primary", "/read-write", "/health"]) == [503, 503, 503]
