@@ -12,6 +12,7 @@ from aiohttp import web
 
 from raftpg.api import routes_read, routes_write
 from raftpg.api.auth import FailedLogins, auth_middleware
+from raftpg.api.conn_limits import KEEPALIVE_TIMEOUT_S, LINGERING_S, ConnectionLimiter, connections_max
 from raftpg.api.http import errors_middleware, limits_middleware
 from raftpg.api.keys import COMMANDS, REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW, ApiSettings
 from raftpg.api.metrics import registry_for
@@ -19,6 +20,7 @@ from raftpg.api.ports import Commands, NodeView
 from raftpg.api.restart import RestartScheduler
 from raftpg.api.tls import ssl_context_for
 from raftpg.config import RestApiSettings, is_wildcard, split_host_port
+from raftpg.consensus.limits import raise_open_files_limit
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +73,22 @@ async def _cleanup(app: web.Application) -> None:
 
 async def serve(app: web.Application, restapi: RestApiSettings) -> web.AppRunner:
     """Listen on ``restapi.listen`` (TLS per ``restapi``) and return the runner; ``await runner.cleanup()``
-    stops it. A wildcard host listens on every interface (both IPv4 and IPv6 for ``*`` or ``::``)."""
+    stops it. A wildcard host listens on every interface (both IPv4 and IPv6 for ``*`` or ``::``).
+
+    Idle and slow clients are bounded (conn_limits.py): keep-alive and header timeout, body timeout, and
+    a cap on open connections that closes the oldest idle one. The open-files limit is raised first."""
+    raise_open_files_limit()
     host, port = split_host_port(restapi.listen)
     bind: str | None = host
     if is_wildcard(host):
         bind = "0.0.0.0" if host == "0.0.0.0" else None
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    limiter = ConnectionLimiter(connections_max(), app[SETTINGS].max_body_bytes)
+    app.middlewares.insert(0, limiter.middleware)  # outermost: it counts a request from its start
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+                           lingering_time=LINGERING_S)
     await runner.setup()
+    assert runner.server is not None
+    limiter.attach(runner.server)
     site = web.TCPSite(runner, bind, port, ssl_context=ssl_context_for(restapi), reuse_address=True)
     try:
         await site.start()
