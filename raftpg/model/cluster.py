@@ -48,13 +48,16 @@ class Tags:
         problems: list[str] = []
 
         def flag(key: str, default: bool, unreadable: bool) -> bool:
-            value = parse_flag(raw.get(key, default))
+            if raw.get(key) is None:  # absent or null: the default
+                return default
+            value = parse_flag(raw[key])
             if value is None:
                 problems.append(f"tags.{key}: must be a boolean, got {json_kind(raw.get(key))}")
                 return unreadable
             return value
 
-        priority = bounded_int(raw.get("failover_priority", 1), 0, FAILOVER_PRIORITY_MAX)
+        priority = bounded_int(1 if raw.get("failover_priority") is None else raw["failover_priority"], 0,
+                               FAILOVER_PRIORITY_MAX)
         if priority is None:
             problems.append(f"tags.failover_priority: must be an integer in [0, {FAILOVER_PRIORITY_MAX}], "
                             f"got {json_kind(raw.get('failover_priority'))}")

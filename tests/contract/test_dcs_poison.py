@@ -225,3 +225,24 @@ def test_a_poisoned_member_is_never_promoted(trio: Trio) -> None:
             break
     assert trio.leader() == "n2", decisions["n2"].reason
     assert trio.nodes["n2"].pg.accepting_writes
+
+
+def test_a_member_key_whose_name_is_not_utf8(trio: Trio) -> None:
+    """A key ``members/n\\xff`` (etcd and Consul store bytes; the embedded store refuses it) reads as an
+    invalid member with a name nobody has; the loops keep cycling and nothing changes hands."""
+    try:
+        trio.backend.raw_put("members/n\udcff", '{"role":"replica","state":"streaming","xlog_location":1}')
+    except KvRejected:
+        assert trio.backend.name in ("memory", "raft")
+        return
+    for _ in range(3):
+        decisions = trio.round()
+        assert not any(d.has(Promote) for d in decisions.values())
+        assert trio.leader() == "n1" and trio.nodes["n1"].pg.accepting_writes
+    view = trio.nodes["n2"].loop.status.view
+    assert view is not None
+    odd = [m for m in view.members if m.name not in NAMES]
+    assert len(odd) == 1 and not odd[0].valid and "\ufffd" in odd[0].name, view.members
+    assert any(p.startswith("members/n\ufffd") for p in view.problems), view.problems
+    trio.backend.raw_delete("members/n\udcff")
+    trio.converge()

@@ -18,8 +18,21 @@ import pytest
 from dcs_poison import CASES, GOOD, LSN, REV, SYSID, WALL, Case, poisoned
 
 from raftpg.dcs.codec import UNREADABLE, ClusterReader, cluster_from_documents
+from raftpg.ha import actions as act
+from raftpg.ha.decide import decide
+from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
 from raftpg.kv import KvState, Rejected, decode, encode, put_command
-from raftpg.model import ClusterView, DynamicConfig, Failover, HistoryEntry, Leader, SyncState, Tags
+from raftpg.model import (
+    ClusterView,
+    DataDir,
+    DynamicConfig,
+    Failover,
+    HistoryEntry,
+    Leader,
+    LocalState,
+    SyncState,
+    Tags,
+)
 
 
 def good_view() -> ClusterView:
@@ -191,3 +204,41 @@ def test_the_replicated_store_refuses_text_it_cannot_encode_and_keeps_serving() 
     assert state.revision == 0
     assert not isinstance(state.apply(decode(encode(put_command("/service/demo/leader", "n1")))), Rejected)
     assert state.revision == 1
+
+
+# ---------------------------------------------------------------------------------------------- decisions
+def _local(role: str) -> LocalState:
+    primary = role == "primary"
+    return LocalState(data_dir=DataDir.INITIALIZED, sysid=SYSID, running=True, in_recovery=not primary, timeline=1,
+                      lsn=LSN, upstream=None if primary else "n1", streaming=not primary,
+                      cluster_state="in production" if primary else "in archive recovery")
+
+
+def _decide(view: ClusterView, name: str, role: str) -> act.Decision:
+    me = Me(name, conn_url=f"postgresql://{name}:5432/postgres")
+    return decide(Inputs(view=view, local=_local(role), me=me, lease=LeaseState(1030.0),
+                         memory=Memory(following="n1"), now=1000.0, now_wall=WALL, demote_margin_s=2.0))
+
+
+@pytest.mark.parametrize("synchronous", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_on_a_poisoned_view_the_primary_keeps_its_key_and_nobody_promotes(case: Case, synchronous: bool) -> None:
+    view = cluster_from_documents(poisoned(case), 20)
+    if synchronous:
+        view = replace(view, config=replace(view.config, synchronous_mode=True))
+    primary = _decide(view, "n1", "primary")
+    if case.key == "leader":  # someone else holds the key, as far as anyone can tell: step down
+        assert primary.has(act.StopPostgres) and not primary.has(act.RenewLeaderKey), primary
+    else:
+        assert primary.has(act.RenewLeaderKey) and not primary.has(act.StopPostgres), primary
+        assert not primary.has(act.Fence) and not primary.has(act.ReleaseLeaderKey), primary
+    if case.key == "failover":
+        assert act.ClearFailoverKey(REV + 1, "requested leader is not the primary") in primary.actions
+        assert not primary.has(act.HandOverLeaderKey)
+    if case.key == "sync" and synchronous:
+        assert primary.has(act.WriteSyncKey), "the primary rewrites an unreadable sync key"
+    for replica in ("n2", "n3"):
+        decision = _decide(view, replica, "replica")
+        assert not decision.has(act.Promote) and not decision.has(act.AcquireLeaderKey), decision
+    free = replace(view, leader=None)  # the primary is gone: the candidates are valid members only
+    assert all(m.valid for m in free.eligibility_view().failover_candidates())
