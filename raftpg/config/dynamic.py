@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from raftpg.config import unsupported
 from raftpg.config.base import OpenSettings
-from raftpg.config.errors import ConfigError, problem, problems, validation_lines
+from raftpg.config.errors import ConfigError, join_path, problem, problems, validation_lines
 from raftpg.config.fields import ConfigLine, GucMap, Int, empty_map
 from raftpg.config.screen import screen
 from raftpg.model import DynamicConfig
@@ -54,6 +54,41 @@ class DcsPostgresSettings(OpenSettings):
         if bad:
             raise problems(bad)
         return value
+
+
+MAX_DEPTH = 32  # real documents nest 3 deep (postgresql.parameters.x)
+
+
+def _storable(data: Any) -> tuple[str, str] | None:
+    """``(key path, why)`` when ``data`` cannot be stored for every node to read back (raftpg.dcs.documents
+    refuses the same on read), or None: numbers finite, integers of at most 64 bits, text valid Unicode,
+    nesting at most MAX_DEPTH deep. This covers keys raftpg keeps without interpreting them."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, Mapping | list | tuple):
+            if depth > MAX_DEPTH:
+                return path, f"nested deeper than {MAX_DEPTH}"
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and not _encodable(key):
+                    return path, "a key is not valid Unicode text"
+                stack.append((item, join_path(path, key), depth + 1))
+        elif isinstance(value, float) and not math.isfinite(value):
+            return path, "must be a finite number"
+        elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+            return path, "an integer of more than 64 bits"
+        elif isinstance(value, str) and not _encodable(value):
+            return path, "not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bounded(default: int, key: str) -> Any:
@@ -89,6 +124,15 @@ class DynamicSettings(OpenSettings):
     pause: bool = False
     postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
 
+    @model_validator(mode="after")
+    def _storable_document(self) -> DynamicSettings:
+        """The whole document, kept keys included, must be storable as JSON every node reads back (after
+        the fields' own checks, which say more: ``ttl: must be <= 86400`` rather than "too large")."""
+        found = _storable(self.to_dict())
+        if found is not None:
+            raise problem(*found)
+        return self
+
     @field_validator("synchronous_mode", mode="before")
     @classmethod
     def _no_quorum(cls, value: Any) -> Any:
@@ -111,48 +155,9 @@ class DynamicSettings(OpenSettings):
         return DynamicConfig.from_dict(self.to_dict())
 
 
-MAX_DEPTH = 32  # real documents nest 3 deep (postgresql.parameters.x)
-
-
-def _storable(data: Any) -> str | None:
-    """Why ``data`` cannot be stored for every node to read back (raftpg.dcs.documents refuses the same
-    on read), or None: numbers must be finite with integers of at most 20 digits, text valid Unicode,
-    nesting at most MAX_DEPTH deep. This covers keys raftpg keeps without interpreting them."""
-    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
-    while stack:
-        value, path, depth = stack.pop()
-        where = path or "the document"
-        if isinstance(value, Mapping | list | tuple):
-            if depth > MAX_DEPTH:
-                return f"{where}: nested deeper than {MAX_DEPTH}"
-            items = value.items() if isinstance(value, Mapping) else enumerate(value)
-            for key, item in items:
-                if isinstance(key, str) and not _encodable(key):
-                    return f"{where}: a key is not valid Unicode text"
-                stack.append((item, f"{path}.{key}" if path else str(key), depth + 1))
-        elif isinstance(value, float) and not math.isfinite(value):
-            return f"{where}: must be a finite number"
-        elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-            return f"{where}: an integer of more than 64 bits"
-        elif isinstance(value, str) and not _encodable(value):
-            return f"{where}: not valid Unicode text (a lone surrogate)"
-    return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _screened(data: Any) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(data, Mapping):
         raise ConfigError([f"the dynamic config must be a mapping of keys, got {type(data).__name__}"])
-    unstorable = _storable(data)
-    if unstorable is not None:
-        raise ConfigError([unstorable])
     result = screen(DynamicSettings, data)
     if result.errors:
         raise ConfigError(result.errors)
