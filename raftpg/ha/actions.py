@@ -82,6 +82,18 @@ class FollowLeader:
 
 
 @dataclass(frozen=True)
+class RepairReplica:
+    """A running replica has not streamed from ``leader`` for a while (diverged WAL, a missing slot, a
+    broken wal receiver). If ``leader`` is reachable: stop PostgreSQL, pg_rewind onto it (``reclone``:
+    move the data aside, kept, and clone afresh), start as its replica. If it cannot be reached, nothing
+    is touched (the action fails): a replica that is only cut off keeps serving reads."""
+
+    leader: str
+    conn_url: str
+    reclone: bool = False
+
+
+@dataclass(frozen=True)
 class CloneFrom:
     """Fill the empty data dir with pg_basebackup from ``source``."""
 
@@ -187,7 +199,8 @@ class Fence:
 
 Action = (
     RaceInitialize | Bootstrap | AdoptExistingData | AcquireLeaderKey | RenewLeaderKey | ReleaseLeaderKey
-    | HandOverLeaderKey | Promote | StartPrimary | StartReplica | FollowLeader | CloneFrom | Reinitialize
+    | HandOverLeaderKey | Promote | StartPrimary | StartReplica | FollowLeader | RepairReplica | CloneFrom
+    | Reinitialize
     | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | SetSynchronousStandbys
     | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | MoveDataAside | FinishBootstrap
     | Refuse | Fence

@@ -36,6 +36,7 @@ from raftpg.ha.actions import (
     ReleaseLeaderKey,
     ReloadPostgres,
     RenewLeaderKey,
+    RepairReplica,
     RestartPostgres,
     SetSynchronousStandbys,
     StartPrimary,
@@ -307,28 +308,44 @@ def _running_replica(i: Inputs, view: ClusterView) -> Decision:
         if i.memory.following != leader.name:
             return Decision((FollowLeader(leader.name, leader.conn_url),) + _operator_requests(i),
                             f"following the new primary {leader.name}")
-        if _cannot_follow(i, view, leader):
-            return Decision((StopPostgres("fast", f"cannot stream from {leader.name}"),
-                             StartReplica(leader.name, leader.conn_url, rewind=True)),
-                            f"rewinding: not streaming from {leader.name} (timeline {leader.timeline}) "
-                            f"while on timeline {local.timeline}; my WAL may have diverged")
+        stalled_s = _stalled_for(i, view, leader)
+        if stalled_s is not None:
+            return _repair(i, view, leader, stalled_s)
         return Decision(_operator_requests(i), f"no action: I am {me}, a replica of {leader.name}")
     return _failover_race(i, view)
 
 
-def _cannot_follow(i: Inputs, view: ClusterView, leader: Member) -> bool:
-    """A replica whose WAL the new primary never had can never stream from it; PostgreSQL keeps it
-    running, stuck. Signature: no streaming for a whole TTL while the leader runs, and a timeline that
-    differs from the leader's (an older one it left after our position, or a newer one the leader never
-    had), or the same timeline number reached by two promotions (PostgreSQL picks "newest known + 1"
-    without a WAL archive, so two partitioned promotions can reuse it; the history key shows both).
-    pg_rewind repairs it, or answers "no rewind required" when the cause was only the network."""
-    local, stalled_since = i.local, i.memory.stalled_since
-    if view.paused or not (local and local.timeline and leader.timeline and leader.is_running
-                           and stalled_since is not None and i.now - stalled_since > view.config.ttl_s):
-        return False
-    reached = sum(1 for entry in view.history if entry.timeline + 1 == local.timeline)
-    return local.timeline != leader.timeline or reached > 1
+RECLONE_AFTER_TTLS = 3
+
+
+def _stalled_for(i: Inputs, view: ClusterView, leader: Member) -> float | None:
+    """How long this replica, pointed at a running leader, has not streamed, once that is more than a
+    TTL; else None. PostgreSQL keeps such a replica running, stuck: its WAL diverged (a timeline the
+    leader never had, the same timeline number reached by two promotions, WAL past the leader's), the
+    leader has no slot for it, or its wal receiver broke."""
+    stalled_since = i.memory.stalled_since
+    if view.paused or not leader.is_running or stalled_since is None:
+        return None
+    stalled_s = i.now - stalled_since
+    return stalled_s if stalled_s > view.config.ttl_s else None
+
+
+def _repair(i: Inputs, view: ClusterView, leader: Member, stalled_s: float) -> Decision:
+    """The repair ladder: pg_rewind first (it answers "no rewind required" when nothing diverged, and the
+    restart re-reads the replication settings); a fresh clone, the old data kept aside, when that did not
+    help for RECLONE_AFTER_TTLS TTLs; then nothing more but saying so (an operator must look)."""
+    local = i.local
+    assert local is not None
+    what = (f"not streaming from {leader.name} for {stalled_s:.0f}s (my timeline {local.timeline}, "
+            f"its timeline {leader.timeline})")
+    conn_url = leader.conn_url or ""
+    if i.memory.stall_repairs == 0:
+        return Decision((RepairReplica(leader.name, conn_url),), f"repairing: {what}; rewinding onto it")
+    if i.memory.stall_repairs == 1 and stalled_s > RECLONE_AFTER_TTLS * view.config.ttl_s:
+        return Decision((RepairReplica(leader.name, conn_url, reclone=True),),
+                        f"repairing: {what} after a rewind; cloning afresh (old data kept aside)")
+    return Decision((), f"{what}; {i.memory.stall_repairs} repair(s) tried" +
+                    ("; needs an operator" if i.memory.stall_repairs >= 2 else ""))
 
 
 def _failover_race(i: Inputs, view: ClusterView) -> Decision:

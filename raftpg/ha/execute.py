@@ -65,6 +65,7 @@ class Executor:
         self.lease = LeaseState()
         self.following: str | None = None
         self.last_error: str | None = None
+        self.repaired = False  # the last RepairReplica did stop and repair (False: the leader was unreachable)
         self._lease_lock = threading.Lock()  # a LeaseKeeper renews from its own thread during long steps
 
     # ----------------------------------------------------------------- lease account
@@ -338,6 +339,19 @@ class Executor:
                       timeout_s=max(10.0, t.retry_timeout_s))
         self.following = a.leader
         return True
+
+    def _RepairReplica(self, a: act.RepairReplica, i: Inputs, t: Timing) -> bool:
+        assert self.pg is not None
+        self.repaired = False
+        if not self.pg.can_reach(a.conn_url):
+            log.warning("cannot reach %s: not repairing a replica that may only be cut off from it", a.leader)
+            return True  # nothing to do until it can be reached; the loop keeps its pace
+        self.repaired = True
+        self.pg.stop("fast", 60)
+        if a.reclone:
+            return self._Reinitialize(act.Reinitialize(a.leader, a.conn_url), i, t) and \
+                self._StartReplica(act.StartReplica(a.leader, a.conn_url), i, t)
+        return self._StartReplica(act.StartReplica(a.leader, a.conn_url, rewind=True), i, t)
 
     def _FollowLeader(self, a: act.FollowLeader, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None

@@ -41,6 +41,7 @@ class Memory:
     following: str | None = None            # the leader this replica was last pointed at
     leader_since: float | None = None       # monotonic time this replica first saw the key name it
     stalled_since: float | None = None      # monotonic time this replica, pointed at the leader, stopped streaming
+    stall_repairs: int = 0                  # repairs carried out since it stopped streaming (rewind, re-clone)
     start_failures: int = 0                 # consecutive cycles in which starting PostgreSQL failed
     sync_catchup_lsn: int | None = None     # strict sync: my position when a sync standby was first seen lost
 

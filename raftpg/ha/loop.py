@@ -18,7 +18,7 @@ from typing import Any
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.dcs.codec import member_document
-from raftpg.ha.actions import Bootstrap, Decision, Promote, StartPrimary, StartReplica
+from raftpg.ha.actions import Bootstrap, Decision, Promote, RepairReplica, StartPrimary, StartReplica
 from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import Inputs, Me, Memory
@@ -155,6 +155,7 @@ class HaLoop:
             pg_down_since=(self.memory.pg_down_since or now) if down else None,
             leader_since=(self.memory.leader_since or now) if held else None,
             stalled_since=(self.memory.stalled_since or now) if stalled else None,
+            stall_repairs=self.memory.stall_repairs if stalled else 0,
             following=self.executor.following,
         )
 
@@ -185,6 +186,8 @@ class HaLoop:
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True
         if decision.has(StartReplica) or decision.has(StartPrimary):
             self.memory = replace(self.memory, start_failures=0 if ok else self.memory.start_failures + 1)
+        if decision.has(RepairReplica) and ok and self.executor.repaired:
+            self.memory = replace(self.memory, stall_repairs=self.memory.stall_repairs + 1)
         if decision.actions and self.pg:
             local = self.pg.observe()
         self.memory = replace(self.memory, following=self.executor.following)

@@ -168,6 +168,8 @@ class FakePostgres:
         self.slot_name: str | None = None      # this replica's primary_slot_name
         self.bootstrap_unfinished = False      # initdb ran, the cluster is not registered yet
         self.unobservable = False              # fault: the agent's queries fail (slots taken, I/O stall)
+        self.stuck: str | None = None          # fault: the wal receiver cannot stream ("soft": a rewind and
+                                               # restart cures it; "hard": only a fresh clone does)
         self.parameters: dict[str, str] = {}
         self.fence_deadline: float | None = None
         self.fenced_count = 0
@@ -260,7 +262,7 @@ class FakePostgres:
             return
         upstream = self.network.reach(self.name, self.upstream_url)
         if upstream is None or upstream.sysid != self.sysid or upstream.wal[: len(self.wal)] != self.wal \
-                or (self.slot_name is not None and self.slot_name not in upstream.slots):
+                or (self.slot_name is not None and self.slot_name not in upstream.slots) or self.stuck:
             self.streaming = False
             return
         self.wal = list(upstream.wal)
@@ -462,8 +464,10 @@ class FakePostgres:
         if source is None or source.sysid != self.sysid:
             return False
         if source.wal[: len(self.wal)] == self.wal:
+            self.stuck = None if self.stuck == "soft" else self.stuck
             return True  # "no rewind required": the source's history contains ours
         self.wal, self.timeline, self.slots = list(source.wal), source.timeline, set()  # pg_rewind skips pg_replslot
+        self.stuck = None if self.stuck == "soft" else self.stuck
         self.cluster_state = "in archive recovery"
         return True
 
@@ -478,7 +482,7 @@ class FakePostgres:
             self.kept_data_dirs.append(kept)
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = \
             DataDir.MISSING, None, None, [], None
-        self.slots, self.bootstrap_unfinished = set(), False
+        self.slots, self.bootstrap_unfinished, self.stuck = set(), False, None
         return kept
 
     def ensure_slots(self, names: set[str]) -> None:

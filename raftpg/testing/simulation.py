@@ -334,6 +334,12 @@ class Simulation:
         self.pg(name).unobservable = blind
         self.note(f"{name}: PostgreSQL {'no longer answers' if blind else 'answers'} the agent's queries")
 
+    def stick(self, name: str, kind: str = "soft") -> None:
+        """The replica's wal receiver can no longer stream (diverged WAL, a broken receiver): ``soft`` is
+        cured by a rewind and restart, ``hard`` only by a fresh clone."""
+        self.pg(name).stuck = kind
+        self.note(f"{name}: replication stuck ({kind})")
+
     def wipe(self, name: str) -> None:
         self.pg(name).wipe()
         self.note(f"{name}: data directory wiped")

@@ -15,6 +15,7 @@ Commands:
     freeze NAME / thaw NAME     SIGSTOP / SIGCONT the agent (PostgreSQL keeps running meanwhile)
     wipe NAME                   the data directory is lost
     blind NAME / see NAME       the agent can / can again query its PostgreSQL (the server keeps running)
+    stick NAME [soft|hard]      the replica stops streaming: a rewind cures "soft", only a re-clone "hard"
     partition NAME ...          cut the node from the DCS quorum and every replication link
     cut A B                     cut only the replication link between A and B
     heal [NAME ...]             undo partitions and cuts (all, or those of the named nodes)
@@ -33,6 +34,7 @@ Commands:
     expect leader NAME|none     who holds the leader key
     expect replicas NAME ...    each streams from the current leader
     expect stopped NAME ...     PostgreSQL not running
+    expect running NAME ...     PostgreSQL running
     expect fenced NAME          the fencing supervisor stopped NAME's PostgreSQL at least once
     expect timeline NAME N
     expect lost N               acknowledged writes missing from the current primary
@@ -142,6 +144,9 @@ class Transcript:
     def do_wipe(self, name: str) -> None:
         self.sim.wipe(name)
 
+    def do_stick(self, name: str, kind: str = "soft") -> None:
+        self.sim.stick(name, kind)
+
     def do_blind(self, name: str) -> None:
         self.sim.blind(name)
 
@@ -228,6 +233,10 @@ class Transcript:
     def expect_stopped(self, *names: str) -> str | None:
         running = [n for n in names if self.sim.pg(n).running]
         return f"expected PostgreSQL stopped on {running}" if running else None
+
+    def expect_running(self, *names: str) -> str | None:
+        stopped = [n for n in names if not self.sim.pg(n).running]
+        return f"expected PostgreSQL running on {stopped}" if stopped else None
 
     def expect_fenced(self, name: str) -> str | None:
         return None if self.sim.pg(name).fenced_count else f"{name} was never fenced"
