@@ -15,6 +15,7 @@ every countdown; a write that cannot reach a quorum fails within its timeout.
 """
 
 from raftpg.consensus.api import (
+    DiskFull,
     KvClient,
     KvError,
     KvRejected,
@@ -26,5 +27,5 @@ from raftpg.consensus.api import (
 )
 from raftpg.consensus.memory import MemoryKv
 
-__all__ = ["KvClient", "KvError", "KvRejected", "KvTimeout", "MemoryKv", "NoQuorum", "RaftStatus",
+__all__ = ["DiskFull", "KvClient", "KvError", "KvRejected", "KvTimeout", "MemoryKv", "NoQuorum", "RaftStatus",
            "StoreFailed", "UnknownOutcome"]

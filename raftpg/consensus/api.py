@@ -55,6 +55,13 @@ class StoreFailed(KvError):
     indeterminate = False
 
 
+class DiskFull(KvError):
+    """The filesystem of ``raft.data_dir`` is full: this node refuses writes and read barriers, and takes
+    no part in Raft, until space is freed (diskspace.py). The command was not queued: nothing changed."""
+
+    indeterminate = False
+
+
 @dataclass(frozen=True)
 class PeerStatus:
     addr: str
@@ -75,13 +82,14 @@ class RaftStatus:
     revision: int
     ready: bool
     running: bool = True  # False once the Raft thread has died: the node must be restarted
+    disk_full: str | None = None  # why this node refuses writes and stays out of Raft, while its disk is full
 
     def to_dict(self) -> dict:
         return {
             "self": self.self_addr, "state": self.state, "term": self.term, "leader": self.leader,
             "commit_index": self.commit_index, "last_applied": self.last_applied,
             "has_quorum": self.has_quorum, "revision": self.revision, "ready": self.ready,
-            "running": self.running,
+            "running": self.running, "disk_full": self.disk_full,
             "members": [{"addr": self.self_addr, "connected": True, "self": True}]
             + [{"addr": p.addr, "connected": p.connected, "match_index": p.match_index} for p in self.peers],
         }

@@ -49,6 +49,7 @@ unknown_outcome    409   Raft leadership changed while the command was in flight
 rejected           400   malformed request or over a limit; nothing changed
 refused            409   a membership change or transfer pysyncobj refused (e.g. one in progress)
 store_failed       500   the state machine stopped on an invariant violation (fail closed)
+disk_full          507   the filesystem of the data directory is full: nothing was queued
 =================  ====  =====================================================================
 
 Malformed HTTP gets 400/404/405/411/413 with the same JSON shape (kind ``rejected``).
@@ -70,6 +71,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from raftpg.clock import repair_sleep
 from raftpg.consensus.api import (
+    DiskFull,
     KvError,
     KvRejected,
     KvTimeout,
@@ -119,6 +121,8 @@ def error_json(exc: Exception) -> tuple[int, dict[str, Any]]:
         kind, status = "rejected", 400
     elif isinstance(exc, StoreFailed):
         kind, status = "store_failed", 500
+    elif isinstance(exc, DiskFull):
+        kind, status = "disk_full", 507
     indeterminate = bool(getattr(exc, "indeterminate", True)) if isinstance(exc, KvError) else False
     return status, {"error": kind, "message": str(exc), "indeterminate": indeterminate}
 

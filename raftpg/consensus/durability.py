@@ -13,25 +13,24 @@ With ``fsync`` on, every node makes an entry durable before anything can acknowl
 - term and vote are ``fsync``\\ ed (file and directory) before pysyncobj sends the vote they record;
 - the snapshot file is ``fsync``\\ ed before it replaces the old one (``atomicReplace`` wrapped).
 
-How it gets in: pysyncobj builds its journal with ``pysyncobj.syncobj.createJournal`` inside
-``SyncObj.__init__``. :func:`durable_construction` swaps that factory for the duration of one
-construction (under a lock, so other SyncObjs built concurrently in the process are not affected).
+How it gets in: :func:`raftpg.consensus.journal.journal_construction` makes pysyncobj build a
+:class:`FlushingJournal` (a :class:`~raftpg.consensus.journal.GuardedJournal`: preallocated, private)
+for one construction; :func:`wrap_replace_durably` wraps pysyncobj's snapshot rename once per process.
 Only FileJournal's public methods are overridden.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pysyncobj.serializer as syncobj_serializer
-import pysyncobj.syncobj as syncobj_module
-from pysyncobj.journal import FileJournal
 
-_construction = threading.Lock()
+from raftpg.consensus.journal import GuardedJournal, SpaceReport
+
+_wrapping = threading.Lock()
 _replace_wrapped = False
 
 
@@ -43,10 +42,9 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-class FlushingJournal(FileJournal):
-    def __init__(self, journal_file: str) -> None:
-        self._path = journal_file
-        super().__init__(journal_file)
+class FlushingJournal(GuardedJournal):
+    def __init__(self, journal_file: str, space: SpaceReport | None = None) -> None:
+        super().__init__(journal_file, space)
         self._size = os.path.getsize(journal_file)
         self._durable()
 
@@ -79,24 +77,20 @@ class FlushingJournal(FileJournal):
         _fsync_path(os.path.dirname(os.path.abspath(self._path)))
 
 
-def _durable_replace(old: str, new: str) -> None:
-    _fsync_path(old)
-    os.rename(old, new)
-    _fsync_path(os.path.dirname(os.path.abspath(new)))
+def _durable(replace: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    def durable_replace(old: str, new: str) -> Any:
+        _fsync_path(old)
+        result = replace(old, new)
+        _fsync_path(os.path.dirname(os.path.abspath(new)))
+        return result
+    return durable_replace
 
 
-@contextlib.contextmanager
-def durable_construction() -> Iterator[None]:
-    """While active, SyncObjs built in this process get a FlushingJournal and fsynced snapshots."""
+def wrap_replace_durably() -> None:
+    """fsync pysyncobj's snapshot before and after its rename, for every SyncObj of the process from
+    now on (it only adds fsyncs, so it can stay). Composes with journal.py's chmod wrapper."""
     global _replace_wrapped
-    with _construction:
+    with _wrapping:
         if not _replace_wrapped:
-            # Only ever adds fsyncs, so it can stay for every SyncObj of the process.
-            syncobj_serializer.atomicReplace = _durable_replace
+            syncobj_serializer.atomicReplace = _durable(syncobj_serializer.atomicReplace)
             _replace_wrapped = True
-        original = syncobj_module.createJournal
-        syncobj_module.createJournal = lambda path=None: FlushingJournal(path) if path else original(path)
-        try:
-            yield
-        finally:
-            syncobj_module.createJournal = original

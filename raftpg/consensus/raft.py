@@ -25,16 +25,13 @@ makes every entry, term and vote durable before it can be acknowledged (durabili
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
+import functools
 import logging
-import os
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
@@ -42,6 +39,7 @@ from pysyncobj.node import TCPNode
 
 from raftpg.clock import Clock, SystemClock
 from raftpg.consensus.api import (
+    DiskFull,
     KvError,
     KvRejected,
     KvTimeout,
@@ -51,10 +49,15 @@ from raftpg.consensus.api import (
     StoreFailed,
     UnknownOutcome,
 )
-from raftpg.consensus.durability import durable_construction
+from raftpg.consensus.datadir import secure_data_dir
+from raftpg.consensus.diskspace import DiskSpace
+from raftpg.consensus.durability import FlushingJournal, wrap_replace_durably
+from raftpg.consensus.journal import GuardedJournal, JournalFull, journal_construction
+from raftpg.consensus.limits import raise_open_files_limit
 from raftpg.consensus.recovery import RaftFiles, finish_new_cluster, prepare_new_cluster, start_from_seed
+from raftpg.consensus.settings import RaftConfigError, RaftSettings, check_can_add_member, is_loopback
 from raftpg.consensus.state import GuardedState, unwrap
-from raftpg.consensus.transport import GuardedTransport
+from raftpg.consensus.transport import GuardedTransport, TransportControl
 from raftpg.kv import (
     Committed,
     Conflict,
@@ -108,49 +111,7 @@ class _BenignTruncation(logging.Filter):
 logging.getLogger("pysyncobj.syncobj").addFilter(_BenignTruncation())
 
 
-class RaftConfigError(ValueError):
-    """The Raft settings are unsafe or unusable; the message names the setting."""
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class RaftSettings:
-    self_addr: str
-    partner_addrs: tuple[str, ...]
-    data_dir: str | None
-    bind_addr: str | None = None
-    password: str | None = None
-    election_timeout_min_s: float = 0.4
-    election_timeout_max_s: float = 1.4
-    heartbeat_s: float = 0.1
-    leader_fallback_s: float = 1.5
-    # Majority loss: start alone from this node's data as a new one-node cluster. One-shot; see recovery.py.
-    force_new_cluster: bool = False
-    # Make every log entry durable (msync/fsync) before it can be acknowledged; see durability.py.
-    fsync: bool = False
-
-    def check(self) -> None:
-        bind = self.bind_addr or self.self_addr
-        host = bind.rsplit(":", 1)[0]
-        if not self.password and not is_loopback(host):
-            raise RaftConfigError(
-                f"raft.password: required when Raft listens on {bind} (not loopback): pysyncobj "
-                "unpickles every frame it receives, so an open port without a password is remote "
-                "code execution")
-        if self.self_addr in self.partner_addrs:
-            raise RaftConfigError(f"raft.partner_addrs: contains this node's own self_addr {self.self_addr}")
-        if self.force_new_cluster and not self.data_dir:
-            raise RaftConfigError("raft.force_new_cluster: needs raft.data_dir (the data to keep)")
-        if self.fsync and not self.data_dir:
-            raise RaftConfigError("raft.fsync: needs raft.data_dir (there is nothing to sync in memory)")
+__all__ = ["RaftConfigError", "RaftNode", "RaftSettings", "is_loopback"]  # settings live in settings.py
 
 
 class _KvConsumer(SyncObjConsumer):
@@ -201,6 +162,13 @@ class RaftNode:
         self._closing = threading.Event()
         self._files = RaftFiles.for_node(settings.data_dir, settings.self_addr) if settings.data_dir else None
         self._members_written: frozenset[str] | None = None
+        self._peers = TransportControl()
+        self._disk = (DiskSpace(settings.data_dir, settings.disk_free_min_bytes, self._cut_off)
+                      if settings.data_dir else None)
+        self._journal: GuardedJournal | None = None
+        raise_open_files_limit()
+        if settings.data_dir:
+            secure_data_dir(settings.data_dir)  # before anything in it is read (unpickled)
         _check_bindable(settings.bind_addr or settings.self_addr)
         partners, seed = self._starting_partners()
         self._sync = self._start_sync(partners, self._conf(settings))
@@ -213,7 +181,6 @@ class RaftNode:
         partners = list(self.settings.partner_addrs)
         if self._files is None:
             return partners, None
-        os.makedirs(self._files.data_dir, mode=0o700, exist_ok=True)
         if self.settings.force_new_cluster:
             prepare_new_cluster(self._files)
         seed = start_from_seed(self._files)
@@ -238,12 +205,13 @@ class RaftNode:
         """
         box: dict[str, Any] = {}
         started = threading.Event()
+        transport = functools.partial(GuardedTransport, control=self._peers)
 
         def own() -> None:
             try:
-                with durable_construction() if self.settings.fsync else contextlib.nullcontext():
+                with journal_construction(self._make_journal):
                     box["sync"] = SyncObj(self.settings.self_addr, partners, conf=conf,
-                                          consumers=[self._consumer], transportClass=GuardedTransport)
+                                          consumers=[self._consumer], transportClass=transport)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the constructing thread
                 box["error"] = exc
             finally:
@@ -261,6 +229,15 @@ class RaftNode:
             self._closing.set()
             raise RaftConfigError(f"raft: could not start on {self.settings.self_addr}")
         return sync
+
+    def _make_journal(self, path: str) -> GuardedJournal:
+        """pysyncobj's journal factory for this node: preallocated and private, fsyncing if asked."""
+        if self.settings.fsync:
+            wrap_replace_durably()
+            self._journal = FlushingJournal(path, self._disk)
+        else:
+            self._journal = GuardedJournal(path, self._disk)
+        return self._journal
 
     def _commit_seed(self, seed: dict) -> None:
         assert self._files is not None
@@ -285,7 +262,7 @@ class RaftNode:
             raftMinTimeout=settings.election_timeout_min_s, raftMaxTimeout=settings.election_timeout_max_s,
             appendEntriesPeriod=settings.heartbeat_s, leaderFallbackTimeout=settings.leader_fallback_s,
             connectionTimeout=max(3.5, settings.election_timeout_max_s), connectionRetryTime=1.0,
-            bindAddress=settings.bind_addr, maxBindRetries=3, useFork=False,
+            bindAddress=settings.bind_addr, maxBindRetries=3, useFork=False, pollerType="poll",
             logCompactionMinEntries=20000, logCompactionMinTime=300,
         )
 
@@ -295,6 +272,7 @@ class RaftNode:
         while self._tick_tasks:
             self._tick_tasks.popleft()()
         self._remember_members()
+        self._watch_disk()
         sync = self._sync
         now = self._clock.monotonic()
         self._leases.observe(self._state.locked_state(), now)  # every role: countdowns from local apply
@@ -304,11 +282,39 @@ class RaftNode:
             # and regaining it between two ticks): re-propose any expiry that is due
             self._leases.forget_proposals()
             self._lease_term = term
-        if term is None:
+        if term is None or self._peers.isolated:
             return
         for command in self._leases.due(self._state.locked_state(), self._clock.monotonic()):
             log.info("lease expired on the Raft leader's clock: %s", command["key"])
             self._consumer.command(encode(command), callback=lambda result, error: None)
+
+    def _watch_disk(self) -> None:
+        """A full disk: hand leadership over, then stay out of Raft until there is room (diskspace.py)."""
+        if self._disk is None:
+            return
+        change = self._disk.poll(time.monotonic(), self._can_rejoin)
+        if change == "full":
+            if self._sync._isLeader():
+                # timeout_now goes out before the isolation below stops every send
+                self._sync.transferLeadership(None, callback=lambda _result, _error: None)
+            self._cut_off(self._disk.full or "disk full")
+        elif change == "back":
+            self._peers.isolated = None
+
+    def _cut_off(self, reason: str) -> None:
+        """Tick thread: from now on the transport neither sends nor delivers a message (transport.py)."""
+        self._peers.isolated = reason
+
+    def _can_rejoin(self) -> bool:
+        if self._sync._isLeader():
+            return False  # it may lead a term it could not store: wait for leader_fallback_s to depose it
+        if self._journal is None:
+            return True
+        try:
+            self._journal.ensure_room(0)
+        except JournalFull:
+            return False
+        return True
 
     def _remember_members(self) -> None:
         if self._files is None:
@@ -348,6 +354,8 @@ class RaftNode:
         :class:`KvTimeout` / :class:`UnknownOutcome` (the command may still apply), :class:`KvRejected`.
         """
         self._state.check_failed()
+        if self._disk is not None and self._disk.full:
+            raise DiskFull(self._disk.full)
         if not self.running and not self._closing.is_set():
             raise StoreFailed("the Raft thread of this node has stopped; restart the node")
         payload = encode(command)
@@ -444,6 +452,10 @@ class RaftNode:
 
     def add_member(self, addr: str, timeout_s: float = 10.0) -> None:
         _validate_addr(addr)
+        try:
+            check_can_add_member(self.settings, addr)
+        except RaftConfigError as exc:
+            raise KvRejected(str(exc)) from None
         self._wait_callback(lambda cb: self._sync.addNodeToCluster(addr, callback=cb), timeout_s,
                             f"add member {addr}")
 
@@ -499,6 +511,7 @@ class RaftNode:
             commit_index=int(raw.get("commit_idx", 0)), last_applied=int(raw.get("last_applied", 0)),
             has_quorum=bool(sync.hasQuorum), peers=peers, revision=self._state.revision,
             ready=sync.isReady(), running=self.running,
+            disk_full=self._disk.full if self._disk is not None else None,
         )
 
     @property

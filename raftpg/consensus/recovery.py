@@ -34,6 +34,7 @@ Only this package imports pysyncobj (see __init__.py).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -112,7 +113,9 @@ class RaftFiles:
 
 def write_json_durably(path: str, document: Any) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover may have another mode; O_EXCL below creates it 0600
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
         json.dump(document, f, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())

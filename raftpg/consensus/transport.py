@@ -18,8 +18,9 @@ This subclass (with wire.py underneath) makes the Raft port safe to expose to st
   ask for; out of file descriptors, it closes strangers and pauses accepting for ``EXHAUSTED_PAUSE_S``
   instead of closing; if the listening socket fails anyway, it is bound again every second;
 - every refused or dropped stranger is logged (rate-limited per host), with the reason;
-- :class:`TransportControl` lets the node *isolate* itself (drop every member connection, accept and
-  dial none, send nothing) while its disk is full, and rejoin afterwards (see diskspace.py).
+- :class:`TransportControl` lets the node *isolate* itself while its disk is full (see diskspace.py):
+  from the moment it is set, nothing is sent and no received message reaches pysyncobj; on the next
+  tick every connection is closed, and none is accepted or dialled until it is cleared.
 
 Everything here runs on pysyncobj's tick thread.
 """
@@ -215,6 +216,11 @@ class GuardedTransport(TCPTransport):
         if self._control.isolated:
             return False
         return bool(super().send(node, message))
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        if self._control.isolated:
+            return  # cut off: as if the network had lost it (the connection closes next tick)
+        super()._onMessageReceived(node, message)
 
     # -- both
     def _drop(self, conn: Any, reason: str) -> None:

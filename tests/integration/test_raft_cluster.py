@@ -16,6 +16,10 @@ from raft_helpers import FAKETIME, Cluster, Node, Processes, wait_until
 
 pytestmark = pytest.mark.integration
 
+# Every Raft member has a password (DESIGN.md safety rule 9); adding a member to a cluster without one
+# is refused (test_raft_hardening.py).
+PASSWORD = "cluster-password"
+
 
 @pytest.fixture
 def procs():
@@ -39,7 +43,7 @@ def all_connected(node: Node, addrs: list[str]) -> bool:
 
 
 def test_replicates_survives_leader_kill_and_minority_gets_no_quorum(tmp_path, procs):
-    cluster = Cluster(str(tmp_path), procs).start()
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD).start()
     leader = cluster.leader()
     for i, node in enumerate(cluster.nodes):  # a write on any node (followers forward to the leader)...
         assert node.put(f"k{i}", f"v{i}").ok
@@ -85,7 +89,7 @@ def test_replicates_survives_leader_kill_and_minority_gets_no_quorum(tmp_path, p
 
 
 def test_restart_all_keeps_every_committed_key(tmp_path, procs):
-    cluster = Cluster(str(tmp_path), procs).start()
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD).start()
     cluster.leader()
     expected = {}
     for i in range(60):
@@ -119,7 +123,7 @@ def test_restart_all_keeps_every_committed_key(tmp_path, procs):
 
 def test_fsync_mode_commits_and_survives_sigkill_of_all(tmp_path, procs):
     """--fsync swaps pysyncobj's journal for a flushing one: the cluster must work exactly as before."""
-    cluster = Cluster(str(tmp_path), procs)
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD)
     for node in cluster.nodes:
         node.extra_args = ["--fsync"]
     cluster.start()
@@ -192,7 +196,7 @@ def test_wrong_password_is_refused_and_garbage_does_not_stop_the_node(tmp_path, 
 
 
 def test_witness_votes_so_two_data_nodes_survive_losing_one(tmp_path, procs):
-    cluster = Cluster(str(tmp_path), procs)
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD)
     witness = cluster.nodes[2]
     witness.extra_args = ["--witness-name", "w1"]
     cluster.start()
@@ -225,11 +229,11 @@ def test_witness_votes_so_two_data_nodes_survive_losing_one(tmp_path, procs):
 
 
 def test_add_and_remove_members_at_runtime(tmp_path, procs):
-    cluster = Cluster(str(tmp_path), procs).start()
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD).start()
     leader = cluster.leader()
     assert leader.put("seed", "1").ok
 
-    n4 = cluster.new_node("n4")
+    n4 = cluster.new_node("n4", password=PASSWORD)
     n4.partners = [n.addr for n in cluster.nodes]
     n4.start()
     reply = leader.request("POST", "/members/add", {"addr": n4.addr, "timeout_s": 10})
@@ -262,7 +266,7 @@ def test_add_and_remove_members_at_runtime(tmp_path, procs):
 
 
 def test_leader_transfer_to_a_named_member(tmp_path, procs):
-    cluster = Cluster(str(tmp_path), procs).start()
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD).start()
     leader = cluster.leader()
     for target in [n for n in cluster.nodes if n is not leader]:
         current = cluster.leader()
@@ -284,7 +288,7 @@ def test_a_leader_with_a_skewed_clock_neither_expires_leases_early_nor_keeps_the
     Faking the monotonic clock as well is not tested: under libfaketime 0.9.10 a timed wait on a
     Python lock or event then never returns (libfaketime #142/#390), so no Python node can run there.
     """
-    cluster = Cluster(str(tmp_path), procs)
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD)
     ahead, behind = cluster.nodes[1], cluster.nodes[2]
     for node, offset in ((ahead, "+1h"), (behind, "-1h")):
         node.prefix = [FAKETIME, "-f", offset]
@@ -324,7 +328,7 @@ def test_a_leader_with_a_skewed_clock_neither_expires_leases_early_nor_keeps_the
 
 
 def test_majority_loss_recovery_keeps_data_and_takes_members_back(tmp_path, procs):
-    cluster = Cluster(str(tmp_path), procs).start()
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD).start()
     cluster.leader()
     for i in range(20):
         assert cluster.nodes[i % 3].put(f"data/{i}", str(i)).ok
@@ -356,7 +360,7 @@ def test_majority_loss_recovery_keeps_data_and_takes_members_back(tmp_path, proc
     wait_until(lambda: survivor.put("alone-again", "1", timeout_s=2.0).ok, 15, "a write on the survivor")
 
     # add a member back: a wiped node at a new address catches up from the log, seed included
-    fresh = cluster.new_node("n4")
+    fresh = cluster.new_node("n4", password=PASSWORD)
     fresh.partners = [survivor.addr]
     fresh.start()
     assert survivor.request("POST", "/members/add", {"addr": fresh.addr, "timeout_s": 10}).ok
@@ -367,7 +371,7 @@ def test_majority_loss_recovery_keeps_data_and_takes_members_back(tmp_path, proc
 
 
 def test_bad_requests_get_clear_errors(tmp_path, procs):
-    cluster = Cluster(str(tmp_path), procs, size=1).start()
+    cluster = Cluster(str(tmp_path), procs, size=1, password=PASSWORD).start()
     node = cluster.leader()
     big = node.put("k", "v" * (256 * 1024 + 1))
     assert big.status == 400 and big.body["error"] == "rejected" and "over the limit" in big.body["message"]
@@ -382,7 +386,7 @@ def test_bad_requests_get_clear_errors(tmp_path, procs):
     assert node.value("k") == "v"
 
     # a Raft port already taken is a clear error and an exit, never a retry loop
-    clash = cluster.new_node("clash", raft_port=node.raft_port)
+    clash = cluster.new_node("clash", raft_port=node.raft_port, password=PASSWORD)
     assert clash.run_to_exit() == 2
     assert "cannot listen on" in clash.log_text()
     assert node.stop() == 0  # SIGTERM is a clean exit

@@ -7,11 +7,15 @@ end; waiting is polling against a deadline. Figures are printed (``-s``), never 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import subprocess
+from collections.abc import Iterator
 
 import pytest
 from raft_attacks import Flood, RssSampler, Writer, percentile, rss_bytes
-from raft_helpers import Cluster, Processes
+from raft_helpers import Cluster, Node, Processes, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +80,83 @@ def test_a_flood_of_huge_frames_neither_changes_the_leader_nor_stops_commits(tmp
     assert any(f.connections[0] > 1 for f in floods), "the server never closed a flooding connection"
     cluster.converged(cluster.nodes)
     assert cluster.nodes[0].value("before") == "1"
+
+
+# ------------------------------------------------------------------------------------------ full disk
+
+SMALL_FS_BYTES = 64 * 1024 * 1024  # > 2 x the 16 MiB a node wants free before it rejoins, plus its journal
+
+
+@contextlib.contextmanager
+def small_filesystem(path: str, size_bytes: int) -> Iterator[str]:
+    """A size-limited tmpfs mounted on ``path`` (0700, as a Raft data directory must be) for the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0700", "tmpfs", path],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", path], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+def fill(path: str) -> str:
+    filler = os.path.join(path, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 20, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    return filler
+
+
+def make_leader(cluster: Cluster, node: Node) -> None:
+    def leads() -> bool:
+        leader = cluster.leader()
+        if leader is node:
+            return True
+        leader.request("POST", "/transfer", {"addr": node.addr})
+        return False
+    wait_until(leads, 30, f"{node.name} leading")
+
+
+def test_a_full_disk_fails_writes_closed_and_the_node_recovers_when_space_returns(tmp_path, procs):
+    cluster = Cluster(str(tmp_path), procs, password=PASSWORD)
+    victim, others = cluster.nodes[2], cluster.nodes[:2]
+    with small_filesystem(victim.data_dir, SMALL_FS_BYTES) as mount:
+        try:
+            cluster.start()
+            make_leader(cluster, victim)  # the hardest case: the full node leads
+            assert victim.put("before", "1").ok
+            filler = fill(mount)
+
+            # Writes through the full node go on into its preallocated journal until it notices (the old
+            # sparse journal died of SIGBUS here after a few), then are refused with a clear error.
+            writes = iter(range(10**6))
+            refused = wait_until(lambda: (r := victim.put(f"full-{next(writes)}", "x" * 1000)).status == 507 and r,
+                                 30, "a write refused because the disk is full")
+            assert refused.body["error"] == "disk_full" and refused.body["indeterminate"] is False, refused
+            assert "raft.data_dir" in refused.body["message"] and "full" in victim.status()["disk_full"]
+            assert victim.alive
+            new_leader = cluster.leader(among=others)  # the others carry on without it
+            for i in range(200):
+                cluster.write_until_ok(new_leader, f"during-{i}", "x" * 1000)
+            assert victim.alive and victim.status()["running"]  # no SIGBUS
+            assert victim.value("before", linearizable=False) == "1"  # it keeps answering
+
+            os.unlink(filler)
+            wait_until(lambda: victim.status()["disk_full"] is None, 20, "the node rejoining")
+            cluster.converged(cluster.nodes)
+            cluster.write_until_ok(victim, "after", "1")
+            assert new_leader.value("after") == "1" and victim.value("during-199") == "x" * 1000
+            assert "the filesystem is full" in victim.log_text() and "has room again" in victim.log_text()
+        finally:
+            procs.cleanup()  # before unmounting: the node holds its journal open

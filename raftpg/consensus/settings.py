@@ -1,0 +1,75 @@
+"""A Raft node's settings and the rules that refuse unsafe ones (re-exported by raft.py).
+
+Safety rule 9 (shared DESIGN.md): pysyncobj unpickles every frame it receives and only its password
+(Fernet) authenticates a frame first, so a Raft port without ``raft.password`` is remote code
+execution, on loopback too (any local user can connect). The config layer requires the password;
+:meth:`RaftSettings.check` refuses one listening off loopback without it, and :func:`check_can_add_member`
+refuses to grow a cluster that has none.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+DISK_FREE_MIN_BYTES = 16 * 1024 * 1024
+
+
+class RaftConfigError(ValueError):
+    """The Raft settings are unsafe or unusable; the message names the setting."""
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    self_addr: str
+    partner_addrs: tuple[str, ...]
+    data_dir: str | None
+    bind_addr: str | None = None
+    password: str | None = None
+    election_timeout_min_s: float = 0.4
+    election_timeout_max_s: float = 1.4
+    heartbeat_s: float = 0.1
+    leader_fallback_s: float = 1.5
+    # Majority loss: start alone from this node's data as a new one-node cluster. One-shot; see recovery.py.
+    force_new_cluster: bool = False
+    # Make every log entry durable (msync/fsync) before it can be acknowledged; see durability.py.
+    fsync: bool = False
+    # Below this many free bytes on the filesystem of data_dir the node stops taking part (diskspace.py).
+    disk_free_min_bytes: int = DISK_FREE_MIN_BYTES
+
+    def check(self) -> None:
+        bind = self.bind_addr or self.self_addr
+        host = bind.rsplit(":", 1)[0]
+        if not self.password and not is_loopback(host):
+            raise RaftConfigError(
+                f"raft.password: required when Raft listens on {bind} (not loopback): pysyncobj "
+                "unpickles every frame it receives, so an open port without a password is remote "
+                "code execution")
+        if self.self_addr in self.partner_addrs:
+            raise RaftConfigError(f"raft.partner_addrs: contains this node's own self_addr {self.self_addr}")
+        if self.force_new_cluster and not self.data_dir:
+            raise RaftConfigError("raft.force_new_cluster: needs raft.data_dir (the data to keep)")
+        if self.fsync and not self.data_dir:
+            raise RaftConfigError("raft.fsync: needs raft.data_dir (there is nothing to sync in memory)")
+        if self.disk_free_min_bytes < 0:
+            raise RaftConfigError("raft.disk_free_min_bytes: must not be negative")
+
+
+def check_can_add_member(settings: RaftSettings, addr: str) -> None:
+    """Refuse to add a member to a cluster without a password (safety rule 9): the new member's port,
+    wherever it is, would unpickle frames from anyone, and this node would dial it and unpickle its
+    answers. Raises :class:`RaftConfigError` naming ``raft.password``."""
+    if not settings.password:
+        raise RaftConfigError(
+            f"raft.password: adding the member {addr} is refused because this cluster has no password: "
+            "set raft.password on every member first (an unauthenticated Raft port unpickles frames "
+            "from anyone)")
