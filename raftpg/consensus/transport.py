@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from raftpg.consensus.wire import GuardedConnection, GuardedServer
@@ -261,7 +261,7 @@ class GuardedTransport(TCPTransport):
         if self._control.isolated and not self._isolated:
             self._isolated = True
             for conn in [*self._connections.values(), *self._unknownConnections]:
-                if isinstance(conn, TcpConnection) and conn.state != CONNECTION_STATE.DISCONNECTED:
+                if conn.state != CONNECTION_STATE.DISCONNECTED:
                     conn.disconnect()
         elif not self._control.isolated and self._isolated:
             self._isolated = False

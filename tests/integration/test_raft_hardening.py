@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import statistics
 import subprocess
+import tempfile
 from collections.abc import Iterator
 
 import pytest
-from raft_attacks import Flood, RssSampler, Writer, percentile, rss_bytes
+from raft_attacks import (
+    HUGE_PREFIX,
+    Flood,
+    IdleConnections,
+    RssSampler,
+    Writer,
+    nofile_limits,
+    open_fds,
+    percentile,
+    rss_bytes,
+)
 from raft_helpers import Cluster, Node, Processes, wait_until
+
+from raftpg.testing.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +94,83 @@ def test_a_flood_of_huge_frames_neither_changes_the_leader_nor_stops_commits(tmp
     assert any(f.connections[0] > 1 for f in floods), "the server never closed a flooding connection"
     cluster.converged(cluster.nodes)
     assert cluster.nodes[0].value("before") == "1"
+
+
+# ------------------------------------------------------------------------------------------ idle connections
+
+IDLE_CONNECTIONS = 3000  # per port: far more than the node's open-files limit below
+NOFILE_SOFT, NOFILE_HARD = 256, 512  # the node starts with a low soft limit and raises it to the hard one
+
+
+@pytest.fixture
+def witnesses():
+    """Three witness agents (Raft and REST, no PostgreSQL); w1 starts with a low open-files limit."""
+    base = tempfile.mkdtemp(prefix="raftpg-idle-", dir="/tmp")
+    os.chmod(base, 0o755)
+    cluster = LocalCluster(base, ["w1", "w2", "w3"], witnesses=("w1", "w2", "w3"))
+    try:
+        cluster.write_configs()
+        cluster.start("w1", prefix=["prlimit", f"--nofile={NOFILE_SOFT}:{NOFILE_HARD}", "--"])
+        cluster.start("w2")
+        cluster.start("w3")
+        yield cluster
+    finally:
+        cluster.close(remove=True)
+
+
+def raft_status(cluster: LocalCluster, name: str, timeout_s: float = 2.0) -> dict | None:
+    code, body = cluster.api(name, "/patroni", timeout_s=timeout_s)
+    return body.get("raft") if code == 200 and isinstance(body, dict) else None
+
+
+def committing(cluster: LocalCluster, name: str) -> bool:
+    """The Raft commit index seen by ``name`` moves (the agents renew their member keys every loop_wait)."""
+    first = raft_status(cluster, name)
+    if first is None or not first["has_quorum"]:
+        return False
+    return bool(wait_until(lambda: (now := raft_status(cluster, name)) and now["commit_index"] > first["commit_index"],
+                           15, f"{name}'s commit index moving"))
+
+
+def listener_answers(port: int) -> bool:
+    """The Raft port accepts a connection and closes it for its 2 GiB prefix (a closed listener refuses)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(HUGE_PREFIX + b"x" * 16)
+        try:
+            return s.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+
+def test_thousands_of_idle_connections_neither_lock_out_health_checks_nor_stop_raft(witnesses):
+    cluster, w1 = witnesses, witnesses.nodes["w1"]
+    wait_until(lambda: cluster.api("w1", "/liveness")[0] == 200 and committing(cluster, "w1"), 60, "w1 serving")
+    pid = cluster.pid("w1")
+    assert nofile_limits(pid) == (NOFILE_HARD, NOFILE_HARD)  # raised at start
+
+    idle = [IdleConnections(w1.api_port, IDLE_CONNECTIONS).open(), IdleConnections(w1.raft_port, IDLE_CONNECTIONS).open()]
+    try:
+        for _ in range(5):  # health checks get in, again and again, while the idle connections stay open
+            wait_until(lambda: cluster.api("w1", "/liveness", timeout_s=2.0)[0] == 200, 30, "a health check on w1")
+        assert committing(cluster, "w1") and committing(cluster, "w2")
+        status = raft_status(cluster, "w1")
+        assert status is not None and all(m["connected"] for m in status["members"])
+        print(f"\nidle: w1 holds {open_fds(pid)} descriptors with {2 * IDLE_CONNECTIONS} idle clients "
+              f"(limit {NOFILE_HARD})")
+        assert open_fds(pid) < NOFILE_HARD
+    finally:
+        for conns in idle:
+            conns.close()
+
+    wait_until(lambda: cluster.api("w1", "/liveness")[0] == 200, 30, "a health check on w1 afterwards")
+    assert listener_answers(w1.raft_port)
+    cluster.stop("w2")  # a member comes back: its connection to w1 is made again from scratch
+    cluster.start("w2")
+    wait_until(lambda: (s := raft_status(cluster, "w1")) and all(m["connected"] for m in s["members"]), 30,
+               "w2 connected to w1 again")
+    assert committing(cluster, "w1")
+    with open(cluster.log_path("w1"), errors="replace") as f:
+        assert "Traceback" not in f.read()
 
 
 # ------------------------------------------------------------------------------------------ full disk

@@ -22,7 +22,13 @@ from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
 from raftpg.consensus import wire
-from raftpg.consensus.transport import GuardedTransport
+from raftpg.consensus.transport import (
+    UNIDENTIFIED_PER_HOST_MAX,
+    GuardedTransport,
+    TransportControl,
+    _RateLimitedLog,
+    _Stranger,
+)
 from raftpg.consensus.wire import (
     BURST_BYTES_MAX,
     UNTRUSTED_BYTES_MAX,
@@ -239,3 +245,92 @@ def test_an_error_on_the_listener_closes_it_for_the_transport_to_bind_again():
 
 def test_the_transport_binds_exactly_the_configured_address():
     assert "0.0.0.0" not in inspect.getsource(GuardedTransport._createServer)
+
+
+# ------------------------------------------------------------------------ the transport around them
+
+
+def bare_transport() -> GuardedTransport:
+    """A GuardedTransport without pysyncobj behind it, for its own bookkeeping only."""
+    transport = GuardedTransport.__new__(GuardedTransport)
+    transport._control = TransportControl()
+    transport._isolated = False
+    transport._pending, transport._handshaking, transport._drop_reason = {}, {}, {}
+    transport._refusals = _RateLimitedLog()
+    transport._rebind_at = transport._resume_at = 0.0
+    transport._ready = True
+    transport._unknownConnections = set()
+    transport._connections = {}
+    transport._lastConnectAttempt = {"n2": 1.0}
+    return transport
+
+
+class Closable:
+    def __init__(self) -> None:
+        self.closed = 0
+        self.state = CONNECTION_STATE.CONNECTED
+
+    def disconnect(self) -> None:
+        self.closed += 1
+
+
+def test_a_closed_listener_is_bound_again_every_second(monkeypatch):
+    transport = bare_transport()
+    server = GuardedServer(FakePoller(), "127.0.0.1", 1, lambda s, a: None, lambda e: None)
+    server.broken = "the listening socket reported an error"
+    transport._server = server
+    binds = []
+
+    def bind() -> None:
+        binds.append(True)
+        if len(binds) == 1:
+            raise OSError(errno.EADDRINUSE, "in use")
+        server._sock = FakeListener([])
+
+    monkeypatch.setattr(server, "bind", bind)
+    transport._keep_listening(10.0)
+    transport._keep_listening(10.5)  # not before a second has passed
+    assert binds == [True] and not server.bound
+    transport._keep_listening(11.0)
+    assert binds == [True, True] and server.bound
+
+
+def test_out_of_descriptors_closes_the_oldest_strangers_and_resumes_later(monkeypatch):
+    transport = bare_transport()
+    transport._server = GuardedServer(FakePoller(), "127.0.0.1", 1, lambda s, a: None, lambda e: None)
+    strangers = [Closable() for _ in range(6)]
+    for i, conn in enumerate(strangers):
+        transport._pending[conn] = _Stranger(float(i), f"10.0.0.{i}:1", f"10.0.0.{i}")
+    transport._out_of_fds(OSError(errno.EMFILE, "Too many open files"))
+    assert [c.closed for c in strangers] == [1, 1, 1, 0, 0, 0]
+    assert transport._resume_at > 0
+
+
+def test_a_host_over_its_share_of_strangers_loses_its_oldest():
+    transport = bare_transport()
+    mine = [Closable() for _ in range(UNIDENTIFIED_PER_HOST_MAX)]
+    other = Closable()
+    transport._pending[other] = _Stranger(0.0, "10.0.0.9:1", "10.0.0.9")
+    for i, conn in enumerate(mine):
+        transport._pending[conn] = _Stranger(float(i + 1), f"10.0.0.1:{i}", "10.0.0.1")
+    transport._make_room_for("10.0.0.1")
+    assert mine[0].closed == 1 and all(c.closed == 0 for c in mine[1:]) and other.closed == 0
+
+
+def test_an_isolated_node_sends_nothing_delivers_nothing_and_dials_nobody():
+    transport = bare_transport()
+    delivered = []
+    transport._onMessageReceivedCallback = lambda node, message: delivered.append(message)
+    transport._onMessageReceived("n2", {"type": "append_entries"})
+    transport._control.isolated = "raft.data_dir /x: the filesystem is full"
+    transport._onMessageReceived("n2", {"type": "request_vote"})
+    assert delivered == [{"type": "append_entries"}]
+    assert transport.send("n2", {"type": "response_vote"}) is False
+    assert transport._connectIfNecessarySingle("n2") is False
+    member = Closable()
+    transport._connections = {"n2": member}
+    transport._follow_isolation()
+    assert member.closed == 1
+    transport._control.isolated = None
+    transport._follow_isolation()
+    assert transport._lastConnectAttempt == {}  # dial the members again at once
