@@ -17,13 +17,15 @@ from raftpg.api import health, status
 from raftpg.api.http import BadRequest, error, reply
 from raftpg.api.keys import REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW
 from raftpg.api.openapi import document as openapi_document
-from raftpg.model import ClusterView
+from raftpg.model import ClusterView, LocalState
 
 
-def _status_body(request: web.Request) -> dict[str, Any]:
+async def _status_body(request: web.Request, fresh: LocalState | None = None) -> dict[str, Any]:
     view = request.app[VIEW]
-    return status.node_status(view.status(), view.config(), view.raft_status(), view.version,
-                              request.app[RESTARTS].describe(), request.app[SETTINGS].authentication)
+    if fresh is None:
+        fresh = await view.postgres_now()
+    return status.node_status(status.with_fresh(view.status(), fresh), view.config(), view.raft_status(),
+                              view.version, request.app[RESTARTS].describe(), request.app[SETTINGS].authentication)
 
 
 async def _probe(request: web.Request) -> health.Probe:
@@ -42,10 +44,11 @@ async def _probe(request: web.Request) -> health.Probe:
 
 def health_handler(check: Callable[[health.Probe], bool]) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        code = 200 if check(await _probe(request)) else 503
+        probe = await _probe(request)
+        code = 200 if check(probe) else 503
         if request.method in ("HEAD", "OPTIONS"):
             return web.Response(status=code)
-        return reply(_status_body(request), code)
+        return reply(await _status_body(request, probe.fresh), code)
 
     return handle
 
@@ -53,7 +56,7 @@ def health_handler(check: Callable[[health.Probe], bool]) -> Callable[[web.Reque
 async def patroni_status(request: web.Request) -> web.StreamResponse:
     if request.method in ("HEAD", "OPTIONS"):
         return web.Response(status=200)
-    return reply(_status_body(request))
+    return reply(await _status_body(request))
 
 
 def _cluster_view(request: web.Request) -> ClusterView:

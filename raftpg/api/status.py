@@ -6,12 +6,13 @@ raftpg adds ``raft``, ``witness``, ``decision`` and ``api_authentication``. WAL 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from raftpg.config import Config, split_host_port
 from raftpg.ha.loop import NodeStatus
-from raftpg.model import ClusterView, Member, Role
+from raftpg.model import ClusterView, LocalState, Member, Role
 
 
 def iso(epoch_s: float | None) -> str | None:
@@ -43,6 +44,19 @@ def commit_mode(local: Any, view: ClusterView | None) -> str:
     if any(row.sync_state in ("sync", "quorum") for row in local.replication):
         return "sync"
     return "waiting"
+
+
+def with_fresh(status: NodeStatus, fresh: LocalState | None) -> NodeStatus:
+    """The loop's status with PostgreSQL's role, streaming state and positions as observed now (``fresh``),
+    so ``GET /patroni`` and the health checks' bodies agree with the health checks' codes. What only a
+    full observation reads (timeline, system identifier, pg_stat_replication) stays the loop's."""
+    if fresh is None or status.local is None:
+        return status
+    local = replace(status.local, running=fresh.running, in_recovery=fresh.in_recovery,
+                    streaming=fresh.streaming, postmaster_pid=fresh.postmaster_pid,
+                    lsn=fresh.lsn if fresh.running else status.local.lsn,
+                    receive_lsn=fresh.receive_lsn, replay_lsn=fresh.replay_lsn)
+    return replace(status, local=local)
 
 
 def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None, version: str,

@@ -230,6 +230,12 @@ def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
         return Decision((RenewLeaderKey(), StartReplica(None, None)),
                         "starting PostgreSQL to promote it: I hold the leader key")
     leader = view.leader_member
+    if view.leader and leader and leader.conn_url and i.local and i.local.unobservable and i.local.standby_signal:
+        # a standby still starting (not yet consistent: it refuses connections until it has the WAL it
+        # needs) that does not get there: the same repair ladder as a replica that does not stream
+        stalled_s = _stalled_for(i, view, leader) if i.memory.following == leader.name else None
+        if stalled_s is not None:
+            return _repair(i, view, leader, stalled_s)
     if view.leader and leader and leader.conn_url:
         # a data dir that was a primary, or that PostgreSQL keeps refusing to start as a replica of this
         # leader (e.g. "requested timeline does not contain minimum recovery point"), is rewound, or

@@ -145,7 +145,8 @@ class HaLoop:
     def _remember(self, view: ClusterView | None, local: LocalState | None, now: float) -> None:
         held = bool(view and view.leader and view.leader.name == self.me.name)
         down = held and local is not None and not local.running and not local.may_accept_writes
-        stalled = bool(view and view.leader and not held and local is not None and local.is_replica
+        standby = local is not None and (local.is_replica or (local.unobservable and local.standby_signal))
+        stalled = bool(view and view.leader and not held and standby and local is not None
                        and not local.streaming and self.executor.following == view.leader.name)
         lost = bool(held and local is not None and local.is_primary and view is not None
                     and lost_standbys(view, local, self.me.name))

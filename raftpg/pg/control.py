@@ -264,7 +264,10 @@ class Postgres:
         """Point a replica at a new primary (PostgreSQL 13+ reloads primary_conninfo and primary_slot_name).
         Raises PgError on a running primary: the caller stops and rewinds it first. True if anything changed."""
         with self._lock:
-            if self.is_running() and self.query("SELECT pg_is_in_recovery()")[0][0] is False:
+            # standby.signal, not a query: a standby that has not reached consistency refuses connections
+            # ("the database system is starting up") yet must be re-pointed to get the WAL it waits for;
+            # a promotion removes the file, so a server started without it, or promoted since, is refused
+            if self.is_running() and not has_standby_signal(self.settings.data_dir):
                 raise PgError("cannot follow: this PostgreSQL is a primary (stop and rewind it first)")
             changed = self._write_config(Upstream(self._replication_conninfo(primary_conninfo), slot_name))
             changed = set_standby_signal(self.settings.data_dir, True) or changed

@@ -191,6 +191,25 @@ class LocalCluster:
         if pid:
             os.kill(pid, sig)
 
+    def signal_group(self, name: str, sig: int) -> None:
+        """``sig`` to the agent's process group, as a terminal's Ctrl-C (SIGINT) or ``kill -TERM -PGID``
+        does. Each agent leads its own group; its fencing supervisor runs in a session of its own."""
+        pid = self.pid(name)
+        if pid:
+            os.killpg(pid, sig)
+
+    def signal_tree(self, name: str, sig: int) -> None:
+        """``sig`` to the agent and every process below it (fencing supervisor, postmaster, backends), as
+        systemd's default ``KillMode=control-group`` does when it stops a service."""
+        pid = self.pid(name)
+        if not pid:
+            return
+        for target in [pid, *descendants(pid)]:
+            try:
+                os.kill(target, sig)
+            except ProcessLookupError:
+                pass
+
     def stop(self, name: str, timeout_s: float = 60.0) -> None:
         proc = self.procs.get(name)
         if proc is None or proc.poll() is not None:
@@ -312,6 +331,27 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             _merge(target[key], value)
         else:
             target[key] = value
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children first), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parent = int(stat[stat.rfind(")") + 2:].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
 
 
 def _pids_with_arg(needle: str) -> list[int]:
