@@ -141,6 +141,9 @@ class PostgresAdapter:
     def fence_at(self, deadline: float) -> None:
         self.pg.fence_at(deadline)
 
+    def publish_epoch(self, epoch: int) -> None:
+        self.pg.publish_epoch(epoch)
+
     def unlimited(self) -> None:
         self.pg.unlimited()
 
@@ -214,12 +217,29 @@ def bootstrap_dcs_document(config: Config) -> dict[str, Any]:
     return config.bootstrap.dcs.model_dump(mode="json", exclude_none=True)
 
 
+def check_data_dir(config: Config) -> None:
+    """Refuse, with one line naming ``postgresql.data_dir``, a data directory PostgreSQL would refuse at every
+    start: owned by another user, open to group writes or to others, or made by another major version."""
+    from raftpg.pg.controldata import data_dir_problem
+    from raftpg.pg.tools import server_major_version
+
+    pg = config.postgresql
+    if pg is None:
+        return
+    bin_dir = pg.resolve_bin_dir()
+    problem = data_dir_problem(pg.data_dir, server_major_version(bin_dir) if bin_dir else None)
+    if problem:
+        raise NodeError(problem)
+
+
 class Node:
     def __init__(self, config: Config, config_path: str | None = None, clock: Clock | None = None,
                  force_new_cluster: bool = False) -> None:
         if os.geteuid() == 0 and not config.witness:
             raise NodeError("PostgreSQL refuses to run as root: run raftpg as the OS user that owns the "
                             "data directory (for example: runuser -u postgres -- raftpg CONFIG.yml)")
+        if not config.witness:
+            check_data_dir(config)
         self.config = config
         self.config_path = config_path
         self.clock = clock or SystemClock()

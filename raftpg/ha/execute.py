@@ -66,6 +66,7 @@ class Executor:
         self.following: str | None = None
         self.last_error: str | None = None
         self.repaired = False  # the last RepairReplica did stop and repair (False: the leader was unreachable)
+        self.leader_revision: int | None = None  # the leader key's revision at the last acquire/renew
         self._lease_lock = threading.Lock()  # a LeaseKeeper renews from its own thread during long steps
 
     # ----------------------------------------------------------------- lease account
@@ -80,6 +81,7 @@ class Executor:
                 self.lease = LeaseState()
                 return False
             self.lease = LeaseState(sent + timing.ttl_s)
+            self.leader_revision = getattr(leader, "revision", None)
             self.push_fence(timing)
             self._kick_watchdog(timing)
             return True
@@ -227,6 +229,16 @@ class Executor:
         return True
 
     # ----------------------------------------------------------------- PostgreSQL actions
+    def _publish_epoch(self) -> None:
+        """Tag what this primary acknowledges with the leader key's revision (``raftpg.leader_epoch``), so
+        clients and jepsen-lite can order primaries exactly. Best effort: never stops a promotion."""
+        if self.pg is None or self.leader_revision is None:
+            return
+        try:
+            self.pg.publish_epoch(self.leader_revision)
+        except Exception as exc:  # noqa: BLE001 - observability only
+            log.warning("could not publish the leader epoch: %s", exc)
+
     def _arm_for_primary(self, t: Timing, what: str) -> None:
         self._require_lease(t, what)
         if self.watchdog is not None:
@@ -274,6 +286,7 @@ class Executor:
             self._arm_for_primary(t, "start the new cluster")
             self.pg.start(None, None, as_replica=False, timeout_s=max(30.0, t.retry_timeout_s),
                           fence_deadline=self.fence_deadline(t))
+            self._publish_epoch()
             with self._keeping_lease(t):
                 sysid = self.pg.post_bootstrap()
             if not self._lease_call(self.dcs.renew_leader, t):
@@ -303,6 +316,7 @@ class Executor:
     def _StartPrimary(self, a: act.StartPrimary, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
         self._arm_for_primary(t, "start a primary")
+        self._publish_epoch()
         self.pg.start(None, None, as_replica=False, timeout_s=max(10.0, t.retry_timeout_s),
                       fence_deadline=self.fence_deadline(t))
         return True
@@ -310,6 +324,8 @@ class Executor:
     def _Promote(self, a: act.Promote, i: Inputs, t: Timing) -> bool:
         assert self.pg is not None
         self._arm_for_primary(t, "promote")
+        self._publish_epoch()
+        self._require_lease(t, "promote")  # publishing took time: the lease must still hold
         self.pg.promote(timeout_s=max(10.0, t.retry_timeout_s))
         self.following = None
         # PostgreSQL spreads the end-of-recovery checkpoint out; until it completes, the control file

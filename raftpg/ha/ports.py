@@ -57,6 +57,10 @@ class PostgresPort(Protocol):
 
     def run_callback(self, action: str, role: str) -> None: ...
 
+    def publish_epoch(self, epoch: int) -> None:
+        """Make the leader key's revision readable in PostgreSQL (``raftpg.leader_epoch``) before it
+        acknowledges writes as a primary."""
+
     def fence_at(self, deadline: float) -> None:
         """Tell the fencing supervisor that writes may continue until ``deadline`` (monotonic, absolute:
         time spent between computing it and sending it is never added to it)."""

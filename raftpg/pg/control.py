@@ -46,6 +46,8 @@ from raftpg.pg.tools import PgError
 
 log = logging.getLogger(__name__)
 
+EPOCH_GUC = "raftpg.leader_epoch"
+
 
 class _Deadline:
     def __init__(self, clock: Clock, timeout_s: float) -> None:
@@ -63,6 +65,7 @@ class Postgres:
         self.process: PostmasterProcess | None = None   # the postmaster this agent started, if any
         self._lock = threading.RLock()
         self._sync_names: str | None = None             # None: whatever raftpg's postgresql.conf says
+        self._epoch: int | None = None                  # raftpg.leader_epoch while this node is a primary
         self._observer = Observer(settings)
         self._prober = Observer(settings)              # health checks: their own connection, no lock shared
 
@@ -189,6 +192,8 @@ class Postgres:
             raise PgError(f"cannot start: {self.settings.data_dir} is {state}")
         stop_foreign(self.settings, "fast", deadline.left(), self.clock)
         upstream = Upstream(self._replication_conninfo(as_replica_of), slot_name) if replica else None
+        if replica:
+            self._epoch = None  # a replica holds no lease
         self._write_config(upstream)
         set_standby_signal(self.settings.data_dir, replica)
         return self._launch(deadline, None if replica else fence_deadline, callback)
@@ -300,6 +305,24 @@ class Postgres:
                     raise PgError(f"synchronous_standby_names is not {value!r} after {timeout_s:g}s")
                 self.clock.sleep(0.02)
 
+    def publish_epoch(self, epoch: int, timeout_s: float = 10.0) -> None:
+        """Make ``raftpg.leader_epoch`` (the leader key's revision this node holds it at) readable with
+        ``current_setting('raftpg.leader_epoch', true)``: a custom setting in raftpg's postgresql.conf,
+        reloaded, and confirmed before returning. Called before promoting, so every write this primary
+        acknowledges can be tagged with its epoch (jepsen-lite orders primaries by it)."""
+        with self._lock:
+            deadline = _Deadline(self.clock, timeout_s)
+            self._epoch = epoch
+            if self._write_config(self._upstream_on_disk()):
+                self._sighup()
+            if not self.is_running():
+                return
+            sql = "SELECT current_setting(%s, true)"
+            while self.query(sql, (EPOCH_GUC,), timeout_s=deadline.left())[0][0] != str(epoch):
+                if self.clock.monotonic() >= deadline.at:
+                    raise PgError(f"{EPOCH_GUC} is not {epoch} after {timeout_s:g}s")
+                self.clock.sleep(0.02)
+
     def ensure_slots(self, names: set[str], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
         """Create missing physical slots among ``names``; drop unwanted inactive ones raftpg made.
         Returns (created, dropped). See ``slots``."""
@@ -365,6 +388,8 @@ class Postgres:
         changed = write_pgpass(self.settings)
         changed = write_pg_hba(self.settings) or changed
         params = managed_parameters(self.settings, upstream, self._sync_names)
+        if self._epoch is not None:  # a primary's, or one about to be promoted
+            params[EPOCH_GUC] = str(self._epoch)
         return write_postgresql_conf(self.settings, params) or changed
 
     def _upstream_on_disk(self) -> Upstream | None:

@@ -168,6 +168,7 @@ class FakePostgres:
         self.slot_name: str | None = None      # this replica's primary_slot_name
         self.bootstrap_unfinished = False      # initdb ran, the cluster is not registered yet
         self.unobservable = False              # fault: the agent's queries fail (slots taken, I/O stall)
+        self.epoch: int | None = None          # raftpg.leader_epoch, published before it acts as a primary
         self.stuck: str | None = None          # fault: the wal receiver cannot stream ("soft": a rewind and
                                                # restart cures it; "hard": only a fresh clone does)
         self.parameters: dict[str, str] = {}
@@ -500,6 +501,11 @@ class FakePostgres:
 
     def run_callback(self, action: str, role: str) -> None:
         self.callbacks.append((action, role))
+
+    def publish_epoch(self, epoch: int) -> None:
+        self.apply_fence()
+        self._query()
+        self.epoch = epoch
 
     def fence_at(self, deadline: float) -> None:
         self.apply_fence()

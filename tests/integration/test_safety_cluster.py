@@ -70,6 +70,13 @@ class Writer:
         return {value for value, at, _ in self.acked if at < moment}
 
 
+def leader_epoch(cluster: Any, node: str) -> int:
+    """raftpg.leader_epoch: the leader key's revision the primary holds it at (jepsen-lite orders by it)."""
+    value = try_sql(cluster, node, "SELECT current_setting('raftpg.leader_epoch', true)")
+    assert value and value[0][0], f"{node} publishes no leader epoch"
+    return int(value[0][0])
+
+
 def rows_on(cluster: Any, node: str) -> set[int]:
     return {r[0] for r in try_sql(cluster, node, "SELECT v FROM safety_rows") or []}
 
@@ -94,12 +101,14 @@ def test_a_clean_stop_of_the_primary_agents_whole_group_hands_over_at_once(make_
     old = wait_primary(cluster, 60)
     create_table(cluster, old)
     wait_streaming(cluster, old, {n for n in cluster.nodes if n != old}, 60)
+    old_epoch = leader_epoch(cluster, old)
     with Writer(cluster, old) as writer:
         cluster.wait_for(lambda: len(writer.acked) >= 20, 20, "rows acknowledged")  # healthy 1-2 s
         signalled_at = time.monotonic()
         (cluster.signal_group if how == "group" else cluster.signal_tree)(old, sig)
         new = wait_primary(cluster, 30, exclude=old)  # < ttl 60: only a released key allows it
     assert cluster.procs[old].wait(60) == 0, "the agent exits cleanly"
+    assert leader_epoch(cluster, new) > old_epoch, "each primary publishes a newer leader epoch"
     lost = writer.acked_before(signalled_at - 0.5) - rows_on(cluster, new)
     assert not lost, f"acknowledged rows missing on {new}: {sorted(lost)[:10]}"
     cluster.start(old)  # and it comes back as a replica
