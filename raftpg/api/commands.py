@@ -122,12 +122,13 @@ class NodeCommands:
             raise OperationError("this node is a witness: it has no PostgreSQL", 412)
         return status
 
-    async def restart(self) -> Outcome:
+    async def restart(self, timeout_s: float | None = None) -> Outcome:
         before = self._data_node()
         old_pid = before.local.postmaster_pid if before.local else None
         self.loop.request("restart")
         clock = asyncio.get_running_loop()
-        deadline = clock.time() + self.restart_wait_s
+        wait_s = self.restart_wait_s if timeout_s is None else timeout_s
+        deadline = clock.time() + wait_s
         while clock.time() < deadline:
             await asyncio.sleep(POLL_S)
             now = self.loop.status
@@ -135,7 +136,7 @@ class NodeCommands:
             if now.local and now.local.running and done_cycles >= 1 and (
                     now.local.postmaster_pid != old_pid if old_pid is not None else done_cycles >= 2):
                 return Outcome("PostgreSQL restarted", 200)
-        raise OperationError(f"restart requested but not confirmed after {self.restart_wait_s:.0f}s", 503)
+        raise OperationError(f"restart failed: PostgreSQL not running again after {wait_s:g}s", 503)
 
     async def reload(self) -> Outcome:
         if self.reload_config is not None:
@@ -146,12 +147,20 @@ class NodeCommands:
             self.loop.wake()
         return Outcome("reload requested", 202)
 
-    async def reinitialize(self, force: bool) -> Outcome:
+    async def reinitialize(self, force: bool, from_leader: bool = False) -> Outcome:
         status = self._data_node()
         if status.holds_leader_key:
             raise OperationError("this node holds the leader key: the primary cannot be reinitialized", 412)
         if status.view is None or status.view.leader is None:
             raise OperationError("no primary to clone from: reinitialize needs a running leader", 412)
+        if from_leader:
+            # the HA loop clones from a running clonefrom-tagged member when there is one: refuse rather
+            # than clone from another node than the one asked for
+            tagged = [m.name for m in status.view.members if m.tags.clonefrom and m.is_running
+                      and m.name != status.name and not m.witness]
+            if tagged:
+                raise OperationError(f"from_leader: not honoured while clonefrom members run ({', '.join(tagged)}): "
+                                     "the HA loop would clone from them", 412)
         self.loop.request("reinitialize")
         return Outcome(f"reinitialize from {status.view.leader.name} requested", 202)
 

@@ -10,14 +10,21 @@ node's tags and the query string: 200 when true, 503 when false.
   (the loop demotes ``demote_margin_s`` before the lease ends; the fencing supervisor fences soon after:
   from that moment on the node is not the primary, whatever its last cycle saw).
 - replica: a running replica that streams from the primary, without ``noloadbalance``, within ``?lag=``.
-- read-only: primary or replica (as above). sync / async: a streaming replica in / not in the sync key.
-- health: PostgreSQL is running (never on a witness). liveness: the HA loop finished a cycle within
-  ``max(2*loop_wait, ttl)`` seconds (or is still within that grace since the API started).
-  readiness: primary with the key, or a streaming replica.
+- leader (``/leader``): this node holds the leader key with an unexpired lease (Patroni: the leader lock),
+  whether or not PostgreSQL answers at this moment.
+- read-only: primary or replica (as above). sync / async: a replica (as above) in / not in the sync key,
+  only while the cluster view is known; read-only-sync: primary or sync. quorum: always 503 and
+  read-only-quorum: the primary only (no quorum commit: Patroni answers so on a non-quorum cluster).
+- health: PostgreSQL is running (never on a witness). liveness: the cluster is paused, or the HA loop
+  finished a cycle within ``loop_wait + ttl`` seconds (``loop_wait + 2*ttl`` on a replica; counted from
+  the API's start before the first cycle), Patroni's thresholds.
+  readiness: the leader key holder, or a streaming replica whose lag (``?lag=``, default
+  ``maximum_lag_on_failover``; replayed WAL, or received WAL with ``?mode=write``) is within bounds.
 
-Query filters for the role checks (Patroni's): ``lag`` (bytes or ``16MB``; replicas only, measured from the
-best known primary position), ``replication_state`` (``streaming``), and any other ``key=value`` pair
-compares with this node's tag of that name (``?nofailover=false``).
+Query filters (Patroni's): ``lag`` (bytes or ``16MB``; replicas only, measured from the best known primary
+position), ``tag_<name>=<value>`` compares with this node's tag (a missing or false boolean tag never
+matches; ignored by the primary and leader checks, as in Patroni), ``mode`` (readiness) and raftpg's
+``replication_state`` (``streaming``). Other parameters are ignored.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from raftpg.api.status import in_sync_key, primary_position
 from raftpg.ha.loop import NodeStatus
 from raftpg.model import LocalState, parse_size_bytes
 
-_RESERVED = frozenset({"lag", "replication_state"})
+TAG_PREFIX = "tag_"
+_BOOLEAN_TAGS = frozenset({"nofailover", "noloadbalance", "clonefrom", "nosync", "nostream"})
 
 
 class QueryError(ValueError):
@@ -49,6 +57,8 @@ class Probe:
     started: float = 0.0                 # monotonic time the API started (liveness grace)
     ttl_s: int = 30
     loop_wait_s: int = 10
+    failover_lag_max_bytes: int = 1048576  # maximum_lag_on_failover: /readiness without ?lag
+    readiness_mode: str = "apply"        # /readiness?mode=write: received WAL instead of replayed
 
     @property
     def local(self) -> LocalState | None:
@@ -64,8 +74,9 @@ def parse_query(query: Mapping[str, str]) -> dict[str, Any]:
         except ValueError as exc:
             raise QueryError(f"lag: {exc}") from None
     state = query.get("replication_state")
-    tags = tuple(sorted((k, v) for k, v in query.items() if k not in _RESERVED))
-    return {"lag_max_bytes": lag, "replication_state": state, "tag_filters": tags}
+    tags = tuple(sorted((k[len(TAG_PREFIX):], v) for k, v in query.items() if k.startswith(TAG_PREFIX)))
+    mode = "write" if query.get("mode") == "write" else "apply"
+    return {"lag_max_bytes": lag, "replication_state": state, "tag_filters": tags, "readiness_mode": mode}
 
 
 def _tag_text(value: Any) -> str:
@@ -75,7 +86,11 @@ def _tag_text(value: Any) -> str:
 
 
 def _tags_match(p: Probe) -> bool:
-    return all(k in p.tags and _tag_text(p.tags[k]) == v.lower() for k, v in p.tag_filters)
+    """Patroni's ``?tag_x=v``: a boolean tag that is false counts as not set (Patroni drops those)."""
+    def value(k: str) -> Any:
+        v = p.tags.get(k)
+        return None if k in _BOOLEAN_TAGS and not v else v
+    return all(value(k) is not None and _tag_text(value(k)) == v.lower() for k, v in p.tag_filters)
 
 
 def _lease_unexpired(p: Probe) -> bool:
@@ -97,7 +112,11 @@ def _holds_key(p: Probe) -> bool:
 
 def primary(p: Probe) -> bool:
     local = p.local
-    return bool(local and local.is_primary and _holds_key(p) and _tags_match(p))
+    return bool(local and local.is_primary and _holds_key(p))
+
+
+def leader(p: Probe) -> bool:
+    return not p.status.witness and _holds_key(p)
 
 
 def _streaming_replica(p: Probe) -> bool:
@@ -118,15 +137,28 @@ def replica(p: Probe) -> bool:
 
 
 def read_only(p: Probe) -> bool:
-    return primary(p) or replica(p)
+    return (primary(p) and _tags_match(p)) or replica(p)
 
 
 def sync(p: Probe) -> bool:
-    return _streaming_replica(p) and in_sync_key(p.status)
+    return replica(p) and in_sync_key(p.status)
 
 
 def asynchronous(p: Probe) -> bool:
-    return _streaming_replica(p) and not in_sync_key(p.status)
+    return p.status.view is not None and replica(p) and not in_sync_key(p.status)
+
+
+def read_only_sync(p: Probe) -> bool:
+    return (primary(p) and _tags_match(p)) or sync(p)
+
+
+def never(p: Probe) -> bool:
+    """/quorum (no quorum commit: no node is a quorum standby) and /standby-leader (no standby clusters)."""
+    return False
+
+
+def read_only_quorum(p: Probe) -> bool:
+    return primary(p) and _tags_match(p)
 
 
 def health(p: Probe) -> bool:
@@ -134,7 +166,10 @@ def health(p: Probe) -> bool:
 
 
 def liveness(p: Probe) -> bool:
-    window = max(2 * p.loop_wait_s, p.ttl_s)
+    if p.status.view is not None and p.status.view.paused:
+        return True  # maintenance mode: a stuck loop harms nobody (Patroni)
+    local = p.local
+    window = p.loop_wait_s + p.ttl_s * (1 if local is not None and local.is_primary else 2)
     last = p.status.cycle_monotonic if p.status.cycle_monotonic is not None else p.started
     return p.now - last <= window
 
@@ -143,14 +178,25 @@ def readiness(p: Probe) -> bool:
     local = p.local
     if local is None:
         return False
-    if local.is_primary:
-        return _holds_key(p)
-    return bool(local.is_replica and local.streaming)
+    if _holds_key(p):
+        return True  # the leader (Patroni: it became one after bootstrap or as a running standby)
+    if not (local.is_replica and local.streaming):
+        return False
+    reference = primary_position(p.status.view)
+    if reference is None:
+        return p.status.view is not None
+    position = local.receive_lsn if p.readiness_mode == "write" else local.replay_lsn
+    if position is None:
+        position = local.lsn
+    limit = p.lag_max_bytes if p.lag_max_bytes is not None else p.failover_lag_max_bytes
+    return position is not None and reference - position <= limit
 
 
 CHECKS: dict[str, Callable[[Probe], bool]] = {
-    "/primary": primary, "/leader": primary, "/read-write": primary, "/master": primary,
+    "/primary": primary, "/leader": leader, "/read-write": primary, "/master": primary,
     "/replica": replica, "/read-only": read_only,
     "/sync": sync, "/synchronous": sync, "/async": asynchronous, "/asynchronous": asynchronous,
+    "/read-only-sync": read_only_sync, "/read-only-synchronous": read_only_sync,
+    "/quorum": never, "/read-only-quorum": read_only_quorum, "/standby-leader": never,
     "/health": health, "/liveness": liveness, "/readiness": readiness,
 }

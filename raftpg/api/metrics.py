@@ -63,6 +63,9 @@ class NodeCollector(Collector):
         yield _counter("raftpg_ha_cycles", "HA cycles completed", labels, status.cycles)
         yield _counter("raftpg_leader_changes", "leader changes this node observed", labels,
                        status.leader_changes)
+        yield _gauge("raftpg_leader_lease_remaining_seconds",
+                     "seconds until this node must demote (0 unless it holds the leader key)", labels,
+                     _lease_remaining(status, view.monotonic()))
         yield from _raft(labels, view.raft_status())
 
 
@@ -70,6 +73,13 @@ def _counter(name: str, doc: str, labels: list[str], value: float) -> CounterMet
     family = CounterMetricFamily(name, doc, labels=LABELS)
     family.add_metric(labels, float(value))
     return family
+
+
+def _lease_remaining(status: Any, now: float) -> float:
+    """The lease the last cycle counted, less the time since; the node demotes at its demotion margin."""
+    if not status.holds_leader_key or status.cycle_monotonic is None:
+        return 0.0
+    return max(0.0, status.cycle_monotonic + status.lease_valid_s - now)
 
 
 def _lag(status: Any) -> float | None:

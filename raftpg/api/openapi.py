@@ -38,7 +38,10 @@ SCHEMAS: dict[str, Any] = {
             "state": {"type": "string"}, "role": {"type": "string"}, "witness": {"type": "boolean"},
             "server_version": _NULLABLE_INT, "timeline": _NULLABLE_INT,
             "database_system_identifier": _NULLABLE_STR, "dcs_last_seen": _NULLABLE_INT,
-            "xlog": {"type": "object", "additionalProperties": _NULLABLE_INT},
+            "xlog": {"type": "object", "additionalProperties": {"type": ["integer", "string", "boolean", "null"]}},
+            "postmaster_start_time": {"type": "string"},
+            "pending_restart_reason": {"type": "object", "additionalProperties": {
+                "type": "object", "properties": {"old_value": {"type": "string"}, "new_value": {"type": "string"}}}},
             "replication": {"type": "array", "items": {"type": "object"}},
             "replication_state": {"type": "string"},
             "synchronous_mode": {"enum": ["off", "sync", "async-fallback", "waiting"]},
@@ -53,13 +56,16 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Member": {
-        "type": "object", "required": ["name", "role", "state", "lag", "tags"],
+        "type": "object", "required": ["name", "role", "state", "tags"],
         "properties": {
             "name": {"type": "string"},
             "role": {"enum": ["leader", "replica", "sync_standby", "witness", "uninitialized"]},
             "state": {"type": "string"}, "api_url": _NULLABLE_STR, "host": _NULLABLE_STR,
-            "port": _NULLABLE_INT, "timeline": _NULLABLE_INT, "lsn": _NULLABLE_INT,
-            "lag": {"type": ["integer", "string", "null"]}, "tags": {"type": "object"},
+            "port": _NULLABLE_INT, "timeline": _NULLABLE_INT, "tags": {"type": "object"},
+            **{f"{p}lsn": {"type": "string", "description": "e.g. 0/3000060, or unknown"}
+               for p in ("", "receive_", "replay_")},
+            **{f"{p}lag": {"type": ["integer", "string"], "description": "bytes, or unknown"}
+               for p in ("", "receive_", "replay_")},
             "pending_restart": {"type": "boolean"}, "raft": {"enum": ["leader", "follower", "witness", None]},
             "raft_addr": _NULLABLE_STR, "version": _NULLABLE_STR,
         },
@@ -88,8 +94,10 @@ SCHEMAS: dict[str, Any] = {
         "candidate": {"type": "string"}, "force": {"type": "boolean"}}},
     "Restart": {"type": "object", "properties": {
         "schedule": {"type": "string"}, "restart_pending": {"type": "boolean"},
-        "role": {"enum": ["primary", "master", "replica", "any"]}, "postgres_version": {"type": "string"}}},
-    "Reinitialize": {"type": "object", "properties": {"force": {"type": "boolean"}}},
+        "role": {"enum": ["primary", "master", "replica", "any"]}, "postgres_version": {"type": "string"},
+        "timeout": {"type": ["integer", "string"], "description": "seconds (or '30s', '5min') to wait"}}},
+    "Reinitialize": {"type": "object", "properties": {"force": {"type": "boolean"},
+                                                      "from_leader": {"type": "boolean"}}},
     "RaftMember": {"type": "object", "required": ["addr"], "properties": {"addr": {"type": "string"}}},
     "RaftLeader": {"type": "object", "properties": {"addr": {"type": "string"}}},
 }
@@ -98,6 +106,8 @@ _HEALTH_PARAMS = [
     {"name": "lag", "in": "query", "required": False, "schema": {"type": "string"},
      "description": "maximum replica lag: bytes or a size such as 16MB"},
     {"name": "replication_state", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "mode", "in": "query", "required": False, "schema": {"enum": ["apply", "write"]},
+     "description": "/readiness: lag of replayed (apply) or received (write) WAL"},
 ]
 
 
@@ -119,10 +129,14 @@ _SUMMARIES = {
     "replica": "200 on a running streaming replica (honours ?lag= and noloadbalance)",
     "read-only": "200 on the primary or a replica", "sync": "200 on a synchronous standby",
     "async": "200 on an asynchronous streaming replica", "health": "200 when PostgreSQL is running",
-    "liveness": "200 when the HA loop is alive", "readiness": "200 when ready to serve",
+    "liveness": "200 when the HA loop is alive or the cluster is paused",
+    "readiness": "200 on the leader or a streaming replica within ?lag= (default maximum_lag_on_failover)",
+    "leader": "200 on the node holding the leader key", "read-only-sync": "200 on the primary or a sync standby",
+    "quorum": "always 503: no quorum commit", "read-only-quorum": "200 on the primary (no quorum commit)",
+    "standby-leader": "always 503: no standby clusters",
 }
-_ALIASES = {"leader": "primary", "read-write": "primary", "master": "primary", "synchronous": "sync",
-            "asynchronous": "async"}
+_ALIASES = {"read-write": "primary", "master": "primary", "synchronous": "sync",
+            "asynchronous": "async", "read-only-synchronous": "read-only-sync"}
 
 _UNSAFE = {"401": _error("authentication required"), "411": _error("Content-Length required"),
            "413": _error("body too large"), "400": _error("malformed request (names the field)")}

@@ -84,14 +84,16 @@ class Commands(Protocol):
     async def put_config(self, document: dict[str, Any]) -> Outcome:
         """Replace the dynamic config; ``data['config']`` is the stored result."""
 
-    async def restart(self) -> Outcome:
-        """Restart this node's PostgreSQL now (conditions were checked by the caller)."""
+    async def restart(self, timeout_s: float | None = None) -> Outcome:
+        """Restart this node's PostgreSQL now (conditions were checked by the caller); ``timeout_s``: fail
+        (503) if it is not running again within that many seconds."""
 
     async def reload(self) -> Outcome:
         """Reload this node's settings and PostgreSQL's configuration."""
 
-    async def reinitialize(self, force: bool) -> Outcome:
-        """Throw away this replica's data and clone it again from the primary."""
+    async def reinitialize(self, force: bool, from_leader: bool = False) -> Outcome:
+        """Throw away this replica's data and clone it again (``from_leader``: from the leader, never from a
+        ``clonefrom`` member)."""
 
     async def add_raft_member(self, addr: str) -> Outcome: ...
 

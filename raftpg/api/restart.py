@@ -44,6 +44,25 @@ def version_number(text: str) -> int:
     return major * 10000 + minor * 100 + patch
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|h|d)?\s*$")
+_DURATION_S = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_timeout_s(body: dict[str, Any]) -> float | None:
+    """``timeout`` (Patroni's): how long the restart may take, seconds as a number or ``'30s'``/``'5min'``;
+    a positive number or absent."""
+    value = body.get("timeout")
+    if value is None:
+        return None
+    match = _DURATION.match(str(value)) if not isinstance(value, bool) else None
+    seconds = int(match.group(1)) * _DURATION_S[match.group(2)] if match else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    if seconds is None or seconds <= 0:
+        raise BadRequest(f"timeout: must be a positive number of seconds, got {value!r}")
+    return float(seconds)
+
+
 def parse_conditions(body: dict[str, Any]) -> RestartConditions:
     pending = field(body, "restart_pending", bool) or False
     role_text = field(body, "role", str)

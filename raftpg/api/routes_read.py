@@ -13,19 +13,32 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from raftpg.api import health, status
+from raftpg.api import health, patroni_metrics, status
+from raftpg.api.details import NOTHING, PostgresDetails, source_of
 from raftpg.api.http import BadRequest, error, reply
 from raftpg.api.keys import REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW
 from raftpg.api.openapi import document as openapi_document
 from raftpg.model import ClusterView, LocalState
 
 
-async def _status_body(request: web.Request, fresh: LocalState | None = None) -> dict[str, Any]:
+async def _details(request: web.Request, wait: bool) -> PostgresDetails:
+    """The start time, pending restart reasons, ...: ``wait`` for a fresh read (/patroni, /metrics), or take
+    the last one at once (health checks: their latency is the probe's alone)."""
+    source = source_of(request.app)
+    if source is None:
+        return NOTHING
+    return await source.get() if wait else source.cached()
+
+
+async def _status_body(request: web.Request, fresh: LocalState | None = None, *,
+                       health_check: bool = False) -> dict[str, Any]:
     view = request.app[VIEW]
-    if fresh is None:
+    wait = not health_check
+    if not health_check:
         fresh = await view.postgres_now()
     return status.node_status(status.with_fresh(view.status(), fresh), view.config(), view.raft_status(),
-                              view.version, request.app[RESTARTS].describe(), request.app[SETTINGS].authentication)
+                              view.version, request.app[RESTARTS].describe(), request.app[SETTINGS].authentication,
+                              await _details(request, wait))
 
 
 async def _probe(request: web.Request) -> health.Probe:
@@ -39,7 +52,7 @@ async def _probe(request: web.Request) -> health.Probe:
     timing = node.view.config if node.view is not None else config.bootstrap.dcs.to_model()
     return health.Probe(status=node, tags=config.tags.as_dict(), fresh=fresh, now=view.monotonic(),
                         started=request.app[STARTED], ttl_s=timing.ttl_s, loop_wait_s=timing.loop_wait_s,
-                        **query)
+                        failover_lag_max_bytes=timing.maximum_lag_on_failover_bytes, **query)
 
 
 def health_handler(check: Callable[[health.Probe], bool]) -> Callable[[web.Request], Any]:
@@ -48,7 +61,7 @@ def health_handler(check: Callable[[health.Probe], bool]) -> Callable[[web.Reque
         code = 200 if check(probe) else 503
         if request.method in ("HEAD", "OPTIONS"):
             return web.Response(status=code)
-        return reply(await _status_body(request, probe.fresh), code)
+        return reply(await _status_body(request, probe.fresh, health_check=True), code)
 
     return handle
 
@@ -83,7 +96,12 @@ async def config(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    body = generate_latest(request.app[REGISTRY])
+    """Patroni's ``patroni_*`` metrics (PostgreSQL as it is now, as Patroni reads it at scrape time), then
+    raftpg's own from the registry."""
+    view = request.app[VIEW]
+    node = status.with_fresh(view.status(), await view.postgres_now())
+    patroni = patroni_metrics.render(node, view.config(), view.version, await _details(request, True))
+    body = patroni.encode() + generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

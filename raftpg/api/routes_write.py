@@ -11,7 +11,7 @@ from aiohttp import web
 from raftpg.api.http import BadRequest, error, field, read_json, reply
 from raftpg.api.keys import COMMANDS, RESTARTS, VIEW
 from raftpg.api.ports import Outcome
-from raftpg.api.restart import RestartConditions, parse_conditions, unmet
+from raftpg.api.restart import RestartConditions, parse_conditions, parse_timeout_s, unmet
 from raftpg.ha.operations import OperationError, parse_scheduled_at
 
 
@@ -59,6 +59,7 @@ async def put_config(request: web.Request) -> web.StreamResponse:
 async def restart(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     conditions = parse_conditions(body)
+    timeout_s = parse_timeout_s(body)
     schedule = field(body, "schedule", str)
     view = request.app[VIEW]
     if schedule:
@@ -71,7 +72,7 @@ async def restart(request: web.Request) -> web.StreamResponse:
     reason = unmet(view.status(), conditions)
     if reason:
         return error(f"restart conditions are not satisfied: {reason}", 503)
-    return _outcome(await request.app[COMMANDS].restart())
+    return _outcome(await request.app[COMMANDS].restart(timeout_s))
 
 
 async def _schedule_restart(request: web.Request, at: float, conditions: RestartConditions) -> web.Response:
@@ -104,7 +105,8 @@ async def reload(request: web.Request) -> web.StreamResponse:
 async def reinitialize(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     force = field(body, "force", bool) or False
-    return _outcome(await request.app[COMMANDS].reinitialize(force))
+    from_leader = field(body, "from_leader", bool) or False
+    return _outcome(await request.app[COMMANDS].reinitialize(force, from_leader))
 
 
 def _require_raft(request: web.Request) -> None:

@@ -10,9 +10,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from raftpg.api.details import NOTHING, PostgresDetails, patroni_time
 from raftpg.config import Config, split_host_port
 from raftpg.ha.loop import NodeStatus
-from raftpg.model import ClusterView, LocalState, Member, Role
+from raftpg.model import ClusterView, LocalState, Member, Role, format_lsn
 
 
 def iso(epoch_s: float | None) -> str | None:
@@ -60,9 +61,11 @@ def with_fresh(status: NodeStatus, fresh: LocalState | None) -> NodeStatus:
 
 
 def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None, version: str,
-                scheduled_restart: dict[str, Any] | None = None, api_authentication: str = "none") -> dict[str, Any]:
+                scheduled_restart: dict[str, Any] | None = None, api_authentication: str = "none",
+                details: PostgresDetails = NOTHING) -> dict[str, Any]:
     """``GET /patroni``: this node's state. ``api_authentication`` says what guards this API's unsafe
-    methods (``none``: anyone who reaches the port may switch over or reconfigure; see ``ApiSettings``)."""
+    methods (``none``: anyone who reaches the port may switch over or reconfigure; see ``ApiSettings``).
+    ``details``: what only a query tells (start time, pending restart reasons, replay timestamp)."""
     local, view = status.local, status.view
     body: dict[str, Any] = {
         "state": status.state if status.state != "streaming" else "running",
@@ -81,6 +84,14 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
     }
     if local is not None:
         body.update(_postgres_part(local, view))
+        if local.running and details.postmaster_start_time is not None:
+            body["postmaster_start_time"] = patroni_time(details.postmaster_start_time)
+        if local.is_replica:
+            body["xlog"]["replayed_timestamp"] = patroni_time(details.replayed_timestamp)
+            body["xlog"]["paused"] = bool(details.replay_paused)
+        if details.pending_restart_reason:
+            body["pending_restart"] = True
+            body["pending_restart_reason"] = details.pending_restart_reason
     if scheduled_restart:
         body["scheduled_restart"] = scheduled_restart
     if status.error:
@@ -142,20 +153,32 @@ def raft_role(member: Member, raft: dict[str, Any] | None) -> str | None:
     return "witness" if member.witness else "follower"
 
 
+def _positions(member: Member, reference: int | None) -> dict[str, Any]:
+    """Patroni's ``receive_lsn``/``receive_lag``, ``replay_lsn``/``replay_lag``, ``lsn``/``lag``: the position
+    as text and the bytes behind the best known primary position (``unknown`` when not published)."""
+    out: dict[str, Any] = {}
+    for prefix, lsn in (("receive_", member.receive_lsn), ("replay_", member.replay_lsn), ("", member.lsn)):
+        if lsn is None or reference is None:
+            out[f"{prefix}lsn"] = format_lsn(lsn) if lsn is not None else "unknown"
+            out[f"{prefix}lag"] = "unknown"
+        else:
+            out[f"{prefix}lsn"], out[f"{prefix}lag"] = format_lsn(lsn), max(0, reference - lsn)
+    return out
+
+
 def cluster_member(view: ClusterView, member: Member, raft: dict[str, Any] | None) -> dict[str, Any]:
+    """One member as Patroni's ``cluster_as_json`` shows it (lsn as text, lags in bytes; none for the leader),
+    plus raftpg's ``raft``, ``raft_addr`` and ``version``."""
     host, port = _host_port(member)
-    reference = primary_position(view)
     is_leader = bool(view.leader and view.leader.name == member.name)
-    lag: int | str | None = None
-    if not member.witness and not is_leader:
-        lag = "unknown" if member.lsn is None or reference is None else max(0, reference - member.lsn)
     entry: dict[str, Any] = {
         "name": member.name, "role": member_role(view, member), "state": member.state,
         "api_url": member.api_url, "host": host, "port": port, "timeline": member.timeline,
-        "lsn": member.lsn, "lag": lag, "tags": member.tags.to_dict(),
-        "pending_restart": member.pending_restart, "raft": raft_role(member, raft),
-        "raft_addr": member.raft_addr, "version": member.version,
+        "tags": member.tags.to_dict(), "pending_restart": member.pending_restart,
+        "raft": raft_role(member, raft), "raft_addr": member.raft_addr, "version": member.version,
     }
+    if not member.witness and not is_leader:
+        entry.update(_positions(member, primary_position(view)))
     return entry
 
 

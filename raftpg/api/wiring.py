@@ -12,6 +12,7 @@ from aiohttp import web
 from raftpg import __version__
 from raftpg.api.app import make_app, serve
 from raftpg.api.commands import NodeCommands, RaftMembership
+from raftpg.api.details import DETAILS, DetailsSource
 from raftpg.api.keys import ApiSettings
 from raftpg.api.view import LoopNodeView
 from raftpg.clock import Clock
@@ -54,7 +55,10 @@ def build_api(node: NodeLike, *, version: str = __version__) -> web.Application:
                         raft_status=node.dcs.raft_status, probe=pg.probe if pg is not None else None)
     commands = NodeCommands(dcs=node.dcs, loop=node.loop, clock=node.clock, raft=raft_membership(node.dcs),
                             reload_config=node.reload)
-    return make_app(view, commands, ApiSettings.from_restapi(node.config.restapi))
+    app = make_app(view, commands, ApiSettings.from_restapi(node.config.restapi))
+    if pg is not None:  # GET /patroni's start time and pending restart reasons, /metrics: one query
+        app[DETAILS] = DetailsSource(lambda sql: pg.query(sql, None, 1.0), node.clock)
+    return app
 
 
 async def start_api(node: NodeLike) -> web.AppRunner:

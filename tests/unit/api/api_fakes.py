@@ -166,14 +166,15 @@ class FakeCommands:
     async def put_config(self, document: dict[str, Any]) -> Outcome:
         return await self._record("put_config", document, outcome=Outcome("ok", 200, {"config": document}))
 
-    async def restart(self) -> Outcome:
-        return await self._record("restart")
+    async def restart(self, timeout_s: float | None = None) -> Outcome:
+        return await self._record("restart", *([timeout_s] if timeout_s is not None else []))
 
     async def reload(self) -> Outcome:
         return await self._record("reload", outcome=Outcome("reload requested", 202))
 
-    async def reinitialize(self, force: bool) -> Outcome:
-        return await self._record("reinitialize", force, outcome=Outcome("reinitialize requested", 202))
+    async def reinitialize(self, force: bool, from_leader: bool = False) -> Outcome:
+        args = (force, True) if from_leader else (force,)
+        return await self._record("reinitialize", *args, outcome=Outcome("reinitialize requested", 202))
 
     async def add_raft_member(self, addr: str) -> Outcome:
         return await self._record("add_raft_member", addr)

@@ -93,14 +93,18 @@ def test_health_body_is_the_status_document():
     status, doc = with_client(app, body)
     assert status == 200
     assert doc["role"] == "replica" and doc["state"] == "running"
-    assert doc["xlog"] == {"received_location": PRIMARY_LSN, "replayed_location": PRIMARY_LSN}
+    assert doc["xlog"] == {"received_location": PRIMARY_LSN, "replayed_location": PRIMARY_LSN,
+                           "replayed_timestamp": None, "paused": False}
     assert doc["sync_standby"] is True
     assert doc["patroni"] == {"version": "0.1.0", "scope": "demo", "name": "n2"}
 
 
-def test_noloadbalance_tag_takes_a_replica_out_of_replica_and_read_only():
+def test_noloadbalance_tag_takes_a_replica_out_of_every_replica_check():
+    """Patroni: noloadbalance makes its replica status 503, which /sync and /async share."""
     view = FakeView(ASYNC_REPLICA, make_config("n2", tags={"noloadbalance": True}))
-    assert codes(view, ["/replica", "/read-only", "/async", "/health"]) == [503, 503, 200, 200]
+    assert codes(view, ["/replica", "/read-only", "/async", "/health"]) == [503, 503, 503, 200]
+    sync = FakeView(REPLICA, make_config("n2", tags={"noloadbalance": True}))
+    assert codes(sync, ["/sync", "/read-only-sync", "/readiness"]) == [503, 503, 200]
 
 
 def test_lag_threshold_in_bytes_and_units():
@@ -128,19 +132,70 @@ def test_a_bad_lag_is_a_400_naming_the_parameter():
     assert status == 400 and doc["error"].startswith("lag:")
 
 
-def test_tag_filters_and_replication_state():
-    view = FakeView(ASYNC_REPLICA, make_config("n2", tags={"nofailover": True, "zone": "a"}))
-    paths = ["/replica?nofailover=true", "/replica?nofailover=false", "/replica?zone=a", "/replica?zone=b",
-             "/replica?missing=x", "/replica?replication_state=streaming", "/replica?replication_state=x"]
-    assert codes(view, paths) == [200, 503, 200, 503, 503, 200, 503]
+def test_tag_filters_as_patroni_spells_them_and_replication_state():
+    view = FakeView(ASYNC_REPLICA, make_config("n2", tags={"nofailover": True, "zone": "a", "dc": "Ber"}))
+    paths = ["/replica?tag_nofailover=true", "/replica?tag_nofailover=false", "/replica?tag_zone=a",
+             "/replica?tag_zone=b", "/replica?tag_missing=x", "/replica?zone=b", "/read-only?tag_zone=b",
+             "/async?tag_zone=b", "/replica?tag_nosync=false", "/replica?tag_dc=Ber",
+             "/replica?replication_state=streaming", "/replica?replication_state=x"]
+    # a false boolean tag counts as unset (Patroni drops it); a parameter without tag_ is ignored
+    assert codes(view, paths) == [200, 503, 200, 503, 503, 200, 503, 503, 503, 200, 200, 503]
+
+
+def test_tag_filters_do_not_apply_to_the_primary_and_leader_checks():
+    view = FakeView(PRIMARY, make_config("n1", tags={"zone": "a"}))
+    paths = ["/primary?tag_zone=b", "/leader?tag_zone=b", "/read-write?tag_zone=b", "/read-only?tag_zone=b",
+             "/read-only?tag_zone=a"]
+    assert codes(view, paths) == [200, 200, 200, 503, 200]
+
+
+def test_leader_is_the_key_holder_even_while_its_postgresql_is_down():
+    """Patroni's /leader: the leader lock, not PostgreSQL's role (/primary stays stricter)."""
+    view = FakeView(PRIMARY)
+    view.fresh = primary_local(running=False, in_recovery=None)
+    assert codes(view, ["/leader", "/primary", "/readiness"]) == [200, 503, 200]
+    expired = FakeView(replace(PRIMARY, cycle_monotonic=MONO - 25))
+    assert codes(expired, ["/leader"]) == [503]
+
+
+def test_read_only_sync_quorum_and_standby_leader():
+    paths = ["/read-only-sync", "/read-only-synchronous", "/quorum", "/read-only-quorum", "/standby-leader"]
+    assert codes(FakeView(PRIMARY), paths) == [200, 200, 503, 200, 503]
+    assert codes(FakeView(REPLICA), paths) == [200, 200, 503, 503, 503]
+    assert codes(FakeView(ASYNC_REPLICA), paths) == [503, 503, 503, 503, 503]
+
+
+def test_async_needs_the_cluster_view_as_in_patroni():
+    assert codes(FakeView(replace(ASYNC_REPLICA, view=None)), ["/async", "/replica"]) == [503, 200]
+
+
+def test_readiness_honours_lag_with_maximum_lag_on_failover_as_default():
+    behind_2mb = node_status("n2", replica_local(lsn=PRIMARY_LSN - 2 * 1024 * 1024,
+                                                 replay_lsn=PRIMARY_LSN - 2 * 1024 * 1024,
+                                                 receive_lsn=PRIMARY_LSN))
+    view = FakeView(behind_2mb)  # maximum_lag_on_failover: 1 MB (the default)
+    paths = ["/readiness", "/readiness?lag=4MB", "/readiness?lag=1MB&mode=write", "/readiness?lag=1MB"]
+    assert codes(view, paths) == [503, 200, 200, 503]
 
 
 def test_liveness_follows_the_last_cycle_time():
-    view = FakeView(PRIMARY)  # ttl 30, loop_wait 10: the window is 30 s
-    view.current = replace(PRIMARY, cycle_monotonic=MONO - 29)
+    """Patroni's thresholds: loop_wait + ttl on a primary, loop_wait + 2*ttl on a replica (30/10 here)."""
+    view = FakeView(PRIMARY)
+    view.current = replace(PRIMARY, cycle_monotonic=MONO - 39)
     assert codes(view, ["/liveness"]) == [200]
-    view.current = replace(PRIMARY, cycle_monotonic=MONO - 31)
+    view.current = replace(PRIMARY, cycle_monotonic=MONO - 41)
     assert codes(view, ["/liveness"]) == [503]
+    view = FakeView(replace(REPLICA, cycle_monotonic=MONO - 69))
+    assert codes(view, ["/liveness"]) == [200]
+    view.current = replace(REPLICA, cycle_monotonic=MONO - 71)
+    assert codes(view, ["/liveness"]) == [503]
+
+
+def test_liveness_is_200_while_paused_whatever_the_loop_does():
+    from raftpg.model import DynamicConfig
+    paused = replace(REPLICA, view=cluster_view(config=DynamicConfig.from_dict({"pause": True})),
+                     cycle_monotonic=MONO - 500)
+    assert codes(FakeView(paused), ["/liveness"]) == [200]
 
 
 def test_liveness_grants_a_grace_period_before_the_first_cycle():
@@ -149,7 +204,7 @@ def test_liveness_grants_a_grace_period_before_the_first_cycle():
 
     async def body(client):
         first = (await client.get("/liveness")).status
-        view.mono += 31
+        view.mono += 41
         return first, (await client.get("/liveness")).status
 
     assert with_client(app, body) == (200, 503)

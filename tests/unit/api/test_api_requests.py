@@ -281,7 +281,10 @@ def test_cluster_document_like_patronictl_list():
     assert [m["name"] for m in doc["members"]] == ["n1", "n2", "n3", "w4"]
     assert (rows["n1"]["role"], rows["n2"]["role"], rows["n3"]["role"], rows["w4"]["role"]) == \
         ("leader", "sync_standby", "replica", "witness")
-    assert rows["n3"]["lag"] == 100 and rows["n2"]["lag"] == 0 and rows["n1"]["lag"] is None
+    # Patroni's cluster_as_json: positions as text, lags in bytes, none for the leader
+    assert rows["n3"]["lag"] == 100 and rows["n2"]["lag"] == 0 and "lag" not in rows["n1"]
+    assert rows["n2"]["lsn"] == "0/3000000" and rows["n3"]["lsn"] == "0/2FFFF9C"
+    assert rows["n2"]["receive_lsn"] == "unknown" and rows["n2"]["replay_lag"] == "unknown"
     assert rows["n2"]["host"] == "127.0.0.1" and rows["n2"]["port"] == 5434
     assert (rows["n1"]["raft"], rows["n2"]["raft"], rows["w4"]["raft"]) == ("leader", "follower", "witness")
 
