@@ -175,20 +175,6 @@ class GuardedJournal(FileJournal):
             os.close(self._fd)
 
 
-class _QuietFullDisk(logging.Filter):
-    """pysyncobj logs every exception out of its tick with a traceback; a full disk is reported once,
-    clearly, by diskspace.py, so the tracebacks of JournalFull (and of a failed term write) go to DEBUG."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger("pysyncobj").isEnabledFor(logging.DEBUG)
-        return True
-
-
-logging.getLogger("pysyncobj.syncobj").addFilter(_QuietFullDisk())
-
 _construction = threading.Lock()
 _replace_wrapped = False
 

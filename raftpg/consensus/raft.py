@@ -1,9 +1,15 @@
 """RaftNode: the replicated KV on a pysyncobj ``SyncObj``, by composition (never inheritance).
 
-Only this package imports pysyncobj (this module, transport.py, recovery.py, durability.py). Our commands cross the
-log as versioned JSON bytes handed to a single ``@replicated`` method of a consumer; pysyncobj still
-pickles its own frames, which is why a password (Fernet) is required off loopback (DESIGN.md safety
-rule 9, enforced in ``RaftSettings``).
+Only this package imports pysyncobj. Our commands cross the log as versioned JSON bytes handed to a
+single ``@replicated`` method of a consumer; pysyncobj still pickles its own frames, which is why every
+member needs a password (Fernet; DESIGN.md safety rule 9): the config requires it, ``RaftSettings``
+refuses a port off loopback without it, and ``add_member`` refuses to grow a cluster without one.
+
+Start-up order: the open-files limit is raised, ``raft.data_dir`` is checked and made private
+(datadir.py) before anything in it is read, the port is probed, then pysyncobj is built with raftpg's
+journal (journal.py: preallocated, private) and transport (transport.py, wire.py: bounded strangers).
+A full disk cuts the node off from Raft and fails its writes with :class:`DiskFull` until space returns
+(diskspace.py).
 
 Threads: pysyncobj's tick thread applies commands, runs the leader's lease clock, fires callbacks and
 runs every call that touches pysyncobj's state directly (leadership transfer); callers block on an
@@ -27,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import socket
 import threading
 import time
 from collections import deque
@@ -35,7 +40,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
-from pysyncobj.node import TCPNode
 
 from raftpg.clock import Clock, SystemClock
 from raftpg.consensus.api import (
@@ -54,8 +58,16 @@ from raftpg.consensus.diskspace import DiskSpace
 from raftpg.consensus.durability import FlushingJournal, wrap_replace_durably
 from raftpg.consensus.journal import GuardedJournal, JournalFull, journal_construction
 from raftpg.consensus.limits import raise_open_files_limit
+from raftpg.consensus.membership import validate_addr, wait_callback
+from raftpg.consensus.pysyncobj_logs import quiet_pysyncobj_logs
 from raftpg.consensus.recovery import RaftFiles, finish_new_cluster, prepare_new_cluster, start_from_seed
-from raftpg.consensus.settings import RaftConfigError, RaftSettings, check_can_add_member, is_loopback
+from raftpg.consensus.settings import (
+    RaftConfigError,
+    RaftSettings,
+    check_bindable,
+    check_can_add_member,
+    is_loopback,
+)
 from raftpg.consensus.state import GuardedState, unwrap
 from raftpg.consensus.transport import GuardedTransport, TransportControl
 from raftpg.kv import (
@@ -82,35 +94,6 @@ _STATES = {0: "follower", 1: "candidate", 2: "leader"}
 _NOT_APPLIED = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.QUEUE_FULL, FAIL_REASON.NOT_LEADER,
                 FAIL_REASON.DISCARDED}
 _START_TIMEOUT_S = 30.0
-_REFUSALS = {
-    FAIL_REASON.NOT_LEADER: "this node is not the Raft leader; ask the leader",
-    FAIL_REASON.MISSING_LEADER: "no Raft leader is known",
-    FAIL_REASON.REQUEST_DENIED: "denied (another membership change is in progress, the member is "
-                                "unknown or already present, or the transfer target is not caught up)",
-    FAIL_REASON.LEADER_CHANGED: "the Raft leader changed meanwhile; the outcome is unknown",
-}
-
-
-class _BenignTruncation(logging.Filter):
-    """Demote pysyncobj's "truncating already-applied log entries" to DEBUG.
-
-    With unbatched appends the leader optimistically advances a follower's next index and rewinds it
-    when an older acknowledgement arrives, so the follower receives entries it already has and
-    truncates them before re-adding the identical entries. Applied entries are committed, and committed
-    entries never conflict in Raft, so this is a resend, not divergence. Replica agreement is checked
-    by the tests (every replica's KV fingerprint is equal), not by this message.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.CRITICAL and "truncating already-applied" in str(record.msg):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger("pysyncobj").isEnabledFor(logging.DEBUG)
-        return True
-
-
-logging.getLogger("pysyncobj.syncobj").addFilter(_BenignTruncation())
-
-
 __all__ = ["RaftConfigError", "RaftNode", "RaftSettings", "is_loopback"]  # settings live in settings.py
 
 
@@ -130,17 +113,6 @@ class _KvConsumer(SyncObjConsumer):
 
     def _deserialize(self, data: dict) -> None:
         self._kv.restore(data)
-
-
-def _check_bindable(addr: str) -> None:
-    host, port = addr.rsplit(":", 1)
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host.strip("[]"), int(port)))
-        except OSError as exc:
-            raise RaftConfigError(f"raft: cannot listen on {addr}: {exc.strerror or exc}") from None
 
 
 class RaftNode:
@@ -167,9 +139,10 @@ class RaftNode:
                       if settings.data_dir else None)
         self._journal: GuardedJournal | None = None
         raise_open_files_limit()
+        quiet_pysyncobj_logs()
         if settings.data_dir:
             secure_data_dir(settings.data_dir)  # before anything in it is read (unpickled)
-        _check_bindable(settings.bind_addr or settings.self_addr)
+        check_bindable(settings.bind_addr or settings.self_addr)
         partners, seed = self._starting_partners()
         self._sync = self._start_sync(partners, self._conf(settings))
         self._sync.addOnTickCallback(self._on_tick)
@@ -435,36 +408,21 @@ class RaftNode:
         return self._state.watch(prefix, after_revision, timeout_s, ignore)
 
     # ------------------------------------------------------------------ membership and operations
-    def _wait_callback(self, start: Any, timeout_s: float, what: str) -> None:
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def on_result(result: Any, error: int) -> None:
-            box["error"] = error
-            done.set()
-
-        start(on_result)
-        if not done.wait(timeout_s):
-            raise KvTimeout(f"{what}: no answer within {timeout_s:.1f}s")
-        if box["error"] != FAIL_REASON.SUCCESS:
-            why = _REFUSALS.get(box["error"], f"pysyncobj reason {box['error']}")
-            raise KvError(f"{what} refused: {why}")
-
     def add_member(self, addr: str, timeout_s: float = 10.0) -> None:
-        _validate_addr(addr)
+        validate_addr(addr)
         try:
             check_can_add_member(self.settings, addr)
         except RaftConfigError as exc:
             raise KvRejected(str(exc)) from None
-        self._wait_callback(lambda cb: self._sync.addNodeToCluster(addr, callback=cb), timeout_s,
-                            f"add member {addr}")
+        wait_callback(lambda cb: self._sync.addNodeToCluster(addr, callback=cb), timeout_s,
+                      f"add member {addr}")
 
     def remove_member(self, addr: str, timeout_s: float = 10.0) -> None:
-        _validate_addr(addr)
+        validate_addr(addr)
         if addr == self.settings.self_addr:
             raise KvRejected("a node cannot remove itself; ask another member")
-        self._wait_callback(lambda cb: self._sync.removeNodeFromCluster(addr, callback=cb), timeout_s,
-                            f"remove member {addr}")
+        wait_callback(lambda cb: self._sync.removeNodeFromCluster(addr, callback=cb), timeout_s,
+                      f"remove member {addr}")
 
     def transfer_leadership(self, addr: str | None, timeout_s: float = 5.0) -> str:
         """Hand Raft leadership to ``addr`` (or the most caught-up peer); return the new leader.
@@ -474,13 +432,13 @@ class RaftNode:
         directly, so it runs on the tick thread.
         """
         if addr is not None:
-            _validate_addr(addr)
+            validate_addr(addr)
         deadline = time.monotonic() + timeout_s
 
         def start(cb: Any) -> None:
             self._on_tick_thread(lambda: self._sync.transferLeadership(addr, callback=cb), timeout_s)
 
-        self._wait_callback(start, timeout_s, "leadership transfer")
+        wait_callback(start, timeout_s, "leadership transfer")
         while time.monotonic() < deadline:
             leader = self._sync._getLeader()
             if leader is not None and leader.address != self.settings.self_addr and (
@@ -531,13 +489,3 @@ class RaftNode:
         self._sync.destroy_synchronous()
         self._closing.set()
         self._owner.join(_START_TIMEOUT_S)
-
-
-def _validate_addr(addr: str) -> None:
-    try:
-        TCPNode(addr)
-        host, port = addr.rsplit(":", 1)
-        if not host or not 0 < int(port) < 65536:
-            raise ValueError
-    except (ValueError, AttributeError):
-        raise KvRejected(f"not a host:port Raft address: {addr!r}") from None

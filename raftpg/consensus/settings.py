@@ -10,6 +10,7 @@ refuses to grow a cluster that has none.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 DISK_FREE_MIN_BYTES = 16 * 1024 * 1024
@@ -73,3 +74,15 @@ def check_can_add_member(settings: RaftSettings, addr: str) -> None:
             f"raft.password: adding the member {addr} is refused because this cluster has no password: "
             "set raft.password on every member first (an unauthenticated Raft port unpickles frames "
             "from anyone)")
+
+
+def check_bindable(addr: str) -> None:
+    """Fail at once, naming the address, if this node cannot listen on ``addr``."""
+    host, port = addr.rsplit(":", 1)
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise RaftConfigError(f"raft: cannot listen on {addr}: {exc.strerror or exc}") from None
