@@ -8,6 +8,10 @@ it inside network namespaces). It is a test and operations harness, not raftpg's
         [--name n1] [--witness-name w1] [--bind 0.0.0.0:7001] [--fsync] [--force-new-cluster] \
         [--log-level INFO]
 
+A password is required (safety rule 9: pysyncobj unpickles every frame, so a Raft port without one
+runs code for anyone who can reach it): ``--password-file F`` (preferred: a command line is visible to
+every local user), ``RAFTPG_RAFT_PASSWORD`` in the environment, or ``--password X``.
+
 Prints one line ``ready`` on stdout once Raft listens and the control API accepts connections. A bad
 setting or a port that cannot be bound prints ``error: ...`` on stderr and exits with status 2.
 SIGTERM or SIGINT: stop serving, close the Raft node cleanly (journal flushed), exit 0. If Raft's
@@ -61,6 +65,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -350,7 +355,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--partners", default="", help="comma-separated Raft host:port of the other voters")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--control", required=True, help="host:port of the JSON control API")
-    parser.add_argument("--password", default=None)
+    parser.add_argument("--password", default=os.environ.get("RAFTPG_RAFT_PASSWORD") or None,
+                        help="the cluster's Raft password (default: $RAFTPG_RAFT_PASSWORD)")
     parser.add_argument("--password-file", default=None, help="read the password from this file")
     parser.add_argument("--bind", default=None, help="Raft bind host:port if not --self")
     parser.add_argument("--name", default=None)
@@ -383,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.password_file:
             with open(args.password_file, encoding="utf-8") as f:
                 password = f.read().strip()
+        if not password:
+            raise RaftConfigError("raft.password: required (--password-file, RAFTPG_RAFT_PASSWORD or "
+                                  "--password): a Raft port without a password unpickles frames from anyone")
         partners = tuple(p.strip() for p in args.partners.split(",") if p.strip())
         settings = RaftSettings(self_addr=args.self_addr, partner_addrs=partners, data_dir=args.data_dir,
                                 bind_addr=args.bind, password=password,

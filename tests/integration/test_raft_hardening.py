@@ -96,6 +96,20 @@ def test_a_flood_of_huge_frames_neither_changes_the_leader_nor_stops_commits(tmp
     assert cluster.nodes[0].value("before") == "1"
 
 
+# ------------------------------------------------------------------------------------------ passwords
+
+
+def test_the_driver_refuses_to_run_without_a_password_and_takes_one_from_the_environment(tmp_path, procs):
+    node = Cluster(str(tmp_path), procs, size=1).nodes[0]
+    node.password = None
+    assert node.run_to_exit() == 2
+    assert "error: raft.password: required" in node.log_text()
+    node.env = {"RAFTPG_RAFT_PASSWORD": PASSWORD}
+    node.start()
+    assert node.put("k", "v").ok
+    assert PASSWORD not in " ".join(node.command())  # the environment kept it off the command line
+
+
 # ------------------------------------------------------------------------------------------ idle connections
 
 IDLE_CONNECTIONS = 3000  # per port: far more than the node's open-files limit below
@@ -115,6 +129,9 @@ def witnesses():
         cluster.start("w3")
         yield cluster
     finally:
+        for name in cluster.nodes:  # captured: shown only when the test fails
+            with contextlib.suppress(OSError), open(cluster.log_path(name), errors="replace") as f:
+                print(f"----- {name} agent.log (last lines) -----\n" + "".join(f.readlines()[-40:]))
         cluster.close(remove=True)
 
 
