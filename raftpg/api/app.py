@@ -6,13 +6,21 @@ live under typed ``web.AppKey``s, so several apps can run in one process (tests,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
 from raftpg.api import routes_read, routes_write
 from raftpg.api.auth import FailedLogins, auth_middleware
-from raftpg.api.conn_limits import KEEPALIVE_TIMEOUT_S, LINGERING_S, ConnectionLimiter, connections_max
+from raftpg.api.conn_limits import (
+    KEEPALIVE_TIMEOUT_S,
+    LINGERING_S,
+    LISTEN_BACKLOG,
+    ConnectionLimiter,
+    connections_max,
+    quiet_accept_exhaustion,
+)
 from raftpg.api.http import errors_middleware, limits_middleware
 from raftpg.api.keys import COMMANDS, REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW, ApiSettings
 from raftpg.api.metrics import registry_for
@@ -89,7 +97,9 @@ async def serve(app: web.Application, restapi: RestApiSettings) -> web.AppRunner
     await runner.setup()
     assert runner.server is not None
     limiter.attach(runner.server)
-    site = web.TCPSite(runner, bind, port, ssl_context=ssl_context_for(restapi), reuse_address=True)
+    quiet_accept_exhaustion(asyncio.get_running_loop())
+    site = web.TCPSite(runner, bind, port, ssl_context=ssl_context_for(restapi), reuse_address=True,
+                       backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except BaseException:

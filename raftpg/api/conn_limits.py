@@ -14,6 +14,10 @@ for everyone, health checks included. ``serve()`` (app.py) therefore sets
   request), so a load balancer's health check gets in while idle clients hold the slots; if every
   connection is busy, the new one is closed instead.
 
+Out of descriptors anyway (the cap acts after ``accept()``, and a closed connection releases its
+descriptor an event-loop turn later), asyncio pauses accepting for a second by itself; serve() makes
+its report one warning line instead of a traceback (:func:`quiet_accept_exhaustion`).
+
 The cap hooks ``web.Server.connection_made`` on the one server instance (aiohttp calls it for every
 new connection before the connection reads anything); tests/unit/api/test_api_conn_limits.py checks
 the behaviour against the installed aiohttp.
@@ -34,6 +38,7 @@ from raftpg.api.http import error
 
 log = logging.getLogger(__name__)
 
+LISTEN_BACKLOG = 64  # asyncio accepts up to this many per readiness event, before any is admitted
 KEEPALIVE_TIMEOUT_S = 5.0
 BODY_TIMEOUT_S = 10.0
 LINGERING_S = 2.0  # after an early answer, unread body bytes are read and dropped this long (aiohttp: 10)
@@ -108,3 +113,25 @@ class ConnectionLimiter:
             log.warning("REST API: %d connections open, the cap: closed the oldest idle ones (%d times "
                         "since the last report)", len(live), self._closed_since_log)
             self._last_log, self._closed_since_log = now, 0
+
+
+def quiet_accept_exhaustion(loop: asyncio.AbstractEventLoop) -> None:
+    """Report asyncio's "socket.accept() out of system resource" (EMFILE: it pauses accepting for a
+    second and retries by itself) as one rate-limited warning line; everything else as before."""
+    previous = loop.get_exception_handler()
+    last = [float("-inf")]
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            now = time.monotonic()
+            if now - last[0] >= LOG_EVERY_S:
+                last[0] = now
+                log.warning("REST API: out of file descriptors accepting connections (%s); accepting "
+                            "again in a second", context.get("exception"))
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
