@@ -5,8 +5,10 @@ What lives here:
 - ``schema.py``: ``Config`` and the rules spanning sections; ``dcs_kind``.
 - ``sections.py``, ``dcs_sections.py``, ``postgresql.py``: one model per YAML section.
 - ``dynamic.py``: the cluster-wide dynamic config (``bootstrap.dcs``, the DCS ``config`` key, PATCH /config).
-- ``screen.py`` + ``unsupported.py``: the key screen (Patroni-only keys warn, typos fail with a
-  suggestion) and the list of Patroni keys raftpg does not implement.
+- ``screen.py`` + ``unsupported.py``: the key screen (Patroni-only keys warn, keys unsafe to ignore are
+  refused with the reason, typos fail with a suggestion) and the lists of Patroni keys per treatment.
+- ``methods.py``: command methods (a custom ``bootstrap.method``, ``create_replica_methods``).
+- ``environment.py``: ``PATRONI_*`` / ``RAFTPG_*`` variables, ``PATRONI_CONFIGURATION``, config directories.
 - ``errors.py``, ``fields.py``, ``addresses.py``, ``cli_options.py``, ``base.py``: the pieces those share.
 
 May import: the standard library, yaml, pydantic, and ``raftpg.model`` (nothing else of raftpg).

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -13,6 +15,11 @@ from raftpg.config.base import Settings
 from raftpg.config.errors import problem, problems
 from raftpg.config.fields import HostPort, HostPortList, Name
 
+DEFAULT_RAFT_DIR = "raftpg-raft"
+RAFT_SELF_ADDR_REQUIRED = (
+    "field required: the address the other members reach this node's Raft port at (raftpg has no "
+    "non-voting Raft client mode: every agent is a member)"
+)
 RAFT_PASSWORD_REQUIRED = (
     "required, also on loopback: pysyncobj unpickles every frame, so a Raft port without a password runs "
     "code for anyone who can connect (any local user on loopback); set a long random secret shared by all members"
@@ -29,14 +36,22 @@ class RaftSettings(Settings):
     ``self_addr`` is the address the other members connect to; ``bind_addr`` (default: ``self_addr``) the
     one this node listens on. ``partner_addrs`` are the other members' ``self_addr``.
 
+    Patroni's forms are accepted: ``partner_addrs`` as a list or ``'h1:p,h2:p'``; an address without a
+    port gets the REST API's port + 10000 (filled in by Config, which knows that port); no ``data_dir``
+    means ``raftpg-raft`` under the current directory (Patroni uses the current directory itself; raftpg
+    wants a directory of its own, kept private). Patroni's node without ``self_addr`` (a Raft client that
+    does not vote) does not exist here: the agent is always a member.
+
     Safety rule 9: pysyncobj unpickles every frame it receives, and only ``password`` (Fernet) makes it
     authenticate a frame first. So every Raft member needs a password, whatever address it listens on:
     loopback only narrows who can connect to every local user, and partners or members added later may
     be elsewhere. An empty password counts as none. The password never appears in ``repr`` or errors.
     """
 
-    data_dir: Name
-    self_addr: HostPort
+    patroni_only: ClassVar[Mapping[str, str]] = unsupported.RAFT
+
+    data_dir: Name = Field(default_factory=lambda: os.path.abspath(DEFAULT_RAFT_DIR))
+    self_addr: HostPort | None = None  # always set once valid (see _rules)
     partner_addrs: HostPortList = ()
     bind_addr: HostPort | None = None
     password: str | None = Field(None, repr=False)
@@ -50,11 +65,13 @@ class RaftSettings(Settings):
     @model_validator(mode="after")
     def _rules(self) -> RaftSettings:
         found: list[tuple[str, str]] = []
-        if is_wildcard(split_host_port(self.self_addr)[0]):
+        if self.self_addr is None:
+            found.append(("self_addr", RAFT_SELF_ADDR_REQUIRED))
+        elif is_wildcard(split_host_port(self.self_addr)[0]):
             found.append(("self_addr", f"must be an address the other members can reach, not {self.self_addr}"))
         seen: list[str] = []
         for i, partner in enumerate(self.partner_addrs):
-            if same_address(partner, self.self_addr):
+            if self.self_addr is not None and same_address(partner, self.self_addr):
                 found.append((f"partner_addrs[{i}]", f"is this node's own self_addr ({partner}); list only the others"))
             elif any(same_address(partner, earlier) for earlier in seen):
                 found.append((f"partner_addrs[{i}]", f"duplicate address {partner}"))
@@ -68,7 +85,7 @@ class RaftSettings(Settings):
     @property
     def listen_addr(self) -> str:
         """Where Raft listens: ``bind_addr`` or else ``self_addr``."""
-        return self.bind_addr or self.self_addr
+        return self.bind_addr or self.self_addr or ""
 
     @property
     def bind_host(self) -> str:
@@ -105,9 +122,12 @@ class Etcd3Settings(Settings):
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.ETCD3
+    accepted: ClassVar[frozenset[str]] = unsupported.ETCD3_ACCEPTED
 
     hosts: HostPortList = ()
     host: HostPort | None = None
+    url: str | None = None    # read into protocol, host, username, password (and then None)
+    proxy: str | None = None  # the same as url: raftpg never discovers members
     protocol: Literal["http", "https"] = "http"
     username: str | None = None
     password: str | None = Field(None, repr=False)
@@ -116,11 +136,19 @@ class Etcd3Settings(Settings):
     key: str | None = None
     allow_plaintext_credentials: bool = False
 
+    @classmethod
+    def notes(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+        if raw.get("use_proxies") in (False, "false", "off", "no", 0):
+            return [("use_proxies", "raftpg never discovers etcd members: it uses the listed hosts only, as "
+                                    "with use_proxies: true")]
+        return []
+
     @model_validator(mode="before")
     @classmethod
     def _host_into_hosts(cls, data: Any) -> Any:
         if not isinstance(data, Mapping):
             return data
+        data = _url_into_fields(data)
         if data.get("host") is not None and data.get("hosts"):
             raise problem("host", "set either etcd3.host or etcd3.hosts, not both")
         if data.get("host") is not None:
@@ -153,6 +181,28 @@ class Etcd3Settings(Settings):
         return self
 
 
+def _url_into_fields(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Patroni's ``url`` (or ``proxy``: raftpg never discovers other members, so the two mean the same)
+    ``http(s)://[user:password@]host:port`` -> ``protocol``, ``host``, ``username``, ``password``."""
+    keys = [key for key in ("url", "proxy") if data.get(key) is not None]
+    if not keys:
+        return data
+    if len(keys) > 1 or data.get("host") is not None or data.get("hosts"):
+        raise problem(keys[-1], "set one of etcd3.url, etcd3.proxy, etcd3.host, etcd3.hosts")
+    key = keys[0]
+    url = data[key]
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+        raise problem(key, "must be 'http(s)://host:port' (a username:password@ part is allowed)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    out = {k: v for k, v in data.items() if k != key}
+    out.update(protocol=parts.scheme, host=f"{host}:{parts.port}")
+    if parts.username is not None:
+        out.setdefault("username", unquote(parts.username))
+        out.setdefault("password", unquote(parts.password or ""))
+    return out
+
+
 class ConsulSettings(Settings):
     """``consul``: an external Consul agent. ``url`` (``http(s)://host:port``), when set, is used instead of
     ``scheme`` and ``host``. ``token`` over plain HTTP to an agent off loopback is refused unless
@@ -162,6 +212,7 @@ class ConsulSettings(Settings):
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.CONSUL
 
     host: HostPort = "127.0.0.1:8500"
+    port: int | None = None  # Patroni's separate port: read into host (and then None)
     url: str | None = None
     token: str | None = Field(None, repr=False)
     scheme: Literal["http", "https"] = "http"
@@ -171,6 +222,25 @@ class ConsulSettings(Settings):
     key: str | None = None
     dc: str | None = None
     allow_plaintext_credentials: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _port_into_host(cls, data: Any) -> Any:
+        """Patroni's ``port`` overrides the port of ``host`` (or gives it one)."""
+        if not isinstance(data, Mapping) or data.get("port") is None:
+            return data
+        port = data["port"]
+        if isinstance(port, bool) or not (isinstance(port, int) or (isinstance(port, str) and port.isdigit())):
+            raise problem("port", f"must be a port number, got {port!r}")
+        host = data.get("host", "127.0.0.1")
+        if not isinstance(host, str):
+            return data  # reported by the host field
+        name = host.strip()
+        if name.startswith("["):
+            name = name[: name.index("]") + 1] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.rpartition(":")[0]
+        return {**{k: v for k, v in data.items() if k != "port"}, "host": f"{name}:{int(port)}"}
 
     @field_validator("scheme", mode="before")
     @classmethod

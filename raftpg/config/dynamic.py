@@ -42,6 +42,8 @@ class DcsPostgresSettings(OpenSettings):
     use_slots: bool = True
     parameters: GucMap = Field(default_factory=empty_map)
     pg_hba: tuple[ConfigLine, ...] = ()  # one item is one line: control characters refused
+    pg_ident: tuple[ConfigLine, ...] = ()
+    recovery_conf: GucMap = Field(default_factory=empty_map)  # extra settings for a replica's recovery
 
     @field_validator("parameters", mode="after")
     @classmethod
@@ -106,6 +108,8 @@ class DynamicSettings(OpenSettings):
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.DYNAMIC
+    accepted: ClassVar[frozenset[str]] = unsupported.DYNAMIC_ACCEPTED
+    refused: ClassVar[Mapping[str, str]] = unsupported.DYNAMIC_REFUSED
     renamed: ClassVar[Mapping[str, str]] = MappingProxyType({
         "master_start_timeout": "primary_start_timeout",
         "master_stop_timeout": "primary_stop_timeout",
@@ -123,6 +127,18 @@ class DynamicSettings(OpenSettings):
     check_timeline: bool = False
     pause: bool = False
     postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
+
+    @classmethod
+    def notes(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+        found = []
+        if raw.get("check_timeline") in (False, "false", "off", "no", 0):
+            found.append(("check_timeline", "raftpg always checks timelines: a member on an older timeline than "
+                                            "the cluster's is never promoted, whatever this says"))
+        stop = raw.get("primary_stop_timeout", raw.get("master_stop_timeout"))
+        if stop not in (None, 0, "0") and not isinstance(stop, bool):
+            found.append(("primary_stop_timeout", "ignored: raftpg stops PostgreSQL fast, escalating to "
+                                                  "immediate then SIGKILL after its own deadline"))
+        return found
 
     @model_validator(mode="after")
     def _storable_document(self) -> DynamicSettings:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from raftpg.config.errors import ConfigError, line, validation_lines
-from raftpg.config.schema import DCS_KINDS, Config, structure_problems
+from raftpg.config.schema import DCS_KINDS, Config, dcs_choice, structure_problems
 from raftpg.config.screen import screen
 
 _BOOL = TypeAdapter(bool)
@@ -110,15 +110,23 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     if _is_witness(document) and "postgresql" in document:
         del document["postgresql"]
         warnings.append("postgresql: ignored on a witness node (witness: true)")
+    dropped, dcs_warnings, dcs_errors = dcs_choice(document)
+    for key in dropped:
+        del document[key]
+    warnings += dcs_warnings
     screened = screen(Config, document)
     present = [kind for kind in DCS_KINDS if screened.data.get(kind) is not None]
     structure = structure_problems(present, _is_witness(document), screened.data.get("postgresql") is not None)
+    if dcs_errors:  # they say what to do instead of "one of raft, etcd3, consul is required"
+        structure = dcs_errors + [(path, message) for path, message in structure if path]
     errors = screened.errors + [line(path, message) for path, message in structure]
     config = None
     try:
         config = Config.model_validate(screened.data)
     except ValidationError as exc:
         errors.extend(validation_lines(exc))
+    if dcs_errors:  # the model repeats the generic rule that dcs_errors replace
+        errors = [e for e in errors if e != line(*structure_problems([], True, False)[0])]
     if errors or config is None:
         raise ConfigError(list(dict.fromkeys(errors)), source)
     config._warnings = tuple(warnings + screened.warnings)

@@ -7,7 +7,7 @@ import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PlainValidator, ValidationInfo, field_validator, model_validator
 
@@ -15,8 +15,9 @@ from raftpg.config import unsupported
 from raftpg.config.addresses import is_loopback, is_wildcard, is_wildcard_address, split_host_port
 from raftpg.config.base import Settings
 from raftpg.config.cli_options import BasebackupOptions, option_args
-from raftpg.config.errors import problems
-from raftpg.config.fields import ConfigLine, GucMap, HostPort, Name, control_characters, empty_map
+from raftpg.config.errors import problem, problems
+from raftpg.config.fields import ConfigLine, FrozenDict, GucMap, HostPort, Name, control_characters, empty_map
+from raftpg.config.methods import BASEBACKUP, ReplicaMethod, method_section, unused_method_sections
 
 # Where distributions install server binaries, one directory per major version: Debian/Ubuntu
 # (/usr/lib/postgresql/16/bin) and the PGDG RPMs (/usr/pgsql-16/bin).
@@ -42,6 +43,28 @@ def _join_host_port(host: str, port: int) -> str:
 
 
 PgListen = Annotated[str, PlainValidator(_listen)]
+
+PROGRAMS = ("pg_ctl", "initdb", "pg_controldata", "pg_basebackup", "postgres", "pg_isready", "pg_rewind")
+
+
+def _bin_names(value: Any) -> Mapping[str, str]:
+    """``bin_name``: another file name (in ``bin_dir``) for some of PostgreSQL's programs."""
+    if value is None:
+        return FrozenDict()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping of program names to file names, got a {type(value).__name__}")
+    bad = []
+    for program, name in value.items():
+        if program not in PROGRAMS:
+            bad.append((str(program), f"not one of {', '.join(PROGRAMS)}"))
+        elif not isinstance(name, str) or not name.strip() or "/" in name or control_characters(name):
+            bad.append((program, "must be a file name in bin_dir (no '/')"))
+    if bad:
+        raise problems(bad)
+    return FrozenDict({program: name.strip() for program, name in value.items()})
+
+
+BinNames = Annotated[Mapping[str, str], PlainValidator(_bin_names)]
 
 
 class PgUser(Settings):
@@ -90,13 +113,18 @@ class PgAuthentication(Settings):
 
 
 class Callbacks(Settings):
-    """``postgresql.callbacks``: commands run on events, as in Patroni (called with action, role, scope)."""
+    """``postgresql.callbacks``: commands run on events, as in Patroni (called with action, role, scope).
+
+    ``primary_role`` (raftpg's): the role word a callback gets for a primary, ``primary`` (Patroni 4) or
+    ``master`` for scripts written for Patroni 3 or older that match on it.
+    """
 
     on_start: Name | None = None
     on_stop: Name | None = None
     on_restart: Name | None = None
     on_reload: Name | None = None
     on_role_change: Name | None = None
+    primary_role: Literal["primary", "master"] = "primary"
 
 
 class PostgresSettings(Settings):
@@ -116,6 +144,8 @@ class PostgresSettings(Settings):
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.POSTGRESQL
+    accepted: ClassVar[frozenset[str]] = unsupported.POSTGRESQL_ACCEPTED
+    refused: ClassVar[Mapping[str, str]] = unsupported.POSTGRESQL_REFUSED
 
     listen: PgListen
     connect_address: HostPort | None = Field(None, validate_default=True)  # always set once valid
@@ -126,7 +156,13 @@ class PostgresSettings(Settings):
     authentication: PgAuthentication = Field(default_factory=PgAuthentication)
     parameters: GucMap = Field(default_factory=empty_map)
     pg_hba: tuple[ConfigLine, ...] = ()
+    pg_ident: tuple[ConfigLine, ...] = ()
+    recovery_conf: GucMap = Field(default_factory=empty_map)
+    custom_conf: Name | None = None
+    bin_name: BinNames = Field(default_factory=empty_map)
     basebackup: BasebackupOptions = ()
+    create_replica_methods: tuple[Name, ...] = ()
+    replica_methods: Mapping[str, ReplicaMethod] = Field(default_factory=empty_map)  # from the methods' sections
     callbacks: Callbacks = Field(default_factory=Callbacks)
     use_pg_rewind: bool | None = None
 
@@ -136,16 +172,60 @@ class PostgresSettings(Settings):
         return None if value == "" else value  # Patroni configs often say bin_dir: ''
 
     @classmethod
-    def patroni_only_for(cls, raw: Mapping[str, Any]) -> Mapping[str, str]:
+    def method_sections(cls, raw: Mapping[str, Any]) -> frozenset[str]:
         methods = raw.get("create_replica_methods")
-        if not isinstance(methods, list):
-            return cls.patroni_only
-        named = {
-            m: unsupported.METHOD_SECTION
-            for m in methods
-            if isinstance(m, str) and m not in cls.model_fields and m in raw
-        }
-        return {**cls.patroni_only, **named}
+        listed = methods if isinstance(methods, list | tuple) else ()
+        named = {m for m in listed if isinstance(m, str) and m not in cls.model_fields}
+        return frozenset(named | set(unused_method_sections(cls, raw, "create_replica_methods")))
+
+    @classmethod
+    def notes(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+        found = [(name, "a method section not listed in create_replica_methods: ignored, as Patroni does")
+                 for name in unused_method_sections(cls, raw, "create_replica_methods")]
+        if raw.get("use_unix_socket") is False:
+            found.append(("use_unix_socket", "the agent always connects to its own PostgreSQL over its unix "
+                                             "socket (the first of unix_socket_directories)"))
+        config_dir, data_dir = raw.get("config_dir"), raw.get("data_dir")
+        if isinstance(config_dir, str) and config_dir.strip() and isinstance(data_dir, str) \
+                and os.path.normpath(config_dir.strip()) != os.path.normpath(data_dir.strip()):
+            found.append(("config_dir", "ignored: raftpg keeps postgresql.conf, pg_hba.conf and pg_ident.conf "
+                                        "in the data directory"))
+        return found
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_replica_methods(cls, data: Any) -> Any:
+        """``create_replica_methods`` and each named method's section -> ``replica_methods`` (name -> method).
+        A method without a section runs its name as the command, as in Patroni."""
+        if not isinstance(data, Mapping):
+            return data
+        if "replica_methods" in data:
+            raise problem("replica_methods", "unknown key")
+        unused = unused_method_sections(cls, data, "create_replica_methods")
+        methods = data.get("create_replica_methods")
+        if not isinstance(methods, list | tuple):
+            return {k: v for k, v in data.items() if k not in unused}
+        parsed: dict[str, ReplicaMethod] = {}
+        found: list[tuple[str, str]] = []
+        for i, name in enumerate(methods):
+            if not isinstance(name, str) or not name.strip():
+                found.append((f"create_replica_methods[{i}]", "must be a method name"))
+            elif name != BASEBACKUP and name in cls.model_fields:
+                found.append((f"create_replica_methods[{i}]", f"'{name}' is a key of postgresql, not a method"))
+            elif name != BASEBACKUP:
+                method, problems_found = method_section(ReplicaMethod, data.get(name), name)
+                found += problems_found
+                if method is not None:
+                    parsed[name] = method if method.command else method.model_copy(update={"command": name})
+        if found:
+            raise problems(found)
+        rest = {k: v for k, v in data.items() if k not in parsed and k not in unused}
+        return {**rest, "replica_methods": FrozenDict(parsed)}
+
+    @field_validator("replica_methods", mode="after")
+    @classmethod
+    def _frozen_methods(cls, value: Mapping[str, ReplicaMethod]) -> Mapping[str, ReplicaMethod]:
+        return FrozenDict(value)
 
     @field_validator("connect_address", mode="before")
     @classmethod

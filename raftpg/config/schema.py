@@ -42,6 +42,8 @@ class Config(Settings):
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.TOP_LEVEL
+    accepted: ClassVar[frozenset[str]] = frozenset(unsupported.OTHER_DCS)  # judged by dcs_choice()
+    refused: ClassVar[Mapping[str, str]] = unsupported.TOP_LEVEL_REFUSED
 
     scope: MemberName
     namespace: str = "/service/"
@@ -63,6 +65,22 @@ class Config(Settings):
     def warnings(self) -> tuple[str, ...]:
         """Keys Patroni knows that raftpg ignores, and other things worth a log line at startup."""
         return self._warnings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _patroni_forms(cls, data: Any) -> Any:
+        """Patroni's shorthands that need another section to resolve: Raft addresses without a port (the REST
+        API's port + 10000) and ``watchdog.safety_margin: -1`` (fire at half of ``bootstrap.dcs.ttl``)."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        raft, restapi = data.get("raft"), data.get("restapi")
+        if isinstance(raft, Mapping) and isinstance(restapi, Mapping):
+            out["raft"] = raft_ports(raft, restapi.get("listen"))
+        watchdog = data.get("watchdog")
+        if isinstance(watchdog, Mapping) and watchdog.get("safety_margin") in (-1, "-1"):
+            out["watchdog"] = {**watchdog, "safety_margin": half_ttl_margin(data.get("bootstrap"))}
+        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -115,6 +133,30 @@ class Config(Settings):
         return f"{self.namespace}{self.scope}/"
 
 
+def dcs_choice(document: Mapping[str, Any]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """Which DCS section a document uses -> (sections to drop, warnings, errors as (key, message)).
+
+    ``raft`` wins over ``etcd3``/``consul`` and over the sections raftpg cannot use (``etcd``, ``zookeeper``,
+    ...): a Patroni config keeps its old section when a raft section is added for the migration, and the
+    other section is then ignored, with a warning. Without ``raft``, a section raftpg cannot use is an error
+    that says what to do (unless etcd3 or consul is there); two of etcd3 and consul stay an error.
+    """
+    present = [kind for kind in DCS_KINDS if document.get(kind) is not None]
+    others = [key for key in unsupported.OTHER_DCS if key in document]
+    drop, warnings, errors = [], [], []
+    if "raft" in present:
+        for key in [k for k in present if k != "raft"] + others:
+            drop.append(key)
+            warnings.append(f"{key}: ignored: the raft section is used (with both, raftpg uses its embedded "
+                            "store; stop every Patroni node before starting raftpg on this config)")
+    elif present:
+        drop += others
+        warnings += [f"{key}: ignored: {unsupported.OTHER_DCS[key]}" for key in others]
+    else:
+        errors += [(key, unsupported.OTHER_DCS[key]) for key in others]
+    return drop, warnings, errors
+
+
 def structure_problems(dcs_present: list[str], witness: bool, has_postgresql: bool) -> list[tuple[str, str]]:
     """The rules about which sections exist, as ``(key path, message)`` pairs.
 
@@ -133,6 +175,49 @@ def structure_problems(dcs_present: list[str], witness: bool, has_postgresql: bo
     if witness and has_postgresql:
         found.append(("postgresql", "a witness runs no PostgreSQL: remove this section"))
     return found
+
+
+RAFT_PORT_OFFSET = 10000
+
+
+def raft_ports(raft: Mapping[str, Any], rest_listen: Any) -> Mapping[str, Any]:
+    """``raft`` with a port added to each address written without one: the REST API's port + 10000, as
+    Patroni's Raft does (so every member's Raft port follows from its REST port when both are uniform)."""
+    try:
+        port = split_host_port(rest_listen)[1] + RAFT_PORT_OFFSET
+    except ValueError:
+        return raft  # restapi.listen is reported as invalid
+    if port > 65535:
+        return raft  # the addresses are then reported as lacking a port
+
+    def fill(addr: Any) -> Any:
+        if not isinstance(addr, str) or not addr.strip():
+            return addr
+        text = addr.strip()
+        bare = text.startswith("[") and text.endswith("]") or (not text.startswith("[") and ":" not in text)
+        return f"{text}:{port}" if bare else addr
+
+    out = dict(raft)
+    for key in ("self_addr", "bind_addr"):
+        if key in out:
+            out[key] = fill(out[key])
+    partners = out.get("partner_addrs")
+    if isinstance(partners, str):
+        partners = [p.strip() for p in partners.split(",") if p.strip()]
+    if isinstance(partners, list | tuple):
+        out["partner_addrs"] = [fill(p) for p in partners]
+    return out
+
+
+def half_ttl_margin(bootstrap: Any) -> int:
+    """The safety margin that makes the watchdog fire at ``ttl // 2`` (Patroni's ``safety_margin: -1``)."""
+    dcs = bootstrap.get("dcs") if isinstance(bootstrap, Mapping) else None
+    ttl = dcs.get("ttl", 30) if isinstance(dcs, Mapping) else 30
+    try:
+        ttl = int(ttl)
+    except (TypeError, ValueError):
+        ttl = 30  # reported by bootstrap.dcs.ttl
+    return ttl - ttl // 2
 
 
 def default_pgpass(data_dir: Any, name: Any) -> str:

@@ -1,17 +1,20 @@
 """The key screen: before any value is validated, judge every key of the document by its section.
 
-A key is, in order:
-1. a key Patroni knows but raftpg does not implement -> a warning naming its full path; dropped from a
-   closed section, kept in an open one (``bootstrap.dcs`` and ``tags`` store arbitrary keys). Usually a
-   fixed list per section, but the document may add to it (``bootstrap.method: wal_e`` makes both
-   ``method`` and the ``wal_e`` section unsupported);
-2. a field of the section's model (or an older name for one, which is renamed) -> kept, and a nested
+A key is, in order (the lists are in ``unsupported.py``, declared per section, see ``base.py``):
+1. refused: a key Patroni knows whose absence here would be unsafe -> an error with the reason;
+2. a method section the document declares (``bootstrap.method: pgbackrest`` -> ``bootstrap.pgbackrest``)
+   -> kept as written for the model to validate;
+3. accepted: a key Patroni knows that needs nothing from raftpg -> dropped silently (kept in an open section);
+4. a key Patroni knows but raftpg does not implement -> a warning naming its full path; dropped from a
+   closed section, kept in an open one (``bootstrap.dcs`` and ``tags`` store arbitrary keys);
+5. a field of the section's model (or an older name for one, which is renamed) -> kept, and a nested
    section is screened in turn;
-3. anything else -> in a closed section an error, with a "did you mean" suggestion from difflib; in an open
+6. anything else -> in a closed section an error, with a "did you mean" suggestion from difflib; in an open
    section kept, unless it is so close to a known key that it is surely a misspelling of it (then an
    error: a silently ignored ``nofailvoer`` tag or ``loop_wiat`` would be worse than a refusal).
 
-The screen never looks at values except to descend into nested sections; the models validate values.
+Besides, each section's ``notes`` may warn about values raftpg accepts but cannot honour as Patroni does.
+The screen otherwise never looks at values except to descend into nested sections; the models validate them.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def screen(model: type[Settings], raw: Mapping[Any, Any], path: str = "") -> Scr
 
 
 def _screen_into(out: Screened, model: type[Settings], raw: Mapping[Any, Any], path: str) -> None:
-    patroni_only = model.patroni_only_for(raw)
+    patroni_only = model.patroni_only
+    sections = model.method_sections(raw)
     for key, value in raw.items():
         key_path = join_path(path, str(key))
         if not isinstance(key, str):
@@ -55,7 +59,14 @@ def _screen_into(out: Screened, model: type[Settings], raw: Mapping[Any, Any], p
         if name != key and name in raw:
             out.errors.append(line(key_path, f"'{key}' is another name for '{name}', which is also set; keep one"))
             continue
-        if key in patroni_only:
+        if key in model.refused:
+            out.errors.append(line(key_path, model.refused[key]))
+        elif key in sections:
+            out.data[key] = value
+        elif key in model.accepted:
+            if model.open_keys:
+                out.data[key] = value
+        elif key in patroni_only:
             hint = patroni_only[key]
             text = "Patroni option not supported by raftpg, ignored" + (f" ({hint})" if hint else "")
             out.warnings.append(line(key_path, text))
@@ -71,6 +82,7 @@ def _screen_into(out: Screened, model: type[Settings], raw: Mapping[Any, Any], p
                 out.errors.append(line(key_path, f"unknown key, did you mean '{suggestion}'?"))
             else:
                 out.errors.append(line(key_path, "unknown key"))
+    out.warnings.extend(line(join_path(path, key), text) for key, text in model.notes(raw))
 
 
 def _screen_value(out: Screened, model: type[Settings], name: str, value: Any, key_path: str) -> Any:
@@ -98,7 +110,7 @@ def _section_model(annotation: Any) -> type[Settings] | None:
 
 
 def _suggest(key: str, model: type[Settings], patroni_only: Mapping[str, str]) -> str | None:
-    known = [*model.model_fields, *model.renamed, *patroni_only]
+    known = [*model.model_fields, *model.renamed, *patroni_only, *model.accepted, *model.refused]
     by_lower = {k.lower(): k for k in known}
     if key.lower() in by_lower:
         return by_lower[key.lower()]

@@ -13,29 +13,89 @@ from raftpg.config.addresses import is_loopback, is_wildcard, is_wildcard_addres
 from raftpg.config.base import OpenSettings, Settings
 from raftpg.config.cli_options import InitdbOptions, option_args
 from raftpg.config.dynamic import DynamicSettings
-from raftpg.config.errors import problems
-from raftpg.config.fields import HostPort, Int, Name, Secret, thaw
+from raftpg.config.errors import problem, problems
+from raftpg.config.fields import FrozenDict, HostPort, Int, Name, Secret, empty_map, thaw
+from raftpg.config.methods import INITDB, BootstrapMethod, method_section, unused_method_sections
 from raftpg.model import Tags
 
 _LEVEL_NAMES = MappingProxyType({"WARN": "WARNING", "FATAL": "CRITICAL"})
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _level_name(value: Any) -> Any:
+    if isinstance(value, str):
+        name = value.strip().upper()
+        return _LEVEL_NAMES.get(name, name)
+    return value
+
+
 class LogSettings(Settings):
-    """``log``: the agent's own logging. ``level`` is upper-cased; WARN and FATAL mean WARNING and CRITICAL."""
+    """``log``: the agent's own logging, as Patroni configures it (applied by ``raftpg.logconfig``).
+
+    - ``level`` (also each value of ``loggers``) is upper-cased; WARN and FATAL mean WARNING and CRITICAL.
+    - ``type``: ``plain`` (``format`` is a %-style string) or ``json`` (one JSON object per line; ``format``
+      may then also be a list of record attribute names, or of ``{attribute: output key}`` mappings, and
+      ``static_fields`` are added to every line).
+    - ``dir``: write ``raftpg-<name>.log`` there instead of stderr, rotated at ``file_size`` bytes keeping
+      ``file_num`` old files (Patroni's defaults: 25 MB, 4). ``file_size: 0`` never rotates and reopens the
+      file when it is moved, for logrotate (contrib/logrotate). ``mode``: the log file's permissions.
+    - ``traceback_level``: tracebacks are logged at ERROR (default) or only at DEBUG.
+    - ``deduplicate_heartbeat_logs``: leave out an HA cycle's line when it repeats the previous one.
+    """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.LOG
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    format: str = "%(asctime)s %(levelname)s: %(message)s"
+    type: Literal["plain", "json"] = "plain"
+    level: LogLevel = "INFO"
+    traceback_level: Literal["DEBUG", "ERROR"] = "ERROR"
+    format: str | tuple[str | Mapping[str, str], ...] = "%(asctime)s %(levelname)s: %(message)s"
+    dateformat: str | None = None
+    static_fields: Mapping[str, str | int | float | bool] = Field(default_factory=empty_map)
     dir: str | None = None
+    mode: Int | None = Field(None, ge=0, le=0o777)
+    file_num: Int = Field(4, ge=0)
+    file_size: Int = Field(25_000_000, ge=0)
+    loggers: Mapping[str, LogLevel] = Field(default_factory=empty_map)
+    deduplicate_heartbeat_logs: bool = False
 
-    @field_validator("level", mode="before")
+    @field_validator("level", "traceback_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            name = value.strip().upper()
-            return _LEVEL_NAMES.get(name, name)
+        return _level_name(value)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _logger_levels(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return FrozenDict({str(name): _level_name(level) for name, level in value.items()})
         return value
+
+    @field_validator("static_fields", mode="after")
+    @classmethod
+    def _frozen_fields(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        return FrozenDict(value)
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(FrozenDict(item) if isinstance(item, Mapping) else item for item in value)
+        return value
+
+    @model_validator(mode="after")
+    def _json_only(self) -> LogSettings:
+        if self.type == "plain" and not isinstance(self.format, str):
+            raise problem("format", "a list of fields needs log.type: json; plain logs take a %-style string")
+        if self.type == "plain" and self.static_fields:
+            raise problem("static_fields", "needs log.type: json")
+        return self
 
 
 class RestApiAuth(Settings):
@@ -142,14 +202,15 @@ class WatchdogSettings(Settings):
     ``required`` (never become primary without it). YAML booleans are read as off / automatic.
     The watchdog fires ``ttl - safety_margin`` seconds after the last keepalive, i.e. before the leader
     lease could expire elsewhere; the Config checks that against ``bootstrap.dcs`` (the node must check it
-    again against the live dynamic config, which may have changed since).
+    again against the live dynamic config, which may have changed since). ``safety_margin: -1`` means
+    Patroni's "fire at half the ttl": Config turns it into ``ttl - ttl // 2`` of ``bootstrap.dcs.ttl``.
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.WATCHDOG
 
     mode: Literal["off", "automatic", "required"] = "automatic"
     device: Name = "/dev/watchdog"
-    safety_margin: Int = Field(5, ge=0)
+    safety_margin: Int = Field(5, ge=-1)  # -1 (Patroni: fire at ttl/2) is resolved by Config
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -187,31 +248,58 @@ class TagSettings(OpenSettings):
 
 
 class BootstrapSettings(Settings):
-    """``bootstrap``: how a new cluster is created (only ``initdb``) and its first dynamic config.
+    """``bootstrap``: how a new cluster is created and its first dynamic config.
 
-    Any other ``method`` is warned about and ignored together with its section: the cluster is then
-    created by initdb.
-
-    ``post_init`` is read as ``post_bootstrap`` (Patroni accepts both names).
+    ``method`` is ``initdb`` (the default) or the name of a custom method whose section
+    (``bootstrap.<method>``, see ``methods.py``) holds the command that creates the data directory, e.g. a
+    restore from pgBackRest, WAL-G or Barman; it is read into ``custom_method``. ``post_init`` is read as
+    ``post_bootstrap`` (Patroni accepts both names).
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.BOOTSTRAP
     renamed: ClassVar[Mapping[str, str]] = MappingProxyType({"post_init": "post_bootstrap"})
 
     dcs: DynamicSettings = Field(default_factory=DynamicSettings)
-    method: Literal["initdb"] = "initdb"
+    method: Name = INITDB
     initdb: InitdbOptions = ()
     post_bootstrap: Name | None = None
+    custom_method: BootstrapMethod | None = None  # filled from the method's own section, never written
 
     @classmethod
-    def patroni_only_for(cls, raw: Mapping[str, Any]) -> Mapping[str, str]:
-        method = raw.get("method", "initdb")
-        if method == "initdb":
-            return cls.patroni_only
-        extra = {"method": unsupported.BOOTSTRAP_METHOD}
-        if isinstance(method, str) and method not in cls.model_fields:
-            extra[method] = unsupported.METHOD_SECTION
-        return {**cls.patroni_only, **extra}
+    def method_sections(cls, raw: Mapping[str, Any]) -> frozenset[str]:
+        method = raw.get("method")
+        named = {method.strip()} if isinstance(method, str) and method.strip() not in cls.model_fields else set()
+        return frozenset(named | set(unused_method_sections(cls, raw, "method")))
+
+    @classmethod
+    def notes(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return [(name, "a method section bootstrap.method does not name: ignored, as Patroni does")
+                for name in unused_method_sections(cls, raw, "method")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_custom_method(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        if "custom_method" in data:
+            raise problem("custom_method", "unknown key")
+        unused = unused_method_sections(cls, data, "method")
+        data = {k: v for k, v in data.items() if k not in unused}
+        method = data.get("method", INITDB)
+        if not isinstance(method, str) or method.strip() in (INITDB, ""):
+            return data
+        name = method.strip()
+        if name in cls.model_fields:
+            raise problem("method", f"'{name}' is a key of bootstrap, not a method: use initdb or a custom "
+                                    "method with its own section")
+        if name not in data:
+            raise problem(name, f"required: bootstrap.method is '{name}', so bootstrap.{name}.command must name "
+                                "the command that creates the cluster (Patroni would silently run initdb "
+                                "instead; raftpg refuses)")
+        parsed, found = method_section(BootstrapMethod, data[name], name)
+        if found:
+            raise problems(found)
+        return {**{k: v for k, v in data.items() if k != name}, "custom_method": parsed}
 
     def initdb_args(self) -> list[str]:
         """``initdb`` as command-line arguments: ``["--data-checksums", "--encoding=UTF8"]``."""

@@ -1,64 +1,91 @@
-"""Keys Patroni's config knows that raftpg does not implement, per section, each with a short hint.
+"""What raftpg does with each key Patroni 4.1 accepts but raftpg does not implement as Patroni does.
 
-Why a list at all: a Patroni config with a ``raft:`` section should run unchanged (DESIGN.md section 4), so
-a key Patroni would accept must not be a hard error here, yet the user must learn that it does nothing.
-A key neither program knows is a typo and *is* an error (see ``screen.py``).
+Why this list: a Patroni config with a ``raft:`` section must run unchanged (DESIGN.md section 4), so a key
+Patroni accepts is never an error just because raftpg lacks it; yet nothing may be silently ignored. So
+every such key is one of:
 
-The list is written from Patroni's documented settings (YAML configuration and dynamic configuration
-pages, up to Patroni 4), by judgement rather than exhaustively: options that change where data comes from
-(custom bootstrap and replica-creation methods, standby clusters, Citus) or how other nodes are reached
-(proxies, allowlists, SRV discovery) are listed so their absence is loud. Add a key here when a real
-Patroni config trips over it. Hints are empty when the key's name says enough.
+- **warned** (``WARN``-style maps, key -> hint): the node runs, and a warning names the key's full path
+  once per load, saying it is ignored and why or what raftpg does instead;
+- **accepted** (``ACCEPTED`` sets): raftpg already behaves as the key asks (``ignore_slots``: raftpg never
+  touches a slot it did not create), so nothing is said; a value raftpg cannot honour is still warned
+  about, by the section's ``notes`` (``check_timeline: false``, ``use_unix_socket: false``);
+- **refused** (``REFUSED`` maps, key -> reason): ignoring the key would be unsafe (a standby cluster
+  would be promoted, a fencing script would be skipped), so the config is refused with one line naming
+  the key and the reason.
+
+A key neither program knows is a typo and *is* an error (``screen.py``). The lists are written from
+Patroni 4.1's documentation (YAML and dynamic configuration, environment variables) and its validator.
 """
 
 from __future__ import annotations
 
 from types import MappingProxyType
 
-_OTHER_DCS = "raftpg supports the raft, etcd3 and consul DCS sections only"
-_CONN_TLS = "TLS and GSS options for PostgreSQL client connections are not supported yet"
+# --- the top level ---------------------------------------------------------------------------------
+
+OTHER_DCS = MappingProxyType({
+    "etcd": ("the etcd v2 API is not supported (etcd 3.4 disables it, 3.6 removed it), and reading this "
+             "section as etcd3 would switch to another key space where a Patroni node still on v2 could "
+             "hold a second leader key: rename the section to etcd3 (same keys) once every Patroni node is "
+             "stopped, or add a raft section for the embedded store (docs/migrating-from-patroni.md)"),
+    "zookeeper": "ZooKeeper is not supported: add a raft section (the embedded store), or etcd3 or consul",
+    "exhibitor": "Exhibitor/ZooKeeper is not supported: add a raft section (the embedded store), or etcd3 or consul",
+    "kubernetes": "the Kubernetes API as a DCS is not supported: add a raft section, or etcd3 or consul",
+})
+"""DCS sections raftpg cannot use: an error when the config has no section raftpg can use, else a warning
+that the section is ignored (a Patroni config with a raft section added for the migration)."""
 
 TOP_LEVEL = MappingProxyType({
-    "kubernetes": _OTHER_DCS,
-    "zookeeper": _OTHER_DCS,
-    "exhibitor": _OTHER_DCS,
-    "etcd": "the etcd v2 API is not supported; use an etcd3 section",
-    "citus": "Citus clusters are not supported",
-    "ctl": "raftpgctl does not read the ctl section",
+    "thread_pool_size": "raftpg's REST API and HA loop do not use a thread pool",
+    "thread_stack_size": "raftpg does not size its threads' stacks",
+    "ctl": "raftpgctl reads restapi.authentication, RAFTPGCTL_* and PATRONICTL_CONFIG_FILE, not the ctl section",
 })
 
-LOG = MappingProxyType({key: "" for key in (
-    "type", "traceback_level", "dateformat", "static_fields", "max_queue_size", "file_num", "file_size",
-    "mode", "loggers", "deduplicate_heartbeat_logs",
-)})
+TOP_LEVEL_REFUSED = MappingProxyType({
+    "citus": ("Citus clusters are not supported: raftpg does not update the coordinator's pg_dist_node on a "
+              "failover, so the Citus cluster would keep sending queries to a demoted node"),
+})
+
+# --- log -------------------------------------------------------------------------------------------
+
+LOG = MappingProxyType({
+    "max_queue_size": "raftpg writes log records synchronously, without a queue",
+})
+
+# --- restapi ---------------------------------------------------------------------------------------
 
 RESTAPI = MappingProxyType({
     **{key: "" for key in (
-        "proxy_address", "keyfile_password", "ciphers", "crlfile", "request_queue_size", "server_tokens",
-        "http_extra_headers", "https_extra_headers",
+        "thread_pool_size", "proxy_address", "keyfile_password", "ciphers", "crlfile", "request_queue_size",
+        "server_tokens", "http_extra_headers", "https_extra_headers",
     )},
     "allowlist": "use restapi.authentication or a firewall",
     "allowlist_include_members": "use restapi.authentication or a firewall",
 })
 
+# --- the DCS sections ------------------------------------------------------------------------------
+
 ETCD3 = MappingProxyType({
-    "url": "list the endpoints in etcd3.hosts",
-    "proxy": "",
-    "use_proxies": "",
     "srv": "DNS SRV discovery is not supported; list the endpoints in etcd3.hosts",
-    "srv_suffix": "",
+    "srv_suffix": "DNS SRV discovery is not supported; list the endpoints in etcd3.hosts",
 })
+ETCD3_ACCEPTED = frozenset({"use_proxies"})  # raftpg never discovers members: it always uses the listed hosts
 
 CONSUL = MappingProxyType({
-    "port": "write the port in consul.host ('host:port')",
-    **{key: "" for key in (
-        "consistency", "checks", "register_service", "service_tags", "service_check_interval",
-        "service_check_tls_server_name",
-    )},
+    "consistency": "raftpg reads with Consul's default consistency",
+    "checks": "the session has no health checks besides its TTL",
+    "register_service": "raftpg does not register a Consul service (use the REST health checks)",
+    "service_tags": "raftpg does not register a Consul service",
+    "service_check_interval": "raftpg does not register a Consul service",
+    "service_check_tls_server_name": "raftpg does not register a Consul service",
 })
 
-BOOTSTRAP_METHOD = "only initdb bootstrap is supported; a new cluster is created by initdb"
-METHOD_SECTION = "the section of a method raftpg does not support"
+RAFT = MappingProxyType({key: "raftpg's Raft timing is fixed (its leases do not depend on it)" for key in (
+    "min_timeout", "max_timeout", "connection_timeout", "append_entries_period", "connection_retry_time",
+    "leader_fallback_timeout",
+)})
+
+# --- bootstrap and the dynamic configuration ---------------------------------------------------------
 
 BOOTSTRAP = MappingProxyType({
     "users": "removed in Patroni 4; create roles in post_bootstrap",
@@ -66,35 +93,43 @@ BOOTSTRAP = MappingProxyType({
 })
 
 DYNAMIC = MappingProxyType({
-    "standby_cluster": "standby clusters are not supported",
-    "failsafe_mode": "",
-    "slots": "permanent replication slots are not supported",
-    "ignore_slots": "",
-    "member_slots_ttl": "",
+    "failsafe_mode": "a primary that cannot renew its lease demotes, as without failsafe_mode",
+    "slots": "permanent replication slots are not created or kept across failovers",
+    "member_slots_ttl": "a member's slot is dropped when the member leaves",
     "maximum_lag_on_syncnode": "",
-    "max_timelines_history": "",
+    "max_timelines_history": "the whole history is kept",
+})
+DYNAMIC_ACCEPTED = frozenset({"ignore_slots"})  # raftpg never drops a slot it did not create
+
+DYNAMIC_REFUSED = MappingProxyType({
+    "standby_cluster": ("standby clusters are not supported: raftpg would promote this cluster's leader and "
+                        "break its replication from the source cluster"),
 })
 
 DYNAMIC_POSTGRESQL = MappingProxyType({
-    "pg_ident": "",
-    "recovery_conf": "",
+    "pg_ctl_timeout": "raftpg does not run pg_ctl; it escalates a slow stop to immediate, then SIGKILL",
 })
+
+# --- postgresql ------------------------------------------------------------------------------------
 
 POSTGRESQL = MappingProxyType({
-    "create_replica_methods": "replicas are always cloned with pg_basebackup",
-    "pgbackrest": "replicas are always cloned with pg_basebackup",
-    **{key: "" for key in (
-        "bin_name", "proxy_address", "pg_ident", "pg_ctl_timeout", "custom_conf", "recovery_conf",
-        "use_unix_socket", "use_unix_socket_repl",
-        "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines",
-        "before_stop", "pre_promote",
-    )},
+    "proxy_address": "",
+    "pg_ctl_timeout": "raftpg does not run pg_ctl; it escalates a slow stop to immediate, then SIGKILL",
+    "use_unix_socket_repl": "replication connections go over TCP to the member's connect_address",
+    "remove_data_directory_on_rewind_failure": "raftpg moves the data directory aside and re-clones instead",
+    "remove_data_directory_on_diverged_timelines": "raftpg moves the data directory aside and re-clones instead",
+    "before_stop": "",
+})
+POSTGRESQL_ACCEPTED = frozenset({"use_unix_socket"})  # the agent always connects over its unix socket
+
+POSTGRESQL_REFUSED = MappingProxyType({
+    "pre_promote": ("raftpg runs no fencing script before promoting (it fences with the leader lease and its "
+                    "supervisor, README 'Safety'); remove the key to accept promotions without your script"),
 })
 
-PG_USER = MappingProxyType({key: _CONN_TLS for key in (
-    "sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl", "sslcrldir", "sslnegotiation",
-    "gssencmode", "channel_binding",
-)})
+PG_USER = MappingProxyType({key: "TLS and GSS options for PostgreSQL client connections are not supported yet"
+                            for key in ("sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl",
+                                        "sslcrldir", "sslnegotiation", "gssencmode", "channel_binding")})
 
 WATCHDOG = MappingProxyType({"driver": "only the Linux /dev/watchdog driver exists"})
 

@@ -208,17 +208,18 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("restapi auth password missing", {"restapi.authentication": {"username": "u"}},
      "restapi.authentication.password: field required"),
     ("no DCS", {"raft": _DROP}, "one of raft, etcd3, consul is required"),
-    ("two DCS", {"etcd3": {"hosts": ["127.0.0.1:2379"]}}, "raft: only one DCS section allowed, found raft and etcd3"),
-    ("raft data_dir", {"raft.data_dir": _DROP}, "raft.data_dir: field required"),
-    ("raft self_addr", {"raft.self_addr": _DROP}, "raft.self_addr: field required"),
-    ("raft self_addr bad", {"raft.self_addr": "node1"}, "raft.self_addr: must be 'host:port'"),
+    ("two DCS", {"raft": _DROP, "etcd3": {"hosts": ["127.0.0.1:2379"]}, "consul": {"host": "127.0.0.1:8500"}},
+     "etcd3: only one DCS section allowed, found etcd3 and consul"),
+    ("raft data_dir empty", {"raft.data_dir": " "}, "raft.data_dir: must not be empty"),
+    ("raft self_addr", {"raft.self_addr": _DROP}, "raft.self_addr: field required: the address the other members"),
+    ("raft self_addr bad", {"raft.self_addr": "node1:x"}, "raft.self_addr: port must be a number"),
     ("raft self_addr wildcard", {"raft.self_addr": "0.0.0.0:2222", "raft.password": "x"},
      "raft.self_addr: must be an address the other members can reach"),
     ("raft self among partners", {"raft.partner_addrs": ["127.0.0.1:2223", "127.0.0.1:2222"]},
      "raft.partner_addrs[1]: is this node's own self_addr"),
     ("raft duplicate partners", {"raft.partner_addrs": ["127.0.0.1:2223", "127.0.0.1:2223"]},
      "raft.partner_addrs[1]: duplicate address"),
-    ("raft partner bad", {"raft.partner_addrs": ["127.0.0.1:2223", "nope"]}, "raft.partner_addrs[1]: must be"),
+    ("raft partner bad", {"raft.partner_addrs": ["127.0.0.1:2223", "nope:"]}, "raft.partner_addrs[1]: port must be"),
     ("raft wildcard bind without password", {"raft.bind_addr": "0.0.0.0:2222", "raft.password": _DROP},
      f"raft.password: required, also on loopback: {RAFT_RCE}"),
     ("raft LAN self_addr without password", {"raft.self_addr": "10.0.0.1:2222", "raft.password": _DROP},
@@ -272,7 +273,7 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("watchdog mode", {"watchdog.mode": "sometimes"}, "watchdog.mode: must be one of"),
     ("watchdog margin vs ttl", {"watchdog.safety_margin": 30}, "watchdog.safety_margin: must be < bootstrap.dcs.ttl (30 >= 30)"),
     ("watchdog margin vs loop_wait", {"watchdog.safety_margin": 20}, "watchdog.safety_margin: leaves the watchdog 10s"),
-    ("watchdog margin negative", {"watchdog.safety_margin": -1}, "watchdog.safety_margin: must be >= 0"),
+    ("watchdog margin negative", {"watchdog.safety_margin": -2}, "watchdog.safety_margin: must be >= -1"),
     ("tag priority negative", {"tags.failover_priority": -1}, "tags.failover_priority: must be >= 0"),
     ("tag nofailover", {"tags.nofailover": "maybe"}, "tags.nofailover: must be true or false"),
     ("witness needs raft", {"raft": _DROP, "etcd3": {"hosts": "a:1"}, "witness": True, "postgresql": _DROP},
@@ -302,10 +303,10 @@ def test_fast_timing_is_valid() -> None:
 def test_every_error_is_listed_one_per_line() -> None:
     message = errors_of(edited({
         "scope": _DROP, "bootstrap.dcs": {"ttl": 30, "retry_timeout": 12}, "postgresql.data_dir": _DROP,
-        "etcd3": {"hosts": "a:1"}, "raft.bind_addr": "0.0.0.0:2222", "raft.password": _DROP, "lopo": 1,
+        "raft.bind_addr": "0.0.0.0:2222", "raft.password": _DROP, "lopo": 1, "citus": {"group": 0},
     }))
     lines = message.splitlines()
-    for path in ("scope:", "bootstrap.dcs.ttl:", "postgresql.data_dir:", "raft: only one DCS", "raft.password:", "lopo:"):
+    for path in ("scope:", "bootstrap.dcs.ttl:", "postgresql.data_dir:", "citus:", "raft.password:", "lopo:"):
         assert sum(line.startswith(path) for line in lines) == 1, (path, lines)
 
 
@@ -344,28 +345,23 @@ def test_unknown_key_in_open_sections_is_kept() -> None:
 
 
 UNSUPPORTED_CASES: list[tuple[dict[str, Any], list[str]]] = [
-    ({"kubernetes": {"namespace": "x"}}, ["kubernetes"]),
-    ({"etcd": {"host": "127.0.0.1:2379"}}, ["etcd"]),
-    ({"zookeeper": {"hosts": ["a:1"]}, "ctl": {"insecure": True}, "citus": {"group": 0}}, ["zookeeper", "ctl", "citus"]),
-    ({"log.file_num": 4, "log.loggers": {"a": "DEBUG"}}, ["log.file_num", "log.loggers"]),
-    ({"restapi.allowlist": ["10.0.0.0/8"], "restapi.http_extra_headers": {}}, ["restapi.allowlist", "restapi.http_extra_headers"]),
-    ({"bootstrap.users": {"admin": {}}, "bootstrap.method": "wal_e", "bootstrap.wal_e": {"command": "x"}},
-     ["bootstrap.users", "bootstrap.method", "bootstrap.wal_e"]),
-    ({"bootstrap.dcs.standby_cluster": {"host": "h"}, "bootstrap.dcs.failsafe_mode": True,
-      "bootstrap.dcs.slots": {}, "bootstrap.dcs.ignore_slots": []},
-     ["bootstrap.dcs.standby_cluster", "bootstrap.dcs.failsafe_mode", "bootstrap.dcs.slots", "bootstrap.dcs.ignore_slots"]),
-    ({"bootstrap.dcs.postgresql": {"recovery_conf": {}}}, ["bootstrap.dcs.postgresql.recovery_conf"]),
-    ({"postgresql.create_replica_methods": ["pgbackrest", "basebackup"], "postgresql.pgbackrest": {"command": "x"}},
-     ["postgresql.create_replica_methods", "postgresql.pgbackrest"]),
-    ({"postgresql.create_replica_methods": ["wal_e"], "postgresql.wal_e": {"command": "x"}},
-     ["postgresql.create_replica_methods", "postgresql.wal_e"]),
-    ({"postgresql.recovery_conf": {}, "postgresql.custom_conf": "/x", "postgresql.pg_ctl_timeout": 60,
-      "postgresql.use_unix_socket": True, "postgresql.use_unix_socket_repl": True,
+    ({"thread_pool_size": 5, "thread_stack_size": 524288, "ctl": {"insecure": True}},
+     ["thread_pool_size", "thread_stack_size", "ctl"]),
+    ({"log.max_queue_size": 1000}, ["log.max_queue_size"]),
+    ({"restapi.thread_pool_size": 5, "restapi.allowlist": ["10.0.0.0/8"], "restapi.http_extra_headers": {},
+      "restapi.request_queue_size": 5, "restapi.server_tokens": "minimal"},
+     ["restapi.thread_pool_size", "restapi.allowlist", "restapi.http_extra_headers", "restapi.request_queue_size",
+      "restapi.server_tokens"]),
+    ({"bootstrap.users": {"admin": {}}}, ["bootstrap.users"]),
+    ({"bootstrap.dcs.failsafe_mode": True, "bootstrap.dcs.slots": {}, "bootstrap.dcs.member_slots_ttl": "30min"},
+     ["bootstrap.dcs.failsafe_mode", "bootstrap.dcs.slots", "bootstrap.dcs.member_slots_ttl"]),
+    ({"bootstrap.dcs.postgresql": {"pg_ctl_timeout": 60}}, ["bootstrap.dcs.postgresql.pg_ctl_timeout"]),
+    ({"postgresql.pg_ctl_timeout": 60, "postgresql.use_unix_socket_repl": True,
       "postgresql.remove_data_directory_on_rewind_failure": True,
-      "postgresql.remove_data_directory_on_diverged_timelines": True},
-     ["postgresql.recovery_conf", "postgresql.custom_conf", "postgresql.pg_ctl_timeout", "postgresql.use_unix_socket",
-      "postgresql.use_unix_socket_repl", "postgresql.remove_data_directory_on_rewind_failure",
-      "postgresql.remove_data_directory_on_diverged_timelines"]),
+      "postgresql.remove_data_directory_on_diverged_timelines": True, "postgresql.before_stop": "/x"},
+     ["postgresql.pg_ctl_timeout", "postgresql.use_unix_socket_repl",
+      "postgresql.remove_data_directory_on_rewind_failure",
+      "postgresql.remove_data_directory_on_diverged_timelines", "postgresql.before_stop"]),
     ({"postgresql.authentication": {"superuser": {"username": "p", "sslmode": "require"}}},
      ["postgresql.authentication.superuser.sslmode"]),
     ({"watchdog.driver": "default"}, ["watchdog.driver"]),
@@ -376,20 +372,20 @@ UNSUPPORTED_CASES: list[tuple[dict[str, Any], list[str]]] = [
 @pytest.mark.parametrize(("changes", "paths"), UNSUPPORTED_CASES)
 def test_patroni_only_keys_warn_and_still_load(changes: dict[str, Any], paths: list[str]) -> None:
     config = parse_config(edited(changes))
-    assert len(config.warnings) == len(paths)
+    assert len(config.warnings) == len(paths), config.warnings
     for path, warning in zip(paths, config.warnings, strict=True):
         assert warning.startswith(f"{path}: Patroni option not supported by raftpg, ignored"), warning
 
 
 def test_unsupported_consul_key_warns() -> None:
-    config = parse_config(edited({"raft": _DROP, "consul": {"host": "127.0.0.1:8500", "port": 8500}}))
+    config = parse_config(edited({"raft": _DROP, "consul": {"host": "127.0.0.1:8500", "register_service": True}}))
     assert dcs_kind(config) == "consul"
-    assert [w.split(":")[0] for w in config.warnings] == ["consul.port"]
+    assert [w.split(":")[0] for w in config.warnings] == ["consul.register_service"]
 
 
 def test_patroni_only_keys_are_kept_where_patroni_stores_them() -> None:
-    config = parse_config(edited({"bootstrap.dcs.standby_cluster": {"host": "h"}, "tags.nostream": True}))
-    assert config.bootstrap.dcs.to_dict()["standby_cluster"] == {"host": "h"}
+    config = parse_config(edited({"bootstrap.dcs.failsafe_mode": True, "tags.nostream": True}))
+    assert config.bootstrap.dcs.to_dict()["failsafe_mode"] is True
     assert config.tags.as_dict()["nostream"] is True
     dropped = parse_config(edited({"postgresql.pg_ctl_timeout": 60}))
     assert "pg_ctl_timeout" not in dropped.postgresql.to_dict()  # type: ignore[union-attr]
@@ -600,17 +596,23 @@ def test_resolve_bin_dir(tmp_path: Path) -> None:
 
 def test_dynamic_config_normalizes_and_round_trips() -> None:
     doc = {"ttl": "25", "loop_wait": 5, "master_stop_timeout": 7, "my_extension": {"a": [1, 2]},
-           "standby_cluster": {"host": "h"}, "postgresql": {"parameters": {"max_connections": 200}, "pg_ident": []}}
+           "failsafe_mode": True, "check_timeline": False,
+           "postgresql": {"parameters": {"max_connections": 200}, "pg_ident": ["m os pg"]}}
     normalized = validate_dynamic_config(doc)
     assert normalized["ttl"] == 25 and normalized["retry_timeout"] == 10
     assert normalized["primary_stop_timeout"] == 7 and "master_stop_timeout" not in normalized
-    assert normalized["my_extension"] == {"a": [1, 2]} and normalized["standby_cluster"] == {"host": "h"}
-    assert normalized["postgresql"]["use_slots"] is True and normalized["postgresql"]["pg_ident"] == []
+    assert normalized["my_extension"] == {"a": [1, 2]} and normalized["failsafe_mode"] is True
+    assert normalized["postgresql"]["use_slots"] is True and normalized["postgresql"]["pg_ident"] == ["m os pg"]
     assert validate_dynamic_config(normalized) == normalized
-    assert dynamic_config_warnings(doc) == (
-        "standby_cluster: Patroni option not supported by raftpg, ignored (standby clusters are not supported)",
-        "postgresql.pg_ident: Patroni option not supported by raftpg, ignored",
-    )
+    assert [w.split(":")[0] for w in dynamic_config_warnings(doc)] == [
+        "failsafe_mode", "check_timeline", "primary_stop_timeout"]
+
+
+def test_dynamic_config_refuses_a_standby_cluster() -> None:
+    """Ignoring standby_cluster would promote a standby cluster's leader: refused, in PATCH /config too."""
+    with pytest.raises(ConfigError) as info:
+        validate_dynamic_config({"standby_cluster": {"host": "h", "port": 5432}})
+    assert str(info.value).startswith("standby_cluster: standby clusters are not supported: raftpg would promote")
 
 
 def test_dynamic_config_empty_is_all_defaults() -> None:
