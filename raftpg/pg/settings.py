@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 
 from raftpg.config.addresses import is_loopback
@@ -26,6 +27,31 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class CommandMethod:
+    """A user's command that makes a data directory (Patroni's custom bootstrap or replica method; see
+    ``raftpg.config.methods``). ``options`` become ``--name=value`` arguments after the command's own."""
+
+    name: str
+    command: str
+    options: tuple[tuple[str, str], ...] = ()
+    no_params: bool = False
+    keep_data: bool = False
+    no_leader: bool = False
+    keep_existing_recovery_conf: bool = False
+    recovery_conf: tuple[tuple[str, str], ...] | None = None  # None: not given (different from empty)
+
+    def argv(self, params: dict[str, str]) -> list[str]:
+        """The command line: the command split like a shell would (never run through one), then Patroni's
+        ``params`` (``--scope`` ...) unless ``no_params``, then the options."""
+        head = shlex.split(self.command)
+        given = [] if self.no_params else [f"--{k}={v}" for k, v in params.items()]
+        return [*head, *given, *(f"--{k}={v}" for k, v in self.options)]
+
+
+BASEBACKUP = "basebackup"
+
+
+@dataclass(frozen=True)
 class PgSettings:
     """One member's PostgreSQL.
 
@@ -38,6 +64,13 @@ class PgSettings:
     ``launcher`` is the argv that runs the fencing supervisor (empty: this interpreter runs
     ``raftpg/pg/supervisor.py`` in isolated mode, so the supervisor imports only the standard library).
     ``log_file``: where the postmaster's stderr goes (None: inherited from the agent).
+    ``pg_ident`` lines, when given, are written to pg_ident.conf; ``recovery_conf`` settings are added to a
+    replica's configuration; ``custom_conf`` is included instead of initdb's ``postgresql.base.conf``;
+    ``bin_names`` rename PostgreSQL's programs (``{"pg_ctl": "pg_ctl15"}``).
+    ``bootstrap_method``: a command run instead of initdb; ``replica_methods``: how a replica is created,
+    in order (``BASEBACKUP`` for pg_basebackup; empty: pg_basebackup only).
+    The agent's unix socket is the first absolute directory of the user's ``unix_socket_directories``
+    parameter when one is set, else ``unix_socket_dir`` (see ``socket_dir``).
     """
 
     name: str
@@ -61,6 +94,12 @@ class PgSettings:
     unix_socket_dir: str | None = None
     launcher: tuple[str, ...] = ()
     log_file: str | None = None
+    pg_ident: tuple[str, ...] = ()
+    recovery_conf: dict[str, str] = field(default_factory=dict)
+    custom_conf: str | None = None
+    bin_names: dict[str, str] = field(default_factory=dict)
+    bootstrap_method: CommandMethod | None = None
+    replica_methods: tuple[CommandMethod, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -76,17 +115,29 @@ class PgSettings:
             if exposed and cred is not None and not cred.password:  # see conf.default_pg_hba
                 raise ValueError(f"postgresql.authentication.{role}.password: required because PostgreSQL "
                                  f"listens on {exposed[0].strip()} (not loopback)")
-        unknown = sorted(set(self.callbacks) - set(CALLBACK_ACTIONS))
+        unknown = sorted(set(self.callbacks) - set(CALLBACK_ACTIONS) - {"primary_role"})  # see callbacks.py
         if unknown:
             raise ValueError(f"callbacks: unknown action(s) {unknown}, expected some of {list(CALLBACK_ACTIONS)}")
         object.__setattr__(self, "parameters", {str(k): _guc_text(v) for k, v in self.parameters.items()})
         object.__setattr__(self, "callbacks", dict(self.callbacks))
-        for name in ("pg_hba", "initdb_args", "basebackup_args", "launcher"):
+        object.__setattr__(self, "recovery_conf", {str(k): _guc_text(v) for k, v in self.recovery_conf.items()})
+        object.__setattr__(self, "bin_names", dict(self.bin_names))
+        for name in ("pg_hba", "initdb_args", "basebackup_args", "launcher", "pg_ident", "replica_methods"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
+    def user_socket_dirs(self) -> list[str]:
+        """The directories of the user's ``unix_socket_directories`` parameter (empty: not set)."""
+        value = next((v for k, v in self.parameters.items() if k.lower() == "unix_socket_directories"), "")
+        return [d.strip().strip("'\"") for d in value.split(",") if d.strip().strip("'\"")]
+
+    @property
     def socket_dir(self) -> str:
-        return self.unix_socket_dir or os.path.dirname(os.path.abspath(self.data_dir)) or "/tmp"
+        """Where the agent connects (and where raftpg's own socket is when the user sets none): the first
+        absolute directory of ``unix_socket_directories``, else ``unix_socket_dir``, else the data
+        directory's parent."""
+        mine = next((d for d in self.user_socket_dirs if os.path.isabs(d)), None)
+        return mine or self.unix_socket_dir or os.path.dirname(os.path.abspath(self.data_dir)) or "/tmp"
 
     @property
     def pgpass(self) -> str:
@@ -105,7 +156,7 @@ class PgSettings:
         return f"raftpg-{self.name}"
 
     def binary(self, program: str) -> str:
-        return os.path.join(self.bin_dir, program)
+        return os.path.join(self.bin_dir, self.bin_names.get(program, program))
 
 
 def _guc_text(value: object) -> str:
