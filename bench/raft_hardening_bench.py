@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,8 +127,11 @@ def main() -> None:
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="raftpg-hardening-bench-")
     print(f"raftpg Raft hardening bench, {os.cpu_count()} CPUs; writes through a follower, one at a time")
-    flood_and_idle(base, args.seconds)
-    full_disk(base)
+    try:
+        flood_and_idle(base, args.seconds)
+        full_disk(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
