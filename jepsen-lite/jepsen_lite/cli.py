@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_main(args[1:])
     if args[:1] == ["check"]:
         return check_main(args[1:])
+    if args[:1] == ["campaign"]:
+        from jepsen_lite.campaign import campaign_main
+        return campaign_main(args[1:])
     return check_main(args)
 
 
@@ -38,6 +41,7 @@ def check_main(argv: Sequence[str]) -> int:
     parser.add_argument("--min-register-ops", type=int, default=CheckOptions.min_register_ops)
     parser.add_argument("--register-max-seconds", type=float, default=CheckOptions.register_max_seconds)
     parser.add_argument("--gap-threshold-s", type=float, default=CheckOptions.gap_threshold_s)
+    parser.add_argument("--min-bootstrap-rounds", type=int, default=CheckOptions.min_bootstrap_rounds)
     parser.add_argument("--checker", action="append", dest="checkers",
                         help="run only this checker (repeatable); default: those fitting the workload")
     args = parser.parse_args(argv)
@@ -49,7 +53,7 @@ def check_main(argv: Sequence[str]) -> int:
     opts = CheckOptions(
         lost_allowed=args.async_replication, min_acked=args.min_acked, min_epochs=args.min_epochs,
         min_register_ops=args.min_register_ops, register_max_seconds=args.register_max_seconds,
-        gap_threshold_s=args.gap_threshold_s,
+        gap_threshold_s=args.gap_threshold_s, min_bootstrap_rounds=args.min_bootstrap_rounds,
         checkers=tuple(args.checkers) if args.checkers else None,
     )
     try:
@@ -79,8 +83,12 @@ def run_main(argv: Sequence[str]) -> int:
     parser.add_argument("--synchronous", action="store_true",
                         help="synchronous_mode: lost acknowledged writes are then a violation")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default jepsen-lite/runs/...)")
-    parser.add_argument("--workload", choices=("set", "register"), default="set",
-                        help="set: raftpg + PostgreSQL; register: Raft KV drivers (linearizability)")
+    parser.add_argument("--workload", choices=("set", "bank", "register", "bootstrap"), default="set",
+                        help="set / bank: raftpg + PostgreSQL; register: Raft KV drivers (linearizability); "
+                             "bootstrap: repeated bootstraps, each partitioned (no --nemesis)")
+    parser.add_argument("--dcs", choices=("raft", "etcd3"), default="raft",
+                        help="raft: the embedded Raft; etcd3: an etcd member in each data node's namespace")
+    parser.add_argument("--overlap", type=int, default=1, metavar="K", help="up to K faults at once")
     parser.add_argument("--ttl", type=int, default=10, dest="ttl_s")
     parser.add_argument("--loop-wait", type=int, default=1, dest="loop_wait_s")
     parser.add_argument("--retry-timeout", type=int, default=4, dest="retry_timeout_s")
@@ -93,6 +101,10 @@ def run_main(argv: Sequence[str]) -> int:
     parser.add_argument("--kv-clients", type=int, default=5)
     parser.add_argument("--kv-stale-reads", action="store_true",
                         help="MUTANT: register reads from local state; the checker must flag it")
+    parser.add_argument("--bank-split", action="store_true",
+                        help="MUTANT: bank transfers not atomic; the bank checker must flag it")
+    parser.add_argument("--foreign-scope", action="store_true",
+                        help="MUTANT: bootstrap workload with one node in another cluster; must be flagged")
     parser.add_argument("--keep-data", action="store_true", help="keep data directories")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -101,11 +113,12 @@ def run_main(argv: Sequence[str]) -> int:
     opts = RunOptions(
         nodes=args.nodes, witness=args.witness, nemesis=args.nemesis, time_s=args.time_s, seed=args.seed,
         synchronous=args.synchronous, out=args.out, workload=args.workload, ttl_s=args.ttl_s,
+        dcs=args.dcs, overlap=args.overlap, foreign_scope=args.foreign_scope,
         loop_wait_s=args.loop_wait_s, retry_timeout_s=args.retry_timeout_s, min_acked=args.min_acked,
         quiet_s=tuple(args.quiet), keep_data=args.keep_data,
         workload_opts=WorkloadOptions(pinned_per_node=args.clients_per_node, followers=args.followers,
                                       interval_s=args.interval, kv_clients=args.kv_clients,
-                                      stale_reads=args.kv_stale_reads))
+                                      stale_reads=args.kv_stale_reads, split_transfers=args.bank_split))
     try:
         result = run(opts)
     except (PermissionError, ValueError) as e:

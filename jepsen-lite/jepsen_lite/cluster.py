@@ -6,8 +6,8 @@ nsenter enters the namespace and switches user, then execs (it forks only for PI
 ``Popen`` PID is the agent's own PID and signals reach it directly. PostgreSQL refuses to run as root, so
 nodes run as the ``postgres`` OS user when the harness is root.
 
-An agent's process tree: agent -> fencing supervisor (``raftpg/pg/supervisor.py``, same process group as the
-agent) -> postmaster (its own session) -> backends. The harness tracks the agents it started (``Popen``) and
+An agent's process tree: agent -> fencing supervisor (``raftpg/pg/supervisor.py``, in a session of its own
+since the fix of DESIGN.md rule 11) -> postmaster (its own session) -> backends. The harness tracks the agents it started (``Popen``) and
 finds the supervisor (a child of the agent) and the postmaster (``postmaster.pid`` in the data directory)
 by PID; at the end anything still running whose command line names this node's data directory is killed.
 
@@ -17,13 +17,18 @@ per-node file (``set_clock_offset`` rewrites it; libfaketime re-reads it within 
 0.9.10 breaks ``clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME)`` with that setting, which is how Python
 3.11's ``time.sleep`` sleeps (EINVAL; wolfcw/libfaketime#426), so a 15-line preload shim (``monofix.c``,
 compiled here with gcc) sends monotonic sleeps straight to the kernel ahead of libfaketime.
+
+DCS: ``dcs="raft"`` (the embedded Raft, the default) or ``dcs="etcd3"``: then an etcd member runs in every
+data node's namespace (``etcd.EtcdMembers``), so partitions cut etcd's links too, and the agents list all of
+them in ``etcd3.hosts``. A witness needs the embedded Raft (raftpg refuses ``witness`` with etcd).
+
+Disk faults: with ``smallfs=True`` each data node's PostgreSQL data directory and each node's Raft data
+directory live on size-limited filesystems of their own (``smallfs.SmallFs``) mounted before the start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import logging
 import os
 import pwd
@@ -32,13 +37,29 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
 
+from jepsen_lite.procs import (  # noqa: F401 - re-exported: cluster is where callers look for them
+    FAKETIME_LIB,
+    MONOFIX_C,
+    build_monofix,
+    children,
+    cmdline,
+    faked_wall_time,
+    faketime_env,
+    first,
+    http_json,
+    pids_with_arg,
+    proc_state,
+    signal_pid,
+    wait_until,
+)
+from jepsen_lite.smallfs import SmallFs
 from jepsen_lite.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -49,30 +70,8 @@ RAFT_PORT = 5010
 API_PORT = 8008
 PG_PORT = 5432
 KV_CONTROL_PORT = 8101
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
-MONOFIX_C = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-/* libfaketime 0.9.10 with FAKETIME_DONT_FAKE_MONOTONIC=1 mangles absolute monotonic sleeps (EINVAL):
-   send every sleep on a clock other than CLOCK_REALTIME straight to the kernel. */
-int clock_nanosleep(clockid_t clock_id, int flags, const struct timespec *req, struct timespec *rem) {
-    static int (*next)(clockid_t, int, const struct timespec *, struct timespec *);
-    if (clock_id != CLOCK_REALTIME) {
-        int saved = errno;
-        long r = syscall(SYS_clock_nanosleep, clock_id, flags, req, rem);
-        int err = r == 0 ? 0 : errno;
-        errno = saved;
-        return err;
-    }
-    if (!next) next = (int (*)(clockid_t, int, const struct timespec *, struct timespec *))
-        dlsym(RTLD_NEXT, "clock_nanosleep");
-    return next(clock_id, flags, req, rem);
-}
-"""
+PG_FS_MB = 1024
+RAFT_FS_MB = 256
 
 
 class ClusterError(RuntimeError):
@@ -88,96 +87,12 @@ class ClusterOptions:
     loop_wait_s: int = 1
     retry_timeout_s: int = 4
     faketime: bool = False
+    dcs: str = "raft"  # "raft" | "etcd3"
+    smallfs: bool = False
 
     @property
     def names(self) -> list[str]:
         return [f"n{i}" for i in range(1, self.nodes + 1)] + (["w1"] if self.witness else [])
-
-
-def build_monofix(out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    src, lib = out_dir / "monofix.c", out_dir / "monofix.so"
-    src.write_text(MONOFIX_C)
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"], check=True,
-                   capture_output=True, timeout=60)
-    lib.chmod(0o755)
-    return lib
-
-
-def faketime_env(offset_file: Path, monofix: Path) -> dict[str, str]:
-    return {"LD_PRELOAD": f"{monofix} {FAKETIME_LIB}", "FAKETIME_TIMESTAMP_FILE": str(offset_file),
-            "FAKETIME_CACHE_DURATION": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-
-
-def faked_wall_time(env: dict[str, str]) -> float:
-    """The wall time a process started with ``env`` sees (a probe process, ``date +%s.%N``)."""
-    out = subprocess.run(["date", "+%s.%N"], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
-                         text=True, timeout=10, check=True).stdout
-    return float(out.strip())
-
-
-def proc_state(pid: int) -> str | None:
-    """The one-letter state of /proc/<pid>/stat (R, S, D, T, Z...), None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def pids_with_arg(needle: str) -> list[int]:
-    return [int(e) for e in os.listdir("/proc") if e.isdigit() and needle in cmdline(int(e))]
-
-
-def signal_pid(pid: int | None, sig: int) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def http_json(addr: str, port: int, method: str, path: str, body: Any = None,
-              timeout_s: float = 2.0) -> tuple[int, Any]:
-    """(status, decoded JSON body or None); status 0 if no HTTP answer (refused, timeout, reset)."""
-    conn = http.client.HTTPConnection(addr, port, timeout=timeout_s)
-    try:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            return resp.status, json.loads(raw) if raw else None
-        except ValueError:
-            return resp.status, raw.decode(errors="replace")
-    except (OSError, http.client.HTTPException):
-        return 0, None
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -209,6 +124,7 @@ class NodeProcesses:
         self.user = pwd.getpwnam(RUN_AS) if os.geteuid() == 0 else None
         self.monofix: Path | None = None
         self.stopped_pids: set[int] = set()
+        self.stopped_groups: set[int] = set()
         self.started_pids: list[int] = []
 
     # ------------------------------------------------------------------ setup
@@ -270,8 +186,16 @@ class NodeProcesses:
         member = self.members[name]
         if member.proc is not None and member.proc.poll() is None:
             return
+        member.proc = self.spawn(name, self.argv(member), member.log_path, member.dir,
+                                 f"start #{member.starts + 1}", member.extra_env)
+        member.starts += 1
+
+    def spawn(self, name: str, argv: list[str], log_path: Path, cwd: Path, what: str,
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """``argv`` in node ``name``'s namespace, as the postgres user, in a new session, output to
+        ``log_path``; under libfaketime when clocks are faked."""
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
-               "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/tmp"), **member.extra_env}
+               "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/tmp"), **(extra_env or {})}
         prefix = self.topology.exec_prefix(name)
         if self.user is not None:
             prefix += ["-S", str(self.user.pw_uid), "-G", str(self.user.pw_gid)]
@@ -279,14 +203,13 @@ class NodeProcesses:
         clock_env = self.clock_env(name)
         if clock_env:  # preload only after the user switch: libfaketime makes a per-process shm in /dev/shm
             prefix += ["env", *(f"{k}={v}" for k, v in clock_env.items())]  # that children must open
-        with open(member.log_path, "ab") as logf:
-            logf.write(f"\n==== jepsen-lite: start #{member.starts + 1} at {time.strftime('%H:%M:%S')}\n".encode())
+        with open(log_path, "ab") as logf:
+            logf.write(f"\n==== jepsen-lite: {what} at {time.strftime('%H:%M:%S')}\n".encode())
             logf.flush()
-            member.proc = subprocess.Popen([*prefix, *self.argv(member)], stdin=subprocess.DEVNULL,
-                                           stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=member.dir,
-                                           start_new_session=True)
-        member.starts += 1
-        self.started_pids.append(member.proc.pid)
+            proc = subprocess.Popen([*prefix, *argv], stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+        self.started_pids.append(proc.pid)
+        return proc
 
     def start_all(self) -> None:
         for name in self.members:
@@ -333,9 +256,28 @@ class NodeProcesses:
         signal_pid(pid, signal.SIGCONT)
         self.stopped_pids.discard(pid)
 
+    def pause_group(self, pgid: int) -> None:
+        """SIGSTOP a whole process group (a postmaster and its backends)."""
+        if self.signal_group(pgid, signal.SIGSTOP):
+            self.stopped_groups.add(pgid)
+
+    def resume_group(self, pgid: int) -> None:
+        self.signal_group(pgid, signal.SIGCONT)
+        self.stopped_groups.discard(pgid)
+
+    @staticmethod
+    def signal_group(pgid: int, sig: int) -> bool:
+        try:
+            os.killpg(pgid, sig)
+            return True
+        except OSError:
+            return False
+
     def resume_all(self) -> None:
         for pid in list(self.stopped_pids):
             self.resume_pid(pid)
+        for pgid in list(self.stopped_groups):
+            self.resume_group(pgid)
 
     def leftover_pids(self, name: str) -> list[int]:
         """Processes still running for this node other than the tracked one (by its directory)."""
@@ -347,6 +289,8 @@ class NodeProcesses:
         for name in self.members:
             with contextlib.suppress(Exception):
                 self.stop(name, timeout_s=20)
+        with contextlib.suppress(Exception):
+            self.stop_services()
         for name in self.members:
             for pid in self.leftover_pids(name):
                 log.warning("killing leftover pid %d of %s: %s", pid, name, cmdline(pid)[:120])
@@ -360,6 +304,13 @@ class NodeProcesses:
             for member in self.members.values():
                 for sub in ("data", "raft"):
                     shutil.rmtree(member.dir / sub, ignore_errors=True)
+        self.release_storage(keep_data)
+
+    def stop_services(self) -> None:
+        """Stop what runs beside the node processes (etcd), after them."""
+
+    def release_storage(self, keep_data: bool) -> None:
+        """Unmount what ``prepare`` mounted."""
 
     # ------------------------------------------------------------------ status
     def raft_leader(self) -> str | None:
@@ -377,14 +328,67 @@ class RaftpgCluster(NodeProcesses):
 
     def __init__(self, topology: Topology, run_dir: Path, opts: ClusterOptions) -> None:
         super().__init__(topology, run_dir, opts)
+        if opts.dcs not in ("raft", "etcd3"):
+            raise ValueError(f"dcs must be raft or etcd3, got {opts.dcs!r}")
+        if opts.dcs == "etcd3" and opts.witness:
+            raise ValueError("a witness needs the embedded Raft (raftpg refuses witness: true with etcd3)")
         # PostgreSQL listens on the namespace addresses (not loopback): raftpg requires a password per role
         self.pg_passwords = {role: secrets.token_hex(16) for role in self.PG_USERS}
+        self.filesystems: dict[tuple[str, str], SmallFs] = {}
+        self.config_overrides: dict[str, dict[str, Any]] = {}  # node -> top-level config keys (mutants)
+        if opts.smallfs:
+            for name, member in self.members.items():
+                if not member.witness:
+                    self.filesystems[(name, "pg")] = SmallFs(member.dir / "pgfs", PG_FS_MB)
+                if opts.dcs == "raft":
+                    self.filesystems[(name, "raft")] = SmallFs(member.dir / "raftfs", RAFT_FS_MB)
+        self.etcd = None
+        if opts.dcs == "etcd3":
+            from jepsen_lite.etcd import EtcdMembers
+            self.etcd = EtcdMembers(self, [n for n, m in self.members.items() if not m.witness])
 
     def config_path(self, member: Member) -> Path:
         return member.dir / "raftpg.yml"
 
     def data_dir(self, name: str) -> Path:
-        return self.members[name].dir / "data"
+        fs = self.filesystems.get((name, "pg"))
+        return fs.path / "data" if fs else self.members[name].dir / "data"
+
+    def raft_dir(self, name: str) -> Path:
+        fs = self.filesystems.get((name, "raft"))
+        return fs.path / "raft" if fs else self.members[name].dir / "raft"
+
+    def small_fs(self, name: str, what: str) -> SmallFs | None:
+        return self.filesystems.get((name, what))
+
+    def prepare(self) -> None:
+        for fs in self.filesystems.values():
+            fs.mount(self.user.pw_uid if self.user else None, self.user.pw_gid if self.user else None)
+        super().prepare()
+        if self.etcd is not None:
+            self.etcd.prepare()
+
+    def start_all(self) -> None:
+        if self.etcd is not None:
+            self.etcd.start_all()
+        super().start_all()
+
+    def stop_services(self) -> None:
+        if self.etcd is not None:
+            self.etcd.close()
+
+    def release_storage(self, keep_data: bool) -> None:
+        for fs in self.filesystems.values():
+            fs.umount()
+
+    def dcs_section(self, member: Member) -> dict[str, Any]:
+        addr = self.topology.addr(member.name)
+        if self.etcd is not None:
+            return {"etcd3": {"hosts": self.etcd.hosts(first=member.name)}}
+        return {"raft": {"data_dir": str(self.raft_dir(member.name)), "self_addr": f"{addr}:{RAFT_PORT}",
+                         "partner_addrs": [f"{self.topology.addr(n)}:{RAFT_PORT}" for n in self.members
+                                           if n != member.name],
+                         "password": self.password}}
 
     def config_for(self, member: Member) -> dict[str, Any]:
         addr = self.topology.addr(member.name)
@@ -393,10 +397,7 @@ class RaftpgCluster(NodeProcesses):
             # the API is reachable only inside the test's private network namespaces
             "restapi": {"listen": f"{addr}:{API_PORT}", "connect_address": f"{addr}:{API_PORT}",
                         "allow_unauthenticated": True},
-            "raft": {"data_dir": str(member.dir / "raft"), "self_addr": f"{addr}:{RAFT_PORT}",
-                     "partner_addrs": [f"{self.topology.addr(n)}:{RAFT_PORT}" for n in self.members
-                                       if n != member.name],
-                     "password": self.password},
+            **self.dcs_section(member),
             "bootstrap": {"dcs": {
                 "ttl": self.opts.ttl_s, "loop_wait": self.opts.loop_wait_s,
                 "retry_timeout": self.opts.retry_timeout_s, "maximum_lag_on_failover": 16 * 1024 * 1024,
@@ -406,12 +407,13 @@ class RaftpgCluster(NodeProcesses):
                     "fsync": "on", "synchronous_commit": "on"}}}},
             "watchdog": {"mode": "off"},
         }
+        config.update(self.config_overrides.get(member.name, {}))
         if member.witness:
             config["witness"] = True
         else:
             config["postgresql"] = {
                 "listen": f"{addr}:{PG_PORT}", "connect_address": f"{addr}:{PG_PORT}",
-                "data_dir": str(member.dir / "data"), "pgpass": str(member.dir / "pgpass"),
+                "data_dir": str(self.data_dir(member.name)), "pgpass": str(member.dir / "pgpass"),
                 "authentication": {role: {"username": user, "password": self.pg_passwords[role]}
                                    for role, user in self.PG_USERS.items()},
             }
@@ -473,7 +475,19 @@ class RaftpgCluster(NodeProcesses):
         code, body = self.api(name, "GET", "/patroni")
         return body if code in (200, 503) and isinstance(body, dict) else None
 
+    def streaming(self, primary: str) -> int:
+        """Replicas streaming from ``primary`` (``pg_stat_replication``); -1 if it cannot be asked."""
+        try:
+            with psycopg.connect(self.dsn(primary), autocommit=True) as conn:
+                return conn.execute("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+                                    ).fetchone()[0]
+        except psycopg.Error:
+            return -1
+
     def raft_leader(self) -> str | None:
+        """The node whose consensus leads: the embedded Raft's leader, or the etcd leader's node."""
+        if self.etcd is not None:
+            return self.etcd.leader()
         for name in self.names:
             status = self.status(name)
             raft = (status or {}).get("raft") or {}
@@ -519,15 +533,3 @@ class KvCluster(NodeProcesses):
         return None
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.25) -> Any:
-    """Poll ``predicate`` until truthy or the deadline; returns the last value (falsy on timeout)."""
-    deadline = time.monotonic() + timeout_s
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval_s)
-        value = predicate()
-    return value
-
-
-def first(items: Sequence[Any]) -> Any:
-    return items[0] if items else None

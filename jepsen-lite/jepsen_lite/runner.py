@@ -33,13 +33,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
+from jepsen_lite import health
 from jepsen_lite.checkers import CheckOptions, check_all, overall, summary
 from jepsen_lite.checkers.result import UNKNOWN, CheckResult
 from jepsen_lite.cluster import ClusterOptions, KvCluster, NodeProcesses, RaftpgCluster, wait_until
 from jepsen_lite.history import NEMESIS, History, HistoryWriter
-from jepsen_lite.nemesis import Env, FaultError, expand, fault_for, make_schedule, schedule_json
+from jepsen_lite.nemesis import (
+    Env,
+    Fault,
+    FaultError,
+    Step,
+    expand,
+    fault_for,
+    make_schedule,
+    needs,
+    schedule_json,
+)
 from jepsen_lite.topology import Topology
 from jepsen_lite.workloads import RegisterWorkload, SetWorkload, Workload, WorkloadOptions
 
@@ -61,7 +70,10 @@ class RunOptions:
     seed: int = 0
     synchronous: bool = False
     out: Path | None = None
-    workload: str = "set"  # "set" (raftpg + PostgreSQL) or "register" (Raft KV drivers)
+    workload: str = "set"  # "set" or "bank" (raftpg + PostgreSQL), "register" (Raft KV), "bootstrap"
+    dcs: str = "raft"  # "raft" (embedded) or "etcd3" (an etcd member in every data node's namespace)
+    overlap: int = 1  # up to this many faults at once
+    foreign_scope: bool = False  # MUTANT of the bootstrap workload: one node configured into another cluster
     ttl_s: int = 10
     loop_wait_s: int = 1
     retry_timeout_s: int = 4
@@ -98,11 +110,19 @@ class Runner:
         self.opts = opts
         self.out = (opts.out or default_out(opts.seed)).resolve()
         self.kind = "kv" if opts.workload == "register" else "raftpg"
-        self.faults = expand(opts.nemesis, self.kind) if opts.nemesis else []
+        if opts.workload not in ("set", "bank", "register", "bootstrap"):
+            raise ValueError(f"unknown workload {opts.workload!r}: set, bank, register or bootstrap")
+        if opts.dcs not in ("raft", "etcd3"):
+            raise ValueError(f"--dcs must be raft or etcd3, got {opts.dcs!r}")
+        if opts.dcs == "etcd3" and (opts.witness or self.kind == "kv"):
+            raise ValueError("--dcs etcd3 works with data nodes only (a witness and the KV drivers are Raft)")
+        self.faults = [] if opts.workload == "bootstrap" or not opts.nemesis else \
+            expand(opts.nemesis, self.kind, opts.dcs)
+        required = needs(self.faults)
         self.cluster_opts = ClusterOptions(
             nodes=opts.nodes, witness=opts.witness, synchronous=opts.synchronous, ttl_s=opts.ttl_s,
             loop_wait_s=opts.loop_wait_s, retry_timeout_s=opts.retry_timeout_s,
-            faketime="clock" in self.faults)
+            faketime="faketime" in required, dcs=opts.dcs, smallfs="smallfs" in required)
         self.t0 = time.monotonic()
         self.topology: Topology | None = None
         self.cluster: NodeProcesses | None = None
@@ -138,7 +158,8 @@ class Runner:
     def run(self) -> RunResult:
         self.out.mkdir(parents=True, exist_ok=True)
         self.out.chmod(0o755)
-        steps = make_schedule(self.faults, self.opts.seed, self.opts.time_s, self.opts.ttl_s, self.opts.quiet_s)
+        steps = make_schedule(self.faults, self.opts.seed, self.opts.time_s, self.opts.ttl_s, self.opts.quiet_s,
+                              overlap=self.opts.overlap)
         (self.out / "schedule.json").write_text(schedule_json(steps))
         self._write_run_json(steps_planned=len(steps))
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -178,27 +199,28 @@ class Runner:
                     signal.signal(sig, handler)
         return self._check(harness_error)
 
-    def _run(self, steps: list[Any]) -> None:
+    def _run(self, steps: list[Step]) -> None:
         opts = self.opts
         names = self.cluster_opts.names
-        self.say(f"run {self.out.name}: {self.kind} cluster {names}, nemeses {self.faults}, "
-                 f"{len(steps)} steps planned, seed {opts.seed}")
+        self.say(f"run {self.out.name}: {self.kind} cluster {names} on {opts.dcs}, workload {opts.workload}, "
+                 f"nemeses {self.faults}, {len(steps)} steps planned, seed {opts.seed}")
         self.topology = Topology(names)
         self.topology.create()
         self.say(f"topology: subnet 10.213.{self.topology.k}.0/24, namespaces {self.topology.prefix}-*")
         cluster_cls = KvCluster if self.kind == "kv" else RaftpgCluster
         self.cluster = cluster_cls(self.topology, self.out, self.cluster_opts)
         self.cluster.prepare()
+        if opts.workload == "bootstrap":
+            from jepsen_lite.bootstrap import BootstrapLoop
+            assert isinstance(self.cluster, RaftpgCluster) and self.history is not None
+            BootstrapLoop(self.cluster, self.topology, self.history, self.say, opts).run()
+            return
         self.cluster.start_all()
         if not wait_until(self.healthy, opts.startup_s, 1.0):
             raise RuntimeError(f"cluster not healthy within {opts.startup_s:g}s of starting")
         self.timings["startup_s"] = self.now()
         self.say(f"cluster healthy: {self.describe()}")
-        assert self.history is not None
-        if self.kind == "kv":
-            self.workload = RegisterWorkload(self.history, opts.workload_opts, opts.seed, self.cluster)
-        else:
-            self.workload = SetWorkload(self.history, opts.workload_opts, opts.seed, self.cluster)
+        self.workload = self._workload()
         self.workload.setup()
         self.workload.start()
         self.say(f"workload {opts.workload}: {len(self.workload.clients)} clients")
@@ -210,55 +232,99 @@ class Runner:
             self._run_step(step)
             if time.monotonic() >= deadline:
                 break
+        self.timings["faults_end_s"] = self.now()
         self.say("schedule done: heal and settle")
         self._heal()
         settled = wait_until(self.healthy, opts.settle_s, 1.0)
         self.sleep(2.0)
         self.workload.stop()
         self.say(f"clients stopped ({self.workload.ok_ops()} ops); settled={bool(settled)}")
-        caught_up = self._converge(bool(settled))
-        if isinstance(self.workload, SetWorkload):
-            counts = self.workload.read_all()
+        assert self.cluster is not None
+        self.convergence = health.converge(self.cluster, bool(settled), opts.settle_s)
+        read_all = getattr(self.workload, "read_all", None)
+        if read_all is not None:
+            counts = read_all()
             self.say(f"final reads: {counts}")
-            if caught_up and any(c is None for c in counts.values()):
+            if self.convergence.valid is True and any(c is None for c in counts.values()):
                 self.convergence = CheckResult("convergence", False, {}, (f"final read failed: {counts}",))
 
-    def _run_step(self, step: Any) -> None:
+    def _workload(self) -> Workload:
+        assert self.history is not None and self.cluster is not None
+        opts = self.opts
+        if isinstance(self.cluster, KvCluster):
+            return RegisterWorkload(self.history, opts.workload_opts, opts.seed, self.cluster)
+        assert isinstance(self.cluster, RaftpgCluster)
+        if opts.workload == "bank":
+            from jepsen_lite.bank import BankWorkload
+            return BankWorkload(self.history, opts.workload_opts, opts.seed, self.cluster)
+        return SetWorkload(self.history, opts.workload_opts, opts.seed, self.cluster)
+
+    def _env(self, step: Step) -> Env:
         assert self.cluster is not None and self.topology is not None
-        if not wait_until(self.healthy, self.opts.healthy_s, 1.0):
-            self.say(f"step {step.index}: cluster still unhealthy after {self.opts.healthy_s:g}s "
-                     f"({self.describe()}); injecting anyway")
-        env = Env(self.topology, self.cluster, self.opts.ttl_s, self.opts.loop_wait_s,
-                  random.Random(f"{self.opts.seed}-{step.index}"), self.say)
-        fault = fault_for(step, env)
+        return Env(self.topology, self.cluster, self.opts.ttl_s, self.opts.loop_wait_s,
+                   random.Random(f"{self.opts.seed}-{step.index}"), self.say, self.workload)
+
+    def _start_fault(self, step: Step) -> Fault | None:
+        """Start and verify one fault; None if it could not be started."""
+        fault = fault_for(step, self._env(step))
         try:
             details = fault.start()
         except FaultError as exc:
             self.say(f"step {step.index} {step.fault}: not started: {exc}")
             self.fault_verdicts.append((step.fault, None, f"not started: {exc}"))
-            return
-        started = time.monotonic()
+            return None
         self.nemesis_event(step.fault, {"phase": "start", "id": step.index, **_jsonable(details)})
         self.say(f"step {step.index} {step.fault} start {details}")
         try:
-            try:
-                ok, evidence = fault.verify()
-            except Exception as exc:  # noqa: BLE001 - a probe that crashed proves nothing: unverified
-                ok, evidence = False, {"verify_error": f"{type(exc).__name__}: {exc}"}
-            self.nemesis_event(step.fault, {"phase": "verify", "id": step.index, "ok": ok, **_jsonable(evidence)})
-            self.say(f"step {step.index} {step.fault} verify ok={ok} {evidence}")
-            self.fault_verdicts.append((step.fault, ok, json.dumps(_jsonable(evidence))[:300]))
+            ok, evidence = fault.verify()
+        except Exception as exc:  # noqa: BLE001 - a probe that crashed proves nothing: unverified
+            ok, evidence = False, {"verify_error": f"{type(exc).__name__}: {exc}"}
+        self.nemesis_event(step.fault, {"phase": "verify", "id": step.index, "ok": ok, **_jsonable(evidence)})
+        self.say(f"step {step.index} {step.fault} verify ok={ok} {evidence}")
+        self.fault_verdicts.append((step.fault, ok, json.dumps(_jsonable(evidence))[:300]))
+        return fault
+
+    def _stop_fault(self, step: Step, fault: Fault) -> None:
+        try:
+            stopped = fault.stop()
+        except Exception as exc:  # noqa: BLE001 - heal() at the end undoes what a failed stop left
+            log.exception("stop of %s failed", step.fault)
+            stopped = {"stop_error": f"{type(exc).__name__}: {exc}"}
+        self.nemesis_event(step.fault, {"phase": "stop", "id": step.index, **_jsonable(stopped)})
+        self.say(f"step {step.index} {step.fault} stop {stopped}")
+
+    def _run_step(self, step: Step) -> None:
+        """Wait for a healthy cluster; start the fault and its overlapping companions (each ``offset_s``
+        after the previous one), hold, stop the companions (last first), then the fault; quiet time."""
+        assert self.cluster is not None
+        if not wait_until(self.healthy, self.opts.healthy_s, 1.0):
+            self.say(f"step {step.index}: cluster still unhealthy after {self.opts.healthy_s:g}s "
+                     f"({self.describe()}); injecting anyway")
+        started = time.monotonic()
+        running: list[tuple[Step, Fault]] = []
+        try:
+            main = self._start_fault(step)
+            if main is None:
+                return
+            running.append((step, main))
+            for companion in step.overlap:
+                self.sleep(companion.offset_s)
+                fault = self._start_fault(companion)
+                if fault is not None:
+                    running.append((companion, fault))
             self.sleep(step.hold_s - (time.monotonic() - started))
         finally:
-            stopped = fault.stop()
-            self.nemesis_event(step.fault, {"phase": "stop", "id": step.index, **_jsonable(stopped)})
-            self.say(f"step {step.index} {step.fault} stop {stopped}")
+            for s, fault in reversed(running):
+                self._stop_fault(s, fault)
         self.sleep(step.quiet_s)
 
     def _heal(self) -> None:
         assert self.cluster is not None and self.topology is not None
         self.topology.heal()
         self.cluster.resume_all()
+        if isinstance(self.cluster, RaftpgCluster):
+            for fs in self.cluster.filesystems.values():
+                fs.release()
         for name in self.cluster.names:
             if self.cluster.opts.faketime:
                 self.cluster.set_clock_offset(name, "+0")
@@ -268,92 +334,10 @@ class Runner:
 
     # ------------------------------------------------------------------ health
     def healthy(self) -> bool:
-        cluster = self.cluster
-        if cluster is None or not all(cluster.alive(n) for n in cluster.names):
-            return False
-        if isinstance(cluster, KvCluster):
-            statuses = [cluster.control(n, "GET", "/status", timeout_s=1.0) for n in cluster.names]
-            leaders = {b.get("leader") for c, b in statuses if c == 200 and isinstance(b, dict)}
-            return len(statuses) == len(cluster.names) and all(c == 200 for c, _ in statuses) \
-                and len(leaders) == 1 and None not in leaders
-        assert isinstance(cluster, RaftpgCluster)
-        primaries = cluster.primaries()
-        if len(primaries) != 1:
-            return False
-        for name in cluster.names:
-            if cluster.members[name].witness and cluster.api(name, "GET", "/liveness")[0] != 200:
-                return False
-        return self._streaming(primaries[0]) >= len(cluster.data_names) - 1
-
-    def _streaming(self, primary: str) -> int:
-        assert isinstance(self.cluster, RaftpgCluster)
-        try:
-            with psycopg.connect(self.cluster.dsn(primary), autocommit=True) as conn:
-                return conn.execute("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
-                                    ).fetchone()[0]
-        except psycopg.Error:
-            return -1
+        return health.healthy(self.cluster)
 
     def describe(self) -> str:
-        cluster = self.cluster
-        if isinstance(cluster, RaftpgCluster):
-            return f"primaries={cluster.primaries()} raft_leader={cluster.raft_leader()} " \
-                   f"alive={[n for n in cluster.names if cluster.alive(n)]}"
-        if cluster is not None:
-            return f"raft_leader={cluster.raft_leader()} alive={[n for n in cluster.names if cluster.alive(n)]}"
-        return "no cluster"
-
-    def _converge(self, settled: bool) -> bool:
-        """C7-lite: one primary, every replica caught up to the primary's WAL position, one sysid/timeline."""
-        cluster = self.cluster
-        if not isinstance(cluster, RaftpgCluster):
-            ok = settled
-            self.convergence = CheckResult("convergence", ok, {}, () if ok else (
-                f"no stable Raft leader within {self.opts.settle_s:g}s after heal: {self.describe()}",))
-            return ok
-        details: list[str] = []
-        primary = cluster.primary() if settled else None
-        if primary is None:
-            details.append(f"not healthy within {self.opts.settle_s:g}s after heal: {self.describe()}")
-            self.convergence = CheckResult("convergence", False, {}, tuple(details))
-            return False
-        try:
-            with psycopg.connect(cluster.dsn(primary), autocommit=True) as conn:
-                target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-        except psycopg.Error as exc:
-            self.convergence = CheckResult("convergence", False, {}, (f"primary {primary} unreadable: {exc}",))
-            return False
-        identities: dict[str, tuple[str, int] | None] = {}
-
-        def caught_up(name: str) -> bool:
-            try:
-                with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-                    row = conn.execute(
-                        "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false), "
-                        "(SELECT system_identifier FROM pg_control_system()), "
-                        "(SELECT timeline_id FROM pg_control_checkpoint())", (str(target),)).fetchone()
-            except psycopg.Error:
-                return False
-            identities[name] = (str(row[2]), row[3])
-            return bool(row[0] and row[1]) or name == primary
-
-        start = time.monotonic()
-        lagging = [n for n in cluster.data_names if n != primary]
-        while lagging and time.monotonic() - start < 60:
-            lagging = [n for n in lagging if not caught_up(n)]
-            if lagging:
-                time.sleep(0.5)
-        caught_up(primary)
-        sysids = {i[0] for i in identities.values() if i}
-        counts = {"caught_up_s": round(time.monotonic() - start, 2), "nodes": len(cluster.data_names)}
-        if lagging:
-            details.append(f"replicas not caught up with {primary} at {target} within 60s: {lagging}")
-        if len(sysids) > 1:
-            details.append(f"several system identifiers after settle: {identities}")
-        details.append(f"primary {primary}; identities {identities}")
-        ok = not lagging and len(sysids) <= 1
-        self.convergence = CheckResult("convergence", ok, counts, tuple(details))
-        return ok
+        return health.describe(self.cluster)
 
     # ------------------------------------------------------------------ teardown + check
     def _teardown(self) -> None:

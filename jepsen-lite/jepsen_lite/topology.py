@@ -14,8 +14,13 @@ root namespace; every other interface is created directly inside a namespace of 
 Partitions are ``Cut``\\ s: packets from ``src`` do not reach ``dst``. They are nftables rules in ``dst``'s
 namespace (table ``inet jepsen_lite``, input hook), as Jepsen's "grudge": a two-way cut is two cuts. A cut of
 mode ``"new"`` drops only packets opening a connection (``ct state new``): ``src`` cannot connect to
-``dst`` but ``dst`` can still connect to ``src`` (pysyncobj: the larger address initiates). The harness
-address is never cut: clients reach every node whatever the partition (FAULTS.md §5.1).
+``dst`` but ``dst`` can still connect to ``src`` (pysyncobj: the larger address initiates). A cut with
+``loss_pct`` P drops each packet with probability P % (``numgen random mod 100 < P``: packet loss). The
+harness address is never cut: clients reach every node whatever the partition (FAULTS.md §5.1).
+
+Cuts live in named *layers* (one per active fault, so overlapping faults compose): ``apply(cuts, layer)``
+replaces one layer, ``heal(layer)`` removes it, ``heal()`` removes them all; the rules installed are the
+union of every layer.
 
 ``socket_in(ns, ...)`` makes a socket inside a namespace without a process (a short thread ``setns``\\ es
 into it; a socket stays in the namespace it was created in), which the probes use to prove a cut.
@@ -24,6 +29,7 @@ into it; a socket stays in the namespace it was created in), which the probes us
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -57,9 +63,16 @@ class Cut:
     src: str
     dst: str
     mode: str = "all"  # "all" | "new"
+    loss_pct: int = 0  # 0: drop every packet; 1..99: drop each one with this probability
 
     def describe(self) -> str:
-        return f"{self.src}-x->{self.dst}" + (" (new connections)" if self.mode == "new" else "")
+        loss = f" ({self.loss_pct}% loss)" if self.loss_pct else ""
+        return f"{self.src}-x->{self.dst}" + (" (new connections)" if self.mode == "new" else "") + loss
+
+    def rule(self, src_addr: str) -> str:
+        new = " ct state new" if self.mode == "new" else ""
+        loss = f" numgen random mod 100 < {self.loss_pct}" if self.loss_pct else ""
+        return f"ip saddr {src_addr}{new}{loss} drop"
 
 
 def run(argv: Sequence[str], *, stdin: str | None = None, check: bool = True,
@@ -112,7 +125,8 @@ class Topology:
             raise ValueError("between 1 and 200 nodes")
         self.names = tuple(names)
         self.k: int | None = k
-        self.cuts: frozenset[Cut] = frozenset()
+        self.layers: dict[str, frozenset[Cut]] = {}
+        self._installed: frozenset[Cut] = frozenset()
         self._created: list[str] = []  # namespaces, in creation order
         self._harness_if: str | None = None
 
@@ -211,6 +225,7 @@ class Topology:
             if result.returncode != 0 and netns_exists(ns):
                 log.warning("could not delete namespace %s: %s", ns, result.stderr.strip())
         self._created.clear()
+        self.layers, self._installed = {}, frozenset()
         if self._harness_if is not None:
             # deleting the bridge namespace deletes the peer and so the pair; make sure anyway
             for _ in range(20):
@@ -219,7 +234,6 @@ class Topology:
                 run(["ip", "link", "del", self._harness_if], check=False)
                 time.sleep(0.1)
             self._harness_if = None
-        self.cuts = frozenset()
 
     def leftovers(self) -> list[str]:
         """Anything of this run still present (for tests of destroy())."""
@@ -232,25 +246,45 @@ class Topology:
         return found
 
     # ------------------------------------------------------------------ partitions
-    def apply(self, cuts: Iterable[Cut]) -> None:
-        """Replace the current partition by ``cuts`` (each node's table is swapped atomically)."""
+    @property
+    def cuts(self) -> frozenset[Cut]:
+        """Every cut of every layer (what is installed)."""
+        return self._installed
+
+    def full_cuts(self) -> frozenset[tuple[str, str]]:
+        """(src, dst) pairs whose every packet is dropped (loss cuts excluded)."""
+        return frozenset((c.src, c.dst) for c in self._installed if not c.loss_pct)
+
+    def touched(self) -> frozenset[tuple[str, str]]:
+        """(src, dst) pairs with any rule at all (a partial cut or packet loss)."""
+        return frozenset((c.src, c.dst) for c in self._installed)
+
+    def apply(self, cuts: Iterable[Cut], layer: str = "default") -> None:
+        """Replace layer ``layer`` by ``cuts``; each node's table is swapped atomically."""
         cuts = frozenset(cuts)
         for cut in cuts:
             if cut.src not in self.names or cut.dst not in self.names or cut.src == cut.dst:
                 raise ValueError(f"bad cut {cut}")
+            if not 0 <= cut.loss_pct < 100:
+                raise ValueError(f"bad loss percentage in {cut}")
+        layers = {**self.layers, layer: cuts} if cuts else {k: v for k, v in self.layers.items() if k != layer}
+        self._install(layers)
+
+    def heal(self, layer: str | None = None) -> None:
+        """Remove one layer, or (None) every layer."""
+        self._install({} if layer is None else {k: v for k, v in self.layers.items() if k != layer})
+
+    def _install(self, layers: dict[str, frozenset[Cut]]) -> None:
+        union = frozenset().union(*layers.values()) if layers else frozenset()
         for name in self.names:
-            mine = sorted((c for c in cuts if c.dst == name), key=lambda c: (c.src, c.mode))
-            before = sorted((c for c in self.cuts if c.dst == name), key=lambda c: (c.src, c.mode))
+            mine = _sorted_cuts(c for c in union if c.dst == name)
+            before = _sorted_cuts(c for c in self._installed if c.dst == name)
             if mine != before:
                 self._nft(name, self._ruleset(mine))
-        self.cuts = cuts
-
-    def heal(self) -> None:
-        self.apply(())
+        self.layers, self._installed = layers, union
 
     def _ruleset(self, cuts: Sequence[Cut]) -> str:
-        rules = [f"    ip saddr {self.addr(c.src)}{' ct state new' if c.mode == 'new' else ''} drop"
-                 for c in cuts]
+        rules = [f"    {c.rule(self.addr(c.src))}" for c in cuts]
         lines = [f"table inet {NFT_TABLE} {{}}", f"delete table inet {NFT_TABLE}"]
         if rules:
             lines += [f"table inet {NFT_TABLE} {{", "  chain input {",
@@ -267,6 +301,10 @@ class Topology:
     def udp_delivers(self, src: str, dst: str, tries: int = 3, wait_s: float = 0.3) -> bool:
         """True if a UDP datagram sent from ``src`` arrives at ``dst`` (one-way evidence)."""
         return udp_delivers(self.netns(src), self.netns(dst), self.addr(dst), tries, wait_s)
+
+    def udp_loss(self, src: str, dst: str, count: int = 200) -> float:
+        """Fraction of ``count`` UDP datagrams from ``src`` that did not arrive at ``dst``."""
+        return udp_loss(self.netns(src), self.netns(dst), self.addr(dst), count)
 
     def tcp_connects(self, src: str, dst: str, timeout_s: float = 0.5) -> bool:
         """True if ``src`` can open a TCP connection to a listener in ``dst`` (needs both directions)."""
@@ -312,6 +350,40 @@ def udp_delivers(src_ns: str | None, dst_ns: str | None, dst_addr: str, tries: i
     finally:
         receiver.close()
         sender.close()
+
+
+def udp_loss(src_ns: str | None, dst_ns: str | None, dst_addr: str, count: int = 200,
+             wait_s: float = 0.5) -> float:
+    """Send ``count`` numbered datagrams, then count the distinct ones received within ``wait_s``."""
+    receiver = socket_in(dst_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket_in(src_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        receiver.bind((dst_addr, 0))
+        port = receiver.getsockname()[1]
+        token = os.urandom(4)
+        for i in range(count):
+            with contextlib.suppress(OSError):
+                sender.sendto(token + i.to_bytes(4, "big"), (dst_addr, port))
+            if i % 50 == 49:
+                time.sleep(0.005)  # let the receiver drain: the loss measured must be the rule's only
+        seen: set[int] = set()
+        receiver.settimeout(wait_s)
+        while len(seen) < count:
+            try:
+                data, _ = receiver.recvfrom(64)
+            except TimeoutError:
+                break
+            if data[:4] == token:
+                seen.add(int.from_bytes(data[4:8], "big"))
+        return 1.0 - len(seen) / count
+    finally:
+        receiver.close()
+        sender.close()
+
+
+def _sorted_cuts(cuts: Iterable[Cut]) -> list[Cut]:
+    return sorted(cuts, key=lambda c: (c.src, c.mode, c.loss_pct))
 
 
 def tcp_connects(src_ns: str | None, dst_ns: str | None, dst_addr: str, timeout_s: float = 0.5) -> bool:

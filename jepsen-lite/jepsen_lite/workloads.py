@@ -53,11 +53,17 @@ from jepsen_lite.history import HistoryWriter
 log = logging.getLogger(__name__)
 
 KILL_AFTER_S = 4.0
-INSERT_SQL = ("INSERT INTO jl_set (v) VALUES (%s) RETURNING current_setting('cluster_name'), "
-              "pg_walfile_name(pg_current_wal_lsn()), (SELECT system_identifier FROM pg_control_system())")
+# what the server says about itself, read in the writing transaction (FAULTS.md W3): the address it was
+# reached on (the harness maps it to the node: cluster_name is the scope, as in Patroni), its timeline,
+# system identifier, and the lease epoch raftpg publishes at promotion (NULL/empty before that)
+IDENTITY_SQL = ("host(inet_server_addr()), pg_walfile_name(pg_current_wal_lsn()), "
+                "(SELECT system_identifier FROM pg_control_system()), "
+                "current_setting('raftpg.leader_epoch', true)")
+INSERT_SQL = f"INSERT INTO jl_set (v) VALUES (%s) RETURNING {IDENTITY_SQL}"
 DEFINITE_SQLSTATES = frozenset({"25006", "57P03", "53300", "42P01", "23505"})
 SYNC_CANCEL_MARKERS = ("synchronous replication", "committed locally")
 READ_PROCESS_BASE = 10_000
+EXTRA_PROCESS_BASE = 20_000
 
 
 def classify_error(exc: BaseException, sent: bool) -> str:
@@ -66,6 +72,18 @@ def classify_error(exc: BaseException, sent: bool) -> str:
         return "fail"
     sqlstate = getattr(exc, "sqlstate", None)
     return "fail" if sqlstate in DEFINITE_SQLSTATES else "info"
+
+
+def identity(row: tuple[Any, ...], name_of: Callable[[str], str | None] = lambda _addr: None) -> dict[str, Any]:
+    """The op fields of an ``IDENTITY_SQL`` row: primary (the node whose address accepted the write, via
+    ``name_of``; the address itself if unknown), timeline, sysid and, once the agent publishes it
+    (``raftpg.leader_epoch``, the leader-key revision of this primary's promotion), lease_epoch."""
+    addr, walfile, sysid, epoch = row[:4]
+    fields: dict[str, Any] = {"primary": name_of(str(addr)) or str(addr), "timeline": int(walfile[:8], 16),
+                              "sysid": str(sysid)}
+    if epoch not in (None, ""):
+        fields["lease_epoch"] = int(epoch) if str(epoch).isdigit() else str(epoch)
+    return fields
 
 
 def short_error(exc: BaseException) -> str:
@@ -176,9 +194,8 @@ class SetClient(Client):
                 "cancelled by the harness" if self.cancelled else "no row returned"
             self.history.append(self.process, "info", "insert", value, node=node, error=why)
             return False
-        name, walfile, sysid = row
-        self.history.append(self.process, "ok", "insert", value, node=node, primary=name,
-                            timeline=int(walfile[:8], 16), sysid=str(sysid))
+        self.history.append(self.process, "ok", "insert", value, node=node,
+                            **identity(row, self.cluster.topology.name_of))
         return True
 
     def watchdog(self, now: float) -> None:
@@ -245,6 +262,7 @@ class WorkloadOptions:
     kv_clients: int = 5
     ops_per_key: int = 200
     stale_reads: bool = False
+    split_transfers: bool = False  # MUTANT of the bank workload: transfers not atomic
 
 
 class Workload:
@@ -256,6 +274,8 @@ class Workload:
         self.seed = seed
         self.stop_event = threading.Event()
         self.clients: list[Client] = []
+        self._process_lock = threading.Lock()
+        self._extra_processes = 0
         self._watchdog = threading.Thread(target=self._watch, name="client-watchdog", daemon=True)
 
     def setup(self) -> None:
@@ -273,13 +293,31 @@ class Workload:
     def _watch(self) -> None:
         while not self.stop_event.wait(0.25):
             now = time.monotonic()
-            for client in self.clients:
+            for client in list(self.clients):
                 client.watchdog(now)
+
+    def held_client(self, node: str, conn: psycopg.Connection) -> Client:
+        """Start one more client pinned to ``node`` writing on the already open ``conn`` (a fault holding
+        every connection slot keeps writing on one of them); it has its own stop event."""
+        raise NotImplementedError
+
+    def next_process(self) -> int:
+        with self._process_lock:
+            self._extra_processes += 1
+            return EXTRA_PROCESS_BASE + self._extra_processes
+
+    def adopt(self, client: Client) -> Client:
+        """Run ``client`` under this workload's watchdog; ``stop`` stops it too."""
+        self.clients.append(client)
+        client.start()
+        return client
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self.stop_event.set()
-        deadline = time.monotonic() + timeout_s
         for client in self.clients:
+            client.stop_event.set()
+        deadline = time.monotonic() + timeout_s
+        for client in list(self.clients):
             while client.is_alive() and time.monotonic() < deadline:
                 client.watchdog(time.monotonic() + 3600)  # force-cancel anything in flight
                 client.join(0.5)
@@ -349,6 +387,14 @@ class SetWorkload(Workload):
             clients.append(SetClient(p, *common, random.Random(f"{self.seed}-c{p}"), self.cluster,
                                      self.next_value, None, cache))
         return clients
+
+    def held_client(self, node: str, conn: psycopg.Connection) -> Client:
+        p = self.next_process()
+        client = SetClient(p, self.history, threading.Event(), self.opts.interval_s, self.opts.op_timeout_s,
+                           random.Random(f"{self.seed}-c{p}"), self.cluster, self.next_value, node, None)
+        client.conn, client.conn_node = conn, node
+        conn.add_notice_handler(client._on_notice)
+        return self.adopt(client)
 
     def read_all(self, attempts: int = 5) -> dict[str, int | None]:
         """Final read of the whole set on every node (``read-all``); returns node -> count (None: failed)."""

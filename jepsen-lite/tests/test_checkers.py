@@ -286,7 +286,7 @@ def test_malformed_history_gives_unknown_for_that_checker_only():
 
 def test_unknown_checker_name_is_an_error():
     with pytest.raises(ValueError, match="unknown checkers"):
-        check_all(_set_history(), CheckOptions(checkers=("bank",)))
+        check_all(_set_history(), CheckOptions(checkers=("no-such-checker",)))
 
 
 def test_command_line_exit_status(tmp_path, capsys):

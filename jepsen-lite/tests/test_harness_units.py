@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import psycopg
@@ -9,9 +10,11 @@ import pytest
 
 from jepsen_lite import cli
 from jepsen_lite.checkers import check_all
-from jepsen_lite.nemesis import FAULTS, GROUPS, expand, make_schedule, schedule_json
+from jepsen_lite.faults_dcs import draw_poison
+from jepsen_lite.nemesis import FAULTS, GROUPS, expand, make_schedule, needs, schedule_json
 from jepsen_lite.report import write_report
-from jepsen_lite.workloads import KvClient, classify_error
+from jepsen_lite.topology import Cut, Topology
+from jepsen_lite.workloads import INSERT_SQL, KvClient, classify_error, identity
 from jl_builders import Builder
 
 
@@ -81,3 +84,75 @@ def test_report_and_legacy_check_command(tmp_path: Path) -> None:
     history.write(tmp_path / "h.jsonl")
     assert cli.main(["check", str(tmp_path / "h.jsonl"), "--min-acked", "1"]) == 0
     assert cli.main([str(tmp_path / "h.jsonl"), "--min-acked", "1"]) == 0
+
+
+# ------------------------------------------------------------------ issue 11: overlap, loss rules, identity
+
+
+def test_overlap_one_replays_the_old_schedules_and_k_adds_companions() -> None:
+    faults = expand("partition-halves,pause,clock,kill-agent,packet-loss,switchover")
+    single = make_schedule(faults, seed=5, total_s=600, ttl_s=10)
+    assert all(not s.overlap for s in single)
+    assert schedule_json(single) == schedule_json(make_schedule(faults, seed=5, total_s=600, ttl_s=10, overlap=1))
+    multi = make_schedule(faults, seed=5, total_s=2000, ttl_s=10, overlap=3)
+    assert schedule_json(multi) == schedule_json(make_schedule(faults, seed=5, total_s=2000, ttl_s=10, overlap=3))
+    with_companions = [s for s in multi if s.overlap]
+    assert with_companions and max(len(s.overlap) for s in multi) <= 2
+    for step in multi:
+        names = [step.fault] + [c.fault for c in step.overlap]
+        assert len(set(names)) == len(names), "never the same fault twice at once"
+        if step.overlap:
+            assert not FAULTS[step.fault].exclusive and not any(FAULTS[c.fault].exclusive for c in step.overlap)
+            assert step.hold_s >= max(c.offset_s + c.hold_s for c in step.overlap)
+    ids = [s.index for s in multi] + [c.index for s in multi for c in s.overlap]
+    assert len(ids) == len(set(ids)), "fault ids stay unique (start/stop pairing)"
+
+
+def test_expand_drops_faults_the_backend_cannot_take() -> None:
+    assert "poison-dcs" not in expand("production") and "poison-dcs" in expand("production", dcs="etcd3")
+    assert "disk-full-raft" in expand("disk-full") and "disk-full-raft" not in expand("disk-full", dcs="etcd3")
+    assert needs(expand("clock,disk-full-pg,poison-dcs", dcs="etcd3")) == {"faketime", "smallfs", "etcd"}
+
+
+def test_loss_cuts_become_numgen_rules_and_layers_compose() -> None:
+    topo = Topology(["n1", "n2", "n3"], k=7)
+    installed: dict[str, str] = {}
+    topo._nft = lambda name, script: installed.__setitem__(name, script)  # type: ignore[method-assign]
+    topo.apply([Cut("n1", "n2", loss_pct=30)], "loss")
+    assert "ip saddr 10.213.7.1 numgen random mod 100 < 30 drop" in installed["n2"]
+    topo.apply([Cut("n3", "n2")], "partition")
+    assert "ip saddr 10.213.7.3 drop" in installed["n2"] and "numgen" in installed["n2"]
+    assert topo.full_cuts() == {("n3", "n2")} and topo.touched() == {("n3", "n2"), ("n1", "n2")}
+    topo.heal("loss")
+    assert "numgen" not in installed["n2"] and "10.213.7.3 drop" in installed["n2"]
+    topo.heal()
+    assert "drop" not in installed["n2"] and topo.cuts == frozenset()
+    with pytest.raises(ValueError):
+        topo.apply([Cut("n1", "n2", loss_pct=100)])
+
+
+def test_identity_reads_the_lease_epoch_when_published() -> None:
+    row = ("10.213.7.2", "000000030000000000000004", 7300000000000000001, None)
+    names = {"10.213.7.2": "n2"}.get
+    assert identity(row, names) == {"primary": "n2", "timeline": 3, "sysid": "7300000000000000001"}
+    assert identity(row)["primary"] == "10.213.7.2", "an unknown address is kept as it is"
+    assert identity((*row[:3], ""), names) == identity(row, names)
+    assert identity((*row[:3], "42"), names)["lease_epoch"] == 42
+    assert "current_setting('raftpg.leader_epoch', true)" in INSERT_SQL
+
+
+def test_poison_catalogue_holds_overflow_nan_nesting_and_invalid_utf8() -> None:
+    rng = random.Random(3)
+    drawn = [draw_poison(rng) for _ in range(400)]
+    keys = {k for k, _ in drawn}
+    assert {"leader", "initialize", "config", "members/{replica}", "history"} <= keys
+    raws = [raw for _, raw in drawn]
+    assert any(b"1e999" in r for r in raws) and any(b"NaN" in r for r in raws)
+    assert any(r.count(b"[") >= 100_000 for r in raws)
+    undecodable = 0
+    for raw in raws:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            undecodable += 1
+    assert undecodable > 0

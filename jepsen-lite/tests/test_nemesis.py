@@ -35,11 +35,13 @@ from jepsen_lite.nemesis import (
     KillAgent,
     OneWay,
     OneWayNew,
+    PacketLoss,
     Pause,
     RestartCluster,
     Ring,
     Step,
 )
+from jepsen_lite.smallfs import SmallFs
 from jepsen_lite.topology import HARNESS, Cut, Topology
 
 pytestmark = pytest.mark.integration
@@ -278,3 +280,52 @@ def test_clock_offset_really_moves_the_wall_clock_only(sleepers: Sleepers) -> No
     assert fault.verify()[0]
     fault.stop()
     assert abs(faked_wall_time(sleepers.clock_env(details["victim"])) - time.time()) < 2
+
+
+# ------------------------------------------------------------------------------------------ issue 11
+
+
+def test_packet_loss_drops_about_the_rate_and_heals(topo: Topology) -> None:
+    fault = PacketLoss(env(topo), Step(0, "packet-loss", 1, 1, {"loss_pct": 50, "scope": "all"}))
+    fault.start()
+    try:
+        loss = topo.udp_loss("n1", "n2", count=400)
+        assert 0.35 <= loss <= 0.65, loss
+        assert topo.udp_loss(HARNESS, "n2", count=200) < 0.05, "the harness's traffic is never dropped"
+        ok, evidence = fault.verify()
+        assert ok, evidence
+    finally:
+        fault.stop()
+    assert topo.udp_loss("n1", "n2", count=200) < 0.05
+
+
+def test_overlapping_layers_keep_each_others_cuts(topo: Topology) -> None:
+    isolate = IsolateRandom(env(topo, seed=4), Step(1, "partition-random", 1, 1))
+    loss = PacketLoss(env(topo), Step(2, "packet-loss", 1, 1, {"loss_pct": 30, "scope": "all"}))
+    victim = isolate.start()["victim"]
+    loss.start()
+    try:
+        assert isolate.verify()[0] and loss.verify()[0]
+        loss.stop()
+        assert isolate.verify()[0], "stopping one fault leaves the other's cuts"
+    finally:
+        isolate.stop()
+        loss.stop()
+    assert all(delivered(topo).values()), victim
+
+
+def test_small_filesystem_fills_to_enospc_and_releases(tmp_path: Path) -> None:
+    _need_root()
+    fs = SmallFs(tmp_path / "fs", 8)
+    fs.mount(None, None)
+    try:
+        assert fs.free_bytes() > 7 * 2**20
+        fs.fill()
+        assert fs.free_bytes() < 65536
+        failed, error = fs.write_fails()
+        assert failed and "ENOSPC" in error
+        fs.release()
+        assert fs.write_fails() == (False, "write succeeded")
+    finally:
+        fs.umount()
+    assert not os.path.ismount(tmp_path / "fs")

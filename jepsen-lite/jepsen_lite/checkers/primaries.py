@@ -1,13 +1,15 @@
 """C2 no-concurrent-primaries: from acknowledged writes only, prove that two primaries accepted writes.
 
-Input: ``ok`` completions of write ops (``insert``, ``write``, ``cas``, ``append``, ``probe``) carrying the
-server-reported ``primary`` (node name, e.g. ``current_setting('cluster_name')``) and ``timeline``, and
-optionally ``sysid`` and ``lease_epoch`` (raft index/term of the leader-key acquisition). Only acked writes
+Input: ``ok`` completions of write ops (``insert``, ``transfer``, ``write``, ``cas``, ``append``, ``probe``)
+carrying the server-reported ``primary`` (node name, e.g. ``current_setting('cluster_name')``) and
+``timeline``, and optionally ``sysid`` and ``lease_epoch`` (the leader-key revision of the primary's
+promotion, ``current_setting('raftpg.leader_epoch', true)``, read in the writing transaction). Only acked writes
 are evidence: ``fail`` and ``info`` writes say nothing about who was writable.
 
 An *epoch* is one (primary, sysid, timeline, lease_epoch) value; from its acked writes it has
 ``last_invoke`` (latest invoke time) and ``first_ack`` (earliest completion time). Epochs of one sysid
-are ordered by ``lease_epoch`` when both have one and they differ, else by ``timeline``; otherwise unordered.
+are ordered by ``lease_epoch`` when both have one and they differ (exact: one leader-key acquisition each),
+else by ``timeline``; otherwise unordered.
 
 Violations, each a proof on the harness's clock (strict inequalities: equal times are not a proof):
 
@@ -20,6 +22,10 @@ Violations, each a proof on the harness's clock (strict inequalities: equal time
 (d) *alternation*, for epochs X (node B) and Y (node A) that (a) cannot order (e.g. no timeline): a write
     y of Y with ``y.invoke > X.first_ack`` and ``y.complete < X.last_invoke`` — B acked, then A, then B
     again within one epoch of B. For ordered epochs (d) implies (a), so it is only checked when unordered.
+(e) *timeline regression*: X before Y by ``lease_epoch`` (both known, same sysid) but X's timeline is later
+    than Y's: a newer lease accepted writes on an older timeline, i.e. a term was rolled back (a node that
+    missed a promotion became primary again without one). Without lease epochs the same event is a
+    rule (a) violation (the older timeline's write comes after the newer one's ack).
 
 Not a violation: per-epoch windows [first invoke, last complete] that merely overlap, e.g. a slow client
 whose write was invoked on the old primary before the new primary's first ack and acked after it; only
@@ -50,7 +56,7 @@ from jepsen_lite.checkers.result import (
 from jepsen_lite.history import History, Pair
 
 NAME = "no-concurrent-primaries"
-WRITE_FS = frozenset({"insert", "write", "cas", "append", "probe"})
+WRITE_FS = frozenset({"insert", "write", "cas", "append", "probe", "transfer"})
 MAX_DETAILS = 20
 
 
@@ -94,7 +100,7 @@ def check(history: History, *, write_fs: frozenset[str] = WRITE_FS, min_acked: i
     epochs = _epochs(attributed)
     violations = _same_epoch(epochs) + _several_sysids(epochs)
     for x, y in itertools.permutations(epochs, 2):
-        violations += _stale(x, y) + _alternation(x, y)
+        violations += _stale(x, y) + _alternation(x, y) + _regression(x, y)
 
     have, what = acked_evidence(attributed, history.fault_windows)
     counts: dict[str, int | float] = {
@@ -136,10 +142,10 @@ def _older(x: Epoch, y: Epoch) -> bool | None:
     """True if x precedes y, False if y precedes x, None if the history cannot order them."""
     if x.sysid != y.sysid:
         return None
-    for attr in ("lease_epoch", "timeline"):
-        a, b = getattr(x, attr), getattr(y, attr)
-        if a is not None and b is not None and a != b:
-            return bool(a < b)
+    if x.lease_epoch is not None and y.lease_epoch is not None and x.lease_epoch != y.lease_epoch:
+        return _epoch_key(x.lease_epoch) < _epoch_key(y.lease_epoch)
+    if x.timeline is not None and y.timeline is not None and x.timeline != y.timeline:
+        return bool(x.timeline < y.timeline)
     return None
 
 
@@ -153,6 +159,21 @@ def _stale(x: Epoch, y: Epoch) -> list[str]:
     gap_ms = (late.start - _end(first_new)) * 1000
     return [f"VIOLATION stale epoch: {late.describe()} acked by older epoch {x.label()} was invoked "
             f"{gap_ms:.1f} ms after {first_new.describe()} acked by newer epoch {y.label()} completed"]
+
+
+def _regression(x: Epoch, y: Epoch) -> list[str]:
+    """Rule (e) for x before y by lease epoch."""
+    if x.sysid != y.sysid or None in (x.lease_epoch, y.lease_epoch, x.timeline, y.timeline):
+        return []
+    if not (_epoch_key(x.lease_epoch) < _epoch_key(y.lease_epoch) and x.timeline > y.timeline):  # type: ignore[operator]
+        return []
+    return [f"VIOLATION timeline regression: {y.label()} holds a later lease epoch than {x.label()} but acked "
+            f"writes on an older timeline (a rolled-back term), e.g. {y.writes[0].describe()}"]
+
+
+def _epoch_key(value: Any) -> tuple[int, Any]:
+    """Lease epochs compare as numbers when they are (the leader-key revision), else as text."""
+    return (0, value) if isinstance(value, int) else (1, str(value))
 
 
 def _same_epoch(epochs: Sequence[Epoch]) -> list[str]:

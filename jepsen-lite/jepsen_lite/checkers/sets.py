@@ -139,3 +139,9 @@ def _details(classes: dict[str, set], finals: dict[str, Counter], lost_allowed: 
     if classes["recovered"]:
         details.append(f"recovered: info (unknown outcome) inserts present {listed(classes['recovered'])}")
     return details
+
+
+# shared with the bank checker, which classifies transfer ids against the final transfer logs the same way
+classify = _classify
+describe = _details
+VIOLATING = ("unexpected", "failed_but_present", "duplicated", "divergent")

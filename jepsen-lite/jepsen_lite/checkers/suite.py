@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from jepsen_lite.checkers import availability, primaries, register, sets
+from jepsen_lite.checkers import availability, bank, bootstrap, handover, primaries, register, sets
 from jepsen_lite.checkers.result import UNKNOWN, CheckResult
 from jepsen_lite.history import History, HistoryError
 
-CHECKER_NAMES = (sets.NAME, primaries.NAME, register.NAME, availability.NAME)
+CHECKER_NAMES = (sets.NAME, bank.NAME, primaries.NAME, register.NAME, bootstrap.NAME, handover.NAME,
+                 availability.NAME)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class CheckOptions:
     register_max_steps: int = 2_000_000
     register_max_seconds: float | None = 60.0
     gap_threshold_s: float = 1.0
+    min_bootstrap_rounds: int = 3
     checkers: tuple[str, ...] | None = None  # None: chosen from the workload
 
 
@@ -36,10 +38,16 @@ def applicable(history: History) -> tuple[str, ...]:
     chosen = []
     if fs & {"insert", "read-all"}:
         chosen.append(sets.NAME)
-    if fs & {"insert", "read-all"} or any(p.get("primary") is not None for p in history.pairs):
+    if fs & {"transfer", "bank-final", "bank-setup"}:
+        chosen.append(bank.NAME)
+    if fs & {"insert", "read-all", "transfer"} or any(p.get("primary") is not None for p in history.pairs):
         chosen.append(primaries.NAME)
     if fs & register.REGISTER_FS:
         chosen.append(register.NAME)
+    if "bootstrap" in fs:
+        chosen.append(bootstrap.NAME)
+    if any(op.f == "stop-group" for op in history.nemesis_ops()):
+        chosen.append(handover.NAME)
     chosen.append(availability.NAME)
     return tuple(chosen)
 
@@ -47,6 +55,9 @@ def applicable(history: History) -> tuple[str, ...]:
 def _runners(opts: CheckOptions) -> dict[str, Callable[[History], CheckResult]]:
     return {
         sets.NAME: lambda h: sets.check(h, lost_allowed=opts.lost_allowed, min_acked=opts.min_acked),
+        bank.NAME: lambda h: bank.check(h, lost_allowed=opts.lost_allowed, min_acked=opts.min_acked),
+        bootstrap.NAME: lambda h: bootstrap.check(h, min_rounds=opts.min_bootstrap_rounds),
+        handover.NAME: lambda h: handover.check(h),
         primaries.NAME: lambda h: primaries.check(h, min_acked=opts.min_acked, min_epochs=opts.min_epochs),
         register.NAME: lambda h: register.check(
             h, min_ops=opts.min_register_ops, max_steps=opts.register_max_steps,
