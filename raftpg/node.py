@@ -23,9 +23,10 @@ from raftpg.dcs.base import Dcs
 from raftpg.dcs.keys import KeyLayout
 from raftpg.ha.inputs import Me
 from raftpg.ha.loop import HaLoop, NodeStatus
-from raftpg.model import LocalState
+from raftpg.model import DynamicConfig, LocalState
 from raftpg.pg.control import Postgres
-from raftpg.pg.settings import Credentials, PgSettings
+from raftpg.pg.from_config import cluster_section, pg_settings_from_config
+from raftpg.pg.settings import PgSettings
 from raftpg.pg.slots import slot_name_for
 from raftpg.watchdog.base import ModeWatchdog, NullWatchdog
 
@@ -35,38 +36,11 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------ PostgreSQL, as the HA loop sees it
 
 
-def pg_settings_from_config(config: Config, dynamic_parameters: dict[str, str] | None = None) -> PgSettings:
-    pg = config.postgresql
-    if pg is None:
-        raise ValueError("postgresql: section missing")
-    bin_dir = pg.resolve_bin_dir()
-    if not bin_dir:
-        raise ValueError("postgresql.bin_dir: no PostgreSQL installation found; set bin_dir")
-    auth = pg.authentication
-    # cluster-wide parameters: the DCS config key once known, bootstrap.dcs before; the local file wins
-    parameters: dict[str, Any] = dict(
-        config.bootstrap.dcs.postgresql.parameters if dynamic_parameters is None else dynamic_parameters)
-    parameters.update(pg.parameters)
-    dcs_hba = tuple(config.bootstrap.dcs.postgresql.pg_hba)
-    return PgSettings(
-        name=config.name, scope=config.scope, data_dir=pg.data_dir, bin_dir=bin_dir, port=pg.port,
-        listen_host=pg.listen_addresses, connect_host=pg.connect_host,
-        superuser=Credentials(auth.superuser.username, auth.superuser.password),
-        replication=Credentials(auth.replication.username, auth.replication.password),
-        rewind=Credentials(auth.rewind.username, auth.rewind.password) if auth.rewind else None,
-        parameters={k: v for k, v in parameters.items()}, pg_hba=tuple(pg.pg_hba) or dcs_hba,
-        initdb_args=tuple(config.bootstrap.initdb_args()), basebackup_args=tuple(pg.basebackup_args()),
-        pgpass_path=pg.pgpass,
-        callbacks={k: v for k, v in pg.callbacks.model_dump().items() if v},
-        post_bootstrap=config.bootstrap.post_bootstrap,
-        use_slots=bool(config.bootstrap.dcs.postgresql.use_slots),
-    )
-
-
 class PostgresAdapter:
     def __init__(self, config: Config, clock: Clock) -> None:
         self._config = config
-        self._dynamic: dict[str, str] | None = None
+        self._cluster: dict[str, Any] | None = None  # the cluster-wide postgresql section last applied
+        self.cluster_config: DynamicConfig | None = None  # the DCS config the HA loop last read (Node sets it)
         self.pg = Postgres(pg_settings_from_config(config), clock)
 
     @property
@@ -151,18 +125,20 @@ class PostgresAdapter:
         return slot_name_for(member)
 
     def apply_dynamic_parameters(self, parameters: dict[str, str]) -> bool:
-        """The cluster-wide ``postgresql.parameters`` from the DCS changed: rewrite the config and reload.
-        Parameters set in the local file win. True if anything changed."""
-        if parameters == self._dynamic:
+        """The cluster-wide ``postgresql`` section from the DCS changed (``parameters``; ``pg_hba``,
+        ``pg_ident`` and ``recovery_conf`` from the config the loop last read): rewrite the files and reload.
+        The local file wins. True if anything changed."""
+        cluster = {**cluster_section(self._config, self.cluster_config), "parameters": dict(parameters)}
+        if cluster == self._cluster:
             return False
-        self._dynamic = dict(parameters)
-        self.pg.reload(pg_settings_from_config(self._config, self._dynamic))
+        self._cluster = cluster
+        self.pg.reload(pg_settings_from_config(self._config, cluster))
         return True
 
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: the config file changed."""
         self._config = config
-        self.pg.reload(pg_settings_from_config(config, self._dynamic))
+        self.pg.reload(pg_settings_from_config(config, self._cluster))
 
     def close(self) -> None:
         self.pg.close()
@@ -257,6 +233,8 @@ class Node:
     def _set_status(self, status: NodeStatus) -> None:
         with self._status_lock:
             self._status = status
+        if self.pg is not None and status.view is not None:  # pg_hba/pg_ident from edit-config: next cycle
+            self.pg.cluster_config = status.view.config
 
     def status(self) -> NodeStatus:
         with self._status_lock:
@@ -280,7 +258,7 @@ class Node:
         if not self.config_path:
             return
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, environ=self.config.environ)
         except Exception as exc:  # noqa: BLE001 - a bad edit must not kill a running node
             log.error("config reload failed, keeping the running config: %s", exc)
             return

@@ -1,4 +1,12 @@
-"""``raftpg CONFIG.yml`` | ``raftpg --validate-config CONFIG.yml`` | ``raftpg --version`` | ``raftpg demo``.
+"""``raftpg [CONFIG]`` | ``--validate-config`` | ``--generate-sample-config`` | ``--generate-config`` | ``--version``
+| ``raftpg demo``.
+
+CONFIG is a YAML file or a directory of them; without it the config comes from ``PATRONI_CONFIGURATION``
+or the ``PATRONI_*``/``RAFTPG_*`` variables (``raftpg.config.environment``). The variables read are then
+removed from the agent's environment, so PostgreSQL and callbacks do not inherit passwords (as Patroni).
+
+Under systemd (``Type=notify``, contrib/raftpg.service) ``READY=1`` is sent once the REST API listens and
+the first HA cycle has run, ``STOPPING=1`` when a stop begins.
 
 Exit codes: 0 clean stop; 1 the node stopped for a safety reason (a foreign data dir); 2 the config or
 the command line is wrong (the message names the key).
@@ -9,46 +17,58 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from raftpg import __version__
 
 
-def _setup_logging(level: str, fmt: str, directory: str | None, name: str) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if directory:
-        import os
-        os.makedirs(directory, exist_ok=True)
-        handlers = [logging.FileHandler(os.path.join(directory, f"raftpg-{name}.log"))]
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, handlers=handlers,
-                        force=True)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def _load(path: str):  # noqa: ANN202 - returns Config
+def _load(path: str | None):  # noqa: ANN202 - returns Config
     from raftpg.config import ConfigError, load_config
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"raftpg: invalid config {path}:\n{exc}", file=sys.stderr)
+        print(f"raftpg: invalid config {exc.source}:\n{exc}", file=sys.stderr)
         return None
     except OSError as exc:
         print(f"raftpg: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return None
 
 
-def run_node(path: str, force_new_cluster: bool = False) -> int:
+async def _serve_with_notify(node) -> int:  # noqa: ANN001 - a raftpg.node.Node
+    """``serve(node)``, telling systemd READY=1 once the first HA cycle ran (the API listens by then: serve
+    starts it before the loop) and STOPPING=1 when serve returns."""
+    from raftpg.cli.sdnotify import notify
+    from raftpg.node import serve
+
+    async def ready() -> None:
+        while node.status().cycles < 1:
+            await asyncio.sleep(0.05)
+        notify(f"READY=1\nSTATUS=raftpg {__version__}: {node.config.name} in cluster {node.config.scope}")
+
+    watcher = asyncio.create_task(ready())
+    try:
+        return await serve(node)
+    finally:
+        watcher.cancel()
+        notify("STOPPING=1")
+
+
+def run_node(path: str | None, force_new_cluster: bool = False) -> int:
     config = _load(path)
     if config is None:
         return 2
-    _setup_logging(config.log.level, config.log.format, config.log.dir, config.name)
+    for name in config.environ:
+        os.environ.pop(name, None)
+    from raftpg.logconfig import configure
+    configure(config.log, config.name)
     from raftpg.clock import repair_sleep
     repair_sleep()
     log = logging.getLogger("raftpg")
     for warning in config.warnings:
         log.warning("%s", warning)
     from raftpg.consensus.raft import RaftConfigError
-    from raftpg.node import Node, NodeError, serve
+    from raftpg.node import Node, NodeError
     try:
         node = Node(config, config_path=path, force_new_cluster=force_new_cluster)
     except (NodeError, RaftConfigError, ValueError) as exc:
@@ -56,16 +76,16 @@ def run_node(path: str, force_new_cluster: bool = False) -> int:
         print(f"raftpg: cannot start: {exc}", file=sys.stderr)
         return 2
     log.info("raftpg %s starting: %s in cluster %s", __version__, config.name, config.scope)
-    return asyncio.run(serve(node))
+    return asyncio.run(_serve_with_notify(node))
 
 
-def validate(path: str) -> int:
+def validate(path: str | None) -> int:
     config = _load(path)
     if config is None:
         return 2
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{path}: valid ({config.name} in cluster {config.scope})")
+    print(f"{path or 'environment'}: valid ({config.name} in cluster {config.scope})")
     return 0
 
 
@@ -76,17 +96,23 @@ def main(argv: list[str] | None = None) -> int:
         return demo_main(argv[1:])
     parser = argparse.ArgumentParser(prog="raftpg", description="PostgreSQL high availability with an "
                                      "embedded Raft store. Subcommand: 'raftpg demo' runs a local cluster.")
-    parser.add_argument("config", nargs="?", help="the YAML config file of this node")
-    parser.add_argument("--validate-config", action="store_true", help="check the config file and exit")
+    parser.add_argument("config", nargs="?", help="the YAML config of this node: a file, or a directory of "
+                        "*.yml files merged in name order (default: PATRONI_CONFIGURATION / PATRONI_* variables)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--validate-config", action="store_true", help="check the config and exit")
+    group.add_argument("--generate-sample-config", action="store_true",
+                       help="write a commented sample config to CONFIG (or stdout) and exit")
+    group.add_argument("--generate-config", action="store_true",
+                       help="write a config for the running PostgreSQL that --dsn reaches to CONFIG (or stdout)")
+    parser.add_argument("--dsn", help="with --generate-config: libpq connection string (default: PG* variables)")
     parser.add_argument("--version", action="version", version=f"raftpg {__version__}")
     parser.add_argument("--force-new-cluster", action="store_true",
                         help="majority of Raft members permanently lost: form a new one-node Raft group from "
                              "this node's data (one-shot; wipe the lost members' raft data before re-adding)")
     args = parser.parse_args(argv)
-    if not args.config:
-        parser.print_usage(sys.stderr)
-        print("raftpg: error: a config file is required (or 'raftpg demo')", file=sys.stderr)
-        return 2
+    if args.generate_sample_config or args.generate_config:
+        from raftpg.cli.genconfig import main as generate
+        return generate(args.generate_sample_config, args.config, args.dsn)
     if args.validate_config:
         return validate(args.config)
     return run_node(args.config, args.force_new_cluster)

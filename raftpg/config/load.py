@@ -1,5 +1,7 @@
 """Reading the config file: YAML -> key screen -> models, every problem reported at once.
 
+The config may also be a directory of YAML files and ``PATRONI_*`` variables (``environment.py``).
+
 YAML is parsed by PyYAML's SafeLoader (the loader ``yaml.safe_load`` uses: no Python objects), extended
 only to refuse a key written twice in one mapping: YAML itself would keep the last one silently, and two
 ``postgresql:`` sections in one file are a mistake worth stopping for.
@@ -14,7 +16,16 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from raftpg.config.environment import (
+    CONFIGURATION,
+    config_files,
+    consumed_names,
+    environment_config,
+    patch,
+    variables,
+)
 from raftpg.config.errors import ConfigError, line, validation_lines
+from raftpg.config.fields import FrozenDict
 from raftpg.config.schema import DCS_KINDS, Config, dcs_choice, structure_problems
 from raftpg.config.screen import screen
 
@@ -55,25 +66,69 @@ def _yaml_error(path: str, exc: yaml.YAMLError) -> str:
     return f"{path}:{mark.line + 1}:{mark.column + 1}: {message}"
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the YAML config file at ``path``. Raises ConfigError (see its docstring)."""
-    source = os.fspath(path)
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config: the YAML file at ``path`` (or every YAML file of the directory
+    ``path``, merged in name order), overridden by ``PATRONI_*``/``RAFTPG_*`` variables of ``environ``
+    (default: ``os.environ``); with no ``path``, ``PATRONI_CONFIGURATION`` or those variables alone (see
+    ``environment.py``). Raises ConfigError (see its docstring).
+
+    The returned Config's ``environ`` holds the variables it read, so a reload can use the same ones
+    after the agent dropped them from its own environment.
+    """
+    env = os.environ if environ is None else environ
+    documents: dict[str, dict[str, Any]] = {}
+    if path is None:
+        data, source, files = _from_environment(env)
+    else:
+        source = os.fspath(path)
+        files = config_files(source)
+        if not files:
+            raise ConfigError([f"{source}: the directory holds no *.yml or *.yaml file"], source)
+        documents = {name: _read_yaml_file(name) for name in files}  # each is a copy: patch() may change it
+        data = {}
+        for document in documents.values():
+            patch(data, document)
+        patch(data, environment_config(env))
+    config = parse_config(data, source)
+    exposed = [w for w in (_exposed_secrets(name, documents[name]) for name in files) if w]
+    config._warnings = (*config._warnings, *exposed)
+    config._environ = FrozenDict({name: env[name] for name in consumed_names(env)})
+    return config
+
+
+def _from_environment(env: Mapping[str, str]) -> tuple[dict[str, Any], str, list[str]]:
+    text = variables(env).get(CONFIGURATION)
+    if text is not None:
+        data = _parse_yaml(text, "PATRONI_CONFIGURATION")
+        if not isinstance(data, dict):
+            raise ConfigError(["PATRONI_CONFIGURATION: must hold the config as a YAML mapping"], "PATRONI_CONFIGURATION")
+        return data, "PATRONI_CONFIGURATION", []
+    data = environment_config(env)
+    if not data:
+        raise ConfigError(["no config: give a config file or directory, or set PATRONI_CONFIGURATION or "
+                           "PATRONI_* (RAFTPG_*) variables"], "<environment>")
+    return data, "<environment>", []
+
+
+def _read_yaml_file(source: str) -> dict[str, Any]:
     try:
         with open(source, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{source}: cannot read the config file: {exc}"], source) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_error(source, exc)], source) from None
+    data = _parse_yaml(text, source)
     if data is None:
         raise ConfigError([f"{source}: config file is empty"], source)
-    config = parse_config(data, source)
-    exposed = _exposed_secrets(source, data)
-    if exposed:
-        config._warnings = (*config._warnings, exposed)
-    return config
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of keys, got {type(data).__name__}"], source)
+    return data
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_error(source, exc)], source) from None
 
 
 def _exposed_secrets(source: str, data: Any) -> str | None:

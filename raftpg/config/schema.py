@@ -60,11 +60,18 @@ class Config(Settings):
     tags: TagSettings = Field(default_factory=TagSettings)
 
     _warnings: tuple[str, ...] = PrivateAttr(default=())
+    _environ: Mapping[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def warnings(self) -> tuple[str, ...]:
         """Keys Patroni knows that raftpg ignores, and other things worth a log line at startup."""
         return self._warnings
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The ``PATRONI_*``/``RAFTPG_*`` variables this config was read with (pass them to ``load_config``
+        on a reload: the agent drops them from its own environment)."""
+        return self._environ
 
     @model_validator(mode="before")
     @classmethod

@@ -8,12 +8,15 @@ What lives here
                  standby.signal; atomic writes
   process.py     PostmasterProcess: the postmaster as a child of the fencing supervisor; stop, lease
   supervisor.py  the fencing supervisor (standard library only; its docstring is its contract)
-  bootstrap.py   initdb, roles, post_bootstrap      rebuild.py  pg_basebackup, pg_rewind, moving data aside
+  bootstrap.py   initdb or a custom bootstrap command, roles, post_bootstrap
+  rebuild.py     pg_basebackup or the replica methods, pg_rewind, moving data aside
+  from_config.py PgSettings from the Config
   slots.py       physical slots for the other members     callbacks.py  user callbacks, in the background
   connection.py  superuser connections and conninfo strings     controldata.py, pidfile.py, tools.py
 
-May import: the standard library, psycopg, raftpg.model and raftpg.clock. Never raftpg.dcs, raftpg.ha,
-raftpg.consensus or raftpg.config: this package knows nothing of the DCS or of HA decisions.
+May import: the standard library, psycopg, raftpg.model and raftpg.clock; raftpg.config only in
+from_config.py (PgSettings from the node's Config) and for the one-line checks conf.py shares with it.
+Never raftpg.dcs, raftpg.ha or raftpg.consensus: this package knows nothing of the DCS or of HA decisions.
 
 Invariants
 - initdb only runs on a missing or empty data directory (DESIGN.md safety rule 7); clone likewise.

@@ -30,11 +30,13 @@ from raftpg.pg.tools import PgError
 log = logging.getLogger(__name__)
 
 BASE_CONF = "postgresql.base.conf"
+BOOTSTRAP_RECOVERY_CONF = "raftpg.bootstrap-recovery.conf"
 MARKER = "# Managed by raftpg"
 FIXED = (
-    "listen_addresses", "port", "unix_socket_directories", "cluster_name", "hot_standby", "wal_log_hints",
+    "listen_addresses", "port", "hot_standby", "wal_log_hints",
     "primary_conninfo", "primary_slot_name", "recovery_target_timeline", "synchronous_standby_names",
 )
+MEMBER_GUC = "raftpg.member"  # the member's name, readable with current_setting() (cluster_name is the scope)
 AT_LEAST = {"max_wal_senders": 10, "max_replication_slots": 10}
 DEFAULTS = {"wal_keep_size": "128MB", "hot_standby_feedback": "on", "unix_socket_permissions": "0700",
             "password_encryption": "scram-sha-256"}
@@ -71,9 +73,17 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
             log.warning("postgresql parameter %s is managed by raftpg; the configured value is ignored", name)
             continue
         user[name] = value
+    if upstream is not None:  # a replica: the user's recovery settings, below raftpg's own
+        for raw_name, value in settings.recovery_conf.items():
+            name = raw_name.lower()
+            if guc_problem(raw_name, value) is None and name not in fixed:
+                user.setdefault(name, value)
     params = {**DEFAULTS, **user}
     if not settings.pg_hba:
         params.update(GENERATED_HBA_FIXED)
+    params["unix_socket_directories"] = socket_directories(settings)
+    params["cluster_name"] = user.get("cluster_name") or settings.scope
+    params[MEMBER_GUC] = settings.name
     params["wal_level"] = user.get("wal_level") if user.get("wal_level") in WAL_LEVELS else "replica"
     for name, minimum in AT_LEAST.items():
         params[name] = str(max(minimum, _int_or(user.get(name), minimum)))
@@ -82,7 +92,6 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
         conninfo = add_params(conninfo, **scram_params(settings, settings.replication))
     params.update(
         listen_addresses=settings.listen_host, port=str(settings.port),
-        unix_socket_directories=settings.socket_dir, cluster_name=settings.name,
         hot_standby="on", wal_log_hints="on", recovery_target_timeline="latest",
         primary_conninfo=conninfo,
         primary_slot_name=(upstream.slot_name or "") if upstream else "",
@@ -91,11 +100,26 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
     return params
 
 
+def socket_directories(settings: PgSettings) -> str:
+    """``unix_socket_directories``: the user's, when it names an absolute directory (psql and pgbouncer on
+    /var/run/postgresql keep working; the agent connects to the first one); else raftpg's own directory,
+    added after whatever the user set (an abstract or relative socket, or none: the agent needs one)."""
+    user = settings.user_socket_dirs
+    if any(os.path.isabs(d) for d in user):
+        return ",".join(user)
+    if any(k.lower() == "unix_socket_directories" for k in settings.parameters):
+        log.warning("unix_socket_directories names no absolute directory: raftpg adds %s for its own "
+                    "connections", settings.socket_dir)
+    return ",".join([*user, settings.socket_dir])
+
+
 def render_postgresql_conf(settings: PgSettings, params: dict[str, str]) -> str:
+    base = settings.custom_conf or BASE_CONF
+    where = f"the custom file {base}" if settings.custom_conf else BASE_CONF
     lines = [
         f"{MARKER} for member {settings.name!r} of cluster {settings.scope!r}: rewritten by the agent, edits are lost.",
-        f"# initdb's settings are in {BASE_CONF}; set yours in the raftpg config (postgresql.parameters).",
-        f"include_if_exists '{BASE_CONF}'",
+        f"# initdb's settings are in {where}; set yours in the raftpg config (postgresql.parameters).",
+        f"include_if_exists {quote_guc(base)}",
         "",
     ]
     for name, value in sorted(params.items()):
@@ -103,6 +127,9 @@ def render_postgresql_conf(settings: PgSettings, params: dict[str, str]) -> str:
         if problem is not None:  # never reached through managed_parameters; a line is never split
             raise PgError(f"refusing to write postgresql.conf: parameter {name[:60]!r}: {problem[1]}")
         lines.append(f"{name} = {quote_guc(value)}")
+    # a custom bootstrap's recovery settings, last so they win; the file exists only until the new
+    # cluster is registered (bootstrap.py)
+    lines += ["", f"include_if_exists '{BOOTSTRAP_RECOVERY_CONF}'"]
     return "\n".join(lines) + "\n"
 
 
@@ -171,12 +198,31 @@ def default_pg_hba(settings: PgSettings) -> tuple[str, ...]:
 
 
 def write_pg_hba(settings: PgSettings) -> bool:
+    """The authentication files: pg_hba.conf (the configured lines, else ``default_pg_hba``) and
+    pg_ident.conf (``write_pg_ident``). True if either changed (a reload then applies them)."""
+    return _write_hba_file(settings) | write_pg_ident(settings)
+
+
+def _write_hba_file(settings: PgSettings) -> bool:
     lines = settings.pg_hba or default_pg_hba(settings)
     for line in lines:
         if control_characters(line, allow_tab=True):  # one configured item is one line, never two
             raise PgError(f"refusing to write pg_hba.conf: a line holds a control character: {line[:40]!r}")
     text = f"{MARKER}: rewritten by the agent from the raftpg config (postgresql.pg_hba).\n" + "\n".join(lines) + "\n"
     return write_atomic(os.path.join(settings.data_dir, "pg_hba.conf"), text)
+
+
+def write_pg_ident(settings: PgSettings) -> bool:
+    """pg_ident.conf from ``settings.pg_ident``; without lines, initdb's file is left alone (an earlier
+    file of ours is emptied)."""
+    path = os.path.join(settings.data_dir, "pg_ident.conf")
+    if not settings.pg_ident and not _is_ours(path):
+        return False
+    for line in settings.pg_ident:
+        if control_characters(line, allow_tab=True):
+            raise PgError(f"refusing to write pg_ident.conf: a line holds a control character: {line[:40]!r}")
+    header = f"{MARKER}: rewritten by the agent from the raftpg config (postgresql.pg_ident).\n"
+    return write_atomic(path, header + "".join(line + "\n" for line in settings.pg_ident))
 
 
 def render_pgpass(settings: PgSettings, upstream: tuple[str, int] | None = None) -> str:

@@ -1,5 +1,5 @@
-"""Making this member's data directory a copy of another's: clone (pg_basebackup), rewind (pg_rewind), and
-moving a data directory aside. None of them runs with the postmaster up; ``control.Postgres`` ensures it.
+"""Making this member's data directory a copy of another's: clone (pg_basebackup, or the user's replica
+methods: pgBackRest, WAL-G, Barman, a script), rewind (pg_rewind), and moving a data directory aside. None of them runs with the postmaster up; ``control.Postgres`` ensures it.
 
 Only the host and port of the source's conninfo are used (it comes from the DCS); the user, the pgpass
 file (with lines for that host and port only) and ``require_auth`` where libpq has it are raftpg's own.
@@ -17,42 +17,96 @@ import time
 
 from raftpg.clock import Clock
 from raftpg.model import DataDir
+from raftpg.pg.bootstrap import run_command
 from raftpg.pg.conf import write_pgpass
 from raftpg.pg.connection import member_conninfo, scram_params, server_address
 from raftpg.pg.controldata import data_dir_state, read_controldata
-from raftpg.pg.settings import PgSettings
+from raftpg.pg.settings import BASEBACKUP, CommandMethod, PgSettings
 from raftpg.pg.tools import PgError, run_tool
 
 log = logging.getLogger(__name__)
 
 
 def clone(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
-    """pg_basebackup from ``source_conninfo``'s host and port, as the replication role, into a missing or empty
-    data directory; return the copy's system identifier.
+    """Create this replica's data directory, in the missing or empty data directory, by the configured
+    ``replica_methods`` in order (default: pg_basebackup only) until one succeeds; return the copy's
+    system identifier. ``source_conninfo`` names the member to copy from; only its host and port are used.
+    An empty one (no running member) leaves only the command methods marked ``no_leader``.
 
-    On failure nothing half-made stays behind: a directory this call created is removed, a directory that was
-    empty is emptied again. Raises PgError (with pg_basebackup's stderr tail).
+    A command method runs as ``command --scope=S --role=replica --datadir=D --connstring=C --opt=v...``
+    (``no_params`` leaves out the first four; ``C`` connects as the replication role, its password in the
+    pgpass file). On failure nothing half-made stays behind: a failed attempt is removed (a directory this
+    call created is removed, one that was empty is emptied), except that a ``keep_data`` method's attempt
+    is handed to the next method when that one keeps data too (pgBackRest --delta resumes it).
+    Raises PgError naming each method's failure.
     """
     state, _ = data_dir_state(settings)
     if state not in (DataDir.MISSING, DataDir.EMPTY):
         raise PgError(f"refusing to clone into {settings.data_dir}: the data directory is {state}")
     created = state is DataDir.MISSING
-    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
-    os.chmod(settings.data_dir, 0o700)
+    methods = list(settings.replica_methods) or [CommandMethod(BASEBACKUP, "")]
+    if not source_conninfo:
+        methods = [m for m in methods if m.name != BASEBACKUP and m.no_leader]
+        if not methods:
+            raise PgError("no member to copy from, and no replica method marked no_leader")
+    failures: list[str] = []
+    for i, method in enumerate(methods):
+        if not method.keep_data or (i and not methods[i - 1].keep_data):
+            _empty(settings.data_dir)
+        os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
+        try:
+            if method.name == BASEBACKUP:
+                return _basebackup(settings, source_conninfo, timeout_s)
+            return _command(settings, method, source_conninfo, timeout_s)
+        except PgError as e:
+            failures.append(f"{method.name}: {e}")
+            log.warning("creating the replica with %s failed: %s", method.name, e)
+        except BaseException:
+            _discard_attempt(settings.data_dir, created)
+            raise
+    _discard_attempt(settings.data_dir, created)
+    raise PgError("every replica method failed:\n" + "\n".join(failures))
+
+
+def _basebackup(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
     cred = settings.replication
     conninfo = member_conninfo(source_conninfo, user=cred.username, passfile=settings.pgpass,
                                **scram_params(settings, cred))
     write_pgpass(settings, server_address(source_conninfo))
     args = ["-D", settings.data_dir, "-X", "stream", "-c", "fast", "-w", "-d", conninfo, *settings.basebackup_args]
+    run_tool(settings, "pg_basebackup", args, timeout_s)
+    return _copied_sysid(settings, "pg_basebackup")
+
+
+def _command(settings: PgSettings, method: CommandMethod, source_conninfo: str, timeout_s: float) -> str:
+    connstring = ""
+    if source_conninfo:
+        cred = settings.replication
+        connstring = member_conninfo(source_conninfo, user=cred.username, passfile=settings.pgpass, dbname="postgres",
+                                     **scram_params(settings, cred))
+        write_pgpass(settings, server_address(source_conninfo))
+    params = {"scope": settings.scope, "role": "replica", "datadir": settings.data_dir, "connstring": connstring}
+    argv = method.argv(params)
+    log.info("creating the replica with %s: running %s", method.name, argv[0])
+    run_command(settings, argv, timeout_s, f"replica method {method.name}")
+    return _copied_sysid(settings, method.name)
+
+
+def _copied_sysid(settings: PgSettings, what: str) -> str:
     try:
-        run_tool(settings, "pg_basebackup", args, timeout_s)
         sysid = read_controldata(settings).sysid
-        if not sysid:
-            raise PgError("pg_basebackup finished but the copy has no system identifier")
-        return sysid
-    except BaseException:
-        _discard_attempt(settings.data_dir, created)
-        raise
+    except PgError as e:
+        raise PgError(f"{what} finished but left no usable data directory: {e}") from None
+    if not sysid:
+        raise PgError(f"{what} finished but the copy has no system identifier")
+    return sysid
+
+
+def _empty(data_dir: str) -> None:
+    """Remove what an earlier failed method left in the data directory (only ever a clone's own attempt)."""
+    if os.path.isdir(data_dir) and os.listdir(data_dir):
+        _discard_attempt(data_dir, created=False)
 
 
 def _discard_attempt(data_dir: str, created: bool) -> None:

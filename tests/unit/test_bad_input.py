@@ -178,7 +178,9 @@ TABLE: list[Bad] = [
     Bad("file", "not UTF-8", b"scope: \xff\n",
         "<file>: cannot read the config file: 'utf-8' codec can't decode byte 0xff in position 7: invalid start byte"),
     # --- command lines ------------------------------------------------------------------------------------
-    Bad("cli", "raftpg without a config", ["raftpg"], (2, "raftpg: error: a config file is required (or 'raftpg demo')")),
+    Bad("cli", "raftpg without a config", ["raftpg"],
+        (2, "no config: give a config file or directory, or set PATRONI_CONFIGURATION or PATRONI_* (RAFTPG_*) "
+            "variables")),
     Bad("cli", "raftpg with an unknown option", ["raftpg", "--bogus"], (2, "raftpg: error: unrecognized arguments: --bogus")),
     Bad("cli", "raftpg --validate-config of a missing file", ["raftpg", "--validate-config", "/nonexistent/r.yml"],
         (2, "/nonexistent/r.yml: cannot read the config file: [Errno 2] No such file or directory: "

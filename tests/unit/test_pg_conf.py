@@ -44,7 +44,7 @@ def test_raftpg_settings_win_minimums_are_raised_and_user_values_pass_through(tm
     assert params["max_wal_senders"] == "10" and params["max_replication_slots"] == "20"
     assert params["wal_keep_size"] == "1GB" and params["work_mem"] == "8MB"
     assert params["hot_standby_feedback"] == "off" and params["wal_level"] == "replica"
-    assert params["wal_log_hints"] == "on" and params["cluster_name"] == "n1"
+    assert params["wal_log_hints"] == "on" and params["cluster_name"] == "demo" and params["raftpg.member"] == "n1"
     assert params["synchronous_standby_names"] == "n2"
     assert params["primary_conninfo"] == "" and params["primary_slot_name"] == ""
     assert managed_parameters(settings(tmp_path, parameters={"wal_level": "logical"}), None, "")["wal_level"] \

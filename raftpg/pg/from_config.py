@@ -1,0 +1,94 @@
+"""``pg_settings_from_config``: this member's ``PgSettings`` from its ``Config`` and the cluster-wide config.
+
+The one place in ``raftpg.pg`` that reads ``raftpg.config``; the rest of the package sees PgSettings only.
+
+Precedence, as in Patroni: the cluster-wide ``postgresql`` section (the DCS ``config`` key once the cluster
+exists, ``bootstrap.dcs`` before) gives ``parameters``, ``pg_hba``, ``pg_ident`` and ``recovery_conf``; the
+local file's ``postgresql`` section wins key by key for parameters and recovery settings, and replaces the
+cluster-wide ``pg_hba``/``pg_ident`` lines when it has any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from raftpg.config import Config
+from raftpg.config.methods import BASEBACKUP
+from raftpg.model import DynamicConfig
+from raftpg.pg.settings import CommandMethod, Credentials, PgSettings
+
+
+def cluster_section(config: Config, dynamic: DynamicConfig | None) -> dict[str, Any]:
+    """The cluster-wide ``postgresql`` section: the DCS config key's once read, else ``bootstrap.dcs``'s."""
+    if dynamic is None or not dynamic.raw:
+        return config.bootstrap.dcs.postgresql.to_dict()
+    return _mapping(dict(dynamic.raw).get("postgresql"))
+
+
+def _lines(value: Any) -> tuple[str, ...]:
+    return tuple(item for item in value if isinstance(item, str)) if isinstance(value, list | tuple) else ()
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _guc(value: Any) -> str:
+    return "on" if value is True else "off" if value is False else str(value)
+
+
+def pg_settings_from_config(config: Config, cluster: Mapping[str, Any] | None = None) -> PgSettings:
+    """``cluster``: the cluster-wide ``postgresql`` section (``cluster_section``; None: ``bootstrap.dcs``'s)."""
+    pg = config.postgresql
+    if pg is None:
+        raise ValueError("postgresql: section missing")
+    bin_dir = pg.resolve_bin_dir()
+    if not bin_dir:
+        raise ValueError("postgresql.bin_dir: no PostgreSQL installation found; set bin_dir")
+    if cluster is None:
+        cluster = cluster_section(config, None)
+    parameters = {**_mapping(cluster.get("parameters")), **pg.parameters}
+    recovery = {**_mapping(cluster.get("recovery_conf")), **pg.recovery_conf}
+    auth = pg.authentication
+    return PgSettings(
+        name=config.name, scope=config.scope, data_dir=pg.data_dir, bin_dir=bin_dir, port=pg.port,
+        listen_host=pg.listen_addresses, connect_host=pg.connect_host,
+        superuser=Credentials(auth.superuser.username, auth.superuser.password),
+        replication=Credentials(auth.replication.username, auth.replication.password),
+        rewind=Credentials(auth.rewind.username, auth.rewind.password) if auth.rewind else None,
+        parameters=parameters, pg_hba=tuple(pg.pg_hba) or _lines(cluster.get("pg_hba")),
+        pg_ident=tuple(pg.pg_ident) or _lines(cluster.get("pg_ident")), recovery_conf=recovery,
+        custom_conf=pg.custom_conf, bin_names=dict(pg.bin_name),
+        initdb_args=tuple(config.bootstrap.initdb_args()), basebackup_args=tuple(pg.basebackup_args()),
+        pgpass_path=pg.pgpass,
+        callbacks={k: v for k, v in pg.callbacks.model_dump().items() if v},
+        post_bootstrap=config.bootstrap.post_bootstrap,
+        use_slots=bool(config.bootstrap.dcs.postgresql.use_slots),
+        bootstrap_method=bootstrap_method(config), replica_methods=replica_methods(config),
+    )
+
+
+def bootstrap_method(config: Config) -> CommandMethod | None:
+    method = config.bootstrap.custom_method
+    if method is None or method.command is None:
+        return None
+    return CommandMethod(
+        name=config.bootstrap.method, command=method.command, options=method.options(), no_params=method.no_params,
+        keep_existing_recovery_conf=method.keep_existing_recovery_conf,
+        recovery_conf=tuple((k, _guc(v)) for k, v in method.recovery_conf.items()) if "recovery_conf" in
+        method.model_fields_set else None)
+
+
+def replica_methods(config: Config) -> tuple[CommandMethod, ...]:
+    pg = config.postgresql
+    assert pg is not None
+    out = []
+    for name in pg.create_replica_methods:
+        if name == BASEBACKUP:
+            out.append(CommandMethod(BASEBACKUP, ""))
+            continue
+        method = pg.replica_methods[name]
+        out.append(CommandMethod(name=name, command=method.command or name, options=method.options(),
+                                 no_params=method.no_params, keep_data=method.keep_data, no_leader=method.no_leader))
+    return tuple(out)

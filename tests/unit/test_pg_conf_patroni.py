@@ -1,0 +1,85 @@
+"""What raftpg writes for the Patroni settings it honours: unix sockets, cluster_name, pg_ident, recovery_conf,
+custom_conf, bin_name, and the command line of a custom method (files and strings only, no PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from raftpg.pg.conf import (
+    BOOTSTRAP_RECOVERY_CONF,
+    Upstream,
+    managed_parameters,
+    render_postgresql_conf,
+    write_pg_hba,
+)
+from raftpg.pg.settings import CommandMethod, PgSettings
+
+
+def settings(tmp_path: Path, **overrides: object) -> PgSettings:
+    values: dict[str, object] = dict(name="n1", scope="batman", data_dir=str(tmp_path / "data"), bin_dir="/bin")
+    values.update(overrides)
+    return PgSettings(**values)  # type: ignore[arg-type]
+
+
+def test_a_users_unix_socket_directories_is_honoured_and_the_agent_uses_its_first(tmp_path: Path) -> None:
+    s = settings(tmp_path, parameters={"unix_socket_directories": "/var/run/postgresql, /tmp"})
+    assert managed_parameters(s, None, "")["unix_socket_directories"] == "/var/run/postgresql,/tmp"
+    assert s.socket_dir == "/var/run/postgresql"
+
+
+def test_raftpg_adds_its_own_socket_only_when_none_is_set(tmp_path: Path) -> None:
+    plain = settings(tmp_path)
+    assert managed_parameters(plain, None, "")["unix_socket_directories"] == str(tmp_path)
+    abstract = settings(tmp_path, parameters={"unix_socket_directories": "@pg"})
+    assert managed_parameters(abstract, None, "")["unix_socket_directories"] == f"@pg,{tmp_path}"
+    assert abstract.socket_dir == str(tmp_path)
+
+
+def test_cluster_name_defaults_to_the_scope_and_the_member_name_has_its_own_setting(tmp_path: Path) -> None:
+    params = managed_parameters(settings(tmp_path), None, "")
+    assert (params["cluster_name"], params["raftpg.member"]) == ("batman", "n1")
+    assert managed_parameters(settings(tmp_path, parameters={"cluster_name": "x"}), None, "")["cluster_name"] == "x"
+
+
+def test_pg_ident_is_written_when_configured_and_emptied_when_removed(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    ident = tmp_path / "data" / "pg_ident.conf"
+    ident.write_text("# initdb's\n")
+    assert write_pg_hba(settings(tmp_path)) is True  # pg_hba.conf is new; initdb's pg_ident.conf is kept
+    assert ident.read_text() == "# initdb's\n"
+    write_pg_hba(settings(tmp_path, pg_ident=("ops root postgres",)))
+    assert ident.read_text().splitlines()[1:] == ["ops root postgres"]
+    assert write_pg_hba(settings(tmp_path, pg_ident=("ops root postgres",))) is False  # unchanged
+    write_pg_hba(settings(tmp_path))
+    assert ident.read_text().splitlines()[1:] == []
+
+
+def test_recovery_conf_applies_to_replicas_only_and_never_overrides_raftpgs_wiring(tmp_path: Path) -> None:
+    s = settings(tmp_path, recovery_conf={"restore_command": "cp /arch/%f %p", "primary_conninfo": "host=evil",
+                                          "recovery_min_apply_delay": "5min"})
+    replica = managed_parameters(s, Upstream("host=a", None), "")
+    assert replica["restore_command"] == "cp /arch/%f %p" and replica["recovery_min_apply_delay"] == "5min"
+    assert replica["primary_conninfo"].startswith("host=a")
+    primary = managed_parameters(s, None, "")
+    assert "restore_command" not in primary and "recovery_min_apply_delay" not in primary
+
+
+def test_custom_conf_replaces_the_base_file_and_the_bootstrap_recovery_file_comes_last(tmp_path: Path) -> None:
+    text = render_postgresql_conf(settings(tmp_path, custom_conf="/etc/pg/custom.conf"), {"port": "5432"})
+    lines = text.splitlines()
+    assert "include_if_exists '/etc/pg/custom.conf'" in lines and "postgresql.base.conf" not in text
+    assert lines[-1] == f"include_if_exists '{BOOTSTRAP_RECOVERY_CONF}'"
+
+
+def test_bin_name_renames_a_program(tmp_path: Path) -> None:
+    s = settings(tmp_path, bin_names={"pg_ctl": "pg_ctl15"})
+    assert s.binary("pg_ctl") == os.path.join("/bin", "pg_ctl15") and s.binary("initdb") == "/bin/initdb"
+
+
+def test_command_method_argv_as_patroni_builds_it() -> None:
+    method = CommandMethod("pgbackrest", "/usr/bin/pgbackrest --stanza='my db' restore", (("delta", "True"),))
+    assert method.argv({"scope": "s", "datadir": "/d"}) == [
+        "/usr/bin/pgbackrest", "--stanza=my db", "restore", "--scope=s", "--datadir=/d", "--delta=True"]
+    quiet = CommandMethod("x", "x", no_params=True)
+    assert quiet.argv({"scope": "s"}) == ["x"]
