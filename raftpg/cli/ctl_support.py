@@ -1,8 +1,12 @@
-"""raftpgctl's helpers: its error type, finding the API (and where its credentials may go, ``ctl_trust``)
-from the config file, and the small parsers behind --scheduled and edit-config's -s/-p."""
+"""raftpgctl's helpers: its error type, finding the config file (``-c``, ``RAFTPGCTL_CONFIG_FILE``,
+``PATRONICTL_CONFIG_FILE``, then patronictl's default path) and the API (and where its credentials may go,
+``ctl_trust``; other members when the local agent is down, ``ctl_connect``), the cluster-name positional
+argument patronictl takes, and the small parsers behind --scheduled and edit-config's -s/-p."""
 
 from __future__ import annotations
 
+import os
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,8 +16,12 @@ import yaml
 
 from raftpg.api.client import ApiClient
 from raftpg.api.tls import client_ssl_context
+from raftpg.cli.ctl_connect import FallbackApi, partner_urls, remember_members, remembered_members
 from raftpg.cli.ctl_trust import MemberTrust, trust_from
 from raftpg.config import ConfigError, RestApiSettings, is_loopback, load_config
+
+# patronictl's default config file (click.get_app_dir('patroni')/patronictl.yaml), used when it exists
+PATRONICTL_DEFAULT = os.path.join(click.get_app_dir("patroni"), "patronictl.yaml")
 
 
 class CtlError(click.ClickException):
@@ -46,10 +54,20 @@ def _restapi_settings(path: str, raw: Any) -> RestApiSettings:
         raise CtlError(f"cannot read the config file {path}: {exc.strerror}") from None
 
 
-def client_for(path: str | None) -> tuple[ApiClient, MemberTrust]:
-    """The client of the API named by the config file, and where else its credentials may go."""
-    if not path:
-        raise CtlError("no config file: use -c CONFIG or set RAFTPGCTL_CONFIG_FILE")
+def config_path(given: str | None) -> str:
+    """``-c`` or an environment variable (click resolved both), else patronictl's default if it exists."""
+    if given:
+        return given
+    if os.path.exists(PATRONICTL_DEFAULT):
+        return PATRONICTL_DEFAULT
+    raise CtlError("no config file: use -c CONFIG, set RAFTPGCTL_CONFIG_FILE or PATRONICTL_CONFIG_FILE, or "
+                   f"create {PATRONICTL_DEFAULT}")
+
+
+def client_for(path: str | None, insecure: bool = False) -> tuple[ApiClient, MemberTrust, dict[str, Any]]:
+    """The client of the API named by the config file, where else its credentials may go, and the raw
+    config document. ``insecure`` (``-k``): do not verify the API's TLS certificate."""
+    path = config_path(path)
     raw = _read_raw(path)
     restapi = _restapi_settings(path, raw)
     auth = restapi.authentication
@@ -60,28 +78,49 @@ def client_for(path: str | None) -> tuple[ApiClient, MemberTrust]:
             context = client_ssl_context(restapi.cafile, client_cert, restapi.keyfile if client_cert else None)
         except OSError as exc:
             raise CtlError(f"cannot load TLS files: {exc}") from None
+    if insecure:
+        context = context or ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     if auth and not restapi.tls and not is_loopback(restapi.connect_host):
         click.echo(f"raftpgctl: warning: sending restapi.authentication to {restapi.base_url} over plain HTTP "
                    "(the password crosses the network in clear text); set restapi.certfile to use HTTPS", err=True)
     client = ApiClient(restapi.base_url, username=auth.username if auth else None,
                        password=auth.password if auth else None, ssl_context=context)
-    return client, trust_from(raw if isinstance(raw, dict) else {}, restapi)
+    raw = raw if isinstance(raw, dict) else {}
+    return client, trust_from(raw, restapi), raw
 
 
 @dataclass
 class Ctl:
-    """What every verb needs: the config file, the output format, and (loaded once) the client."""
+    """What every verb needs: the config file, the output format, and (loaded once) the client, which
+    moves to another member when the local agent does not answer (``ctl_connect``)."""
 
     config_file: str | None
     fmt: str
-    _client: ApiClient | None = field(default=None, repr=False)
+    insecure: bool = False
+    _client: FallbackApi | None = field(default=None, repr=False)
     _trust: MemberTrust | None = field(default=None, repr=False)
+    _raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def client(self) -> ApiClient:
+    def client(self) -> FallbackApi:
         if self._client is None:
-            self._client, self._trust = client_for(self.config_file)
+            first, self._trust, self._raw = client_for(self.config_file, self.insecure)
+            self._client = FallbackApi(first, self._trust, self._fallbacks,
+                                       lambda text: click.echo(text, err=True))
         return self._client
+
+    def _fallbacks(self) -> list[tuple[str, str]]:
+        assert self._client is not None
+        seen = [(name, url) for name, url in remembered_members(self.scope or "").items()]
+        return seen + [(f"raft partner {url}", url) for url in partner_urls(self._raw, self._client.base_url)]
+
+    @property
+    def scope(self) -> str | None:
+        self.client  # noqa: B018 - loads the config
+        scope = self._raw.get("scope")
+        return str(scope) if scope is not None else None
 
     @property
     def trust(self) -> MemberTrust:
@@ -90,7 +129,14 @@ class Ctl:
         return self._trust
 
     def cluster(self) -> dict[str, Any]:
-        return self.client.get("/cluster")
+        cluster = self.client.get("/cluster")
+        remember_members(self.scope or str(cluster.get("scope") or ""), cluster)
+        return cluster
+
+    def check_cluster_name(self, name: str | None) -> None:
+        """patronictl's positional cluster name must be this config's scope."""
+        if name is not None and self.scope is not None and name != self.scope:
+            raise CtlError(f"cluster {name!r} is not the cluster of this config (scope: {self.scope!r})")
 
     def member(self, cluster: dict[str, Any], name: str) -> dict[str, Any]:
         for member in cluster.get("members") or []:

@@ -68,6 +68,12 @@ class Node:
         return result
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """raftpgctl remembers member lists per scope: each test its own."""
+    monkeypatch.setenv("RAFTPGCTL_CACHE_DIR", str(tmp_path / "ctl-cache"))
+
+
 @pytest.fixture
 def node(tmp_path):
     n = Node(tmp_path)
@@ -81,12 +87,14 @@ def test_list_table(node):
     lines = result.output.splitlines()
     assert lines[0] == "+ Cluster: demo (7301234567890123456) +"
     header = next(line for line in lines if "Member" in line)
-    for column in ("Member", "Host", "Role", "State", "TL", "Lag in MB", "Raft", "Tags"):
+    for column in ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN",
+                   "Replay Lag", "Tags"):  # patronictl 4.1's columns
         assert column in header
+    assert "Raft" not in header and "Raft" in node.run("list", "-e").output  # raftpg's, with -e
     n1 = next(line for line in lines if "| n1 " in line)
-    assert "Leader" in n1 and "running" in n1 and "leader" in n1 and "127.0.0.1:5433" in n1
+    assert "Leader" in n1 and "running" in n1 and "127.0.0.1:5433" in n1
     n2 = next(line for line in lines if "| n2 " in line)
-    assert "Sync Standby" in n2 and "streaming" in n2 and "follower" in n2
+    assert "Sync Standby" in n2 and "streaming" in n2 and "0/3000000" in n2
     assert "nofailover: true" in next(line for line in lines if "| n3 " in line)
     assert "Witness" in next(line for line in lines if "| w4 " in line)
     assert "Maintenance mode" not in result.output
@@ -102,11 +110,17 @@ def test_list_shows_maintenance_mode_and_a_scheduled_switchover(node):
 def test_list_and_topology_as_json(node):
     rows = json.loads(node.run("--format", "json", "list").output)
     assert [r["Member"] for r in rows] == ["n1", "n2", "n3", "w4"]
+    # patronictl's keys; empty cells are left out, as patronictl does
     assert rows[0] == {"Cluster": "demo", "Member": "n1", "Host": "127.0.0.1:5433", "Role": "Leader",
-                       "State": "running", "TL": 2, "Lag in MB": "", "Raft": "leader", "Tags": ""}
-    assert rows[2]["Lag in MB"] == 0  # 100 bytes, in whole MB as patronictl shows it
+                       "State": "running", "TL": 2}
+    assert rows[2] == {"Cluster": "demo", "Member": "n3", "Host": "127.0.0.1:5435", "Role": "Replica",
+                       "State": "streaming", "TL": 2, "Receive LSN": "0/2FFFF9C", "Receive Lag": 0,
+                       "Tags": {"nofailover": True}}  # 100 bytes, in whole MB as patronictl shows it
     rows = json.loads(node.run("topology", "-f", "json").output)
     assert [r["Member"] for r in rows] == ["n1", "+ n2", "+ n3", "w4"]
+    assert node.run("list", "demo", "-f", "yaml").output.startswith("- Cluster: demo\n")
+    tsv = node.run("list", "-f", "tsv").output.splitlines()
+    assert tsv[0].split("\t")[:4] == ["Cluster", "Member", "Host", "Role"] and tsv[1].startswith("demo\tn1\t")
 
 
 def test_history_and_show_config(node):
@@ -170,16 +184,22 @@ def test_edit_config_declined_changes_nothing(node):
 
 
 def test_member_verbs_go_to_the_members_api(node):
-    result = node.run("restart", "n2", "--force", "--pending", "--role", "replica")
-    # the fake node is n1, a primary: the role condition fails there, as it would on the wrong member
-    assert result.exit_code == 1 and "restart conditions are not satisfied" in result.output
-    assert node.run("restart", "n2", "--force").exit_code == 0
-    assert node.run("reload", "--force").output.count("Success: reload") == 3  # data members only
+    result = node.run("restart", "n2", "--force", "--role", "primary")
+    assert result.exit_code == 1 and "No 'primary' among provided members" in result.output
+    assert node.run("restart", "n2", "--force", "--pending").exit_code == 0  # n2 has none pending: skipped
+    assert node.commands.calls == []
+    result = node.run("restart", "n2", "--force")
+    assert result.exit_code == 0 and "Success: restart on member n2" in result.output
+    assert node.run("restart", "demo", "n2", "--force").exit_code == 0  # patronictl's CLUSTER MEMBER
+    out = node.run("reload", "--force").output
+    assert out.count("Reload request received for member") == 3  # data members only
     assert node.run("reinit", "n2", "--force").exit_code == 0
-    assert [c for c in node.commands.calls] == [("restart", ()), ("reload", ()), ("reload", ()), ("reload", ()),
-                                                ("reinitialize", (True,))]
-    result = node.run("reinit", "n9", "--force")
-    assert result.exit_code == 1 and result.output.strip() == "raftpgctl: n9 is not a member of cluster demo"
+    assert [c for c in node.commands.calls] == [("restart", ()), ("restart", ()), ("reload", ()), ("reload", ()),
+                                                ("reload", ()), ("reinitialize", (True,))]
+    result = node.run("reinit", "demo", "n9", "--force")
+    assert result.exit_code == 1 and result.output.strip().endswith("raftpgctl: n9 is not a member of cluster")
+    result = node.run("reinit", "other", "n2", "--force")
+    assert result.exit_code == 1 and "'other' is neither this cluster's name (scope 'demo')" in result.output
 
 
 def test_raft_members(node):
@@ -196,7 +216,9 @@ def test_raft_members(node):
 def test_version(node):
     result = node.run("version")
     assert result.exit_code == 0 and result.output.startswith("raftpgctl version ")
-    assert "n1: raftpg 0.1.0" in result.output
+    assert "n1: raftpg" not in result.output
+    assert "n1: raftpg 0.1.0" in node.run("version", "demo").output
+    assert node.run("version", "demo", "n2").output.splitlines()[1:] == ["n2: raftpg 0.1.0"]
 
 
 def test_wrong_credentials_are_reported(tmp_path):
@@ -211,7 +233,8 @@ def test_an_unreachable_node_is_one_line_without_traceback(tmp_path):
     n = Node(tmp_path)  # not served
     result = n.run("list")
     assert result.exit_code == 1
-    assert result.output.strip() == f"raftpgctl: cannot reach http://127.0.0.1:{n.port}: connection refused"
+    assert result.output.strip() == f"raftpgctl: cannot reach http://127.0.0.1:{n.port}: connection refused " \
+        "(no other member answered either)"
     assert "Traceback" not in result.output
 
 
@@ -267,11 +290,11 @@ def test_credentials_never_go_to_an_api_url_the_config_does_not_name(node):
         _point_member_at(node, "n2", f"{url}/patroni")  # whoever can write the DCS can publish this
         result = node.run("restart", "n2", "--force")
         assert result.exit_code == 1
-        assert (f"Failed: restart on member n2: not sending this config's credentials to member n2 at {url}/patroni: "
-                "its host 127.0.0.2 is not named in this config (restapi.listen, raft.self_addr, "
+        assert ("Failed: restart for member n2, status code=0, (not sending this config's credentials to member n2 "
+                f"at {url}/patroni: its host 127.0.0.2 is not named in this config (restapi.listen, raft.self_addr, "
                 "postgresql.listen, restapi.connect_address)") in result.output
         result = node.run("reload", "--force")
-        assert result.exit_code == 1 and result.output.count("Success: reload") == 2  # n1 and n3 still reloaded
+        assert result.exit_code == 1 and result.output.count("Reload request received") == 2  # n1, n3 reloaded
         assert stranger.seen == []
         # the same host named in the config (as a Raft partner) is a member: the request goes, with credentials
         node.config.write_text(node.config.read_text().replace(
@@ -356,8 +379,90 @@ def test_which_hosts_a_config_vouches_for(raw, api_url, trusted):
 def test_basic_auth_over_plain_http_off_loopback_is_warned_about(tmp_path, capsys):
     config = tmp_path / "ctl.yml"
     config.write_text("restapi: {listen: '10.0.0.11:8008', authentication: {username: admin, password: pw}}\n")
-    client, _ = client_for(str(config))
+    client, _, _ = client_for(str(config))
     assert client.base_url == "http://10.0.0.11:8008"
     err = capsys.readouterr().err
     assert "warning: sending restapi.authentication to http://10.0.0.11:8008 over plain HTTP" in err
     assert "pw" not in err.replace("password crosses", "")
+
+
+# ------------------------------------------------------------------ patronictl's command lines (issue 13)
+
+
+def test_the_cluster_name_must_be_the_config_scope(node):
+    assert node.run("list", "demo").exit_code == 0
+    result = node.run("list", "pgsql")
+    assert result.exit_code == 1
+    assert result.output.strip() == "raftpgctl: cluster 'pgsql' is not the cluster of this config (scope: 'demo')"
+    assert node.run("switchover", "pgsql", "--candidate", "n2", "--force").exit_code == 1
+    assert node.commands.calls == []
+
+
+def test_patronictl_config_file_variable(node, monkeypatch):
+    monkeypatch.delenv("RAFTPGCTL_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("PATRONICTL_CONFIG_FILE", str(node.config))
+    result = CliRunner().invoke(cli, ["list", "demo"])
+    assert result.exit_code == 0 and "| n1 " in result.output
+
+
+def test_the_local_agent_down_another_member_answers(tmp_path, monkeypatch):
+    from raftpg.cli.ctl_connect import remember_members
+    monkeypatch.setenv("RAFTPGCTL_CACHE_DIR", str(tmp_path / "cache"))
+    down = Node(tmp_path)                      # the config's own agent: not served
+    up_dir = tmp_path / "up"
+    up_dir.mkdir()
+    up = Node(up_dir)
+    remember_members("demo", {"members": [{"name": "n1", "api_url": f"{down.url}/patroni"},
+                                          {"name": "n2", "api_url": f"{up.url}/patroni"}]})
+    with serving(up.app, up.port):
+        result = CliRunner().invoke(cli, ["-c", str(down.config), "list", "demo"])
+        assert result.exit_code == 0, result.output
+        assert "| n1 " in result.stdout
+        assert result.stderr.strip() == (f"raftpgctl: cannot reach {down.url}: connection refused; "
+                                         f"n2 at {up.url} answered")
+        assert CliRunner().invoke(cli, ["-c", str(down.config), "pause", "demo"]).exit_code == 0
+    assert ("patch_config", ({"pause": True},)) in up.commands.calls  # an unsafe request, with credentials
+
+
+def test_edit_config_apply_replace_and_quiet(node, tmp_path):
+    patch = tmp_path / "patch.yml"
+    patch.write_text("loop_wait: 5\npostgresql: {parameters: {work_mem: 8MB}}\n")
+    result = node.run("edit-config", "demo", "--apply", str(patch), "--force", "-q")
+    assert result.exit_code == 0 and result.output.strip() == "Configuration changed"
+    assert node.commands.calls[-1] == ("patch_config", ({"loop_wait": 5, "postgresql": {"parameters": {
+        "work_mem": "8MB"}}},))
+    result = node.run("edit-config", "--replace", "-", "--force", input="ttl: 20\nloop_wait: 2\n")
+    assert result.exit_code == 0 and "-loop_wait: 10" in result.output
+    assert node.commands.calls[-1] == ("put_config", ({"ttl": 20, "loop_wait": 2},))
+    result = node.run("edit-config", "--pg", "max_connections=150", "--set", "loop_wait=15", "--force")
+    assert node.commands.calls[-1] == ("patch_config", ({"loop_wait": 15, "postgresql": {"parameters": {
+        "max_connections": 150}}},))
+
+
+def test_restart_options_reach_the_api(node):
+    result = node.run("restart", "demo", "n1", "--force", "--pg-version", "17.1", "--timeout", "30",
+                      "--scheduled", "2030-01-01T10:00:00+00:00")
+    assert result.exit_code == 0 and "Success: restart scheduled on member n1" in result.output
+    assert node.run("flush", "demo", "restart", "--force").output.count("Success: flush scheduled restart") == 1
+    result = node.run("restart", "demo", "--any", "--force", "--timeout", "45")
+    assert result.exit_code == 0 and result.output.count("Success: restart on member") == 1
+    assert node.commands.calls == [("restart", (45.0,))]
+    result = node.run("restart", "demo", "--force", "--timeout", "0")
+    assert result.exit_code == 1 and "timeout: must be a positive number of seconds" in result.output
+
+
+def test_reinit_from_leader_and_flush_switchover(node):
+    assert node.run("reinit", "demo", "n2", "n3", "--force", "--from-leader").exit_code == 0
+    assert node.commands.calls == [("reinitialize", (True, True)), ("reinitialize", (True, True))]
+    result = node.run("flush", "demo", "switchover", "--force")
+    assert result.exit_code == 0 and node.commands.calls[-1] == ("cancel_switchover", ())
+
+
+def test_dsn_history_formats_and_timestamp(node):
+    assert node.run("dsn", "demo").output.strip() == "host=127.0.0.1 port=5433"
+    assert node.run("dsn", "demo", "-r", "replica").output.strip() == "host=127.0.0.1 port=5434"
+    assert node.run("dsn", "demo", "--member", "n3").output.strip() == "host=127.0.0.1 port=5435"
+    history = node.run("history", "demo", "-f", "yaml").output
+    assert "Reason: no recovery target specified" in history and "New Leader: n1" in history
+    lines = node.run("list", "demo", "-t").output.splitlines()
+    assert len(lines[0]) == 19 and lines[1].startswith("+ Cluster: demo")
