@@ -1,10 +1,17 @@
-"""The data directory as seen without a running server: its state and ``pg_controldata``'s view of pg_control."""
+"""The data directory as seen without a running server: its state and ``pg_controldata``'s view of pg_control.
+
+The HA loop asks for pg_control every cycle, and on a quiet node it changes only at checkpoints and state
+changes: ``read_controldata`` reads the file's 8 kB and runs ``pg_controldata`` (a fork and an exec of a
+program) only when the bytes differ from the last ones it ran it on (:class:`ControlFileMemo`).
+"""
 
 from __future__ import annotations
 
 import os
 import pwd
 import stat
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from raftpg.model import DataDir, parse_lsn
@@ -66,9 +73,62 @@ def parse_controldata(text: str) -> ControlData:
     return ControlData(**values)  # type: ignore[arg-type]
 
 
-def read_controldata(settings: PgSettings, timeout_s: float = 10.0) -> ControlData:
-    """Run pg_controldata on the data directory. Raises PgError if it cannot read pg_control."""
-    return parse_controldata(run_tool(settings, "pg_controldata", ["-D", settings.data_dir], timeout_s))
+PG_CONTROL_FILE_SIZE = 8192  # PostgreSQL writes and pg_controldata reads pg_control as one 8 kB block
+
+
+def _pg_control_bytes(data_dir: str) -> bytes | None:
+    try:
+        with open(os.path.join(data_dir, "global", "pg_control"), "rb") as f:
+            return f.read(PG_CONTROL_FILE_SIZE)
+    except OSError:
+        return None
+
+
+class ControlFileMemo:
+    """``pg_controldata``'s answer for the pg_control bytes it last ran on, per data directory and program.
+
+    What pg_controldata prints is a function of pg_control's bytes and of the program itself, so an answer
+    is reused exactly when the file holds the same bytes as when it was computed: nothing is judged by
+    modification times (whose granularity could hide a second write) and nothing is trusted for a while.
+    An answer is remembered only if the file read the same before and after the program ran (it was not
+    rewritten meanwhile). A file that cannot be read is never answered from memory. Thread-safe; keeps the
+    ``entries_max`` data directories used last.
+    """
+
+    def __init__(self, entries_max: int = 8) -> None:
+        self.entries_max = entries_max
+        self.runs = 0  # how many times pg_controldata ran (for tests and benches)
+        self._entries: OrderedDict[tuple[str, str], tuple[bytes, ControlData]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, settings: PgSettings, timeout_s: float) -> ControlData:
+        key = (os.path.abspath(settings.data_dir), settings.binary("pg_controldata"))
+        before = _pg_control_bytes(settings.data_dir)
+        if before is not None:
+            with self._lock:
+                known = self._entries.get(key)
+                if known is not None and known[0] == before:
+                    self._entries.move_to_end(key)
+                    return known[1]
+        control = parse_controldata(run_tool(settings, "pg_controldata", ["-D", settings.data_dir], timeout_s))
+        with self._lock:
+            self.runs += 1
+            if before is not None and _pg_control_bytes(settings.data_dir) == before:
+                self._entries[key] = (before, control)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.entries_max:
+                    self._entries.popitem(last=False)
+        return control
+
+
+MEMO = ControlFileMemo()
+
+
+def read_controldata(settings: PgSettings, timeout_s: float = 10.0,
+                     memo: ControlFileMemo | None = None) -> ControlData:
+    """pg_controldata's view of the data directory (run again only when pg_control changed: ``memo``,
+    by default this process's). Raises PgError if it cannot read pg_control."""
+    return (memo or MEMO).read(settings, timeout_s)
 
 
 def data_dir_state(settings: PgSettings, timeout_s: float = 10.0) -> tuple[DataDir, ControlData | None]:
