@@ -140,7 +140,7 @@ def restart(ctl: Ctl, names: tuple[str, ...], role: str, p_any: bool, scheduled:
         body["timeout"] = timeout
     failed = []
     for member in members:
-        if at and force and member.get("scheduled_restart"):
+        if at and force:  # patronictl flushes a restart already scheduled there (none: a 404, ignored)
             _post(ctl, member, "DELETE", "/restart", None)
         status, answer = _post(ctl, member, "POST", "/restart", body)
         if status == 200:

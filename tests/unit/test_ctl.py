@@ -466,3 +466,63 @@ def test_dsn_history_formats_and_timestamp(node):
     assert "Reason: no recovery target specified" in history and "New Leader: n1" in history
     lines = node.run("list", "demo", "-t").output.splitlines()
     assert len(lines[0]) == 19 and lines[1].startswith("+ Cluster: demo")
+
+
+# Every command line of Patroni 4.1's docs/patronictl.rst that raftpg supports, as written there (only the
+# names mapped: cluster batman -> demo, postgresql0/1/2 -> n1/n2/n3, the config file -> this node's).
+# Not run: demote-cluster/promote-cluster (no standby clusters), remove (see the README), and
+# `query -U postgres --password` / `query -W` (they prompt or never end).
+PATRONICTL_RST_LINES = [
+    "dsn batman -r primary",
+    "dsn batman --member postgresql1",
+    "edit-config batman --pg max_connections=\"150\" --force",
+    "edit-config batman --set loop_wait=\"15\" --set ttl=\"45\" --force",
+    "edit-config batman --set maximum_lag_on_failover=\"null\" --force",
+    "failover batman --candidate postgresql2 --force",
+    "flush batman switchover --force",
+    "flush batman restart -r replica --force",
+    "flush batman postgresql0 postgresql1 restart --force",
+    "history batman",
+    "history batman -f yaml",
+    "list batman",
+    "list batman -e",
+    "list batman -f yaml -t",
+    "pause batman --wait",
+    "reinit batman postgresql1 postgresql2 --force",
+    "reinit batman postgresql2 --from-leader",
+    "reload batman --force",
+    "restart batman --force",
+    "restart batman --any --force",
+    "restart batman --scheduled 2033-09-13T18:00-03:00 --force",  # the docs' date, ten years on
+    "resume batman --wait",
+    "show-config batman",
+    "switchover batman --leader postgresql0 --candidate postgresql2 --force",
+    "switchover batman --leader postgresql0 --candidate postgresql2 --scheduled 2033-09-13T18:00-03:00 --force",
+    "topology batman",
+    "version",
+    "version batman",
+    "version batman postgresql1 postgresql2",
+]
+RST_NAMES = {"batman": "demo", "postgresql0": "n1", "postgresql1": "n2", "postgresql2": "n3"}
+
+
+@pytest.mark.parametrize("line", PATRONICTL_RST_LINES)
+def test_patronictl_docs_command_lines_run_unchanged(node, line):
+    import shlex
+    args = [RST_NAMES.get(word, word) for word in shlex.split(line)]
+    if args[0] == "resume":
+        node.set_cluster(config=DynamicConfig.from_dict({"pause": True}))
+    patch = node.commands.patch_config
+
+    async def patch_and_apply(change):  # the fake node takes the pause at once, as the agents would
+        if "pause" in change:
+            node.set_cluster(config=DynamicConfig.from_dict({"pause": change["pause"]}))
+        return await patch(change)
+
+    node.commands.patch_config = patch_and_apply
+    if args[0] == "reinit" and "--force" not in args:
+        result = node.run(*args, input="y\n")
+    else:
+        result = node.run(*args)
+    assert result.exit_code == 0, (line, result.output)
+    assert "Traceback" not in result.output
