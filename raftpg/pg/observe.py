@@ -16,6 +16,8 @@ backend.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 from dataclasses import replace
 from typing import Any
@@ -66,6 +68,12 @@ class Observer:
         self._lock = threading.Lock()
 
     def observe(self, timeout_s: float = 2.0) -> LocalState:
+        local = self._observe(timeout_s)
+        if local.is_primary or local.data_dir is not DataDir.INITIALIZED:
+            return local  # a primary's timeline is exact: pg_walfile_name(pg_current_wal_lsn())
+        return local
+
+    def _observe(self, timeout_s: float) -> LocalState:
         state, control = data_dir_state(self.settings)
         local = _from_control(LocalState(data_dir=state), control)
         data_dir = self.settings.data_dir
@@ -147,6 +155,32 @@ def _from_control(local: LocalState, control: ControlData | None) -> LocalState:
         return local
     lsn, timeline = control.best_position
     return replace(local, sysid=control.sysid, cluster_state=control.cluster_state, lsn=lsn, timeline=timeline)
+
+
+_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+
+
+def wal_timeline(data_dir: str) -> int | None:
+    """The newest timeline this data directory holds WAL of: the highest timeline among the complete WAL
+    segment files in pg_wal (``.partial`` files, left on the old timeline at a promotion, are ignored).
+
+    A standby's timeline is the one it replays, which no SQL function tells and pg_control records only
+    lazily (at restartpoints): once its wal receiver stops (its primary died), both still say the timeline
+    before the last promotion it followed, and a healthy replica would look a whole term behind. The wal
+    receiver writes the segments of the timeline it streams, so their names say which timeline the
+    replica has WAL of; a diverged former primary that never streamed the new timeline has none of it,
+    even when it fetched that timeline's history file before finding it cannot follow."""
+    try:
+        names = os.listdir(os.path.join(data_dir, "pg_wal"))
+    except OSError:
+        return None
+    timelines = [int(name[:8], 16) for name in names if _SEGMENT.match(name)]
+    return max(timelines) if timelines else None
+
+
+def _newest(*timelines: int | None) -> int | None:
+    known = [t for t in timelines if t]
+    return max(known) if known else None
 
 
 def _from_server(local: LocalState, conn: psycopg.Connection, control: ControlData | None) -> LocalState:

@@ -115,6 +115,33 @@ def test_a_clean_stop_of_the_primary_agents_whole_group_hands_over_at_once(make_
     wait_streaming(cluster, new, {old}, 90)
 
 
+# ------------------------------------------------------------------ item 4: failovers across timelines
+
+
+def test_after_a_promotion_the_replicas_stay_eligible_when_the_new_primary_dies(make_cluster) -> None:
+    """The timeline check must not shut out healthy replicas: after a switchover (timeline 2), the
+    replicas' wal receivers stop when the new primary dies, and pg_control still names timeline 1 until
+    their next restartpoint. (Found by bench/safety_bench.py: with the timeline read from pg_control
+    every replica looked a term behind and nobody was eligible.)"""
+    cluster = make_cluster(["n1", "n2", "n3"], dcs=FAST)
+    cluster.start_all()
+    old = wait_primary(cluster, 60)
+    create_table(cluster, old)
+    wait_streaming(cluster, old, {n for n in cluster.nodes if n != old}, 60)
+    cluster.signal_group(old, signal.SIGTERM)  # a clean stop: another node promotes (timeline 2)
+    second = wait_primary(cluster, 30, exclude=old)
+    assert cluster.procs[old].wait(60) == 0
+    cluster.start(old)
+    wait_streaming(cluster, second, {n for n in cluster.nodes if n != second}, 90)
+    with Writer(cluster, second) as writer:
+        cluster.wait_for(lambda: len(writer.acked) >= 10, 20, "rows acknowledged")
+        cluster.kill(second)
+        killed_at = time.monotonic()
+        third = wait_primary(cluster, 30, exclude=second)  # ttl 10 after the last renewal
+    lost = writer.acked_before(killed_at - 1.0) - rows_on(cluster, third)
+    assert not lost, f"rows missing on {third}: {sorted(lost)[:10]}"
+
+
 # ------------------------------------------------------------------ item 2: faulted right after bootstrap
 
 

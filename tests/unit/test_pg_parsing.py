@@ -91,3 +91,17 @@ def test_conninfo_helpers() -> None:
                           application_name="n1")
     assert "user=replicator" in replication and "dbname" not in replication and "password" not in replication
     assert "application_name=n1" in replication and "host=h" in replication
+
+
+def test_wal_timeline_is_the_newest_complete_segment(tmp_path) -> None:
+    from raftpg.pg.observe import wal_timeline
+    assert wal_timeline(str(tmp_path)) is None  # no pg_wal
+    wal = tmp_path / "pg_wal"
+    wal.mkdir()
+    assert wal_timeline(str(tmp_path)) is None
+    for name in ("000000010000000000000003", "000000010000000000000004", "00000002.history",
+                 "000000030000000000000004.partial", "archive_status"):
+        (wal / name).write_text("")
+    assert wal_timeline(str(tmp_path)) == 1  # a history file or a .partial segment is not WAL of a timeline
+    (wal / "000000020000000000000004").write_text("")
+    assert wal_timeline(str(tmp_path)) == 2
