@@ -1,5 +1,6 @@
-"""Health-check latency: GET /primary on the primary, idle and while its PostgreSQL restarts, and the
-planned-switchover write gap (see also failover_bench.py --switchover).
+"""Health-check latency: GET /primary on the primary and GET /replica on a replica, idle and while that
+node's PostgreSQL restarts. The checks look at PostgreSQL at request time (api/fresh.py: one short query
+at most every 0.5 s, shared by concurrent requests), so these figures include that probe.
 
 A keep-alive HTTP/1.1 client (like HAProxy's checks, but back to back) measures p50/p99. Prints a table;
 nothing is asserted.
@@ -22,14 +23,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
 
 
-def latencies(port: int, count: int, stop: threading.Event | None = None) -> list[float]:
+def latencies(port: int, count: int, stop: threading.Event | None = None, path: str = "/primary") -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     samples = []
     for _ in range(count):
         if stop is not None and stop.is_set():
             break
         t0 = time.perf_counter()
-        conn.request("GET", "/primary")
+        conn.request("GET", path)
         resp = conn.getresponse()
         resp.read()
         samples.append((time.perf_counter() - t0) * 1000)
@@ -55,28 +56,31 @@ def main() -> int:
         primary = cluster.wait_for(cluster.primary, 120, "a primary")
         cluster.wait_for(lambda: all(cluster.api(n, "/replica")[0] == 200 for n in cluster.nodes if n != primary),
                          120, "replicas")
-        port = cluster.nodes[primary].api_port
-        latencies(port, 200)  # warm up
-        idle = latencies(port, args.requests)
-        rows.append(("idle primary", idle))
-        during: list[float] = []
-        stop = threading.Event()
+        replica = next(n for n in cluster.nodes if n != primary)
+        for node, path in ((primary, "/primary"), (replica, "/replica")):
+            port = cluster.nodes[node].api_port
+            latencies(port, 200, path=path)  # warm up
+            rows.append((f"GET {path}, idle", latencies(port, args.requests, path=path)))
+            during: list[float] = []
+            stop = threading.Event()
 
-        def measure() -> None:
-            while not stop.is_set():
-                during.extend(latencies(port, 200, stop))
+            def measure(port: int = port, path: str = path, during: list[float] = during,
+                        stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    during.extend(latencies(port, 200, stop, path))
 
-        thread = threading.Thread(target=measure)
-        thread.start()
-        t0 = time.monotonic()
-        status, body = cluster.api_post(primary, "/restart", {}, timeout_s=120)
-        restart_s = time.monotonic() - t0
-        stop.set()
-        thread.join()
-        rows.append((f"primary while PostgreSQL restarts ({restart_s:.1f}s, HTTP {status})", during))
+            thread = threading.Thread(target=measure)
+            thread.start()
+            t0 = time.monotonic()
+            status, body = cluster.api_post(node, "/restart", {}, timeout_s=120)
+            restart_s = time.monotonic() - t0
+            stop.set()
+            thread.join()
+            rows.append((f"GET {path} while its PostgreSQL restarts ({restart_s:.1f}s, HTTP {status})", during))
+            cluster.wait_for(lambda node=node, path=path: cluster.api(node, path)[0] == 200, 120, "back in rotation")
     finally:
         cluster.close(remove=True)
-    print(f"GET /primary latency, keep-alive client on loopback; {os.cpu_count()} cores")
+    print(f"Health-check latency, keep-alive client on loopback; {os.cpu_count()} cores")
     print("| condition | requests | p50 | p99 | max |")
     print("|---|---|---|---|---|")
     for name, samples in rows:
