@@ -14,6 +14,7 @@ agent that ran without the supervisor, or one an administrator started by hand) 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import signal
@@ -103,7 +104,7 @@ class PostmasterProcess:
         if self.supervisor.stdout is None or self.supervisor.stdout.closed:
             return False
         fd = self.supervisor.stdout.fileno()
-        if not select.select([fd], [], [], max(0.0, timeout_s))[0]:
+        if not readable(fd, timeout_s):
             return None
         try:
             data = os.read(fd, 4096)
@@ -237,6 +238,14 @@ class PostmasterProcess:
                     pass
 
 
+def readable(fd: int, timeout_s: float) -> bool:
+    """Whether ``fd`` turns readable within ``timeout_s``. poll, not select: the agent raises its open-files
+    limit to the hard limit, and select cannot watch a descriptor numbered 1024 or more."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0, math.ceil(timeout_s * 1000))))
+
+
 def stop_foreign(settings: PgSettings, mode: str = "fast", timeout_s: float = 60.0,
                  clock: Clock | None = None) -> bool:
     """Stop a postmaster on our data directory that this agent did not start. True if there was one."""
@@ -269,7 +278,7 @@ def wait_pid_gone(pid: int, timeout_s: float, clock: Clock) -> bool:
             if remaining <= 0:
                 return False
             if pidfd is not None:
-                select.select([pidfd], [], [], min(remaining, 0.5))
+                readable(pidfd, min(remaining, 0.5))
             else:
                 clock.sleep(min(remaining, 0.05))
         return True
