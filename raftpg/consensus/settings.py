@@ -50,11 +50,11 @@ class RaftSettings:
     def check(self) -> None:
         bind = self.bind_addr or self.self_addr
         host = bind.rsplit(":", 1)[0]
-        if not self.password and not is_loopback(host):
+        if not self.password:
+            where = "not loopback" if not is_loopback(host) else "any local user can reach loopback"
             raise RaftConfigError(
-                f"raft.password: required when Raft listens on {bind} (not loopback): pysyncobj "
-                "unpickles every frame it receives, so an open port without a password is remote "
-                "code execution")
+                f"raft.password: required, also on {bind} ({where}): pysyncobj unpickles every frame it "
+                "receives, so a Raft port without a password is code execution as the agent's user")
         if self.self_addr in self.partner_addrs:
             raise RaftConfigError(f"raft.partner_addrs: contains this node's own self_addr {self.self_addr}")
         if self.force_new_cluster and not self.data_dir:

@@ -15,6 +15,7 @@ Waiting is always polling a condition against a deadline; sleeping only paces re
 from __future__ import annotations
 
 import itertools
+import secrets
 import sys
 import time
 import urllib.parse
@@ -109,6 +110,9 @@ def raft_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[KvDcs]
         node.close()
 
 
+RAFT_PASSWORD = secrets.token_urlsafe(16)  # safety rule 9: no Raft port without a password, loopback too
+
+
 def start_raft(data_dir: Path, count: int = 3) -> list[KvDcs]:
     """``count`` Raft voters on loopback, each a KvDcs that owns its node; returns once writes commit."""
     addrs = [f"127.0.0.1:{free_port()}" for _ in range(count)]
@@ -116,7 +120,7 @@ def start_raft(data_dir: Path, count: int = 3) -> list[KvDcs]:
     nodes = []
     for i, addr in enumerate(addrs):
         settings = RaftSettings(self_addr=addr, partner_addrs=tuple(a for a in addrs if a != addr),
-                                data_dir=str(data_dir / f"n{i}"))
+                                data_dir=str(data_dir / f"n{i}"), password=RAFT_PASSWORD)
         (data_dir / f"n{i}").mkdir(exist_ok=True)
         nodes.append(raft_dcs(settings, layout))
     deadline = time.monotonic() + 30

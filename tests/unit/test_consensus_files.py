@@ -242,3 +242,10 @@ def test_adding_a_member_needs_a_password():
     node.settings = open_cluster
     with pytest.raises(KvRejected, match="raft.password"):
         node.add_member("127.0.0.1:7009")
+
+
+def test_a_raft_node_refuses_to_run_without_a_password_on_loopback_too():
+    """Safety rule 9: any local user can reach a loopback port, and pysyncobj unpickles every frame."""
+    with pytest.raises(RaftConfigError, match=r"^raft\.password: required, also on 127\.0\.0\.1:7001"):
+        RaftSettings(self_addr="127.0.0.1:7001", partner_addrs=(), data_dir=None).check()
+    RaftSettings(self_addr="127.0.0.1:7001", partner_addrs=(), data_dir=None, password="s").check()
