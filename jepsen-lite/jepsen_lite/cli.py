@@ -105,6 +105,10 @@ def run_main(argv: Sequence[str]) -> int:
                         help="MUTANT: bank transfers not atomic; the bank checker must flag it")
     parser.add_argument("--foreign-scope", action="store_true",
                         help="MUTANT: bootstrap workload with one node in another cluster; must be flagged")
+    parser.add_argument("--raftpg-source", choices=("head", "worktree"), default="worktree",
+                        help="worktree: the nodes run raftpg as it is now, uncommitted edits included (default); "
+                             "head: a snapshot of the committed raftpg (git archive HEAD), immune to edits made "
+                             "during the run")
     parser.add_argument("--keep-data", action="store_true", help="keep data directories")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -113,7 +117,7 @@ def run_main(argv: Sequence[str]) -> int:
     opts = RunOptions(
         nodes=args.nodes, witness=args.witness, nemesis=args.nemesis, time_s=args.time_s, seed=args.seed,
         synchronous=args.synchronous, out=args.out, workload=args.workload, ttl_s=args.ttl_s,
-        dcs=args.dcs, overlap=args.overlap, foreign_scope=args.foreign_scope,
+        dcs=args.dcs, overlap=args.overlap, foreign_scope=args.foreign_scope, raftpg_source=args.raftpg_source,
         loop_wait_s=args.loop_wait_s, retry_timeout_s=args.retry_timeout_s, min_acked=args.min_acked,
         quiet_s=tuple(args.quiet), keep_data=args.keep_data,
         workload_opts=WorkloadOptions(pinned_per_node=args.clients_per_node, followers=args.followers,

@@ -89,6 +89,7 @@ class ClusterOptions:
     faketime: bool = False
     dcs: str = "raft"  # "raft" | "etcd3"
     smallfs: bool = False
+    source: Path | None = None  # a directory holding the raftpg package the nodes run (PYTHONPATH)
 
     @property
     def names(self) -> list[str]:
@@ -196,6 +197,8 @@ class NodeProcesses:
         ``log_path``; under libfaketime when clocks are faked."""
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
                "HOME": self.user.pw_dir if self.user else os.environ.get("HOME", "/tmp"), **(extra_env or {})}
+        if self.opts.source is not None:
+            env["PYTHONPATH"] = str(self.opts.source)
         prefix = self.topology.exec_prefix(name)
         if self.user is not None:
             prefix += ["-S", str(self.user.pw_uid), "-G", str(self.user.pw_gid)]

@@ -26,10 +26,12 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
+import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,7 @@ class RunOptions:
     dcs: str = "raft"  # "raft" (embedded) or "etcd3" (an etcd member in every data node's namespace)
     overlap: int = 1  # up to this many faults at once
     foreign_scope: bool = False  # MUTANT of the bootstrap workload: one node configured into another cluster
+    raftpg_source: str = "worktree"  # "worktree": raftpg as it is; "head": a snapshot of the committed raftpg
     ttl_s: int = 10
     loop_wait_s: int = 1
     retry_timeout_s: int = 4
@@ -119,6 +122,9 @@ class Runner:
         self.faults = [] if opts.workload == "bootstrap" or not opts.nemesis else \
             expand(opts.nemesis, self.kind, opts.dcs)
         required = needs(self.faults)
+        if opts.raftpg_source not in ("head", "worktree"):
+            raise ValueError(f"--raftpg-source must be head or worktree, got {opts.raftpg_source!r}")
+        self.source_commit: str | None = None
         self.cluster_opts = ClusterOptions(
             nodes=opts.nodes, witness=opts.witness, synchronous=opts.synchronous, ttl_s=opts.ttl_s,
             loop_wait_s=opts.loop_wait_s, retry_timeout_s=opts.retry_timeout_s,
@@ -158,6 +164,9 @@ class Runner:
     def run(self) -> RunResult:
         self.out.mkdir(parents=True, exist_ok=True)
         self.out.chmod(0o755)
+        if self.opts.raftpg_source == "head":
+            source, self.source_commit = snapshot_raftpg(self.out / "src")
+            self.cluster_opts = replace(self.cluster_opts, source=source)
         steps = make_schedule(self.faults, self.opts.seed, self.opts.time_s, self.opts.ttl_s, self.opts.quiet_s,
                               overlap=self.opts.overlap)
         (self.out / "schedule.json").write_text(schedule_json(steps))
@@ -350,6 +359,8 @@ class Runner:
                 self.cluster.close(keep_data=self.opts.keep_data)
             except Exception:  # noqa: BLE001
                 log.exception("cluster cleanup failed")
+        if self.cluster_opts.source is not None and not self.opts.keep_data:
+            shutil.rmtree(self.cluster_opts.source, ignore_errors=True)
         if self.topology is not None:
             try:
                 self.topology.destroy()
@@ -364,7 +375,7 @@ class Runner:
         path = self.out / "run.json"
         data = json.loads(path.read_text()) if path.exists() else {}
         data.update(options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.opts).items()},
-                    faults=self.faults, timings=self.timings, **extra)
+                    faults=self.faults, timings=self.timings, raftpg_commit=self.source_commit, **extra)
         path.write_text(json.dumps(data, indent=1, default=str))
 
     def check_options(self) -> CheckOptions:
@@ -408,6 +419,26 @@ class Runner:
             valid = UNKNOWN
             details.append("inconclusive: no fault was injected")
         return CheckResult("nemesis", valid, counts, tuple(details))
+
+
+def snapshot_raftpg(dest: Path) -> tuple[Path, str]:
+    """Export the committed ``raftpg`` package (``git archive HEAD``) into ``dest``: the nodes run that, not
+    the working tree, which other engineers may be editing mid-run. Returns (dest, commit)."""
+    repo = Path(__file__).resolve().parent.parent.parent
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True, timeout=30).stdout.strip()
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", commit, "raftpg"], capture_output=True,
+                             check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+    for root, dirs, files in os.walk(dest):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    dest.chmod(0o755)
+    return dest, commit
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,31 @@
+"""Histories of INVALID runs kept as regression inputs (``jepsen-lite/regressions/``, trimmed to what the
+failing checker reads): the checker must keep reporting each of them. The table says which checker and
+what it found; ``regressions/README.md`` says which run each came from and what it meant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jepsen_lite.checkers import CheckOptions, check_all
+from jepsen_lite.history import History
+
+REGRESSIONS = Path(__file__).resolve().parent.parent / "regressions"
+EXPECTED = {
+    # file: (checker, verdict, words in a detail line)
+    "stop-group-no-handover-etcd.jsonl": ("handover", False, "slow handover"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_regression_history_is_still_flagged(name: str) -> None:
+    checker, valid, words = EXPECTED[name]
+    history = History.read(REGRESSIONS / name)
+    (result,) = check_all(history, CheckOptions(checkers=(checker,), min_acked=1))
+    assert result.valid is valid, result.details
+    assert any(words in d for d in result.details), result.details
+
+
+def test_every_kept_history_has_an_expectation() -> None:
+    assert sorted(p.name for p in REGRESSIONS.glob("*.jsonl")) == sorted(EXPECTED)
