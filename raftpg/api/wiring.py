@@ -18,7 +18,8 @@ from raftpg.api.view import LoopNodeView
 from raftpg.clock import Clock
 from raftpg.config import Config
 from raftpg.dcs.base import Dcs
-from raftpg.ha.loop import HaLoop, NodeStatus
+from raftpg.ha.loop import HaLoop
+from raftpg.model import NodeStatus
 
 
 class NodeLike(Protocol):
@@ -49,6 +50,15 @@ def raft_membership(dcs: Any) -> RaftMembership | None:
     return kv if kv is not None and hasattr(kv, "add_member") and hasattr(kv, "remove_member") else None
 
 
+def _query_of(pg: Any) -> Any:
+    """``Postgres.query`` of the node's PostgreSQL: the node holds an adapter whose ``pg`` is the manager."""
+    for candidate in (getattr(pg, "pg", None), pg):
+        query = getattr(candidate, "query", None)
+        if callable(query):
+            return query
+    return None
+
+
 def build_api(node: NodeLike, *, version: str = __version__) -> web.Application:
     pg = getattr(node, "pg", None)
     view = LoopNodeView(loop=_NodeStatus(node), config=lambda: node.config, clock=node.clock, version=version,
@@ -56,8 +66,9 @@ def build_api(node: NodeLike, *, version: str = __version__) -> web.Application:
     commands = NodeCommands(dcs=node.dcs, loop=node.loop, clock=node.clock, raft=raft_membership(node.dcs),
                             reload_config=node.reload)
     app = make_app(view, commands, ApiSettings.from_restapi(node.config.restapi))
-    if pg is not None:  # GET /patroni's start time and pending restart reasons, /metrics: one query
-        app[DETAILS] = DetailsSource(lambda sql: pg.query(sql, None, 1.0), node.clock)
+    query = _query_of(pg)
+    if query is not None:  # GET /patroni's start time and pending restart reasons, /metrics: one query
+        app[DETAILS] = DetailsSource(lambda sql: query(sql, None, 1.0), node.clock)
     return app
 
 

@@ -11,7 +11,8 @@ from raftpg.clock import FakeClock
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha.inputs import Me
-from raftpg.ha.loop import HaLoop, NodeStatus
+from raftpg.ha.loop import HaLoop
+from raftpg.model import NodeStatus
 
 
 class WitnessNode:
@@ -64,3 +65,29 @@ def test_raft_membership_only_for_the_embedded_store():
         kv = type("RaftNodeLike", (), {"add_member": None, "remove_member": None})()
 
     assert raft_membership(Embedded()) is Embedded.kv
+
+
+def test_the_details_query_reaches_the_postgres_manager_behind_the_nodes_adapter():
+    """Regression (found by the side-by-side test): the node holds a PostgresAdapter whose ``pg`` is the
+    manager with ``query``; /patroni had no postmaster_start_time on a real node."""
+    from raftpg.api.details import DETAILS
+
+    calls = []
+
+    class Manager:
+        def query(self, sql, params=None, timeout_s=5.0):
+            calls.append(timeout_s)
+            return []
+
+    class Adapter:
+        pg = Manager()
+
+        def probe(self):
+            raise RuntimeError("not used here")
+
+    node = WitnessNode()
+    node.pg = Adapter()
+    app = build_api(node)
+    source = app[DETAILS]
+    source._query("SELECT 1")
+    assert calls == [1.0]
