@@ -38,7 +38,7 @@ from typing import Any
 from jepsen_lite import health
 from jepsen_lite.checkers import CheckOptions, check_all, overall, summary
 from jepsen_lite.checkers.result import UNKNOWN, CheckResult
-from jepsen_lite.cluster import ClusterOptions, KvCluster, NodeProcesses, RaftpgCluster, wait_until
+from jepsen_lite.cluster import PYTHON, ClusterOptions, KvCluster, NodeProcesses, RaftpgCluster, wait_until
 from jepsen_lite.history import NEMESIS, History, HistoryWriter
 from jepsen_lite.nemesis import (
     Env,
@@ -76,7 +76,8 @@ class RunOptions:
     dcs: str = "raft"  # "raft" (embedded) or "etcd3" (an etcd member in every data node's namespace)
     overlap: int = 1  # up to this many faults at once
     foreign_scope: bool = False  # MUTANT of the bootstrap workload: one node configured into another cluster
-    raftpg_source: str = "worktree"  # "worktree": raftpg as it is; "head": a snapshot of the committed raftpg
+    # "worktree": raftpg as it is; "head": a snapshot of the committed raftpg (JL_RAFTPG_SOURCE sets the default)
+    raftpg_source: str = field(default_factory=lambda: os.environ.get("JL_RAFTPG_SOURCE", "worktree"))
     ttl_s: int = 10
     loop_wait_s: int = 1
     retry_timeout_s: int = 4
@@ -241,6 +242,8 @@ class Runner:
             self._run_step(step)
             if time.monotonic() >= deadline:
                 break
+        if not steps:  # no faults: the workload still runs for the time asked
+            self.sleep(deadline - time.monotonic())
         self.timings["faults_end_s"] = self.now()
         self.say("schedule done: heal and settle")
         self._heal()
@@ -421,17 +424,32 @@ class Runner:
         return CheckResult("nemesis", valid, counts, tuple(details))
 
 
-def snapshot_raftpg(dest: Path) -> tuple[Path, str]:
-    """Export the committed ``raftpg`` package (``git archive HEAD``) into ``dest``: the nodes run that, not
-    the working tree, which other engineers may be editing mid-run. Returns (dest, commit)."""
+IMPORT_CHECK = ("import raftpg.node, raftpg.api.wiring, raftpg.ha.loop, raftpg.cli.main, raftpg.consensus.driver, "
+                "raftpg.pg.supervisor")
+
+
+def snapshot_raftpg(dest: Path, tries: int = 10) -> tuple[Path, str]:
+    """Export the committed ``raftpg`` package (``git archive``) into ``dest``: the nodes run that, not the
+    working tree, which other engineers may be editing mid-run. The newest of the last ``tries`` commits
+    whose package imports (HEAD itself may be a partial commit that depends on uncommitted files) is used.
+    Returns (dest, commit)."""
     repo = Path(__file__).resolve().parent.parent.parent
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True, timeout=30).stdout.strip()
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(repo), "archive", commit, "raftpg"], capture_output=True,
-                             check=True, timeout=60).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+    commits = subprocess.run(["git", "-C", str(repo), "rev-list", f"--max-count={tries}", "HEAD"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout.split()
+    for commit in commits:
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(repo), "archive", commit, "raftpg"], capture_output=True,
+                                 check=True, timeout=60).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+        check = subprocess.run([PYTHON, "-c", IMPORT_CHECK], cwd="/", capture_output=True, text=True, timeout=120,
+                               env={"PYTHONPATH": str(dest), "PATH": "/usr/bin:/bin"})
+        if check.returncode == 0:
+            break
+        log.warning("raftpg at %s does not import (%s): trying its parent", commit[:10],
+                    (check.stderr.strip().splitlines() or ["?"])[-1])
+    else:
+        raise RuntimeError(f"none of the last {tries} commits has an importable raftpg package")
     for root, dirs, files in os.walk(dest):
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o755)
