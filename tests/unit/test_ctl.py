@@ -526,3 +526,32 @@ def test_patronictl_docs_command_lines_run_unchanged(node, line):
         result = node.run(*args)
     assert result.exit_code == 0, (line, result.output)
     assert "Traceback" not in result.output
+
+
+def test_insecure_skips_verifying_the_apis_certificate(tmp_path):
+    foreign = trustme.CA()  # the API's certificate comes from a CA this config does not name
+    cert = tmp_path / "node.pem"
+    foreign.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert))
+    n = Node(tmp_path)
+    n.config.write_text(n.config.read_text().replace("  authentication: {username",
+                                                     f"  certfile: {cert}\n  authentication: {{username"))
+    with serving(n.app, n.port, ssl_context=context):
+        refused = n.run("list")
+        accepted = n.run("-k", "list", "demo")
+    assert refused.exit_code == 1 and "TLS certificate not trusted" in refused.output
+    assert accepted.exit_code == 0 and "| n1 " in accepted.output
+
+
+def test_watch_repeats_at_the_interval_and_a_single_list_does_not(monkeypatch):
+    import raftpg.cli.ctl as ctl_module
+    slept: list[float] = []
+    monkeypatch.setattr(ctl_module.time, "sleep", slept.append)
+    monkeypatch.setattr(ctl_module.click, "clear", lambda: None)
+    assert len(list(ctl_module._watching(False, None))) == 1
+    ticks = ctl_module._watching(False, 5.0)
+    assert [next(ticks) for _ in range(3)] == [None, None, None]  # -w N: again and again until interrupted
+    w = ctl_module._watching(True, None)
+    next(w), next(w)
+    assert slept == [5.0, 5.0, 2.0]  # -W: every 2 seconds, as patronictl
