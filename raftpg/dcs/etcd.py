@@ -4,17 +4,26 @@ Why the gateway and not gRPC: no protobuf toolchain or grpcio wheel, and every c
 
 The port on etcd (the same documents under the same keys as the embedded store):
 - Leader key: on its own lease of ``ceil(ttl_s)`` whole seconds (rounded up: the store's lease is never
-  shorter than the caller's count). acquire = txn(create_revision == 0 -> put under a new lease);
-  renew = txn(value == name -> range) then a keepalive of the key's lease, which restarts the countdown
-  without a new revision (watchers are not woken every loop); when ``ttl_s`` changed, the key is re-put
-  under a new lease, guarded on its value and mod_revision. release = txn(value == name -> delete), then
-  the lease is revoked; hand over = txn(value == name -> put candidate under a new lease). etcd times
-  leases on its own leader and restarts them on an etcd leader change, as safety rule 3 asks.
-- Member keys: one lease per member, kept alive on every touch and granted anew once it expired.
+  shorter than the caller's count), granted for it alone by whoever put it there (acquire, hand over).
+  acquire = txn(create_revision == 0 -> put under a new lease); renew = one keepalive of the key's lease
+  (restarts the countdown without a new revision, so watchers are not woken every loop) when this client
+  knows the key names it on that lease: from its own linearizable read of this cycle or its own write,
+  and no later change on the watch stream (below); otherwise txn(value == name -> range) first. Why one
+  request is enough: while the lease lives, the key can only change by a delete or a put, and raftpg's only
+  writers of it are its holder (release, hand over: this same client) and acquire, which needs it absent;
+  so a key that named us on a lease that the keepalive found alive still names us. (A person deleting the
+  key with etcdctl defeats any renewal scheme, this one or a txn first, from the moment after it checks.)
+  When ``ttl_s`` changed, the key is re-put under a new lease, guarded on its value and mod_revision.
+  release = txn(value == name -> delete), then the lease is revoked; hand over = txn(value == name -> put
+  candidate under a new lease). etcd times leases on its own leader and restarts them on an etcd leader
+  change, as safety rule 3 asks.
+- Member keys: one lease per member, kept alive on every touch and granted anew once it expired; the
+  document is put again only when it changed, its lease changed, or the key no longer holds what this
+  client put (a change on the watch stream or in a read): on an idle cluster a touch is one keepalive.
 - config/failover/sync: txn on mod_revision (create_revision == 0 for "must not exist").
 - load: one range over the prefix: linearizable, or ``serializable`` when not asked for.
-- watch: a watch stream from ``after_revision + 1``; events on ``members/`` and ``status`` are skipped,
-  and the stream is reopened after them so that the read timeout still ends at the caller's deadline.
+- watch: answered from one long-lived watch stream on the prefix (``etcd_watch.py``); changes of
+  ``members/`` and ``status`` do not count.
 
 Every method's deadline is its ``timeout_s``, never more than ``retry_timeout``.
 """
@@ -26,14 +35,13 @@ import logging
 import math
 from typing import Any
 
-import httpx
-
 from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config
 from raftpg.dcs import keys
 from raftpg.dcs.base import DcsError
 from raftpg.dcs.codec import ClusterReader, sync_document, sync_from_document
 from raftpg.dcs.etcd_gateway import NOT_FOUND, EtcdApiError, EtcdGateway, b64, prefix_end, text
+from raftpg.dcs.etcd_watch import KeyState, PrefixWatch
 from raftpg.dcs.http import client_tls
 from raftpg.dcs.keys import KeyLayout
 from raftpg.model import ClusterView, DynamicConfig, Leader, SyncState
@@ -94,7 +102,9 @@ class EtcdDcs:
         self.retry_timeout_s = retry_timeout_s
         self._clock = clock or SystemClock()
         self._member_leases: dict[str, tuple[str, int]] = {}  # member name -> (lease id, TTL asked)
+        self._member_puts: dict[str, tuple[str, str, int]] = {}  # member name -> (value, lease, mod_revision)
         self._asked: dict[str, int] = {}  # lease id -> the TTL we asked for (etcd may raise it)
+        self.watcher = PrefixWatch(gateway, layout.prefix, self._decides, layout.relative, clock)
 
     # -------------------------------------------------------------- plumbing
     def _deadline(self, timeout_s: float) -> float:
@@ -140,54 +150,39 @@ class EtcdDcs:
         if not linearizable:
             body["serializable"] = True
         data = self._post("/kv/range", body, self._deadline(timeout_s), "read cluster", idempotent=True)
+        kvs = data.get("kvs") or []
         documents = {self.layout.relative(text(kv["key"])): (text(kv.get("value")), int(kv["mod_revision"]))
-                     for kv in data.get("kvs") or []}
-        return self.reader.read(documents, _revision(data))
+                     for kv in kvs}
+        revision = _revision(data)
+        if linearizable:
+            self._observe_read(kvs, revision)
+        return self.reader.read(documents, revision)
+
+    def _observe_read(self, kvs: list[dict[str, Any]], revision: int) -> None:
+        """Tell the watcher what a linearizable read found of the keys the fast paths rely on."""
+        self.watcher.read_at(revision)
+        found = {text(kv["key"]): kv for kv in kvs}
+        for key in (self.layout.key(keys.LEADER), *(self.layout.member(n) for n in self._member_puts)):
+            kv = found.get(key)
+            self.watcher.observe(key, KeyState(None, "0", 0, revision) if kv is None else
+                                 KeyState(text(kv.get("value")), str(kv.get("lease", "0")),
+                                          int(kv["mod_revision"]), revision))
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
-        end = self._clock.monotonic() + max(0.0, timeout_s)
-        start = after_revision + 1
-        while (remaining := end - self._clock.monotonic()) > 0 and not self.gateway.closed.is_set():
-            try:
-                woke, start = self._watch_stream(start, remaining)
-            except (DcsError, httpx.HTTPError, RuntimeError, ValueError, KeyError) as exc:
-                log.debug("etcd watch failed: %s", exc)
-                self.gateway.next_host()
-                self.gateway.closed.wait(max(0.0, end - self._clock.monotonic()))
-                return False
-            if woke is not None:
-                return woke
-        return False
+        return self.watcher.changed_after(after_revision, timeout_s)
 
-    def _watch_stream(self, start: int, remaining: float) -> tuple[bool | None, int]:
-        """(True, _) on a decisive change or when etcd cannot tell (compacted); (False, _) at the deadline;
-        (None, next start) after skipping quiet events, so the caller reopens with a fresh read timeout."""
-        prefix = self.layout.prefix
-        body = {"create_request": {"key": b64(prefix), "range_end": b64(prefix_end(prefix)),
-                                   "start_revision": str(start)}}
-        try:
-            with self.gateway.stream("/watch", body, timeout_s=remaining) as response:
-                for line in response.iter_lines():
-                    if not line.strip():
-                        continue
-                    message = json.loads(line)
-                    if "error" in message:
-                        raise DcsError(f"etcd watch: {message['error']}")
-                    result = message.get("result") or {}
-                    if result.get("canceled") or int(result.get("compact_revision", 0)):
-                        return True, start
-                    events = result.get("events") or []
-                    if any(self._decides(event) for event in events):
-                        return True, start
-                    if events:
-                        return None, max(int(e["kv"].get("mod_revision", 0)) for e in events) + 1
-        except httpx.ReadTimeout:
-            return False, start
-        raise DcsError("etcd closed the watch stream")
-
-    def _decides(self, event: dict[str, Any]) -> bool:
-        relative = self.layout.relative(text(event.get("kv", {}).get("key")))
+    @staticmethod
+    def _decides(relative: str) -> bool:
         return not (relative.startswith(keys.MEMBERS) or relative == keys.STATUS)
+
+    def _known(self, key: str) -> KeyState | None:
+        """The key as this client last saw it (read, wrote, or on the watch stream) if that was within
+        ``retry_timeout`` and the watch stream is up to report a change since: the loop reads linearizably
+        every cycle, so this is normally this cycle's. None: ask etcd."""
+        seen = self.watcher.state(key)
+        if not self.watcher.live or seen is None or self._clock.monotonic() - seen[1] > self.retry_timeout_s:
+            return None
+        return seen[0]
 
     # -------------------------------------------------------------- leader key
     def acquire_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:
@@ -195,35 +190,49 @@ class EtcdDcs:
         lease = self._grant(ttl_s, deadline, "acquire leader key")
         won, data = self._txn([_absent(key)], [_put(key, name, lease)], deadline, "acquire leader key")
         if won:
-            return Leader(name, _revision(data))
+            revision = _revision(data)
+            self.watcher.observe(key, KeyState(name, lease, revision, revision))
+            return Leader(name, revision)
         self._revoke(lease, deadline)
         return None
 
     def renew_leader(self, name: str, ttl_s: float, *, timeout_s: float) -> Leader | None:
         deadline, key, what = self._deadline(timeout_s), self.layout.key(keys.LEADER), "renew leader key"
-        held, data = self._txn([_holds(key, name)], [_get(key)], deadline, what, idempotent=True)
-        kv = _first_kv(data) if held else None
-        if kv is None:
-            return None
-        lease, revision = str(kv.get("lease", "0")), int(kv["mod_revision"])
+        known = self._known(key)
+        if known is not None and known.value == name and known.lease != "0":
+            lease, revision = known.lease, known.mod_revision  # one request: see the module docstring
+        else:
+            held, data = self._txn([_holds(key, name)], [_get(key)], deadline, what, idempotent=True)
+            kv = _first_kv(data) if held else None
+            if kv is None:
+                return None
+            lease, revision = str(kv.get("lease", "0")), int(kv["mod_revision"])
+            self.watcher.observe(key, KeyState(name, lease, revision, _revision(data)))
         if lease != "0":
             granted = self._keepalive(lease, deadline, what)
             if granted <= 0:
+                self.watcher.forget(key)
                 return None  # the lease expired: the key is gone or about to go
+            after = self.watcher.state(key)  # the stream may have seen a change meanwhile
+            if after is not None and (after[0].value, after[0].lease) != (name, lease):
+                return None
             if self._asked.get(lease, granted) == _whole_seconds(ttl_s):
                 return Leader(name, revision)
         # the ttl changed in the dynamic config (or the key has no lease): move it to a new lease
         new = self._grant(ttl_s, deadline, what)
         moved, data = self._txn([_holds(key, name), _at(key, revision)], [_put(key, name, new)], deadline, what)
         if not moved:
+            self.watcher.forget(key)
             self._revoke(new, deadline)
             return None
         self._revoke(lease, deadline)
+        self.watcher.observe(key, KeyState(name, new, _revision(data), _revision(data)))
         return Leader(name, _revision(data))
 
     def release_leader(self, name: str, *, timeout_s: float) -> bool:
         deadline, key = self._deadline(timeout_s), self.layout.key(keys.LEADER)
         won, data = self._txn([_holds(key, name)], [_get(key), _delete(key)], deadline, "release leader key")
+        self.watcher.forget(key)
         if won:
             kv = _first_kv(data) or {}
             self._revoke(kv.get("lease"), deadline)
@@ -233,6 +242,7 @@ class EtcdDcs:
         deadline, key, what = self._deadline(timeout_s), self.layout.key(keys.LEADER), "hand over leader key"
         lease = self._grant(ttl_s, deadline, what)
         won, data = self._txn([_holds(key, name)], [_get(key), _put(key, candidate, lease)], deadline, what)
+        self.watcher.forget(key)
         if not won:
             self._revoke(lease, deadline)
             return False
@@ -256,17 +266,30 @@ class EtcdDcs:
 
     # -------------------------------------------------------------- members and the rest
     def touch_member(self, name: str, document: dict[str, Any], ttl_s: float, *, timeout_s: float) -> None:
-        deadline, what = self._deadline(timeout_s), "update member key"
-        put = {"key": b64(self.layout.member(name)), "value": b64(_dumps(document))}
+        deadline, what, key = self._deadline(timeout_s), "update member key", self.layout.member(name)
+        value = _dumps(document)
+        lease = self._member_lease(name, ttl_s, deadline)
+        if self._still_holds(name, key, value, lease):
+            return  # the keepalive above was the whole touch
+        put = {"key": b64(key), "value": b64(value)}
         try:
-            self._post("/kv/put", {**put, "lease": self._member_lease(name, ttl_s, deadline)}, deadline, what,
-                       idempotent=True)
+            data = self._post("/kv/put", {**put, "lease": lease}, deadline, what, idempotent=True)
         except EtcdApiError as exc:
             if exc.code != NOT_FOUND:
                 raise
             self._member_leases.pop(name, None)  # expired between the keepalive and the put
-            self._post("/kv/put", {**put, "lease": self._member_lease(name, ttl_s, deadline)}, deadline, what,
-                       idempotent=True)
+            lease = self._member_lease(name, ttl_s, deadline)
+            data = self._post("/kv/put", {**put, "lease": lease}, deadline, what, idempotent=True)
+        revision = _revision(data)
+        self._member_puts[name] = (value, lease, revision)
+        self.watcher.observe(key, KeyState(value, lease, revision, revision))
+
+    def _still_holds(self, name: str, key: str, value: str, lease: str) -> bool:
+        """The member key holds, under ``lease``, the document this client put last, and that is ``value``."""
+        put = self._member_puts.get(name)
+        known = self._known(key)
+        return (put is not None and put == (value, lease, put[2]) and known is not None
+                and (known.value, known.lease, known.mod_revision) == put)
 
     def _member_lease(self, name: str, ttl_s: float, deadline: float) -> str:
         current = self._member_leases.get(name)
@@ -282,6 +305,8 @@ class EtcdDcs:
         self._post("/kv/deleterange", {"key": b64(self.layout.member(name))}, deadline, "delete member key",
                    idempotent=True)
         lease = self._member_leases.pop(name, None)
+        self._member_puts.pop(name, None)
+        self.watcher.forget(self.layout.member(name))
         self._revoke(lease[0] if lease else None, deadline)
 
     def _cas(self, name: str, op: dict[str, Any], expected_revision: int | None, timeout_s: float,

@@ -69,6 +69,7 @@ class EtcdGateway:
         self.endpoints = Endpoints([f"{protocol}://{host}" for host in hosts], "etcd", clock)
         self._credentials = {"name": username, "password": password} if username else None
         self._client = new_client(tls)
+        self._stream_client = new_client(tls)  # the watch stream's own: it reads on another thread
         self._api = "/v3"
         self._tokens: dict[str, str] = {}
 
@@ -118,9 +119,10 @@ class EtcdGateway:
 
     @contextmanager
     def stream(self, path: str, body: dict[str, Any], *, timeout_s: float) -> Iterator[httpx.Response]:
-        """A streaming POST to the current host (the watch); the caller moves on with ``next_host``."""
+        """A streaming POST to the current host (the watch), on a client of its own (the watch thread reads
+        it while the HA loop posts); the caller moves on with ``next_host``."""
         base = self.endpoints.urls[self.endpoints.current]
-        with self._client.stream("POST", f"{base}{self._api}{path}", json=body, timeout=phase_timeout(timeout_s),
+        with self._stream_client.stream("POST", f"{base}{self._api}{path}", json=body, timeout=phase_timeout(timeout_s),
                                  headers=self._headers(base, timeout_s)) as response:
             if response.status_code != 200:
                 response.read()
@@ -133,3 +135,4 @@ class EtcdGateway:
     def close(self) -> None:
         self.endpoints.closed.set()
         self._client.close()
+        self._stream_client.close()
