@@ -122,6 +122,8 @@ def render(columns: list[str], rows: list[list[Any]], fmt: str, title: str = "",
 def cluster_table(cluster: dict[str, Any], topology: bool = False, extended: bool = False,
                   fmt: str = "pretty") -> str:
     columns, rows = member_rows(cluster, topology, extended, fmt)
+    if fmt in ("pretty", "topology"):  # patronictl's table heads both lag columns "Lag"
+        columns = ["Lag" if c in ("Receive Lag", "Replay Lag") else c for c in columns]
     sysid = cluster.get("system_identifier") or "uninitialized"
     text = render(columns, rows, fmt, f" Cluster: {cluster.get('scope')} ({sysid}) ")
     if fmt not in ("pretty", "topology"):
