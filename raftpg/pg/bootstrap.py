@@ -26,7 +26,7 @@ from psycopg import sql
 
 from raftpg.clock import SystemClock
 from raftpg.config.fields import guc_problem
-from raftpg.pg.conf import BOOTSTRAP_RECOVERY_CONF, quote_guc, write_atomic
+from raftpg.pg.conf import BOOTSTRAP_RECOVERY_CONF, quote_guc, standby_minimums, write_atomic
 from raftpg.pg.connection import query
 from raftpg.pg.settings import CommandMethod, Credentials, PgSettings
 from raftpg.pg.tools import PgError, kill_group, run_tool, tail, tool_env
@@ -89,16 +89,35 @@ def run_bootstrap_command(settings: PgSettings, method: CommandMethod, timeout_s
         raise PgError(f"bootstrap method {method.name}: {argv[0]} exited 0 but left no data directory in "
                       f"{settings.data_dir}")
     _unlink(os.path.join(settings.data_dir, "promote"))  # a stale trigger file would promote too early
+    recovery: list[tuple[str, str]] = []
     if method.recovery_conf is not None:
-        text = "# raftpg: recovery settings of the custom bootstrap, removed once the cluster is registered\n"
-        text += "".join(f"{name} = {quote_guc(value)}\n" for name, value in method.recovery_conf
-                        if guc_problem(name, value) is None)
-        write_atomic(os.path.join(settings.data_dir, BOOTSTRAP_RECOVERY_CONF), text)
+        recovery = list(method.recovery_conf)
         write_atomic(os.path.join(settings.data_dir, "recovery.signal"), "")
         _unlink(os.path.join(settings.data_dir, "standby.signal"))
     elif not method.keep_existing_recovery_conf:
         for name in ("recovery.signal", "standby.signal"):
             _unlink(os.path.join(settings.data_dir, name))
+    if any(os.path.exists(os.path.join(settings.data_dir, n)) for n in ("recovery.signal", "standby.signal")):
+        # recovery refuses to start below the source's settings ("recovery aborted because of insufficient
+        # parameter settings"): the first start uses the larger of the source's and the configured ones
+        recovery = _recovery_minimums(settings) + recovery
+        text = "# raftpg: recovery settings of the custom bootstrap, removed once the cluster is registered\n"
+        text += "".join(f"{name} = {quote_guc(value)}\n" for name, value in recovery
+                        if guc_problem(name, value) is None)
+        write_atomic(os.path.join(settings.data_dir, BOOTSTRAP_RECOVERY_CONF), text)
+
+
+def _recovery_minimums(settings: PgSettings) -> list[tuple[str, str]]:
+    configured = {k.lower(): v for k, v in settings.parameters.items()}
+    return [(name, str(max(value, _int(configured.get(name)))))
+            for name, value in standby_minimums(settings).items()]
+
+
+def _int(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
 
 
 def run_command(settings: PgSettings, argv: list[str], timeout_s: float, what: str) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from raftpg.config.fields import control_characters, guc_problem
 from raftpg.pg.connection import add_params, scram_params, server_address
+from raftpg.pg.controldata import STANDBY_MINIMUMS, read_controldata
 from raftpg.pg.settings import PgSettings
 from raftpg.pg.tools import PgError
 
@@ -81,6 +82,9 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
     params = {**DEFAULTS, **user}
     if not settings.pg_hba:
         params.update(GENERATED_HBA_FIXED)
+    if upstream is not None:
+        for name, minimum in standby_minimums(settings).items():
+            params[name] = str(max(minimum, _int_or(params.get(name), 0)))
     params["unix_socket_directories"] = socket_directories(settings)
     params["cluster_name"] = user.get("cluster_name") or settings.scope
     params[MEMBER_GUC] = settings.name
@@ -98,6 +102,19 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
         synchronous_standby_names=synchronous_standby_names,
     )
     return params
+
+
+def standby_minimums(settings: PgSettings) -> dict[str, int]:
+    """The settings a server in recovery may not have below its source's (as pg_control records them):
+    ``max_connections`` and four others. A replica copied from a primary that runs with more connections
+    than configured (it has not been restarted since a change) would refuse to start ("recovery aborted
+    because of insufficient parameter settings"), so raftpg writes the larger value, as Patroni does.
+    {} when pg_control cannot be read (a new or missing data directory)."""
+    try:
+        control = read_controldata(settings)
+    except PgError:
+        return {}
+    return {name: value for name in STANDBY_MINIMUMS if (value := getattr(control, name)) is not None}
 
 
 def socket_directories(settings: PgSettings) -> str:

@@ -29,6 +29,12 @@ class ControlData:
     checkpoint_timeline: int | None = None
     min_recovery_lsn: int | None = None        # how far a stopped replica had replayed (0 on a primary)
     min_recovery_timeline: int | None = None
+    # the source's settings a standby may not go below (hot_standby refuses to start otherwise)
+    max_connections: int | None = None
+    max_worker_processes: int | None = None
+    max_wal_senders: int | None = None
+    max_prepared_transactions: int | None = None
+    max_locks_per_transaction: int | None = None
 
     @property
     def best_position(self) -> tuple[int | None, int | None]:
@@ -49,7 +55,14 @@ _FIELDS = {
     "Latest checkpoint's TimeLineID": "checkpoint_timeline",
     "Minimum recovery ending location": "min_recovery_lsn",
     "Min recovery ending loc's timeline": "min_recovery_timeline",
+    "max_connections setting": "max_connections",
+    "max_worker_processes setting": "max_worker_processes",
+    "max_wal_senders setting": "max_wal_senders",
+    "max_prepared_xacts setting": "max_prepared_transactions",
+    "max_locks_per_xact setting": "max_locks_per_transaction",
 }
+STANDBY_MINIMUMS = ("max_connections", "max_worker_processes", "max_wal_senders", "max_prepared_transactions",
+                    "max_locks_per_transaction")
 
 
 def parse_controldata(text: str) -> ControlData:
@@ -64,7 +77,7 @@ def parse_controldata(text: str) -> ControlData:
         try:
             if field.endswith("_lsn"):
                 values[field] = parse_lsn(raw)
-            elif field.endswith("_timeline"):
+            elif field.endswith("_timeline") or field in STANDBY_MINIMUMS:
                 values[field] = int(raw)
             else:
                 values[field] = raw

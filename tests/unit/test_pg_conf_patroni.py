@@ -83,3 +83,19 @@ def test_command_method_argv_as_patroni_builds_it() -> None:
         "/usr/bin/pgbackrest", "--stanza=my db", "restore", "--scope=s", "--datadir=/d", "--delta=True"]
     quiet = CommandMethod("x", "x", no_params=True)
     assert quiet.argv({"scope": "s"}) == ["x"]
+
+
+def test_a_replica_never_runs_below_its_sources_settings(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Recovery refuses max_connections below the primary's (pg_control): the larger value is written."""
+    from raftpg.pg import conf
+    from raftpg.pg.controldata import parse_controldata
+
+    control = parse_controldata("max_connections setting:              100\nmax_wal_senders setting:  4\n"
+                                "max_locks_per_xact setting:           128\n")
+    assert (control.max_connections, control.max_wal_senders, control.max_locks_per_transaction) == (100, 4, 128)
+    monkeypatch.setattr(conf, "read_controldata", lambda settings: control)
+    s = settings(tmp_path, parameters={"max_connections": 50, "max_locks_per_transaction": 256})
+    replica = managed_parameters(s, Upstream("host=a", None), "")
+    assert (replica["max_connections"], replica["max_locks_per_transaction"]) == ("100", "256")
+    assert replica["max_wal_senders"] == "10"  # raftpg's own minimum is higher still
+    assert managed_parameters(s, None, "")["max_connections"] == "50"  # a primary runs as configured
