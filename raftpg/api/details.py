@@ -23,17 +23,21 @@ from raftpg.clock import Clock
 log = logging.getLogger(__name__)
 
 # One row: start time, replay timestamp and paused (NULL on a primary), and the parameters waiting for a
-# restart with the value in force and the value the files now say (the last one in file order wins).
+# restart with the value in force and the value the files now say (the last one in file order wins; its
+# ``error`` says it "could not be applied", which is what pending a restart means).
+# pg_file_settings re-reads the configuration files (and logs about missing include_if_exists files):
+# it is read only when some parameter is pending a restart (an init plan runs only when used).
 QUERY = """
 SELECT pg_catalog.pg_postmaster_start_time(),
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_xact_replay_timestamp() END,
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() END,
+       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_settings WHERE pending_restart) THEN
        (SELECT pg_catalog.json_object_agg(s.name, pg_catalog.json_build_object(
-                   'old_value', s.setting, 'new_value', COALESCE(f.setting, '')))
+                   'old_value', pg_catalog.current_setting(s.name), 'new_value', COALESCE(f.setting, '')))
           FROM pg_catalog.pg_settings s
           LEFT JOIN (SELECT DISTINCT ON (name) name, setting FROM pg_catalog.pg_file_settings
-                     WHERE error IS NULL ORDER BY name, seqno DESC) f ON f.name = s.name
-         WHERE s.pending_restart)
+                     ORDER BY name, seqno DESC) f ON f.name = s.name
+         WHERE s.pending_restart) END
 """
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from raftpg.api.http import BadRequest, field
 from raftpg.api.status import iso
-from raftpg.ha.loop import NodeStatus
+from raftpg.model import NodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,13 @@ def parse_conditions(body: dict[str, Any]) -> RestartConditions:
     )
 
 
-def unmet(status: NodeStatus, conditions: RestartConditions) -> str | None:
-    """Why the restart should not happen now, or None."""
+def unmet(status: NodeStatus, conditions: RestartConditions, pending_now: bool = False) -> str | None:
+    """Why the restart should not happen now, or None. ``pending_now``: PostgreSQL reported a pending
+    restart at request time (the loop's status may not have seen it yet)."""
     local = status.local
     if status.witness or local is None:
         return "this node is a witness: it has no PostgreSQL"
-    if conditions.restart_pending and not local.pending_restart:
+    if conditions.restart_pending and not (local.pending_restart or pending_now):
         return "restart_pending: PostgreSQL has no pending restart"
     if conditions.role is not None and str(status.role) != conditions.role:
         return f"role: this node is {status.role}, not {conditions.role}"

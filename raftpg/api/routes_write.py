@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from raftpg.api.details import source_of
 from raftpg.api.http import BadRequest, error, field, read_json, reply
 from raftpg.api.keys import COMMANDS, RESTARTS, VIEW
 from raftpg.api.ports import Outcome
@@ -69,10 +70,18 @@ async def restart(request: web.Request) -> web.StreamResponse:
             raise BadRequest(exc.message.replace("scheduled_at", "schedule", 1)) from None
         if at is not None:
             return await _schedule_restart(request, at, conditions)
-    reason = unmet(view.status(), conditions)
+    reason = unmet(view.status(), conditions, await _pending_now(request, conditions))
     if reason:
         return error(f"restart conditions are not satisfied: {reason}", 503)
     return _outcome(await request.app[COMMANDS].restart(timeout_s))
+
+
+async def _pending_now(request: web.Request, conditions: RestartConditions) -> bool:
+    """What GET /patroni says now: a parameter is pending a restart (the details query)."""
+    source = source_of(request.app)
+    if not conditions.restart_pending or source is None:
+        return False
+    return bool((await source.get()).pending_restart_reason)
 
 
 async def _schedule_restart(request: web.Request, at: float, conditions: RestartConditions) -> web.Response:

@@ -76,6 +76,14 @@ def select(ctl: Ctl, cluster: dict[str, Any], names: tuple[str, ...], role: str,
     return chosen
 
 
+def _pending_now(ctl: Ctl, member: dict[str, Any]) -> bool:
+    """The member's own GET /patroni (what it says now), else its DCS member key (patronictl's source)."""
+    try:
+        return bool(ctl.member_client(member, unsafe=False).get("/patroni").get("pending_restart"))
+    except (ApiError, CtlError):
+        return bool(member.get("pending_restart"))
+
+
 def confirm(members: list[dict[str, Any]], force: bool, action: str, scheduled: str | None = None) -> None:
     if force:
         return
@@ -125,7 +133,7 @@ def restart(ctl: Ctl, names: tuple[str, ...], role: str, p_any: bool, scheduled:
     if pending:
         body["restart_pending"] = True
         if not at:  # a scheduled restart decides at its time, as in patronictl
-            members = [m for m in members if m.get("pending_restart")]
+            members = [m for m in members if _pending_now(ctl, m)]
     if p_any:
         random.shuffle(members)
         members = members[:1]

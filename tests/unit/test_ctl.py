@@ -555,3 +555,11 @@ def test_watch_repeats_at_the_interval_and_a_single_list_does_not(monkeypatch):
     w = ctl_module._watching(True, None)
     next(w), next(w)
     assert slept == [5.0, 5.0, 2.0]  # -W: every 2 seconds, as patronictl
+
+
+def test_restart_pending_asks_each_member_what_it_reports_now(node):
+    from raftpg.model import LocalState
+    assert isinstance(node.view.current.local, LocalState)
+    node.view.current = replace(node.view.current, local=replace(node.view.current.local, pending_restart=True))
+    result = node.run("restart", "demo", "--force", "--pending")  # the member keys say nothing is pending
+    assert result.exit_code == 0 and result.output.count("Success: restart on member") == 3

@@ -219,3 +219,16 @@ def test_node_commands_refuse_from_leader_while_a_clonefrom_member_runs():
     loop.status = REPLICA
     asyncio.run(commands.reinitialize(False, True))   # no clonefrom member: the leader is the source
     assert loop.requests == ["reinitialize", "reinitialize"]
+
+
+def test_restart_pending_counts_what_postgresql_reports_now():
+    """The loop's status may not have seen the pending restart that GET /patroni already shows (the
+    details query): POST /restart {restart_pending} must not refuse it then."""
+    app, commands = app_with_details(FakeView(REPLICA), CountingQuery())  # PENDING: shared_buffers
+
+    async def body(client):
+        return (await client.post("/restart", json={"restart_pending": True})).status
+
+    assert with_client(app, body) == 200 and commands.calls == [("restart", ())]
+    app, commands = app_with_details(FakeView(REPLICA), CountingQuery(row=(STARTED, None, None, None)))
+    assert with_client(app, body) == 503 and commands.calls == []
