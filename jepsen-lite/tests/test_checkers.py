@@ -299,3 +299,16 @@ def test_command_line_exit_status(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "UNKNOWN"
     path.write_text("{broken\n")
     assert cli.main([str(path)]) == 3
+
+
+def test_failover_time_is_to_the_new_epoch_not_to_the_first_ok_write():
+    b = Builder()
+    for n in range(10):
+        _w(b, 1, n, n * 0.5, n * 0.5 + 0.05, "n1", 1)
+    b.nemesis("isolate", {"phase": "start", "victim": "n1"}, 5.0)
+    _w(b, 1, 50, 5.1, 5.15, "n1", 1)   # the isolated primary still acks (asynchronous mode, lease not out)
+    _w(b, 2, 51, 7.0, 7.5, "n2", 2)    # the new primary's first ack
+    b.nemesis("isolate", {"phase": "stop", "victim": "n1"}, 8.0)
+    r = availability.check(b.build(), gap_threshold_s=1.0)
+    assert r.counts["worst_recovery_s"] == pytest.approx(0.15)
+    assert r.counts["failovers"] == 1 and r.counts["median_failover_s"] == pytest.approx(2.5)

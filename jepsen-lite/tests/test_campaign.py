@@ -1,0 +1,74 @@
+"""The campaign's pure parts: the matrix covers every setup a class allows, cells are stable and unique,
+state resumes, rows render, durations parse."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from jepsen_lite.campaign import (
+    CLASSES,
+    Cell,
+    append_row,
+    load_state,
+    matrix,
+    parse_duration,
+    row_for,
+    save_state,
+)
+from jepsen_lite.nemesis import expand
+
+
+def test_sixteen_or_more_classes_each_with_every_setup_it_allows_over_eight_seeds() -> None:
+    assert len(CLASSES) >= 16
+    cells = [cell for _, cell in matrix(range(1, 9))]
+    assert len({c.id for c in cells}) == len(cells) == 8 * len(CLASSES)
+    for fc in CLASSES:
+        mine = [c for c in cells if c.fault_class == fc.name]
+        assert {c.synchronous for c in mine} == set(fc.modes), fc.name
+        assert {c.dcs for c in mine} == set(fc.dcs), fc.name
+        if fc.witness and "raft" in fc.dcs:
+            assert any(c.witness for c in mine) and any(not c.witness for c in mine), fc.name
+        assert not any(c.witness and c.dcs != "raft" for c in mine)
+        if fc.workload == "set":
+            assert {c.workload for c in mine} == {"set", "bank"}, fc.name
+
+
+def test_every_class_names_known_faults_that_its_backends_can_take() -> None:
+    for fc in CLASSES:
+        if fc.workload in ("bootstrap",):
+            continue
+        kind = "kv" if fc.workload == "register" else "raftpg"
+        for dcs in fc.dcs:
+            assert expand(fc.nemesis, kind, dcs), (fc.name, dcs)
+
+
+def test_the_matrix_is_stable_and_state_resumes(tmp_path: Path) -> None:
+    first = [cell.id for _, cell in matrix(range(1, 3))]
+    assert first == [cell.id for _, cell in matrix(range(1, 3))]
+    state_path = tmp_path / "state.json"
+    state = load_state(state_path)
+    state["runs"][first[0]] = {"verdict": "VALID"}
+    save_state(state_path, state)
+    done = load_state(state_path)["runs"]
+    assert [c for c in first if c not in done] == first[1:]
+
+
+def test_rows_are_appended_under_the_header(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    cell = Cell("kill", 3, True, "etcd3", False, "bank")
+    summary = {"faults": "7 (7)", "acked": 1234, "lost": 0, "double_primary": 0, "linearizable": "n/a",
+               "failover": "4.1 / 9.8 s", "verdict": "VALID", "commit": "abc123", "history": "runs/x/history.jsonl"}
+    append_row(results, row_for(cell, summary))
+    append_row(results, row_for(cell, summary))
+    text = results.read_text()
+    assert text.count("| kill | 3 | etcd3, 3, sync, bank | 7 (7) | 1234 | 0 | 0 | n/a | 4.1 / 9.8 s | VALID |") == 2
+    assert text.startswith("# jepsen-lite release campaign")
+
+
+def test_durations() -> None:
+    assert parse_duration("2h") == 7200 and parse_duration("45m") == 2700 and parse_duration("90") == 90
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration("soon")
