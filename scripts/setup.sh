@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what raftpg needs on a fresh Debian/Ubuntu machine, idempotently, and prints the venv path.
 #   system packages: postgresql (server binaries), python3-venv; with --test also etcd-server, haproxy,
-#   nftables, faketime, iproute2 (for the integration tests and jepsen-lite)
+#   nftables, faketime, iproute2 (for the integration tests and jepsen-lite), and Patroni 4.1.5 in
+#   /opt/patroni-venv (scripts/patroni-venv.sh; the migration test)
 #   a virtualenv with raftpg installed (editable): /opt/raftpg-venv when root (so the postgres OS user
 #   can run it), ./.venv otherwise
 set -euo pipefail
@@ -41,6 +42,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 extras="."; [ "$want_test" = 1 ] && extras=".[test]"
 "$VENV/bin/pip" install -q -e "$extras" >&2
+if [ "$want_test" = 1 ]; then
+  # test-only: Patroni 4.1.5 in its own venv, for the migration test and the side-by-side benches
+  sh scripts/patroni-venv.sh >&2 || echo "warning: Patroni could not be installed; its tests will skip" >&2
+fi
 if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
   # the agents run as postgres: it must be able to import raftpg from this checkout
   if ! runuser -u postgres -- "$VENV/bin/python" -c 'import raftpg' >/dev/null 2>&1; then
