@@ -2,10 +2,11 @@
 
 Setups (``--setups``, each ``SYSTEM-DCS@ttl/loop_wait/retry_timeout``): Patroni with its own Raft and with
 etcd, raftpg with its embedded Raft and with etcd, all at 20/1/4 (Patroni refuses a ttl under 20); raftpg
-alone at 10/1/4, 5/1/2 and 3/1/1. etcd is Debian's etcd-server, one member on loopback, started afresh for
-each setup (tests/integration/etcd_fixtures.py). Patroni runs from the bench-only virtualenv that
-``scripts/patroni-venv.sh`` makes; raftpg from this checkout (raftpg.testing.LocalCluster). Both get the
-same data-directory layout, SCRAM passwords, PostgreSQL parameters and bootstrap.dcs (bench/patroni_cluster.py).
+alone at 10/1/4, 5/1/2 and 4/1/1 (its shortest: raftpg refuses a ttl under 4). etcd is Debian's
+etcd-server, one member on loopback, started afresh for each setup (tests/integration/etcd_fixtures.py).
+Patroni runs from the bench-only virtualenv that ``scripts/patroni-venv.sh`` makes; raftpg from this
+checkout (raftpg.testing.LocalCluster). Both get the same data-directory layout, SCRAM passwords,
+PostgreSQL parameters and bootstrap.dcs (bench/patroni_cluster.py).
 
 Figures, per setup (``--trials`` of each, medians and min-max; the ratio is raftpg / Patroni on the same
 DCS and profile):
@@ -64,7 +65,7 @@ from patroni_cluster import PatroniCluster, ensure_patroni  # noqa: E402
 from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
 
 DEFAULT_SETUPS = ("patroni-raft@20/1/4,patroni-etcd@20/1/4,raftpg-raft@20/1/4,raftpg-etcd@20/1/4,"
-                  "raftpg-raft@10/1/4,raftpg-raft@5/1/2,raftpg-raft@3/1/1")
+                  "raftpg-raft@10/1/4,raftpg-raft@5/1/2,raftpg-raft@4/1/1")
 FIGURES = ("bootstrap", "footprint", "latency", "switchover", "failover")
 
 
