@@ -35,23 +35,25 @@ def _load(path: str | None):  # noqa: ANN202 - returns Config
         return None
 
 
-async def _serve_with_notify(node) -> int:  # noqa: ANN001 - a raftpg.node.Node
+async def _serve_with_notify(node, notify_socket: str | None) -> int:  # noqa: ANN001 - a raftpg.node.Node
     """``serve(node)``, telling systemd READY=1 once the first HA cycle ran (the API listens by then: serve
     starts it before the loop) and STOPPING=1 when serve returns."""
     from raftpg.cli.sdnotify import notify
     from raftpg.node import serve
 
+    environ = {"NOTIFY_SOCKET": notify_socket} if notify_socket else {}
+
     async def ready() -> None:
         while node.status().cycles < 1:
             await asyncio.sleep(0.05)
-        notify(f"READY=1\nSTATUS=raftpg {__version__}: {node.config.name} in cluster {node.config.scope}")
+        notify(f"READY=1\nSTATUS=raftpg {__version__}: {node.config.name} in cluster {node.config.scope}", environ)
 
     watcher = asyncio.create_task(ready())
     try:
         return await serve(node)
     finally:
         watcher.cancel()
-        notify("STOPPING=1")
+        notify("STOPPING=1", environ)
 
 
 def run_node(path: str | None, force_new_cluster: bool = False) -> int:
@@ -60,6 +62,9 @@ def run_node(path: str | None, force_new_cluster: bool = False) -> int:
         return 2
     for name in config.environ:
         os.environ.pop(name, None)
+    # ours alone: a postmaster built with systemd support that inherited it would tell systemd READY=1 (and
+    # STOPPING=1) itself, before the agent is ready or while it is not stopping
+    notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
     from raftpg.logconfig import configure
     configure(config.log, config.name)
     from raftpg.clock import repair_sleep
@@ -76,7 +81,7 @@ def run_node(path: str | None, force_new_cluster: bool = False) -> int:
         print(f"raftpg: cannot start: {exc}", file=sys.stderr)
         return 2
     log.info("raftpg %s starting: %s in cluster %s", __version__, config.name, config.scope)
-    return asyncio.run(_serve_with_notify(node))
+    return asyncio.run(_serve_with_notify(node, notify_socket))
 
 
 def validate(path: str | None) -> int:
