@@ -71,7 +71,7 @@ class Observer:
         local = self._observe(timeout_s)
         if local.is_primary or local.data_dir is not DataDir.INITIALIZED:
             return local  # a primary's timeline is exact: pg_walfile_name(pg_current_wal_lsn())
-        return local
+        return replace(local, timeline=_newest(local.timeline, wal_timeline(self.settings.data_dir)))
 
     def _observe(self, timeout_s: float) -> LocalState:
         state, control = data_dir_state(self.settings)
