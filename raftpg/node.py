@@ -22,8 +22,8 @@ from raftpg.consensus.raft import RaftSettings as ConsensusSettings
 from raftpg.dcs.base import Dcs
 from raftpg.dcs.keys import KeyLayout
 from raftpg.ha.inputs import Me
-from raftpg.ha.loop import HaLoop, NodeStatus
-from raftpg.model import DynamicConfig, LocalState
+from raftpg.ha.loop import HaLoop
+from raftpg.model import DynamicConfig, LocalState, NodeStatus
 from raftpg.pg.control import Postgres
 from raftpg.pg.from_config import cluster_section, pg_settings_from_config
 from raftpg.pg.settings import PgSettings

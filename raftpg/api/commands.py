@@ -17,8 +17,8 @@ from raftpg.clock import Clock
 from raftpg.consensus.api import KvError, KvRejected
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import operations as ops
-from raftpg.ha.loop import NodeStatus
 from raftpg.ha.operations import OperationError
+from raftpg.model import NodeStatus
 
 POLL_S = 0.05
 

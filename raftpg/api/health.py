@@ -34,8 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftpg.api.status import in_sync_key, primary_position
-from raftpg.ha.loop import NodeStatus
-from raftpg.model import LocalState, parse_size_bytes
+from raftpg.model import LocalState, NodeStatus, parse_size_bytes
 
 TAG_PREFIX = "tag_"
 _BOOLEAN_TAGS = frozenset({"nofailover", "noloadbalance", "clonefrom", "nosync", "nostream"})

@@ -15,7 +15,7 @@ from __future__ import annotations
 from raftpg.api.details import PostgresDetails, epoch_s
 from raftpg.api.status import in_sync_key
 from raftpg.config import Config
-from raftpg.ha.loop import NodeStatus
+from raftpg.model import NodeStatus
 
 # Patroni's PostgresqlState indexes (patroni_postgres_state), for the states raftpg reports
 STATE_INDEX = {"initializing new cluster": 0, "creating replica": 4, "running": 5, "starting": 6,

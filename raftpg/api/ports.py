@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from raftpg.config import Config
-from raftpg.ha.loop import NodeStatus
 from raftpg.ha.operations import OperationError
-from raftpg.model import LocalState
+from raftpg.model import LocalState, NodeStatus
 
 __all__ = ["Commands", "NodeView", "OperationError", "Outcome"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from raftpg.api.http import BadRequest, field
 from raftpg.api.status import iso
-from raftpg.ha.loop import NodeStatus
+from raftpg.model import NodeStatus
 
 log = logging.getLogger(__name__)
 

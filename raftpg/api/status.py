@@ -12,8 +12,7 @@ from typing import Any
 
 from raftpg.api.details import NOTHING, PostgresDetails, patroni_time
 from raftpg.config import Config, split_host_port
-from raftpg.ha.loop import NodeStatus
-from raftpg.model import ClusterView, LocalState, Member, Role, format_lsn
+from raftpg.model import ClusterView, LocalState, Member, NodeStatus, Role, format_lsn
 
 
 def iso(epoch_s: float | None) -> str | None:

@@ -8,8 +8,7 @@ from typing import Any, Protocol
 from raftpg.api.fresh import FreshPostgres
 from raftpg.clock import Clock
 from raftpg.config import Config
-from raftpg.ha.loop import NodeStatus
-from raftpg.model import LocalState
+from raftpg.model import LocalState, NodeStatus
 
 
 class StatusSource(Protocol):

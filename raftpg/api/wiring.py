@@ -18,7 +18,8 @@ from raftpg.api.view import LoopNodeView
 from raftpg.clock import Clock
 from raftpg.config import Config
 from raftpg.dcs.base import Dcs
-from raftpg.ha.loop import HaLoop, NodeStatus
+from raftpg.ha.loop import HaLoop
+from raftpg.model import NodeStatus
 
 
 class NodeLike(Protocol):

@@ -1,23 +1,61 @@
 """What the HA decision asks for: small frozen dataclasses named as imperative verbs.
 
 The executor runs them in order and stops at the first one that fails (a lost compare-and-set, a
-PostgreSQL error); the next cycle decides afresh. Each carries exactly what it needs.
+PostgreSQL error, an unreachable source); the next cycle decides afresh. Each carries exactly what it
+needs, and each is one step: sequences (a bootstrap, a repair) are spelled out by ``decide``, so every
+choice between them is a row of a table test. ``retry_soon``: after this action fails the loop goes
+again in 0.2 s (False: at its normal pace, e.g. waiting for an unreachable primary).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
 class RaceInitialize:
     """Create the ``initialize`` key only if absent; fails (stops the sequence) if another node won."""
 
+    retry_soon: ClassVar[bool] = True
+
 
 @dataclass(frozen=True)
-class Bootstrap:
-    """initdb (never over existing data), start as primary, create roles, run post_bootstrap; store the
-    system identifier. The leader key is renewed throughout; a failure moves the new data aside."""
+class Initdb:
+    """initdb into the missing or empty data dir (never over data), marked as a bootstrap in progress.
+    A long step: the lease is renewed from another thread while it runs."""
+
+    retry_soon: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class PostBootstrap:
+    """On the new, running primary: raftpg's roles, then the user's post_bootstrap (a long step too)."""
+
+    retry_soon: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class RegisterCluster:
+    """Store this data dir's system identifier in the ``initialize`` key: the bootstrap is done. Only
+    with the lease held (checked right before)."""
+
+    retry_soon: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class CancelInitialize:
+    """Give the bootstrap back (delete the ``initialize`` key while it is still empty), so any node may
+    race for it again after this one's attempt failed."""
+
+    retry_soon: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class FinishBootstrap:
+    """The bootstrap registered its system identifier: forget that it was in progress."""
+
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -25,52 +63,85 @@ class AdoptExistingData:
     """This node won the initialize race holding data already: store its system identifier."""
 
     sysid: str
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class AcquireLeaderKey:
-    """Create the leader key naming this node (must-not-exist). The lease counts from the call."""
+    """Create the leader key naming this node (must-not-exist). The lease counts from the call. Refused
+    (not done) when the decision is older than ``loop_wait``: the agent froze between deciding and acting."""
+
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class RenewLeaderKey:
     """Refresh the leader key if it still names this node. The lease counts from the call."""
 
+    retry_soon: ClassVar[bool] = True
+
 
 @dataclass(frozen=True)
 class ReleaseLeaderKey:
     """Delete the leader key if it still names this node."""
 
+    retry_soon: ClassVar[bool] = True
+
 
 @dataclass(frozen=True)
 class HandOverLeaderKey:
-    """Switchover: rewrite the leader key to ``candidate`` if it still names this node."""
+    """Switchover: rewrite the leader key to ``candidate`` if it still names this node (PostgreSQL must be
+    stopped; its last position is published first)."""
 
     candidate: str
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class Promote:
     """Promote the local replica. Only ever emitted after AcquireLeaderKey/RenewLeaderKey in the same
-    decision (safety rule 1); the executor arms the fence/watchdog before promoting."""
+    decision (safety rule 1); the executor arms the fence/watchdog and publishes the epoch first."""
+
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class StartPrimary:
-    """Start local PostgreSQL as a primary (it was one). Only with the lease held (as Promote)."""
+    """Start local PostgreSQL as a primary (a new cluster, or one that was a primary). Only with the lease
+    held (as Promote)."""
+
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class StartReplica:
-    """Start local PostgreSQL as a replica of ``leader`` (None: a standby with no upstream yet).
-
-    ``rewind``: the data was a primary; bring it back with pg_rewind from the leader, or a fresh clone
-    when rewind is impossible (the old data dir is kept aside, never deleted).
-    """
+    """Start local PostgreSQL as a replica of ``leader`` (None: a standby with no upstream yet); already
+    running as one: point it at ``leader``."""
 
     leader: str | None
     conn_url: str | None
-    rewind: bool = False
+    retry_soon: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class CheckReachable:
+    """Go on only if ``leader``'s PostgreSQL accepts a TCP connection now. Put before steps that stop or
+    replace a data directory: a replica that is only cut off keeps running, and its data stays."""
+
+    leader: str
+    conn_url: str
+    retry_soon: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """pg_rewind the stopped data dir onto ``leader`` and configure it as its standby (even if pg_rewind
+    fails: a diverged primary must never start as one again). Not done when pg_rewind fails; the next
+    decision then clones afresh (``Memory.rewind_failed``)."""
+
+    leader: str
+    conn_url: str
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -79,55 +150,56 @@ class FollowLeader:
 
     leader: str
     conn_url: str
-
-
-@dataclass(frozen=True)
-class RepairReplica:
-    """A running replica has not streamed from ``leader`` for a while (diverged WAL, a missing slot, a
-    broken wal receiver). If ``leader`` is reachable: stop PostgreSQL, pg_rewind onto it (``reclone``:
-    move the data aside, kept, and clone afresh), start as its replica. If it cannot be reached, nothing
-    is touched (the action fails): a replica that is only cut off keeps serving reads."""
-
-    leader: str
-    conn_url: str
-    reclone: bool = False
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class CloneFrom:
-    """Fill the empty data dir with pg_basebackup from ``source``."""
+    """Fill the missing or empty data dir with pg_basebackup from ``source``."""
 
     source: str
     conn_url: str
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class Reinitialize:
-    """Move the data dir aside (kept, never deleted) and clone afresh from ``source``."""
+class MoveDataAside:
+    """Stop PostgreSQL if a postmaster runs (fast: a replica's, or immediate: ``immediate``), and rename the
+    data directory aside (kept, never deleted)."""
 
-    source: str
-    conn_url: str
+    reason: str
+    immediate: bool = False
+    retry_soon: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class RecordRepair:
+    """Count a repair of a replica that did not stream (the ladder's next rung comes later). No I/O."""
+
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class StopPostgres:
     mode: str = "fast"  # smart | fast | immediate
     reason: str = ""
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class RestartPostgres:
     reason: str = ""
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class ReloadPostgres:
-    pass
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    pass
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -135,6 +207,7 @@ class EnsureSlots:
     """On the primary: a physical replication slot per other data member, and no stale ones."""
 
     members: tuple[str, ...]
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -142,25 +215,29 @@ class SetSynchronousStandbys:
     """Write ``synchronous_standby_names`` and reload (sync mode; see ha/sync.py for the order)."""
 
     value: str
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class WriteSyncKey:
     standbys: tuple[str, ...]
     expected_revision: int | None
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class ClearFailoverKey:
     expected_revision: int | None
     reason: str = ""
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class RecordPromotion:
-    """Append to the history key and publish the new primary's position (after a promotion)."""
+    """Append to the history key (the timeline that ended, where) and publish the new primary's position."""
 
     reason: str
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -168,19 +245,22 @@ class PublishPosition:
     """Store the primary's WAL position in the status key (the reference for maximum_lag_on_failover)."""
 
     lsn: int
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class MoveDataAside:
-    """Stop PostgreSQL if a postmaster runs, and rename the data directory aside (kept, never deleted):
-    the data of a bootstrap that never registered its cluster."""
+class StoreInitialConfig:
+    """The cluster is registered but its dynamic config key is absent: store this node's bootstrap.dcs."""
 
-    reason: str
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class FinishBootstrap:
-    """The bootstrap registered its system identifier: forget that it was in progress."""
+class ApplyDynamicParameters:
+    """The cluster-wide PostgreSQL parameters in the config key differ from what runs: rewrite, reload."""
+
+    parameters: tuple[tuple[str, str], ...]
+    retry_soon: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +268,7 @@ class Refuse:
     """Stop this agent: continuing would break a safety rule (a foreign data dir). Fatal."""
 
     reason: str
+    retry_soon: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -195,15 +276,16 @@ class Fence:
     """Fail closed: stop PostgreSQL immediately (an invariant was violated)."""
 
     reason: str
+    retry_soon: ClassVar[bool] = True
 
 
 Action = (
-    RaceInitialize | Bootstrap | AdoptExistingData | AcquireLeaderKey | RenewLeaderKey | ReleaseLeaderKey
-    | HandOverLeaderKey | Promote | StartPrimary | StartReplica | FollowLeader | RepairReplica | CloneFrom
-    | Reinitialize
+    RaceInitialize | Initdb | PostBootstrap | RegisterCluster | CancelInitialize | FinishBootstrap | AdoptExistingData
+    | AcquireLeaderKey | RenewLeaderKey | ReleaseLeaderKey | HandOverLeaderKey | Promote | StartPrimary
+    | StartReplica | CheckReachable | Rewind | FollowLeader | CloneFrom | MoveDataAside | RecordRepair
     | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | SetSynchronousStandbys
-    | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | MoveDataAside | FinishBootstrap
-    | Refuse | Fence
+    | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | StoreInitialConfig
+    | ApplyDynamicParameters | Refuse | Fence
 )
 
 

@@ -16,8 +16,9 @@ from dataclasses import replace
 from raftpg.ha.actions import (
     AcquireLeaderKey,
     AdoptExistingData,
-    Bootstrap,
+    CancelInitialize,
     Checkpoint,
+    CheckReachable,
     ClearFailoverKey,
     CloneFrom,
     Decision,
@@ -26,18 +27,21 @@ from raftpg.ha.actions import (
     FinishBootstrap,
     FollowLeader,
     HandOverLeaderKey,
+    Initdb,
     MoveDataAside,
+    PostBootstrap,
     Promote,
     PublishPosition,
     RaceInitialize,
     RecordPromotion,
+    RecordRepair,
     Refuse,
-    Reinitialize,
+    RegisterCluster,
     ReleaseLeaderKey,
     ReloadPostgres,
     RenewLeaderKey,
-    RepairReplica,
     RestartPostgres,
+    Rewind,
     SetSynchronousStandbys,
     StartPrimary,
     StartReplica,
@@ -82,7 +86,7 @@ def _decide(i: Inputs) -> Decision:
     if "reinitialize" in i.pending and not _leader_is(view, i.me.name):
         source = _clone_source(view, i.me.name)
         if source:
-            return Decision((Reinitialize(source.name, source.conn_url or ""),
+            return Decision((MoveDataAside("reinitialize requested"), CloneFrom(source.name, source.conn_url or ""),
                              StartReplica(_leader_name(view), _leader_conn(view))),
                             f"reinitializing from {source.name} as requested")
     if local.may_accept_writes and not local.running:
@@ -152,7 +156,7 @@ def _unfinished_bootstrap(i: Inputs, view: ClusterView) -> Decision:
     assert local is not None
     if view.initialize and view.initialize == local.sysid:
         return Decision((FinishBootstrap(),), "the bootstrap of this node registered its cluster: finishing it")
-    return Decision((MoveDataAside("a bootstrap of this node never registered its cluster"),),
+    return Decision((MoveDataAside("a bootstrap of this node never registered its cluster", immediate=True),),
                     "moving the data of an unfinished bootstrap aside")
 
 
@@ -196,20 +200,29 @@ def _uninitialized(i: Inputs, raced: bool = False) -> Decision:
         return Decision((), "waiting for another node to bootstrap (nofailover)")
     if local.data_dir == DataDir.BROKEN:
         return Decision((), "waiting for another node to bootstrap (my data dir is unusable)")
+    if raced and i.memory.bootstrap_failed:
+        return Decision((CancelInitialize(), ReleaseLeaderKey()),
+                        "my bootstrap failed: giving it back so that any node may try again")
     if raced:
-        return Decision((lease, Bootstrap()), "the cluster's bootstrap was abandoned: bootstrapping it")
-    return Decision((RaceInitialize(), AcquireLeaderKey(), Bootstrap()),
-                    "no cluster yet: racing to bootstrap it")
+        return Decision((lease, *BOOTSTRAP), "the cluster's bootstrap was abandoned: bootstrapping it")
+    return Decision((RaceInitialize(), AcquireLeaderKey(), *BOOTSTRAP), "no cluster yet: racing to bootstrap it")
+
+
+# initdb (the lease renewed meanwhile), start as a primary under the fence, roles and the user's script,
+# then register the system identifier with a fresh lease; a failure leaves the bootstrap-in-progress
+# marker, so the next decision moves the data aside (``_unfinished_bootstrap``) and gives the race back
+BOOTSTRAP = (Initdb(), StartPrimary(), PostBootstrap(), RenewLeaderKey(), RegisterCluster(), FinishBootstrap())
 
 
 def _needs_clone(i: Inputs, view: ClusterView) -> Decision:
     source = _clone_source(view, i.me.name)
     if source is None:
         return Decision((), "waiting for a running primary to clone from")
-    first = Reinitialize if i.local and i.local.data_dir == DataDir.BROKEN else CloneFrom
-    return Decision((first(source.name, source.conn_url or ""),
-                     StartReplica(_leader_name(view), _leader_conn(view))),
-                    f"creating a replica from {source.name}")
+    clone = (CloneFrom(source.name, source.conn_url or ""), StartReplica(_leader_name(view), _leader_conn(view)))
+    if i.local and i.local.data_dir == DataDir.BROKEN:
+        return Decision((MoveDataAside("the data directory is unusable"), *clone),
+                        f"moving an unusable data directory aside and creating a replica from {source.name}")
+    return Decision(clone, f"creating a replica from {source.name}")
 
 
 START_FAILURES_BEFORE_REWIND = 3
@@ -240,12 +253,14 @@ def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
         # a data dir that was a primary, or that PostgreSQL keeps refusing to start as a replica of this
         # leader (e.g. "requested timeline does not contain minimum recovery point"), is rewound, or
         # re-cloned with the old one kept aside when rewinding is impossible
-        rewind = i.data_was_primary or i.memory.start_failures >= START_FAILURES_BEFORE_REWIND
-        if rewind and leader.role != "primary":
+        rewind = i.data_was_primary or i.memory.start_failures >= START_FAILURES_BEFORE_REWIND \
+            or i.memory.rewind_failed
+        if not rewind:
+            return Decision((StartReplica(leader.name, leader.conn_url),), f"starting as a replica of {leader.name}")
+        if leader.role != "primary":
             # pg_rewind from a standby that is being promoted copies a half-promoted state
             return Decision((), f"waiting for {leader.name} to run as primary before rewinding to it")
-        return Decision((StartReplica(leader.name, leader.conn_url, rewind=rewind),),
-                        f"starting as a replica of {leader.name}" + (" (rewinding first)" if rewind else ""))
+        return _rejoin(i, view, leader, (), "")
     return Decision((StartReplica(None, None),), "starting PostgreSQL read-only: no primary known")
 
 
@@ -336,6 +351,22 @@ def _stalled_for(i: Inputs, view: ClusterView, leader: Member) -> float | None:
     return stalled_s if stalled_s > view.config.ttl_s else None
 
 
+def _rejoin(i: Inputs, view: ClusterView, leader: Member, first: tuple, why: str, reclone: bool = False) -> Decision:
+    """Bring this (stopped, or stopped by ``first``) data dir back as ``leader``'s replica: pg_rewind when
+    allowed and not already failed, else a fresh clone with the old data kept aside. Nothing is stopped
+    or replaced unless ``leader`` is reachable from here (a cut link is not a reason to throw data away)."""
+    conn_url = leader.conn_url or ""
+    reach = CheckReachable(leader.name, conn_url)
+    start = StartReplica(leader.name, conn_url)
+    if view.config.use_pg_rewind and not i.memory.rewind_failed and not reclone:
+        return Decision((reach, *first, Rewind(leader.name, conn_url), start),
+                        f"{why}rewinding onto {leader.name}, then starting as its replica")
+    reason = "re-cloning" if reclone else "rewinding failed or is off (use_pg_rewind)"
+    return Decision((reach, *first, MoveDataAside(f"{reason}: cloning afresh from {leader.name}"),
+                     CloneFrom(leader.name, conn_url), start),
+                    f"{why}cloning afresh from {leader.name} (the old data kept aside)")
+
+
 def _repair(i: Inputs, view: ClusterView, leader: Member, stalled_s: float) -> Decision:
     """The repair ladder: pg_rewind first (it answers "no rewind required" when nothing diverged, and the
     restart re-reads the replication settings); a fresh clone, the old data kept aside, when that did not
@@ -344,14 +375,15 @@ def _repair(i: Inputs, view: ClusterView, leader: Member, stalled_s: float) -> D
     assert local is not None
     what = (f"not streaming from {leader.name} for {stalled_s:.0f}s (my timeline {local.timeline}, "
             f"its timeline {leader.timeline})")
-    conn_url = leader.conn_url or ""
+    stop = (StopPostgres("fast", f"repairing: not streaming from {leader.name}"),)
     if i.memory.stall_repairs == 0:
-        return Decision((RepairReplica(leader.name, conn_url),), f"repairing: {what}; rewinding onto it")
-    if i.memory.stall_repairs == 1 and stalled_s > RECLONE_AFTER_TTLS * view.config.ttl_s:
-        return Decision((RepairReplica(leader.name, conn_url, reclone=True),),
-                        f"repairing: {what} after a rewind; cloning afresh (old data kept aside)")
-    return Decision((), f"{what}; {i.memory.stall_repairs} repair(s) tried" +
-                    ("; needs an operator" if i.memory.stall_repairs >= 2 else ""))
+        decision = _rejoin(i, view, leader, stop, f"repairing ({what}): ")
+    elif i.memory.stall_repairs == 1 and stalled_s > RECLONE_AFTER_TTLS * view.config.ttl_s:
+        decision = _rejoin(i, view, leader, stop, f"repairing ({what}) after a rewind: ", reclone=True)
+    else:
+        return Decision((), f"{what}; {i.memory.stall_repairs} repair(s) tried" +
+                        ("; needs an operator" if i.memory.stall_repairs >= 2 else ""))
+    return Decision(decision.actions + (RecordRepair(),), decision.reason)
 
 
 def _failover_race(i: Inputs, view: ClusterView) -> Decision:
@@ -426,7 +458,7 @@ def _check_invariants(decision: Decision) -> Decision:
     for action in decision.actions:
         if isinstance(action, (AcquireLeaderKey, RenewLeaderKey)):
             seen_lease = True
-        if isinstance(action, (Promote, StartPrimary, Bootstrap)) and not seen_lease:
+        if isinstance(action, (Promote, StartPrimary, RegisterCluster)) and not seen_lease:
             return _fail_closed(decision, "promotion without the leader lease")
     if decision.has(Promote) and (decision.has(FollowLeader) or decision.has(StartReplica)):
         return _fail_closed(decision, "promote together with follow")

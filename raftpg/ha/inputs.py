@@ -42,6 +42,8 @@ class Memory:
     leader_since: float | None = None       # monotonic time this replica first saw the key name it
     stalled_since: float | None = None      # monotonic time this replica, pointed at the leader, stopped streaming
     stall_repairs: int = 0                  # repairs carried out since it stopped streaming (rewind, re-clone)
+    rewind_failed: bool = False             # pg_rewind failed on this data dir: the next rejoin clones afresh
+    bootstrap_failed: bool = False          # this node's last bootstrap attempt failed: give the race back
     start_failures: int = 0                 # consecutive cycles in which starting PostgreSQL failed
     sync_catchup_lsn: int | None = None     # strict sync: my position when a sync standby was first seen lost
 

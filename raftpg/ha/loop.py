@@ -12,65 +12,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.dcs.codec import member_document
-from raftpg.ha.actions import Bootstrap, Decision, Promote, RepairReplica, StartPrimary, StartReplica
+from raftpg.ha import memory as memories
+from raftpg.ha.actions import Decision, Initdb, Promote, StartPrimary
+from raftpg.ha.chores import chores
 from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import Inputs, Me, Memory
 from raftpg.ha.ports import PostgresPort, WatchdogPort
-from raftpg.ha.sync import lost_standbys
-from raftpg.model import ClusterView, DynamicConfig, LocalState, Member, Role
+from raftpg.model import ClusterView, DynamicConfig, LocalState, Member, NodeStatus, Role
+
+__all__ = ["HaLoop", "NodeStatus"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    """What the API and raftpgctl show: the last cycle's view of this node and the cluster."""
-
-    name: str
-    witness: bool
-    view: ClusterView | None = None
-    local: LocalState | None = None
-    decision: str = "starting"
-    cycle_monotonic: float | None = None
-    dcs_last_seen_wall: float | None = None
-    lease_valid_s: float = 0.0
-    demote_margin_s: float = 0.0         # the loop demotes this long before the lease ends (health: not primary)
-    error: str | None = None
-    cycles: int = 0
-    leader_changes: int = 0
-    loop_duration_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def holds_leader_key(self) -> bool:
-        return bool(self.view and self.view.leader and self.view.leader.name == self.name)
-
-    @property
-    def role(self) -> str:
-        if self.witness:
-            return Role.WITNESS
-        if self.local and self.local.is_primary:
-            return Role.PRIMARY
-        if self.local and self.local.is_replica:
-            return Role.REPLICA
-        return Role.UNINITIALIZED if not self.local or not self.local.sysid else Role.REPLICA
-
-    @property
-    def state(self) -> str:
-        if self.witness:
-            return "running"
-        if self.local is None or not self.local.running:
-            return "stopped"
-        if self.local.is_replica and self.local.streaming:
-            return "streaming"
-        return "running"
 
 
 class HaLoop:
@@ -81,7 +40,7 @@ class HaLoop:
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs
         self.version = version
-        self.executor = Executor(dcs, pg, watchdog, clock, me)
+        self.executor = Executor(dcs, pg, watchdog, clock, me, bootstrap_dcs)
         self.memory = Memory()
         self.watchdog_safety_margin_s = watchdog_safety_margin_s  # local config: watchdog.safety_margin
         self.timing = self._timing(DynamicConfig.from_dict(bootstrap_dcs))
@@ -131,34 +90,11 @@ class HaLoop:
             return None
         if view.config_revision is not None:
             return view
-        if view.initialize is not None:
-            try:
-                self.dcs.set_config(self.bootstrap_dcs, None, timeout_s=budget)
-            except DcsError as exc:
-                log.warning("cannot store the initial dynamic config: %s", exc)
-        # Until the cluster's config key exists, the cluster runs on this node's bootstrap.dcs, never on
-        # the built-in defaults: a bootstrap decided with ttl 30 / loop_wait 10 left a new primary at a
-        # short profile silent for ten seconds, its replicas without slots and its lease three times
-        # too long.
+        # Until the cluster's config key exists (a chore stores it once the cluster is registered), the
+        # cluster runs on this node's bootstrap.dcs, never on the built-in defaults: a bootstrap decided
+        # with ttl 30 / loop_wait 10 left a new primary at a short profile silent for ten seconds, its
+        # replicas without slots and its lease three times too long.
         return replace(view, config=DynamicConfig.from_dict(self.bootstrap_dcs))
-
-    def _remember(self, view: ClusterView | None, local: LocalState | None, now: float) -> None:
-        held = bool(view and view.leader and view.leader.name == self.me.name)
-        down = held and local is not None and not local.running and not local.may_accept_writes
-        standby = local is not None and (local.is_replica or (local.unobservable and local.standby_signal))
-        stalled = bool(view and view.leader and not held and standby and local is not None
-                       and not local.streaming and self.executor.following == view.leader.name)
-        lost = bool(held and local is not None and local.is_primary and view is not None
-                    and lost_standbys(view, local, self.me.name))
-        self.memory = replace(
-            self.memory,
-            sync_catchup_lsn=(self.memory.sync_catchup_lsn or (local.lsn if local else None)) if lost else None,
-            pg_down_since=(self.memory.pg_down_since or now) if down else None,
-            leader_since=(self.memory.leader_since or now) if held else None,
-            stalled_since=(self.memory.stalled_since or now) if stalled else None,
-            stall_repairs=self.memory.stall_repairs if stalled else 0,
-            following=self.executor.following,
-        )
 
     def cycle(self) -> Decision:
         started = self.clock.monotonic()
@@ -169,29 +105,22 @@ class HaLoop:
         now = self.clock.monotonic()
         if self.executor.lease.deadline is not None and now >= self.executor.lease.deadline:
             self.executor.drop_lease()
-        self._remember(view, local, now)
+        self.memory = memories.observed(self.memory, view, local, self.me.name, self.executor.following, now)
         with self._pending_lock:
             pending, self._pending = frozenset(self._pending), set()
         inputs = Inputs(view=view, local=local, me=self.me, lease=self.executor.lease, memory=self.memory,
                         now=now, now_wall=self.clock.wall(), demote_margin_s=self.timing.demote_margin_s,
                         pending=pending)
-        if view is not None and self.pg is not None and local is not None and local.running and \
-                view.config_revision is not None:
-            try:
-                if self.pg.apply_dynamic_parameters(dict(view.config.parameters)):
-                    log.info("applied the cluster-wide PostgreSQL parameters from the DCS config")
-            except Exception as exc:  # noqa: BLE001 - a bad parameter must not stop the loop
-                log.error("cannot apply the dynamic PostgreSQL parameters: %s", exc)
+        chores_due = chores(inputs)
+        if chores_due and not self.executor.run(Decision(chores_due, "chores"), inputs, self.timing):
+            log.error("%s", self.executor.last_error)  # never gates the decision below
         decision = decide(inputs)
         log.info("%s", decision.reason)
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True
-        if decision.has(StartReplica) or decision.has(StartPrimary):
-            self.memory = replace(self.memory, start_failures=0 if ok else self.memory.start_failures + 1)
-        if decision.has(RepairReplica) and ok and self.executor.repaired:
-            self.memory = replace(self.memory, stall_repairs=self.memory.stall_repairs + 1)
+        self.memory = memories.after_actions(self.memory, decision, ok, self.executor.failed if not ok else None,
+                                             self.executor.following)
         if decision.actions and self.pg:
             local = self.pg.observe()
-        self.memory = replace(self.memory, following=self.executor.following)
         self._after(view, local, ok, decision, started)
         return decision
 
@@ -257,12 +186,13 @@ class HaLoop:
     # ------------------------------------------------------------------ running
     def next_wake_s(self, decision: Decision, ok: bool) -> float:
         """How long to wait before the next cycle (the simulation uses this too): 0.2 s after a failed
-        action; at once after this node became a primary (its replicas need their slots and its lease a
+        action (``loop_wait`` when that action waits on something, ``retry_soon`` False); at once after this node became a primary (its replicas need their slots and its lease a
         renewal on the cluster's own timing); else ``loop_wait``, but never past the moment the lease
         must be renewed or given up."""
         if not ok:
-            return 0.2
-        if decision.has(Bootstrap) or decision.has(Promote) or decision.has(StartPrimary):
+            failed = self.executor.failed
+            return 0.2 if failed is None or failed.retry_soon else float(self.timing.loop_wait_s)
+        if decision.has(Initdb) or decision.has(Promote) or decision.has(StartPrimary):
             return 0.0
         wait_s = float(self.timing.loop_wait_s)
         deadline = self.executor.lease.deadline

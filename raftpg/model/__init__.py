@@ -16,8 +16,10 @@ from raftpg.model.cluster import (
 )
 from raftpg.model.local import DataDir, LocalState, ReplicationRow
 from raftpg.model.lsn import format_lsn, parse_lsn, parse_size_bytes
+from raftpg.model.status import NodeStatus
 
 __all__ = [
     "ClusterView", "DataDir", "DynamicConfig", "Failover", "HistoryEntry", "Leader", "LocalState", "Member",
+    "NodeStatus",
     "ReplicationRow", "Role", "SyncState", "Tags", "format_lsn", "parse_lsn", "parse_size_bytes",
 ]

@@ -40,7 +40,7 @@ def established(seed: int, *, sync: bool = False) -> Simulation:
 def bootstrap(seed: int, k: int, mode: str) -> tuple[Simulation, list[FailOnce]]:
     sim = Simulation(seed)
     sim.add_node("n1")
-    failure = FailOnce(contains(act.Bootstrap), k, mode)
+    failure = FailOnce(contains(act.Initdb), k, mode)
     sim.fail_once("n1", failure)
     sim.run(5)
     sim.add_node("n2")
@@ -86,7 +86,7 @@ def rejoin(seed: int, k: int, mode: str) -> tuple[Simulation, list[FailOnce]]:
     sim.partition("n1")
     sim.run(45)
     assert sim.leader() == "n2", sim.tail()
-    failure = FailOnce(lambda d: any(isinstance(a, act.StartReplica) and a.rewind for a in d.actions), k, mode)
+    failure = FailOnce(contains(act.Rewind), k, mode)
     sim.fail_once("n1", failure)
     sim.heal()
     return sim, [failure]

@@ -17,7 +17,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from raftpg.api import ApiSettings, Outcome, make_app
 from raftpg.config import Config, parse_config
-from raftpg.ha.loop import NodeStatus
 from raftpg.ha.operations import OperationError
 from raftpg.model import (
     ClusterView,
@@ -26,6 +25,7 @@ from raftpg.model import (
     Leader,
     LocalState,
     Member,
+    NodeStatus,
     ReplicationRow,
     SyncState,
     Tags,

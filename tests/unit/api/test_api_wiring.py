@@ -11,7 +11,8 @@ from raftpg.clock import FakeClock
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha.inputs import Me
-from raftpg.ha.loop import HaLoop, NodeStatus
+from raftpg.ha.loop import HaLoop
+from raftpg.model import NodeStatus
 
 
 class WitnessNode:

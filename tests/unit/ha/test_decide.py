@@ -55,6 +55,7 @@ def view(*, leader: str | None = "n1", members: tuple[Member, ...] | None = None
          initialize: str | None = SYSID, **extra: Any) -> ClusterView:
     if members is None:
         members = (PRIMARY_N1, member(ME), REPLICA_N3)
+    extra.setdefault("config", config(postgresql={"use_pg_rewind": True}))
     return ClusterView(initialize=initialize, leader=Leader(leader, 5) if leader else None, members=members,
                        last_lsn=last_lsn, revision=10, **extra)
 
@@ -115,7 +116,7 @@ def _is(action: Any, item: Any) -> bool:
     return isinstance(action, item) if isinstance(item, type) else action == item
 
 
-PROMOTING = (act.Promote, act.StartPrimary, act.Bootstrap)
+PROMOTING = (act.Promote, act.StartPrimary, act.RegisterCluster)
 OLD_PRIMARY_DOWN = member("n1", role="primary", state="stopped")
 RACE = view(leader=None, members=(OLD_PRIMARY_DOWN, member(ME), REPLICA_N3))  # the key expired: n2, n3 race
 ME_PRIMARY_VIEW = view(leader=ME, members=(member("n1"), member(ME, role="primary", state="running"), REPLICA_N3))
@@ -124,15 +125,23 @@ SYNC = config(synchronous_mode=True)
 CASES = [
     # ---------------------------------------------------------------- bootstrap
     Case("bootstrap race: empty data dir, no initialize key", inputs(view(leader=None, initialize=None), EMPTY),
-         exactly=(act.RaceInitialize(), act.AcquireLeaderKey(), act.Bootstrap())),
+         exactly=(act.RaceInitialize(), act.AcquireLeaderKey(), act.Initdb(), act.StartPrimary(), act.PostBootstrap(), act.RenewLeaderKey(), act.RegisterCluster(), act.FinishBootstrap())),
     Case("a nofailover node does not bootstrap",
          inputs(view(leader=None, initialize=None), EMPTY, me=Me(ME, tags=Tags(nofailover=True))), exactly=()),
     Case("initialize is being written by the node holding the key: wait",
          inputs(view(initialize=""), EMPTY), exactly=()),
     Case("an abandoned bootstrap (initialize '', key free) is taken over",
-         inputs(view(leader=None, initialize=""), EMPTY), exactly=(act.AcquireLeaderKey(), act.Bootstrap())),
+         inputs(view(leader=None, initialize=""), EMPTY), exactly=(act.AcquireLeaderKey(), act.Initdb(), act.StartPrimary(), act.PostBootstrap(), act.RenewLeaderKey(), act.RegisterCluster(), act.FinishBootstrap())),
     Case("my own interrupted bootstrap (initialize '', I hold the key) is resumed",
-         inputs(view(leader=ME, initialize=""), EMPTY), exactly=(act.RenewLeaderKey(), act.Bootstrap())),
+         inputs(view(leader=ME, initialize=""), EMPTY), exactly=(act.RenewLeaderKey(), act.Initdb(), act.StartPrimary(), act.PostBootstrap(), act.RenewLeaderKey(), act.RegisterCluster(), act.FinishBootstrap())),
+    Case("my own bootstrap failed: give the race back",
+         inputs(view(leader=ME, initialize=""), EMPTY, memory=Memory(bootstrap_failed=True)),
+         exactly=(act.CancelInitialize(), act.ReleaseLeaderKey())),
+    Case("an unregistered bootstrap's data is moved aside (stopped at once: it never was the cluster)",
+         inputs(view(leader=None, initialize=""), stopped(bootstrap_unfinished=True)),
+         exactly=(act.MoveDataAside("a bootstrap of this node never registered its cluster", immediate=True),)),
+    Case("... unless it did register its cluster: then the bootstrap is finished",
+         inputs(view(), stopped(bootstrap_unfinished=True)), exactly=(act.FinishBootstrap(),)),
     Case("existing data, no cluster: register it and start as primary",
          inputs(view(leader=None, initialize=None), stopped()),
          then=(act.RaceInitialize, act.AdoptExistingData(SYSID), act.AcquireLeaderKey, act.StartPrimary)),
@@ -224,19 +233,27 @@ CASES = [
          inputs(replace(ME_PRIMARY_VIEW, config=config(pause=True)), stopped(), memory=Memory(pg_down_since=NOW)),
          exactly=()),
     Case("a stopped old primary rejoins the new leader with a rewind", inputs(view(), stopped()),
-         exactly=(act.StartReplica("n1", url("n1"), rewind=True),)),
+         exactly=(act.CheckReachable("n1", url("n1")), act.Rewind("n1", url("n1")), act.StartReplica("n1", url("n1")))),
+    Case("... or, when its rewind failed, with a fresh clone (the old data kept aside)",
+         inputs(view(), stopped(), memory=Memory(rewind_failed=True)),
+         then=(act.CheckReachable("n1", url("n1")), act.MoveDataAside, act.CloneFrom("n1", url("n1")),
+               act.StartReplica("n1", url("n1")))),
+    Case("... and with a clone when use_pg_rewind is off",
+         inputs(view(config=config(postgresql={"use_pg_rewind": False})), stopped()),
+         then=(act.CheckReachable("n1", url("n1")), act.MoveDataAside, act.CloneFrom("n1", url("n1")),
+               act.StartReplica("n1", url("n1")))),
     # pg_rewind from a server still promoting (its post-promotion checkpoint not done) copies a state
     # PostgreSQL then refuses to start ("timeline does not contain minimum recovery point")
     Case("the old primary waits for the new leader to run as primary before rewinding to it",
          inputs(view(members=(member("n1", role="replica"), member(ME), REPLICA_N3)), stopped()), exactly=()),
     Case("a replica that keeps failing to start is rewound",
          inputs(view(), stopped(cluster_state="in archive recovery"), memory=Memory(following="n1", start_failures=3)),
-         exactly=(act.StartReplica("n1", url("n1"), rewind=True),)),
+         exactly=(act.CheckReachable("n1", url("n1")), act.Rewind("n1", url("n1")), act.StartReplica("n1", url("n1")))),
     Case("a replica that failed to start once just starts again",
          inputs(view(), stopped(cluster_state="in archive recovery"), memory=Memory(following="n1", start_failures=1)),
-         exactly=(act.StartReplica("n1", url("n1"), rewind=False),)),
+         exactly=(act.StartReplica("n1", url("n1")),)),
     Case("a stopped replica rejoins without a rewind", inputs(view(), stopped("shut down in recovery")),
-         exactly=(act.StartReplica("n1", url("n1"), rewind=False),)),
+         exactly=(act.StartReplica("n1", url("n1")),)),
     # ---------------------------------------------------------------- data directory
     Case("a foreign system identifier is refused", inputs(view(), replica(sysid="999")), then=(act.Refuse,),
          never=(act.StartReplica, act.FollowLeader, act.Promote)),
@@ -278,23 +295,24 @@ CASES = [
     Case("a replica that cannot stream from a leader on a newer timeline is rewound",
          inputs(view(leader="n3", members=(member(ME), member("n3", role="primary", state="running", timeline=2))),
                 replica(streaming=False), memory=Memory(following="n3", stalled_since=NOW - 31)),
-         exactly=(act.RepairReplica("n3", url("n3")),)),
+         then=(act.CheckReachable("n3", url("n3")), act.StopPostgres, act.Rewind("n3", url("n3")), act.StartReplica("n3", url("n3")), act.RecordRepair())),
     Case("same timeline reached twice (a reused timeline number): rewound as well",
          inputs(view(leader="n3", members=(member(ME, timeline=2), member("n3", role="primary", state="running",
                                                                       timeline=2)),
                      history=(HistoryEntry(1, LSN, "a", 0.0, "n1"), HistoryEntry(1, LSN - 99, "b", 1.0, "n3"))),
                 replica(streaming=False, timeline=2), memory=Memory(following="n3", stalled_since=NOW - 31)),
-         exactly=(act.RepairReplica("n3", url("n3")),)),
+         then=(act.CheckReachable("n3", url("n3")), act.StopPostgres, act.Rewind("n3", url("n3")), act.StartReplica("n3", url("n3")), act.RecordRepair())),
     Case("a replica stuck on the leader's own timeline (a missing slot, WAL past the leader's) is repaired too",
          inputs(view(leader="n3", members=(member(ME, timeline=2), member("n3", role="primary", state="running",
                                                                       timeline=2))),
                 replica(streaming=False, timeline=2), memory=Memory(following="n3", stalled_since=NOW - 31)),
-         exactly=(act.RepairReplica("n3", url("n3")),)),
+         then=(act.CheckReachable("n3", url("n3")), act.StopPostgres, act.Rewind("n3", url("n3")), act.StartReplica("n3", url("n3")), act.RecordRepair())),
     Case("a replica a rewind did not help is cloned afresh after 3 TTLs",
          inputs(view(leader="n3", members=(member(ME), member("n3", role="primary", state="running", timeline=2))),
                 replica(streaming=False),
                 memory=Memory(following="n3", stalled_since=NOW - 95, stall_repairs=1)),
-         exactly=(act.RepairReplica("n3", url("n3"), reclone=True),)),
+         then=(act.CheckReachable("n3", url("n3")), act.StopPostgres, act.MoveDataAside,
+               act.CloneFrom("n3", url("n3")), act.StartReplica("n3", url("n3")), act.RecordRepair())),
     Case("... but not before",
          inputs(view(leader="n3", members=(member(ME), member("n3", role="primary", state="running", timeline=2))),
                 replica(streaming=False),
@@ -310,7 +328,7 @@ CASES = [
                 stopped("in archive recovery", postmaster_pid=4242, postmaster_status="starting",
                         standby_signal=True),
                 memory=Memory(following="n3", stalled_since=NOW - 31)),
-         exactly=(act.RepairReplica("n3", url("n3")),)),
+         then=(act.CheckReachable("n3", url("n3")), act.StopPostgres, act.Rewind("n3", url("n3")), act.StartReplica("n3", url("n3")), act.RecordRepair())),
     Case("... and re-pointed at the leader meanwhile",
          inputs(view(leader="n3", members=(member(ME), member("n3", role="primary", state="running", timeline=2))),
                 stopped("in archive recovery", postmaster_pid=4242, postmaster_status="starting",
@@ -350,7 +368,7 @@ def test_decide(case: Case) -> None:
 
 
 def test_the_invariant_net_fails_closed() -> None:
-    for bad in [(act.Promote(),), (act.StartPrimary(),), (act.Bootstrap(),),
+    for bad in [(act.Promote(),), (act.StartPrimary(),), (act.RegisterCluster(),),
                 (act.AcquireLeaderKey(), act.Promote(), act.FollowLeader("n1", url("n1"))),
                 (act.RenewLeaderKey(), act.StartReplica(None, None), act.Promote())]:
         checked = _check_invariants(act.Decision(bad, "bad"))

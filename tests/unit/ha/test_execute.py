@@ -6,9 +6,11 @@ from raftpg.clock import FakeClock
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha import actions as act
+from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, Timing
 from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
-from raftpg.model import ClusterView, DataDir, DynamicConfig
+from raftpg.ha.memory import after_actions
+from raftpg.model import ClusterView, DataDir, DynamicConfig, Leader, Member
 from raftpg.testing.fake_postgres import FakePostgres, PgNetwork
 
 TIMING = Timing(ttl_s=10, loop_wait_s=1, retry_timeout_s=4)
@@ -33,27 +35,44 @@ def diverged_old_primary() -> tuple[FakePostgres, FakePostgres, PgNetwork, FakeC
     return old, new, network, clock
 
 
-def run_start_replica(old: FakePostgres, clock: FakeClock, use_pg_rewind: bool) -> bool:
+def run_rejoin(old: FakePostgres, clock: FakeClock, use_pg_rewind: bool, memory: Memory | None = None) -> bool:
+    """decide's rejoin for the diverged old primary, carried out by the executor."""
     dcs = memory_dcs(clock, KeyLayout("/service/", "t"))
     executor = Executor(dcs, old, None, clock, Me("old"))
-    view = ClusterView(initialize=old.sysid, config=DynamicConfig(use_pg_rewind=use_pg_rewind))
-    inputs = Inputs(view=view, local=old.observe(), me=Me("old"), lease=LeaseState(), memory=Memory(),
+    new_member = Member("new", role="primary", state="running", conn_url=url("new"), timeline=2, lsn=1)
+    view = ClusterView(initialize=old.sysid, config=DynamicConfig(use_pg_rewind=use_pg_rewind),
+                       leader=Leader("new", 1), members=(new_member,))
+    inputs = Inputs(view=view, local=old.observe(), me=Me("old"), lease=LeaseState(), memory=memory or Memory(),
                     now=clock.monotonic(), now_wall=clock.wall())
-    decision = act.Decision((act.StartReplica("new", url("new"), rewind=True),), "test")
-    return executor.run(decision, inputs, TIMING)
+    return executor.run(decide(inputs), inputs, TIMING)
 
 
 def test_an_unreachable_source_never_costs_the_data_dir():
     old, _, network, clock = diverged_old_primary()
     network.cut.add("old")
-    assert run_start_replica(old, clock, use_pg_rewind=True) is False
+    assert run_rejoin(old, clock, use_pg_rewind=True) is False
     assert old.data_dir == DataDir.INITIALIZED and old.kept_data_dirs == []  # kept in place, retried later
+    assert run_rejoin(old, clock, use_pg_rewind=False) is False
+    assert old.data_dir == DataDir.INITIALIZED and old.kept_data_dirs == []
     network.cut.clear()
-    assert run_start_replica(old, clock, use_pg_rewind=True) is True
+    assert run_rejoin(old, clock, use_pg_rewind=True) is True
     assert old.observe().running and old.observe().in_recovery
 
 
 def test_without_pg_rewind_a_diverged_primary_is_recloned_and_its_data_kept_aside():
     old, _, _, clock = diverged_old_primary()
-    assert run_start_replica(old, clock, use_pg_rewind=False) is True
+    assert run_rejoin(old, clock, use_pg_rewind=False) is True
     assert len(old.kept_data_dirs) == 1
+
+
+def test_a_failed_rewind_is_followed_by_a_clone_not_by_a_retry():
+    old, _, _, clock = diverged_old_primary()
+    old.fail_next["rewind"] = 1
+    dcs = memory_dcs(clock, KeyLayout("/service/", "t"))
+    executor = Executor(dcs, old, None, clock, Me("old"))
+    assert run_rejoin(old, clock, use_pg_rewind=True) is False
+    memory = after_actions(Memory(), act.Decision((act.Rewind("new", url("new")),), "r"), False,
+                           act.Rewind("new", url("new")), None)
+    assert memory.rewind_failed
+    assert run_rejoin(old, clock, use_pg_rewind=True, memory=memory) is True
+    assert len(old.kept_data_dirs) == 1 and executor is not None

@@ -1,0 +1,20 @@
+"""The loop's chores, chosen purely beside ``decide``: work that keeps the node in step with the cluster
+but never gates a safety action. They run before the decision's actions, and their failures are logged,
+not fatal: a bad cluster-wide parameter must not stop a primary from renewing its lease."""
+
+from __future__ import annotations
+
+from raftpg.ha.actions import Action, ApplyDynamicParameters, StoreInitialConfig
+from raftpg.ha.inputs import Inputs
+
+
+def chores(i: Inputs) -> tuple[Action, ...]:
+    view, local = i.view, i.local
+    if view is None:
+        return ()
+    found: list[Action] = []
+    if view.initialize is not None and view.config_revision is None:
+        found.append(StoreInitialConfig())  # the cluster runs on bootstrap.dcs until it is stored
+    if view.config_revision is not None and local is not None and local.running:
+        found.append(ApplyDynamicParameters(view.config.parameters))
+    return tuple(found)

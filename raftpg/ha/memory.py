@@ -1,0 +1,57 @@
+"""What the loop remembers between cycles, as pure functions of what it saw and did.
+
+``observed`` folds one cycle's observations in (before deciding); ``after_actions`` folds in how the
+decision's actions went (after executing). ``decide`` reads the result in ``Inputs.memory``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from raftpg.ha import actions as act
+from raftpg.ha.inputs import Memory
+from raftpg.ha.sync import lost_standbys
+from raftpg.model import ClusterView, DataDir, LocalState
+
+
+def observed(memory: Memory, view: ClusterView | None, local: LocalState | None, me: str,
+             following: str | None, now: float) -> Memory:
+    held = bool(view and view.leader and view.leader.name == me)
+    down = held and local is not None and not local.running and not local.may_accept_writes
+    standby = local is not None and (local.is_replica or (local.unobservable and local.standby_signal))
+    stalled = bool(view and view.leader and not held and standby and local is not None
+                   and not local.streaming and following == view.leader.name)
+    lost = bool(held and local is not None and local.is_primary and view is not None
+                and lost_standbys(view, local, me))
+    fresh_data = local is None or local.data_dir is not DataDir.INITIALIZED or (local.is_replica and local.streaming)
+    return replace(
+        memory,
+        sync_catchup_lsn=(memory.sync_catchup_lsn or (local.lsn if local else None)) if lost else None,
+        pg_down_since=(memory.pg_down_since or now) if down else None,
+        leader_since=(memory.leader_since or now) if held else None,
+        stalled_since=(memory.stalled_since or now) if stalled else None,
+        stall_repairs=memory.stall_repairs if stalled else 0,
+        rewind_failed=memory.rewind_failed and not fresh_data,
+        following=following,
+    )
+
+
+def after_actions(memory: Memory, decision: act.Decision, ok: bool, failed: act.Action | None,
+                  following: str | None) -> Memory:
+    start_failures = memory.start_failures
+    if decision.has(act.StartReplica) or decision.has(act.StartPrimary):
+        start_failures = 0 if ok else start_failures + (1 if isinstance(failed, (act.StartReplica,
+                                                                                  act.StartPrimary)) else 0)
+    bootstrap_failed = memory.bootstrap_failed
+    if decision.has(act.Initdb) and not ok:
+        bootstrap_failed = True
+    elif decision.has(act.CancelInitialize) and ok:
+        bootstrap_failed = False
+    return replace(
+        memory,
+        start_failures=start_failures,
+        stall_repairs=memory.stall_repairs + (1 if ok and decision.has(act.RecordRepair) else 0),
+        rewind_failed=memory.rewind_failed or isinstance(failed, act.Rewind),
+        bootstrap_failed=bootstrap_failed,
+        following=following,
+    )

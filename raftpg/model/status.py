@@ -1,0 +1,54 @@
+"""``NodeStatus``: what the HA loop publishes after each cycle for the REST API and raftpgctl. A value:
+the API reads the latest one without taking part in the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftpg.model.cluster import ClusterView, Role
+from raftpg.model.local import LocalState
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """The last cycle's view of this node and the cluster."""
+
+    name: str
+    witness: bool
+    view: ClusterView | None = None
+    local: LocalState | None = None
+    decision: str = "starting"
+    cycle_monotonic: float | None = None
+    dcs_last_seen_wall: float | None = None
+    lease_valid_s: float = 0.0
+    demote_margin_s: float = 0.0         # the loop demotes this long before the lease ends (health: not primary)
+    error: str | None = None
+    cycles: int = 0
+    leader_changes: int = 0
+    loop_duration_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def holds_leader_key(self) -> bool:
+        return bool(self.view and self.view.leader and self.view.leader.name == self.name)
+
+    @property
+    def role(self) -> str:
+        if self.witness:
+            return Role.WITNESS
+        if self.local and self.local.is_primary:
+            return Role.PRIMARY
+        if self.local and self.local.is_replica:
+            return Role.REPLICA
+        return Role.UNINITIALIZED if not self.local or not self.local.sysid else Role.REPLICA
+
+    @property
+    def state(self) -> str:
+        if self.witness:
+            return "running"
+        if self.local is None or not self.local.running:
+            return "stopped"
+        if self.local.is_replica and self.local.streaming:
+            return "streaming"
+        return "running"
