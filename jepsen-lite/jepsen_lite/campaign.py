@@ -32,6 +32,8 @@ MIN_ACKED = 1000
 RUN_OVERHEAD_S = 150.0  # start, settle, final reads, teardown, checkers: added to --time for the estimate
 
 
+# Classes whose faults may leave the primary in place also get a switchover: without a primary change the
+# no-concurrent-primaries checker has no evidence and the run is UNKNOWN.
 @dataclass(frozen=True)
 class FaultClass:
     name: str
@@ -45,18 +47,18 @@ class FaultClass:
 
 CLASSES: tuple[FaultClass, ...] = (
     FaultClass("partition-primary", "partition-primary,partition-leader"),
-    FaultClass("partition-shapes", "partition-halves,partition-ring,partition-bridge,partition-random"),
-    FaultClass("partition-oneway", "partition-oneway,partition-oneway-new,partition-replica"),
-    FaultClass("packet-loss", "packet-loss"),
+    FaultClass("partition-shapes", "partition-halves,partition-ring,partition-bridge,partition-random,switchover"),
+    FaultClass("partition-oneway", "partition-oneway,partition-oneway-new,partition-replica,switchover"),
+    FaultClass("packet-loss", "packet-loss,switchover"),
     FaultClass("kill", "kill-agent,kill-postgres,kill-node"),
     FaultClass("pause", "pause"),
-    FaultClass("clock", "clock"),
+    FaultClass("clock", "clock,switchover"),
     FaultClass("freeze-postgres", "freeze-postgres"),
     FaultClass("stop-group", "stop-group"),
     FaultClass("exhaust-connections", "exhaust-connections"),
-    FaultClass("disk-full-pg", "disk-full-pg"),
+    FaultClass("disk-full-pg", "disk-full-pg,switchover"),
     FaultClass("disk-full-raft", "disk-full-raft", dcs=("raft",)),
-    FaultClass("poison-dcs", "poison-dcs", dcs=("etcd3",), witness=False),
+    FaultClass("poison-dcs", "poison-dcs,switchover", dcs=("etcd3",), witness=False),
     FaultClass("admin", "switchover,failover"),
     FaultClass("kill-during-switchover", "kill-during-switchover"),
     FaultClass("restart-loop", "restart-loop,restart-cluster,stop-cluster"),
