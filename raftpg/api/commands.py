@@ -17,7 +17,7 @@ from raftpg.clock import Clock
 from raftpg.consensus.api import KvError, KvRejected
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import operations as ops
-from raftpg.ha.operations import OperationError
+from raftpg.ha.operations import OperationError, Refusal
 from raftpg.model import NodeStatus
 
 POLL_S = 0.05
@@ -90,12 +90,12 @@ class NodeCommands:
                     return Outcome(f"{what}: {new} is the new primary", 200, {"leader": new})
                 if view.failover is None and new == old:
                     raise OperationError(f"{what} did not happen: the primary or the candidate refused "
-                                         "it (the agents' logs say why)", 503)
+                                         "it (the agents' logs say why)", Refusal.UNAVAILABLE)
                 self.dcs.watch(view.revision, min(0.2, remaining))
             else:
                 self.clock.sleep(min(0.2, max(0.0, remaining)))
         raise OperationError(f"{what} requested but not complete after {self.switchover_wait_s:.0f}s: "
-                             "check raftpgctl list", 503)
+                             "check raftpgctl list", Refusal.UNAVAILABLE)
 
     async def cancel_switchover(self) -> Outcome:
         cancelled = await asyncio.to_thread(ops.cancel_switchover, self.dcs, timeout_s=self.timeout_s)
@@ -119,7 +119,7 @@ class NodeCommands:
     def _data_node(self) -> NodeStatus:
         status = self.loop.status
         if status.witness:
-            raise OperationError("this node is a witness: it has no PostgreSQL", 412)
+            raise OperationError("this node is a witness: it has no PostgreSQL", Refusal.REFUSED)
         return status
 
     async def restart(self, timeout_s: float | None = None) -> Outcome:
@@ -136,7 +136,7 @@ class NodeCommands:
             if now.local and now.local.running and done_cycles >= 1 and (
                     now.local.postmaster_pid != old_pid if old_pid is not None else done_cycles >= 2):
                 return Outcome("PostgreSQL restarted", 200)
-        raise OperationError(f"restart failed: PostgreSQL not running again after {wait_s:g}s", 503)
+        raise OperationError(f"restart failed: PostgreSQL not running again after {wait_s:g}s", Refusal.UNAVAILABLE)
 
     async def reload(self) -> Outcome:
         if self.reload_config is not None:
@@ -150,9 +150,9 @@ class NodeCommands:
     async def reinitialize(self, force: bool, from_leader: bool = False) -> Outcome:
         status = self._data_node()
         if status.holds_leader_key:
-            raise OperationError("this node holds the leader key: the primary cannot be reinitialized", 412)
+            raise OperationError("this node holds the leader key: the primary cannot be reinitialized", Refusal.REFUSED)
         if status.view is None or status.view.leader is None:
-            raise OperationError("no primary to clone from: reinitialize needs a running leader", 412)
+            raise OperationError("no primary to clone from: reinitialize needs a running leader", Refusal.REFUSED)
         if from_leader:
             # the HA loop clones from a running clonefrom-tagged member when there is one: refuse rather
             # than clone from another node than the one asked for
@@ -160,23 +160,23 @@ class NodeCommands:
                       and m.name != status.name and not m.witness]
             if tagged:
                 raise OperationError(f"from_leader: not honoured while clonefrom members run ({', '.join(tagged)}): "
-                                     "the HA loop would clone from them", 412)
+                                     "the HA loop would clone from them", Refusal.REFUSED)
         self.loop.request("reinitialize")
         return Outcome(f"reinitialize from {status.view.leader.name} requested", 202)
 
     # ------------------------------------------------------------------ Raft membership
     def _membership(self) -> RaftMembership:
         if self.raft is None:
-            raise OperationError("this node does not use the embedded Raft store", 404)
+            raise OperationError("this node does not use the embedded Raft store", Refusal.UNKNOWN)
         return self.raft
 
     async def _raft_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return await asyncio.to_thread(fn, *args, self.timeout_s)
         except KvRejected as exc:
-            raise OperationError(str(exc), 400) from exc
+            raise OperationError(str(exc), Refusal.INVALID) from exc
         except KvError as exc:
-            raise OperationError(f"the Raft cluster did not accept the change: {exc}", 503) from exc
+            raise OperationError(f"the Raft cluster did not accept the change: {exc}", Refusal.UNAVAILABLE) from exc
 
     async def add_raft_member(self, addr: str) -> Outcome:
         await self._raft_call(self._membership().add_member, addr)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from raftpg.ha.operations import OperationError
+from raftpg.ha.operations import OperationError, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,12 @@ def field(body: dict[str, Any], name: str, kind: type, *, required: bool = False
 # --------------------------------------------------------------------------------------- middlewares
 
 
+REFUSAL_STATUS = {
+    Refusal.INVALID: 400, Refusal.UNKNOWN: 404, Refusal.CONFLICT: 409, Refusal.REFUSED: 412,
+    Refusal.UNAVAILABLE: 503,
+}
+
+
 def errors_middleware() -> Any:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -99,7 +105,7 @@ def errors_middleware() -> Any:
         except BadRequest as exc:
             return error(exc.message, exc.http_status)
         except OperationError as exc:
-            return error(exc.message, exc.http_status)
+            return error(exc.message, REFUSAL_STATUS[exc.kind])
         except web.HTTPException as exc:
             if exc.empty_body or exc.status < 400:
                 raise

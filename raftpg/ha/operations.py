@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from raftpg.config import ConfigError, dynamic_config_warnings, validate_dynamic_config
@@ -30,13 +31,23 @@ from raftpg.model import ClusterView, Member
 CAS_ATTEMPTS = 3
 
 
-class OperationError(Exception):
-    """A refused operator request: ``message`` for humans, ``http_status`` for the API."""
+class Refusal(StrEnum):
+    """Why an operator request was refused; the REST API maps each to an HTTP status (api/http.py)."""
 
-    def __init__(self, message: str, http_status: int = 412) -> None:
+    INVALID = "invalid"            # the request itself is wrong
+    UNKNOWN = "unknown"            # it names something that does not exist
+    CONFLICT = "conflict"          # what it would change changed meanwhile
+    REFUSED = "refused"            # the cluster's state forbids it now
+    UNAVAILABLE = "unavailable"    # the DCS could not be reached
+
+
+class OperationError(Exception):
+    """A refused operator request: ``message`` for humans, ``kind`` for whoever maps it (the API)."""
+
+    def __init__(self, message: str, kind: Refusal = Refusal.REFUSED) -> None:
         super().__init__(message)
         self.message = message
-        self.http_status = http_status
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ def load_view(dcs: Dcs, timeout_s: float) -> ClusterView:
     try:
         return dcs.load(linearizable=True, timeout_s=timeout_s)
     except DcsError as exc:
-        raise OperationError(f"the DCS is unavailable: {exc}", 503) from exc
+        raise OperationError(f"the DCS is unavailable: {exc}", Refusal.UNAVAILABLE) from exc
 
 
 def parse_scheduled_at(text: str | None, now_wall: float) -> float | None:
@@ -84,17 +95,17 @@ def parse_scheduled_at(text: str | None, now_wall: float) -> float | None:
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "now")):
         return None
     if not isinstance(text, str):
-        raise OperationError("scheduled_at: must be an ISO-8601 string", 400)
+        raise OperationError("scheduled_at: must be an ISO-8601 string", Refusal.INVALID)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise OperationError(f"scheduled_at: not an ISO-8601 date and time: {text!r}", 400) from None
+        raise OperationError(f"scheduled_at: not an ISO-8601 date and time: {text!r}", Refusal.INVALID) from None
     if when.tzinfo is None:
         raise OperationError(
-            f"scheduled_at: must include a timezone, e.g. {text.strip()}+00:00 (got {text!r})", 400)
+            f"scheduled_at: must include a timezone, e.g. {text.strip()}+00:00 (got {text!r})", Refusal.INVALID)
     at = when.timestamp()
     if at <= now_wall:
-        raise OperationError(f"scheduled_at: must be in the future (got {text!r})", 400)
+        raise OperationError(f"scheduled_at: must be in the future (got {text!r})", Refusal.INVALID)
     return at
 
 
@@ -119,7 +130,7 @@ def check_switchover(view: ClusterView, leader: str | None, candidate: str | Non
     if primary is None or not primary.is_running:
         raise OperationError(f"the leader {view.leader.name} is not running: use failover instead")
     if view.failover is not None:
-        raise OperationError(_pending_text(view), 409)
+        raise OperationError(_pending_text(view), Refusal.CONFLICT)
     if candidate is None:
         if not view.eligibility_view().failover_candidates(exclude=view.leader.name):
             others = [m for m in view.data_members if m.name != view.leader.name]
@@ -137,14 +148,14 @@ def check_failover(view: ClusterView, candidate: str | None, force: bool) -> Mem
     explicitly accepts losing the WAL it has not received (``decide`` allows exactly that exception).
     """
     if not candidate:
-        raise OperationError("candidate: required for a failover", 400)
+        raise OperationError("candidate: required for a failover", Refusal.INVALID)
     healthy = view.leader is not None and (view.leader_member or Member("")).is_running
     if healthy and not force:
         assert view.leader is not None
         raise OperationError(
             f"the cluster has a healthy leader {view.leader.name}: use switchover, or force a failover")
     if view.failover is not None:
-        raise OperationError(_pending_text(view), 409)
+        raise OperationError(_pending_text(view), Refusal.CONFLICT)
     return _eligible_candidate(view, candidate, allow_lag=not healthy)
 
 
@@ -200,9 +211,9 @@ def _write_failover(dcs: Dcs, document: dict[str, Any], timeout_s: float) -> Non
     try:
         written = dcs.set_failover(document, None, timeout_s=timeout_s)
     except DcsError as exc:
-        raise OperationError(f"the DCS is unavailable: {exc}", 503) from exc
+        raise OperationError(f"the DCS is unavailable: {exc}", Refusal.UNAVAILABLE) from exc
     if not written:
-        raise OperationError("another switchover or failover was requested at the same time: retry", 409)
+        raise OperationError("another switchover or failover was requested at the same time: retry", Refusal.CONFLICT)
 
 
 def cancel_switchover(dcs: Dcs, *, timeout_s: float) -> FailoverCancelled:
@@ -210,13 +221,13 @@ def cancel_switchover(dcs: Dcs, *, timeout_s: float) -> FailoverCancelled:
     view = load_view(dcs, timeout_s)
     failover = view.failover
     if failover is None:
-        raise OperationError("no switchover or failover is pending", 404)
+        raise OperationError("no switchover or failover is pending", Refusal.UNKNOWN)
     try:
         deleted = dcs.set_failover(None, failover.revision, timeout_s=timeout_s)
     except DcsError as exc:
-        raise OperationError(f"the DCS is unavailable: {exc}", 503) from exc
+        raise OperationError(f"the DCS is unavailable: {exc}", Refusal.UNAVAILABLE) from exc
     if not deleted:
-        raise OperationError("the pending switchover changed (or ran) meanwhile: check and retry", 409)
+        raise OperationError("the pending switchover changed (or ran) meanwhile: check and retry", Refusal.CONFLICT)
     return FailoverCancelled(failover.leader, failover.candidate, failover.scheduled_at)
 
 
@@ -241,11 +252,11 @@ def merge_patch(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[st
 def validated(document: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The normalized document and its warnings, or OperationError 400 naming every bad key path."""
     if not isinstance(document, Mapping):
-        raise OperationError("config: must be a JSON object", 400)
+        raise OperationError("config: must be a JSON object", Refusal.INVALID)
     try:
         return validate_dynamic_config(document), dynamic_config_warnings(document)
     except ConfigError as exc:
-        raise OperationError("; ".join(exc.errors), 400) from None
+        raise OperationError("; ".join(exc.errors), Refusal.INVALID) from None
 
 
 def _store_config(dcs: Dcs, build: Any, timeout_s: float) -> ConfigChanged:
@@ -261,17 +272,17 @@ def _store_config(dcs: Dcs, build: Any, timeout_s: float) -> ConfigChanged:
         try:
             stored = dcs.set_config(document, view.config_revision, timeout_s=timeout_s)
         except DcsError as exc:
-            raise OperationError(f"the DCS is unavailable: {exc}", 503) from exc
+            raise OperationError(f"the DCS is unavailable: {exc}", Refusal.UNAVAILABLE) from exc
         if stored:
             return ConfigChanged(document, True, warnings)
-    raise OperationError("the config kept changing concurrently: retry", 409)
+    raise OperationError("the config kept changing concurrently: retry", Refusal.CONFLICT)
 
 
 def patch_config(dcs: Dcs, patch: Any, *, timeout_s: float) -> ConfigChanged:
     """Merge ``patch`` into the stored dynamic config (``null`` deletes a key; a deleted setting takes its
     default), validate the result and store it. A concurrent edit is merged into, not overwritten."""
     if not isinstance(patch, Mapping):
-        raise OperationError("config: must be a JSON object", 400)
+        raise OperationError("config: must be a JSON object", Refusal.INVALID)
     return _store_config(dcs, lambda current: merge_patch(current, patch), timeout_s)
 
 

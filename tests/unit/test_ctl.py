@@ -31,7 +31,7 @@ from raftpg.cli.ctl import cli  # noqa: E402
 from raftpg.cli.ctl_support import Ctl, CtlError, client_for  # noqa: E402
 from raftpg.cli.ctl_trust import trust_from  # noqa: E402
 from raftpg.config import RestApiSettings  # noqa: E402
-from raftpg.ha.operations import OperationError  # noqa: E402
+from raftpg.ha.operations import OperationError, Refusal  # noqa: E402
 from raftpg.model import DynamicConfig, Failover  # noqa: E402
 
 WALL = 1_700_000_000.0
@@ -141,7 +141,7 @@ def test_switchover_asks_and_sends_the_current_leader(node):
 
 
 def test_a_refused_switchover_is_one_line_and_exit_1(node):
-    node.commands.fail = OperationError("candidate n3 is not eligible: n3 has the nofailover tag", 412)
+    node.commands.fail = OperationError("candidate n3 is not eligible: n3 has the nofailover tag", Refusal.REFUSED)
     result = node.run("switchover", "--candidate", "n3", "--force")
     assert result.exit_code == 1
     assert result.output.strip() == \

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from raftpg.api.http import REFUSAL_STATUS
 from raftpg.clock import FakeClock
 from raftpg.dcs.codec import member_document
 from raftpg.dcs.keys import KeyLayout
@@ -62,7 +63,7 @@ def view(dcs):
 def refusal(fn, *args, **kwargs) -> tuple[int, str]:
     with pytest.raises(OperationError) as info:
         fn(*args, **kwargs)
-    return info.value.http_status, info.value.message
+    return REFUSAL_STATUS[info.value.kind], info.value.message
 
 
 # ------------------------------------------------------------------------------ switchover

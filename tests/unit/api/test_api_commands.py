@@ -16,6 +16,7 @@ from api_fakes import PRIMARY, REPLICA, WITNESS, FakeView, primary_local, servin
 from hypothesis import HealthCheck, settings
 
 from raftpg.api import ApiSettings, NodeCommands, make_app
+from raftpg.api.http import REFUSAL_STATUS
 from raftpg.clock import FakeClock, SystemClock
 from raftpg.consensus.api import KvRejected, KvTimeout
 from raftpg.dcs.codec import member_document
@@ -90,7 +91,7 @@ def commands(dcs, loop=None, raft=None, **kw) -> NodeCommands:
 def refused(coro) -> tuple[int, str]:
     with pytest.raises(OperationError) as info:
         asyncio.run(coro)
-    return info.value.http_status, info.value.message
+    return REFUSAL_STATUS[info.value.kind], info.value.message
 
 
 def test_switchover_waits_until_the_candidate_runs_as_primary(dcs):

@@ -21,6 +21,7 @@ from api_fakes import (
 from raftpg.api.details import DETAILS, DetailsSource
 from raftpg.api.patroni_metrics import NAMES, version_number
 from raftpg.clock import SystemClock
+from raftpg.ha.operations import Refusal
 from raftpg.model import Tags
 
 STARTED = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
@@ -213,7 +214,7 @@ def test_node_commands_refuse_from_leader_while_a_clonefrom_member_runs():
         asyncio.run(commands.reinitialize(False, True))
         raise AssertionError("from_leader was not refused")
     except OperationError as exc:
-        assert exc.http_status == 412 and "n3" in exc.message
+        assert exc.kind == Refusal.REFUSED and "n3" in exc.message
     assert loop.requests == []
     asyncio.run(commands.reinitialize(False, False))  # without from_leader: the loop picks n3
     loop.status = REPLICA

@@ -20,7 +20,7 @@ from api_fakes import (
 )
 
 from raftpg.api import ApiSettings
-from raftpg.ha.operations import OperationError
+from raftpg.ha.operations import OperationError, Refusal
 from raftpg.model import DynamicConfig, Failover
 
 AUTH = ApiSettings(username="admin", password="s3cret")
@@ -139,7 +139,7 @@ def test_unknown_paths_and_methods_are_json_404_and_405():
 
 def test_operation_errors_pass_their_status_and_message_through():
     commands = FakeCommands()
-    commands.fail = OperationError("candidate n3 is not eligible: n3 has the nofailover tag", 412)
+    commands.fail = OperationError("candidate n3 is not eligible: n3 has the nofailover tag", Refusal.REFUSED)
     results, _ = call([("POST", "/switchover", {"json": {"leader": "n1", "candidate": "n3"}})],
                       commands=commands)
     assert results == [(412, {"error": "candidate n3 is not eligible: n3 has the nofailover tag"})]
