@@ -156,18 +156,21 @@ def consensus_settings(config: Config, force_new_cluster: bool = False) -> Conse
                              fsync=raft.fsync, force_new_cluster=force_new_cluster)
 
 
-def build_dcs(config: Config, clock: Clock, force_new_cluster: bool = False) -> Dcs:
+def build_dcs(config: Config, clock: Clock, force_new_cluster: bool = False) -> tuple[Dcs, Any]:
+    """The DCS the config names, and the embedded Raft node when it is the store (the API shows its
+    status and changes its membership; the DCS port knows nothing of Raft)."""
     layout = KeyLayout(config.namespace, config.scope)
     kind = dcs_kind(config)
     if kind == "raft":
-        from raftpg.dcs.raft import raft_dcs
-        return raft_dcs(consensus_settings(config, force_new_cluster), layout, clock,
-                        fallback_config=config.bootstrap.dcs.to_model())
+        from raftpg.consensus.raft import RaftNode
+        from raftpg.dcs.kvdcs import KvDcs
+        raft = RaftNode(consensus_settings(config, force_new_cluster), clock)
+        return KvDcs(raft, layout, owns_kv=True, fallback_config=config.bootstrap.dcs.to_model()), raft
     if kind == "etcd3":
         from raftpg.dcs.etcd import etcd_dcs
-        return etcd_dcs(config, layout)
+        return etcd_dcs(config, layout), None
     from raftpg.dcs.consul import consul_dcs
-    return consul_dcs(config, layout)
+    return consul_dcs(config, layout), None
 
 
 def build_me(config: Config) -> Me:
@@ -221,11 +224,11 @@ class Node:
         self.clock = clock or SystemClock()
         self._status_lock = threading.Lock()
         self._status = NodeStatus(config.name, config.witness)
-        self.dcs = build_dcs(config, self.clock, force_new_cluster)
+        self.dcs, self.raft = build_dcs(config, self.clock, force_new_cluster)
         self.pg = None if config.witness else PostgresAdapter(config, self.clock)
         self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
                            me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),
-                           version=__version__, on_status=self._set_status,
+                           version=__version__, on_status=self._set_status, raft_status=self.raft_status,
                            watchdog_safety_margin_s=config.watchdog.safety_margin)
         self._thread: threading.Thread | None = None
 
@@ -239,6 +242,15 @@ class Node:
     def status(self) -> NodeStatus:
         with self._status_lock:
             return self._status
+
+    def raft_status(self) -> dict[str, Any] | None:
+        """The embedded Raft node's status for the API (None with etcd/Consul); best effort."""
+        if self.raft is None:
+            return None
+        try:
+            return self.raft.status().to_dict()
+        except Exception:  # noqa: BLE001 - status is for humans; a failing read must not fail a request
+            return None
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:

@@ -27,8 +27,11 @@ class NodeLike(Protocol):
     clock: Clock
     dcs: Dcs
     loop: HaLoop
+    raft: Any  # the embedded Raft node (status, membership), None with etcd/Consul
 
     def status(self) -> NodeStatus: ...
+
+    def raft_status(self) -> dict[str, Any] | None: ...
 
     def reload(self) -> None: ...
 
@@ -44,10 +47,10 @@ class _NodeStatus:
         return self._node.status()
 
 
-def raft_membership(dcs: Any) -> RaftMembership | None:
-    """The embedded Raft node behind a KvDcs, when there is one (None for etcd/Consul)."""
-    kv = getattr(dcs, "kv", None)
-    return kv if kv is not None and hasattr(kv, "add_member") and hasattr(kv, "remove_member") else None
+def raft_membership(raft: Any) -> RaftMembership | None:
+    """The embedded Raft node as the API's membership handle (None for etcd/Consul, or a store that
+    cannot change its membership)."""
+    return raft if raft is not None and hasattr(raft, "add_member") and hasattr(raft, "remove_member") else None
 
 
 def _query_of(pg: Any) -> Any:
@@ -62,8 +65,8 @@ def _query_of(pg: Any) -> Any:
 def build_api(node: NodeLike, *, version: str = __version__) -> web.Application:
     pg = getattr(node, "pg", None)
     view = LoopNodeView(loop=_NodeStatus(node), config=lambda: node.config, clock=node.clock, version=version,
-                        raft_status=node.dcs.raft_status, probe=pg.probe if pg is not None else None)
-    commands = NodeCommands(dcs=node.dcs, loop=node.loop, clock=node.clock, raft=raft_membership(node.dcs),
+                        raft_status=node.raft_status, probe=pg.probe if pg is not None else None)
+    commands = NodeCommands(dcs=node.dcs, loop=node.loop, clock=node.clock, raft=raft_membership(node.raft),
                             reload_config=node.reload)
     app = make_app(view, commands, ApiSettings.from_restapi(node.config.restapi))
     query = _query_of(pg)

@@ -83,7 +83,4 @@ class Dcs(Protocol):
 
     def set_status(self, last_lsn: int, *, timeout_s: float) -> None: ...
 
-    def raft_status(self) -> dict[str, Any] | None:
-        """The embedded store's Raft status for the API, or None for an external store."""
-
     def close(self) -> None: ...

@@ -417,9 +417,6 @@ class ConsulDcs:
         self._put(self._key(keys.STATUS), _dumps({"optime": last_lsn}), self._deadline(timeout_s),
                   "write status", idempotent=True)
 
-    def raft_status(self) -> dict[str, Any] | None:
-        return None
-
     def close(self) -> None:
         self.http.close()
 

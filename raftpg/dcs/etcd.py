@@ -346,9 +346,6 @@ class EtcdDcs:
     def set_status(self, last_lsn: int, *, timeout_s: float) -> None:
         self._put_plain(keys.STATUS, _dumps({"optime": last_lsn}), timeout_s, "write status")
 
-    def raft_status(self) -> dict[str, Any] | None:
-        return None
-
     def close(self) -> None:
         self.gateway.close()
 

@@ -140,12 +140,6 @@ class KvDcs:
         self._call("write status", self.kv.put, self.layout.key(keys.STATUS), _dumps({"optime": last_lsn}),
                    timeout_s=timeout_s)
 
-    def raft_status(self) -> dict[str, Any] | None:
-        try:
-            return self.kv.status().to_dict()
-        except Exception:  # status is best effort, for humans
-            return None
-
     def close(self) -> None:
         if self._owns_kv:
             self.kv.close()  # type: ignore[attr-defined]

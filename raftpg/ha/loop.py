@@ -36,10 +36,12 @@ class HaLoop:
     def __init__(self, *, dcs: Dcs, pg: PostgresPort | None, watchdog: WatchdogPort | None, clock: Clock,
                  me: Me, bootstrap_dcs: dict[str, Any], version: str,
                  on_status: Callable[[NodeStatus], None] | None = None,
-                 watchdog_safety_margin_s: float = 5.0) -> None:
+                 watchdog_safety_margin_s: float = 5.0,
+                 raft_status: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs
         self.version = version
+        self._raft_status = raft_status or (lambda: None)  # the embedded store's, shown in status
         self.executor = Executor(dcs, pg, watchdog, clock, me, bootstrap_dcs)
         self.memory = Memory()
         self.watchdog_safety_margin_s = watchdog_safety_margin_s  # local config: watchdog.safety_margin
@@ -149,7 +151,7 @@ class HaLoop:
             lease_valid_s=self.executor.lease.valid_for(now), demote_margin_s=self.timing.demote_margin_s,
             error=None if ok else self.executor.last_error,
             cycles=self.status.cycles + 1, leader_changes=changes, loop_duration_s=now - started,
-            extra={"raft": self.dcs.raft_status()},
+            extra={"raft": self._raft_status()},
         )
         self._on_status(self.status)
 

@@ -82,9 +82,6 @@ class CuttableDcs:
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         return False if self.cut else self.inner.watch(after_revision, timeout_s)
 
-    def raft_status(self) -> dict[str, Any] | None:
-        return None if self.cut else self.inner.raft_status()
-
     def close(self) -> None:
         self.inner.close()
 

@@ -20,6 +20,7 @@ class WitnessNode:
         self.config = make_config("w4")
         self.clock = FakeClock()
         self.dcs = memory_dcs(self.clock, KeyLayout("/service/", "demo"))
+        self.raft = None
         self.loop = HaLoop(dcs=self.dcs, pg=None, watchdog=None, clock=self.clock,
                            me=Me("w4", witness=True, api_url="http://127.0.0.1:8008/patroni"),
                            bootstrap_dcs={}, version="0.1.0", on_status=self._set)
@@ -34,6 +35,9 @@ class WitnessNode:
     def status(self) -> NodeStatus:
         with self._lock:
             return self._status
+
+    def raft_status(self) -> None:
+        return None
 
     def reload(self) -> None:
         self.reloads += 1
@@ -52,19 +56,17 @@ def test_the_api_of_a_real_loop():
 
     status, codes, reload = with_client(app, body)
     assert status["role"] == "witness" and status["patroni"]["name"] == "w4"
-    assert status["raft"]["state"] == "leader"  # the in-memory store reports itself as the Raft leader
+    assert status["raft"] is None  # no embedded Raft node here: the in-memory DCS is not one
     assert codes == [503, 503, 200, 200]
     assert reload == 202 and node.reloads == 1
 
 
 def test_raft_membership_only_for_the_embedded_store():
     node = WitnessNode()
-    assert raft_membership(node.dcs) is None  # the in-memory KV cannot change membership
-
-    class Embedded:
-        kv = type("RaftNodeLike", (), {"add_member": None, "remove_member": None})()
-
-    assert raft_membership(Embedded()) is Embedded.kv
+    assert raft_membership(None) is None  # etcd or Consul: no Raft node
+    assert raft_membership(object()) is None  # a store that cannot change its membership
+    embedded = type("RaftNodeLike", (), {"add_member": None, "remove_member": None})()
+    assert raft_membership(embedded) is embedded
 
 
 def test_the_details_query_reaches_the_postgres_manager_behind_the_nodes_adapter():
