@@ -62,7 +62,6 @@ def test_the_api_of_a_real_loop():
 
 
 def test_raft_membership_only_for_the_embedded_store():
-    node = WitnessNode()
     assert raft_membership(None) is None  # etcd or Consul: no Raft node
     assert raft_membership(object()) is None  # a store that cannot change its membership
     embedded = type("RaftNodeLike", (), {"add_member": None, "remove_member": None})()
