@@ -18,7 +18,6 @@ from raftpg.ha.actions import (
     AdoptExistingData,
     CancelInitialize,
     Checkpoint,
-    CheckReachable,
     ClearFailoverKey,
     CloneFrom,
     Decision,
@@ -34,14 +33,12 @@ from raftpg.ha.actions import (
     PublishPosition,
     RaceInitialize,
     RecordPromotion,
-    RecordRepair,
     Refuse,
     RegisterCluster,
     ReleaseLeaderKey,
     ReloadPostgres,
     RenewLeaderKey,
     RestartPostgres,
-    Rewind,
     SetSynchronousStandbys,
     StartPrimary,
     StartReplica,
@@ -49,6 +46,7 @@ from raftpg.ha.actions import (
     WriteSyncKey,
 )
 from raftpg.ha.inputs import Inputs
+from raftpg.ha.rejoin import rejoin, repair, stalled_for
 from raftpg.ha.sync import plan_sync
 from raftpg.model import ClusterView, DataDir, Failover, Member
 from raftpg.model.cluster import health_key
@@ -246,9 +244,9 @@ def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
     if view.leader and leader and leader.conn_url and i.local and i.local.unobservable and i.local.standby_signal:
         # a standby still starting (not yet consistent: it refuses connections until it has the WAL it
         # needs) that does not get there: the same repair ladder as a replica that does not stream
-        stalled_s = _stalled_for(i, view, leader) if i.memory.following == leader.name else None
+        stalled_s = stalled_for(i, view, leader) if i.memory.following == leader.name else None
         if stalled_s is not None:
-            return _repair(i, view, leader, stalled_s)
+            return repair(i, view, leader, stalled_s)
     if view.leader and leader and leader.conn_url:
         # a data dir that was a primary, or that PostgreSQL keeps refusing to start as a replica of this
         # leader (e.g. "requested timeline does not contain minimum recovery point"), is rewound, or
@@ -260,7 +258,7 @@ def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
         if leader.role != "primary":
             # pg_rewind from a standby that is being promoted copies a half-promoted state
             return Decision((), f"waiting for {leader.name} to run as primary before rewinding to it")
-        return _rejoin(i, view, leader, (), "")
+        return rejoin(i, view, leader, (), "")
     return Decision((StartReplica(None, None),), "starting PostgreSQL read-only: no primary known")
 
 
@@ -329,61 +327,11 @@ def _running_replica(i: Inputs, view: ClusterView) -> Decision:
         if i.memory.following != leader.name:
             return Decision((FollowLeader(leader.name, leader.conn_url),) + _operator_requests(i),
                             f"following the new primary {leader.name}")
-        stalled_s = _stalled_for(i, view, leader)
+        stalled_s = stalled_for(i, view, leader)
         if stalled_s is not None:
-            return _repair(i, view, leader, stalled_s)
+            return repair(i, view, leader, stalled_s)
         return Decision(_operator_requests(i), f"no action: I am {me}, a replica of {leader.name}")
     return _failover_race(i, view)
-
-
-RECLONE_AFTER_TTLS = 3
-
-
-def _stalled_for(i: Inputs, view: ClusterView, leader: Member) -> float | None:
-    """How long this replica, pointed at a running leader, has not streamed, once that is more than a
-    TTL; else None. PostgreSQL keeps such a replica running, stuck: its WAL diverged (a timeline the
-    leader never had, the same timeline number reached by two promotions, WAL past the leader's), the
-    leader has no slot for it, or its wal receiver broke."""
-    stalled_since = i.memory.stalled_since
-    if view.paused or not leader.is_running or stalled_since is None:
-        return None
-    stalled_s = i.now - stalled_since
-    return stalled_s if stalled_s > view.config.ttl_s else None
-
-
-def _rejoin(i: Inputs, view: ClusterView, leader: Member, first: tuple, why: str, reclone: bool = False) -> Decision:
-    """Bring this (stopped, or stopped by ``first``) data dir back as ``leader``'s replica: pg_rewind when
-    allowed and not already failed, else a fresh clone with the old data kept aside. Nothing is stopped
-    or replaced unless ``leader`` is reachable from here (a cut link is not a reason to throw data away)."""
-    conn_url = leader.conn_url or ""
-    reach = CheckReachable(leader.name, conn_url)
-    start = StartReplica(leader.name, conn_url)
-    if view.config.use_pg_rewind and not i.memory.rewind_failed and not reclone:
-        return Decision((reach, *first, Rewind(leader.name, conn_url), start),
-                        f"{why}rewinding onto {leader.name}, then starting as its replica")
-    reason = "re-cloning" if reclone else "rewinding failed or is off (use_pg_rewind)"
-    return Decision((reach, *first, MoveDataAside(f"{reason}: cloning afresh from {leader.name}"),
-                     CloneFrom(leader.name, conn_url), start),
-                    f"{why}cloning afresh from {leader.name} (the old data kept aside)")
-
-
-def _repair(i: Inputs, view: ClusterView, leader: Member, stalled_s: float) -> Decision:
-    """The repair ladder: pg_rewind first (it answers "no rewind required" when nothing diverged, and the
-    restart re-reads the replication settings); a fresh clone, the old data kept aside, when that did not
-    help for RECLONE_AFTER_TTLS TTLs; then nothing more but saying so (an operator must look)."""
-    local = i.local
-    assert local is not None
-    what = (f"not streaming from {leader.name} for {stalled_s:.0f}s (my timeline {local.timeline}, "
-            f"its timeline {leader.timeline})")
-    stop = (StopPostgres("fast", f"repairing: not streaming from {leader.name}"),)
-    if i.memory.stall_repairs == 0:
-        decision = _rejoin(i, view, leader, stop, f"repairing ({what}): ")
-    elif i.memory.stall_repairs == 1 and stalled_s > RECLONE_AFTER_TTLS * view.config.ttl_s:
-        decision = _rejoin(i, view, leader, stop, f"repairing ({what}) after a rewind: ", reclone=True)
-    else:
-        return Decision((), f"{what}; {i.memory.stall_repairs} repair(s) tried" +
-                        ("; needs an operator" if i.memory.stall_repairs >= 2 else ""))
-    return Decision(decision.actions + (RecordRepair(),), decision.reason)
 
 
 def _failover_race(i: Inputs, view: ClusterView) -> Decision:
