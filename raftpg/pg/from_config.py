@@ -20,10 +20,15 @@ from raftpg.pg.settings import CommandMethod, Credentials, PgSettings
 
 
 def cluster_section(config: Config, dynamic: DynamicConfig | None) -> dict[str, Any]:
-    """The cluster-wide ``postgresql`` section: the DCS config key's once read, else ``bootstrap.dcs``'s."""
+    """What PgSettings takes from the cluster-wide ``postgresql`` section (the DCS config key's once read,
+    else ``bootstrap.dcs``'s): ``parameters``, ``pg_hba``, ``pg_ident``, ``recovery_conf``, normalized so
+    that equal settings compare equal whichever document they came from."""
     if dynamic is None or not dynamic.raw:
-        return config.bootstrap.dcs.postgresql.to_dict()
-    return _mapping(dict(dynamic.raw).get("postgresql"))
+        section: dict[str, Any] = config.bootstrap.dcs.postgresql.to_dict()
+    else:
+        section = _mapping(dict(dynamic.raw).get("postgresql"))
+    return {"parameters": _mapping(section.get("parameters")), "pg_hba": list(_lines(section.get("pg_hba"))),
+            "pg_ident": list(_lines(section.get("pg_ident"))), "recovery_conf": _mapping(section.get("recovery_conf"))}
 
 
 def _lines(value: Any) -> tuple[str, ...]:

@@ -1,0 +1,46 @@
+"""PgSettings from the Config and the cluster-wide config: what comes from where (Patroni's precedence)."""
+
+from __future__ import annotations
+
+from raftpg.config import parse_config
+from raftpg.model import DynamicConfig
+from raftpg.pg.from_config import cluster_section, pg_settings_from_config
+
+BASE = {
+    "scope": "s", "name": "n1", "restapi": {"listen": "127.0.0.1:8008"},
+    "raft": {"data_dir": "/r", "self_addr": "127.0.0.1:2222", "password": "p"},
+    "bootstrap": {"dcs": {"postgresql": {"pg_hba": ["host all all all scram-sha-256"],
+                                         "parameters": {"work_mem": "4MB", "max_connections": 80}}},
+                  "method": "restore", "restore": {"command": "/usr/bin/restore --fast", "no_params": True}},
+    "postgresql": {"listen": "127.0.0.1:5432", "data_dir": "/d", "bin_dir": "/usr/lib/postgresql/15/bin",
+                   "parameters": {"work_mem": "8MB"}, "create_replica_methods": ["copy", "basebackup"],
+                   "copy": {"command": "/usr/bin/copy", "keep_data": True}},
+}
+
+
+def test_before_the_dcs_config_is_read_bootstrap_dcs_applies_and_the_local_file_wins() -> None:
+    config = parse_config(BASE)
+    pg = pg_settings_from_config(config)
+    assert pg.pg_hba == ("host all all all scram-sha-256",)
+    assert pg.parameters["work_mem"] == "8MB" and pg.parameters["max_connections"] == "80"
+    assert pg.bootstrap_method is not None and pg.bootstrap_method.argv({"scope": "s"}) == ["/usr/bin/restore", "--fast"]
+    assert [(m.name, m.keep_data) for m in pg.replica_methods] == [("copy", True), ("basebackup", False)]
+
+
+def test_the_dcs_config_replaces_bootstrap_dcs_for_hba_ident_and_recovery() -> None:
+    config = parse_config(BASE)
+    dynamic = DynamicConfig.from_dict({"postgresql": {"pg_hba": ["host all all 10.0.0.0/8 scram-sha-256"],
+                                                      "pg_ident": ["m a b"], "parameters": {"work_mem": "1MB"},
+                                                      "recovery_conf": {"recovery_min_apply_delay": "1min"}}})
+    pg = pg_settings_from_config(config, cluster_section(config, dynamic))
+    assert pg.pg_hba == ("host all all 10.0.0.0/8 scram-sha-256",) and pg.pg_ident == ("m a b",)
+    assert pg.parameters["work_mem"] == "8MB"  # the local file still wins
+    assert pg.recovery_conf == {"recovery_min_apply_delay": "1min"}
+    local = parse_config({**BASE, "postgresql": {**BASE["postgresql"], "pg_hba": ["local all all peer"]}})
+    assert pg_settings_from_config(local, cluster_section(local, dynamic)).pg_hba == ("local all all peer",)
+
+
+def test_equal_settings_compare_equal_whichever_document_they_came_from() -> None:
+    config = parse_config({**BASE, "bootstrap": {"dcs": {}}})
+    stored = DynamicConfig.from_dict({"ttl": 30, "postgresql": {"use_slots": True, "parameters": {}}})
+    assert cluster_section(config, None) == cluster_section(config, stored)
