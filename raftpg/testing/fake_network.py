@@ -1,0 +1,130 @@
+"""The wire between FakePostgres instances (raftpg.testing.fake_postgres) and the clients' ledger of writes:
+replication links that can be cut, record and system-identifier counters, and the names helpers the
+fake server uses (positions, hosts, synchronous_standby_names)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from raftpg.clock import Clock
+
+
+class Instance(Protocol):
+    """What the network needs of a server on it (FakePostgres)."""
+
+    name: str
+    running: bool
+
+    @property
+    def accepting_writes(self) -> bool: ...
+
+    def apply_fence(self) -> None: ...
+
+    def pull_from_upstream(self) -> None: ...
+
+    def acknowledge_synchronous(self) -> None: ...
+
+
+LSN_BASE = 0x3000000
+RECORD_BYTES = 8192
+SYSID_BASE = 7_300_000_000_000_000_000
+
+
+def lsn_of(wal: list[int]) -> int:
+    return LSN_BASE + RECORD_BYTES * len(wal)
+
+
+def host_of(conn_url: str | None) -> str | None:
+    """``postgresql://user@n2:5432/postgres`` -> ``n2``."""
+    if not conn_url:
+        return None
+    rest = conn_url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    return rest.split(":", 1)[0] or None
+
+
+def parse_standby_names(value: str) -> tuple[int, tuple[str, ...] | None]:
+    """``''`` -> (0, ()); ``'*'`` -> (1, None: any); ``'FIRST 2 ("a", "b")'`` -> (2, ('a', 'b'))."""
+    value = value.strip()
+    if not value:
+        return 0, ()
+    if value == "*":
+        return 1, None
+    match = re.fullmatch(r"(?:FIRST\s+)?(\d+)\s*\((.*)\)", value, flags=re.IGNORECASE)
+    if match:
+        count, body = int(match.group(1)), match.group(2)
+    else:
+        count, body = 1, value
+    names = tuple(re.findall(r'"((?:[^"]|"")*)"|([^,\s]+)', body))
+    return count, tuple((quoted.replace('""', '"') if quoted else bare) for quoted, bare in names)
+
+
+class PgError(RuntimeError):
+    """What a failed pg_ctl/pg_basebackup/pg_rewind would report."""
+
+
+@dataclass
+class PgNetwork:
+    """The wire between Instance instances and the clients' ledger of writes."""
+
+    clock: Clock
+    instances: dict[str, Instance] = field(default_factory=dict)
+    cut: set[str] = field(default_factory=set)            # nodes with every replication link down
+    cut_links: set[frozenset[str]] = field(default_factory=set)
+    acknowledged: set[int] = field(default_factory=set)  # write ids a client was told are committed
+    on_writable: Callable[[Instance], None] | None = None
+    on_take_time: Callable[[float], None] | None = None  # a simulation that lets the others run meanwhile
+    _next_record: int = 0
+    _next_sysid: int = 0
+
+    def new_record(self) -> int:
+        self._next_record += 1
+        return self._next_record
+
+    def new_sysid(self) -> str:
+        self._next_sysid += 1
+        return str(SYSID_BASE + self._next_sysid)
+
+    def add(self, pg: Instance) -> None:
+        self.instances[pg.name] = pg
+
+    def link_up(self, a: str, b: str) -> bool:
+        return a not in self.cut and b not in self.cut and frozenset((a, b)) not in self.cut_links
+
+    def reach(self, source: str, conn_url: str | None) -> Instance | None:
+        """The instance ``conn_url`` names, if ``source`` can reach it and it accepts connections."""
+        target = self.instances.get(host_of(conn_url) or "")
+        if target is None or not self.link_up(source, target.name):
+            return None
+        target.apply_fence()
+        return target if target.running else None
+
+    def step(self) -> None:
+        """Let every streaming replica catch up, then acknowledge the synchronous writes now safe."""
+        for pg in self.instances.values():
+            pg.apply_fence()
+        for _ in range(3):  # cascades settle in a few passes
+            for pg in sorted(self.instances.values(), key=lambda p: p.name):
+                pg.pull_from_upstream()
+        for pg in self.instances.values():
+            pg.acknowledge_synchronous()
+
+    def take_time(self, seconds: float) -> None:
+        """A slow operation: the shared clock moves on while it runs (the FakeClock must be ours)."""
+        if seconds <= 0:
+            return
+        if self.on_take_time is not None:
+            self.on_take_time(seconds)
+            return
+        self.clock.advance(seconds)  # type: ignore[attr-defined]
+        for pg in self.instances.values():
+            pg.apply_fence()
+
+    def became_writable(self, pg: Instance) -> None:
+        if self.on_writable is not None:
+            self.on_writable(pg)
+
+    def writable(self) -> list[Instance]:
+        return [pg for pg in self.instances.values() if pg.accepting_writes]
