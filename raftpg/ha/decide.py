@@ -181,17 +181,25 @@ def _unobservable_primary(i: Inputs, view: ClusterView) -> Decision:
                     f"demoting: {what} and the leader lease is about to expire")
 
 
+STANDBY_STATES = ("in archive recovery", "shut down in recovery")
+
+
 def _uninitialized(i: Inputs, raced: bool = False) -> Decision:
     """No cluster yet. ``raced``: the initialize key was created but its bootstrap abandoned."""
     local = i.local
     assert local is not None
     lease = RenewLeaderKey() if i.view and _leader_is(i.view, i.me.name) else AcquireLeaderKey()
     if local.data_dir == DataDir.INITIALIZED and local.sysid:
+        # Existing data (a migration from Patroni, a DCS that lost its keys): only a former primary's
+        # data is registered. A standby's would be promoted by the winner, maybe behind the primary's.
+        if i.me.tags.nofailover:
+            return Decision((), "no cluster registered: waiting for another node to register it (nofailover)")
+        if local.standby_signal or local.is_replica or local.cluster_state in STANDBY_STATES:
+            return Decision((), "no cluster registered: waiting for the former primary to register it "
+                                "(my data is a standby's)")
         actions = [lease, AdoptExistingData(local.sysid)] if raced else \
             [RaceInitialize(), AdoptExistingData(local.sysid), AcquireLeaderKey()]
-        if local.is_replica:
-            actions.append(Promote())
-        elif not local.running:
+        if not local.running:
             actions.append(StartPrimary())
         return Decision(tuple(actions), "no cluster registered: racing to register the existing data")
     if i.me.tags.nofailover:
