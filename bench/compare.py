@@ -136,6 +136,10 @@ def run_setup(system: str, dcs: str, profile: tuple[int, int, int], args: argpar
                               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": load_average(),
                               "trials": args.trials}
     etcd = start_etcd() if dcs == "etcd" else None
+    if etcd is not None and "footprint" in args.figures:
+        time.sleep(5)  # past its start-up work
+        _, idle = footprints({}, min(10.0, args.idle_s), extra={"etcd": etcd.pid})
+        result["etcd_alone_cpu_pct"] = idle["etcd"]  # its own cost with no client, for reference
     base = tempfile.mkdtemp(prefix=f"cmp-{system}-{dcs}-", dir="/tmp")
     os.chmod(base, 0o755)  # the agents' OS user walks through it
     try:

@@ -58,6 +58,7 @@ class PgWatcher:
 
     def __init__(self, cluster: Any) -> None:
         self.cluster = cluster
+        self.names = data_nodes(cluster)
         self._conns: dict[str, psycopg.Connection] = {}
 
     def state(self, name: str) -> tuple[bool, int, list[str]] | None:
@@ -75,14 +76,14 @@ class PgWatcher:
 
     def primary_with_replicas(self, count: int) -> str | None:
         """The node that is out of recovery with at least ``count`` streaming replicas, if any."""
-        for name in self.cluster.nodes:
+        for name in self.names:
             state = self.state(name)
             if state is not None and not state[0] and state[1] >= count:
                 return name
         return None
 
     def any_primary(self) -> str | None:
-        for name in self.cluster.nodes:
+        for name in self.names:
             state = self.state(name)
             if state is not None and not state[0]:
                 return name
@@ -101,11 +102,16 @@ class PgWatcher:
             self._drop(name)
 
 
+def data_nodes(cluster: Any) -> list[str]:
+    """The nodes that run PostgreSQL (not witnesses)."""
+    return [name for name, spec in cluster.nodes.items() if not getattr(spec, "witness", False)]
+
+
 def time_to_bootstrap(cluster: Any, start: Callable[[], None], timeout_s: float = 180.0) -> dict[str, float]:
-    """Call ``start`` (launch every agent) and time until a primary is out of recovery, and until it has
-    ``len(nodes) - 1`` streaming replicas (pg_stat_replication), polled every 50 ms."""
+    """Call ``start`` (launch every agent) and time until a primary is out of recovery, and until every
+    other data node streams from it (pg_stat_replication), polled every 50 ms."""
     watcher = PgWatcher(cluster)
-    replicas = len(cluster.nodes) - 1
+    replicas = len(watcher.names) - 1
     try:
         t0 = time.monotonic()
         start()
@@ -127,7 +133,7 @@ def settled(cluster: Any, timeout_s: float = 180.0) -> str:
     """Wait until some node is a primary with every other data node streaming from it; its name."""
     watcher = PgWatcher(cluster)
     try:
-        return wait_for(lambda: watcher.primary_with_replicas(len(cluster.nodes) - 1), timeout_s,
+        return wait_for(lambda: watcher.primary_with_replicas(len(watcher.names) - 1), timeout_s,
                         "a primary with every replica streaming", interval_s=0.1)
     finally:
         watcher.close()
