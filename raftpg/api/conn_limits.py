@@ -28,15 +28,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from raftpg.api.http import error
+from raftpg.clock import SystemClock
 
 log = logging.getLogger(__name__)
+_REAL_TIME = SystemClock()  # waits on real threads and sockets: real time
 
 LISTEN_BACKLOG = 64  # asyncio accepts up to this many per readiness event, before any is admitted
 KEEPALIVE_TIMEOUT_S = 5.0
@@ -108,7 +109,7 @@ class ConnectionLimiter:
         if excess > 0:  # every other connection is inside a request: refuse the newcomer
             new.force_close()
         self._closed_since_log += 1
-        now = time.monotonic()
+        now = _REAL_TIME.monotonic()
         if now - self._last_log >= LOG_EVERY_S:
             log.warning("REST API: %d connections open, the cap: closed the oldest idle ones (%d times "
                         "since the last report)", len(live), self._closed_since_log)
@@ -123,7 +124,7 @@ def quiet_accept_exhaustion(loop: asyncio.AbstractEventLoop) -> None:
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") == "socket.accept() out of system resource":
-            now = time.monotonic()
+            now = _REAL_TIME.monotonic()
             if now - last[0] >= LOG_EVERY_S:
                 last[0] = now
                 log.warning("REST API: out of file descriptors accepting connections (%s); accepting "

@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -88,6 +87,7 @@ from raftpg.kv import (
 )
 
 log = logging.getLogger(__name__)
+_REAL_TIME = SystemClock()  # waits on real threads and sockets: real time
 
 _STATES = {0: "follower", 1: "candidate", 2: "leader"}
 # Failures that prove the command is in no leader's log (never appended, or overwritten): retry is safe.
@@ -265,7 +265,7 @@ class RaftNode:
         """A full disk: hand leadership over, then stay out of Raft until there is room (diskspace.py)."""
         if self._disk is None:
             return
-        change = self._disk.poll(time.monotonic(), self._can_rejoin)
+        change = self._disk.poll(_REAL_TIME.monotonic(), self._can_rejoin)
         if change == "full":
             if self._sync._isLeader():
                 # timeout_now goes out before the isolation below stops every send
@@ -332,7 +332,7 @@ class RaftNode:
         if not self.running and not self._closing.is_set():
             raise StoreFailed("the Raft thread of this node has stopped; restart the node")
         payload = encode(command)
-        deadline = time.monotonic() + timeout_s
+        deadline = _REAL_TIME.monotonic() + timeout_s
         while True:
             if self._closing.is_set():
                 raise NoQuorum("this Raft node is shut down")
@@ -347,7 +347,7 @@ class RaftNode:
                 self._consumer.command(payload, callback=on_result)
             except BlockingIOError:
                 pass  # queued; only the wake-up pipe was full: the tick thread finds it on its next tick
-            if not done.wait(max(0.0, deadline - time.monotonic())):
+            if not done.wait(max(0.0, deadline - _REAL_TIME.monotonic())):
                 if not self._sync.hasQuorum:
                     raise NoQuorum(f"no quorum: this node reaches {self._connected_voters()} of "
                                    f"{len(self._sync.otherNodes) + 1} voters; the command may still "
@@ -358,10 +358,10 @@ class RaftNode:
                 return unwrap(box["result"])
             if error not in _NOT_APPLIED:
                 raise UnknownOutcome(f"Raft leadership changed during the request (reason {error})")
-            if time.monotonic() >= deadline:
+            if _REAL_TIME.monotonic() >= deadline:
                 raise NoQuorum("no quorum: no Raft leader took the command within the timeout; it was "
                                "not applied")
-            self._closing.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._closing.wait(min(0.05, max(0.0, deadline - _REAL_TIME.monotonic())))
 
     def put(self, key: str, value: str, *, guard: Guard | None = None, ttl_s: float | None = None,
             timeout_s: float = 5.0) -> Committed | Conflict:
@@ -383,12 +383,12 @@ class RaftNode:
         A barrier changes nothing, so one whose fate is unknown (leader change in flight) is simply
         sent again until the deadline: a read never fails with UnknownOutcome.
         """
-        deadline = time.monotonic() + timeout_s
+        deadline = _REAL_TIME.monotonic() + timeout_s
         while True:
             try:
-                return self.submit(barrier_command(), max(0.0, deadline - time.monotonic())).revision
+                return self.submit(barrier_command(), max(0.0, deadline - _REAL_TIME.monotonic())).revision
             except UnknownOutcome:
-                if time.monotonic() >= deadline:
+                if _REAL_TIME.monotonic() >= deadline:
                     raise NoQuorum("no quorum: no read barrier committed within the timeout") from None
                 self._closing.wait(0.01)
 
@@ -433,13 +433,13 @@ class RaftNode:
         """
         if addr is not None:
             validate_addr(addr)
-        deadline = time.monotonic() + timeout_s
+        deadline = _REAL_TIME.monotonic() + timeout_s
 
         def start(cb: Any) -> None:
             self._on_tick_thread(lambda: self._sync.transferLeadership(addr, callback=cb), timeout_s)
 
         wait_callback(start, timeout_s, "leadership transfer")
-        while time.monotonic() < deadline:
+        while _REAL_TIME.monotonic() < deadline:
             leader = self._sync._getLeader()
             if leader is not None and leader.address != self.settings.self_addr and (
                     addr is None or leader.address == addr):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
+from raftpg.clock import SystemClock
 from raftpg.consensus.api import KvRejected, StoreFailed
 from raftpg.kv import Committed, Conflict, InvariantViolation, KeyValue, KvState, Rejected, Result
 
 log = logging.getLogger(__name__)
+_REAL_TIME = SystemClock()  # waits on real threads and sockets: real time
 
 
 class GuardedState:
@@ -61,13 +62,13 @@ class GuardedState:
         Returns None on timeout. Returns at once if the change history no longer covers
         ``after_revision`` (the caller re-reads, as after an etcd compaction).
         """
-        deadline = time.monotonic() + max(0.0, timeout_s)
+        deadline = _REAL_TIME.monotonic() + max(0.0, timeout_s)
         with self._cond:
             while True:
                 changed = self._state.changed_since(prefix, after_revision, ignore)
                 if changed is None or changed:
                     return self._state.revision
-                remaining = deadline - time.monotonic()
+                remaining = deadline - _REAL_TIME.monotonic()
                 if remaining <= 0:
                     return None
                 self._cond.wait(remaining)

@@ -30,16 +30,17 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
+from raftpg.clock import SystemClock
 from raftpg.consensus.wire import GuardedConnection, GuardedServer
 
 log = logging.getLogger(__name__)
+_REAL_TIME = SystemClock()  # waits on real threads and sockets: real time
 
 UNIDENTIFIED_PER_HOST_MAX = 8
 UNIDENTIFIED_TOTAL_MAX = 64
@@ -62,7 +63,7 @@ class _RateLimitedLog:
         self._last: dict[str, tuple[float, int]] = {}
 
     def warn(self, key: str, message: str, *args: Any) -> None:
-        now = time.monotonic()
+        now = _REAL_TIME.monotonic()
         last, suppressed = self._last.get(key, (float("-inf"), 0))
         if now - last < LOG_EVERY_S:
             self._last[key] = (last, suppressed + 1)
@@ -126,7 +127,7 @@ class GuardedTransport(TCPTransport):
         conn = GuardedConnection(poller=self._syncObj._poller, socket=sock, timeout=conf.connectionTimeout,
                                  sendBufferSize=conf.sendBufferSize, recvBufferSize=conf.recvBufferSize,
                                  keepalive=conf.tcp_keepalive)
-        self._pending[conn] = _Stranger(time.monotonic(), peer, host)
+        self._pending[conn] = _Stranger(_REAL_TIME.monotonic(), peer, host)
         self._onNewIncomingConnection(conn)
 
     def _make_room_for(self, host: str) -> None:
@@ -143,7 +144,7 @@ class GuardedTransport(TCPTransport):
         shed = list(self._pending)[: max(1, len(self._pending) // 2)] if self._pending else []
         for conn in shed:
             self._drop(conn, "closed to free file descriptors")
-        self._resume_at = time.monotonic() + EXHAUSTED_PAUSE_S
+        self._resume_at = _REAL_TIME.monotonic() + EXHAUSTED_PAUSE_S
         self._refusals.warn("accept", "raft: out of file descriptors accepting on %s:%s (%s): closed %d "
                             "unidentified connections, accepting again in %.1fs", self._server.host,
                             self._server.port, exc.strerror or exc, len(shed), EXHAUSTED_PAUSE_S)
@@ -201,7 +202,7 @@ class GuardedTransport(TCPTransport):
 
     def _onOutgoingConnected(self, conn: Any) -> None:  # noqa: N802
         if self._syncObj.encryptor:
-            self._handshaking[conn] = (self._connToNode(conn), time.monotonic())
+            self._handshaking[conn] = (self._connToNode(conn), _REAL_TIME.monotonic())
         elif isinstance(conn, GuardedConnection):
             conn.trust()  # no password: nothing to prove (RaftSettings refuses to run like this)
         super()._onOutgoingConnected(conn)
@@ -243,7 +244,7 @@ class GuardedTransport(TCPTransport):
 
     def _onTick(self) -> None:  # noqa: N802
         super()._onTick()
-        now = time.monotonic()
+        now = _REAL_TIME.monotonic()
         self._keep_listening(now)
         self._follow_isolation()
         for conn, stranger in list(self._pending.items()):  # oldest first

@@ -6,7 +6,6 @@ sequences was made by ``decide``. The lease account (``lease.py``) guards the ir
 from __future__ import annotations
 
 import logging
-import time
 from typing import assert_never
 
 from raftpg.clock import Clock
@@ -53,7 +52,7 @@ class Executor:
         """Execute in order; return False at the first failed action (the rest are skipped)."""
         self.failed = None
         for action in decision.actions:
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 ok = self._do(action, inputs, timing)
             except FatalRefusal:
@@ -66,7 +65,7 @@ class Executor:
                 self.failed, self.last_error = action, f"{type(action).__name__}: not done"
                 log.info("action %s did not succeed; deciding afresh next cycle", type(action).__name__)
                 return False
-            log.debug("action %s done in %.3fs", type(action).__name__, time.monotonic() - started)
+            log.debug("action %s done in %.3fs", type(action).__name__, self.clock.monotonic() - started)
         self.last_error = None
         return True
 

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 from raftpg.clock import Clock, SystemClock
 from raftpg.pg import supervisor as supervisor_module
@@ -30,6 +29,7 @@ from raftpg.pg.settings import PgSettings
 from raftpg.pg.tools import PgError, kill_group, tail
 
 log = logging.getLogger(__name__)
+_SUPERVISOR_CLOCK = SystemClock()  # the supervisor's clock: CLOCK_MONOTONIC, shared by every process
 
 STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 ESCALATION_S = 5.0   # after a stop's timeout: this long for immediate shutdown, then SIGKILL to the group
@@ -43,11 +43,11 @@ def supervisor_argv(settings: PgSettings, deadline: float | None, clock: Clock |
 
 
 def _system_monotonic(deadline: float, clock: Clock | None) -> float:
-    """``deadline`` on ``clock`` as a ``time.monotonic()`` reading (the supervisor's clock). The identity for
+    """``deadline`` on ``clock`` as a ``_SUPERVISOR_CLOCK.monotonic()`` reading (the supervisor's clock). The identity for
     the SystemClock; a test's FakeClock is translated at the moment of sending."""
     if clock is None or isinstance(clock, SystemClock):
         return max(0.0, deadline)
-    return max(0.0, time.monotonic() + (deadline - clock.monotonic()))
+    return max(0.0, _SUPERVISOR_CLOCK.monotonic() + (deadline - clock.monotonic()))
 
 
 class PostmasterProcess:
