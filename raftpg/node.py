@@ -11,8 +11,8 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from raftpg import __version__
@@ -23,11 +23,10 @@ from raftpg.dcs.base import Dcs
 from raftpg.dcs.keys import KeyLayout
 from raftpg.ha.inputs import Me
 from raftpg.ha.loop import HaLoop
-from raftpg.model import DynamicConfig, LocalState, NodeStatus
+from raftpg.model import DynamicConfig, NodeStatus
 from raftpg.pg.control import Postgres
 from raftpg.pg.from_config import cluster_section, pg_settings_from_config
 from raftpg.pg.settings import PgSettings
-from raftpg.pg.slots import slot_name_for
 from raftpg.watchdog.base import ModeWatchdog, NullWatchdog
 
 log = logging.getLogger(__name__)
@@ -36,112 +35,16 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------ PostgreSQL, as the HA loop sees it
 
 
-class PostgresAdapter:
-    def __init__(self, config: Config, clock: Clock) -> None:
-        self._config = config
-        self._cluster: dict[str, Any] | None = None  # the cluster-wide postgresql section last applied
-        self.cluster_config: DynamicConfig | None = None  # the DCS config the HA loop last read (Node sets it)
-        self.pg = Postgres(pg_settings_from_config(config), clock)
+def build_postgres(config: Config, clock: Clock) -> Postgres:
+    """The PostgreSQL manager for this member; it derives its settings from ``config`` and whatever
+    cluster-wide config the HA loop applies (the local file wins)."""
+    return Postgres(pg_settings_from_config(config), clock, settings_for=settings_for(config))
 
-    @property
-    def settings(self) -> PgSettings:
-        return self.pg.settings
 
-    def observe(self) -> LocalState:
-        return self.pg.observe()
-
-    def probe(self) -> LocalState:
-        return self.pg.probe()
-
-    def initdb(self) -> None:
-        self.pg.initdb()
-
-    def post_bootstrap(self) -> str:
-        return self.pg.post_bootstrap()
-
-    def finish_bootstrap(self) -> None:
-        self.pg.finish_bootstrap()
-
-    def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
-              timeout_s: float, fence_deadline: float | None = None) -> None:
-        self.pg.start(primary_conn_url, slot_name, timeout_s=timeout_s, fence_deadline=fence_deadline,
-                      replica=as_replica)
-
-    def stop(self, mode: str, timeout_s: float) -> None:
-        self.pg.stop(mode, timeout_s)
-
-    def restart(self, timeout_s: float, fence_deadline: float | None = None) -> None:
-        self.pg.restart(timeout_s, fence_deadline=fence_deadline)
-
-    def reload(self) -> None:
-        self.pg.reload()
-
-    def promote(self, timeout_s: float) -> None:
-        self.pg.promote(timeout_s)
-
-    def checkpoint(self, timeout_s: float = 60.0) -> None:
-        self.pg.checkpoint(timeout_s)
-
-    def follow(self, primary_conn_url: str, slot_name: str | None) -> None:
-        self.pg.follow(primary_conn_url, slot_name)
-
-    def clone(self, source_conn_url: str, timeout_s: float) -> None:
-        self.pg.clone(source_conn_url, timeout_s)
-
-    def rewind(self, source_conn_url: str, timeout_s: float) -> bool:
-        return self.pg.rewind(source_conn_url, timeout_s)
-
-    def move_data_aside(self) -> str:
-        return self.pg.move_data_aside()
-
-    def can_reach(self, conn_url: str) -> bool:
-        address = conn_url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-        host, _, port = address.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port or 5432)), timeout=2.0):
-                return True
-        except (OSError, ValueError):
-            return False
-
-    def ensure_slots(self, names: set[str]) -> None:
-        self.pg.ensure_slots(names)
-
-    def set_synchronous_standby_names(self, value: str) -> None:
-        self.pg.set_synchronous_standby_names(value)
-
-    def run_callback(self, action: str, role: str) -> None:
-        self.pg.run_callback(action, role)
-
-    def fence_at(self, deadline: float) -> None:
-        self.pg.fence_at(deadline)
-
-    def publish_epoch(self, epoch: int) -> None:
-        self.pg.publish_epoch(epoch)
-
-    def unlimited(self) -> None:
-        self.pg.unlimited()
-
-    def slot_name_for(self, member: str) -> str:
-        return slot_name_for(member)
-
-    def apply_dynamic_parameters(self, parameters: dict[str, str]) -> bool:
-        """The cluster-wide ``postgresql`` section from the DCS changed (``parameters``; ``pg_hba``,
-        ``pg_ident`` and ``recovery_conf`` from the config the loop last read): rewrite the files and reload.
-        The local file wins. True if anything changed."""
-        cluster = {**cluster_section(self._config, self.cluster_config), "parameters": dict(parameters)}
-        if cluster == self._cluster:
-            return False
-        self._cluster = cluster
-        self.pg.reload(pg_settings_from_config(self._config, cluster))
-        return True
-
-    def reconfigure(self, config: Config) -> None:
-        """SIGHUP: the config file changed."""
-        self._config = config
-        self.pg.reload(pg_settings_from_config(config, self._cluster))
-
-    def close(self) -> None:
-        self.pg.close()
+def settings_for(config: Config) -> Callable[[DynamicConfig | None], PgSettings]:
+    def derive(cluster: DynamicConfig | None) -> PgSettings:
+        return pg_settings_from_config(config, cluster_section(config, cluster))
+    return derive
 
 
 class NodeError(Exception):
@@ -225,7 +128,7 @@ class Node:
         self._status_lock = threading.Lock()
         self._status = NodeStatus(config.name, config.witness)
         self.dcs, self.raft = build_dcs(config, self.clock, force_new_cluster)
-        self.pg = None if config.witness else PostgresAdapter(config, self.clock)
+        self.pg = None if config.witness else build_postgres(config, self.clock)
         self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
                            me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),
                            version=__version__, on_status=self._set_status, raft_status=self.raft_status,
@@ -236,8 +139,6 @@ class Node:
     def _set_status(self, status: NodeStatus) -> None:
         with self._status_lock:
             self._status = status
-        if self.pg is not None and status.view is not None:  # pg_hba/pg_ident from edit-config: next cycle
-            self.pg.cluster_config = status.view.config
 
     def status(self) -> NodeStatus:
         with self._status_lock:
@@ -278,7 +179,7 @@ class Node:
             log.warning("%s", warning)
         self.config = new
         if self.pg is not None:
-            self.pg.reconfigure(new)
+            self.pg.reconfigure(settings_for(new))
             self.loop.request("reload")
         log.info("config reloaded from %s", self.config_path)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from raftpg.model import DynamicConfig
+
 
 @dataclass(frozen=True)
 class RaceInitialize:
@@ -256,10 +258,11 @@ class StoreInitialConfig:
 
 
 @dataclass(frozen=True)
-class ApplyDynamicParameters:
-    """The cluster-wide PostgreSQL parameters in the config key differ from what runs: rewrite, reload."""
+class ApplyClusterConfig:
+    """Bring PostgreSQL's files in step with the cluster-wide config in the DCS (parameters, pg_hba,
+    pg_ident, recovery_conf; the local file wins), reloading when anything changed."""
 
-    parameters: tuple[tuple[str, str], ...]
+    config: DynamicConfig
     retry_soon: ClassVar[bool] = False
 
 
@@ -285,7 +288,7 @@ Action = (
     | StartReplica | CheckReachable | Rewind | FollowLeader | CloneFrom | MoveDataAside | RecordRepair
     | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | SetSynchronousStandbys
     | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | StoreInitialConfig
-    | ApplyDynamicParameters | Refuse | Fence
+    | ApplyClusterConfig | Refuse | Fence
 )
 
 

@@ -4,7 +4,7 @@ not fatal: a bad cluster-wide parameter must not stop a primary from renewing it
 
 from __future__ import annotations
 
-from raftpg.ha.actions import Action, ApplyDynamicParameters, StoreInitialConfig
+from raftpg.ha.actions import Action, ApplyClusterConfig, StoreInitialConfig
 from raftpg.ha.inputs import Inputs
 
 
@@ -16,5 +16,5 @@ def chores(i: Inputs) -> tuple[Action, ...]:
     if view.initialize is not None and view.config_revision is None:
         found.append(StoreInitialConfig())  # the cluster runs on bootstrap.dcs until it is stored
     if view.config_revision is not None and local is not None and local.running:
-        found.append(ApplyDynamicParameters(view.config.parameters))
+        found.append(ApplyClusterConfig(view.config))
     return tuple(found)

@@ -174,9 +174,9 @@ class Executor:
                                      fence_deadline=account.fence_deadline(t) if primary else None)
             case act.ReloadPostgres():
                 self._pg(pg).reload()
-            case act.ApplyDynamicParameters(parameters=parameters):
-                if self._pg(pg).apply_dynamic_parameters(dict(parameters)):
-                    log.info("applied the cluster-wide PostgreSQL parameters from the DCS config")
+            case act.ApplyClusterConfig(config=config):
+                if self._pg(pg).apply_cluster_config(config):
+                    log.info("applied the cluster-wide PostgreSQL settings from the DCS config")
             case act.Checkpoint():
                 self._pg(pg).checkpoint()
             case act.EnsureSlots(members=members):

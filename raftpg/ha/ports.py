@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from raftpg.model import LocalState
+from raftpg.model import DynamicConfig, LocalState
 
 
 class PostgresPort(Protocol):
@@ -70,8 +70,9 @@ class PostgresPort(Protocol):
 
     def slot_name_for(self, member: str) -> str: ...
 
-    def apply_dynamic_parameters(self, parameters: dict[str, str]) -> bool:
-        """Cluster-wide GUCs from the DCS config changed: rewrite and reload; True if anything changed."""
+    def apply_cluster_config(self, config: DynamicConfig) -> bool:
+        """The cluster-wide config in the DCS (parameters, pg_hba, pg_ident, recovery_conf): rewrite the
+        files and reload if this member's settings change; True if they did."""
 
 
 class WatchdogPort(Protocol):

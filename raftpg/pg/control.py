@@ -17,11 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from raftpg.clock import Clock, SystemClock
-from raftpg.model import DataDir, LocalState
+from raftpg.model import DataDir, DynamicConfig, LocalState
 from raftpg.pg import bootstrap as boot
 from raftpg.pg import rebuild
 from raftpg.pg.callbacks import CallbackRunner
@@ -35,13 +37,13 @@ from raftpg.pg.conf import (
     write_pgpass,
     write_postgresql_conf,
 )
-from raftpg.pg.connection import as_role, query, with_defaults
+from raftpg.pg.connection import as_role, query, server_address, with_defaults
 from raftpg.pg.controldata import data_dir_state, read_controldata
 from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.process import PostmasterProcess, stop_foreign
 from raftpg.pg.settings import PgSettings
-from raftpg.pg.slots import ensure_slots
+from raftpg.pg.slots import ensure_slots, slot_name_for
 from raftpg.pg.tools import PgError
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,13 @@ class _Deadline:
 
 
 class Postgres:
-    def __init__(self, settings: PgSettings, clock: Clock | None = None) -> None:
+    def __init__(self, settings: PgSettings, clock: Clock | None = None, *,
+                 settings_for: Callable[[DynamicConfig | None], PgSettings] | None = None) -> None:
+        """``settings_for``: this member's settings for a cluster-wide config (the DCS config key's; None:
+        bootstrap.dcs's), from the node's config file (``apply_cluster_config``, ``reconfigure``)."""
         self.settings = settings
+        self._settings_for = settings_for
+        self._cluster_config: DynamicConfig | None = None  # the cluster-wide config last applied
         self.clock = clock or SystemClock()
         self.callbacks = CallbackRunner(settings.callbacks, settings.scope, self.clock)
         self.process: PostmasterProcess | None = None   # the postmaster this agent started, if any
@@ -74,6 +81,36 @@ class Postgres:
     def observe(self, timeout_s: float = 2.0) -> LocalState:
         self.callbacks.reap()
         return self._observer.observe(timeout_s)
+
+    def apply_cluster_config(self, config: DynamicConfig) -> bool:
+        """The cluster-wide config (parameters, pg_hba, pg_ident, recovery_conf; the local file wins) from
+        the DCS: rewrite the files and reload if this member's settings change. True if they did."""
+        if self._settings_for is None:
+            return False
+        settings = self._settings_for(config)
+        self._cluster_config = config
+        if settings == self.settings:
+            return False
+        self.reload(settings)
+        return True
+
+    def reconfigure(self, settings_for: Callable[[DynamicConfig | None], PgSettings]) -> None:
+        """SIGHUP: the node's config file changed; settings follow it (and the last cluster-wide config)."""
+        self._settings_for = settings_for
+        self.reload(settings_for(self._cluster_config))
+
+    def can_reach(self, conn_url: str, timeout_s: float = 2.0) -> bool:
+        """True if the PostgreSQL ``conn_url`` names accepts a TCP connection now (a cheap probe)."""
+        try:
+            host, port = server_address(conn_url)
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return True
+        except (OSError, ValueError, PgError):
+            return False
+
+    @staticmethod
+    def slot_name_for(member: str) -> str:
+        return slot_name_for(member)
 
     def probe(self, timeout_s: float = 0.5) -> LocalState:
         """PostgreSQL's role and streaming state now (``Observer.quick``), for health checks."""
@@ -159,10 +196,10 @@ class Postgres:
         boot.unmark_bootstrap(self.settings.data_dir)
 
     def start(self, as_replica_of: str | None = None, slot_name: str | None = None, *, timeout_s: float = 60.0,
-              fence_deadline: float | None = None, replica: bool | None = None) -> bool:
+              fence_deadline: float | None = None, as_replica: bool | None = None) -> bool:
         """Write the configuration and start the postmaster under the supervisor.
 
-        A replica (``as_replica_of`` given, or ``replica=True`` for a standby with no primary yet) streams from
+        A replica (``as_replica_of`` given, or ``as_replica=True`` for a standby with no primary yet) streams from
         ``as_replica_of`` (libpq URL or key=value; user and application_name default to the replication role
         and the member name) through ``slot_name``, and runs without a fence deadline. A primary runs with
         ``fence_deadline`` (monotonic, on this object's clock; None: no deadline). Returns True once connections are accepted (read-only on a replica),
@@ -172,7 +209,7 @@ class Postgres:
         with the requested role: a replica follows ``as_replica_of`` (see ``follow``), a primary takes
         ``fence_deadline`` if given; returns True.
         """
-        replica = as_replica_of is not None if replica is None else replica
+        replica = as_replica_of is not None if as_replica is None else as_replica
         with self._lock:
             deadline = _Deadline(self.clock, timeout_s)
             return self._start(as_replica_of, slot_name, replica, deadline, fence_deadline, "on_start")

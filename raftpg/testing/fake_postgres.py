@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 
 from raftpg.clock import Clock
-from raftpg.model import DataDir, LocalState, ReplicationRow
+from raftpg.model import DataDir, DynamicConfig, LocalState, ReplicationRow
 from raftpg.testing.fake_network import (
     LSN_BASE,
     RECORD_BYTES,
@@ -428,8 +428,9 @@ class FakePostgres:
     def slot_name_for(self, member: str) -> str:
         return re.sub(r"[^a-z0-9_]", "_", member.lower())
 
-    def apply_dynamic_parameters(self, parameters: dict[str, str]) -> bool:
+    def apply_cluster_config(self, config: DynamicConfig) -> bool:
+        parameters = dict(config.parameters)
         if parameters == self.parameters:
             return False
-        self.parameters = dict(parameters)
+        self.parameters = parameters
         return True

@@ -69,7 +69,7 @@ def test_raft_membership_only_for_the_embedded_store():
 
 
 def test_the_details_query_reaches_the_postgres_manager_behind_the_nodes_adapter():
-    """Regression (found by the side-by-side test): the node holds a PostgresAdapter whose ``pg`` is the
+    """Regression (found by the side-by-side test): the node holds a Postgres manager whose
     manager with ``query``; /patroni had no postmaster_start_time on a real node."""
     from raftpg.api.details import DETAILS
 
