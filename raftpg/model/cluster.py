@@ -376,11 +376,11 @@ class ClusterView:
         """The view the failover race judges eligibility on, in synchronous mode as Patroni does:
 
         - the sync key's leader may take over as well as its synchronous standbys: it is the primary that
-          acknowledged every commit (``SyncState.matches(name, check_leader=True)``). Without this, a primary
+          acknowledged every commit (Patroni's rule too). Without this, a primary
           that ran with no synchronous standby (non-strict mode) and restarted could never become primary
           again, nor could anyone else;
         - a sync key naming no leader (absent: synchronous mode was just turned on, or while paused) restricts
-          no one: no commit was ever acknowledged synchronously (``not sync.is_empty``). Otherwise nobody
+          no one: no commit was ever acknowledged synchronously. Otherwise nobody
           could ever be promoted.
 
         Safe because the key names a primary before that primary waits for any standby (``plan_sync``
