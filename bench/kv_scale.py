@@ -6,7 +6,7 @@ idle CPU of every agent over ``--idle-s`` (data nodes, witnesses, the Raft leade
 cluster's sum), then ``--trials`` unplanned failovers (SIGKILL of the primary's agent and PostgreSQL; a
 client inserting every 5 ms into whichever node answers GET /primary; kill to first write on the new one).
 
-``rate``: three Raft voter processes alone (``raftpg.consensus.driver``, no HA loop, no PostgreSQL), idle and
+``rate``: three Raft voter processes alone (``raftpg.testing.raft_driver``, no HA loop, no PostgreSQL), idle and
 then with the log traffic of a three-node cluster's HA loops at loop_wait 1 (7 entries per second: each
 node a linearizable read and a member touch, one leader renewal) and twice that: each process's CPU over
 ``--idle-s``. It separates what pysyncobj costs with nothing to do (its 50 ms tick and 100 ms heartbeats,
@@ -153,7 +153,7 @@ def rate(args: argparse.Namespace) -> None:
     finally:
         procs.cleanup()
         shutil.rmtree(base, ignore_errors=True)
-    print(f"\nthree Raft voter processes (raftpg.consensus.driver), CPU over {args.idle_s:g} s, % of one core\n")
+    print(f"\nthree Raft voter processes (raftpg.testing.raft_driver), CPU over {args.idle_s:g} s, % of one core\n")
     print("| log entries per second (cluster) | Raft leader | follower (median) | RSS per process |")
     print("|---|---|---|---|")
     for per_second, leader_cpu, follower_cpu, rss in rows:

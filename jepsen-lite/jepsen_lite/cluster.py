@@ -1,5 +1,5 @@
 """The processes of a run, one node per network namespace: raftpg agents (``RaftpgCluster``) or standalone
-Raft KV drivers (``KvCluster``, ``python -m raftpg.consensus.driver``).
+Raft KV drivers (``KvCluster``, ``python -m raftpg.testing.raft_driver``).
 
 Each node process is started as ``nsenter --net=/run/netns/<ns> -S <postgres uid> -G <gid> -- python ...``:
 nsenter enters the namespace and switches user, then execs (it forks only for PID namespaces), so the
@@ -505,7 +505,7 @@ class RaftpgCluster(NodeProcesses):
 
 
 class KvCluster(NodeProcesses):
-    """Standalone Raft KV nodes (``python -m raftpg.consensus.driver``) for the register workload."""
+    """Standalone Raft KV nodes (``python -m raftpg.testing.raft_driver``) for the register workload."""
 
     kind = "kv"
 
@@ -517,7 +517,7 @@ class KvCluster(NodeProcesses):
     def argv(self, member: Member) -> list[str]:
         addr = self.topology.addr(member.name)
         partners = ",".join(f"{self.topology.addr(n)}:{RAFT_PORT}" for n in self.members if n != member.name)
-        argv = [PYTHON, "-m", "raftpg.consensus.driver", "--self", f"{addr}:{RAFT_PORT}", "--partners", partners,
+        argv = [PYTHON, "-m", "raftpg.testing.raft_driver", "--self", f"{addr}:{RAFT_PORT}", "--partners", partners,
                 "--data-dir", str(member.dir / "raft"), "--control", f"{addr}:{KV_CONTROL_PORT}",
                 "--password-file", str(member.dir / "raft.password"), "--name", member.name]
         if member.witness:

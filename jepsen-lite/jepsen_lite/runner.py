@@ -424,7 +424,7 @@ class Runner:
         return CheckResult("nemesis", valid, counts, tuple(details))
 
 
-IMPORT_CHECK = ("import raftpg.node, raftpg.api.wiring, raftpg.ha.loop, raftpg.cli.main, raftpg.consensus.driver, "
+IMPORT_CHECK = ("import raftpg.node, raftpg.api.wiring, raftpg.ha.loop, raftpg.cli.main, raftpg.testing.raft_driver, "
                 "raftpg.pg.supervisor")
 
 

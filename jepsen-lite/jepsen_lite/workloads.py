@@ -21,7 +21,7 @@ Outcome rules (§5.2), per insert:
 Ops running longer than ``op_timeout_s`` are cancelled (a cancel request), and ``KILL_AFTER_S`` later their
 socket is shut down, so no client hangs; both give ``info``.
 
-**Register** (W4) against ``raftpg.consensus.driver`` nodes: ``read`` (linearizable unless
+**Register** (W4) against ``raftpg.testing.raft_driver`` nodes: ``read`` (linearizable unless
 ``stale_reads``, a mutant that reads local state and must be caught), ``write`` and ``cas`` on one key at a
 time, rotating to a new key every ``ops_per_key`` ops to keep the WGL search small (≤ 5 clients). Values
 are small integers (strings on the wire). An error the driver marks ``indeterminate`` is ``info``; a refused

@@ -14,9 +14,11 @@
 - ``pysyncobj_logs.py``: pysyncobj's log records, levelled to what raftpg knows.
 - ``state.py``: the thread-safe shell around KvState, with watch.
 - ``memory.py``: an in-memory node with the same API, for tests and simulations.
-- ``driver.py``: one node as a process with a small JSON-over-HTTP control API (tests, bench, jepsen-lite).
 
-May import: raftpg.kv, raftpg.clock, pysyncobj (every module but api.py, state.py, memory.py, driver.py,
+One node as a process with a JSON-over-HTTP control API (tests, bench, jepsen-lite) is a test tool:
+``raftpg/testing/raft_driver.py``.
+
+May import: raftpg.kv, raftpg.clock, pysyncobj (every module but api.py, state.py, memory.py,
 datadir.py, diskspace.py, limits.py). Invariants: commands are versioned JSON; lease expiry is proposed
 only by the Raft leader from its own monotonic clock; a write that cannot reach a quorum fails within
 its timeout; nothing unauthenticated is read without bound; a node never acknowledges an entry it could

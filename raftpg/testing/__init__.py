@@ -5,6 +5,8 @@
 - ``simulation.py``: N real HA loops over one in-memory DCS, one FakeClock and FakePostgres instances,
   stepped deterministically from a seed, with a continuous no-two-writable-primaries checker.
 - ``consul_fake.py``: an in-process fake of the Consul HTTP endpoints ConsulDcs uses.
+- ``raft_driver.py``: one Raft KV node as a process with a JSON-over-HTTP control API (integration tests,
+  bench/, jepsen-lite's register workload).
 - ``local_cluster.py``: real agent processes on loopback (``raftpg demo``, integration tests, bench/).
 
 May import anything of raftpg (it sits outside the layers); nothing in raftpg's runtime imports it

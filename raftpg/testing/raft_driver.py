@@ -3,7 +3,7 @@
 Used by the integration tests, ``bench/kv_bench.py`` and jepsen-lite's KV-register workload (which runs
 it inside network namespaces). It is a test and operations harness, not raftpg's REST API::
 
-    python -m raftpg.consensus.driver --self 127.0.0.1:7001 --partners 127.0.0.1:7002,127.0.0.1:7003 \\
+    python -m raftpg.testing.raft_driver --self 127.0.0.1:7001 --partners 127.0.0.1:7002,127.0.0.1:7003 \\
         --data-dir /var/lib/raftpg/raft --control 127.0.0.1:8001 [--password X | --password-file F] \\
         [--name n1] [--witness-name w1] [--bind 0.0.0.0:7001] [--fsync] [--force-new-cluster] \
         [--log-level INFO]
@@ -88,7 +88,7 @@ from raftpg.consensus.raft import RaftConfigError, RaftNode, RaftSettings
 from raftpg.consensus.recovery import RecoveryError
 from raftpg.kv import Committed, Conflict, Guard, KeyValue
 
-log = logging.getLogger("raftpg.consensus.driver")
+log = logging.getLogger("raftpg.testing.raft_driver")
 
 BODY_BYTES_MAX = 1024 * 1024
 TIMEOUT_S_DEFAULT = 5.0
@@ -349,7 +349,7 @@ def _host_port(value: str, what: str) -> tuple[str, int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m raftpg.consensus.driver",
+    parser = argparse.ArgumentParser(prog="python -m raftpg.testing.raft_driver",
                                      description="Run one Raft KV node with a JSON control API.")
     parser.add_argument("--self", dest="self_addr", required=True, help="this node's Raft host:port")
     parser.add_argument("--partners", default="", help="comma-separated Raft host:port of the other voters")

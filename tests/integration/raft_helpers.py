@@ -1,4 +1,4 @@
-"""Real Raft KV nodes for tests and the benchmark: one ``raftpg.consensus.driver`` process each.
+"""Real Raft KV nodes for tests and the benchmark: one ``raftpg.testing.raft_driver`` process each.
 
 Every process started here is registered with a :class:`Processes` owner that kills what is still alive
 by PID (never by name) when the test ends. Waiting is always polling a condition against a deadline.
@@ -108,7 +108,7 @@ class Node:
 
     # -- process
     def command(self, extra: list[str] | None = None) -> list[str]:
-        cmd = [*self.prefix, PYTHON, "-m", "raftpg.consensus.driver", "--self", self.addr,
+        cmd = [*self.prefix, PYTHON, "-m", "raftpg.testing.raft_driver", "--self", self.addr,
                "--partners", ",".join(self.partners), "--data-dir", self.data_dir,
                "--control", f"127.0.0.1:{self.control_port}", "--name", self.name, *self.extra_args]
         if self.password is not None:  # by file, not argv: other local users can read a command line

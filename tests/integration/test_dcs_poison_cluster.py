@@ -9,7 +9,7 @@ primary clears the unreadable failover key, and ``/cluster`` and ``/metrics`` an
 removed, no node reports a problem and the cluster is as before.
 
 How the poison gets in: on etcd, through its JSON gateway; on the embedded Raft, through a Raft driver
-process (``raftpg.consensus.driver``) added as a fourth member with the cluster's password, the way any
+process (``raftpg.testing.raft_driver``) added as a fourth member with the cluster's password, the way any
 client of the store could write, and removed afterwards.
 """
 

@@ -1,4 +1,4 @@
-"""The embedded Raft KV with real processes on loopback: one ``raftpg.consensus.driver`` per node.
+"""The embedded Raft KV with real processes on loopback: one ``raftpg.testing.raft_driver`` per node.
 
 Each test owns its cluster (fresh ports, data dirs under tmp_path) and every process is killed by PID
 at the end. Waiting is polling against a deadline; nothing here asserts speed.
