@@ -20,7 +20,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 
 
 def latencies(port: int, count: int, stop: threading.Event | None = None, path: str = "/primary") -> list[float]:

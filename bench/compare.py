@@ -5,7 +5,7 @@ etcd, raftpg with its embedded Raft and with etcd, all at 20/1/4 (Patroni refuse
 alone at 10/1/4, 5/1/2 and 4/1/1 (its shortest: raftpg refuses a ttl under 4). etcd is Debian's
 etcd-server, one member on loopback, started afresh for each setup (tests/integration/etcd_fixtures.py).
 Patroni runs from the bench-only virtualenv that ``scripts/patroni-venv.sh`` makes; raftpg from this
-checkout (raftpg.testing.LocalCluster). Both get the same data-directory layout, SCRAM passwords,
+checkout (raftpg.cli.local_cluster.LocalCluster). Both get the same data-directory layout, SCRAM passwords,
 PostgreSQL parameters and bootstrap.dcs (bench/patroni_cluster.py).
 
 Figures, per setup (``--trials`` of each, medians and min-max; the ratio is raftpg / Patroni on the same
@@ -62,7 +62,7 @@ from measure import (  # noqa: E402
 )
 from patroni_cluster import PatroniCluster, ensure_patroni  # noqa: E402
 
-from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 
 DEFAULT_SETUPS = ("patroni-raft@20/1/4,patroni-etcd@20/1/4,raftpg-raft@20/1/4,raftpg-etcd@20/1/4,"
                   "raftpg-raft@10/1/4,raftpg-raft@5/1/2,raftpg-raft@4/1/1")

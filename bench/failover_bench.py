@@ -25,7 +25,7 @@ import time
 import psycopg
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 
 
 class Client:

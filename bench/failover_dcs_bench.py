@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from etcd_fixtures import etcd_binary, start_etcd  # noqa: E402
 from failover_bench import Client  # noqa: E402
 
-from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 
 
 def failover_gaps(dcs_section: dict[str, Any] | None, ttl: int, loop_wait: int, retry: int,

@@ -44,8 +44,8 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 from raftpg.ha.execute import Timing  # noqa: E402
-from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
 
 TTL_S, LOOP_WAIT_S, RETRY_TIMEOUT_S = 10, 1, 4
 DCS = {"ttl": TTL_S, "loop_wait": LOOP_WAIT_S, "retry_timeout": RETRY_TIMEOUT_S}

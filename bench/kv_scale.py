@@ -49,10 +49,10 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 from measure import Writer, footprints, settled, wait_for  # noqa: E402
 
+from raftpg.cli.local_cluster import LocalCluster, free_ports  # noqa: E402
 from raftpg.consensus.raft import RaftSettings  # noqa: E402
 from raftpg.dcs.keys import KeyLayout  # noqa: E402
 from raftpg.dcs.raft import raft_dcs  # noqa: E402
-from raftpg.testing.local_cluster import LocalCluster, free_ports  # noqa: E402
 
 PROFILE = {"ttl": 5, "loop_wait": 1, "retry_timeout": 2}
 

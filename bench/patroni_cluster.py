@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 
 PATRONI_VENV = os.environ.get("PATRONI_VENV", "/opt/patroni-venv")
 VENV_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "patroni-venv.sh")

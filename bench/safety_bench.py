@@ -45,7 +45,7 @@ from fencing_bench import (
     wait_for,
 )
 
-from raftpg.testing.local_cluster import LocalCluster
+from raftpg.cli.local_cluster import LocalCluster
 
 SAFETY_MARGIN_S = 5.0
 

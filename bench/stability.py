@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 from measure import load_average, settled  # noqa: E402
 
-from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 
 PROFILES = {4: (4, 1, 1), 5: (5, 1, 2), 10: (10, 1, 4), 20: (20, 1, 4)}
 LOADS = ("cpu", "fsync", "pause", "pgbench", "all")

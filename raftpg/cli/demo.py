@@ -20,7 +20,7 @@ import time
 
 from tabulate import tabulate
 
-from raftpg.testing.local_cluster import LocalCluster
+from raftpg.cli.local_cluster import LocalCluster
 
 
 def _rows(cluster: LocalCluster) -> list[list[str]]:

@@ -7,9 +7,10 @@
 - ``consul_fake.py``: an in-process fake of the Consul HTTP endpoints ConsulDcs uses.
 - ``raft_driver.py``: one Raft KV node as a process with a JSON-over-HTTP control API (integration tests,
   bench/, jepsen-lite's register workload).
-- ``local_cluster.py``: real agent processes on loopback (``raftpg demo``, integration tests, bench/).
 
 May import anything of raftpg (it sits outside the layers); nothing in raftpg's runtime imports it
-except ``raftpg demo``. The simulation and FakePostgres use no threads, sleeps or sockets: time is a
+(an import-linter contract checks it) and the wheel leaves it out. The real-process cluster behind
+``raftpg demo``, which the integration tests and benchmarks use too, is ``raftpg/cli/local_cluster.py``
+for that reason. The simulation and FakePostgres use no threads, sleeps or sockets: time is a
 FakeClock the simulation moves.
 """

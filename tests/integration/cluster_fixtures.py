@@ -1,4 +1,4 @@
-"""Fixtures for tests that run real agents and real PostgreSQL on loopback (raftpg.testing.LocalCluster).
+"""Fixtures for tests that run real agents and real PostgreSQL on loopback (raftpg.cli.local_cluster.LocalCluster).
 
 Every cluster is closed at the end of its test, also on failure: agents get SIGTERM (they stop their
 PostgreSQL), leftovers are killed by PID, and the base directory is removed unless RAFTPG_KEEP=1.
@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from raftpg.testing.local_cluster import LocalCluster
+from raftpg.cli.local_cluster import LocalCluster
 
 PG_BIN = "/usr/lib/postgresql"
 

@@ -21,7 +21,7 @@ import yaml
 from cluster_fixtures import make_cluster, sql, streaming_replicas, try_sql  # noqa: F401
 from etcd_fixtures import etcd_server  # noqa: F401
 
-from raftpg.testing.local_cluster import LocalCluster
+from raftpg.cli.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

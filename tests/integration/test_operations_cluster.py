@@ -18,7 +18,7 @@ import pytest
 from cluster_fixtures import sql, try_sql, wait_primary, wait_streaming
 from test_ha_cluster import Writer, _setup_table
 
-from raftpg.testing.local_cluster import free_ports
+from raftpg.cli.local_cluster import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

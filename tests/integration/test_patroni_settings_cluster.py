@@ -14,8 +14,8 @@ import pytest
 from cluster_fixtures import make_cluster, sql, streaming_replicas, try_sql, wait_primary  # noqa: F401
 
 from raftpg.cli.genconfig import from_running
+from raftpg.cli.local_cluster import LocalCluster
 from raftpg.config import parse_config
-from raftpg.testing.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

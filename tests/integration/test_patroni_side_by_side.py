@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 from measure import settled  # noqa: E402
 from patroni_cluster import PatroniCluster, ensure_patroni  # noqa: E402
 
-from raftpg.testing.local_cluster import LocalCluster  # noqa: E402
+from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the agents as the postgres user (root needed)")
 

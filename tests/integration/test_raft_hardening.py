@@ -29,7 +29,7 @@ from raft_attacks import (
 )
 from raft_helpers import Cluster, Node, Processes, wait_until
 
-from raftpg.testing.local_cluster import LocalCluster
+from raftpg.cli.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

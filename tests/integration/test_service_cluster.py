@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cluster_fixtures import make_cluster, streaming_replicas, wait_primary  # noqa: F401
 
-from raftpg.testing.local_cluster import LocalCluster, descendants
+from raftpg.cli.local_cluster import LocalCluster, descendants
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
-"""A local cluster of real agent processes on loopback: used by ``raftpg demo``, the integration tests
-and the benchmarks. Each node gets its own config file, Raft port, REST port and PostgreSQL port under
-one base directory. Processes are tracked and stopped by PID; nothing is left behind by ``close()``.
+"""A local cluster of real agent processes on loopback: used by ``raftpg demo`` (hence in cli/, which the
+wheel ships; raftpg/testing/ is left out of it), the integration tests and the benchmarks. Each node
+gets its own config file, Raft port, REST port and PostgreSQL port under one base directory. Processes are tracked and stopped by PID; nothing is left behind by ``close()``.
 
 When started as root, the nodes run as the ``postgres`` OS user (PostgreSQL refuses to run as root) and
 the base directory is handed to that user.
