@@ -87,6 +87,11 @@ class Rejected:
 
 
 Result = Committed | Conflict | Rejected
+# A command as it crosses the log: a JSON object with "v" and "op" (see the builders below). It comes back
+# from ``decode`` unchecked; ``apply`` checks every field it reads.
+Command = dict[str, Any]
+# What replicas must agree on: (revision, applied, the keys sorted by name).
+Fingerprint = tuple[int, int, tuple[tuple[str, KeyValue], ...]]
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,8 @@ class InvariantViolation(RuntimeError):
 # ------------------------------------------------------------------------------------------- commands
 
 
-def put_command(key: str, value: str, *, guard: Guard | None = None, ttl_s: float | None = None) -> dict:
-    command: dict[str, Any] = {"v": COMMAND_VERSION, "op": "put", "key": key, "value": value}
+def put_command(key: str, value: str, *, guard: Guard | None = None, ttl_s: float | None = None) -> Command:
+    command: Command = {"v": COMMAND_VERSION, "op": "put", "key": key, "value": value}
     if guard is not None:
         command["guard"] = guard.to_json()
     if ttl_s is not None:
@@ -112,27 +117,27 @@ def put_command(key: str, value: str, *, guard: Guard | None = None, ttl_s: floa
     return command
 
 
-def touch_command(key: str, *, guard: Guard | None = None) -> dict:
-    command: dict[str, Any] = {"v": COMMAND_VERSION, "op": "touch", "key": key}
+def touch_command(key: str, *, guard: Guard | None = None) -> Command:
+    command: Command = {"v": COMMAND_VERSION, "op": "touch", "key": key}
     if guard is not None:
         command["guard"] = guard.to_json()
     return command
 
 
-def delete_command(key: str, *, guard: Guard | None = None) -> dict:
-    command: dict[str, Any] = {"v": COMMAND_VERSION, "op": "delete", "key": key}
+def delete_command(key: str, *, guard: Guard | None = None) -> Command:
+    command: Command = {"v": COMMAND_VERSION, "op": "delete", "key": key}
     if guard is not None:
         command["guard"] = guard.to_json()
     return command
 
 
-def expire_command(key: str, refreshed: int, leader_monotonic: float) -> dict:
+def expire_command(key: str, refreshed: int, leader_monotonic: float) -> Command:
     """Proposed only by the Raft leader. ``leader_monotonic`` is for audit; apply never compares it."""
     return {"v": COMMAND_VERSION, "op": "expire", "key": key, "refreshed": refreshed,
             "leader_monotonic": leader_monotonic}
 
 
-def restore_command(snapshot: dict[str, Any]) -> dict:
+def restore_command(snapshot: dict[str, Any]) -> Command:
     """Seed an *empty* store with ``snapshot`` (a :meth:`KvState.to_snapshot`), through the log.
 
     Used once, by a node forming a new cluster from its surviving data (``force_new_cluster``): the seed
@@ -143,16 +148,16 @@ def restore_command(snapshot: dict[str, Any]) -> dict:
     return {"v": COMMAND_VERSION, "op": "restore", "snapshot": snapshot}
 
 
-def barrier_command() -> dict:
+def barrier_command() -> Command:
     """A no-op through the log: once applied locally, local reads reflect every earlier commit."""
     return {"v": COMMAND_VERSION, "op": "barrier"}
 
 
-def encode(command: dict) -> bytes:
+def encode(command: Command) -> bytes:
     return json.dumps(command, separators=(",", ":"), sort_keys=True).encode()
 
 
-def decode(payload: bytes) -> dict | Rejected:
+def decode(payload: bytes) -> Command | Rejected:
     try:
         command = json.loads(payload)
     except (ValueError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
@@ -213,7 +218,7 @@ class KvState:
         return False
 
     # -- the one mutator --
-    def apply(self, command: dict | Rejected) -> Result:
+    def apply(self, command: Command | Rejected) -> Result:
         if isinstance(command, Rejected):
             return command
         revision_before = self.revision
@@ -222,7 +227,7 @@ class KvState:
             raise InvariantViolation(f"revision went backwards: {revision_before} -> {self.revision}")
         return result
 
-    def _dispatch(self, command: dict) -> Result:
+    def _dispatch(self, command: Command) -> Result:
         if command.get("v") != COMMAND_VERSION:
             return Rejected(f"unsupported command version {command.get('v')!r}")
         op = command.get("op")
@@ -230,7 +235,7 @@ class KvState:
             return Rejected(f"unknown operation {op!r}")
         handler = {"put": self._put, "touch": self._touch, "delete": self._delete,
                    "expire": self._expire, "barrier": self._barrier,
-                   "restore": self._restore}.get(op)  # type: ignore[arg-type]
+                   "restore": self._restore}.get(op)
         if handler is None:
             return Rejected(f"unknown operation {op!r}")
         return handler(command)
@@ -253,7 +258,7 @@ class KvState:
             return Conflict("value", current, self.revision)
         return None
 
-    def _put(self, command: dict) -> Result:
+    def _put(self, command: Command) -> Result:
         key, value, ttl_s = command.get("key"), command.get("value"), command.get("ttl_s")
         problem = validate_key_value(key, value)
         if problem is None and ttl_s is not None:
@@ -261,6 +266,7 @@ class KvState:
                 problem = f"ttl_s must be a number in (0, {TTL_S_MAX}]"
         if problem:
             return Rejected(problem)
+        assert isinstance(key, str) and isinstance(value, str)  # validate_key_value checked both
         current = self.keys.get(key)
         failed = self._check_guard(command.get("guard"), current)
         if failed:
@@ -277,7 +283,7 @@ class KvState:
         self.events.append(Event(self.revision, key, "put"))
         return Committed(self.revision, kv)
 
-    def _touch(self, command: dict) -> Result:
+    def _touch(self, command: Command) -> Result:
         key = command.get("key")
         if not isinstance(key, str):
             return Rejected("key must be a string")
@@ -293,7 +299,7 @@ class KvState:
         self.keys[key] = kv
         return Committed(self.revision, kv)
 
-    def _delete(self, command: dict) -> Result:
+    def _delete(self, command: Command) -> Result:
         key = command.get("key")
         if not isinstance(key, str):
             return Rejected("key must be a string")
@@ -309,7 +315,7 @@ class KvState:
         self.events.append(Event(self.revision, key, "delete"))
         return Committed(self.revision, current)
 
-    def _expire(self, command: dict) -> Result:
+    def _expire(self, command: Command) -> Result:
         key, refreshed = command.get("key"), command.get("refreshed")
         if not isinstance(key, str) or isinstance(refreshed, bool) or not isinstance(refreshed, int):
             return Rejected("expire needs key and refreshed")
@@ -322,12 +328,12 @@ class KvState:
         self.events.append(Event(self.revision, key, "expire"))
         return Committed(self.revision, current)
 
-    def _barrier(self, command: dict) -> Result:
+    def _barrier(self, command: Command) -> Result:
         return Committed(self.revision, None)
 
-    def _restore(self, command: dict) -> Result:
+    def _restore(self, command: Command) -> Result:
         try:
-            seeded = KvState.from_snapshot(command.get("snapshot"))  # type: ignore[arg-type]
+            seeded = KvState.from_snapshot(command.get("snapshot"))
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             return Rejected(f"restore: not a valid snapshot ({exc})")
         if self.revision != 0 or self.keys:
@@ -351,7 +357,7 @@ class KvState:
         }
 
     @classmethod
-    def from_snapshot(cls, data: dict[str, Any]) -> KvState:
+    def from_snapshot(cls, data: object) -> KvState:
         """Rebuild a store; raises ValueError naming the first thing wrong with ``data``."""
         if not isinstance(data, dict) or data.get("v") != COMMAND_VERSION:
             raise ValueError("not a snapshot of this version")
@@ -369,7 +375,7 @@ class KvState:
         state.compacted_revision = state.revision
         return state
 
-    def fingerprint(self) -> tuple:
+    def fingerprint(self) -> Fingerprint:
         """Everything replicas must agree on (events are a cache, not state)."""
         return (self.revision, self.applied, tuple(sorted(self.keys.items())))
 
@@ -436,7 +442,7 @@ class LeaseClock:
         """A new term: expiries proposed earlier may have been dropped with the old leader's log."""
         self._proposed.clear()
 
-    def due(self, state: KvState, now: float, repropose_after_s: float = 1.0) -> list[dict]:
+    def due(self, state: KvState, now: float, repropose_after_s: float = 1.0) -> list[Command]:
         live: dict[tuple[str, int], float] = {}
         commands = []
         for kv in state.keys.values():

@@ -6,7 +6,7 @@ No pysyncobj type crosses this boundary. Every call takes a timeout in seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from raftpg.kv import Committed, Conflict, Guard, KeyValue
 
@@ -84,7 +84,7 @@ class RaftStatus:
     running: bool = True  # False once the Raft thread has died: the node must be restarted
     disk_full: str | None = None  # why this node refuses writes and stays out of Raft, while its disk is full
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "self": self.self_addr, "state": self.state, "term": self.term, "leader": self.leader,
             "commit_index": self.commit_index, "last_applied": self.last_applied,

@@ -42,7 +42,7 @@ from typing import Any
 
 import pysyncobj.serializer as syncobj_serializer
 import pysyncobj.syncobj as syncobj_module
-from pysyncobj.journal import FileJournal
+from pysyncobj.journal import FileJournal, Journal
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,11 @@ def journal_construction(factory: Callable[[str], FileJournal]) -> Iterator[None
             syncobj_serializer.atomicReplace = _private_replace(syncobj_serializer.atomicReplace)
             _replace_wrapped = True
         original = syncobj_module.createJournal
-        syncobj_module.createJournal = lambda path=None: factory(path) if path else original(path)
+
+        def create(journalFile: str | None = None) -> Journal:  # noqa: N803 - pysyncobj's name
+            return factory(journalFile) if journalFile else original(journalFile)
+
+        syncobj_module.createJournal = create
         try:
             yield
         finally:

@@ -11,6 +11,7 @@ from raftpg.clock import Clock
 from raftpg.consensus.api import KvRejected, NoQuorum, RaftStatus
 from raftpg.consensus.state import GuardedState, unwrap
 from raftpg.kv import (
+    Command,
     Committed,
     Conflict,
     Guard,
@@ -34,7 +35,7 @@ class MemoryKv:
         if not self.reachable:
             raise NoQuorum("no quorum (simulated)")
 
-    def _submit(self, command: dict) -> Committed | Conflict:
+    def _submit(self, command: Command) -> Committed | Conflict:
         self._check()
         result = self._state.apply(command)
         self._leases.observe(self._state.locked_state(), self._clock.monotonic())

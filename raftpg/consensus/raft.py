@@ -70,8 +70,10 @@ from raftpg.consensus.settings import (
 from raftpg.consensus.state import GuardedState, unwrap
 from raftpg.consensus.transport import GuardedTransport, TransportControl
 from raftpg.kv import (
+    Command,
     Committed,
     Conflict,
+    Fingerprint,
     Guard,
     KeyValue,
     LeaseClock,
@@ -108,10 +110,10 @@ class _KvConsumer(SyncObjConsumer):
     def command(self, payload: bytes) -> Any:
         return self._kv.apply(decode(payload) if isinstance(payload, bytes) else Rejected("bad payload"))
 
-    def _serialize(self) -> dict:
+    def _serialize(self) -> dict[str, Any]:
         return self._kv.snapshot()
 
-    def _deserialize(self, data: dict) -> None:
+    def _deserialize(self, data: object) -> None:
         self._kv.restore(data)
 
 
@@ -150,7 +152,7 @@ class RaftNode:
             self._commit_seed(seed)
 
     # ------------------------------------------------------------------ start-up
-    def _starting_partners(self) -> tuple[list[str], dict | None]:
+    def _starting_partners(self) -> tuple[list[str], dict[str, Any] | None]:
         partners = list(self.settings.partner_addrs)
         if self._files is None:
             return partners, None
@@ -197,7 +199,7 @@ class RaftNode:
             self._closing.set()
             raise RaftConfigError(f"raft: could not start on {self.settings.self_addr}: "
                                   f"{box.get('error', 'timed out')}")
-        sync = box["sync"]
+        sync: SyncObj = box["sync"]
         if not sync.tick_thread_alive():
             self._closing.set()
             raise RaftConfigError(f"raft: could not start on {self.settings.self_addr}")
@@ -212,7 +214,7 @@ class RaftNode:
             self._journal = GuardedJournal(path, self._disk)
         return self._journal
 
-    def _commit_seed(self, seed: dict) -> None:
+    def _commit_seed(self, seed: dict[str, Any]) -> None:
         assert self._files is not None
         try:
             result = self.submit(restore_command(seed), _START_TIMEOUT_S)
@@ -320,7 +322,7 @@ class RaftNode:
         return box.get("result")
 
     # ------------------------------------------------------------------ writes
-    def submit(self, command: dict, timeout_s: float) -> Committed | Conflict:
+    def submit(self, command: Command, timeout_s: float) -> Committed | Conflict:
         """Commit ``command`` through the log and return what ``apply`` answered on this node.
 
         Errors: :class:`NoQuorum` (``indeterminate`` False if no leader ever took the command),
@@ -339,7 +341,7 @@ class RaftNode:
             done = threading.Event()
             box: dict[str, Any] = {}
 
-            def on_result(result: Any, error: int, box: dict = box, done: threading.Event = done) -> None:
+            def on_result(result: Any, error: int, box: dict[str, Any] = box, done: threading.Event = done) -> None:
                 box["result"], box["error"] = result, error
                 done.set()
 
@@ -464,7 +466,7 @@ class RaftNode:
             PeerStatus(n.address, sync.isNodeConnected(n), raw.get(f"match_idx_server_{n.id}"))
             for n in sorted(sync.otherNodes, key=lambda n: n.address))
         return RaftStatus(
-            self_addr=self.settings.self_addr, state=_STATES.get(raw.get("state"), "unknown"),
+            self_addr=self.settings.self_addr, state=_STATES.get(raw.get("state", -1), "unknown"),
             term=int(raw.get("raft_term", 0)), leader=leader.address if leader is not None else None,
             commit_index=int(raw.get("commit_idx", 0)), last_applied=int(raw.get("last_applied", 0)),
             has_quorum=bool(sync.hasQuorum), peers=peers, revision=self._state.revision,
@@ -478,7 +480,7 @@ class RaftNode:
         broken ``time.sleep`` under libfaketime); the node then answers nothing and must be restarted."""
         return self._sync.tick_thread_alive() and not self._closing.is_set()
 
-    def fingerprint(self) -> tuple:
+    def fingerprint(self) -> Fingerprint:
         return self._state.fingerprint()
 
     def close(self) -> None:

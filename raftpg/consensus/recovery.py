@@ -227,12 +227,13 @@ def start_from_seed(files: RaftFiles) -> dict[str, Any] | None:
 def pending_seed(files: RaftFiles) -> dict[str, Any] | None:
     try:
         with open(files.seed, encoding="utf-8") as f:
-            return json.load(f)["snapshot"]
+            snapshot: dict[str, Any] = json.load(f)["snapshot"]
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RecoveryError(f"cannot read {files.seed} ({exc}); it holds the data of an interrupted "
                             "force_new_cluster: repair or remove it by hand") from None
+    return snapshot
 
 
 def finish_new_cluster(files: RaftFiles) -> None:

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from raftpg.clock import SystemClock
 from raftpg.consensus.api import KvRejected, StoreFailed
-from raftpg.kv import Committed, Conflict, InvariantViolation, KeyValue, KvState, Rejected, Result
+from raftpg.kv import (
+    Command,
+    Committed,
+    Conflict,
+    Fingerprint,
+    InvariantViolation,
+    KeyValue,
+    KvState,
+    Rejected,
+    Result,
+)
 
 log = logging.getLogger(__name__)
 _REAL_TIME = SystemClock()  # waits on real threads and sockets: real time
@@ -23,7 +34,7 @@ class GuardedState:
         self._cond = threading.Condition()
         self.failure: str | None = None
 
-    def apply(self, command: dict | Rejected) -> Result:
+    def apply(self, command: Command | Rejected) -> Result:
         with self._cond:
             if self.failure:
                 return Rejected(f"store stopped: {self.failure}")
@@ -73,11 +84,11 @@ class GuardedState:
                     return None
                 self._cond.wait(remaining)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         with self._cond:
             return self._state.to_snapshot()
 
-    def restore(self, data: dict) -> None:
+    def restore(self, data: object) -> None:
         """Install a Raft snapshot. A snapshot we cannot read stops the store (fail closed): carrying on
         with the old state while Raft believes the snapshot is applied would silently diverge.
 
@@ -104,7 +115,7 @@ class GuardedState:
         """For the leader's lease clock, called on the apply thread only."""
         return self._state
 
-    def fingerprint(self) -> tuple:
+    def fingerprint(self) -> Fingerprint:
         with self._cond:
             return self._state.fingerprint()
 

@@ -35,7 +35,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.poller import POLL_EVENT_TYPE, Poller
 from pysyncobj.tcp_connection import TcpConnection
 
 log = logging.getLogger(__name__)
@@ -123,9 +123,10 @@ class MeteredSocket:
 class GuardedConnection(TcpConnection):
     """pysyncobj's connection with its socket metered (see :class:`MeteredSocket`)."""
 
-    def __init__(self, *args: Any, socket: Any = None, **kwargs: Any) -> None:  # noqa: A002 - pysyncobj's name
+    def __init__(self, poller: Poller, *, socket: socket.socket | None = None,  # noqa: A002 - pysyncobj's name
+                 **kwargs: Any) -> None:
         self.meter: MeteredSocket | None = MeteredSocket(socket) if socket is not None else None
-        super().__init__(*args, socket=self.meter, **kwargs)
+        super().__init__(poller, socket=self.meter, **kwargs)
 
     def connect(self, host: str, port: int) -> bool:
         started = super().connect(host, port)

@@ -70,6 +70,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -90,6 +91,9 @@ from raftpg.kv import Committed, Conflict, Guard, KeyValue
 
 log = logging.getLogger("raftpg.testing.raft_driver")
 
+# A request's arguments: its JSON body (POST) or its parsed query string (GET: each value a list).
+Request = dict[str, Any]
+Route = Callable[[Request], dict[str, Any]]
 BODY_BYTES_MAX = 1024 * 1024
 TIMEOUT_S_DEFAULT = 5.0
 TIMEOUT_S_MAX = 120.0
@@ -135,16 +139,18 @@ def error_json(exc: Exception) -> tuple[int, dict[str, Any]]:
 # ------------------------------------------------------------------------------------- request parsing
 
 
-def _str(body: dict, name: str, *, required: bool = True) -> str | None:
+def _str(body: Request, name: str) -> str:
     value = body.get(name)
-    if value is None and not required:
-        return None
     if not isinstance(value, str):
         raise BadRequest(f"{name} must be a string")
     return value
 
 
-def _guard(body: dict) -> Guard | None:
+def _str_or_none(body: Request, name: str) -> str | None:
+    return None if body.get(name) is None else _str(body, name)
+
+
+def _guard(body: Request) -> Guard | None:
     raw = body.get("guard")
     if raw is None:
         return None
@@ -174,7 +180,7 @@ def _number(raw: Any, name: str) -> float | None:
     return value
 
 
-def _timeout(body: dict) -> float:
+def _timeout(body: Request) -> float:
     timeout_s = _number(body.get("timeout_s"), "timeout_s")
     if timeout_s is None:
         return TIMEOUT_S_DEFAULT
@@ -183,7 +189,7 @@ def _timeout(body: dict) -> float:
     return timeout_s
 
 
-def _flag(query: dict, name: str) -> bool:
+def _flag(query: Request, name: str) -> bool:
     return query.get(name, ["0"])[-1].lower() in ("1", "true", "yes")
 
 
@@ -196,22 +202,22 @@ class Driver:
         self.name = name
         self.witness = witness
 
-    def put(self, body: dict) -> dict:
+    def put(self, body: Request) -> dict[str, Any]:
         ttl_s = _number(body.get("ttl_s"), "ttl_s")
         return result_json(self.node.put(_str(body, "key"), _str(body, "value"), guard=_guard(body),
                                          ttl_s=ttl_s, timeout_s=_timeout(body)))
 
-    def touch(self, body: dict) -> dict:
+    def touch(self, body: Request) -> dict[str, Any]:
         return result_json(self.node.touch(_str(body, "key"), guard=_guard(body), timeout_s=_timeout(body)))
 
-    def delete(self, body: dict) -> dict:
+    def delete(self, body: Request) -> dict[str, Any]:
         return result_json(self.node.delete(_str(body, "key"), guard=_guard(body), timeout_s=_timeout(body)))
 
-    def cas(self, body: dict) -> dict:
+    def cas(self, body: Request) -> dict[str, Any]:
         if "expected" not in body or "new" not in body:
             raise BadRequest("cas needs expected (a value, or null for must-not-exist) and new")
         key = _str(body, "key")
-        expected, new = _str(body, "expected", required=False), _str(body, "new", required=False)
+        expected, new = _str_or_none(body, "expected"), _str_or_none(body, "new")
         guard = Guard(exists=False) if expected is None else Guard(value=expected)
         if new is None:
             if expected is None:
@@ -220,43 +226,43 @@ class Driver:
         return result_json(self.node.put(key, new, guard=guard, ttl_s=_number(body.get("ttl_s"), "ttl_s"),
                                          timeout_s=_timeout(body)))
 
-    def get(self, query: dict) -> dict:
+    def get(self, query: Request) -> dict[str, Any]:
         key = query.get("key", [None])[-1]
         if not key:
             raise BadRequest("key is required")
         return {"kv": kv_json(self.node.get(key, linearizable=_flag(query, "linearizable"),
                                             timeout_s=_timeout(query)))}
 
-    def range(self, query: dict) -> dict:
+    def range(self, query: Request) -> dict[str, Any]:
         revision, kvs = self.node.range(query.get("prefix", [""])[-1],
                                         linearizable=_flag(query, "linearizable"), timeout_s=_timeout(query))
         return {"revision": revision, "kvs": [kv_json(kv) for kv in kvs]}
 
-    def watch(self, query: dict) -> dict:
+    def watch(self, query: Request) -> dict[str, Any]:
         after = _number(query.get("after_revision"), "after_revision")
         if after is None:
             raise BadRequest("after_revision is required")
         return {"revision": self.node.watch(query.get("prefix", [""])[-1], int(after), _timeout(query))}
 
-    def status(self, query: dict) -> dict:
+    def status(self, query: Request) -> dict[str, Any]:
         status = self.node.status().to_dict()
         digest = hashlib.sha256(repr(self.node.fingerprint()).encode()).hexdigest()
         status.update(name=self.name, witness=self.witness, fingerprint=digest, wall_clock=time.time())
         return status
 
-    def add_member(self, body: dict) -> dict:
+    def add_member(self, body: Request) -> dict[str, Any]:
         self.node.add_member(_str(body, "addr"), timeout_s=_timeout(body))
         return {"ok": True}
 
-    def remove_member(self, body: dict) -> dict:
+    def remove_member(self, body: Request) -> dict[str, Any]:
         self.node.remove_member(_str(body, "addr"), timeout_s=_timeout(body))
         return {"ok": True}
 
-    def transfer(self, body: dict) -> dict:
-        return {"ok": True, "leader": self.node.transfer_leadership(_str(body, "addr", required=False),
+    def transfer(self, body: Request) -> dict[str, Any]:
+        return {"ok": True, "leader": self.node.transfer_leadership(_str_or_none(body, "addr"),
                                                                     timeout_s=_timeout(body))}
 
-    def routes(self) -> dict[tuple[str, str], Any]:
+    def routes(self) -> dict[tuple[str, str], Route]:
         return {
             ("POST", "/put"): self.put, ("POST", "/touch"): self.touch, ("POST", "/delete"): self.delete,
             ("POST", "/cas"): self.cas, ("GET", "/get"): self.get, ("GET", "/range"): self.range,
@@ -300,7 +306,7 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("control request %s %s failed", method, url.path)
             self._reply(500, {"error": "internal", "message": repr(exc), "indeterminate": True})
 
-    def _body(self) -> dict:
+    def _body(self) -> dict[str, Any]:
         length = self.headers.get("Content-Length")
         if length is None:
             raise BadRequest("Content-Length is required", 411)
@@ -320,7 +326,7 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest("body must be a JSON object")
         return body
 
-    def _reply(self, status: int, payload: dict) -> None:
+    def _reply(self, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -335,7 +341,7 @@ class Handler(BaseHTTPRequestHandler):
 class ControlServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    routes: dict[tuple[str, str], Any] = {}
+    routes: dict[tuple[str, str], Route] = {}
 
 
 # ------------------------------------------------------------------------------------------------ main
