@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from raftpg.ha.actions import (
     AcquireLeaderKey,
+    Action,
     AdoptExistingData,
     CancelInitialize,
     Checkpoint,
@@ -123,7 +124,7 @@ def _clone_source(view: ClusterView, me: str) -> Member | None:
     return None
 
 
-def _operator_requests(i: Inputs) -> tuple:
+def _operator_requests(i: Inputs) -> tuple[Action, ...]:
     if "restart" in i.pending:
         return (RestartPostgres("restart requested"),)
     if "reload" in i.pending:
@@ -197,7 +198,7 @@ def _uninitialized(i: Inputs, raced: bool = False) -> Decision:
         if local.standby_signal or local.is_replica or local.cluster_state in STANDBY_STATES:
             return Decision((), "no cluster registered: waiting for the former primary to register it "
                                 "(my data is a standby's)")
-        actions = [lease, AdoptExistingData(local.sysid)] if raced else \
+        actions: list[Action] = [lease, AdoptExistingData(local.sysid)] if raced else \
             [RaceInitialize(), AdoptExistingData(local.sysid), AcquireLeaderKey()]
         if not local.running:
             actions.append(StartPrimary())
@@ -278,7 +279,7 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
     if view.leader.name != me:
         return Decision((StopPostgres("fast", f"{view.leader.name} holds the leader key"),),
                         f"demoting: {view.leader.name} holds the leader key")
-    actions: list = [RenewLeaderKey()]
+    actions: list[Action] = [RenewLeaderKey()]
     switchover = _switchover(i, view)  # an operator's explicit request, honoured in pause too
     if switchover is not None:
         return switchover
@@ -388,7 +389,7 @@ def _healthier(other: Member, mine: Member) -> bool:
 
 
 def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -> Decision:
-    actions: list = [AcquireLeaderKey() if acquire else RenewLeaderKey()]
+    actions: list[Action] = [AcquireLeaderKey() if acquire else RenewLeaderKey()]
     if view.config.synchronous_mode:
         # Name myself the sync key's leader, with no standby yet, *before* promoting (compare-and-set on
         # the revision read: a concurrent change stops the sequence). From here the old primary and the

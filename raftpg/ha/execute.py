@@ -6,7 +6,7 @@ sequences was made by ``decide``. The lease account (``lease.py``) guards the ir
 from __future__ import annotations
 
 import logging
-from typing import assert_never
+from typing import Any, assert_never
 
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs
@@ -27,7 +27,7 @@ class FatalRefusal(Exception):
 
 class Executor:
     def __init__(self, dcs: Dcs, pg: PostgresPort | None, watchdog: WatchdogPort | None, clock: Clock,
-                 me: Me, bootstrap_dcs: dict | None = None) -> None:
+                 me: Me, bootstrap_dcs: dict[str, Any] | None = None) -> None:
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs or {}
         self.account = LeaseAccount(me.name, pg, watchdog, clock)
@@ -80,10 +80,10 @@ class Executor:
                 dcs.set_initialize(sysid, timeout_s=budget_s)
             case act.RegisterCluster():
                 account.require(t, "register the new cluster")
-                sysid = self._pg(pg).observe().sysid
-                if not sysid:
+                new_sysid = self._pg(pg).observe().sysid
+                if not new_sysid:
                     raise RuntimeError("the new data directory has no system identifier")
-                dcs.set_initialize(sysid, timeout_s=budget_s)
+                dcs.set_initialize(new_sysid, timeout_s=budget_s)
             case act.StoreInitialConfig():
                 return dcs.set_config(self.bootstrap_dcs, None, timeout_s=budget_s)
             case act.AcquireLeaderKey():

@@ -6,6 +6,7 @@ be reached from here."""
 from __future__ import annotations
 
 from raftpg.ha.actions import (
+    Action,
     CheckReachable,
     CloneFrom,
     Decision,
@@ -33,7 +34,8 @@ def stalled_for(i: Inputs, view: ClusterView, leader: Member) -> float | None:
     return stalled_s if stalled_s > view.config.ttl_s else None
 
 
-def rejoin(i: Inputs, view: ClusterView, leader: Member, first: tuple, why: str, reclone: bool = False) -> Decision:
+def rejoin(i: Inputs, view: ClusterView, leader: Member, first: tuple[Action, ...], why: str,
+           reclone: bool = False) -> Decision:
     """Bring this (stopped, or stopped by ``first``) data dir back as ``leader``'s replica: pg_rewind when
     allowed and not already failed, else a fresh clone with the old data kept aside. Nothing is stopped
     or replaced unless ``leader`` is reachable from here (a cut link is not a reason to throw data away)."""
