@@ -18,6 +18,7 @@ from typing import Any
 from raftpg import __version__
 from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config, dcs_kind, load_config
+from raftpg.consensus.raft import RaftNode
 from raftpg.consensus.raft import RaftSettings as ConsensusSettings
 from raftpg.dcs.base import Dcs
 from raftpg.dcs.keys import KeyLayout
@@ -53,19 +54,18 @@ class NodeError(Exception):
 
 def consensus_settings(config: Config, force_new_cluster: bool = False) -> ConsensusSettings:
     raft = config.raft
-    assert raft is not None
+    assert raft is not None and raft.self_addr is not None  # what a valid config with a raft section holds
     return ConsensusSettings(self_addr=raft.self_addr, partner_addrs=tuple(raft.partner_addrs),
                              data_dir=raft.data_dir, bind_addr=raft.bind_addr, password=raft.password or None,
                              fsync=raft.fsync, force_new_cluster=force_new_cluster)
 
 
-def build_dcs(config: Config, clock: Clock, force_new_cluster: bool = False) -> tuple[Dcs, Any]:
+def build_dcs(config: Config, clock: Clock, force_new_cluster: bool = False) -> tuple[Dcs, RaftNode | None]:
     """The DCS the config names, and the embedded Raft node when it is the store (the API shows its
     status and changes its membership; the DCS port knows nothing of Raft)."""
     layout = KeyLayout(config.namespace, config.scope)
     kind = dcs_kind(config)
     if kind == "raft":
-        from raftpg.consensus.raft import RaftNode
         from raftpg.dcs.kvdcs import KvDcs
         raft = RaftNode(consensus_settings(config, force_new_cluster), clock)
         return KvDcs(raft, layout, owns_kv=True, fallback_config=config.bootstrap.dcs.to_model()), raft

@@ -2,7 +2,9 @@
 
 ``raftpg.pg.Postgres`` and ``raftpg.watchdog`` implement these; tests use ``raftpg.testing`` doubles.
 Every PostgreSQL method is synchronous and bounded by its timeout; failures raise an exception whose
-message is fit for the cycle's log line.
+message is fit for the cycle's log line. A method typed ``-> object`` may return something the loop does
+not use (``Postgres`` says whether it was ready, or what changed); connection URLs are passed by position
+(``Postgres`` names them ``*_conninfo``).
 """
 
 from __future__ import annotations
@@ -25,33 +27,33 @@ class PostgresPort(Protocol):
     def finish_bootstrap(self) -> None:
         """The cluster is registered: the data dir is no longer a bootstrap in progress."""
 
-    def start(self, primary_conn_url: str | None, slot_name: str | None, *, as_replica: bool,
-              timeout_s: float, fence_deadline: float | None = None) -> None:
+    def start(self, primary_conn_url: str | None, slot_name: str | None, /, *, as_replica: bool,
+              timeout_s: float, fence_deadline: float | None = None) -> object:
         """Start as a replica of ``primary_conn_url`` (None: a standby waiting for a primary), or as a
         primary whose supervisor fences it at ``fence_deadline`` (monotonic) unless extended."""
 
     def stop(self, mode: str, timeout_s: float) -> None: ...
 
-    def restart(self, timeout_s: float, fence_deadline: float | None = None) -> None: ...
+    def restart(self, timeout_s: float, fence_deadline: float | None = None) -> object: ...
 
-    def reload(self) -> None: ...
+    def reload(self) -> object: ...
 
     def promote(self, timeout_s: float) -> None: ...
 
     def checkpoint(self, timeout_s: float = 60.0) -> None: ...
 
-    def follow(self, primary_conn_url: str, slot_name: str | None) -> None: ...
+    def follow(self, primary_conn_url: str, slot_name: str | None, /) -> object: ...
 
-    def clone(self, source_conn_url: str, timeout_s: float) -> None: ...
+    def clone(self, source_conn_url: str, /, timeout_s: float) -> object: ...
 
-    def rewind(self, source_conn_url: str, timeout_s: float) -> bool: ...
+    def rewind(self, source_conn_url: str, /, timeout_s: float) -> bool: ...
 
     def can_reach(self, conn_url: str) -> bool:
         """True if the PostgreSQL at ``conn_url`` accepts a TCP connection now (a cheap probe)."""
 
     def move_data_aside(self) -> str: ...
 
-    def ensure_slots(self, names: set[str]) -> None: ...
+    def ensure_slots(self, names: set[str]) -> object: ...
 
     def set_synchronous_standby_names(self, value: str) -> None: ...
 
@@ -61,11 +63,11 @@ class PostgresPort(Protocol):
         """Make the leader key's revision readable in PostgreSQL (``raftpg.leader_epoch``) before it
         acknowledges writes as a primary."""
 
-    def fence_at(self, deadline: float) -> None:
+    def fence_at(self, deadline: float) -> object:
         """Tell the fencing supervisor that writes may continue until ``deadline`` (monotonic, absolute:
         time spent between computing it and sending it is never added to it)."""
 
-    def unlimited(self) -> None:
+    def unlimited(self) -> object:
         """Tell the fencing supervisor that this PostgreSQL needs no fencing (a replica)."""
 
     def slot_name_for(self, member: str) -> str: ...
