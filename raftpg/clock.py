@@ -11,7 +11,7 @@ import logging
 import select
 import threading
 import time
-from typing import Protocol
+from typing import Protocol, SupportsIndex
 
 
 class Clock(Protocol):
@@ -81,8 +81,8 @@ def repair_sleep() -> None:
     except OSError as exc:
         problem = exc
 
-    def sleep(seconds: float) -> None:
-        select.select([], [], [], max(0.0, seconds))
+    def sleep(seconds: float | SupportsIndex) -> None:  # time.sleep's signature
+        select.select([], [], [], max(0.0, float(seconds)))
 
     time.sleep = sleep
     logging.getLogger(__name__).warning(

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from raftpg.api.http import UNSAFE, Handler, error
 
@@ -73,7 +74,7 @@ class FailedLogins:
 
 
 def auth_middleware(username: str | None, password: str | None, failed: FailedLogins | None = None,
-                    realm: str = "raftpg") -> object:
+                    realm: str = "raftpg") -> Middleware:
     """Basic auth on the unsafe methods when ``username`` is set (nothing is checked otherwise)."""
     expected = (username or "").encode(), (password or "").encode()
     challenge = {"WWW-Authenticate": f'Basic realm="{realm}"'}

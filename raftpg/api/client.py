@@ -124,10 +124,11 @@ def _opener(context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
 
 
 def error_text(answer: Any) -> str:
-    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
-        return answer["error"]
-    if isinstance(answer, dict) and isinstance(answer.get("message"), str):
-        return answer["message"]
+    if isinstance(answer, dict):
+        for name in ("error", "message"):
+            text = answer.get(name)
+            if isinstance(text, str):
+                return text
     return str(answer)[:200]
 
 

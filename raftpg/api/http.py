@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from raftpg.ha.operations import OperationError, Refusal
 
@@ -73,7 +74,18 @@ async def read_json(request: web.Request, *, required: bool = False) -> dict[str
 _TYPE_NAMES = {str: "a string", bool: "true or false", dict: "an object", int: "an integer"}
 
 
-def field(body: dict[str, Any], name: str, kind: type, *, required: bool = False) -> Any:
+_T = TypeVar("_T")
+
+
+@overload
+def field(body: dict[str, Any], name: str, kind: type[_T], *, required: Literal[True]) -> _T: ...
+
+
+@overload
+def field(body: dict[str, Any], name: str, kind: type[_T], *, required: bool = False) -> _T | None: ...
+
+
+def field(body: dict[str, Any], name: str, kind: type[_T], *, required: bool = False) -> _T | None:
     """``body[name]`` checked to be of ``kind`` (None when absent/null and not required)."""
     value = body.get(name)
     if value is None:
@@ -83,7 +95,7 @@ def field(body: dict[str, Any], name: str, kind: type, *, required: bool = False
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BadRequest(f"{name}: must be {_TYPE_NAMES.get(kind, kind.__name__)}, "
                          f"got {type(value).__name__}")
-    if kind is str and not value.strip():
+    if isinstance(value, str) and kind is str and not value.strip():
         raise BadRequest(f"{name}: must not be empty")
     return value
 
@@ -97,7 +109,7 @@ REFUSAL_STATUS = {
 }
 
 
-def errors_middleware() -> Any:
+def errors_middleware() -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -125,7 +137,7 @@ def _http_text(exc: web.HTTPException) -> str:
     return text.split(": ", 1)[-1].lower() if text else exc.reason.lower()
 
 
-def limits_middleware(max_body_bytes: int) -> Any:
+def limits_middleware(max_body_bytes: int) -> Middleware:
     @web.middleware
     async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method in BODY_METHODS:

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from raftpg.api.ports import NodeView
 from raftpg.api.status import primary_position
+from raftpg.model import NodeStatus
 
 ROLES = ("primary", "replica", "witness", "uninitialized")
 LABELS = ["scope", "name"]
@@ -75,14 +76,14 @@ def _counter(name: str, doc: str, labels: list[str], value: float) -> CounterMet
     return family
 
 
-def _lease_remaining(status: Any, now: float) -> float:
+def _lease_remaining(status: NodeStatus, now: float) -> float:
     """The lease the last cycle counted, less the time since; the node demotes at its demotion margin."""
     if not status.holds_leader_key or status.cycle_monotonic is None:
         return 0.0
     return max(0.0, status.cycle_monotonic + status.lease_valid_s - now)
 
 
-def _lag(status: Any) -> float | None:
+def _lag(status: NodeStatus) -> float | None:
     local = status.local
     if local is None or not local.is_replica or local.lsn is None:
         return 0.0 if local is not None and local.is_primary else None

@@ -6,6 +6,8 @@ limits are enforced by the middlewares before a handler runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from raftpg.api.details import source_of
@@ -20,7 +22,7 @@ def _outcome(outcome: Outcome) -> web.Response:
     return reply({"message": outcome.message, **outcome.data}, outcome.http_status)
 
 
-def _candidate(body: dict) -> str | None:
+def _candidate(body: dict[str, Any]) -> str | None:
     # Patroni accepts "candidate"; its older clients and the DCS key use "member"
     return field(body, "candidate", str) or field(body, "member", str)
 

@@ -18,6 +18,7 @@ import psycopg
 from raftpg.cli import ctl_output as out
 from raftpg.cli.ctl_members import ROLES, split_names, with_role
 from raftpg.cli.ctl_support import Ctl, CtlError
+from raftpg.model.cluster import object_or_empty
 
 pass_ctl = click.make_pass_decorator(Ctl)
 
@@ -53,9 +54,8 @@ def dsn(ctl: Ctl, cluster_name: str | None, role: str | None, member: str | None
 
 def _credentials(ctl: Ctl) -> dict[str, Any]:
     ctl.client  # noqa: B018 - loads the config
-    pg = ctl._raw.get("postgresql") if isinstance(ctl._raw.get("postgresql"), dict) else {}
-    auth = pg.get("authentication") if isinstance(pg.get("authentication"), dict) else {}
-    superuser = auth.get("superuser") if isinstance(auth.get("superuser"), dict) else {}
+    pg = object_or_empty(ctl._raw.get("postgresql"))
+    superuser = object_or_empty(object_or_empty(pg.get("authentication")).get("superuser"))
     return {k: v for k, v in (("user", superuser.get("username")), ("password", superuser.get("password"))) if v}
 
 

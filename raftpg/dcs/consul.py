@@ -189,7 +189,8 @@ class ConsulDcs:
             return None
         if answer.status != 200 or not isinstance(answer.data, dict) or not answer.data.get("Results"):
             raise DcsError(f"consul: {what}: unexpected transaction answer (HTTP {answer.status})")
-        return answer.data["Results"]
+        results: list[dict[str, Any]] = answer.data["Results"]  # the shape Consul documents; not checked
+        return results
 
     # -------------------------------------------------------------- sessions
     def session_ttl_s(self, ttl_s: float) -> float:

@@ -216,6 +216,7 @@ class Fields:
         if problem is not None:
             self.problem(key, problem)
             return None
+        assert isinstance(value, str)  # name_problem refuses anything else
         return value
 
     def flag(self, key: str | int, default: bool) -> bool:

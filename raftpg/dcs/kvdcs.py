@@ -7,7 +7,8 @@ guarded on the holder's name, so it does not bump the revision (watchers are not
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from raftpg.consensus.api import KvClient, KvError, KvRejected, UnknownOutcome
 from raftpg.dcs import keys
@@ -16,6 +17,9 @@ from raftpg.dcs.codec import ClusterReader, sync_document, sync_from_document
 from raftpg.dcs.keys import KeyLayout
 from raftpg.kv import Committed, Conflict, Guard
 from raftpg.model import ClusterView, DynamicConfig, Leader, SyncState
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def _dumps(document: Any) -> str:
@@ -30,7 +34,7 @@ class KvDcs:
         self._owns_kv = owns_kv
         self.reader = ClusterReader(fallback_config)  # see raftpg.dcs.codec: the config used when unreadable
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return fn(*args, **kwargs)
         except KvRejected as exc:

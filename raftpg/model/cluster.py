@@ -193,8 +193,8 @@ class DynamicConfig:
         """Lenient: a bad or out-of-bounds value falls back to the default (validation happens before a
         write, and again when the DCS is read). Never raises."""
         raw = raw if isinstance(raw, dict) else {}
-        pg = raw.get("postgresql") if isinstance(raw.get("postgresql"), dict) else {}
-        params = pg.get("parameters") if isinstance(pg.get("parameters"), dict) else {}
+        pg = object_or_empty(raw.get("postgresql"))
+        params = object_or_empty(pg.get("parameters"))
         d = cls()
 
         def num(key: str, default: int) -> int:
@@ -258,7 +258,13 @@ def json_kind(value: Any) -> str:
         return "an infinite number"
     if isinstance(value, (int, float)):
         return "a number"
-    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def object_or_empty(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object (a dict), else an empty one: for lenient readers."""
+    return value if isinstance(value, dict) else {}
 
 
 def parse_flag(value: Any) -> bool | None:
