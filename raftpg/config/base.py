@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from raftpg.config.fields import FrozenDict, freeze, thaw
+from raftpg.config.fields import FrozenDict, freeze, thaw_mapping
 
 
 class Settings(BaseModel):
@@ -50,7 +50,7 @@ class Settings(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts and lists (no read-only mappings, no tuples), as YAML or JSON would hold them."""
-        return thaw(self.model_dump())
+        return thaw_mapping(self.model_dump())
 
 
 class OpenSettings(Settings):

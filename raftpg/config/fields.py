@@ -56,10 +56,15 @@ def freeze(value: Any) -> Any:
 def thaw(value: Any) -> Any:
     """The inverse of :func:`freeze`: plain dicts and lists, ready for json.dumps or yaml.safe_dump."""
     if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
+        return thaw_mapping(value)
     if isinstance(value, list | tuple):
         return [thaw(v) for v in value]
     return value
+
+
+def thaw_mapping(value: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`thaw` of a mapping."""
+    return {k: thaw(v) for k, v in value.items()}
 
 
 def empty_map() -> Mapping[str, Any]:
@@ -77,7 +82,8 @@ def _reject_bool(value: Any) -> Any:
 
 def _host_port(value: Any) -> str:
     split_host_port(value)  # raises ValueError with the reason
-    return value.strip()
+    stripped: str = value.strip()
+    return stripped
 
 
 def _str_list(value: Any) -> Any:
@@ -170,7 +176,7 @@ def member_name(value: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"must be a string, got a {type(value).__name__}")
         value = str(value)
-    name = value.strip()
+    name: str = value.strip()
     if not name:
         raise ValueError("must not be empty")
     why = control_characters(name)

@@ -18,7 +18,7 @@ as ``--key=value``, in the order written, the value as Patroni prints it (``str(
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -90,14 +90,18 @@ class ReplicaMethod(_CommandMethod):
     no_leader: bool = False
 
 
-def method_section(model: type[_CommandMethod], raw: Any, name: str) -> tuple[_CommandMethod | None, list]:
+_Method = TypeVar("_Method", bound=_CommandMethod)
+
+
+def method_section(model: type[_Method], raw: Any, name: str) -> tuple[_Method | None, list[tuple[str, str]]]:
     """Validate the section ``name`` (``raw``, as written: None or absent allowed for a replica method)
     -> (the method, [(relative key path, message), ...])."""
     try:
         return model.model_validate({} if raw is None else raw), []
     except ValidationError as exc:
         # each line is "<name>[.path]: message" (paths never hold ": ")
-        return None, [tuple(text.partition(": ")[::2]) for text in validation_lines(exc, (name,))]
+        return None, [(key, message) for key, _, message in
+                      (text.partition(": ") for text in validation_lines(exc, (name,)))]
 
 
 def unused_method_sections(model: type[Settings], raw: Mapping[str, Any], listed_key: str) -> list[str]:

@@ -34,8 +34,9 @@ def parse_pg_listen(text: Any) -> tuple[tuple[str, ...], int]:
 
 
 def _listen(value: Any) -> str:
-    parse_pg_listen(value)
-    return value.strip()
+    parse_pg_listen(value)  # raises ValueError with the reason
+    stripped: str = value.strip()
+    return stripped
 
 
 def _join_host_port(host: str, port: int) -> str:

@@ -7,7 +7,7 @@ the warnings; ``Config.model_validate`` alone skips the key screen and gives no 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -164,7 +164,7 @@ def dcs_choice(document: Mapping[str, Any]) -> tuple[list[str], list[str], list[
     return drop, warnings, errors
 
 
-def structure_problems(dcs_present: list[str], witness: bool, has_postgresql: bool) -> list[tuple[str, str]]:
+def structure_problems(dcs_present: Sequence[str], witness: bool, has_postgresql: bool) -> list[tuple[str, str]]:
     """The rules about which sections exist, as ``(key path, message)`` pairs.
 
     Kept apart from the field checks so that ``parse_config`` can report them even when some section's
@@ -245,7 +245,7 @@ def port_problems(config: Config) -> list[tuple[str, str]]:
     addresses = [("restapi.connect_address", config.restapi.connect_address or config.restapi.listen)]
     if config.raft is not None:
         listeners.append(("raft.bind_addr" if config.raft.bind_addr else "raft.self_addr", config.raft.listen_addr))
-        addresses.append(("raft.self_addr", config.raft.self_addr))
+        addresses.append(("raft.self_addr", config.raft.self_addr or ""))  # set in a valid raft section
     if config.postgresql is not None:
         listeners.append(("postgresql.listen", f"{config.postgresql.listen_hosts[0]}:{config.postgresql.port}"))
         addresses.append(("postgresql.connect_address", config.postgresql.connect_address or ""))

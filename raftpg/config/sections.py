@@ -14,7 +14,7 @@ from raftpg.config.base import OpenSettings, Settings
 from raftpg.config.cli_options import InitdbOptions, option_args
 from raftpg.config.dynamic import DynamicSettings
 from raftpg.config.errors import problem, problems
-from raftpg.config.fields import FrozenDict, HostPort, Int, Name, Secret, empty_map, thaw
+from raftpg.config.fields import FrozenDict, HostPort, Int, Name, Secret, empty_map, thaw_mapping
 from raftpg.config.methods import INITDB, BootstrapMethod, method_section, unused_method_sections
 from raftpg.model import Tags
 
@@ -244,7 +244,7 @@ class TagSettings(OpenSettings):
 
     def as_dict(self) -> dict[str, Any]:
         """Every tag, known and other, as published in the member key."""
-        return thaw({**self.model_dump(), **self.extra})
+        return thaw_mapping({**self.model_dump(), **self.extra})
 
 
 class BootstrapSettings(Settings):
