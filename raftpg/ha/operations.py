@@ -19,7 +19,7 @@ request, 404 nothing to cancel, 409 a concurrent change (retry), 412 the cluster
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -131,13 +131,18 @@ def check_switchover(view: ClusterView, leader: str | None, candidate: str | Non
         raise OperationError(f"the leader {view.leader.name} is not running: use failover instead")
     if view.failover is not None:
         raise OperationError(_pending_text(view), Refusal.CONFLICT)
+    # the primary judges a planned switchover by what streams from it, not by published lag (decide)
+    planned = replace(view, last_lsn=None)
     if candidate is None:
-        if not view.eligibility_view().failover_candidates(exclude=view.leader.name):
+        if not planned.eligibility_view().failover_candidates(exclude=view.leader.name):
             others = [m for m in view.data_members if m.name != view.leader.name]
-            reasons = "; ".join(_why_not(view, m) for m in others) or "there are no other members"
+            reasons = "; ".join(_why_not(planned, m) for m in others) or "there are no other members"
             raise OperationError(f"no eligible candidate: {reasons}")
         return None
-    return _eligible_candidate(view, candidate, allow_lag=False)
+    member = _eligible_candidate(planned, candidate, allow_lag=False)
+    if member.state != "streaming":
+        raise OperationError(f"candidate {candidate} is not streaming from the primary (state {member.state})")
+    return member
 
 
 def check_failover(view: ClusterView, candidate: str | None, force: bool) -> Member:

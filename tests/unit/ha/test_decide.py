@@ -26,6 +26,7 @@ from raftpg.model import (
     Leader,
     LocalState,
     Member,
+    ReplicationRow,
     SyncState,
     Tags,
 )
@@ -69,6 +70,9 @@ def replica(lsn: int = LSN, **extra: Any) -> LocalState:
                                   timeline=1, lsn=lsn, upstream="n1", streaming=True,
                                   cluster_state="in archive recovery")
     return LocalState(**{**values, **extra})
+
+
+STREAMING_N3 = ReplicationRow("n3", "n3", "streaming", "async", LSN, LSN, LSN)
 
 
 def running_primary(**extra: Any) -> LocalState:
@@ -269,10 +273,14 @@ CASES = [
     Case("an empty data dir and no running leader: wait", inputs(RACE, EMPTY), exactly=()),
     # ---------------------------------------------------------------- switchover
     Case("switchover to an eligible candidate: checkpoint, stop, hand the key over",
-         inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n3", revision=12)), running_primary(),
-                lease=NOW + 20),
+         inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n3", revision=12)),
+                running_primary(replication=(STREAMING_N3,)), lease=NOW + 20),
          then=(act.RenewLeaderKey, act.Checkpoint, act.StopPostgres, act.HandOverLeaderKey("n3"),
                act.ClearFailoverKey)),
+    Case("switchover to a candidate that does not stream from me: refused",
+         inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n3", revision=12)), running_primary(),
+                lease=NOW + 20),
+         then=(act.RenewLeaderKey, act.ClearFailoverKey), never=(act.StopPostgres, act.HandOverLeaderKey)),
     Case("switchover to an ineligible candidate: the request is cleared, PostgreSQL keeps running",
          inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n1", revision=12),
                         members=(member("n1", state="stopped"), member(ME, role="primary", state="running"))),
@@ -285,7 +293,8 @@ CASES = [
     # pause stops automatic actions; an operator's explicit switchover is still carried out (as in Patroni)
     Case("paused: an explicit switchover is honoured", inputs(replace(ME_PRIMARY_VIEW, config=config(pause=True),
                                                                    failover=Failover(ME, "n3", revision=12)),
-                                                           running_primary(), lease=NOW + 20),
+                                                           running_primary(replication=(STREAMING_N3,)),
+                                                           lease=NOW + 20),
          then=(act.RenewLeaderKey, act.StopPostgres, act.HandOverLeaderKey), never=(act.Promote, act.StartPrimary)),
     Case("paused: a primary with no request only renews", inputs(replace(ME_PRIMARY_VIEW, config=config(pause=True)),
                                                                  running_primary(), lease=NOW + 20),
