@@ -15,6 +15,7 @@ import copy
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,9 +23,10 @@ import click
 import yaml
 
 from raftpg import __version__
-from raftpg.api.client import ApiError, error_text
+from raftpg.api.client import ApiClient, ApiError, error_text
 from raftpg.cli import ctl_members, ctl_sql
 from raftpg.cli import ctl_output as out
+from raftpg.cli.ctl_connect import FallbackApi
 from raftpg.cli.ctl_support import (
     Ctl,
     CtlError,
@@ -105,14 +107,15 @@ def _listing(ctl: Ctl, names: tuple[str, ...], fmt: str | None, extended: bool, 
 
 
 def listing_options(fn: Any) -> Any:
-    for option in reversed([
+    options: list[Callable[[Any], Any]] = [  # click's decorators, applied bottom up
         click.argument("cluster_names", nargs=-1),
         click.option("-e", "--extended", is_flag=True, help="Show pending restarts, scheduled restarts, tags."),
         click.option("-t", "--timestamp", "ts", is_flag=True, help="Print a timestamp first."),
         fmt_option,
         click.option("-W", "w", is_flag=True, help="Refresh every 2 seconds."),
         click.option("-w", "--watch", type=float, help="Refresh every so many seconds."),
-    ]):
+    ]
+    for option in reversed(options):
         fn = option(fn)
     return fn
 
@@ -416,7 +419,7 @@ def members_add(ctl: Ctl, addr: str) -> None:
 @pass_ctl
 def members_remove(ctl: Ctl, addr: str) -> None:
     """Remove a Raft member (host:port); a node cannot remove itself, so another member is asked."""
-    client = ctl.client
+    client: ApiClient | FallbackApi = ctl.client
     raft = client.get("/raft/members")
     if any(m.get("self") and m.get("addr") == addr for m in raft.get("members") or []):
         others = sorted((m for m in ctl.cluster().get("members") or []

@@ -103,8 +103,9 @@ def _post(ctl: Ctl, member: dict[str, Any], method: str, path: str, body: dict[s
 
 def _failed(what: str, member: dict[str, Any], status: int, answer: Any) -> str:
     text = answer if status == 0 else error_text(answer)  # status 0: no request was sent (the reason)
-    click.echo(f"Failed: {what} for member {member['name']}, status code={status}, ({text})")
-    return member["name"]
+    name: str = member["name"]
+    click.echo(f"Failed: {what} for member {name}, status code={status}, ({text})")
+    return name
 
 
 def _exit_status(what: str, failed: list[str]) -> None:

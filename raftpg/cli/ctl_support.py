@@ -129,7 +129,7 @@ class Ctl:
         return self._trust
 
     def cluster(self) -> dict[str, Any]:
-        cluster = self.client.get("/cluster")
+        cluster: dict[str, Any] = self.client.get("/cluster")  # a JSON object
         remember_members(self.scope or str(cluster.get("scope") or ""), cluster)
         return cluster
 
@@ -139,7 +139,8 @@ class Ctl:
             raise CtlError(f"cluster {name!r} is not the cluster of this config (scope: {self.scope!r})")
 
     def member(self, cluster: dict[str, Any], name: str) -> dict[str, Any]:
-        for member in cluster.get("members") or []:
+        members: list[dict[str, Any]] = cluster.get("members") or []
+        for member in members:
             if member["name"] == name:
                 return member
         raise CtlError(f"{name} is not a member of cluster {cluster.get('scope')}")

@@ -108,7 +108,7 @@ def from_running(dsn: str | None) -> dict[str, Any]:
             "'Write-Ahead Log / Recovery Target' AND setting <> '(disabled)') OR name = ANY(%s)",
             (list(MANAGED) + ["hba_file", "ident_file", "config_file"],)).fetchall()
         user, password = conn.info.user, conn.info.password
-    settings = dict(rows)
+    settings: dict[str, str] = dict(rows)
     config = sample_config()
     pg = config["postgresql"]
     data_dir = settings["data_directory"]

@@ -83,7 +83,7 @@ class LocalCluster:
             name: NodeSpec(name, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2], witness=name in witnesses)
             for i, name in enumerate(names)
         }
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.run_as = RUN_AS if os.geteuid() == 0 else None
         self.pg_users = {"superuser": "postgres", "replication": "replicator", "rewind": "rewind_user"}
         kept = self._kept_secrets()  # a reused base directory keeps its passwords (the roles have them)

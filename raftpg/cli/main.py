@@ -19,11 +19,16 @@ import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from raftpg import __version__
 
+if TYPE_CHECKING:  # imported where used, so that --help and --version stay quick
+    from raftpg.config import Config
+    from raftpg.node import Node
 
-def _load(path: str | None):  # noqa: ANN202 - returns Config
+
+def _load(path: str | None) -> Config | None:
     from raftpg.config import ConfigError, load_config
     try:
         return load_config(path)
@@ -35,7 +40,7 @@ def _load(path: str | None):  # noqa: ANN202 - returns Config
         return None
 
 
-async def _serve_with_notify(node, notify_socket: str | None) -> int:  # noqa: ANN001 - a raftpg.node.Node
+async def _serve_with_notify(node: Node, notify_socket: str | None) -> int:
     """``serve(node)``, telling systemd READY=1 once the first HA cycle ran (the API listens by then: serve
     starts it before the loop) and STOPPING=1 when serve returns."""
     from raftpg.cli.sdnotify import notify

@@ -88,7 +88,8 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
     params["unix_socket_directories"] = socket_directories(settings)
     params["cluster_name"] = user.get("cluster_name") or settings.scope
     params[MEMBER_GUC] = settings.name
-    params["wal_level"] = user.get("wal_level") if user.get("wal_level") in WAL_LEVELS else "replica"
+    wal_level = user.get("wal_level")
+    params["wal_level"] = wal_level if wal_level in WAL_LEVELS else "replica"
     for name, minimum in AT_LEAST.items():
         params[name] = str(max(minimum, _int_or(user.get(name), minimum)))
     conninfo = (upstream.conninfo or "") if upstream else ""

@@ -49,6 +49,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.05
@@ -81,7 +82,7 @@ def _say(fd: int, text: str) -> None:
         pass  # the agent is gone: nothing to tell
 
 
-def _pdeathsig_setup(parent_pid: int):
+def _pdeathsig_setup(parent_pid: int) -> Callable[[], None]:
     libc = ctypes.CDLL(None, use_errno=True)
 
     def setup() -> None:  # runs in the child between fork and exec
