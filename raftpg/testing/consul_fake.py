@@ -295,7 +295,7 @@ class FakeConsul:
                     or (verb == "check-session" and entry and entry.Session != kv.get("Session")
                         and f"key {key!r} is not locked by session {kv.get('Session')!r}")
                     or (verb == "check-not-exists" and entry is not None and f"key {key!r} exists"))
-                result = None if problem or entry is None else entry
+                result: Entry | bool | None = None if problem or entry is None else entry
             else:
                 result = self._apply(work, index, verb, key, value, kv.get("Session"), kv.get("Index"))
                 problem = result is False and f"failed to {verb} key {key!r}"

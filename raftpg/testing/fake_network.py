@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
-from raftpg.clock import Clock
+from raftpg.clock import Clock, FakeClock
 
 
 class Instance(Protocol):
@@ -27,6 +27,8 @@ class Instance(Protocol):
 
     def acknowledge_synchronous(self) -> None: ...
 
+
+_I = TypeVar("_I", bound=Instance)
 
 LSN_BASE = 0x3000000
 RECORD_BYTES = 8192
@@ -66,15 +68,16 @@ class PgError(RuntimeError):
 
 
 @dataclass
-class PgNetwork:
-    """The wire between Instance instances and the clients' ledger of writes."""
+class PgNetwork(Generic[_I]):
+    """The wire between instances (FakePostgres: ``PgNetwork[FakePostgres]``) and the clients' ledger
+    of writes."""
 
     clock: Clock
-    instances: dict[str, Instance] = field(default_factory=dict)
+    instances: dict[str, _I] = field(default_factory=dict)
     cut: set[str] = field(default_factory=set)            # nodes with every replication link down
     cut_links: set[frozenset[str]] = field(default_factory=set)
     acknowledged: set[int] = field(default_factory=set)  # write ids a client was told are committed
-    on_writable: Callable[[Instance], None] | None = None
+    on_writable: Callable[[_I], None] | None = None
     on_take_time: Callable[[float], None] | None = None  # a simulation that lets the others run meanwhile
     _next_record: int = 0
     _next_sysid: int = 0
@@ -87,13 +90,13 @@ class PgNetwork:
         self._next_sysid += 1
         return str(SYSID_BASE + self._next_sysid)
 
-    def add(self, pg: Instance) -> None:
+    def add(self, pg: _I) -> None:
         self.instances[pg.name] = pg
 
     def link_up(self, a: str, b: str) -> bool:
         return a not in self.cut and b not in self.cut and frozenset((a, b)) not in self.cut_links
 
-    def reach(self, source: str, conn_url: str | None) -> Instance | None:
+    def reach(self, source: str, conn_url: str | None) -> _I | None:
         """The instance ``conn_url`` names, if ``source`` can reach it and it accepts connections."""
         target = self.instances.get(host_of(conn_url) or "")
         if target is None or not self.link_up(source, target.name):
@@ -118,13 +121,15 @@ class PgNetwork:
         if self.on_take_time is not None:
             self.on_take_time(seconds)
             return
-        self.clock.advance(seconds)  # type: ignore[attr-defined]
+        if not isinstance(self.clock, FakeClock):
+            raise TypeError("PgNetwork.take_time moves the clock: it needs a FakeClock")
+        self.clock.advance(seconds)
         for pg in self.instances.values():
             pg.apply_fence()
 
-    def became_writable(self, pg: Instance) -> None:
+    def became_writable(self, pg: _I) -> None:
         if self.on_writable is not None:
             self.on_writable(pg)
 
-    def writable(self) -> list[Instance]:
+    def writable(self) -> list[_I]:
         return [pg for pg in self.instances.values() if pg.accepting_writes]

@@ -60,7 +60,8 @@ __all__ = ["LSN_BASE", "RECORD_BYTES", "SYSID_BASE", "FakePostgres", "PgError", 
            "parse_standby_names"]
 
 class FakePostgres:
-    def __init__(self, name: str, network: PgNetwork, clock: Clock, *, fence_latency_s: float = 0.05) -> None:
+    def __init__(self, name: str, network: PgNetwork[FakePostgres], clock: Clock, *,
+                 fence_latency_s: float = 0.05) -> None:
         self.name, self.network, self.clock = name, network, clock
         self.fence_latency_s = fence_latency_s
         self.data_dir = DataDir.MISSING
