@@ -99,14 +99,22 @@ def test_etcd_with_authentication(etcd_factory) -> None:  # noqa: ANN001
 
 
 def test_etcd_watch_from_a_compacted_revision_wakes(etcd_store) -> None:  # noqa: ANN001
-    dcs = etcd_client([etcd_store.endpoint])(KeyLayout("/service/", "compacted"))
-    old = dcs.load(timeout_s=T).revision
-    dcs.touch_member("n1", {"role": "replica"}, 30, timeout_s=T)
-    dcs.touch_member("n1", {"role": "replica"}, 30, timeout_s=T)
-    now = dcs.load(timeout_s=T).revision
-    assert httpx.post(f"{etcd_store.url}/v3/kv/compaction", json={"revision": str(now)}).status_code == 200
-    assert dcs.watch(old, 2.0) is True  # history is gone: the store cannot tell, so the loop re-reads
-    dcs.close()
+    # The writer's own stream may already have delivered every event since ``old`` (then it knows nothing
+    # decisive changed and rightly says False): the watch is asked of a second client whose stream starts
+    # only now, from a revision the compaction took.
+    layout = KeyLayout("/service/", "compacted")
+    writer, watcher = etcd_client([etcd_store.endpoint])(layout), etcd_client([etcd_store.endpoint])(layout)
+    try:
+        old = writer.load(timeout_s=T).revision
+        writer.touch_member("n1", {"role": "replica"}, 30, timeout_s=T)
+        writer.touch_member("n2", {"role": "replica"}, 30, timeout_s=T)  # two keys: two revisions
+        now = writer.load(timeout_s=T).revision
+        assert now >= old + 2  # so the compaction takes the revision the watch starts from
+        assert httpx.post(f"{etcd_store.url}/v3/kv/compaction", json={"revision": str(now)}).status_code == 200
+        assert watcher.watch(old, 2.0) is True  # history is gone: the store cannot tell, so the loop re-reads
+    finally:
+        writer.close()
+        watcher.close()
 
 
 def test_etcd_leader_lease_is_whole_seconds_rounded_up(etcd_store) -> None:  # noqa: ANN001
