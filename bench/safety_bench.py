@@ -134,7 +134,7 @@ def fault_rounds(base: str, rounds: int) -> dict[str, list[float]]:
                 cluster.procs[old].wait(60)
                 cluster.start(old)
     finally:
-        cluster.close(remove=True)
+        cluster.close(remove="--keep" not in sys.argv)
     return results
 
 
@@ -149,6 +149,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-partition", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the clusters' directories (logs) afterwards")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="safety-bench-", dir="/tmp")
     os.chmod(base, 0o755)
@@ -158,7 +159,10 @@ def main() -> int:
         partition: list[dict[str, Any]] = []
         skipped = "--no-partition" if args.no_partition else partition_rounds(base, args.rounds, partition)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
     print(f"\nmachine: {platform.node()}, {os.cpu_count()} cores, {platform.python_version()}; "
           f"ttl {TTL_S} / loop_wait 1 / retry_timeout 4\n")
     print("| figure | median | min-max | runs | target |\n|---|---|---|---|---|")
