@@ -46,6 +46,7 @@ class Memory:
     bootstrap_failed: bool = False          # this node's last bootstrap attempt failed: give the race back
     start_failures: int = 0                 # consecutive cycles in which starting PostgreSQL failed
     sync_catchup_lsn: int | None = None     # strict sync: my position when a sync standby was first seen lost
+    failed_in_a_row: int = 0                # consecutive cycles whose decision failed (paces the retries)
 
 
 @dataclass(frozen=True)

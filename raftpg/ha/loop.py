@@ -4,7 +4,7 @@ Each cycle reads the cluster linearizably, observes PostgreSQL, calls the pure `
 actions, publishes this member's key, keeps the fencing supervisor's lease current and logs one line
 saying what it decided and why. It waits ``loop_wait`` or until something under the scope changes
 (a watch), or until an operator request arrives, whichever comes first; after a failed action it goes
-again at once. The wait never runs past the moment the lease must be renewed or given up.
+again soon, backing off to ``loop_wait`` while the action keeps failing. The wait never runs past the moment the lease must be renewed or given up.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from raftpg.model import ClusterView, DynamicConfig, LocalState, Member, NodeSta
 __all__ = ["HaLoop", "NodeStatus"]
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.2  # the first retry after a failed action; doubled per further failure, up to loop_wait
 
 
 class HaLoop:
@@ -187,16 +189,22 @@ class HaLoop:
 
     # ------------------------------------------------------------------ running
     def next_wake_s(self, decision: Decision, ok: bool) -> float:
-        """How long to wait before the next cycle (the simulation uses this too): 0.2 s after a failed
-        action (``loop_wait`` when that action waits on something, ``retry_soon`` False); at once after this node became a primary (its replicas need their slots and its lease a
-        renewal on the cluster's own timing); else ``loop_wait``, but never past the moment the lease
-        must be renewed or given up."""
+        """How long to wait before the next cycle (the simulation uses this too). After a failed action:
+        0.2 s, doubled for every further failure in a row up to ``loop_wait`` (an action that keeps
+        failing, e.g. on a server out of connection slots, must not spin the loop), or ``loop_wait`` at
+        once when that action waits on something (``retry_soon`` False). At once after this node became
+        a primary (its replicas need their slots and its lease a renewal on the cluster's own timing);
+        else ``loop_wait``. Never past the moment the lease must be renewed or given up."""
+        loop_wait_s = float(self.timing.loop_wait_s)
         if not ok:
             failed = self.executor.failed
-            return 0.2 if failed is None or failed.retry_soon else float(self.timing.loop_wait_s)
-        if decision.has(Initdb) or decision.has(Promote) or decision.has(StartPrimary):
+            retry_soon = failed is None or failed.retry_soon
+            in_a_row = max(1, self.memory.failed_in_a_row)
+            wait_s = min(loop_wait_s, RETRY_FIRST_S * 2 ** min(in_a_row - 1, 16)) if retry_soon else loop_wait_s
+        elif decision.has(Initdb) or decision.has(Promote) or decision.has(StartPrimary):
             return 0.0
-        wait_s = float(self.timing.loop_wait_s)
+        else:
+            wait_s = loop_wait_s
         deadline = self.executor.lease.deadline
         if deadline is not None:
             wait_s = min(wait_s, max(0.05, deadline - self.timing.demote_margin_s - self.clock.monotonic()))
@@ -206,7 +214,7 @@ class HaLoop:
         if self._stop.is_set():
             return
         wait_s = self.next_wake_s(decision, ok)
-        if not ok or wait_s <= 0:
+        if wait_s <= 0 or (not ok and wait_s <= 0.5):
             self._wake.wait(wait_s)
             self._wake.clear()
             return
@@ -235,6 +243,7 @@ class HaLoop:
             except Exception:  # a bug must not kill the loop silently; the fence covers the primary
                 log.exception("HA cycle failed")
                 decision, ok = Decision((), "cycle failed"), False
+                self.memory = replace(self.memory, failed_in_a_row=self.memory.failed_in_a_row + 1)
             self._wait(decision, ok)
         self.shutdown()
 

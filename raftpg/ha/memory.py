@@ -54,4 +54,5 @@ def after_actions(memory: Memory, decision: act.Decision, ok: bool, failed: act.
         rewind_failed=memory.rewind_failed or isinstance(failed, act.Rewind),
         bootstrap_failed=bootstrap_failed,
         following=following,
+        failed_in_a_row=0 if ok else memory.failed_in_a_row + 1,
     )

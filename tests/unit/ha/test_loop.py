@@ -34,3 +34,28 @@ def test_the_bootstrap_cycle_runs_on_bootstrap_dcs_not_on_the_defaults():
     assert loop.executor.lease.deadline is not None
     assert loop.executor.lease.deadline - sent <= SHORT["ttl"]
     assert loop.timing.loop_wait_s == SHORT["loop_wait"] and loop.timing.ttl_s == SHORT["ttl"]
+
+
+def test_an_action_that_keeps_failing_backs_off_to_loop_wait_and_a_success_resets_the_pace():
+    """jepsen-lite saw the loop go round every 0.2 s for as long as an action kept failing (a server out
+    of connection slots). The first retry is quick; each further failure in a row doubles the wait, up to
+    loop_wait; the first cycle that succeeds resets it."""
+    loop, clock, dcs = new_loop(bootstrap_dcs={**SHORT, "ttl": 30, "loop_wait": 10, "retry_timeout": 10})
+    loop.cycle()
+    pg: FakePostgres = loop.pg  # type: ignore[assignment]
+    assert pg.is_primary
+    pg.fail_next["start"] = 7
+    pg.crash()
+    waits = []
+    for _ in range(7):
+        decision = loop.cycle()
+        assert loop.status.error is not None  # the restart failed
+        waits.append(loop.next_wake_s(decision, ok=False))
+        clock.advance(waits[-1])
+    assert waits == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0]
+    decision = loop.cycle()  # the eighth start succeeds
+    assert loop.status.error is None and pg.is_primary and loop.memory.failed_in_a_row == 0
+    pg.fail_next["start"] = 1
+    pg.crash()
+    decision = loop.cycle()
+    assert loop.next_wake_s(decision, ok=False) == 0.2
