@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, PlainSerializer, PlainValidator, StringCon
 
 from raftpg.config.addresses import split_host_port
 from raftpg.config.errors import problems
+from raftpg.model.cluster import SLOT_NAME
 
 
 class FrozenDict(dict[str, Any]):
@@ -191,6 +192,46 @@ def member_name(value: Any) -> str:
     return name
 
 
+SLOT_SHAPE = "{type: physical} or {type: logical, database: DB, plugin: PLUGIN}"
+
+
+def _slot_problem(name: Any, entry: Any) -> tuple[str, str] | None:
+    """``(key path, why)`` for a ``slots`` entry PostgreSQL or raftpg cannot honour, or None."""
+    if not isinstance(name, str) or not SLOT_NAME.fullmatch(name):
+        return (str(name), "a replication slot name is 1-63 lower-case letters, digits and underscores")
+    if entry is None:
+        return None  # physical
+    if not isinstance(entry, Mapping):
+        return (name, f"must be {SLOT_SHAPE}, got a {type(entry).__name__}")
+    kind = entry.get("type", "physical")
+    if kind not in ("physical", "logical"):
+        return (f"{name}.type", f"must be physical or logical, got {kind!r}")
+    for key in entry:
+        if key not in ("type", "database", "plugin", "cluster_type"):
+            return (f"{name}.{key}", f"unknown key; a slot is {SLOT_SHAPE}")
+    if entry.get("cluster_type", "primary") not in ("primary", "standby"):
+        return (f"{name}.cluster_type", "must be primary or standby (Patroni's meaning: where the slot is kept)")
+    for key in ("database", "plugin"):
+        value = entry.get(key)
+        if kind == "logical" and (not isinstance(value, str) or not value.strip()):
+            return (f"{name}.{key}", "a logical slot needs it (a non-empty string)")
+        if isinstance(value, str) and control_characters(value) is not None:
+            return (f"{name}.{key}", "must not contain control characters")
+    return None
+
+
+def _slot_map(value: Any) -> Mapping[str, Any]:
+    """The dynamic config's ``slots``: permanent replication slots the primary keeps, as Patroni's."""
+    if value is None:
+        return FrozenDict()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping of slot names to {SLOT_SHAPE}, got a {type(value).__name__}")
+    bad = [found for name, entry in value.items() if (found := _slot_problem(name, entry)) is not None]
+    if bad:
+        raise problems(bad)
+    return FrozenDict({name: freeze(entry) for name, entry in value.items()})
+
+
 def _config_line(value: Any) -> str:
     """One line of a config file we write (a pg_hba line): a string without control characters."""
     if not isinstance(value, str):
@@ -225,6 +266,9 @@ MemberName = Annotated[str, PlainValidator(member_name)]
 
 ConfigLine = Annotated[str, PlainValidator(_config_line)]
 """One line of a generated file (pg_hba.conf): no control characters, so one item stays one line."""
+
+SlotMap = Annotated[Mapping[str, Any], PlainValidator(_slot_map), PlainSerializer(_dump_frozen)]
+"""Permanent replication slots: name -> ``{type: physical}`` or ``{type: logical, database, plugin}``."""
 
 GucMap = Annotated[
     Mapping[str, str | int | float | bool], PlainValidator(_guc_map), PlainSerializer(_dump_frozen)

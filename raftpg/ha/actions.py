@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from raftpg.model import DynamicConfig
+from raftpg.model import DynamicConfig, PermanentSlot
 
 
 @dataclass(frozen=True)
@@ -206,9 +206,12 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class EnsureSlots:
-    """On the primary: a physical replication slot per other data member, and no stale ones."""
+    """On the primary: a physical replication slot per other data member and the dynamic config's
+    permanent slots (``slots``: physical and logical), and none of those raftpg made that are no longer
+    wanted."""
 
     members: tuple[str, ...]
+    permanent: tuple[PermanentSlot, ...] = ()
     retry_soon: ClassVar[bool] = True
 
 

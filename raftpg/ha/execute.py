@@ -179,8 +179,12 @@ class Executor:
                     log.info("applied the cluster-wide PostgreSQL settings from the DCS config")
             case act.Checkpoint():
                 self._pg(pg).checkpoint()
-            case act.EnsureSlots(members=members):
-                self._pg(pg).ensure_slots({self._pg(pg).slot_name_for(m) for m in members})
+            case act.EnsureSlots(members=members, permanent=permanent):
+                physical = {self._pg(pg).slot_name_for(m) for m in members}
+                self._pg(pg).ensure_slots(physical | {slot.name for slot in permanent if not slot.logical})
+                # a logical slot that cannot be made (wal_level, a missing database or plugin) is logged
+                # there and never fails the action: the physical slots and what follows must not wait on it
+                self._pg(pg).ensure_logical_slots(tuple(s for s in permanent if s.logical and s.name not in physical))
             case act.SetSynchronousStandbys(value=value):
                 self._pg(pg).set_synchronous_standby_names(value)
             case act.Refuse(reason=reason):

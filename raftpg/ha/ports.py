@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from raftpg.model import DynamicConfig, LocalState
+from raftpg.model import DynamicConfig, LocalState, PermanentSlot
 
 
 class PostgresPort(Protocol):
@@ -54,6 +54,10 @@ class PostgresPort(Protocol):
     def move_data_aside(self) -> str: ...
 
     def ensure_slots(self, names: set[str]) -> object: ...
+
+    def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> object:
+        """The logical ``slots`` exist (created where missing); those raftpg made and no longer wanted are
+        dropped. One that cannot be made is logged, never raised."""
 
     def set_synchronous_standby_names(self, value: str) -> None: ...
 

@@ -10,6 +10,7 @@ from raftpg.model.cluster import (
     HistoryEntry,
     Leader,
     Member,
+    PermanentSlot,
     Role,
     SyncState,
     Tags,
@@ -20,6 +21,6 @@ from raftpg.model.status import NodeStatus
 
 __all__ = [
     "ClusterView", "DataDir", "DynamicConfig", "Failover", "HistoryEntry", "Leader", "LocalState", "Member",
-    "NodeStatus",
+    "NodeStatus", "PermanentSlot",
     "ReplicationRow", "Role", "SyncState", "Tags", "format_lsn", "parse_lsn", "parse_size_bytes",
 ]

@@ -6,6 +6,7 @@ HA decision, the REST API and raftpgctl all answer them the same way.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -163,6 +164,39 @@ class HistoryEntry:
     new_leader: str | None = None
 
 
+SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")  # what PostgreSQL accepts as a replication slot name
+
+
+@dataclass(frozen=True)
+class PermanentSlot:
+    """An entry of the dynamic config's ``slots``: a replication slot the primary keeps whoever it is.
+    ``database`` and ``plugin`` are set for a logical slot, None for a physical one."""
+
+    name: str
+    database: str | None = None
+    plugin: str | None = None
+
+    @property
+    def logical(self) -> bool:
+        return self.plugin is not None
+
+    @classmethod
+    def parse(cls, name: Any, raw: Any) -> PermanentSlot | None:
+        """Lenient (the DCS reader's side): None for an entry the validator would refuse."""
+        if not isinstance(name, str) or not SLOT_NAME.fullmatch(name):
+            return None
+        entry = raw if isinstance(raw, dict) else {} if raw is None else None
+        if entry is None or entry.get("cluster_type", "primary") != "primary":
+            return None  # a slot for a standby cluster's leader: raftpg runs no standby clusters
+        kind = entry.get("type", "physical")
+        if kind == "physical":
+            return cls(name)
+        database, plugin = entry.get("database"), entry.get("plugin")
+        if kind == "logical" and isinstance(database, str) and database and isinstance(plugin, str) and plugin:
+            return cls(name, database, plugin)
+        return None
+
+
 @dataclass(frozen=True)
 class DynamicConfig:
     """The cluster-wide settings stored in the ``config`` key (Patroni's ``bootstrap.dcs`` shape).
@@ -186,6 +220,7 @@ class DynamicConfig:
     use_pg_rewind: bool = False
     use_slots: bool = True
     parameters: tuple[tuple[str, str], ...] = ()
+    permanent_slots: tuple[PermanentSlot, ...] = ()
     raw: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -219,6 +254,9 @@ class DynamicConfig:
             use_pg_rewind=flag(pg.get("use_pg_rewind"), False),
             use_slots=flag(pg.get("use_slots"), True),
             parameters=tuple(sorted((str(k), _guc_text(v)) for k, v in params.items())),
+            permanent_slots=tuple(slot for name, entry in sorted(object_or_empty(raw.get("slots")).items(),
+                                                                  key=lambda item: str(item[0]))
+                                  if (slot := PermanentSlot.parse(name, entry)) is not None),
             raw=tuple(sorted(raw.items())),
         )
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftpg.clock import Clock, SystemClock
-from raftpg.model import DataDir, DynamicConfig, LocalState
+from raftpg.model import DataDir, DynamicConfig, LocalState, PermanentSlot
 from raftpg.pg import bootstrap as boot
 from raftpg.pg import rebuild
 from raftpg.pg.callbacks import CallbackRunner
@@ -43,7 +43,7 @@ from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.process import PostmasterProcess, stop_foreign
 from raftpg.pg.settings import PgSettings
-from raftpg.pg.slots import ensure_slots, slot_name_for
+from raftpg.pg.slots import ensure_logical_slots, ensure_slots, slot_name_for
 from raftpg.pg.tools import PgError
 
 log = logging.getLogger(__name__)
@@ -364,6 +364,11 @@ class Postgres:
         """Create missing physical slots among ``names``; drop unwanted inactive ones raftpg made.
         Returns (created, dropped). See ``slots``."""
         return ensure_slots(self.settings, names, timeout_s)
+
+    def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...],
+                             timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
+        """The permanent logical ``slots`` exist; unwanted ones raftpg made are dropped. See ``slots``."""
+        return ensure_logical_slots(self.settings, slots, timeout_s)
 
     # --- the data directory ---------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
-"""Physical replication slots for the other members, named after them (``slot_name_for``).
+"""Replication slots on the primary: a physical one for each other member, named after it
+(``slot_name_for``), and the dynamic config's permanent slots (``slots``), physical and logical.
 
-raftpg drops only slots it created: their names are recorded in ``<data_dir>/raftpg.slots`` (one per line).
+raftpg drops only slots it created: their names are recorded in ``<data_dir>/raftpg.slots`` (physical) and
+``<data_dir>/raftpg.logical-slots`` (one per line).
 A slot someone else created is never dropped; an active slot is never dropped. The record travels with
 pg_basebackup and pg_rewind; on a promoted replica it may name slots that do not exist there, which is
 harmless (only existing, inactive, recorded, unwanted slots are dropped).
@@ -12,6 +14,7 @@ import logging
 import os
 import re
 
+from raftpg.model import PermanentSlot
 from raftpg.pg.conf import write_atomic
 from raftpg.pg.connection import query
 from raftpg.pg.settings import PgSettings
@@ -20,6 +23,7 @@ from raftpg.pg.tools import PgError
 log = logging.getLogger(__name__)
 
 RECORD = "raftpg.slots"
+LOGICAL_RECORD = "raftpg.logical-slots"
 MAX_SLOT_NAME = 63  # NAMEDATALEN - 1
 
 
@@ -35,9 +39,9 @@ def slot_name_for(member: str) -> str:
     return name
 
 
-def read_record(data_dir: str) -> set[str]:
+def read_record(data_dir: str, record: str = RECORD) -> set[str]:
     try:
-        with open(os.path.join(data_dir, RECORD), encoding="utf-8") as f:
+        with open(os.path.join(data_dir, record), encoding="utf-8") as f:
             return {line.strip() for line in f if line.strip()}
     except FileNotFoundError:
         return set()
@@ -71,4 +75,71 @@ def ensure_slots(settings: PgSettings, names: set[str], timeout_s: float = 10.0)
             log.warning("could not drop replication slot %s: %s", name, e)
     keep = (recorded & set(active) | names) - dropped
     write_atomic(os.path.join(settings.data_dir, RECORD), "".join(f"{n}\n" for n in sorted(keep)))
+    return created, dropped
+
+
+_warned: dict[str, str] = {}  # slot name -> the last problem logged for it (each logged once per change)
+
+
+def _warn_once(name: str, problem: str) -> None:
+    if _warned.get(name) != problem:
+        _warned[name] = problem
+        log.warning("permanent logical slot %s: %s", name, problem)
+
+
+def ensure_logical_slots(settings: PgSettings, slots: tuple[PermanentSlot, ...],
+                         timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
+    """Create the missing logical ``slots`` (each in its database, with its plugin); drop the inactive
+    ones raftpg made that are no longer wanted, or that exist with another database or plugin (then made
+    again). Returns (created, dropped).
+
+    Never raises for one slot: ``wal_level`` below logical, a missing database or output plugin are logged
+    once per slot and problem, and the other slots go on. PgError only when the server cannot be queried.
+    """
+    recorded = read_record(settings.data_dir, LOGICAL_RECORD)
+    if not slots and not recorded:
+        return set(), set()
+    rows = query(settings, "SELECT slot_name, database, plugin, active FROM pg_replication_slots "
+                           "WHERE slot_type = 'logical' AND NOT temporary", timeout_s=timeout_s)
+    existing = {str(name): (str(db), str(plugin), bool(is_active)) for name, db, plugin, is_active in rows}
+    wanted = {slot.name: slot for slot in slots}
+    created: set[str] = set()
+    dropped: set[str] = set()
+    for name, (database, plugin, active) in sorted(existing.items()):
+        slot = wanted.get(name)
+        stale = slot is None and name in recorded
+        changed = slot is not None and (database, plugin) != (slot.database, slot.plugin)
+        if not (stale or changed):
+            continue
+        if active:
+            log.info("logical slot %s is %s but still active: kept for now", name,
+                     "no longer wanted" if stale else "wanted with another database or plugin")
+            continue
+        try:
+            query(settings, "SELECT pg_drop_replication_slot(%s)", (name,), timeout_s=timeout_s)
+            dropped.add(name)
+            why = "no longer wanted" if slot is None else \
+                f"it was {database}/{plugin}, {slot.database}/{slot.plugin} is wanted: made again"
+            log.info("dropped logical slot %s: %s", name, why)
+        except PgError as e:
+            _warn_once(name, f"could not drop it: {e}")
+    missing = [slot for name, slot in sorted(wanted.items()) if name not in existing or name in dropped]
+    if missing:
+        wal_level = query(settings, "SHOW wal_level", timeout_s=timeout_s)[0][0]
+        for slot in missing:
+            if wal_level != "logical":
+                _warn_once(slot.name, f"not created: it needs wal_level = logical (it is {wal_level})")
+                continue
+            try:
+                query(settings, "SELECT pg_create_logical_replication_slot(%s, %s)", (slot.name, slot.plugin),
+                      timeout_s=timeout_s, dbname=slot.database or "postgres")
+                created.add(slot.name)
+                _warned.pop(slot.name, None)
+                log.info("created logical slot %s in database %s with plugin %s", slot.name, slot.database,
+                         slot.plugin)
+            except PgError as e:
+                _warn_once(slot.name, f"not created in database {slot.database}: {e}")
+    keep = (recorded & set(existing)) - dropped | created  # a slot dropped and made again is recorded
+    keep |= {name for name in wanted if name in existing and name not in dropped}
+    write_atomic(os.path.join(settings.data_dir, LOGICAL_RECORD), "".join(f"{n}\n" for n in sorted(keep)))
     return created, dropped

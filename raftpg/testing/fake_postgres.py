@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 
 from raftpg.clock import Clock
-from raftpg.model import DataDir, DynamicConfig, LocalState, ReplicationRow
+from raftpg.model import DataDir, DynamicConfig, LocalState, PermanentSlot, ReplicationRow
 from raftpg.testing.fake_network import (
     LSN_BASE,
     RECORD_BYTES,
@@ -75,6 +75,7 @@ class FakePostgres:
         self.streaming = False
         self.synchronous_standby_names = ""
         self.slots: set[str] = set()           # physical slots on this (primary's) data directory
+        self.logical_slots: dict[str, tuple[str | None, str | None]] = {}  # name -> (database, plugin)
         self.slot_name: str | None = None      # this replica's primary_slot_name
         self.bootstrap_unfinished = False      # initdb ran, the cluster is not registered yet
         self.unobservable = False              # fault: the agent's queries fail (slots taken, I/O stall)
@@ -139,6 +140,7 @@ class FakePostgres:
         self.crash()
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = DataDir.EMPTY, None, None, [], None
         self.slots, self.bootstrap_unfinished = set(), False
+        self.logical_slots = {}
 
     def _query(self) -> None:
         """An operation that needs an SQL connection fails while the server is unobservable."""
@@ -362,6 +364,7 @@ class FakePostgres:
             raise PgError(f"{self.name}: pg_basebackup: cannot connect to {host_of(source_conn_url)}")
         self.data_dir, self.sysid, self.timeline = DataDir.INITIALIZED, source.sysid, source.timeline
         self.wal, self.slots = list(source.wal), set()  # pg_basebackup copies no slots
+        self.logical_slots = {}
         # the control file is copied from the source: "in production" from a primary
         self.cluster_state = "in archive recovery" if source.in_recovery else "in production"
         self.running = self.streaming = False
@@ -378,6 +381,7 @@ class FakePostgres:
             self.stuck = None if self.stuck == "soft" else self.stuck
             return True  # "no rewind required": the source's history contains ours
         self.wal, self.timeline, self.slots = list(source.wal), source.timeline, set()  # pg_rewind skips pg_replslot
+        self.logical_slots = {}
         self.stuck = None if self.stuck == "soft" else self.stuck
         self.cluster_state = "in archive recovery"
         return True
@@ -394,6 +398,7 @@ class FakePostgres:
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = \
             DataDir.MISSING, None, None, [], None
         self.slots, self.bootstrap_unfinished, self.stuck = set(), False, None
+        self.logical_slots = {}
         return kept
 
     def ensure_slots(self, names: set[str]) -> None:
@@ -402,6 +407,13 @@ class FakePostgres:
         if not self.is_primary:
             raise PgError(f"{self.name}: replication slots are managed on the primary")
         self.slots = set(names)
+
+    def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> None:
+        self.apply_fence()
+        self._query()
+        if not self.is_primary:
+            raise PgError(f"{self.name}: replication slots are managed on the primary")
+        self.logical_slots = {slot.name: (slot.database, slot.plugin) for slot in slots}
 
     def set_synchronous_standby_names(self, value: str) -> None:
         self.apply_fence()

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from raftpg.clock import SystemClock
-from raftpg.model import DataDir
+from raftpg.model import DataDir, PermanentSlot
 from raftpg.pg import Credentials, PgError, PgSettings, Postgres, conninfo_for
 from raftpg.pg.pidfile import postgres_alive, read_pidfile
 from raftpg.pg.process import supervisor_argv, wait_pid_gone
@@ -251,6 +251,43 @@ def _promote_and_rewind(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettin
     n2.demote_to_replica(None, timeout_s=30)
     demoted = n2.observe()
     assert demoted.is_replica and not demoted.streaming
+
+
+def test_permanent_logical_slots_made_remade_and_dropped(run_as_postgres, pg_tmp: Path) -> None:
+    """The dynamic config's logical ``slots`` on a real primary: nothing is raised while wal_level cannot
+    decode (the slot waits for it), made once it can, made again when its plugin changes, dropped when no
+    longer wanted; a database that does not exist is logged, not raised; a slot raftpg did not make stays."""
+    settings = settings_for(pg_tmp, "n1")
+    cdc = PermanentSlot("cdc", "postgres", "test_decoding")
+
+    def slots(pg: Postgres) -> set[tuple[str, str, str]]:
+        rows = pg.query("SELECT slot_name, database, plugin FROM pg_replication_slots WHERE slot_type = 'logical'")
+        return {(str(a), str(b), str(c)) for a, b, c in rows}
+
+    def body() -> None:
+        pg = Postgres(settings)
+        try:
+            pg.bootstrap(timeout_s=60)
+            assert pg.query("SHOW wal_level") == [("replica",)]
+            assert pg.ensure_logical_slots((cdc,)) == (set(), set()) and slots(pg) == set()
+            logical = dataclasses.replace(settings, parameters={**settings.parameters, "wal_level": "logical"})
+            pg.reload(logical)
+            assert pg.restart(timeout_s=30)
+            assert pg.ensure_logical_slots((cdc,)) == ({"cdc"}, set())
+            assert slots(pg) == {("cdc", "postgres", "test_decoding")}
+            assert pg.ensure_logical_slots((cdc,)) == (set(), set())
+            pg.query("SELECT pg_create_logical_replication_slot('mine', 'test_decoding')")
+            moved = PermanentSlot("cdc", "postgres", "pgoutput")
+            missing_db = PermanentSlot("elsewhere", "no_such_db", "test_decoding")
+            assert pg.ensure_logical_slots((moved, missing_db)) == ({"cdc"}, {"cdc"})
+            assert slots(pg) == {("cdc", "postgres", "pgoutput"), ("mine", "postgres", "test_decoding")}
+            assert pg.ensure_logical_slots(()) == (set(), {"cdc"})
+            assert slots(pg) == {("mine", "postgres", "test_decoding")}, "a slot raftpg did not make stays"
+        finally:
+            pg.stop("immediate")
+            pg.close()
+
+    run_as_postgres(body, timeout_s=90)
 
 
 # --- the fencing supervisor, driven directly through its stdin --------------------------------------------

@@ -7,6 +7,7 @@ refuses names the key. Absurd values (a ttl of 10^400, NaN, a 400-digit paramete
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from raftpg.config import ConfigError, parse_config, validate_dynamic_config
 from raftpg.dcs.codec import read_config
 from raftpg.dcs.documents import Unreadable
+from raftpg.model import DynamicConfig, PermanentSlot
 
 FILE = """
 scope: demo
@@ -67,3 +69,36 @@ def test_what_the_validator_accepts_the_reader_reads_back(document: dict[str, An
 def test_what_the_validator_refuses_the_reader_refuses(raw: str) -> None:
     with pytest.raises(Unreadable):
         read_config(raw)
+
+
+PERMANENT_SLOTS = {"keep_wal": {"type": "physical"}, "bare": None,
+                   "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"},
+                   "dr": {"type": "physical", "cluster_type": "standby"}}
+
+
+def test_permanent_slots_are_validated_and_read_as_patroni_writes_them() -> None:
+    document = validate_dynamic_config({"slots": PERMANENT_SLOTS})
+    assert document["slots"] == PERMANENT_SLOTS
+    assert DynamicConfig.from_dict(document).permanent_slots == (
+        PermanentSlot("bare"), PermanentSlot("cdc", "app", "pgoutput"), PermanentSlot("keep_wal"))  # dr: standby only
+
+
+@pytest.mark.parametrize(("slots", "error"), [
+    ({"Keep-WAL": None}, "slots.Keep-WAL: a replication slot name is 1-63 lower-case"),
+    ({"x" * 64: None}, "a replication slot name is 1-63"),
+    ({"cdc": {"type": "logical", "database": "app"}}, "slots.cdc.plugin: a logical slot needs it"),
+    ({"cdc": {"type": "logical", "plugin": "pgoutput"}}, "slots.cdc.database: a logical slot needs it"),
+    ({"cdc": {"type": "wal"}}, "slots.cdc.type: must be physical or logical"),
+    ({"cdc": {"typ": "physical"}}, "slots.cdc.typ: unknown key"),
+    ({"cdc": 3}, "slots.cdc: must be {type: physical}"),
+    ({"cdc": {"type": "physical", "cluster_type": "replica"}}, "slots.cdc.cluster_type: must be primary or standby"),
+    (["cdc"], "slots: must be a mapping of slot names"),
+])
+def test_bad_permanent_slots_are_refused_naming_the_key(slots: Any, error: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        validate_dynamic_config({"slots": slots})
+
+
+def test_the_reader_skips_a_permanent_slot_the_validator_would_refuse() -> None:
+    raw = {"slots": {"Bad": None, "half": {"type": "logical", "plugin": "x"}, "ok": {}, "7": [], "wal": {"type": 1}}}
+    assert DynamicConfig.from_dict(raw).permanent_slots == (PermanentSlot("ok"),)

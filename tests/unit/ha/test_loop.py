@@ -59,3 +59,20 @@ def test_an_action_that_keeps_failing_backs_off_to_loop_wait_and_a_success_reset
     pg.crash()
     decision = loop.cycle()
     assert loop.next_wake_s(decision, ok=False) == 0.2
+
+
+def test_the_primary_keeps_the_permanent_slots_of_the_dynamic_config_and_drops_removed_ones():
+    slots = {"keep_wal": {"type": "physical"}, "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"},
+             "n2": None}  # a bare name: a physical slot
+    loop, clock, dcs = new_loop(bootstrap_dcs={**SHORT, "slots": slots})
+    for _ in range(3):
+        loop.cycle()
+        clock.advance(1)
+    pg: FakePostgres = loop.pg  # type: ignore[assignment]
+    assert pg.is_primary
+    assert pg.slots == {"keep_wal", "n2"}
+    assert pg.logical_slots == {"cdc": ("app", "pgoutput")}
+    config = dcs.load(timeout_s=1).config.to_dict()
+    dcs.set_config({**config, "slots": {"keep_wal": None}}, dcs.load(timeout_s=1).config_revision, timeout_s=1)
+    loop.cycle()
+    assert pg.slots == {"keep_wal"} and pg.logical_slots == {}
