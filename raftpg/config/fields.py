@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, PlainSerializer, PlainValidator, StringCon
 
 from raftpg.config.addresses import split_host_port
 from raftpg.config.errors import problems
-from raftpg.model.cluster import SLOT_NAME
+from raftpg.model.slots import SLOT_NAME
 
 
 class FrozenDict(dict[str, Any]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from raftpg.clock import Clock
 from raftpg.consensus.api import KvRejected, NoQuorum, RaftStatus
+from raftpg.consensus.leases import LeaseClock
 from raftpg.consensus.state import GuardedState, unwrap
 from raftpg.kv import (
     Command,
@@ -16,7 +17,6 @@ from raftpg.kv import (
     Conflict,
     Guard,
     KeyValue,
-    LeaseClock,
     delete_command,
     put_command,
     touch_command,

@@ -1,44 +1,32 @@
 """RaftNode: the replicated KV on a pysyncobj ``SyncObj``, by composition (never inheritance).
 
 Only this package imports pysyncobj. Our commands cross the log as versioned JSON bytes handed to a
-single ``@replicated`` method of a consumer; pysyncobj still pickles its own frames, which is why every
-member needs a password (Fernet; DESIGN.md safety rule 9): the config requires it, ``RaftSettings``
-refuses a port off loopback without it, and ``add_member`` refuses to grow a cluster without one.
+single ``@replicated`` method of a consumer (consumer.py); pysyncobj still pickles its own frames, which is
+why every member needs a password (Fernet; DESIGN.md safety rule 9): the config requires it,
+``RaftSettings`` refuses a port off loopback without it, and ``add_member`` refuses to grow a cluster
+without one.
 
 Start-up order: the open-files limit is raised, ``raft.data_dir`` is checked and made private
 (datadir.py) before anything in it is read, the port is probed, then pysyncobj is built with raftpg's
-journal (journal.py: preallocated, private) and transport (transport.py, wire.py: bounded strangers).
-A full disk cuts the node off from Raft and fails its writes with :class:`DiskFull` until space returns
-(diskspace.py).
-
-Threads: pysyncobj's tick thread applies commands, runs the leader's lease clock, fires callbacks and
-runs every call that touches pysyncobj's state directly (leadership transfer); callers block on an
-Event with a timeout (``submit``), so the API is safe from any thread and from asyncio via
-``asyncio.to_thread``. The SyncObj is built on an owner thread that lives until ``close()``, because
-pysyncobj stops ticking when the thread that built it exits.
-
-Write path: ``submit`` queues the command. Failures that prove the command is in no leader's log (no
-leader known, the leader we asked is not one, the entry was overwritten) are retried until the deadline
-and end in :class:`NoQuorum` with ``indeterminate`` False. Once a leader may hold it, a lost leader
-yields :class:`UnknownOutcome` and a silent timeout :class:`NoQuorum` (``indeterminate`` True) or
-:class:`KvTimeout`. Linearizable reads commit a barrier through the log, then read the local state.
-
-Durability: pysyncobj appends to an mmap'd journal and answers without fsync, so an acknowledged write
-survives the death of processes (it is in the page cache of a majority) but not a power loss of a
-majority of machines. Term and vote are written synchronously, without fsync. ``RaftSettings.fsync``
-makes every entry, term and vote durable before it can be acknowledged (durability.py).
+journal (journal.py) and transport (transport.py, wire.py). A full disk cuts the node off from Raft and
+fails its writes with :class:`DiskFull` until space returns (diskspace.py). Threads, the write path
+(which failures are retried, which end in :class:`UnknownOutcome`), linearizable reads and durability:
+consensus/DESIGN.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 
 from raftpg.clock import Clock, SystemClock
 from raftpg.consensus.api import (
@@ -52,10 +40,12 @@ from raftpg.consensus.api import (
     StoreFailed,
     UnknownOutcome,
 )
+from raftpg.consensus.consumer import KvConsumer
 from raftpg.consensus.datadir import secure_data_dir
 from raftpg.consensus.diskspace import DiskSpace
 from raftpg.consensus.durability import FlushingJournal, wrap_replace_durably
 from raftpg.consensus.journal import GuardedJournal, JournalFull, journal_construction
+from raftpg.consensus.leases import LeaseClock
 from raftpg.consensus.limits import raise_open_files_limit
 from raftpg.consensus.membership import validate_addr, wait_callback
 from raftpg.consensus.pysyncobj_logs import quiet_pysyncobj_logs
@@ -65,7 +55,6 @@ from raftpg.consensus.settings import (
     RaftSettings,
     check_bindable,
     check_can_add_member,
-    is_loopback,
 )
 from raftpg.consensus.state import GuardedState, unwrap
 from raftpg.consensus.transport import GuardedTransport, TransportControl
@@ -76,10 +65,7 @@ from raftpg.kv import (
     Fingerprint,
     Guard,
     KeyValue,
-    LeaseClock,
-    Rejected,
     barrier_command,
-    decode,
     delete_command,
     encode,
     put_command,
@@ -93,28 +79,9 @@ _REAL_TIME = SystemClock()  # waits on real threads and sockets: real time
 
 _STATES = {0: "follower", 1: "candidate", 2: "leader"}
 # Failures that prove the command is in no leader's log (never appended, or overwritten): retry is safe.
-_NOT_APPLIED = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.QUEUE_FULL, FAIL_REASON.NOT_LEADER,
-                FAIL_REASON.DISCARDED}
+_NOT_APPLIED = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.QUEUE_FULL, FAIL_REASON.NOT_LEADER, FAIL_REASON.DISCARDED}
 _START_TIMEOUT_S = 30.0
-__all__ = ["RaftConfigError", "RaftNode", "RaftSettings", "is_loopback"]  # settings live in settings.py
-
-
-class _KvConsumer(SyncObjConsumer):
-    """The one replicated method. Runs on pysyncobj's tick thread on every replica."""
-
-    def __init__(self, state: GuardedState) -> None:
-        super().__init__()
-        self._kv = state
-
-    @replicated
-    def command(self, payload: bytes) -> Any:
-        return self._kv.apply(decode(payload) if isinstance(payload, bytes) else Rejected("bad payload"))
-
-    def _serialize(self) -> dict[str, Any]:
-        return self._kv.snapshot()
-
-    def _deserialize(self, data: object) -> None:
-        self._kv.restore(data)
+__all__ = ["RaftConfigError", "RaftNode", "RaftSettings"]  # the settings live in settings.py
 
 
 class RaftNode:
@@ -131,7 +98,7 @@ class RaftNode:
         self._state = GuardedState()
         self._leases = LeaseClock()
         self._lease_term: int | None = None  # the term in which this node last ran the lease clock as leader
-        self._consumer = _KvConsumer(self._state)
+        self._consumer = KvConsumer(self._state)
         self._tick_tasks: deque[Callable[[], None]] = deque()
         self._closing = threading.Event()
         self._files = RaftFiles.for_node(settings.data_dir, settings.self_addr) if settings.data_dir else None
@@ -304,22 +271,19 @@ class RaftNode:
 
     def _on_tick_thread(self, task: Callable[[], Any], timeout_s: float) -> Any:
         """Run ``task`` on the tick thread (pysyncobj's state is not thread-safe) and return its result."""
-        done = threading.Event()
-        box: dict[str, Any] = {}
+        future: Future[Any] = Future()
 
         def run() -> None:
             try:
-                box["result"] = task()
+                future.set_result(task())
             except Exception as exc:  # noqa: BLE001 - re-raised on the calling thread
-                box["error"] = exc
-            done.set()
+                future.set_exception(exc)
 
         self._tick_tasks.append(run)
-        if not done.wait(timeout_s):
-            raise KvTimeout(f"the Raft thread did not answer within {timeout_s:.1f}s")
-        if "error" in box:
-            raise box["error"]
-        return box.get("result")
+        try:
+            return future.result(timeout_s)
+        except FutureTimeout:
+            raise KvTimeout(f"the Raft thread did not answer within {timeout_s:.1f}s") from None
 
     # ------------------------------------------------------------------ writes
     def submit(self, command: Command, timeout_s: float) -> Committed | Conflict:
@@ -338,26 +302,21 @@ class RaftNode:
         while True:
             if self._closing.is_set():
                 raise NoQuorum("this Raft node is shut down")
-            done = threading.Event()
-            box: dict[str, Any] = {}
-
-            def on_result(result: Any, error: int, box: dict[str, Any] = box, done: threading.Event = done) -> None:
-                box["result"], box["error"] = result, error
-                done.set()
-
+            answer: Future[tuple[Any, int]] = Future()
             try:
-                self._consumer.command(payload, callback=on_result)
+                self._consumer.command(payload, callback=lambda result, error, f=answer: f.set_result((result, error)))
             except BlockingIOError:
                 pass  # queued; only the wake-up pipe was full: the tick thread finds it on its next tick
-            if not done.wait(max(0.0, deadline - _REAL_TIME.monotonic())):
+            try:
+                result, error = answer.result(max(0.0, deadline - _REAL_TIME.monotonic()))
+            except FutureTimeout:
                 if not self._sync.hasQuorum:
                     raise NoQuorum(f"no quorum: this node reaches {self._connected_voters()} of "
                                    f"{len(self._sync.otherNodes) + 1} voters; the command may still "
-                                   "commit if a leader that holds it regains a quorum", indeterminate=True)
-                raise KvTimeout(f"no answer within {timeout_s:.1f}s; the outcome is unknown")
-            error = box["error"]
+                                   "commit if a leader that holds it regains a quorum", indeterminate=True) from None
+                raise KvTimeout(f"no answer within {timeout_s:.1f}s; the outcome is unknown") from None
             if error == FAIL_REASON.SUCCESS:
-                return unwrap(box["result"])
+                return unwrap(result)
             if error not in _NOT_APPLIED:
                 raise UnknownOutcome(f"Raft leadership changed during the request (reason {error})")
             if _REAL_TIME.monotonic() >= deadline:
@@ -456,11 +415,9 @@ class RaftNode:
         sync = self._sync
         raw: dict[str, Any] = {}
         for _attempt in range(5):  # getStatus iterates dicts the tick thread may be resizing
-            try:
+            with contextlib.suppress(RuntimeError):
                 raw = sync.getStatus()
                 break
-            except RuntimeError:
-                continue
         leader = raw.get("leader")
         peers = tuple(
             PeerStatus(n.address, sync.isNodeConnected(n), raw.get(f"match_idx_server_{n.id}"))

@@ -10,13 +10,13 @@ from raftpg.model.cluster import (
     HistoryEntry,
     Leader,
     Member,
-    PermanentSlot,
     Role,
     SyncState,
     Tags,
 )
 from raftpg.model.local import DataDir, LocalState, ReplicationRow
 from raftpg.model.lsn import format_lsn, parse_lsn, parse_size_bytes
+from raftpg.model.slots import PermanentSlot
 from raftpg.model.status import NodeStatus
 
 __all__ = [

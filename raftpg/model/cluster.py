@@ -6,10 +6,11 @@ HA decision, the REST API and raftpgctl all answer them the same way.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from raftpg.model.slots import PermanentSlot
 
 FAILOVER_PRIORITY_MAX = 2**31 - 1
 
@@ -162,39 +163,6 @@ class HistoryEntry:
     reason: str
     timestamp: float
     new_leader: str | None = None
-
-
-SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")  # what PostgreSQL accepts as a replication slot name
-
-
-@dataclass(frozen=True)
-class PermanentSlot:
-    """An entry of the dynamic config's ``slots``: a replication slot the primary keeps whoever it is.
-    ``database`` and ``plugin`` are set for a logical slot, None for a physical one."""
-
-    name: str
-    database: str | None = None
-    plugin: str | None = None
-
-    @property
-    def logical(self) -> bool:
-        return self.plugin is not None
-
-    @classmethod
-    def parse(cls, name: Any, raw: Any) -> PermanentSlot | None:
-        """Lenient (the DCS reader's side): None for an entry the validator would refuse."""
-        if not isinstance(name, str) or not SLOT_NAME.fullmatch(name):
-            return None
-        entry = raw if isinstance(raw, dict) else {} if raw is None else None
-        if entry is None or entry.get("cluster_type", "primary") != "primary":
-            return None  # a slot for a standby cluster's leader: raftpg runs no standby clusters
-        kind = entry.get("type", "physical")
-        if kind == "physical":
-            return cls(name)
-        database, plugin = entry.get("database"), entry.get("plugin")
-        if kind == "logical" and isinstance(database, str) and database and isinstance(plugin, str) and plugin:
-            return cls(name, database, plugin)
-        return None
 
 
 @dataclass(frozen=True)

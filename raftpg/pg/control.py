@@ -14,6 +14,7 @@ Callbacks fire from here, in the background: ``on_start``/``on_stop`` around ``s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -133,10 +134,6 @@ class Postgres:
         postmaster runs. An absolute time: however long the caller took since it computed it, the fence
         lands where the lease says."""
         return self.process is not None and self.process.fence_at(deadline)
-
-    def lease(self, seconds: float) -> bool:
-        """``fence_at(now + seconds)``."""
-        return self.fence_at(self.clock.monotonic() + seconds)
 
     def unlimited(self) -> bool:
         return self.process is not None and self.process.unlimited()
@@ -361,13 +358,9 @@ class Postgres:
                 self.clock.sleep(0.02)
 
     def ensure_slots(self, names: set[str], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
-        """Create missing physical slots among ``names``; drop unwanted inactive ones raftpg made.
-        Returns (created, dropped). See ``slots``."""
-        return ensure_slots(self.settings, names, timeout_s)
+        return ensure_slots(self.settings, names, timeout_s)  # (created, dropped): see raftpg.pg.slots
 
-    def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...],
-                             timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
-        """The permanent logical ``slots`` exist; unwanted ones raftpg made are dropped. See ``slots``."""
+    def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
         return ensure_logical_slots(self.settings, slots, timeout_s)
 
     # --- the data directory ---------------------------------------------------------------------------
@@ -447,10 +440,8 @@ class Postgres:
         if self.process is not None and self.process.signal(signal.SIGHUP):
             return True
         info = live_postmaster(self.settings.data_dir)
-        if info is None:
-            return False
-        try:
-            os.kill(info.pid, signal.SIGHUP)
-            return True
-        except ProcessLookupError:
-            return False
+        with contextlib.suppress(ProcessLookupError):
+            if info is not None:
+                os.kill(info.pid, signal.SIGHUP)
+                return True
+        return False

@@ -185,3 +185,22 @@ listen primary
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_permanent_slots_follow_the_primary_through_a_switchover(cluster3):
+    """``slots`` in the dynamic config (edit-config, as a Patroni user writes it): the primary keeps them,
+    and after a switchover the new primary does; a name that is not a slot name is refused, naming it."""
+    old = cluster3.primary()
+    bad = ctl(cluster3, old, "edit-config", "-s", "slots.Keep-WAL.type=physical", "--force", check=False)
+    assert bad.returncode != 0 and "slots.Keep-WAL" in bad.stdout + bad.stderr
+    ctl(cluster3, old, "edit-config", "-s", "slots.keep_wal.type=physical", "--force")
+
+    def has_slot(name: str) -> bool:
+        rows = try_sql(cluster3, name, "SELECT slot_type FROM pg_replication_slots WHERE slot_name = 'keep_wal'")
+        return rows == [("physical",)]
+
+    cluster3.wait_for(lambda: has_slot(old), 30, "the permanent slot on the primary")
+    candidate = sorted(set(cluster3.nodes) - {old})[0]
+    ctl(cluster3, old, "switchover", "--leader", old, "--candidate", candidate, "--force")
+    assert wait_primary(cluster3, 60, exclude=old) == candidate
+    cluster3.wait_for(lambda: has_slot(candidate), 30, "the permanent slot on the new primary")

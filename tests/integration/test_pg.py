@@ -449,10 +449,10 @@ def test_postgres_lease_and_fence_through_the_facade(run_as_postgres, stopped_cl
         pg = Postgres(stopped_cluster)
         try:
             assert pg.start(timeout_s=30, fence_deadline=time.monotonic() + 30)
-            assert pg.lease(0.3)
+            assert pg.fence_at(time.monotonic() + 0.3)
             poll(lambda: pg.process.exit_code() is not None, timeout_s=5, what="fence after lease 0.3")
             expired = pg.process.fence_reason
-            assert not pg.observe().running and not pg.lease(10), "no lease for a fenced postmaster"
+            assert not pg.observe().running and not pg.fence_at(time.monotonic() + 10), "no lease for a fenced postmaster"
             assert pg.start(timeout_s=30, fence_deadline=time.monotonic() + 30) and pg.unlimited()
             pg.fence()
             return expired, pg.process.fence_reason

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from raftpg.clock import FakeClock
+from raftpg.consensus.leases import LeaseClock
 from raftpg.kv import (
     COMMAND_VERSION,
     KEY_BYTES_MAX,
@@ -20,7 +21,6 @@ from raftpg.kv import (
     Conflict,
     Guard,
     KvState,
-    LeaseClock,
     Rejected,
     barrier_command,
     decode,
