@@ -113,6 +113,8 @@ class DynamicSettings(OpenSettings):
     renamed: ClassVar[Mapping[str, str]] = MappingProxyType({
         "master_start_timeout": "primary_start_timeout",
         "master_stop_timeout": "primary_stop_timeout",
+        "permanent_slots": "slots",  # Patroni reads all three names for its permanent slots
+        "permanent_replication_slots": "slots",
     })
 
     ttl: Int = _bounded(30, "ttl")

@@ -222,7 +222,7 @@ class DynamicConfig:
             use_pg_rewind=flag(pg.get("use_pg_rewind"), False),
             use_slots=flag(pg.get("use_slots"), True),
             parameters=tuple(sorted((str(k), _guc_text(v)) for k, v in params.items())),
-            permanent_slots=tuple(slot for name, entry in sorted(object_or_empty(raw.get("slots")).items(),
+            permanent_slots=tuple(slot for name, entry in sorted(_permanent_slots(raw).items(),
                                                                   key=lambda item: str(item[0]))
                                   if (slot := PermanentSlot.parse(name, entry)) is not None),
             raw=tuple(sorted(raw.items())),
@@ -244,6 +244,15 @@ DYNAMIC_BOUNDS: dict[str, tuple[int, int]] = {
     "primary_stop_timeout": (0, DAY_S),
     "synchronous_node_count": (1, 1024),
 }
+
+
+def _permanent_slots(raw: dict[str, Any]) -> dict[str, Any]:
+    """The permanent slots under whichever of Patroni's names the document uses (the validator stores
+    ``slots``; a document written by Patroni or by hand may use another)."""
+    for key in ("slots", "permanent_slots", "permanent_replication_slots"):
+        if raw.get(key):
+            return object_or_empty(raw[key])
+    return {}
 
 
 def _guc_text(value: Any) -> str:

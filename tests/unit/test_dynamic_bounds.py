@@ -102,3 +102,10 @@ def test_bad_permanent_slots_are_refused_naming_the_key(slots: Any, error: str) 
 def test_the_reader_skips_a_permanent_slot_the_validator_would_refuse() -> None:
     raw = {"slots": {"Bad": None, "half": {"type": "logical", "plugin": "x"}, "ok": {}, "7": [], "wal": {"type": 1}}}
     assert DynamicConfig.from_dict(raw).permanent_slots == (PermanentSlot("ok"),)
+
+
+@pytest.mark.parametrize("key", ["permanent_slots", "permanent_replication_slots"])
+def test_patronis_other_names_for_permanent_slots_are_read_as_slots(key: str) -> None:
+    document = validate_dynamic_config({key: {"keep_wal": None}})
+    assert document["slots"] == {"keep_wal": None} and key not in document
+    assert DynamicConfig.from_dict({key: {"keep_wal": None}}).permanent_slots == (PermanentSlot("keep_wal"),)
