@@ -103,6 +103,11 @@ class NodeCommands:
         return Outcome("pending switchover cancelled", 200,
                        {"leader": cancelled.leader, "candidate": cancelled.candidate})
 
+    async def remove_cluster(self, leader: str | None) -> Outcome:
+        await asyncio.to_thread(ops.remove_cluster, self.dcs, leader, timeout_s=self.timeout_s)
+        self.loop.wake()
+        return Outcome("removed every key of the cluster from the DCS", 200)
+
     async def patch_config(self, patch: dict[str, Any]) -> Outcome:
         changed = await asyncio.to_thread(ops.patch_config, self.dcs, patch, timeout_s=self.timeout_s)
         self.loop.wake()

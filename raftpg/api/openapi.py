@@ -99,6 +99,8 @@ SCHEMAS: dict[str, Any] = {
     "Reinitialize": {"type": "object", "properties": {"force": {"type": "boolean"},
                                                       "from_leader": {"type": "boolean"}}},
     "RaftMember": {"type": "object", "required": ["addr"], "properties": {"addr": {"type": "string"}}},
+    "RemoveCluster": {"type": "object", "required": ["scope", "leader"],
+                      "properties": {"scope": {"type": "string"}, "leader": _NULLABLE_STR}},
     "RaftLeader": {"type": "object", "properties": {"addr": {"type": "string"}}},
 }
 
@@ -175,7 +177,12 @@ def _paths() -> dict[str, Any]:
                                                                          **_content(_ref("Status"))}}}
     paths["/patroni"] = {"get": status_op,
                          "options": {"summary": "status only", "responses": {"200": {"description": "ok"}}}}
-    paths["/cluster"] = _read("every member, like raftpgctl list", "Cluster", "503")
+    paths["/cluster"] = {
+        **_read("every member, like raftpgctl list", "Cluster", "503"),
+        "delete": _write("delete every key of the cluster from the DCS (raftpgctl remove); the body repeats "
+                         "the scope and the leader the operator confirmed", "RemoveCluster",
+                         {"200": _message("removed")}, "409", "503"),
+    }
     paths["/history"] = _read("timeline history", "History", "503")
     paths["/config"] = {
         **_read("the dynamic config", "Config", "503"),

@@ -76,6 +76,9 @@ class Commands(Protocol):
 
     async def cancel_switchover(self) -> Outcome: ...
 
+    async def remove_cluster(self, leader: str | None) -> Outcome:
+        """Delete every key of the cluster, if ``leader`` still holds the leader key (None: nobody)."""
+
     async def patch_config(self, patch: dict[str, Any]) -> Outcome:
         """Merge-patch the dynamic config (``null`` deletes; ``{"pause": true}`` pauses the cluster);
         ``data['config']`` is the stored result."""

@@ -47,6 +47,17 @@ async def cancel_switchover(request: web.Request) -> web.StreamResponse:
     return _outcome(await request.app[COMMANDS].cancel_switchover())
 
 
+async def remove_cluster(request: web.Request) -> web.StreamResponse:
+    """``raftpgctl remove``: the body repeats what the operator confirmed (the scope, the leader seen)."""
+    body = await read_json(request, required=True)
+    scope = field(body, "scope", str, required=True)
+    if scope != request.app[VIEW].config().scope:
+        raise BadRequest(f"scope: this node belongs to cluster {request.app[VIEW].config().scope!r}, not {scope!r}")
+    if "leader" not in body:
+        raise BadRequest("leader: required (the leader's name, or null when the cluster has none)")
+    return _outcome(await request.app[COMMANDS].remove_cluster(field(body, "leader", str)))
+
+
 async def patch_config(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, required=True)
     outcome = await request.app[COMMANDS].patch_config(body)
@@ -148,6 +159,7 @@ def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_post("/switchover", switchover)
     router.add_delete("/switchover", cancel_switchover)
+    router.add_delete("/cluster", remove_cluster)
     router.add_post("/failover", failover)
     router.add_patch("/config", patch_config)
     router.add_put("/config", put_config)

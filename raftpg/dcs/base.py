@@ -83,4 +83,7 @@ class Dcs(Protocol):
 
     def set_status(self, last_lsn: int, *, timeout_s: float) -> None: ...
 
+    def delete_cluster(self, *, timeout_s: float) -> None:
+        """Delete every key under the scope (``raftpgctl remove``): the operator starts the cluster afresh."""
+
     def close(self) -> None: ...

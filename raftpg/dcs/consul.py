@@ -383,6 +383,13 @@ class ConsulDcs:
         self._member_sessions[name] = session
         return session
 
+    def delete_cluster(self, *, timeout_s: float) -> None:
+        answer = self.http.request("DELETE", self._path(self._base), params={"recurse": ""},
+                                   deadline=self._deadline(timeout_s), what="delete the cluster's keys",
+                                   idempotent=True)
+        if answer.status != 200:
+            raise DcsError(f"delete the cluster's keys: Consul answered {answer.status}")
+
     def delete_member(self, name: str, *, timeout_s: float) -> None:
         deadline = self._deadline(timeout_s)
         self._delete(self._key(keys.MEMBERS + name), deadline, "delete member key")

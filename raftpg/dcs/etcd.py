@@ -300,6 +300,12 @@ class EtcdDcs:
         self._member_leases[name] = (lease, asked)
         return lease  # an old lease now holds nothing once the put moves the key: it expires by itself
 
+    def delete_cluster(self, *, timeout_s: float) -> None:
+        prefix = self.layout.prefix
+        self._post("/kv/deleterange", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))},
+                   self._deadline(timeout_s), "delete the cluster's keys", idempotent=True)
+        self._member_puts.clear()  # what this client last wrote is gone
+
     def delete_member(self, name: str, *, timeout_s: float) -> None:
         deadline = self._deadline(timeout_s)
         self._post("/kv/deleterange", {"key": b64(self.layout.member(name))}, deadline, "delete member key",

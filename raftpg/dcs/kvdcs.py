@@ -102,6 +102,12 @@ class KvDcs:
         self._call("update member key", self.kv.put, self.layout.member(name), _dumps(document),
                    ttl_s=ttl_s, timeout_s=timeout_s)
 
+    def delete_cluster(self, *, timeout_s: float) -> None:
+        _, kvs = self._call("list the cluster's keys", self.kv.range, self.layout.prefix, linearizable=True,
+                            timeout_s=timeout_s)
+        for kv in kvs:
+            self._call("delete the cluster's keys", self.kv.delete, kv.key, timeout_s=timeout_s)
+
     def delete_member(self, name: str, *, timeout_s: float) -> None:
         self._call("delete member key", self.kv.delete, self.layout.member(name), timeout_s=timeout_s)
 

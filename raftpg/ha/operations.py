@@ -236,6 +236,22 @@ def cancel_switchover(dcs: Dcs, *, timeout_s: float) -> FailoverCancelled:
     return FailoverCancelled(failover.leader, failover.candidate, failover.scheduled_at)
 
 
+def remove_cluster(dcs: Dcs, leader: str | None, *, timeout_s: float) -> None:
+    """Delete every key of the cluster (patronictl's ``remove``), only if ``leader`` still names the
+    holder of the leader key (None: no holder): the operator confirmed what they saw, and a cluster whose
+    leader changed meanwhile is not wiped on that confirmation. Running agents register again at once;
+    a running primary re-registers its own data (only a former primary may) and the others follow it."""
+    view = load_view(dcs, timeout_s)
+    holder = view.leader.name if view.leader else None
+    if holder != leader:
+        raise OperationError(f"leader: the cluster's leader is {holder or 'nobody'}, not {leader or 'nobody'}",
+                             Refusal.CONFLICT)
+    try:
+        dcs.delete_cluster(timeout_s=timeout_s)
+    except DcsError as exc:
+        raise OperationError(f"the DCS is unavailable: {exc}", Refusal.UNAVAILABLE) from exc
+
+
 # --------------------------------------------------------------------------------------- config
 
 

@@ -202,6 +202,25 @@ def test_history_and_status(backend: Backend) -> None:
     assert view.last_lsn == 67108864
 
 
+def test_delete_cluster_removes_every_key_of_the_scope_and_no_other(backend: Backend) -> None:
+    dcs = backend.dcs()
+    other = backend.make(KeyLayout(backend.layout.namespace, backend.layout.scope + "-other"))
+    backend.clients.append(other)
+    for store in (dcs, other):
+        assert store.initialize(timeout_s=T)
+        store.set_initialize("7123", timeout_s=T)
+        assert store.set_config({"ttl": 30}, None, timeout_s=T)
+        assert store.acquire_leader("n1", backend.ttl_s * 20, timeout_s=T) is not None
+        store.touch_member("n1", {"role": "primary", "state": "running"}, backend.ttl_s * 20, timeout_s=T)
+        store.set_history([[1, 50331648, "no recovery target specified", 1700000000.0, "n1"]], timeout_s=T)
+    dcs.delete_cluster(timeout_s=T)
+    view = dcs.load(timeout_s=T)
+    assert (view.initialize, view.leader, view.members, view.history) == (None, None, (), ())
+    assert dcs.initialize(timeout_s=T), "the scope can be bootstrapped afresh"
+    kept = other.load(timeout_s=T)
+    assert kept.initialize == "7123" and kept.leader is not None and [m.name for m in kept.members] == ["n1"]
+
+
 # ---------------------------------------------------------------------- watch
 def timed_watch(dcs: Dcs, revision: int, timeout_s: float) -> tuple[bool, float]:
     started = time.monotonic()

@@ -204,3 +204,30 @@ def test_permanent_slots_follow_the_primary_through_a_switchover(cluster3):
     ctl(cluster3, old, "switchover", "--leader", old, "--candidate", candidate, "--force")
     assert wait_primary(cluster3, 60, exclude=old) == candidate
     cluster3.wait_for(lambda: has_slot(candidate), 30, "the permanent slot on the new primary")
+
+
+def test_remove_on_a_running_cluster_registers_the_same_data_again(cluster3):
+    """``raftpgctl remove`` with patronictl's dialogue, while every agent runs: the DCS is wiped, the
+    running primary registers its own data again (same system identifier, every row), and the replicas
+    follow it; nobody bootstraps a new cluster."""
+    old = cluster3.primary()
+    sql(cluster3, old, "CREATE TABLE before_remove(x int); INSERT INTO before_remove VALUES (1)")
+    sysid = cluster3.api(old, "/cluster")[1]["system_identifier"]
+    assert sysid
+    exe = os.path.join(os.path.dirname(sys.executable), "raftpgctl")
+    argv = [exe] if os.path.exists(exe) else [sys.executable, "-m", "raftpg.cli.ctl"]
+    wrong = subprocess.run([*argv, "-c", cluster3.config_path(old), "remove", cluster3.scope],
+                           input=f"{cluster3.scope}\nYes I am aware\nnot-the-leader\n", capture_output=True,
+                           text=True, timeout=60)
+    assert wrong.returncode == 1 and "did not specify the current leader" in wrong.stdout + wrong.stderr
+    done = subprocess.run([*argv, "-c", cluster3.config_path(old), "remove", cluster3.scope],
+                          input=f"{cluster3.scope}\nYes I am aware\n{old}\n", capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cluster3.wait_for(lambda: cluster3.api(old, "/cluster")[1].get("system_identifier") == sysid
+                      and cluster3.api(old, "/cluster")[1].get("leader") is not None, 60,
+                      "the cluster registered again")
+    primary = wait_primary(cluster3, 60)
+    assert cluster3.api(primary, "/cluster")[1]["system_identifier"] == sysid
+    wait_streaming(cluster3, primary, set(cluster3.nodes) - {primary}, 90)
+    assert sql(cluster3, primary, "SELECT x FROM before_remove") == [(1,)]

@@ -563,3 +563,26 @@ def test_restart_pending_asks_each_member_what_it_reports_now(node):
     node.view.current = replace(node.view.current, local=replace(node.view.current.local, pending_restart=True))
     result = node.run("restart", "demo", "--force", "--pending")  # the member keys say nothing is pending
     assert result.exit_code == 0 and result.output.count("Success: restart on member") == 3
+
+
+def test_remove_asks_three_times_as_patronictl_does_and_sends_what_was_confirmed(node):
+    for answers, error in [
+        ("other\n", "Cluster names specified do not match"),
+        ("demo\nyes\n", 'You did not exactly type "Yes I am aware"'),
+        ("demo\nYes I am aware\nn2\n", "You did not specify the current leader of the cluster"),
+    ]:
+        result = node.run("remove", "demo", input=answers)
+        assert result.exit_code == 1 and error in result.output and node.commands.calls == []
+    result = node.run("remove", "demo", input="demo\nYes I am aware\nn1\n")
+    assert result.exit_code == 0, result.output
+    assert "Please specify the leader name to continue" in result.output
+    assert node.commands.calls == [("remove_cluster", ("n1",))]
+    assert node.run("remove", "other").exit_code != 0  # not this config's scope: refused before asking
+    assert node.run("remove").exit_code == 2  # the cluster name is required, as in patronictl
+
+
+def test_remove_of_a_cluster_without_a_leader_does_not_ask_for_one(node):
+    node.set_cluster(leader=None)
+    result = node.run("remove", "demo", input="demo\nYes I am aware\n")
+    assert result.exit_code == 0, result.output
+    assert node.commands.calls == [("remove_cluster", (None,))]

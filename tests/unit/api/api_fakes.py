@@ -159,6 +159,9 @@ class FakeCommands:
     async def cancel_switchover(self) -> Outcome:
         return await self._record("cancel_switchover")
 
+    async def remove_cluster(self, leader: str | None) -> Outcome:
+        return await self._record("remove_cluster", leader)
+
     async def patch_config(self, patch: dict[str, Any]) -> Outcome:
         merged = {**self.config, **patch}
         return await self._record("patch_config", patch, outcome=Outcome("ok", 200, {"config": merged}))

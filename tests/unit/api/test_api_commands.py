@@ -230,3 +230,13 @@ def real_base_url():
 def test_write_endpoints_with_real_operations_conform(case, real_base_url):
     from test_api_openapi import CHECKS
     case.call_and_validate(base_url=real_base_url, checks=CHECKS)
+
+
+def test_remove_cluster_wipes_the_scope_only_for_the_leader_the_operator_confirmed(dcs):
+    assert refused(commands(dcs).remove_cluster("n2")) == (409, "leader: the cluster's leader is n1, not n2")
+    assert refused(commands(dcs).remove_cluster(None))[0] == 409
+    assert dcs.load(timeout_s=T).leader.name == "n1", "a refused remove changes nothing"
+    outcome = asyncio.run(commands(dcs).remove_cluster("n1"))
+    assert outcome.http_status == 200
+    view = dcs.load(timeout_s=T)
+    assert (view.initialize, view.leader, view.members, view.config_revision) == (None, None, (), None)

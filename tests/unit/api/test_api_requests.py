@@ -323,3 +323,20 @@ def test_metrics_in_prometheus_text_format():
                  'raftpg_paused{name="n1",scope="demo"} 0.0',
                  'raftpg_ha_loop_duration_seconds{name="n1",scope="demo"} 0.01']:
         assert line in text, line
+
+
+def test_delete_cluster_needs_this_nodes_scope_and_the_confirmed_leader():
+    requests = [
+        ("DELETE", "/cluster", {}),
+        ("DELETE", "/cluster", {"json": {"leader": "n1"}}),
+        ("DELETE", "/cluster", {"json": {"scope": "other", "leader": "n1"}}),
+        ("DELETE", "/cluster", {"json": {"scope": "demo"}}),
+        ("DELETE", "/cluster", {"json": {"scope": "demo", "leader": 1}}),
+        ("DELETE", "/cluster", {"json": {"scope": "demo", "leader": None}}),
+        ("DELETE", "/cluster", {"json": {"scope": "demo", "leader": "n1"}}),
+    ]
+    results, commands = call(requests)
+    assert [status for status, _ in results] == [400, 400, 400, 400, 400, 200, 200]
+    assert [body["error"].split(":")[0] for _, body in results[:5]] == ["body", "scope", "scope", "leader", "leader"]
+    assert "not 'other'" in results[2][1]["error"]
+    assert commands.calls == [("remove_cluster", (None,)), ("remove_cluster", ("n1",))]
