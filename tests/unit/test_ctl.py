@@ -470,7 +470,7 @@ def test_dsn_history_formats_and_timestamp(node):
 
 # Every command line of Patroni 4.1's docs/patronictl.rst that raftpg supports, as written there (only the
 # names mapped: cluster batman -> demo, postgresql0/1/2 -> n1/n2/n3, the config file -> this node's).
-# Not run: demote-cluster/promote-cluster (no standby clusters), remove (see the README), and
+# Not run: demote-cluster/promote-cluster (no standby clusters), remove (it prompts: tests of its own below), and
 # `query -U postgres --password` / `query -W` (they prompt or never end).
 PATRONICTL_RST_LINES = [
     "dsn batman -r primary",
