@@ -53,6 +53,7 @@ from raftpg.cli.local_cluster import LocalCluster, free_ports  # noqa: E402
 from raftpg.consensus.raft import RaftSettings  # noqa: E402
 from raftpg.dcs.keys import KeyLayout  # noqa: E402
 from raftpg.dcs.raft import raft_dcs  # noqa: E402
+from raftpg.model import Member  # noqa: E402
 
 PROFILE = {"ttl": 5, "loop_wait": 1, "retry_timeout": 2}
 
@@ -203,8 +204,9 @@ def growth(args: argparse.Namespace) -> None:
         nodes.append(raft_dcs(settings, layout))
     try:
         wait_for(lambda: _try(lambda: nodes[0].acquire_leader("a0", 5, timeout_s=1.0)), 60, "a leader key")
-        document = {"role": "replica", "state": "streaming", "xlog_location": 50331648, "timeline": 1,
-                    "api_url": "http://127.0.0.1:8008/patroni", "conn_url": "postgres://127.0.0.1:5432/postgres"}
+        members = [Member(f"a{i}", role="replica", state="streaming", lsn=50331648, timeline=1,
+                          api_url="http://127.0.0.1:8008/patroni", conn_url="postgres://127.0.0.1:5432/postgres")
+                   for i in range(len(nodes))]
         cycles, step = int(args.hours * 3600), 900
         started = time.monotonic()
         print("| simulated time | entries committed | entries kept in the log | journal file (allocated) | "
@@ -213,7 +215,7 @@ def growth(args: argparse.Namespace) -> None:
         for cycle in range(1, cycles + 1):
             for i, dcs in enumerate(nodes):
                 dcs.load(linearizable=True, timeout_s=5)
-                dcs.touch_member(f"a{i}", document, 5, timeout_s=5)
+                dcs.touch_member(members[i], 5, timeout_s=5)
             nodes[0].renew_leader("a0", 5, timeout_s=5)
             if cycle % step == 0 or cycle == cycles:
                 status = nodes[0].kv._sync.getStatus()  # type: ignore[attr-defined]

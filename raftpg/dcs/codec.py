@@ -36,6 +36,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from raftpg.config.dynamic import parse_dynamic_config
@@ -53,7 +54,7 @@ from raftpg.dcs.documents import (
     read_sync,
     read_sysid,
 )
-from raftpg.model import ClusterView, DynamicConfig, Leader, Member, SyncState
+from raftpg.model import ClusterView, DynamicConfig, Failover, HistoryEntry, Leader, Member, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,19 @@ def member_document(member: Member) -> dict[str, Any]:
         "server_version": member.server_version, "raft_addr": member.raft_addr, "version": member.version,
     }
     return {k: v for k, v in doc.items() if v is not None}
+
+
+def failover_document(request: Failover) -> dict[str, Any]:
+    """Patroni's shape: ``leader`` (a switchover), ``member`` (the candidate), ``scheduled_at`` (ISO 8601)."""
+    doc: dict[str, Any] = {"leader": request.leader, "member": request.candidate}
+    if request.scheduled_at is not None:
+        doc["scheduled_at"] = datetime.fromtimestamp(request.scheduled_at, UTC).isoformat()
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def history_document(entries: tuple[HistoryEntry, ...]) -> list[list[Any]]:
+    """Patroni's rows: ``[timeline, lsn, reason, timestamp, new_leader]``."""
+    return [[e.timeline, e.lsn, e.reason, e.timestamp, e.new_leader] for e in entries]
 
 
 def sync_document(leader: str | None, standbys: tuple[str, ...]) -> dict[str, Any]:

@@ -53,10 +53,17 @@ from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config
 from raftpg.dcs import keys
 from raftpg.dcs.base import DcsError
-from raftpg.dcs.codec import ClusterReader, sync_document, sync_from_document
+from raftpg.dcs.codec import (
+    ClusterReader,
+    failover_document,
+    history_document,
+    member_document,
+    sync_document,
+    sync_from_document,
+)
 from raftpg.dcs.http import Endpoints, TryNext, client_tls, new_client, phase_timeout
 from raftpg.dcs.keys import KeyLayout
-from raftpg.model import ClusterView, DynamicConfig, Leader, SyncState
+from raftpg.model import ClusterView, DynamicConfig, Failover, HistoryEntry, Leader, Member, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +367,8 @@ class ConsulDcs:
             self._delete(key, deadline, what, cas=int(entry["ModifyIndex"]))
 
     # -------------------------------------------------------------- members and the rest
-    def touch_member(self, name: str, document: dict[str, Any], ttl_s: float, *, timeout_s: float) -> None:
+    def touch_member(self, member: Member, ttl_s: float, *, timeout_s: float) -> None:
+        name, document = member.name, member_document(member)
         deadline, key, what = self._deadline(timeout_s), self._key(keys.MEMBERS + name), "update member key"
         session = self._member_session(name, ttl_s, deadline)
         if self._put(key, _dumps(document), deadline, what, idempotent=True, acquire=session):
@@ -399,8 +407,9 @@ class ConsulDcs:
         return self._put(self._key(keys.CONFIG), _dumps(document), self._deadline(timeout_s), "write config",
                          idempotent=False, cas=expected_revision or 0)
 
-    def set_failover(self, document: dict[str, Any] | None, expected_revision: int | None, *,
+    def set_failover(self, request: Failover | None, expected_revision: int | None, *,
                      timeout_s: float) -> bool:
+        document = None if request is None else failover_document(request)
         deadline, key = self._deadline(timeout_s), self._key(keys.FAILOVER)
         if document is not None:
             return self._put(key, _dumps(document), deadline, "write failover", idempotent=False,
@@ -417,8 +426,8 @@ class ConsulDcs:
         results = self._txn([op], self._deadline(timeout_s), "write sync")
         return sync_from_document(value, int(results[-1]["KV"]["ModifyIndex"])) if results else None
 
-    def set_history(self, entries: list[list[Any]], *, timeout_s: float) -> None:
-        self._put(self._key(keys.HISTORY), _dumps(entries), self._deadline(timeout_s), "write history",
+    def set_history(self, entries: tuple[HistoryEntry, ...], *, timeout_s: float) -> None:
+        self._put(self._key(keys.HISTORY), _dumps(history_document(entries)), self._deadline(timeout_s), "write history",
                   idempotent=True)
 
     def set_status(self, last_lsn: int, *, timeout_s: float) -> None:

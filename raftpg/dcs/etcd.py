@@ -39,12 +39,19 @@ from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config
 from raftpg.dcs import keys
 from raftpg.dcs.base import DcsError
-from raftpg.dcs.codec import ClusterReader, sync_document, sync_from_document
+from raftpg.dcs.codec import (
+    ClusterReader,
+    failover_document,
+    history_document,
+    member_document,
+    sync_document,
+    sync_from_document,
+)
 from raftpg.dcs.etcd_gateway import NOT_FOUND, EtcdApiError, EtcdGateway, b64, prefix_end, text
 from raftpg.dcs.etcd_watch import KeyState, PrefixWatch
 from raftpg.dcs.http import client_tls
 from raftpg.dcs.keys import KeyLayout
-from raftpg.model import ClusterView, DynamicConfig, Leader, SyncState
+from raftpg.model import ClusterView, DynamicConfig, Failover, HistoryEntry, Leader, Member, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +272,8 @@ class EtcdDcs:
         self._txn([_holds(key, "")], [_delete(key)], self._deadline(timeout_s), "cancel initialize")
 
     # -------------------------------------------------------------- members and the rest
-    def touch_member(self, name: str, document: dict[str, Any], ttl_s: float, *, timeout_s: float) -> None:
+    def touch_member(self, member: Member, ttl_s: float, *, timeout_s: float) -> None:
+        name, document = member.name, member_document(member)
         deadline, what, key = self._deadline(timeout_s), "update member key", self.layout.member(name)
         value = _dumps(document)
         lease = self._member_lease(name, ttl_s, deadline)
@@ -325,8 +333,9 @@ class EtcdDcs:
         op = _put(self.layout.key(keys.CONFIG), _dumps(document))
         return self._cas(keys.CONFIG, op, expected_revision, timeout_s, "write config")[0]
 
-    def set_failover(self, document: dict[str, Any] | None, expected_revision: int | None, *,
+    def set_failover(self, request: Failover | None, expected_revision: int | None, *,
                      timeout_s: float) -> bool:
+        document = None if request is None else failover_document(request)
         key = self.layout.key(keys.FAILOVER)
         if document is None and expected_revision is None:
             self._post("/kv/deleterange", {"key": b64(key)}, self._deadline(timeout_s), "clear failover",
@@ -346,8 +355,8 @@ class EtcdDcs:
         self._post("/kv/put", {"key": b64(self.layout.key(name)), "value": b64(value)},
                    self._deadline(timeout_s), what, idempotent=True)
 
-    def set_history(self, entries: list[list[Any]], *, timeout_s: float) -> None:
-        self._put_plain(keys.HISTORY, _dumps(entries), timeout_s, "write history")
+    def set_history(self, entries: tuple[HistoryEntry, ...], *, timeout_s: float) -> None:
+        self._put_plain(keys.HISTORY, _dumps(history_document(entries)), timeout_s, "write history")
 
     def set_status(self, last_lsn: int, *, timeout_s: float) -> None:
         self._put_plain(keys.STATUS, _dumps({"optime": last_lsn}), timeout_s, "write status")

@@ -13,10 +13,17 @@ from typing import Any, ParamSpec, TypeVar
 from raftpg.consensus.api import KvClient, KvError, KvRejected, UnknownOutcome
 from raftpg.dcs import keys
 from raftpg.dcs.base import DcsError
-from raftpg.dcs.codec import ClusterReader, sync_document, sync_from_document
+from raftpg.dcs.codec import (
+    ClusterReader,
+    failover_document,
+    history_document,
+    member_document,
+    sync_document,
+    sync_from_document,
+)
 from raftpg.dcs.keys import KeyLayout
 from raftpg.kv import Committed, Conflict, Guard
-from raftpg.model import ClusterView, DynamicConfig, Leader, SyncState
+from raftpg.model import ClusterView, DynamicConfig, Failover, HistoryEntry, Leader, Member, SyncState
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -98,7 +105,8 @@ class KvDcs:
                    guard=Guard(value=""), timeout_s=timeout_s)
 
     # -------------------------------------------------------------- members and the rest
-    def touch_member(self, name: str, document: dict[str, Any], ttl_s: float, *, timeout_s: float) -> None:
+    def touch_member(self, member: Member, ttl_s: float, *, timeout_s: float) -> None:
+        name, document = member.name, member_document(member)
         self._call("update member key", self.kv.put, self.layout.member(name), _dumps(document),
                    ttl_s=ttl_s, timeout_s=timeout_s)
 
@@ -121,8 +129,9 @@ class KvDcs:
         result = self._put_guarded("write config", keys.CONFIG, _dumps(document), expected_revision, timeout_s)
         return isinstance(result, Committed)
 
-    def set_failover(self, document: dict[str, Any] | None, expected_revision: int | None, *,
+    def set_failover(self, request: Failover | None, expected_revision: int | None, *,
                      timeout_s: float) -> bool:
+        document = None if request is None else failover_document(request)
         key = self.layout.key(keys.FAILOVER)
         if document is None:
             guard = Guard(mod_revision=expected_revision) if expected_revision is not None else None
@@ -142,8 +151,8 @@ class KvDcs:
             return sync_from_document(value, result.revision)
         return None
 
-    def set_history(self, entries: list[list[Any]], *, timeout_s: float) -> None:
-        self._call("write history", self.kv.put, self.layout.key(keys.HISTORY), _dumps(entries),
+    def set_history(self, entries: tuple[HistoryEntry, ...], *, timeout_s: float) -> None:
+        self._call("write history", self.kv.put, self.layout.key(keys.HISTORY), _dumps(history_document(entries)),
                    timeout_s=timeout_s)
 
     def set_status(self, last_lsn: int, *, timeout_s: float) -> None:

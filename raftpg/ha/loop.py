@@ -17,7 +17,6 @@ from typing import Any
 
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
-from raftpg.dcs.codec import member_document
 from raftpg.ha import memory as memories
 from raftpg.ha.actions import Decision, Initdb, Promote, StartPrimary
 from raftpg.ha.chores import chores
@@ -164,7 +163,7 @@ class HaLoop:
         except DcsError:
             return view
 
-    def member_document(self, local: LocalState | None) -> dict[str, Any]:
+    def member(self, local: LocalState | None) -> Member:
         local = local or LocalState()
         role = Role.WITNESS if self.me.witness else Role.PRIMARY if local.is_primary else \
             Role.REPLICA if local.running else Role.UNINITIALIZED
@@ -178,11 +177,11 @@ class HaLoop:
             pending_restart=local.pending_restart, server_version=local.server_version,
             raft_addr=self.me.raft_addr, version=self.version,
         )
-        return member_document(member)
+        return member
 
     def _publish_member(self, local: LocalState | None) -> None:
         try:
-            self.dcs.touch_member(self.me.name, self.member_document(local), self.timing.ttl_s,
+            self.dcs.touch_member(self.member(local), self.timing.ttl_s,
                                   timeout_s=self._budget(min(2.0, self.timing.retry_timeout_s)))
         except DcsError as exc:
             log.debug("cannot update my member key: %s", exc)

@@ -26,7 +26,7 @@ from typing import Any
 
 from raftpg.config import ConfigError, dynamic_config_warnings, validate_dynamic_config
 from raftpg.dcs.base import Dcs, DcsError
-from raftpg.model import ClusterView, Member
+from raftpg.model import ClusterView, Failover, Member
 
 CAS_ATTEMPTS = 3
 
@@ -195,12 +195,7 @@ def request_switchover(dcs: Dcs, *, leader: str | None, candidate: str | None, s
     view = load_view(dcs, timeout_s)
     check_switchover(view, leader, candidate)
     assert view.leader is not None
-    document: dict[str, Any] = {"leader": view.leader.name}
-    if candidate:
-        document["member"] = candidate
-    if at is not None:
-        document["scheduled_at"] = iso_time(at)
-    _write_failover(dcs, document, timeout_s)
+    _write_failover(dcs, Failover(view.leader.name, candidate or None, at), timeout_s)
     return FailoverRequested(view.leader.name, candidate, at)
 
 
@@ -208,13 +203,13 @@ def request_failover(dcs: Dcs, *, candidate: str | None, force: bool, timeout_s:
     """Record a manual failover to ``candidate`` in the failover key (created only if absent)."""
     view = load_view(dcs, timeout_s)
     member = check_failover(view, candidate, force)
-    _write_failover(dcs, {"member": member.name}, timeout_s)
+    _write_failover(dcs, Failover(None, member.name), timeout_s)
     return FailoverRequested(None, member.name, None)
 
 
-def _write_failover(dcs: Dcs, document: dict[str, Any], timeout_s: float) -> None:
+def _write_failover(dcs: Dcs, request: Failover, timeout_s: float) -> None:
     try:
-        written = dcs.set_failover(document, None, timeout_s=timeout_s)
+        written = dcs.set_failover(request, None, timeout_s=timeout_s)
     except DcsError as exc:
         raise OperationError(f"the DCS is unavailable: {exc}", Refusal.UNAVAILABLE) from exc
     if not written:

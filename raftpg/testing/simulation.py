@@ -36,6 +36,7 @@ from typing import Any
 from raftpg.clock import FakeClock
 from raftpg.consensus.memory import MemoryKv
 from raftpg.dcs import keys
+from raftpg.dcs.codec import failover_document
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha.actions import Action, Decision
@@ -43,7 +44,7 @@ from raftpg.ha.execute import Executor, FatalRefusal
 from raftpg.ha.inputs import Inputs, Me
 from raftpg.ha.lease import Timing
 from raftpg.ha.loop import HaLoop
-from raftpg.model import ClusterView, Tags
+from raftpg.model import ClusterView, Failover, Tags
 from raftpg.pg import supervisor
 from raftpg.testing.fake_postgres import FakePostgres, PgNetwork, host_of
 from raftpg.testing.sim_faults import CuttableDcs, FailOnce
@@ -382,14 +383,13 @@ class Simulation:
         self.edit_config(pause=paused)
 
     def switchover(self, leader: str | None, candidate: str | None, scheduled_in_s: float | None = None) -> None:
-        document: dict[str, Any] = {"leader": leader, "member": candidate}
-        if scheduled_in_s is not None:
-            document["scheduled_at"] = self.clock.wall() + scheduled_in_s
+        at = self.clock.wall() + scheduled_in_s if scheduled_in_s is not None else None
+        request = Failover(leader, candidate, at)
         view = self._view()
         expected = view.failover.revision if view.failover else None
-        if not self.operator.set_failover(document, expected, timeout_s=1.0):
+        if not self.operator.set_failover(request, expected, timeout_s=1.0):
             raise RuntimeError("failover key changed concurrently")
-        self.note(f"operator: {'switchover' if leader else 'failover'} {document}")
+        self.note(f"operator: {'switchover' if leader else 'failover'} {failover_document(request)}")
 
     def write(self, target: str, count: int) -> tuple[int, int]:
         """A client writes ``count`` rows to ``target`` (a name, or ``primary``: whoever accepts)."""

@@ -17,6 +17,7 @@ from raftpg.consensus.memory import MemoryKv
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
+from raftpg.model import Failover, HistoryEntry, Member, Tags
 from raftpg.testing.consul_fake import FakeConsul
 
 T = 5.0  # timeout_s for calls that are expected to answer
@@ -107,12 +108,12 @@ def test_renew_with_a_new_ttl_keeps_the_key(backend: Backend) -> None:
 def test_keys_stay_while_renewed(backend: Backend) -> None:
     dcs, ttl = backend.dcs(), backend.ttl_s
     assert dcs.acquire_leader("n1", ttl, timeout_s=T)
-    dcs.touch_member("n1", {"role": "primary"}, ttl, timeout_s=T)
+    dcs.touch_member(Member("n1", role="primary"), ttl, timeout_s=T)
     # renew every ttl/3 for longer than any key could live unrenewed: every read must still see them
     for _ in range(math.ceil(3 * backend.expiry_bound_s / ttl) + 1):
         backend.pass_time(ttl / 3)
         assert dcs.renew_leader("n1", ttl, timeout_s=T) is not None
-        dcs.touch_member("n1", {"role": "primary"}, ttl, timeout_s=T)
+        dcs.touch_member(Member("n1", role="primary"), ttl, timeout_s=T)
         view = dcs.load(timeout_s=T)
         assert view.leader is not None and view.leader.name == "n1"
         assert [m.name for m in view.members] == ["n1"]
@@ -128,10 +129,10 @@ def test_leader_key_expires_without_renewal(backend: Backend) -> None:
 
 def test_member_key_expires_without_touch(backend: Backend) -> None:
     a, b = backend.dcs(), backend.dcs()
-    a.touch_member("n1", {"role": "replica"}, backend.ttl_s, timeout_s=T)
-    b.touch_member("n2", {"role": "replica"}, backend.ttl_s * 20, timeout_s=T)
+    a.touch_member(Member("n1", role="replica"), backend.ttl_s, timeout_s=T)
+    b.touch_member(Member("n2", role="replica"), backend.ttl_s * 20, timeout_s=T)
     backend.wait_until(lambda: member_names(b) == ["n2"], "member n1 to expire", backend.expiry_bound_s + 2)
-    a.touch_member("n1", {"role": "replica"}, backend.ttl_s, timeout_s=T)  # comes back when touched again
+    a.touch_member(Member("n1", role="replica"), backend.ttl_s, timeout_s=T)  # comes back when touched again
     assert member_names(b) == ["n1", "n2"]
 
 
@@ -139,15 +140,15 @@ def test_member_key_expires_without_touch(backend: Backend) -> None:
 def test_member_keys_parse_into_the_view(backend: Backend) -> None:
     a, b = backend.dcs(), backend.dcs()
     ttl = backend.ttl_s * 20
-    a.touch_member("n1", {"role": "primary", "state": "running", "xlog_location": 50331648, "timeline": 2,
-                          "tags": {"nofailover": True}, "api_url": "http://127.0.0.1:8008/patroni"}, ttl, timeout_s=T)
-    b.touch_member("n2", {"role": "replica", "state": "streaming"}, ttl, timeout_s=T)
+    a.touch_member(Member("n1", role="primary", state="running", lsn=50331648, timeline=2,
+                          tags=Tags(nofailover=True), api_url="http://127.0.0.1:8008/patroni"), ttl, timeout_s=T)
+    b.touch_member(Member("n2", role="replica", state="streaming"), ttl, timeout_s=T)
     view = a.load(timeout_s=T)
     n1, n2 = view.members
     assert (n1.name, n1.role, n1.state, n1.lsn, n1.timeline) == ("n1", "primary", "running", 50331648, 2)
     assert n1.tags.nofailover and n1.api_url == "http://127.0.0.1:8008/patroni" and n1.valid
     assert (n2.name, n2.role) == ("n2", "replica") and 0 < n2.revision <= view.revision
-    b.touch_member("n2", {"role": "replica", "state": "running"}, ttl, timeout_s=T)
+    b.touch_member(Member("n2", role="replica", state="running"), ttl, timeout_s=T)
     assert a.load(timeout_s=T).members[1].state == "running"
     b.delete_member("n2", timeout_s=T)
     assert member_names(a) == ["n1"]
@@ -168,11 +169,11 @@ def test_config_compare_and_set(backend: Backend) -> None:
 
 def test_failover_compare_and_set(backend: Backend) -> None:
     dcs = backend.dcs()
-    assert dcs.set_failover({"leader": "n1", "member": "n2"}, None, timeout_s=T)
-    assert not dcs.set_failover({"member": "n3"}, None, timeout_s=T)
+    assert dcs.set_failover(Failover("n1", "n2"), None, timeout_s=T)
+    assert not dcs.set_failover(Failover(None, "n3"), None, timeout_s=T)
     first = dcs.load(timeout_s=T).failover
     assert first is not None and (first.leader, first.candidate) == ("n1", "n2")
-    assert dcs.set_failover({"member": "n3"}, first.revision, timeout_s=T)
+    assert dcs.set_failover(Failover(None, "n3"), first.revision, timeout_s=T)
     assert not dcs.set_failover(None, first.revision, timeout_s=T)  # stale: the key moved on
     second = dcs.load(timeout_s=T).failover
     assert second is not None and second.candidate == "n3"
@@ -194,7 +195,7 @@ def test_sync_compare_and_set(backend: Backend) -> None:
 
 def test_history_and_status(backend: Backend) -> None:
     dcs = backend.dcs()
-    dcs.set_history([[1, 50331648, "no recovery target specified", 1700000000.0, "n2"]], timeout_s=T)
+    dcs.set_history((HistoryEntry(1, 50331648, "no recovery target specified", 1700000000.0, "n2"),), timeout_s=T)
     dcs.set_status(67108864, timeout_s=T)
     view = dcs.load(timeout_s=T)
     (entry,) = view.history
@@ -211,8 +212,8 @@ def test_delete_cluster_removes_every_key_of_the_scope_and_no_other(backend: Bac
         store.set_initialize("7123", timeout_s=T)
         assert store.set_config({"ttl": 30}, None, timeout_s=T)
         assert store.acquire_leader("n1", backend.ttl_s * 20, timeout_s=T) is not None
-        store.touch_member("n1", {"role": "primary", "state": "running"}, backend.ttl_s * 20, timeout_s=T)
-        store.set_history([[1, 50331648, "no recovery target specified", 1700000000.0, "n1"]], timeout_s=T)
+        store.touch_member(Member("n1", role="primary", state="running"), backend.ttl_s * 20, timeout_s=T)
+        store.set_history((HistoryEntry(1, 50331648, "no recovery target specified", 1700000000.0, "n1"),), timeout_s=T)
     dcs.delete_cluster(timeout_s=T)
     view = dcs.load(timeout_s=T)
     assert (view.initialize, view.leader, view.members, view.history) == (None, None, (), ())
@@ -230,11 +231,11 @@ def timed_watch(dcs: Dcs, revision: int, timeout_s: float) -> tuple[bool, float]
 
 def test_watch_times_out_and_ignores_member_and_status_keys(backend: Backend) -> None:
     a, b = backend.dcs(), backend.dcs()
-    a.touch_member("n1", {"role": "replica"}, backend.ttl_s * 20, timeout_s=T)
+    a.touch_member(Member("n1", role="replica"), backend.ttl_s * 20, timeout_s=T)
     revision = a.load(timeout_s=T).revision
     woke, took = timed_watch(a, revision, 0.4)
     assert not woke and 0.3 <= took < 1.5
-    b.touch_member("n2", {"role": "replica"}, backend.ttl_s * 20, timeout_s=T)
+    b.touch_member(Member("n2", role="replica"), backend.ttl_s * 20, timeout_s=T)
     b.set_status(1234, timeout_s=T)
     woke, took = timed_watch(a, revision, 0.4)
     assert not woke and took >= 0.3
@@ -243,7 +244,7 @@ def test_watch_times_out_and_ignores_member_and_status_keys(backend: Backend) ->
 def test_watch_wakes_on_a_leader_key_change(backend: Backend) -> None:
     a, b = backend.dcs(), backend.dcs()
     ttl = backend.ttl_s * 20
-    a.touch_member("n1", {"role": "replica"}, ttl, timeout_s=T)
+    a.touch_member(Member("n1", role="replica"), ttl, timeout_s=T)
     revision = a.load(timeout_s=T).revision
     timer = threading.Timer(0.3, lambda: b.acquire_leader("n2", ttl, timeout_s=T))
     timer.start()
@@ -294,7 +295,7 @@ def test_unreachable_store_raises_dcs_error_within_the_timeout(cut_off, call: st
         "load": lambda: dcs.load(timeout_s=1.0),
         "acquire_leader": lambda: dcs.acquire_leader("n1", 30, timeout_s=1.0),
         "renew_leader": lambda: dcs.renew_leader("n1", 30, timeout_s=1.0),
-        "touch_member": lambda: dcs.touch_member("n1", {"role": "replica"}, 30, timeout_s=1.0),
+        "touch_member": lambda: dcs.touch_member(Member("n1", role="replica"), 30, timeout_s=1.0),
         "set_config": lambda: dcs.set_config({"ttl": 30}, None, timeout_s=1.0),
     }
     started = time.monotonic()

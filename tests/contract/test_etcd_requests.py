@@ -12,16 +12,18 @@ import re
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 
 import httpx
 from dcs_backends import etcd_client
 
 from raftpg.dcs.etcd_gateway import b64
 from raftpg.dcs.keys import KeyLayout
+from raftpg.model import Member
 
 T = 5.0
 TTL_S = 30
-DOCUMENT = {"role": "primary", "state": "running", "xlog_location": 50331648}
+DOCUMENT = Member("n1", role="primary", state="running", lsn=50331648)
 _STARTED = re.compile(r'^grpc_server_started_total\{grpc_method="(\w+)",grpc_service="etcdserverpb\.\w+"')
 
 
@@ -49,13 +51,13 @@ def test_an_idle_primary_costs_one_read_and_one_keepalive_per_lease_per_cycle(et
     try:
         dcs.load(timeout_s=T)
         assert dcs.acquire_leader("n1", TTL_S, timeout_s=T) is not None
-        dcs.touch_member("n1", DOCUMENT, TTL_S, timeout_s=T)
+        dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
         wait_until(lambda: dcs.watcher.live)
         before, cycles = started(etcd_store.url), 5
         for _ in range(cycles):
             revision = dcs.load(timeout_s=T).revision
             assert dcs.renew_leader("n1", TTL_S, timeout_s=T) is not None
-            dcs.touch_member("n1", DOCUMENT, TTL_S, timeout_s=T)
+            dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
             for _ in range(4):  # the loop waits in slices
                 assert dcs.watch(revision, 0.05) is False
         calls = started(etcd_store.url) - before
@@ -88,14 +90,14 @@ def test_a_member_key_deleted_by_someone_else_is_put_again(etcd_store) -> None: 
     dcs = etcd_client([etcd_store.endpoint])(layout)
     try:
         dcs.load(timeout_s=T)
-        dcs.touch_member("n1", DOCUMENT, TTL_S, timeout_s=T)
+        dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
         wait_until(lambda: dcs.watcher.live)
         httpx.post(f"{etcd_store.url}/v3/kv/deleterange", json={"key": b64(layout.member("n1"))}).raise_for_status()
         wait_until(lambda: (dcs.watcher.state(layout.member("n1")) or (None,))[0].value is None)
-        dcs.touch_member("n1", DOCUMENT, TTL_S, timeout_s=T)
+        dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
         assert [m.name for m in dcs.load(timeout_s=T).members] == ["n1"]
-        changed = {**DOCUMENT, "state": "stopped"}
-        dcs.touch_member("n1", changed, TTL_S, timeout_s=T)  # a changed document is always written
+        changed = replace(DOCUMENT, state="stopped")
+        dcs.touch_member(changed, TTL_S, timeout_s=T)  # a changed document is always written
         assert dcs.load(timeout_s=T).members[0].state == "stopped"
     finally:
         dcs.close()

@@ -20,6 +20,7 @@ from raftpg.dcs.base import DcsError
 from raftpg.dcs.consul import ConsulDcs, consul_dcs
 from raftpg.dcs.etcd import EtcdDcs, etcd_dcs
 from raftpg.dcs.keys import KeyLayout
+from raftpg.model import Member
 from raftpg.testing.consul_fake import FakeConsul
 
 T = 5.0
@@ -106,8 +107,8 @@ def test_etcd_watch_from_a_compacted_revision_wakes(etcd_store) -> None:  # noqa
     writer, watcher = etcd_client([etcd_store.endpoint])(layout), etcd_client([etcd_store.endpoint])(layout)
     try:
         old = writer.load(timeout_s=T).revision
-        writer.touch_member("n1", {"role": "replica"}, 30, timeout_s=T)
-        writer.touch_member("n2", {"role": "replica"}, 30, timeout_s=T)  # two keys: two revisions
+        writer.touch_member(Member("n1", role="replica"), 30, timeout_s=T)
+        writer.touch_member(Member("n2", role="replica"), 30, timeout_s=T)  # two keys: two revisions
         now = writer.load(timeout_s=T).revision
         assert now >= old + 2  # so the compaction takes the revision the watch starts from
         assert httpx.post(f"{etcd_store.url}/v3/kv/compaction", json={"revision": str(now)}).status_code == 200
@@ -143,9 +144,9 @@ def test_consul_dcs_is_built_from_the_consul_section() -> None:
 
 def test_consul_member_key_survives_a_restart_of_its_agent(consul_fake: FakeConsul) -> None:
     before, after = consul_client(consul_fake.url)(LAYOUT), consul_client(consul_fake.url)(LAYOUT)
-    before.touch_member("n1", {"role": "replica", "state": "streaming"}, 30, timeout_s=T)
+    before.touch_member(Member("n1", role="replica", state="streaming"), 30, timeout_s=T)
     # a new process for the same member: the key is still locked by the old process's session
-    after.touch_member("n1", {"role": "replica", "state": "running"}, 30, timeout_s=T)
+    after.touch_member(Member("n1", role="replica", state="running"), 30, timeout_s=T)
     (member,) = after.load(timeout_s=T).members
     assert member.state == "running"
     before.close()

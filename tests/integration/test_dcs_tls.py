@@ -27,6 +27,7 @@ from raftpg.dcs.base import DcsError
 from raftpg.dcs.consul import consul_dcs
 from raftpg.dcs.etcd import etcd_dcs
 from raftpg.dcs.keys import KeyLayout
+from raftpg.model import Member
 from raftpg.testing.consul_fake import FakeConsul
 
 T = 5.0
@@ -51,7 +52,7 @@ def exercise(dcs) -> None:  # noqa: ANN001
     try:
         assert dcs.initialize(timeout_s=T)
         assert dcs.acquire_leader("n1", 5, timeout_s=T) is not None
-        dcs.touch_member("n1", {"role": "primary", "state": "running"}, 5, timeout_s=T)
+        dcs.touch_member(Member("n1", role="primary", state="running"), 5, timeout_s=T)
         assert dcs.renew_leader("n1", 5, timeout_s=T) is not None
         view = dcs.load(timeout_s=T)
         assert view.leader.name == "n1" and [m.name for m in view.members] == ["n1"]

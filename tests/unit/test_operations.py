@@ -8,7 +8,6 @@ import pytest
 
 from raftpg.api.http import REFUSAL_STATUS
 from raftpg.clock import FakeClock
-from raftpg.dcs.codec import member_document
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha import operations as ops
@@ -25,7 +24,7 @@ def seed(dcs, *, leader="n1", config=None, members=None, sync=None, failover=Non
     dcs.set_initialize(SYSID, timeout_s=T)
     assert dcs.set_config(config if config is not None else {"ttl": 30, "loop_wait": 10}, None, timeout_s=T)
     for m in members if members is not None else default_members():
-        dcs.touch_member(m.name, member_document(m), 30, timeout_s=T)
+        dcs.touch_member(m, 30, timeout_s=T)
     if leader:
         assert dcs.acquire_leader(leader, 30, timeout_s=T)
     dcs.set_status(LSN, timeout_s=T)

@@ -19,7 +19,6 @@ from raftpg.api import ApiSettings, NodeCommands, make_app
 from raftpg.api.http import REFUSAL_STATUS
 from raftpg.clock import FakeClock, SystemClock
 from raftpg.consensus.api import KvRejected, KvTimeout
-from raftpg.dcs.codec import member_document
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha.operations import OperationError
@@ -44,7 +43,7 @@ def dcs():
     store.set_initialize("1", timeout_s=T)
     store.set_config({"ttl": 30}, None, timeout_s=T)
     for member in (primary_member("n1"), replica_member("n2")):
-        store.touch_member(member.name, member_document(member), 30, timeout_s=T)
+        store.touch_member(member, 30, timeout_s=T)
     store.acquire_leader("n1", 30, timeout_s=T)
     store.set_status(LSN, timeout_s=T)
     return store
@@ -104,7 +103,7 @@ def test_switchover_waits_until_the_candidate_runs_as_primary(dcs):
                 dcs.hand_over_leader("n1", "n2", 30, timeout_s=T)
                 dcs.set_failover(None, view.failover.revision, timeout_s=T)
                 time.sleep(0.05)
-                dcs.touch_member("n2", member_document(primary_member("n2")), 30, timeout_s=T)
+                dcs.touch_member(primary_member("n2"), 30, timeout_s=T)
                 return
             time.sleep(0.01)
 
