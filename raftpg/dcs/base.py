@@ -24,6 +24,11 @@ for ``set_config``/``set_failover`` (and ``set_failover(None, None)`` deletes un
 unconditional for ``set_sync`` (only the primary writes it). ``renew_leader`` applies a changed ``ttl_s``;
 the revision ``acquire_leader`` returns equals the key's revision in a later ``load``. ``watch`` blocks until something under the scope
 changes after a revision, so the loop wakes at once when the leader key disappears.
+
+Values cross the port as model values (``Member``, ``Failover``, ``HistoryEntry``, ``SyncState``); the
+documents they are stored as are written and read in ``codec.py`` only. ``set_config`` takes the dynamic
+config document itself: it is the user's document, kept key for key. ``delete_cluster`` wipes the scope
+(``raftpgctl remove``).
 """
 
 from __future__ import annotations
