@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # deadline every 50 ms, then SIGKILLs the postmaster's group if SIGQUIT has not ended it within 1 s
 # (raftpg/pg/supervisor.py POLL_S + KILL_AFTER_S; tests/scenarios/test_fencing.py ties the two).
 SUPERVISOR_FENCE_LATENCY_S = 1.05
+STOP_LEAD_S = 0.25  # a demotion starts this long before writes must have stopped (measured: ~10 ms)
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ class Timing:
     @property
     def demote_margin_s(self) -> float:
         """The loop demotes this long before the lease could expire: before the supervisor must, and,
-        like a watchdog armed with ttl - safety_margin, no later than ttl - safety_margin after the last
-        renewal (capped at half the TTL so a short TTL still rides out one failed renewal)."""
+        like a watchdog armed with ttl - safety_margin, so that writes have stopped by ttl - safety_margin
+        after the last renewal (``STOP_LEAD_S`` earlier: a fast stop takes that long to refuse writes;
+        the margin is capped at half the TTL so a short TTL still rides out one failed renewal)."""
         return max(self.fence_margin_s + min(1.0, self.loop_wait_s),
-                   min(self.watchdog_safety_margin_s, self.ttl_s / 2))
+                   min(self.watchdog_safety_margin_s, self.ttl_s / 2) + STOP_LEAD_S)
 
 
 LeaderCall = Callable[..., Any]  # dcs.acquire_leader / dcs.renew_leader: (name, ttl_s, *, timeout_s) -> Leader

@@ -8,6 +8,7 @@ from raftpg.clock import FakeClock
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha.inputs import Me
+from raftpg.ha.lease import STOP_LEAD_S, Timing
 from raftpg.ha.loop import HaLoop
 from raftpg.testing.fake_postgres import FakePostgres, PgNetwork
 
@@ -76,3 +77,13 @@ def test_the_primary_keeps_the_permanent_slots_of_the_dynamic_config_and_drops_r
     dcs.set_config({**config, "slots": {"keep_wal": None}}, dcs.load(timeout_s=1).config_revision, timeout_s=1)
     loop.cycle()
     assert pg.slots == {"keep_wal"} and pg.logical_slots == {}
+
+
+def test_a_primary_starts_demoting_early_enough_to_have_stopped_writes_by_ttl_minus_safety_margin():
+    """bench/safety_bench.py measured writes refused 5.01 s after the last renewal at ttl 10 with a 5 s
+    safety margin: the demotion began exactly at the line and the fast stop took 10 ms more. It begins
+    STOP_LEAD_S earlier now; at short TTLs the fence margin still rules."""
+    assert Timing(10, 1, 4).demote_margin_s == 5.0 + STOP_LEAD_S
+    assert Timing(30, 10, 10).demote_margin_s == 5.0 + STOP_LEAD_S
+    short = Timing(4, 1, 1)
+    assert short.demote_margin_s == short.fence_margin_s + 1.0 > 4 / 2 + STOP_LEAD_S
