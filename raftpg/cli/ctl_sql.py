@@ -18,7 +18,7 @@ import psycopg
 from raftpg.cli import ctl_output as out
 from raftpg.cli.ctl_members import ROLES, split_names, with_role
 from raftpg.cli.ctl_support import Ctl, CtlError
-from raftpg.model.cluster import object_or_empty
+from raftpg.model.values import object_or_empty
 
 pass_ctl = click.make_pass_decorator(Ctl)
 

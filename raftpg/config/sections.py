@@ -239,7 +239,7 @@ class TagSettings(OpenSettings):
     nosync: bool = False
 
     def to_model(self) -> Tags:
-        """The tags as the shared model value (only the tags raftpg acts on)."""
+        """The tags as the shared model value (custom tags with scalar values kept, see ``Tags``)."""
         return Tags.from_dict(self.to_dict())
 
     def as_dict(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from raftpg.model import Failover, HistoryEntry, Member, SyncState, Tags
-from raftpg.model.cluster import bounded_int, json_kind, parse_flag
+from raftpg.model.values import bounded_int, json_kind, parse_flag
 
 MAX_DOCUMENT_CHARS = 1 << 20
 MAX_DEPTH = 32

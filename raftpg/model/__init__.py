@@ -12,12 +12,12 @@ from raftpg.model.cluster import (
     Member,
     Role,
     SyncState,
-    Tags,
 )
 from raftpg.model.local import DataDir, LocalState, ReplicationRow
 from raftpg.model.lsn import format_lsn, parse_lsn, parse_size_bytes
 from raftpg.model.slots import PermanentSlot
 from raftpg.model.status import NodeStatus
+from raftpg.model.tags import Tags
 
 __all__ = [
     "ClusterView", "DataDir", "DynamicConfig", "Failover", "HistoryEntry", "Leader", "LocalState", "Member",

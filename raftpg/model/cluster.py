@@ -11,8 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from raftpg.model.slots import PermanentSlot
-
-FAILOVER_PRIORITY_MAX = 2**31 - 1
+from raftpg.model.tags import Tags
+from raftpg.model.values import bounded_int, object_or_empty, parse_flag
 
 
 class Role(StrEnum):
@@ -20,67 +20,6 @@ class Role(StrEnum):
     REPLICA = "replica"
     WITNESS = "witness"
     UNINITIALIZED = "uninitialized"
-
-
-@dataclass(frozen=True)
-class Tags:
-    nofailover: bool = False
-    failover_priority: int = 1
-    noloadbalance: bool = False
-    clonefrom: bool = False
-    nosync: bool = False
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> Tags:
-        """Lenient: what :meth:`parse` reads, whatever it found wrong."""
-        return cls.parse(raw)[0]
-
-    @classmethod
-    def parse(cls, raw: Any) -> tuple[Tags, tuple[str, ...]]:
-        """The tags and what was wrong with them (``"tags.nosync: ..."``). Never raises.
-
-        A flag that is not a boolean (or ``on``/``off``, ``true``/``false``, ``yes``/``no``, ``1``/``0``)
-        is a problem; ``nofailover`` then reads as True and ``failover_priority`` as 0, the values that
-        never promote a member whose tags cannot be read. Unknown tags are ignored, as in Patroni.
-        """
-        if raw is None:
-            return cls(), ()
-        if not isinstance(raw, dict):
-            return cls(nofailover=True, failover_priority=0), (f"tags: must be an object, got {json_kind(raw)}",)
-        problems: list[str] = []
-
-        def flag(key: str, default: bool, unreadable: bool) -> bool:
-            if raw.get(key) is None:  # absent or null: the default
-                return default
-            value = parse_flag(raw[key])
-            if value is None:
-                problems.append(f"tags.{key}: must be a boolean, got {json_kind(raw.get(key))}")
-                return unreadable
-            return value
-
-        priority = bounded_int(1 if raw.get("failover_priority") is None else raw["failover_priority"], 0,
-                               FAILOVER_PRIORITY_MAX)
-        if priority is None:
-            problems.append(f"tags.failover_priority: must be an integer in [0, {FAILOVER_PRIORITY_MAX}], "
-                            f"got {json_kind(raw.get('failover_priority'))}")
-            priority = 0
-        tags = cls(
-            nofailover=flag("nofailover", False, True) or priority <= 0,
-            failover_priority=priority,
-            noloadbalance=flag("noloadbalance", False, True),
-            clonefrom=flag("clonefrom", False, False),
-            nosync=flag("nosync", False, True),
-        )
-        return tags, tuple(problems)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "nofailover": self.nofailover,
-            "failover_priority": self.failover_priority,
-            "noloadbalance": self.noloadbalance,
-            "clonefrom": self.clonefrom,
-            "nosync": self.nosync,
-        }
 
 
 @dataclass(frozen=True)
@@ -259,56 +198,6 @@ def _guc_text(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
-
-
-def json_kind(value: Any) -> str:
-    """How a bad value is named in a problem: its JSON type, never its content (which may be huge)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, float) and value != value:
-        return "NaN"
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "an infinite number"
-    if isinstance(value, (int, float)):
-        return "a number"
-    names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
-
-
-def object_or_empty(value: Any) -> dict[str, Any]:
-    """``value`` if it is a JSON object (a dict), else an empty one: for lenient readers."""
-    return value if isinstance(value, dict) else {}
-
-
-def parse_flag(value: Any) -> bool | None:
-    """A boolean as Patroni's YAML and JSON documents write one, or None."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("on", "true", "yes", "1"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("off", "false", "no", "0"):
-        return False
-    return None
-
-
-def bounded_int(value: Any, low: int, high: int) -> int | None:
-    """An integer in [low, high] from an int, an integral finite float or a decimal string; else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        if not value.is_integer():  # NaN and the infinities included
-            return None
-        value = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 20):
-            return None
-        value = int(text)
-    if not isinstance(value, int) or not low <= value <= high:
-        return None
-    return value
 
 
 @dataclass(frozen=True)

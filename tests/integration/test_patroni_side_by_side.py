@@ -50,7 +50,7 @@ PATHS = [
 # GET /patroni keys Patroni 4.1.5 has that raftpg does not (README: "Differences from Patroni").
 KNOWN_MISSING: dict[str, str] = {}
 # list -f json columns patronictl shows and raftpgctl does not (README: "Differences from Patroni")
-KNOWN_LIST_MISSING = {"Tags": "custom tags (dc: a) are not published in raftpg's member keys"}
+KNOWN_LIST_MISSING: dict[str, str] = {}
 # raftpg's additions (README): always-present booleans and raftpg's own blocks
 RAFTPG_EXTRA_KEYS = {"witness", "pause", "pending_restart", "sync_standby", "cluster_unlocked", "decision",
                      "raft", "api_authentication", "synchronous_mode", "tags", "replication",

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from dcs_poison import CASES, GOOD, LSN, REV, SYSID, WALL, Case, poisoned
 
-from raftpg.dcs.codec import UNREADABLE, ClusterReader, cluster_from_documents
+from raftpg.dcs.codec import UNREADABLE, ClusterReader, cluster_from_documents, member_document
+from raftpg.dcs.documents import read_member
 from raftpg.ha import actions as act
 from raftpg.ha.decide import decide
 from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
@@ -30,6 +31,7 @@ from raftpg.model import (
     HistoryEntry,
     Leader,
     LocalState,
+    Member,
     SyncState,
     Tags,
 )
@@ -178,6 +180,12 @@ def test_initialize_and_status_keep_their_last_good_values() -> None:
     ({"failover_priority": float("nan")}, Tags(nofailover=True, failover_priority=0), "tags.failover_priority"),
     ({"failover_priority": 10**400}, Tags(nofailover=True, failover_priority=0), "tags.failover_priority"),
     ({"nosync": [1]}, Tags(nosync=True), "tags.nosync"),
+    ({"dc": "a", "rack": 3, "ssd": True}, Tags(custom=(("dc", "a"), ("rack", 3), ("ssd", True))), None),
+    ({"dc": {"nested": 1}, "zone": "b"}, Tags(custom=(("zone", "b"),)), "tags.dc: must be a string"),
+    ({"dc": "x" * 1025}, Tags(), "tags.dc: must be a string of at most 1024"),
+    ({"weight": float("nan")}, Tags(), "tags.weight"),
+    ({f"t{i:03}": i for i in range(70)}, Tags(custom=tuple((f"t{i:03}", i) for i in range(64))),
+     "tags: more than 64 custom tags"),
 ])
 def test_tags_parse(raw: Any, tags: Tags, problem: str | None) -> None:
     parsed, problems = Tags.parse(raw)
@@ -242,3 +250,14 @@ def test_on_a_poisoned_view_the_primary_keeps_its_key_and_nobody_promotes(case: 
         assert not decision.has(act.Promote) and not decision.has(act.AcquireLeaderKey), decision
     free = replace(view, leader=None)  # the primary is gone: the candidates are valid members only
     assert all(m.valid for m in free.eligibility_view().failover_candidates())
+
+
+def test_custom_tags_are_published_in_the_member_key_and_read_back() -> None:
+    """Patroni users tag members (dc: a) for HAProxy's ?tag_dc=a and see them in patronictl list; they
+    travel in the member key beside the tags raftpg acts on."""
+    tags = Tags(nofailover=True, custom=(("dc", "a"), ("rack", 3)))
+    document = member_document(Member("n1", role="replica", tags=tags))
+    assert document["tags"] == {"nofailover": True, "failover_priority": 1, "noloadbalance": False,
+                                "clonefrom": False, "nosync": False, "dc": "a", "rack": 3}
+    member, problems = read_member("n1", json.dumps(document), REV)
+    assert member.tags == tags and problems == ()
