@@ -4,7 +4,8 @@ Each cycle reads the cluster linearizably, observes PostgreSQL, calls the pure `
 actions, publishes this member's key, keeps the fencing supervisor's lease current and logs one line
 saying what it decided and why. It waits ``loop_wait`` or until something under the scope changes
 (a watch), or until an operator request arrives, whichever comes first; after a failed action it goes
-again soon, backing off to ``loop_wait`` while the action keeps failing. The wait never runs past the moment the lease must be renewed or given up.
+again soon, backing off to ``loop_wait`` while the action keeps failing. The wait never runs past the
+moment the lease must be renewed or given up.
 """
 
 from __future__ import annotations
