@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -258,7 +259,7 @@ def campaign_main(argv: Sequence[str]) -> int:
         print(f"{len(pending)} cells pending, {len(state['runs'])} done")
         return 0
     started, done = time.monotonic(), 0
-    lock = args.lock if str(args.lock) else None
+    lock = args.lock if str(args.lock) not in ("", ".") else None  # Path("") reads as "."
     for fc, cell in pending:
         if args.max_runs is not None and done >= args.max_runs:
             break
@@ -266,6 +267,10 @@ def campaign_main(argv: Sequence[str]) -> int:
             print(f"budget spent: {time.monotonic() - started:.0f} s of {args.budget:.0f} s")
             break
         out = args.runs_dir / cell.id
+        # a cell run again (its row superseded) starts from an empty directory: the old run's node
+        # directories hold an etcd member of another subnet and old PostgreSQL data, which made the
+        # new etcd cluster never become healthy
+        shutil.rmtree(out, ignore_errors=True)
         print(f"== campaign: {cell.id} (waiting for {lock})" if lock else f"== campaign: {cell.id}", flush=True)
         with heavy_lock(lock):
             t0 = time.monotonic()

@@ -72,3 +72,27 @@ def test_durations() -> None:
     assert parse_duration("2h") == 7200 and parse_duration("45m") == 2700 and parse_duration("90") == 90
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration("soon")
+
+
+def test_a_cell_run_again_starts_from_an_empty_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A superseded cell run again reused the old run's node directories: its etcd data named members of
+    another subnet and the new etcd cluster never became healthy (campaign row of 2026-12-03)."""
+    from jepsen_lite import campaign
+
+    first = next(cell for _, cell in matrix(range(1, 2)))
+    stale = tmp_path / "runs" / first.id / "nodes" / "n1" / "etcd"
+    stale.mkdir(parents=True)
+    seen: list[bool] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_cell(fc, cell, time_s, out):  # noqa: ANN001, ANN202
+        seen.append(out.exists())
+        raise Stop
+
+    monkeypatch.setattr(campaign, "run_cell", fake_run_cell)
+    with pytest.raises(Stop):
+        campaign.campaign_main(["--max-runs", "1", "--lock", "", "--state", str(tmp_path / "state.json"),
+                                "--results", str(tmp_path / "RESULTS.md"), "--runs-dir", str(tmp_path / "runs")])
+    assert seen == [False] and not stale.exists()
