@@ -260,6 +260,11 @@ class HaLoop:
                 log.error("could not stop PostgreSQL cleanly: %s; stopping immediately", exc)
                 self.pg.stop("immediate", 30)
         stopped = self.pg.observe() if self.pg else None
+        if stopped is not None:
+            # before the key is released: a replica woken by the release must see this member stopped,
+            # not the running primary it last published (with an equal position that stale key won the
+            # tie-break by name, and nobody promoted until it expired)
+            self._publish_member(stopped)
         if stopped is not None and stopped.postmaster_pid is None and self._held_leader_key():
             try:
                 if stopped.lsn is not None:

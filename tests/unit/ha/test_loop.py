@@ -87,3 +87,17 @@ def test_a_primary_starts_demoting_early_enough_to_have_stopped_writes_by_ttl_mi
     assert Timing(30, 10, 10).demote_margin_s == 5.0 + STOP_LEAD_S
     short = Timing(4, 1, 1)
     assert short.demote_margin_s == short.fence_margin_s + 1.0 > 4 / 2 + STOP_LEAD_S
+
+
+def test_a_clean_shutdown_publishes_the_member_stopped_before_it_releases_the_key():
+    """Regression (full test run): a cleanly stopped primary left its last member key (running, its last
+    position) behind; a replica at the same position lost the tie-break to it by name and did not promote
+    until the key expired."""
+    loop, clock, dcs = new_loop()
+    loop.cycle()
+    loop.cycle()
+    assert dcs.load(timeout_s=1).member("n1").state == "running"
+    loop.shutdown()
+    view = dcs.load(timeout_s=1)
+    assert view.leader is None and view.member("n1").state == "stopped"
+    assert not view.member("n1").is_running
