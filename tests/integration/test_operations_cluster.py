@@ -176,6 +176,10 @@ listen primary
         ctl(cluster3, primary, "switchover", "--leader", primary, "--candidate", candidate, "--force")
         cluster3.wait_for(lambda: write(next(counter)) and cluster3.primary() == candidate, 60,
                           "a write through HAProxy after the switchover")
+        # the replicas must follow the new primary's timeline first: a primary that dies before any replica
+        # holds its timeline leaves nobody eligible (safety rule: no member behind the cluster's timeline is
+        # promoted, so the new term is never rolled back) until it comes back
+        wait_streaming(cluster3, candidate, set(cluster3.nodes) - {candidate}, 90)
         cluster3.kill_node(candidate)
         new = wait_primary(cluster3, 60, exclude=candidate)
         cluster3.wait_for(lambda: write(next(counter)), 60, "a write through HAProxy after the kill")
