@@ -42,7 +42,7 @@ from raftpg.pg.connection import as_role, query, server_address, with_defaults
 from raftpg.pg.controldata import data_dir_state, read_controldata
 from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
-from raftpg.pg.process import PostmasterProcess, stop_foreign
+from raftpg.pg.process import PostmasterProcess, kill_orphans, stop_foreign
 from raftpg.pg.settings import PgSettings
 from raftpg.pg.slots import ensure_logical_slots, ensure_slots, slot_name_for
 from raftpg.pg.tools import PgError
@@ -233,6 +233,7 @@ class Postgres:
         return self._launch(deadline, None if replica else fence_deadline, callback)
 
     def _launch(self, deadline: _Deadline, fence_deadline: float | None, callback: str | None) -> bool:
+        kill_orphans(self.settings, self.clock)
         self.process = PostmasterProcess.start(self.settings, fence_deadline=fence_deadline,
                                                timeout_s=deadline.left(), clock=self.clock)
         ready = self.process.wait_ready(deadline.left(0.0))

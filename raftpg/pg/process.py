@@ -8,7 +8,8 @@ hold it open; code in the agent must not fork without exec, or the child would k
 
 A postmaster this agent did not start (``postmaster.pid`` names a live postgres process: a leftover of an
 agent that ran without the supervisor, or one an administrator started by hand) cannot be fenced, so
-``stop_foreign`` stops it (fast) before the agent starts its own; see ``control.Postgres.start``.
+``stop_foreign`` stops it (fast) before the agent starts its own; see ``control.Postgres.start``. Children
+of a postmaster that died (SIGKILL, OOM killer) can outlive it and block the next start: ``kill_orphans``.
 """
 
 from __future__ import annotations
@@ -263,6 +264,53 @@ def stop_foreign(settings: PgSettings, mode: str = "fast", timeout_s: float = 60
         if wait_pid_gone(info.pid, wait_s, clock or SystemClock()):
             return True
     raise PgError(f"postgres {info.pid} on {settings.data_dir} survived SIGKILL")
+
+
+def orphans(data_dir: str) -> list[int]:
+    """postgres processes working in ``data_dir`` (every child of a postmaster runs in its data directory).
+
+    Called when no postmaster runs there: what is left are children of one that died. A backend busy with a
+    long query, or stopped, does not notice its postmaster's death and keeps the shared memory attached;
+    PostgreSQL then refuses to start ("pre-existing shared memory block ... is still in use") until it exits.
+    """
+    target = os.path.realpath(data_dir)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd") != target:
+                continue
+        except OSError:
+            continue  # gone, or not ours to inspect
+        if postgres_alive(int(entry)):
+            found.append(int(entry))
+    return sorted(found)
+
+
+def kill_orphans(settings: PgSettings, clock: Clock | None = None, timeout_s: float = ESCALATION_S) -> list[int]:
+    """SIGKILL what is left of a dead postmaster on our data directory (see ``orphans``) and wait until it is
+    gone. Nothing is lost: the shared memory they hold belongs to a server that already crashed, and crash
+    recovery replays the WAL. Returns the pids killed; raises PgError if one survives ``timeout_s``."""
+    if live_postmaster(settings.data_dir) is not None:
+        return []  # a live postmaster's children are not orphans (stop_foreign deals with the postmaster)
+    pids = orphans(settings.data_dir)
+    if not pids:
+        return []
+    log.warning("postgres processes %s outlived their postmaster on %s and hold its shared memory: killing "
+                "them so that PostgreSQL can start", pids, settings.data_dir)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    clock = clock or SystemClock()
+    deadline = clock.monotonic() + timeout_s
+    for pid in pids:
+        if not wait_pid_gone(pid, max(0.0, deadline - clock.monotonic()), clock):
+            raise PgError(f"postgres {pid} of a dead postmaster on {settings.data_dir} survived SIGKILL "
+                          f"for {timeout_s:g}s")
+    return pids
 
 
 def wait_pid_gone(pid: int, timeout_s: float, clock: Clock) -> bool:

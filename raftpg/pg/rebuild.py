@@ -21,6 +21,7 @@ from raftpg.pg.bootstrap import run_command
 from raftpg.pg.conf import write_pgpass
 from raftpg.pg.connection import member_conninfo, scram_params, server_address
 from raftpg.pg.controldata import data_dir_state, read_controldata
+from raftpg.pg.process import kill_orphans
 from raftpg.pg.settings import BASEBACKUP, CommandMethod, PgSettings
 from raftpg.pg.tools import PgError, run_tool
 
@@ -142,6 +143,7 @@ def rewind(settings: PgSettings, source_conninfo: str, timeout_s: float) -> bool
             pass
     args = ["--target-pgdata", settings.data_dir, "--source-server", conninfo]
     try:
+        kill_orphans(settings)  # pg_rewind's crash recovery in single-user mode needs the shared memory free
         out = run_tool(settings, "pg_rewind", args, timeout_s)
     except PgError as e:
         log.warning("pg_rewind of %s failed: %s", settings.data_dir, e)

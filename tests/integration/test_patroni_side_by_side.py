@@ -99,6 +99,21 @@ def list_json(argv: list[str]) -> list[dict[str, Any]]:
     return json.loads(out.stdout)
 
 
+def ctl_list(cluster: Any, system: str) -> list[dict[str, Any]]:
+    """``list -f json`` of ``system`` (patronictl against Patroni, raftpgctl against raftpg)."""
+    ctl = (os.path.join(os.path.dirname(cluster.patroni), "patronictl") if system == "patroni"
+           else os.path.join(os.path.dirname(sys.executable), "raftpgctl"))
+    return list_json([ctl, "-c", cluster.config_path("n1"), "list", cluster.scope, "-f", "json"])
+
+
+def replica_states(cluster: Any, system: str) -> list[str] | None:
+    try:
+        rows = ctl_list(cluster, system)
+    except (subprocess.SubprocessError, ValueError):
+        return None
+    return sorted(row.get("State", "") for row in rows if row.get("Role") != "Leader")
+
+
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
     try:
@@ -122,6 +137,11 @@ def both(tmp_path_factory):
             cluster.wait_for(lambda cluster=cluster: roles(cluster) == ["primary running", "replica running",
                                                                         "replica running"],
                              120, "every agent reporting its role")
+        # and each cluster's member list shows both replicas streaming (Patroni publishes a replica's
+        # replication state a loop after its REST API says "running": comparing earlier compares timing)
+        for system, cluster in clusters.items():
+            cluster.wait_for(lambda cluster=cluster, system=system: replica_states(cluster, system)
+                             == ["streaming", "streaming"], 120, f"{system}: list showing both replicas streaming")
         yield clusters
     finally:
         for cluster in clusters.values():
@@ -146,10 +166,7 @@ def test_health_codes_status_keys_and_metric_names_match_patroni(both):
 
 def test_list_json_keys_and_values_match_patronictl(both):
     patroni, raftpg = both["patroni"], both["raftpg"]
-    theirs = list_json([os.path.join(os.path.dirname(patroni.patroni), "patronictl"),
-                        "-c", patroni.config_path("n1"), "list", patroni.scope, "-f", "json"])
-    ours = list_json([os.path.join(os.path.dirname(sys.executable), "raftpgctl"), "-c", raftpg.config_path("n1"),
-                      "list", raftpg.scope, "-f", "json"])
+    theirs, ours = ctl_list(patroni, "patroni"), ctl_list(raftpg, "raftpg")
 
     def by_role(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return {row["Role"]: row for row in rows}

@@ -25,7 +25,7 @@ from raftpg.clock import SystemClock
 from raftpg.model import DataDir, PermanentSlot
 from raftpg.pg import Credentials, PgError, PgSettings, Postgres, conninfo_for
 from raftpg.pg.pidfile import postgres_alive, read_pidfile
-from raftpg.pg.process import supervisor_argv, wait_pid_gone
+from raftpg.pg.process import orphans, supervisor_argv, wait_pid_gone
 
 pytestmark = pytest.mark.integration
 
@@ -466,3 +466,35 @@ def test_postgres_lease_and_fence_through_the_facade(run_as_postgres, stopped_cl
 
     expired, fenced = run_as_postgres(body, timeout_s=60)
     assert expired.startswith("lease expired") and fenced.startswith("lease expired")
+
+
+def test_start_clears_backends_that_outlived_a_killed_postmaster(run_as_postgres,
+                                                                 stopped_cluster: PgSettings) -> None:
+    """A SIGKILLed postmaster (a node kill, the OOM killer) can leave children behind: a backend busy with a
+    long query, or stopped, does not notice and keeps the shared memory attached, and PostgreSQL then refuses
+    every start ("pre-existing shared memory block ... is still in use"). Regression: a node restarting its
+    crashed primary failed that way every second for minutes after a kill in the middle of a switchover.
+    Start (and so a restart after a crash) must clear them and come up, with the committed row intact."""
+    def body() -> tuple[list[int], int, bool, list[int]]:
+        pg = Postgres(stopped_cluster)
+        try:
+            assert pg.start(timeout_s=30)
+            with client(stopped_cluster) as conn:
+                conn.execute("CREATE TABLE t (v int)")
+                conn.execute("INSERT INTO t VALUES (42)")
+                backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                os.kill(backend, signal.SIGSTOP)  # it will not notice its postmaster's death
+                postmaster = pg.process.pid
+                os.kill(postmaster, signal.SIGKILL)
+                poll(lambda: pg.process.exit_code() is not None, timeout_s=10, what="the postmaster's death")
+                left = orphans(stopped_cluster.data_dir)
+                assert pg.start(timeout_s=60) or poll(lambda: pg.observe().running, 60, "crash recovery")
+                with client(stopped_cluster) as fresh:
+                    rows = [r[0] for r in fresh.execute("SELECT v FROM t").fetchall()]
+                return left, backend, postgres_alive(backend), rows
+        finally:
+            pg.stop("immediate")
+
+    left, backend, alive, rows = run_as_postgres(body, timeout_s=120)
+    assert backend in left, "the stopped backend should have outlived its postmaster"
+    assert not alive and rows == [42]
