@@ -128,6 +128,7 @@ class DynamicSettings(OpenSettings):
     synchronous_node_count: Int = _bounded(1, "synchronous_node_count")
     check_timeline: bool = False
     pause: bool = False
+    detached_primary: str | None = Field(default=None, min_length=1, max_length=256)
     slots: SlotMap = Field(default_factory=empty_map)
     postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
 

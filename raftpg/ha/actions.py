@@ -270,6 +270,16 @@ class ApplyClusterConfig:
 
 
 @dataclass(frozen=True)
+class ClearDetachedMarker:
+    """This node's PostgreSQL, left running by an agent stopped while paused, is fenced again (adopted
+    and under a renewed lease) or no longer runs: remove ``detached_primary`` from the config key
+    (compare-and-set on ``expected_revision``), so the others may promote again when they must."""
+
+    expected_revision: int
+    retry_soon: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
 class Refuse:
     """Stop this agent: continuing would break a safety rule (a foreign data dir). Fatal."""
 
@@ -291,7 +301,7 @@ Action = (
     | StartReplica | CheckReachable | Rewind | FollowLeader | CloneFrom | MoveDataAside | RecordRepair
     | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | SetSynchronousStandbys
     | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | StoreInitialConfig
-    | ApplyClusterConfig | Refuse | Fence
+    | ApplyClusterConfig | ClearDetachedMarker | Refuse | Fence
 )
 
 

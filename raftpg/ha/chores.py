@@ -4,7 +4,7 @@ not fatal: a bad cluster-wide parameter must not stop a primary from renewing it
 
 from __future__ import annotations
 
-from raftpg.ha.actions import Action, ApplyClusterConfig, StoreInitialConfig
+from raftpg.ha.actions import Action, ApplyClusterConfig, ClearDetachedMarker, StoreInitialConfig
 from raftpg.ha.inputs import Inputs
 
 
@@ -17,4 +17,11 @@ def chores(i: Inputs) -> tuple[Action, ...]:
         found.append(StoreInitialConfig())  # the cluster runs on bootstrap.dcs until it is stored
     if view.config_revision is not None and local is not None and local.running:
         found.append(ApplyClusterConfig(view.config))
+    if view.config_revision is not None and view.config.detached_primary == i.me.name and local is not None:
+        # my server was left running unfenced while paused: the mark goes once it is fenced again (adopted,
+        # and the lease it runs under renewed) or once nothing runs
+        fenced = local.supervised and i.lease.deadline is not None and view.leader is not None \
+            and view.leader.name == i.me.name
+        if fenced or local.postmaster_pid is None:
+            found.append(ClearDetachedMarker(view.config_revision))
     return tuple(found)

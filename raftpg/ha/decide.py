@@ -356,6 +356,11 @@ def _running_replica(i: Inputs, view: ClusterView) -> Decision:
 def _failover_race(i: Inputs, view: ClusterView) -> Decision:
     me = i.me.name
     failover = view.failover
+    detached = view.config.detached_primary
+    if detached and detached != me:
+        return Decision((), f"not promoting: {detached}'s PostgreSQL was left running without its agent "
+                            f"while paused (detached_primary); start its agent (it adopts the server), or "
+                            f"stop that server and remove detached_primary with edit-config")
     if view.paused and not (failover and failover.candidate == me):
         return Decision((), "paused: the leader key is free but I do not promote automatically")
     mine = i.me_as_member()

@@ -86,6 +86,12 @@ class Executor:
                 dcs.set_initialize(new_sysid, timeout_s=budget_s)
             case act.StoreInitialConfig():
                 return dcs.set_config(self.bootstrap_dcs, None, timeout_s=budget_s)
+            case act.ClearDetachedMarker(expected_revision=revision):
+                assert i.view is not None
+                document = {k: v for k, v in i.view.config.to_dict().items() if k != "detached_primary"}
+                if not dcs.set_config(document, revision, timeout_s=budget_s):
+                    return False
+                log.info("my PostgreSQL is fenced again: removed detached_primary from the config")
             case act.AcquireLeaderKey():
                 # the first irreversible step of a failover rests on what was observed at i.now: an
                 # agent that froze (or read slowly) since decides afresh instead

@@ -253,6 +253,10 @@ class HaLoop:
         signal that reached the whole service) the key is released once no postmaster runs; the
         release is a compare-and-set on this node's name, so it never touches another holder's key."""
         local = self.pg.observe() if self.pg else None
+        if self.pg and local and local.postmaster_pid is not None and self._detach_when_paused(local):
+            self.executor.drop_lease()
+            self.executor.disarm_watchdog()
+            return
         if self.pg and local and local.postmaster_pid is not None:
             try:
                 self.pg.stop("fast", 120)
@@ -275,6 +279,31 @@ class HaLoop:
                 log.warning("could not release the leader key: %s", exc)
         self.executor.drop_lease()
         self.executor.disarm_watchdog()  # a device closed without the magic character keeps counting
+
+    def _detach_when_paused(self, local: LocalState) -> bool:
+        """A stop while the cluster is paused leaves PostgreSQL running, as Patroni does (an agent
+        upgrade without downtime): the supervisor stops fencing and the next agent adopts the server.
+        The leader key is kept (it expires with its TTL; paused, nobody promotes). A server that may
+        accept writes is first recorded as ``detached_primary`` in the config key, so that nobody
+        promotes, even after a resume or on an operator's failover, while it may run unfenced; if that
+        cannot be recorded, the stop goes on as usual. True if PostgreSQL was left running."""
+        view = self.status.view
+        if self.pg is None or view is None or not view.paused or view.config_revision is None:
+            return False
+        if local.may_accept_writes and view.config.detached_primary != self.me.name:
+            document = {**view.config.to_dict(), "detached_primary": self.me.name}
+            try:
+                if not self.dcs.set_config(document, view.config_revision, timeout_s=self.timing.retry_timeout_s):
+                    log.error("paused, but the config key changed meanwhile: stopping PostgreSQL as usual")
+                    return False
+            except DcsError as exc:
+                log.error("paused, but detached_primary could not be recorded (%s): stopping PostgreSQL as usual",
+                          exc)
+                return False
+        if not self.pg.detach():
+            return False
+        log.warning("paused: leaving PostgreSQL running without this agent; the next agent adopts it")
+        return True
 
     def _held_leader_key(self) -> bool:
         view = self.status.view

@@ -74,6 +74,10 @@ class PostgresPort(Protocol):
     def unlimited(self) -> object:
         """Tell the fencing supervisor that this PostgreSQL needs no fencing (a replica)."""
 
+    def detach(self) -> bool:
+        """Leave PostgreSQL running, unfenced, as this agent stops (the cluster is paused); the next agent
+        adopts it when it first observes it. False if no supervised postmaster runs."""
+
     def slot_name_for(self, member: str) -> str: ...
 
     def apply_cluster_config(self, config: DynamicConfig) -> bool:

@@ -128,6 +128,10 @@ class DynamicConfig:
     use_slots: bool = True
     parameters: tuple[tuple[str, str], ...] = ()
     permanent_slots: tuple[PermanentSlot, ...] = ()
+    # the member whose agent stopped while paused and left its PostgreSQL running, unfenced, as a primary
+    # (``detached_primary``): nobody else promotes until its agent returns and adopts it, or an operator
+    # removes the key once that server is stopped
+    detached_primary: str | None = None
     raw: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -164,6 +168,7 @@ class DynamicConfig:
             permanent_slots=tuple(slot for name, entry in sorted(_permanent_slots(raw).items(),
                                                                   key=lambda item: str(item[0]))
                                   if (slot := PermanentSlot.parse(name, entry)) is not None),
+            detached_primary=_member_name(raw.get("detached_primary")),
             raw=tuple(sorted(raw.items())),
         )
 
@@ -192,6 +197,10 @@ def _permanent_slots(raw: dict[str, Any]) -> dict[str, Any]:
         if raw.get(key):
             return object_or_empty(raw[key])
     return {}
+
+
+def _member_name(value: Any) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= 256 else None
 
 
 def _guc_text(value: Any) -> str:

@@ -54,6 +54,7 @@ class LocalState:
     postmaster_status: str | None = None   # postmaster.pid: starting, ready (a primary), standby, stopping
     standby_signal: bool = False           # standby.signal exists: the server starts (or runs) as a standby
     bootstrap_unfinished: bool = False     # initdb ran but the cluster was never registered in the DCS
+    supervised: bool = False               # the running postmaster is under this agent's fencing supervisor
 
     @property
     def is_primary(self) -> bool:

@@ -11,6 +11,7 @@ a unix-socket connection costs a few milliseconds, far below one HA cycle).
 from __future__ import annotations
 
 import math
+import socket
 from typing import Any
 
 import psycopg
@@ -50,6 +51,16 @@ def server_address(conninfo: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise PgError(f"a member's port must be one number in 1..65535, got port={port_text!r}")
     return host, int(port_text)
+
+
+def accepts_connections(conninfo: str, timeout_s: float = 2.0) -> bool:
+    """True if the server ``conninfo`` names accepts a TCP connection now (a cheap probe)."""
+    try:
+        host, port = server_address(conninfo)
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except (OSError, ValueError, PgError):
+        return False
 
 
 def member_conninfo(conninfo: str, **params: Any) -> str:

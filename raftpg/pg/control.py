@@ -14,11 +14,9 @@ Callbacks fire from here, in the background: ``on_start``/``on_stop`` around ``s
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
-import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -38,26 +36,18 @@ from raftpg.pg.conf import (
     write_pgpass,
     write_postgresql_conf,
 )
-from raftpg.pg.connection import as_role, query, server_address, with_defaults
+from raftpg.pg.connection import accepts_connections, as_role, query, with_defaults
 from raftpg.pg.controldata import data_dir_state, read_controldata
 from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
-from raftpg.pg.process import PostmasterProcess, kill_orphans, stop_foreign
+from raftpg.pg.process import PostmasterProcess, adopt_running, kill_orphans, signal_postmaster, stop_foreign
 from raftpg.pg.settings import PgSettings
 from raftpg.pg.slots import ensure_logical_slots, ensure_slots, slot_name_for
-from raftpg.pg.tools import PgError
+from raftpg.pg.tools import Deadline, PgError
 
 log = logging.getLogger(__name__)
 
 EPOCH_GUC = "raftpg.leader_epoch"
-
-
-class _Deadline:
-    def __init__(self, clock: Clock, timeout_s: float) -> None:
-        self.clock, self.at = clock, clock.monotonic() + timeout_s
-
-    def left(self, minimum: float = 0.1) -> float:
-        return max(minimum, self.at - self.clock.monotonic())
 
 
 class Postgres:
@@ -80,8 +70,40 @@ class Postgres:
     # --- looking --------------------------------------------------------------------------------------
 
     def observe(self, timeout_s: float = 2.0) -> LocalState:
+        """PostgreSQL now. A postmaster running on the data directory that no supervisor of this agent
+        fences (one an earlier agent left running with ``detach``, or one started by hand) is adopted
+        first: put under a supervisor of its own (``--adopt``), without a restart."""
         self.callbacks.reap()
-        return self._observer.observe(timeout_s)
+        self._adopt_running()
+        state = self._observer.observe(timeout_s)
+        return dataclasses.replace(state, supervised=self._supervised())
+
+    def _supervised(self) -> bool:
+        return self.process is not None and self.process.exit_code() is None
+
+    def _adopt_running(self) -> None:
+        if self._supervised() or not self._lock.acquire(blocking=False):
+            return  # supervised already, or a start, stop or rewind is under way in another thread
+        try:
+            if not self._supervised():
+                self.process = adopt_running(self.settings, self.clock) or self.process
+        except PgError as exc:
+            log.error("could not adopt the running postmaster: %s", exc)
+        finally:
+            self._lock.release()
+
+    def detach(self) -> bool:
+        """Leave PostgreSQL running, unfenced, when this agent stops (the cluster is paused: an agent
+        upgrade). The next agent on this data directory adopts it (``observe``). False if no supervised
+        postmaster runs."""
+        with self._lock:
+            process, self.process = self.process, None
+            self._observer.close()
+            self._prober.close()
+            if process is None or process.exit_code() is not None:
+                return False
+            log.warning("leaving postmaster %s running without a fence: the cluster is paused", process.pid)
+            return process.detach()
 
     def apply_cluster_config(self, config: DynamicConfig) -> bool:
         """The cluster-wide config (parameters, pg_hba, pg_ident, recovery_conf; the local file wins) from
@@ -102,12 +124,7 @@ class Postgres:
 
     def can_reach(self, conn_url: str, timeout_s: float = 2.0) -> bool:
         """True if the PostgreSQL ``conn_url`` names accepts a TCP connection now (a cheap probe)."""
-        try:
-            host, port = server_address(conn_url)
-            with socket.create_connection((host, port), timeout=timeout_s):
-                return True
-        except (OSError, ValueError, PgError):
-            return False
+        return accepts_connections(conn_url, timeout_s)
 
     @staticmethod
     def slot_name_for(member: str) -> str:
@@ -123,9 +140,7 @@ class Postgres:
 
     def is_running(self) -> bool:
         """True while a postmaster runs on the data directory (ours, or one we did not start)."""
-        if self.process is not None and self.process.exit_code() is None:
-            return True
-        return live_postmaster(self.settings.data_dir) is not None
+        return self._supervised() or live_postmaster(self.settings.data_dir) is not None
 
     # --- the supervisor's lease -------------------------------------------------------------------------
 
@@ -155,7 +170,7 @@ class Postgres:
         after initdb, PostgreSQL is stopped and the data directory left for the caller to move aside.
         """
         with self._lock:
-            deadline = _Deadline(self.clock, timeout_s)
+            deadline = Deadline(self.clock, timeout_s)
             self.initdb(deadline.left())
             if not self.start(timeout_s=deadline.left(), fence_deadline=fence_deadline):
                 self.stop("immediate")
@@ -180,7 +195,7 @@ class Postgres:
         """On the new, running cluster: raftpg's roles and the user's post_bootstrap script; the system
         identifier. Stops PostgreSQL (immediate) if either fails."""
         with self._lock:
-            deadline = _Deadline(self.clock, timeout_s)
+            deadline = Deadline(self.clock, timeout_s)
             try:
                 boot.create_roles(self.settings, deadline.left())
                 boot.run_post_bootstrap(self.settings, deadline.left())
@@ -208,10 +223,10 @@ class Postgres:
         """
         replica = as_replica_of is not None if as_replica is None else as_replica
         with self._lock:
-            deadline = _Deadline(self.clock, timeout_s)
+            deadline = Deadline(self.clock, timeout_s)
             return self._start(as_replica_of, slot_name, replica, deadline, fence_deadline, "on_start")
 
-    def _start(self, as_replica_of: str | None, slot_name: str | None, replica: bool, deadline: _Deadline,
+    def _start(self, as_replica_of: str | None, slot_name: str | None, replica: bool, deadline: Deadline,
                fence_deadline: float | None, callback: str | None) -> bool:
         if self.process is not None and self.process.exit_code() is None:
             if has_standby_signal(self.settings.data_dir) != replica:
@@ -232,7 +247,7 @@ class Postgres:
         set_standby_signal(self.settings.data_dir, replica)
         return self._launch(deadline, None if replica else fence_deadline, callback)
 
-    def _launch(self, deadline: _Deadline, fence_deadline: float | None, callback: str | None) -> bool:
+    def _launch(self, deadline: Deadline, fence_deadline: float | None, callback: str | None) -> bool:
         kill_orphans(self.settings, self.clock)
         self.process = PostmasterProcess.start(self.settings, fence_deadline=fence_deadline,
                                                timeout_s=deadline.left(), clock=self.clock)
@@ -264,7 +279,7 @@ class Postgres:
     def restart(self, timeout_s: float = 120.0, fence_deadline: float | None = None) -> bool:
         """Stop (fast) and start again with the same role and upstream. Returns as ``start`` does."""
         with self._lock:
-            deadline = _Deadline(self.clock, timeout_s)
+            deadline = Deadline(self.clock, timeout_s)
             self._stop("fast", deadline.left(), None)
             replica = has_standby_signal(self.settings.data_dir)
             self._write_config(self._upstream_on_disk())
@@ -320,7 +335,7 @@ class Postgres:
         """Stop (fast) and start as a replica of ``primary_conninfo`` (None: a standby waiting for a primary).
         Returns as ``start`` does."""
         with self._lock:
-            deadline = _Deadline(self.clock, timeout_s)
+            deadline = Deadline(self.clock, timeout_s)
             self._stop("fast", deadline.left(), None)
             ready = self._start(primary_conninfo, slot_name, True, deadline, None, None)
             self.callbacks.run("on_role_change", "replica")
@@ -329,16 +344,8 @@ class Postgres:
     def set_synchronous_standby_names(self, value: str, timeout_s: float = 10.0) -> None:
         """Write ``synchronous_standby_names``, reload, and wait until the server reports the new value."""
         with self._lock:
-            deadline = _Deadline(self.clock, timeout_s)
             self._sync_names = value
-            if self._write_config(self._upstream_on_disk()):
-                self._sighup()
-            if not self.is_running():
-                return
-            while self.query("SHOW synchronous_standby_names", timeout_s=deadline.left())[0][0] != value:
-                if self.clock.monotonic() >= deadline.at:
-                    raise PgError(f"synchronous_standby_names is not {value!r} after {timeout_s:g}s")
-                self.clock.sleep(0.02)
+            self._reload_until("SHOW synchronous_standby_names", (), value, timeout_s)
 
     def publish_epoch(self, epoch: int, timeout_s: float = 10.0) -> None:
         """Make ``raftpg.leader_epoch`` (the leader key's revision this node holds it at) readable with
@@ -346,17 +353,18 @@ class Postgres:
         reloaded, and confirmed before returning. Called before promoting, so every write this primary
         acknowledges can be tagged with its epoch (jepsen-lite orders primaries by it)."""
         with self._lock:
-            deadline = _Deadline(self.clock, timeout_s)
             self._epoch = epoch
-            if self._write_config(self._upstream_on_disk()):
-                self._sighup()
-            if not self.is_running():
-                return
-            sql = "SELECT current_setting(%s, true)"
-            while self.query(sql, (EPOCH_GUC,), timeout_s=deadline.left())[0][0] != str(epoch):
-                if self.clock.monotonic() >= deadline.at:
-                    raise PgError(f"{EPOCH_GUC} is not {epoch} after {timeout_s:g}s")
-                self.clock.sleep(0.02)
+            self._reload_until("SELECT current_setting(%s, true)", (EPOCH_GUC,), str(epoch), timeout_s)
+
+    def _reload_until(self, sql: str, params: tuple[str, ...], value: str, timeout_s: float) -> None:
+        """Rewrite the files, reload, and wait until ``sql`` answers ``value`` (PgError at the deadline)."""
+        deadline = Deadline(self.clock, timeout_s)
+        if self._write_config(self._upstream_on_disk()):
+            self._sighup()
+        while self.is_running() and self.query(sql, params, timeout_s=deadline.left())[0][0] != value:
+            if self.clock.monotonic() >= deadline.at:
+                raise PgError(f"{sql % params} is not {value!r} after {timeout_s:g}s")
+            self.clock.sleep(0.02)
 
     def ensure_slots(self, names: set[str], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
         return ensure_slots(self.settings, names, timeout_s)  # (created, dropped): see raftpg.pg.slots
@@ -379,7 +387,7 @@ class Postgres:
         replica of that server (standby.signal, primary_conninfo as the replication role) even if the rewind
         failed: a diverged primary must never start as one again. False if pg_rewind failed."""
         with self._lock:
-            deadline = _Deadline(self.clock, timeout_s)
+            deadline = Deadline(self.clock, timeout_s)
             self._stop("fast", deadline.left(), "on_stop")
             state, _ = data_dir_state(self.settings)
             if state is not DataDir.INITIALIZED:
@@ -438,11 +446,4 @@ class Postgres:
         return "replica" if has_standby_signal(self.settings.data_dir) else "primary"
 
     def _sighup(self) -> bool:
-        if self.process is not None and self.process.signal(signal.SIGHUP):
-            return True
-        info = live_postmaster(self.settings.data_dir)
-        with contextlib.suppress(ProcessLookupError):
-            if info is not None:
-                os.kill(info.pid, signal.SIGHUP)
-                return True
-        return False
+        return signal_postmaster(self.settings, self.process, signal.SIGHUP)

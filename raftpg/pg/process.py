@@ -88,6 +88,34 @@ class PostmasterProcess:
         process._wait_started(timeout_s)
         return process
 
+    @classmethod
+    def adopt(cls, settings: PgSettings, pid: int, *, fence_deadline: float | None = None, timeout_s: float = 10.0,
+              clock: Clock | None = None) -> PostmasterProcess:
+        """Put a postmaster that already runs on our data directory (``pid``: one an earlier agent left
+        running with ``detach``, or one started by hand) under a supervisor of its own (``--adopt``): from
+        now on it is fenced like one this agent started, without a restart."""
+        argv = supervisor_argv(settings, fence_deadline, clock) + ["--adopt", str(pid)]
+        log_file = open(settings.log_file, "ab") if settings.log_file else None  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+                                    cwd=settings.data_dir, start_new_session=True)
+        except OSError as e:
+            raise PgError(f"cannot start the supervisor {argv[0]}: {e}") from None
+        finally:
+            if log_file is not None:
+                log_file.close()
+        process = cls(settings, proc, clock or SystemClock())
+        process._wait_started(timeout_s)
+        return process
+
+    def detach(self) -> bool:
+        """Leave PostgreSQL running without this agent (a stop while the cluster is paused): the supervisor
+        stops fencing, stays the postmaster's parent, and does not fence when the agent's end of the pipe
+        closes (now). False if the supervisor is already gone."""
+        sent = self.exit_code() is None and self.send("detach")
+        self._close_pipes()
+        return sent
+
     def _wait_started(self, timeout_s: float) -> None:
         deadline = self.clock.monotonic() + timeout_s
         while self.pid is None:
@@ -237,6 +265,32 @@ class PostmasterProcess:
                     pipe.close()
                 except OSError:
                     pass
+
+
+def adopt_running(settings: PgSettings, clock: Clock | None = None) -> PostmasterProcess | None:
+    """The postmaster running on our data directory, put under a supervisor of this agent (see
+    ``PostmasterProcess.adopt``); None if none runs."""
+    info = live_postmaster(settings.data_dir)
+    if info is None:
+        return None
+    process = PostmasterProcess.adopt(settings, info.pid, clock=clock)
+    log.warning("adopted the running postmaster %d on %s: this agent fences it from now on", info.pid,
+                settings.data_dir)
+    return process
+
+
+def signal_postmaster(settings: PgSettings, process: PostmasterProcess | None, sig: int) -> bool:
+    """Send ``sig`` to our postmaster, else to whichever runs on the data directory; False if none does."""
+    if process is not None and process.signal(sig):
+        return True
+    info = live_postmaster(settings.data_dir)
+    try:
+        if info is not None:
+            os.kill(info.pid, sig)
+            return True
+    except ProcessLookupError:
+        pass
+    return False
 
 
 def readable(fd: int, timeout_s: float) -> bool:

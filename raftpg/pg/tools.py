@@ -13,7 +13,18 @@ import re
 import signal
 import subprocess
 
+from raftpg.clock import Clock
 from raftpg.pg.settings import PgSettings
+
+
+class Deadline:
+    """A step's deadline on ``clock``; ``left()`` is what remains of it (at least ``minimum``)."""
+
+    def __init__(self, clock: Clock, timeout_s: float) -> None:
+        self.clock, self.at = clock, clock.monotonic() + timeout_s
+
+    def left(self, minimum: float = 0.1) -> float:
+        return max(minimum, self.at - self.clock.monotonic())
 
 
 class PgError(Exception):

@@ -84,6 +84,7 @@ class FakePostgres:
                                                # restart cures it; "hard": only a fresh clone does)
         self.parameters: dict[str, str] = {}
         self.fence_deadline: float | None = None
+        self.detached = False                  # left running, unfenced, by an agent stopped while paused
         self.fenced_count = 0
         self.pending_writes: list[int] = []   # written on this primary, waiting for a synchronous standby
         self.kept_data_dirs: list[str] = []
@@ -226,6 +227,7 @@ class FakePostgres:
     # ------------------------------------------------------------------ PostgresPort
     def observe(self) -> LocalState:
         self.apply_fence()
+        self.detached = False  # observing adopts a detached server, as Postgres.observe does
         if self.data_dir != DataDir.INITIALIZED:
             return LocalState(data_dir=self.data_dir)
         pm_status = None if not self.running else "standby" if self.in_recovery else "ready"
@@ -233,7 +235,7 @@ class FakePostgres:
             return LocalState(data_dir=self.data_dir, sysid=self.sysid, timeline=self.timeline,
                               cluster_state=self.cluster_state, postmaster_pid=self.pid,
                               postmaster_status=pm_status, standby_signal=self.in_recovery,
-                              bootstrap_unfinished=self.bootstrap_unfinished)
+                              bootstrap_unfinished=self.bootstrap_unfinished, supervised=True)
         replica = self.running and self.in_recovery
         return LocalState(
             data_dir=self.data_dir, sysid=self.sysid, running=self.running,
@@ -245,6 +247,7 @@ class FakePostgres:
             cluster_state=self.cluster_state, postmaster_pid=self.pid if self.running else None,
             postmaster_status=pm_status, standby_signal=bool(self.running and self.in_recovery),
             server_version=170000, bootstrap_unfinished=self.bootstrap_unfinished,
+            supervised=self.running,
         )
 
     def bootstrap(self, fence_deadline: float | None = None) -> str:
@@ -437,6 +440,13 @@ class FakePostgres:
     def unlimited(self) -> None:
         self.apply_fence()
         self.fence_deadline = None
+
+    def detach(self) -> bool:
+        """The agent leaves PostgreSQL running, unfenced (a stop while paused); a new agent adopts it."""
+        self.apply_fence()
+        self.fence_deadline = None
+        self.detached = self.running
+        return self.running
 
     def slot_name_for(self, member: str) -> str:
         return re.sub(r"[^a-z0-9_]", "_", member.lower())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,43 @@ def test_pause_stops_failover_and_resume_allows_it(cluster3):
     assert deadline_checks > 0
     ctl(cluster3, survivor, "resume")
     assert wait_primary(cluster3, 60, exclude=primary) != primary
+
+
+def test_a_paused_agent_upgrade_keeps_postgres_serving_and_never_makes_a_second_primary(cluster3):
+    """Patroni's agent upgrade (issue 14): pause, stop the primary's agent as systemd or a terminal does
+    (SIGTERM to its process group): the same postmaster keeps taking writes. Resumed while that agent is
+    away and past the TTL, nobody promotes (the server runs unfenced: ``detached_primary``). The agent
+    started again adopts the same postmaster (no restart), fences it and the cluster carries on."""
+    primary = cluster3.primary()
+    others = set(cluster3.nodes) - {primary}
+    sql(cluster3, primary, "CREATE TABLE upgrade_rows(v int)")
+    ctl(cluster3, primary, "pause")
+    cluster3.wait_for(lambda: all((cluster3.api(n, "/patroni")[1] or {}).get("pause") for n in cluster3.nodes),
+                      30, "every node to see pause")
+    postmaster = cluster3.postmaster_pid(primary)
+    cluster3.signal_group(primary, signal.SIGTERM)
+    cluster3.procs[primary].wait(60)
+    assert cluster3.postmaster_pid(primary) == postmaster, "a paused stop must leave PostgreSQL running"
+    sql(cluster3, primary, "INSERT INTO upgrade_rows VALUES (1)")
+    ctl(cluster3, sorted(others)[0], "resume")
+
+    def refusing(name: str) -> bool:
+        body = cluster3.api(name, "/patroni")[1] or {}
+        return not body.get("pause") and "detached_primary" in str(body.get("decision", ""))
+
+    cluster3.wait_for(lambda: all(refusing(n) for n in others), 60,
+                      "the replicas, resumed, refusing to promote past the detached primary")
+    assert all(try_sql(cluster3, n, "SELECT pg_is_in_recovery()") == [(True,)] for n in others)
+    sql(cluster3, primary, "INSERT INTO upgrade_rows VALUES (2)")  # still the only primary
+
+    cluster3.start(primary)
+    cluster3.wait_for(lambda: cluster3.primary() == primary
+                      and "detached_primary" not in (cluster3.api(primary, "/config")[1] or {"detached_primary": 1}),
+                      60, "the restarted agent adopting its server and clearing detached_primary")
+    assert cluster3.postmaster_pid(primary) == postmaster, "adopted, not restarted"
+    sql(cluster3, primary, "INSERT INTO upgrade_rows VALUES (3)")
+    assert sql(cluster3, primary, "SELECT v FROM upgrade_rows ORDER BY v") == [(1,), (2,), (3,)]
+    wait_streaming(cluster3, primary, others)
 
 
 def test_edit_config_reloadable_and_restart_parameters(cluster3):

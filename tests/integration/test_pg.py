@@ -498,3 +498,44 @@ def test_start_clears_backends_that_outlived_a_killed_postmaster(run_as_postgres
     left, backend, alive, rows = run_as_postgres(body, timeout_s=120)
     assert backend in left, "the stopped backend should have outlived its postmaster"
     assert not alive and rows == [42]
+
+
+def test_a_detached_server_keeps_running_and_the_next_agent_adopts_and_fences_it(
+        run_as_postgres, stopped_cluster: PgSettings) -> None:
+    """A stop while the cluster is paused (an agent upgrade) detaches: PostgreSQL keeps running and taking
+    writes after the agent's end of the supervisor's pipe closes. The next agent's first look adopts the
+    same postmaster (no restart) under a supervisor of its own, which fences it again like any other."""
+    def body() -> dict[str, object]:
+        first = Postgres(stopped_cluster)
+        second = Postgres(stopped_cluster)
+        try:
+            assert first.start(timeout_s=30, fence_deadline=time.monotonic() + 60)
+            pid = first.process.pid
+            first.query("CREATE TABLE t (v int)")
+            old_supervisor = first.process.supervisor
+            assert first.detach() and first.process is None
+            closed = time.monotonic()
+            poll(lambda: time.monotonic() - closed > 1.0, timeout_s=5, what="a second without the agent")
+            assert postgres_alive(pid), "a detached server must not be fenced when the agent goes"
+            with client(stopped_cluster) as conn:
+                conn.execute("INSERT INTO t VALUES (1)")
+            state = second.observe()
+            adopted = {"supervised": state.supervised, "running": state.running, "same_pid": second.process.pid == pid}
+            second.query("INSERT INTO t VALUES (2)")
+            assert second.fence_at(time.monotonic() + 0.3)
+            poll(lambda: not postgres_alive(pid), timeout_s=10, what="the adopted server fenced")
+            poll(lambda: second.process.exit_code() is not None, timeout_s=10, what="the adopting supervisor's exit")
+            adopted["fence"] = second.process.fence_reason
+            poll(lambda: old_supervisor.poll() is not None, timeout_s=10, what="the detached supervisor's exit")
+            adopted["after"] = second.observe().supervised
+            assert second.start(timeout_s=30)
+            adopted["rows"] = second.query("SELECT v FROM t ORDER BY v")
+            return adopted
+        finally:
+            second.stop("immediate")
+            first.stop("immediate")
+
+    adopted = run_as_postgres(body, timeout_s=120)
+    assert adopted["supervised"] and adopted["running"] and adopted["same_pid"], adopted
+    assert str(adopted["fence"]).startswith("lease expired") and adopted["after"] is False, adopted
+    assert adopted["rows"] == [(1,), (2,)], adopted

@@ -54,7 +54,7 @@ def test_pidfile() -> None:
 @pytest.mark.parametrize("line, parsed", [
     ("deadline 1234.5", ("deadline", 1234.5)), ("deadline 0", ("deadline", 0.0)),
     ("lease 2.5", ("deadline", 102.5)), ("lease 0", ("deadline", 100.0)),  # relative to when it is read
-    (" unlimited ", ("unlimited", None)), ("stop", ("stop", None)),
+    (" unlimited ", ("unlimited", None)), ("stop", ("stop", None)), ("detach", ("detach", None)),
 ])
 def test_supervisor_commands(line, parsed) -> None:
     assert parse_command(line, now=100.0) == parsed
@@ -72,6 +72,8 @@ def test_supervisor_usage_errors_exit_2_without_starting_anything(capfd) -> None
     assert supervisor_main(["--"]) == 2
     assert supervisor_main(["--bogus", "--", "postgres"]) == 2
     assert supervisor_main(["--deadline", "nan", "--", "postgres"]) == 2
+    assert supervisor_main(["--adopt"]) == 2 and supervisor_main(["--adopt", "x"]) == 2
+    assert supervisor_main(["--adopt", "0"]) == 2 and supervisor_main(["--bogus", "--adopt", "12"]) == 2
     assert "usage" in capfd.readouterr().err
 
 

@@ -202,6 +202,18 @@ CASES = [
          inputs(view(leader=None), replica()), never=PROMOTING + (act.AcquireLeaderKey,)),
     Case("paused: the key is free but nobody promotes",
          inputs(replace(RACE, config=config(pause=True)), replica(lsn=LSN + 10)), never=PROMOTING),
+    # an agent stopped while paused left n1 running unfenced as a primary (detached_primary): nobody
+    # promotes, not after a resume, not on an operator's failover, until its agent adopts it again
+    Case("detached primary, resumed: the key is free but nobody promotes",
+         inputs(replace(RACE, config=config(detached_primary="n1")), replica(lsn=LSN + 10)),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("detached primary: a manual failover to me is not carried out either",
+         inputs(replace(RACE, config=config(pause=True, detached_primary="n1"), failover=Failover(None, ME, None, 4)),
+                replica(lsn=LSN + 10)),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("detached primary: the adopted server takes the free key back",
+         inputs(replace(RACE, config=config(detached_primary=ME)), running_primary()),
+         then=(act.AcquireLeaderKey,)),
     # ---------------------------------------------------------------- synchronous mode
     Case("sync mode: a replica missing from the sync key does not promote",
          inputs(replace(RACE, config=SYNC, sync=SyncState("n1", ("n3",), 9)), replica(lsn=LSN + 10)),

@@ -101,3 +101,74 @@ def test_a_clean_shutdown_publishes_the_member_stopped_before_it_releases_the_ke
     view = dcs.load(timeout_s=1)
     assert view.leader is None and view.member("n1").state == "stopped"
     assert not view.member("n1").is_running
+
+
+def settled_primary() -> tuple[HaLoop, FakeClock, Any]:
+    loop, clock, dcs = new_loop()
+    for _ in range(4):  # registered, then the config key stored by a chore
+        loop.cycle()
+        clock.advance(1)
+    assert dcs.load(timeout_s=1).config_revision is not None and loop.pg.is_primary  # type: ignore[union-attr]
+    return loop, clock, dcs
+
+
+def pause(loop: HaLoop, dcs: Any, clock: FakeClock) -> None:
+    view = dcs.load(timeout_s=1)
+    assert dcs.set_config({**view.config.to_dict(), "pause": True}, view.config_revision, timeout_s=1)
+    loop.cycle()
+    clock.advance(1)
+
+
+def test_a_stop_while_paused_leaves_the_primary_running_marked_detached_until_a_new_agent_fences_it():
+    """Patroni's agent upgrade: pause, stop the agent, PostgreSQL keeps serving. The stopping agent keeps
+    the key (it expires with its TTL) and records ``detached_primary``: with the server unfenced, nobody
+    else may promote, even after a resume. The next agent adopts the server, takes the key, renews it
+    (the fence is back) and only then removes the mark."""
+    loop, clock, dcs = settled_primary()
+    pg: FakePostgres = loop.pg  # type: ignore[assignment]
+    pause(loop, dcs, clock)
+    loop.shutdown()
+    view = dcs.load(timeout_s=1)
+    assert pg.is_primary and pg.detached and pg.fence_deadline is None
+    assert view.config.detached_primary == "n1" and view.leader is not None and view.leader.name == "n1"
+    # resumed while the agent is away, and the key expired: the mark stays
+    assert dcs.set_config({**view.config.to_dict(), "pause": False}, view.config_revision, timeout_s=1)
+    clock.advance(30)
+    dcs.kv.expire_due()
+    assert dcs.load(timeout_s=1).leader is None and dcs.load(timeout_s=1).config.detached_primary == "n1"
+    upgraded = HaLoop(dcs=dcs, pg=pg, watchdog=None, clock=clock, me=loop.me, bootstrap_dcs=SHORT, version="new")
+    for _ in range(4):
+        upgraded.cycle()
+        clock.advance(1)
+    view = dcs.load(timeout_s=1)
+    assert view.leader is not None and view.leader.name == "n1" and pg.is_primary and not pg.detached
+    assert pg.fence_deadline is not None and view.config.detached_primary is None
+    assert "detached_primary" not in view.config.to_dict()
+
+
+def test_a_paused_replica_is_left_running_without_a_mark_and_an_unpaused_stop_still_stops():
+    loop, clock, dcs = settled_primary()
+    pg: FakePostgres = loop.pg  # type: ignore[assignment]
+    loop.shutdown()  # not paused: the usual clean stop
+    assert not pg.running and dcs.load(timeout_s=1).leader is None
+    loop, clock, dcs = settled_primary()
+    pg = loop.pg  # type: ignore[assignment]
+    pause(loop, dcs, clock)
+    pg.crash()
+    assert dcs.release_leader("n1", timeout_s=1)
+    pg.start(None, None, as_replica=True, timeout_s=5)  # a standby now (e.g. demoted by hand)
+    loop.cycle()
+    assert pg.running and pg.in_recovery
+    loop.shutdown()
+    assert pg.running and pg.detached and dcs.load(timeout_s=1).config.detached_primary is None
+
+
+def test_a_paused_stop_that_cannot_record_the_mark_stops_postgres_as_usual():
+    loop, clock, dcs = settled_primary()
+    pg: FakePostgres = loop.pg  # type: ignore[assignment]
+    pause(loop, dcs, clock)
+    view = dcs.load(timeout_s=1)  # the config changes after the agent's last look: the mark's CAS fails
+    assert dcs.set_config({**view.config.to_dict(), "loop_wait": 2}, view.config_revision, timeout_s=1)
+    loop.shutdown()
+    assert not pg.running and dcs.load(timeout_s=1).config.detached_primary is None
+    assert dcs.load(timeout_s=1).leader is None
