@@ -3,13 +3,16 @@
 ``PostmasterProcess.start`` runs ``postgres -D <data_dir>`` under the fencing supervisor (``supervisor.py``,
 whose docstring is the contract) with a pipe on the supervisor's stdin. The postmaster dies with the
 supervisor, and the supervisor fences when the pipe closes or a lease is not renewed, so a postmaster never
-outlives the agent that started it. (The pipe's write end is close-on-exec, so programs the agent runs do not
-hold it open; code in the agent must not fork without exec, or the child would keep the pipe alive.)
+outlives the agent that started it, with one deliberate exception: ``detach`` (a stop while the cluster is
+paused) leaves it running for the next agent, which adopts it (``adopt_running``, ``PostmasterProcess.adopt``:
+a supervisor of its own that fences a postmaster it did not start). (The pipe's write end is close-on-exec,
+so programs the agent runs do not hold it open; code in the agent must not fork without exec, or the child
+would keep the pipe alive.)
 
-A postmaster this agent did not start (``postmaster.pid`` names a live postgres process: a leftover of an
-agent that ran without the supervisor, or one an administrator started by hand) cannot be fenced, so
-``stop_foreign`` stops it (fast) before the agent starts its own; see ``control.Postgres.start``. Children
-of a postmaster that died (SIGKILL, OOM killer) can outlive it and block the next start: ``kill_orphans``.
+A postmaster this agent did not start (``postmaster.pid`` names a live postgres process: one an earlier
+agent detached, or one an administrator started by hand) is adopted when the agent first observes it;
+``stop_foreign`` stops one that ``Postgres.start`` still finds (fast) before it starts its own. Children of
+a postmaster that died (SIGKILL, OOM killer) can outlive it and block the next start: ``kill_orphans``.
 """
 
 from __future__ import annotations
