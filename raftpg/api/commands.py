@@ -17,6 +17,7 @@ from raftpg.clock import Clock
 from raftpg.consensus.api import KvError, KvRejected
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import operations as ops
+from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER
 from raftpg.ha.operations import OperationError, Refusal
 from raftpg.model import NodeStatus
 
@@ -158,16 +159,11 @@ class NodeCommands:
             raise OperationError("this node holds the leader key: the primary cannot be reinitialized", Refusal.REFUSED)
         if status.view is None or status.view.leader is None:
             raise OperationError("no primary to clone from: reinitialize needs a running leader", Refusal.REFUSED)
-        if from_leader:
-            # the HA loop clones from a running clonefrom-tagged member when there is one: refuse rather
-            # than clone from another node than the one asked for
-            tagged = [m.name for m in status.view.members if m.tags.clonefrom and m.is_running
-                      and m.name != status.name and not m.witness]
-            if tagged:
-                raise OperationError(f"from_leader: not honoured while clonefrom members run ({', '.join(tagged)}): "
-                                     "the HA loop would clone from them", Refusal.REFUSED)
-        self.loop.request("reinitialize")
-        return Outcome(f"reinitialize from {status.view.leader.name} requested", 202)
+        # without from_leader the HA loop prefers a running clonefrom-tagged member (Patroni's rule);
+        # with it, the leader, whatever the tags say
+        source = status.view.clone_source(status.name, from_leader)
+        self.loop.request(REINITIALIZE_FROM_LEADER if from_leader else "reinitialize")
+        return Outcome(f"reinitialize from {source.name if source else status.view.leader.name} requested", 202)
 
     # ------------------------------------------------------------------ Raft membership
     def _membership(self) -> RaftMembership:

@@ -46,7 +46,7 @@ from raftpg.ha.actions import (
     StopPostgres,
     WriteSyncKey,
 )
-from raftpg.ha.inputs import Inputs
+from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs
 from raftpg.ha.rejoin import rejoin, repair, stalled_for
 from raftpg.ha.sync import plan_sync
 from raftpg.model import ClusterView, DataDir, Failover, Member
@@ -82,8 +82,9 @@ def _decide(i: Inputs) -> Decision:
             "refusing: foreign data directory")
     if local.data_dir in (DataDir.MISSING, DataDir.EMPTY, DataDir.BROKEN):
         return _needs_clone(i, view)
-    if "reinitialize" in i.pending and not _leader_is(view, i.me.name):
-        source = _clone_source(view, i.me.name)
+    wanted = REINITIALIZE_FROM_LEADER in i.pending or "reinitialize" in i.pending
+    if wanted and not _leader_is(view, i.me.name):
+        source = view.clone_source(i.me.name, from_leader=REINITIALIZE_FROM_LEADER in i.pending)
         if source:
             return Decision((MoveDataAside("reinitialize requested"), CloneFrom(source.name, source.conn_url or ""),
                              StartReplica(_leader_name(view), _leader_conn(view))),
@@ -111,17 +112,6 @@ def _leader_name(view: ClusterView) -> str | None:
 def _leader_conn(view: ClusterView) -> str | None:
     member = view.leader_member
     return member.conn_url if member else None
-
-
-def _clone_source(view: ClusterView, me: str) -> Member | None:
-    tagged = [m for m in view.members if m.tags.clonefrom and m.is_running and m.name != me and m.conn_url
-              and not m.witness]
-    if tagged:
-        return sorted(tagged, key=lambda m: -(m.lsn or 0))[0]
-    leader = view.leader_member
-    if leader and leader.conn_url and leader.name != me and leader.is_running:
-        return leader
-    return None
 
 
 def _operator_requests(i: Inputs) -> tuple[Action, ...]:
@@ -222,7 +212,7 @@ BOOTSTRAP = (Initdb(), StartPrimary(), PostBootstrap(), RenewLeaderKey(), Regist
 
 
 def _needs_clone(i: Inputs, view: ClusterView) -> Decision:
-    source = _clone_source(view, i.me.name)
+    source = view.clone_source(i.me.name)
     if source is None:
         return Decision((), "waiting for a running primary to clone from")
     clone = (CloneFrom(source.name, source.conn_url or ""), StartReplica(_leader_name(view), _leader_conn(view)))

@@ -49,6 +49,9 @@ class Memory:
     failed_in_a_row: int = 0                # consecutive cycles whose decision failed (paces the retries)
 
 
+REINITIALIZE_FROM_LEADER = "reinitialize-from-leader"  # an operator request: re-clone from the leader itself
+
+
 @dataclass(frozen=True)
 class Inputs:
     view: ClusterView | None                # None: the DCS could not be read this cycle
@@ -59,7 +62,7 @@ class Inputs:
     now: float                              # monotonic
     now_wall: float                         # epoch seconds: only for scheduled switchovers (a human's time)
     demote_margin_s: float = 1.0            # stop writes this long before the lease could expire
-    pending: frozenset[str] = frozenset()   # operator requests for this node: restart, reload, reinitialize
+    pending: frozenset[str] = frozenset()   # operator requests: restart, reload, reinitialize[-from-leader]
 
     def me_as_member(self) -> Member:
         """This node as a failover candidate, with its *current* WAL position rather than the published one."""

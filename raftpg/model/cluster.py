@@ -236,6 +236,16 @@ class ClusterView:
     def leader_member(self) -> Member | None:
         return self.member(self.leader.name) if self.leader else None
 
+    def clone_source(self, me: str, from_leader: bool = False) -> Member | None:
+        """Whom ``me`` clones from: the most advanced running ``clonefrom`` member (Patroni's rule), else
+        the running leader; only the leader if ``from_leader``. None if there is no such member."""
+        tagged = [] if from_leader else [m for m in self.members if m.tags.clonefrom and m.is_running
+                                         and m.name != me and m.conn_url and not m.witness]
+        if tagged:
+            return sorted(tagged, key=lambda m: -(m.lsn or 0))[0]
+        leader = self.leader_member
+        return leader if leader and leader.conn_url and leader.name != me and leader.is_running else None
+
     @property
     def paused(self) -> bool:
         return self.config.pause

@@ -21,7 +21,6 @@ from api_fakes import (
 from raftpg.api.details import DETAILS, DetailsSource
 from raftpg.api.patroni_metrics import NAMES, version_number
 from raftpg.clock import SystemClock
-from raftpg.ha.operations import Refusal
 from raftpg.model import Tags
 
 STARTED = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
@@ -192,9 +191,9 @@ def test_reinitialize_from_leader_is_passed_on():
     assert commands.calls == [("reinitialize", (False, True)), ("reinitialize", (True,))]
 
 
-def test_node_commands_refuse_from_leader_while_a_clonefrom_member_runs():
+def test_node_commands_pass_from_leader_on_as_its_own_request():
     from raftpg.api.commands import NodeCommands
-    from raftpg.ha.operations import OperationError
+    from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER
 
     class Loop:
         def __init__(self, status):
@@ -210,16 +209,10 @@ def test_node_commands_refuse_from_leader_while_a_clonefrom_member_runs():
                                    member("n3", tags=Tags(clonefrom=True))))
     loop = Loop(replace(REPLICA, view=tagged))
     commands = NodeCommands(dcs=None, loop=loop, clock=SystemClock())
-    try:
-        asyncio.run(commands.reinitialize(False, True))
-        raise AssertionError("from_leader was not refused")
-    except OperationError as exc:
-        assert exc.kind == Refusal.REFUSED and "n3" in exc.message
-    assert loop.requests == []
-    asyncio.run(commands.reinitialize(False, False))  # without from_leader: the loop picks n3
-    loop.status = REPLICA
-    asyncio.run(commands.reinitialize(False, True))   # no clonefrom member: the leader is the source
-    assert loop.requests == ["reinitialize", "reinitialize"]
+    # Patroni's from_leader: the leader even while a clonefrom member runs (without it, that member)
+    assert asyncio.run(commands.reinitialize(False, True)).message == "reinitialize from n1 requested"
+    assert asyncio.run(commands.reinitialize(False, False)).message == "reinitialize from n3 requested"
+    assert loop.requests == [REINITIALIZE_FROM_LEADER, "reinitialize"]
 
 
 def test_restart_pending_counts_what_postgresql_reports_now():

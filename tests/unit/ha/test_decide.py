@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from raftpg.ha import actions as act
 from raftpg.ha.decide import _check_invariants, decide
-from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
+from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs, LeaseState, Me, Memory
 from raftpg.model import (
     ClusterView,
     DataDir,
@@ -200,6 +200,15 @@ CASES = [
          then=(act.AcquireLeaderKey, act.Promote)),
     Case("the old primary still reported running and as advanced: wait (it takes the free key back itself)",
          inputs(view(leader=None), replica()), never=PROMOTING + (act.AcquireLeaderKey,)),
+    # reinitialize: from a running clonefrom member by default (Patroni's rule), from the leader if asked
+    Case("reinitialize: from the running clonefrom member",
+         inputs(view(members=(PRIMARY_N1, member(ME), member("n3", tags=Tags(clonefrom=True)))), replica(),
+                pending=frozenset({"reinitialize"})),
+         then=(act.MoveDataAside("reinitialize requested"), act.CloneFrom("n3", url("n3")))),
+    Case("reinitialize from_leader: from the leader although a clonefrom member runs",
+         inputs(view(members=(PRIMARY_N1, member(ME), member("n3", tags=Tags(clonefrom=True)))), replica(),
+                pending=frozenset({REINITIALIZE_FROM_LEADER})),
+         then=(act.MoveDataAside("reinitialize requested"), act.CloneFrom("n1", url("n1")))),
     Case("paused: the key is free but nobody promotes",
          inputs(replace(RACE, config=config(pause=True)), replica(lsn=LSN + 10)), never=PROMOTING),
     # an agent stopped while paused left n1 running unfenced as a primary (detached_primary): nobody
@@ -466,7 +475,8 @@ def all_inputs(draw: st.DrawFn) -> Inputs:
                       leader_since=draw(st.sampled_from([None, NOW - 1, NOW - 100])),
                       stalled_since=draw(st.sampled_from([None, NOW - 1, NOW - 100]))),
         now=NOW, now_wall=WALL, demote_margin_s=2.0,
-        pending=draw(st.frozensets(st.sampled_from(["restart", "reload", "reinitialize"]))))
+        pending=draw(st.frozensets(st.sampled_from(["restart", "reload", "reinitialize",
+                                                    REINITIALIZE_FROM_LEADER]))))
 
 
 @st.composite
