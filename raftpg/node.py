@@ -133,7 +133,7 @@ class Node:
         self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
                            me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),
                            version=__version__, on_status=self._set_status, raft_status=self.raft_status,
-                           watchdog_safety_margin_s=config.watchdog.safety_margin)
+                           watchdog_safety_margin_s=config.watchdog.safety_margin, clone_in_background=True)
         self._thread: threading.Thread | None = None
 
     # -------------------------------------------------------------- status for the API

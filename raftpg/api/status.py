@@ -68,6 +68,7 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
     local, view = status.local, status.view
     body: dict[str, Any] = {
         "state": status.state if status.state != "streaming" else "running",
+        **({} if status.progress is None else {"progress": status.progress}),
         "role": str(status.role),
         "witness": status.witness,
         "patroni": {"version": version, "scope": config.scope, "name": config.name},
@@ -176,6 +177,8 @@ def cluster_member(view: ClusterView, member: Member, raft: dict[str, Any] | Non
         "tags": member.tags.to_dict(), "pending_restart": member.pending_restart,
         "raft": raft_role(member, raft), "raft_addr": member.raft_addr, "version": member.version,
     }
+    if member.progress is not None:
+        entry["progress"] = member.progress
     if not member.witness and not is_leader:
         entry.update(_positions(member, primary_position(view)))
     return entry

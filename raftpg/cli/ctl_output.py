@@ -37,6 +37,15 @@ def _restart_reason(member: dict[str, Any], short: bool) -> str:
     return "\n".join(lines)
 
 
+def _state_text(member: dict[str, Any], fmt: str) -> Any:
+    """The state; a replica being created shows its progress where people read it (``creating replica
+    43 %``), scripts (json, yaml, tsv) get Patroni's plain state."""
+    progress = member.get("progress")
+    if fmt in ("pretty", "topology") and isinstance(progress, int) and not isinstance(progress, bool):
+        return f"{member.get('state')} {progress} %"
+    return member.get("state")
+
+
 def member_rows(cluster: dict[str, Any], topology: bool = False, extended: bool = False,
                 fmt: str = "pretty") -> tuple[list[str], list[list[Any]]]:
     """patronictl list's columns and rows (``--format json`` drops empty cells, as patronictl does)."""
@@ -68,7 +77,7 @@ def member_rows(cluster: dict[str, Any], topology: bool = False, extended: bool 
             receive, replay = (pair, ("", "")) if member.get("state") == "streaming" else (("", ""), pair)
         cells = {
             "Cluster": cluster.get("scope"), "Member": name, "Host": host, "Role": _role_text(member.get("role")),
-            "State": member.get("state"), "TL": member.get("timeline") if member.get("timeline") is not None else "",
+            "State": _state_text(member, fmt), "TL": member.get("timeline") if member.get("timeline") is not None else "",
             "Receive LSN": "" if receive[0] in (None, "unknown") else receive[0], "Receive Lag": _lag_mb(receive[1]),
             "Replay LSN": "" if replay[0] in (None, "unknown") else replay[0], "Replay Lag": _lag_mb(replay[1]),
             "Pending restart": "*" if member.get("pending_restart") else "",

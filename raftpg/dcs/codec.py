@@ -68,6 +68,7 @@ def member_document(member: Member) -> dict[str, Any]:
         "replay_lsn": member.replay_lsn, "receive_lsn": member.receive_lsn, "sysid": member.sysid,
         "tags": member.tags.to_dict(), "witness": member.witness, "pending_restart": member.pending_restart,
         "server_version": member.server_version, "raft_addr": member.raft_addr, "version": member.version,
+        "progress": member.progress,
     }
     return {k: v for k, v in doc.items() if v is not None}
 

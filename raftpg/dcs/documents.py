@@ -272,6 +272,7 @@ def read_member(name: str, raw: Any, revision: int) -> tuple[Member, tuple[str, 
         sysid=_sysid_field(f), tags=tags, witness=f.flag("witness", False),
         pending_restart=f.flag("pending_restart", False),
         server_version=f.integer("server_version", 0, SERVER_VERSION_MAX),
+        progress=f.integer("progress", 0, 100),
         raft_addr=f.text("raft_addr", max_chars=256), version=f.text("version", max_chars=64),
         revision=revision,
     )

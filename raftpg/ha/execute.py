@@ -6,11 +6,13 @@ sequences was made by ``decide``. The lease account (``lease.py``) guards the ir
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, assert_never
 
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs
 from raftpg.ha import actions as act
+from raftpg.ha.background import CloneJob
 from raftpg.ha.history import history_rows
 from raftpg.ha.inputs import Inputs, LeaseState, Me
 from raftpg.ha.lease import SUPERVISOR_FENCE_LATENCY_S, LeaseAccount, Timing
@@ -25,6 +27,13 @@ class FatalRefusal(Exception):
     """The agent must stop (safety rule 7)."""
 
 
+class Started:
+    """An action handed to a background job (a clone): not a failure; the actions after it wait."""
+
+
+STARTED = Started()
+
+
 class Executor:
     def __init__(self, dcs: Dcs, pg: PostgresPort | None, watchdog: WatchdogPort | None, clock: Clock,
                  me: Me, bootstrap_dcs: dict[str, Any] | None = None) -> None:
@@ -34,6 +43,10 @@ class Executor:
         self.following: str | None = None      # the leader this replica was last pointed at
         self.last_error: str | None = None
         self.failed: act.Action | None = None  # the action that stopped the last run, if one did
+        self.clone_in_background = False       # the agent's loop: True (a large replica takes hours)
+        self.clone_job: CloneJob | None = None
+        self.clone_rest: tuple[act.Action, ...] = ()  # what the decision wanted done after its clone
+        self.wake: Callable[[], None] = lambda: None  # the loop's: a finished job starts the next cycle
 
     @property
     def lease(self) -> LeaseState:
@@ -51,7 +64,7 @@ class Executor:
     def run(self, decision: act.Decision, inputs: Inputs, timing: Timing) -> bool:
         """Execute in order; return False at the first failed action (the rest are skipped)."""
         self.failed = None
-        for action in decision.actions:
+        for index, action in enumerate(decision.actions):
             started = self.clock.monotonic()
             try:
                 ok = self._do(action, inputs, timing)
@@ -61,6 +74,9 @@ class Executor:
                 self.failed, self.last_error = action, f"{type(action).__name__}: {exc}"
                 log.warning("action %s failed: %s", type(action).__name__, exc)
                 return False
+            if ok is STARTED:  # the rest waits for the background step (``take_clone_job``)
+                self.clone_rest = decision.actions[index + 1:]
+                break
             if not ok:
                 self.failed, self.last_error = action, f"{type(action).__name__}: not done"
                 log.info("action %s did not succeed; deciding afresh next cycle", type(action).__name__)
@@ -69,7 +85,7 @@ class Executor:
         self.last_error = None
         return True
 
-    def _do(self, action: act.Action, i: Inputs, t: Timing) -> bool:  # noqa: C901 - one case per action
+    def _do(self, action: act.Action, i: Inputs, t: Timing) -> bool | Started:  # noqa: C901 - one case per action
         dcs, pg, account, name, budget_s = self.dcs, self.pg, self.account, self.me.name, t.retry_timeout_s
         match action:
             case act.RaceInitialize():
@@ -158,8 +174,8 @@ class Executor:
                     return False
             case act.Rewind(conn_url=conn_url):
                 return self._pg(pg).rewind(conn_url, timeout_s=300)
-            case act.CloneFrom(conn_url=conn_url):
-                self._pg(pg).clone(conn_url, timeout_s=3600)
+            case act.CloneFrom(source=source, conn_url=conn_url):
+                return self._clone(source, conn_url)
             case act.MoveDataAside(reason=reason, immediate=immediate):
                 pg = self._pg(pg)
                 if pg.observe().postmaster_pid is not None:
@@ -202,6 +218,31 @@ class Executor:
             case _:
                 assert_never(action)
         return True
+
+    def _clone(self, source: str, conn_url: str) -> bool | Started:
+        """Inline (``clone_in_background`` off: the simulation, tests), or started on a job's thread; the
+        loop neither observes nor decides until it ends, then takes the job back (``take_clone_job``)."""
+        pg = self._pg(self.pg)
+        if not self.clone_in_background:
+            pg.clone(conn_url, timeout_s=None)
+            return True
+        if self.clone_job is not None:
+            return STARTED
+        self.clone_job = CloneJob(source, conn_url, lambda report: pg.clone(conn_url, None, report), self.wake)
+        log.info("%s, in the background", self.clone_job.describe())
+        return STARTED
+
+    def take_clone_job(self) -> act.Decision | None:
+        """Once the background clone has ended: what its decision wanted next, if the copy succeeded and
+        that is only starting the copy as a replica (nothing that takes the key or accepts writes rests
+        on a decision that old; anything else is decided afresh). None while it runs, or when nothing."""
+        job, rest = self.clone_job, self.clone_rest
+        if job is None or not job.finished:
+            return None
+        self.clone_job, self.clone_rest = None, ()
+        if job.error is not None or not rest or not all(isinstance(a, act.StartReplica) for a in rest):
+            return None
+        return act.Decision(rest, f"the copy from {job.source} is done: starting it as a replica")
 
     @staticmethod
     def _pg(pg: PostgresPort | None) -> PostgresPort:

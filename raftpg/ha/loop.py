@@ -20,6 +20,7 @@ from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import memory as memories
 from raftpg.ha.actions import Decision, Initdb, Promote, StartPrimary
+from raftpg.ha.background import CloneJob
 from raftpg.ha.chores import chores
 from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
@@ -39,12 +40,14 @@ class HaLoop:
                  me: Me, bootstrap_dcs: dict[str, Any], version: str,
                  on_status: Callable[[NodeStatus], None] | None = None,
                  watchdog_safety_margin_s: float = 5.0,
-                 raft_status: Callable[[], dict[str, Any] | None] | None = None) -> None:
+                 raft_status: Callable[[], dict[str, Any] | None] | None = None,
+                 clone_in_background: bool = False) -> None:
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs
         self.version = version
         self._raft_status = raft_status or (lambda: None)  # the embedded store's, shown in status
         self.executor = Executor(dcs, pg, watchdog, clock, me, bootstrap_dcs)
+        self.executor.clone_in_background, self.executor.wake = clone_in_background, self.wake
         self.memory = Memory()
         self.watchdog_safety_margin_s = watchdog_safety_margin_s  # local config: watchdog.safety_margin
         self.timing = self._timing(DynamicConfig.from_dict(bootstrap_dcs))
@@ -102,6 +105,10 @@ class HaLoop:
 
     def cycle(self) -> Decision:
         started = self.clock.monotonic()
+        job = self.executor.clone_job
+        if job is not None and not job.finished:
+            return self._cloning(job, started)
+        after_clone = self.executor.take_clone_job()  # a copy just ended (a failure was logged)
         view = self._read()
         if view is not None:
             self.timing = self._timing(view.config)
@@ -118,7 +125,7 @@ class HaLoop:
         chores_due = chores(inputs)
         if chores_due and not self.executor.run(Decision(chores_due, "chores"), inputs, self.timing):
             log.error("%s", self.executor.last_error)  # never gates the decision below
-        decision = decide(inputs)
+        decision = after_clone or decide(inputs)
         log.info("%s", decision.reason)
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True
         self.memory = memories.after_actions(self.memory, decision, ok, self.executor.failed if not ok else None,
@@ -156,6 +163,26 @@ class HaLoop:
             extra={"raft": self._raft_status()},
         )
         self._on_status(self.status)
+
+    def _cloning(self, job: CloneJob, started: float) -> Decision:
+        """A clone runs in the background: neither observe the half-copied data directory nor decide;
+        keep the member key fresh (state "creating replica", with the progress) and the status current."""
+        view = self._read()
+        if view is not None:
+            self.timing = self._timing(view.config)
+        decision = Decision((), job.describe())
+        try:
+            member = replace(self.member(None), state="creating replica", progress=job.percent)
+            self.dcs.touch_member(member, self.timing.ttl_s, timeout_s=self._budget(min(2.0, self.timing.retry_timeout_s)))
+        except DcsError as exc:
+            log.debug("cannot update my member key: %s", exc)
+        now = self.clock.monotonic()
+        self.status = replace(self.status, view=view or self.status.view, local=None, decision=decision.reason,
+                              cycle_monotonic=now, error=None, cycles=self.status.cycles + 1,
+                              dcs_last_seen_wall=self.clock.wall() if view is not None else self.status.dcs_last_seen_wall,
+                              loop_duration_s=now - started, activity="creating replica", progress=job.percent)
+        self._on_status(self.status)
+        return decision
 
     def _fresh_view(self, view: ClusterView) -> ClusterView:
         """After acting, re-read (locally, cheaply) so status shows this cycle's outcome, not its start."""

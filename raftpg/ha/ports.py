@@ -9,6 +9,7 @@ not use (``Postgres`` says whether it was ready, or what changed); connection UR
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from raftpg.model import DynamicConfig, LocalState, PermanentSlot
@@ -44,7 +45,9 @@ class PostgresPort(Protocol):
 
     def follow(self, primary_conn_url: str, slot_name: str | None, /) -> object: ...
 
-    def clone(self, source_conn_url: str, /, timeout_s: float) -> object: ...
+    def clone(self, source_conn_url: str, /, timeout_s: float | None,
+              on_progress: Callable[[int], None] | None = None) -> object:
+        """Copy the source into the missing or empty data dir (None: no deadline), reporting percentages."""
 
     def rewind(self, source_conn_url: str, /, timeout_s: float) -> bool: ...
 

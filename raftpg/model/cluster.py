@@ -47,6 +47,7 @@ class Member:
     server_version: int | None = None
     raft_addr: str | None = None
     version: str | None = None
+    progress: int | None = None           # percent done while the state is "creating replica"
     valid: bool = True
     revision: int = 0
 

@@ -27,6 +27,8 @@ class NodeStatus:
     cycles: int = 0
     leader_changes: int = 0
     loop_duration_s: float = 0.0
+    activity: str | None = None          # "creating replica" while a clone runs in the background
+    progress: int | None = None          # its percentage, when the tool reports one
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -47,6 +49,8 @@ class NodeStatus:
     def state(self) -> str:
         if self.witness:
             return "running"
+        if self.activity is not None:
+            return self.activity
         if self.local is None or not self.local.running:
             return "stopped"
         if self.local.is_replica and self.local.streaming:

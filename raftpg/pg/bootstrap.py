@@ -120,7 +120,7 @@ def _int(value: object) -> int:
         return 0
 
 
-def run_command(settings: PgSettings, argv: list[str], timeout_s: float, what: str) -> None:
+def run_command(settings: PgSettings, argv: list[str], timeout_s: float | None, what: str) -> None:
     """Run a user's command (no shell) in its own session, with the agent's environment and pgpass;
     raise PgError with its output's tail on a non-zero exit or after ``timeout_s`` (its group is killed)."""
     try:

@@ -2,10 +2,9 @@
 (state-changing methods hold one lock; ``observe`` and ``query`` take none).
 
 Every method takes a deadline (``timeout_s``) and either returns or raises ``PgError`` with a readable message.
-The configuration files are rewritten from ``settings`` (and the replica wiring passed in) before every start,
-so the data directory always says what the agent last decided; the replica wiring and
-``synchronous_standby_names`` of a running server are read back from raftpg's postgresql.conf, so a restarted
-agent carries on with what is on disk.
+The configuration files are rewritten from ``settings`` (and the replica wiring passed in) before every
+start, so the data directory says what the agent last decided; the replica wiring and
+``synchronous_standby_names`` of a running server are read back from it, so a restarted agent carries on.
 
 Callbacks fire from here, in the background: ``on_start``/``on_stop`` around ``start``/``stop``,
 ``on_restart``, ``on_reload``, ``on_role_change`` after ``promote``, ``demote_to_replica``; the role argument is
@@ -374,13 +373,15 @@ class Postgres:
 
     # --- the data directory ---------------------------------------------------------------------------
 
-    def clone(self, source_conninfo: str, timeout_s: float = 3600.0) -> str:
-        """pg_basebackup into the missing or empty data directory; the copy's system identifier."""
+    def clone(self, source_conninfo: str, timeout_s: float | None = None,
+              on_progress: Callable[[int], None] | None = None) -> str:
+        """pg_basebackup (or the replica methods) into the missing or empty data directory; the copy's
+        system identifier. No deadline unless ``timeout_s``; ``on_progress(percent)`` as it goes."""
         with self._lock:
             if self.is_running():
                 raise PgError("cannot clone: PostgreSQL is running on the data directory")
             write_pgpass(self.settings)
-            return rebuild.clone(self.settings, source_conninfo, timeout_s)
+            return rebuild.clone(self.settings, source_conninfo, timeout_s, on_progress)
 
     def rewind(self, source_conninfo: str, timeout_s: float = 3600.0) -> bool:
         """Stop (fast) if running, pg_rewind to ``source_conninfo``, and configure the data directory as a

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
+from collections.abc import Callable
 
 from raftpg.clock import Clock
 from raftpg.model import DataDir
@@ -28,7 +30,8 @@ from raftpg.pg.tools import PgError, run_tool
 log = logging.getLogger(__name__)
 
 
-def clone(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
+def clone(settings: PgSettings, source_conninfo: str, timeout_s: float | None,
+          on_progress: Callable[[int], None] | None = None) -> str:
     """Create this replica's data directory, in the missing or empty data directory, by the configured
     ``replica_methods`` in order (default: pg_basebackup only) until one succeeds; return the copy's
     system identifier. ``source_conninfo`` names the member to copy from; only its host and port are used.
@@ -39,7 +42,8 @@ def clone(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
     pgpass file). On failure nothing half-made stays behind: a failed attempt is removed (a directory this
     call created is removed, one that was empty is emptied), except that a ``keep_data`` method's attempt
     is handed to the next method when that one keeps data too (pgBackRest --delta resumes it).
-    Raises PgError naming each method's failure.
+    Raises PgError naming each method's failure. ``timeout_s`` None: no deadline (a large replica takes
+    as long as it takes). ``on_progress`` is called with pg_basebackup's percentage as it reports it.
     """
     state, _ = data_dir_state(settings)
     if state not in (DataDir.MISSING, DataDir.EMPTY):
@@ -58,7 +62,7 @@ def clone(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
         os.chmod(settings.data_dir, 0o700)
         try:
             if method.name == BASEBACKUP:
-                return _basebackup(settings, source_conninfo, timeout_s)
+                return _basebackup(settings, source_conninfo, timeout_s, on_progress)
             return _command(settings, method, source_conninfo, timeout_s)
         except PgError as e:
             failures.append(f"{method.name}: {e}")
@@ -70,17 +74,32 @@ def clone(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
     raise PgError("every replica method failed:\n" + "\n".join(failures))
 
 
-def _basebackup(settings: PgSettings, source_conninfo: str, timeout_s: float) -> str:
+PROGRESS = re.compile(r"\((\d{1,3})%\)")  # pg_basebackup --progress: "12345/67890 kB (18%), 0/1 tablespace"
+
+
+def _basebackup(settings: PgSettings, source_conninfo: str, timeout_s: float | None,
+                on_progress: Callable[[int], None] | None = None) -> str:
     cred = settings.replication
     conninfo = member_conninfo(source_conninfo, user=cred.username, passfile=settings.pgpass,
                                **scram_params(settings, cred))
     write_pgpass(settings, server_address(source_conninfo))
     args = ["-D", settings.data_dir, "-X", "stream", "-c", "fast", "-w", "-d", conninfo, *settings.basebackup_args]
-    run_tool(settings, "pg_basebackup", args, timeout_s)
+    if on_progress is None:
+        run_tool(settings, "pg_basebackup", args, timeout_s)
+        return _copied_sysid(settings, "pg_basebackup")
+    last = [-1]
+
+    def report(line: str) -> None:
+        found = PROGRESS.search(line)
+        if found and int(found.group(1)) != last[0]:
+            last[0] = int(found.group(1))
+            on_progress(min(100, last[0]))
+
+    run_tool(settings, "pg_basebackup", [*args, "--progress"], timeout_s, on_stderr=report)
     return _copied_sysid(settings, "pg_basebackup")
 
 
-def _command(settings: PgSettings, method: CommandMethod, source_conninfo: str, timeout_s: float) -> str:
+def _command(settings: PgSettings, method: CommandMethod, source_conninfo: str, timeout_s: float | None) -> str:
     connstring = ""
     if source_conninfo:
         cred = settings.replication

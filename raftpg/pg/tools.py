@@ -7,14 +7,21 @@ never from argv.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import logging
 import os
 import re
 import signal
 import subprocess
+import threading
+from collections.abc import Callable
 
 from raftpg.clock import Clock
 from raftpg.pg.settings import PgSettings
+
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
 
 
 class Deadline:
@@ -52,9 +59,14 @@ def tool_env(settings: PgSettings, c_locale: bool = True) -> dict[str, str]:
     return env
 
 
-def run_tool(settings: PgSettings, program: str, args: list[str], timeout_s: float, c_locale: bool = True) -> str:
-    """Run ``<bin_dir>/<program> args``; return its stdout. Raises PgError on a non-zero exit or the deadline."""
+def run_tool(settings: PgSettings, program: str, args: list[str], timeout_s: float | None, c_locale: bool = True,
+             on_stderr: Callable[[str], None] | None = None) -> str:
+    """Run ``<bin_dir>/<program> args``; return its stdout. Raises PgError on a non-zero exit or the deadline
+    (None: no deadline). ``on_stderr`` is called with each line the program writes to stderr as it comes
+    (progress reports); its stdout is then discarded."""
     argv = [settings.binary(program), *args]
+    if on_stderr is not None:
+        return _run_streaming(settings, program, argv, timeout_s, c_locale, on_stderr)
     try:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -71,6 +83,46 @@ def run_tool(settings: PgSettings, program: str, args: list[str], timeout_s: flo
     if proc.returncode != 0:
         raise PgError(f"{program} failed with exit code {proc.returncode}\n{tail(err or out)}")
     return out
+
+
+def _die_with_parent() -> None:  # between fork and exec: SIGTERM when the thread that started us ends
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _run_streaming(settings: PgSettings, program: str, argv: list[str], timeout_s: float | None, c_locale: bool,
+                   on_stderr: Callable[[str], None]) -> str:
+    try:
+        # runs on a background thread of the agent (a clone): it must not outlive the agent
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=tool_env(settings, c_locale), start_new_session=True, text=True,
+                                preexec_fn=_die_with_parent)
+    except OSError as e:
+        raise PgError(f"{program}: cannot run {argv[0]}: {e}") from None
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            del lines[:-200]  # the tail is what an error message shows
+            try:
+                on_stderr(line.rstrip("\n"))
+            except Exception:  # noqa: BLE001 - a reporting bug must not fail the tool
+                log.exception("reporting %s's output failed", program)
+
+    reader = threading.Thread(target=pump, name=f"{program}-stderr", daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        proc.wait()
+        reader.join(5)
+        raise PgError(f"{program} did not finish within {timeout_s:g}s and was killed\n{tail(''.join(lines))}") from None
+    reader.join(5)
+    if proc.returncode != 0:
+        raise PgError(f"{program} failed with exit code {proc.returncode}\n{tail(''.join(lines))}")
+    return ""
 
 
 @functools.lru_cache(maxsize=8)

@@ -42,6 +42,8 @@ cascading timeline switches' subtleties, wal_keep_size, archive recovery, pg_rew
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 
 from raftpg.clock import Clock
 from raftpg.model import DataDir, DynamicConfig, LocalState, PermanentSlot, ReplicationRow
@@ -85,6 +87,7 @@ class FakePostgres:
         self.parameters: dict[str, str] = {}
         self.fence_deadline: float | None = None
         self.detached = False                  # left running, unfenced, by an agent stopped while paused
+        self.clone_gate: threading.Event | None = None  # set: clone() blocks until the test sets the event
         self.fenced_count = 0
         self.pending_writes: list[int] = []   # written on this primary, waiting for a synchronous standby
         self.kept_data_dirs: list[str] = []
@@ -358,8 +361,13 @@ class FakePostgres:
             raise PgError(f"{self.name}: follow: a primary cannot follow")
         self.upstream_url, self.slot_name, self.streaming = primary_conn_url, slot_name, False
 
-    def clone(self, source_conn_url: str, timeout_s: float) -> None:
+    def clone(self, source_conn_url: str, timeout_s: float | None,
+              on_progress: Callable[[int], None] | None = None) -> None:
         self._maybe_fail("clone")
+        if self.clone_gate is not None:  # a test holds the copy "in progress" until it opens the gate
+            if on_progress is not None:
+                on_progress(43)
+            self.clone_gate.wait(30)
         if self.data_dir not in (DataDir.MISSING, DataDir.EMPTY):
             raise PgError(f"{self.name}: pg_basebackup refuses a data directory that is {self.data_dir}")
         source = self.network.reach(self.name, source_conn_url)

@@ -193,14 +193,17 @@ def test_clone_stream_promote_rewind_follow(run_as_postgres, pg_tmp: Path) -> No
 
 
 def _clone_and_stream(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettings) -> None:
-    with pytest.raises(PgError, match="pg_basebackup failed"):
-        n2.clone(conninfo_for("127.0.0.1", free_port(), "replicator", connect_timeout=2), timeout_s=30)
+    with pytest.raises(PgError, match="pg_basebackup failed"):  # with progress reporting too (streamed stderr)
+        n2.clone(conninfo_for("127.0.0.1", free_port(), "replicator", connect_timeout=2), timeout_s=30,
+                 on_progress=lambda percent: None)
     assert not os.path.exists(s2.data_dir), "a failed clone leaves no data directory behind"
 
     sysid = n1.bootstrap(timeout_s=60)  # post_bootstrap creates table t through the URL it is given
     n1.query("INSERT INTO t VALUES ('before clone')")
     assert n1.ensure_slots({"n2"}) == ({"n2"}, set())
-    assert n2.clone(conninfo_for("127.0.0.1", s1.port, "replicator"), timeout_s=60) == sysid
+    progress: list[int] = []
+    assert n2.clone(conninfo_for("127.0.0.1", s1.port, "replicator"), on_progress=progress.append) == sysid
+    assert progress and progress[-1] == 100 and progress == sorted(progress), progress
     assert n2.start(conninfo_for("127.0.0.1", s1.port, "replicator"), "n2", timeout_s=30)
 
     def streaming_to_n2() -> bool:

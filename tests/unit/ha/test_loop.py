@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from raftpg.clock import FakeClock
@@ -172,3 +173,42 @@ def test_a_paused_stop_that_cannot_record_the_mark_stops_postgres_as_usual():
     loop.shutdown()
     assert not pg.running and dcs.load(timeout_s=1).config.detached_primary is None
     assert dcs.load(timeout_s=1).leader is None
+
+
+def test_a_clone_runs_in_the_background_while_the_loop_keeps_the_member_key_fresh_with_its_progress():
+    """Issue 14: pg_basebackup ran inside the HA loop with a one-hour cap; nothing was published for as
+    long as it ran. Now the loop keeps cycling: the member key says "creating replica" and the progress,
+    the status too, and the half-copied data directory is neither observed nor decided on; once the copy
+    ends, the next cycles start the replica."""
+    clock = FakeClock()
+    network = PgNetwork(clock)
+    dcs = memory_dcs(clock, KeyLayout("/service/", "t"))
+    loops = {}
+    for name in ("n1", "n2"):
+        me = Me(name, conn_url=f"postgresql://{name}:5432/postgres", api_url=f"http://{name}:8008/patroni")
+        loops[name] = HaLoop(dcs=dcs, pg=FakePostgres(name, network, clock), watchdog=None, clock=clock, me=me,
+                             bootstrap_dcs=SHORT, version="test", clone_in_background=name == "n2")
+    for _ in range(3):
+        loops["n1"].cycle()
+        clock.advance(1)
+    replica: FakePostgres = loops["n2"].pg  # type: ignore[assignment]
+    replica.clone_gate = threading.Event()
+    loops["n2"].cycle()  # starts the copy
+    job = loops["n2"].executor.clone_job
+    assert job is not None and not job.finished
+    for _ in range(3):
+        decision = loops["n2"].cycle()
+        clock.advance(1)
+        assert decision.actions == () and "creating a replica from n1 43 %" in decision.reason
+    status = loops["n2"].status
+    assert status.state == "creating replica" and status.progress == 43
+    member = dcs.load(timeout_s=1).member("n2")
+    assert member.state == "creating replica" and member.progress == 43
+    replica.clone_gate.set()
+    assert job.wait(10)
+    for _ in range(3):
+        loops["n2"].cycle()
+        clock.advance(1)
+    assert replica.running and replica.in_recovery and loops["n2"].executor.clone_job is None
+    assert loops["n2"].status.state != "creating replica"
+    assert dcs.load(timeout_s=1).member("n2").progress is None
