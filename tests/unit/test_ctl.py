@@ -107,6 +107,16 @@ def test_list_shows_maintenance_mode_and_a_scheduled_switchover(node):
     assert "Switchover scheduled at: 2023-11-14T22:13:20+00:00" in result.output
 
 
+def test_list_shows_a_replica_being_created_with_its_progress_in_the_table_only(node):
+    members = tuple(replace(m, state="creating replica", progress=43, lsn=None) if m.name == "n3" else m
+                    for m in node.view.current.view.members)
+    node.set_cluster(members=members)
+    n3 = next(line for line in node.run("list").output.splitlines() if "| n3 " in line)
+    assert "creating replica 43 %" in n3
+    row = next(r for r in json.loads(node.run("list", "-f", "json").output) if r["Member"] == "n3")
+    assert row["State"] == "creating replica"  # what scripts parsing Patroni's output expect
+
+
 def test_list_and_topology_as_json(node):
     rows = json.loads(node.run("--format", "json", "list").output)
     assert [r["Member"] for r in rows] == ["n1", "n2", "n3", "w4"]
