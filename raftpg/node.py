@@ -26,7 +26,7 @@ from raftpg.ha.inputs import Me
 from raftpg.ha.loop import HaLoop
 from raftpg.model import DynamicConfig, NodeStatus
 from raftpg.pg.control import Postgres
-from raftpg.pg.from_config import cluster_section, pg_settings_from_config
+from raftpg.pg.from_config import cluster_section, pg_settings_from_config, replica_methods
 from raftpg.pg.settings import PgSettings
 from raftpg.watchdog.base import ModeWatchdog, NullWatchdog
 
@@ -85,8 +85,10 @@ def build_me(config: Config) -> Me:
     if config.postgresql is not None and not config.witness:
         conn_url = f"postgres://{config.postgresql.connect_address}/postgres"
     raft_addr = config.raft.self_addr if config.raft else None
+    no_leader = config.postgresql is not None and not config.witness and \
+        any(method.no_leader for method in replica_methods(config))
     return Me(name=config.name, witness=config.witness, tags=tags, api_url=api_url, conn_url=conn_url,
-              raft_addr=raft_addr)
+              raft_addr=raft_addr, clone_without_leader=no_leader)
 
 
 def build_watchdog(config: Config) -> Any:

@@ -35,7 +35,8 @@ class CloneJob:
 
     def describe(self) -> str:
         progress = "" if self.percent is None else f" {self.percent} %"
-        return f"creating a replica from {self.source}{progress}"
+        origin = f"from {self.source}" if self.source else "with a no_leader replica method"
+        return f"creating a replica {origin}{progress}"
 
     def _progress(self, percent: int) -> None:
         if percent != self.percent:

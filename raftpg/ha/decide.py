@@ -213,13 +213,18 @@ BOOTSTRAP = (Initdb(), StartPrimary(), PostBootstrap(), RenewLeaderKey(), Regist
 
 def _needs_clone(i: Inputs, view: ClusterView) -> Decision:
     source = view.clone_source(i.me.name)
-    if source is None:
+    if source is None and not i.me.clone_without_leader:
         return Decision((), "waiting for a running primary to clone from")
-    clone = (CloneFrom(source.name, source.conn_url or ""), StartReplica(_leader_name(view), _leader_conn(view)))
+    if source is None:  # Patroni's no_leader replica methods: a restore from backup needs no primary
+        clone: tuple[Action, ...] = (CloneFrom("", ""), StartReplica(None, None))
+        what = "with a no_leader replica method (no running primary)"
+    else:
+        clone = (CloneFrom(source.name, source.conn_url or ""), StartReplica(_leader_name(view), _leader_conn(view)))
+        what = f"from {source.name}"
     if i.local and i.local.data_dir == DataDir.BROKEN:
         return Decision((MoveDataAside("the data directory is unusable"), *clone),
-                        f"moving an unusable data directory aside and creating a replica from {source.name}")
-    return Decision(clone, f"creating a replica from {source.name}")
+                        f"moving an unusable data directory aside and creating a replica {what}")
+    return Decision(clone, f"creating a replica {what}")
 
 
 START_FAILURES_BEFORE_REWIND = 3

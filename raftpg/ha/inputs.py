@@ -17,6 +17,7 @@ class Me:
     api_url: str | None = None
     conn_url: str | None = None
     raft_addr: str | None = None
+    clone_without_leader: bool = False    # a replica method marked no_leader (e.g. a restore from backup)
 
 
 @dataclass(frozen=True)

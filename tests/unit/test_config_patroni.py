@@ -191,6 +191,10 @@ def test_replica_methods_as_in_patroni() -> None:
     assert pg.replica_methods["copy"].command == "copy"  # no section: the name is the command, as in Patroni
     assert pg.basebackup_args() == ["--max-rate=100M"]
     assert config.warnings == ()
+    from raftpg.node import build_me
+    assert build_me(config).clone_without_leader  # the HA loop may restore with wal_e when no primary runs
+    assert not build_me(parse_config(edited({"postgresql.create_replica_methods": ["copy", "basebackup"]}))) \
+        .clone_without_leader
 
 
 @pytest.mark.parametrize(("changes", "expected"), [

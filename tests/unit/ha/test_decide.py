@@ -292,6 +292,12 @@ CASES = [
     Case("an empty data dir with a running leader: clone, then start as its replica",
          inputs(view(), EMPTY), exactly=(act.CloneFrom("n1", url("n1")), act.StartReplica("n1", url("n1")))),
     Case("an empty data dir and no running leader: wait", inputs(RACE, EMPTY), exactly=()),
+    Case("an empty data dir, no running leader, a no_leader replica method: restore with it, start read-only",
+         inputs(RACE, EMPTY, me=Me(ME, conn_url=url(ME), clone_without_leader=True)),
+         exactly=(act.CloneFrom("", ""), act.StartReplica(None, None))),
+    Case("a no_leader method is not used while a primary runs to copy from",
+         inputs(view(), EMPTY, me=Me(ME, conn_url=url(ME), clone_without_leader=True)),
+         exactly=(act.CloneFrom("n1", url("n1")), act.StartReplica("n1", url("n1")))),
     # ---------------------------------------------------------------- switchover
     Case("switchover to an eligible candidate: checkpoint, stop, hand the key over",
          inputs(replace(ME_PRIMARY_VIEW, failover=Failover(ME, "n3", revision=12)),
