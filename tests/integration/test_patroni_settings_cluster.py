@@ -95,6 +95,7 @@ touch "$datadir/made-by-bootstrap-script"
     copy = write_script(work / "copy.sh", f"""
 printf '%s\n' "$@" > {work}/copy.args
 for arg in "$@"; do case "$arg" in --datadir=*) datadir="${{arg#--datadir=}}";; esac; done
+for i in $(seq 1 600); do [ -e {work}/go ] && break; sleep 0.2; done  # a long copy, until the test says go
 cp -a {backup}/. "$datadir"/
 """)
     cluster = make_cluster(["n1", "n2", "w"], witnesses=("w",))  # n1 + the witness: a Raft quorum without n2
@@ -121,6 +122,13 @@ cp -a {backup}/. "$datadir"/
                     "-D", str(backup), "-h", "127.0.0.1", "-p", str(cluster.nodes["n1"].pg_port), "-U", "replicator",
                     "-X", "stream", "-c", "fast"], check=True, capture_output=True, timeout=120)
     cluster.start("n2")
+    # the copy runs outside the HA loop: n2 answers, stays alive and is listed as being created meanwhile
+    cluster.wait_for(lambda: (cluster.api("n2", "/patroni")[1] or {}).get("state") == "creating replica", 60,
+                     "n2 reporting 'creating replica'")
+    listed = {m["name"]: m for m in (cluster.api("n1", "/cluster")[1] or {}).get("members", [])}
+    assert listed.get("n2", {}).get("state") == "creating replica", listed
+    assert cluster.api("n2", "/liveness")[0] == 200
+    (work / "go").touch()
     cluster.wait_for(lambda: streaming_replicas(cluster, "n1") == {"n2"}, 120, "n2 streaming")
     copy_args = (work / "copy.args").read_text().splitlines()
     data2 = Path(cluster.node_dir("n2")) / "data"
