@@ -153,6 +153,7 @@ class HaLoop:
         changes = self.status.leader_changes + (1 if leader and leader != self._last_leader else 0)
         self._last_leader = leader or self._last_leader
         now = self.clock.monotonic()
+        job = self.executor.clone_job if self.executor.clone_job and not self.executor.clone_job.finished else None
         self.status = NodeStatus(
             name=self.me.name, witness=self.me.witness, view=view, local=local, decision=decision.reason,
             cycle_monotonic=now,
@@ -160,6 +161,7 @@ class HaLoop:
             lease_valid_s=self.executor.lease.valid_for(now), demote_margin_s=self.timing.demote_margin_s,
             error=None if ok else self.executor.last_error,
             cycles=self.status.cycles + 1, leader_changes=changes, loop_duration_s=now - started,
+            activity="creating replica" if job else None, progress=job.percent if job else None,
             extra={"raft": self._raft_status()},
         )
         self._on_status(self.status)
@@ -171,11 +173,7 @@ class HaLoop:
         if view is not None:
             self.timing = self._timing(view.config)
         decision = Decision((), job.describe())
-        try:
-            member = replace(self.member(None), state="creating replica", progress=job.percent)
-            self.dcs.touch_member(member, self.timing.ttl_s, timeout_s=self._budget(min(2.0, self.timing.retry_timeout_s)))
-        except DcsError as exc:
-            log.debug("cannot update my member key: %s", exc)
+        self._publish_member(None)
         now = self.clock.monotonic()
         self.status = replace(self.status, view=view or self.status.view, local=None, decision=decision.reason,
                               cycle_monotonic=now, error=None, cycles=self.status.cycles + 1,
@@ -208,8 +206,12 @@ class HaLoop:
         return member
 
     def _publish_member(self, local: LocalState | None) -> None:
+        """This member's key; while a clone runs (from the cycle that started it): "creating replica"."""
+        member, job = self.member(local), self.executor.clone_job
+        if job is not None and not job.finished:
+            member = replace(member, state="creating replica", progress=job.percent)
         try:
-            self.dcs.touch_member(self.member(local), self.timing.ttl_s,
+            self.dcs.touch_member(member, self.timing.ttl_s,
                                   timeout_s=self._budget(min(2.0, self.timing.retry_timeout_s)))
         except DcsError as exc:
             log.debug("cannot update my member key: %s", exc)

@@ -125,8 +125,9 @@ cp -a {backup}/. "$datadir"/
     # the copy runs outside the HA loop: n2 answers, stays alive and is listed as being created meanwhile
     cluster.wait_for(lambda: (cluster.api("n2", "/patroni")[1] or {}).get("state") == "creating replica", 60,
                      "n2 reporting 'creating replica'")
-    listed = {m["name"]: m for m in (cluster.api("n1", "/cluster")[1] or {}).get("members", [])}
-    assert listed.get("n2", {}).get("state") == "creating replica", listed
+    cluster.wait_for(lambda: any(m.get("name") == "n2" and m.get("state") == "creating replica"
+                                 for m in (cluster.api("n1", "/cluster")[1] or {}).get("members", [])),
+                     30, "n1 listing n2 as 'creating replica'")  # n1's view: as of its last cycle
     assert cluster.api("n2", "/liveness")[0] == 200
     (work / "go").touch()
     cluster.wait_for(lambda: streaming_replicas(cluster, "n1") == {"n2"}, 120, "n2 streaming")

@@ -196,6 +196,8 @@ def test_a_clone_runs_in_the_background_while_the_loop_keeps_the_member_key_fres
     loops["n2"].cycle()  # starts the copy
     job = loops["n2"].executor.clone_job
     assert job is not None and not job.finished
+    assert dcs.load(timeout_s=1).member("n2").state == "creating replica"  # from the cycle that started it
+    assert loops["n2"].status.state == "creating replica"
     for _ in range(3):
         decision = loops["n2"].cycle()
         clock.advance(1)
