@@ -16,7 +16,7 @@ from raftpg.config.addresses import is_loopback, is_wildcard, is_wildcard_addres
 from raftpg.config.base import Settings
 from raftpg.config.cli_options import BasebackupOptions, option_args
 from raftpg.config.errors import problem, problems
-from raftpg.config.fields import ConfigLine, FrozenDict, GucMap, HostPort, Name, control_characters, empty_map
+from raftpg.config.fields import ConfigLine, FrozenDict, GucMap, HostPort, Int, Name, control_characters, empty_map
 from raftpg.config.methods import BASEBACKUP, ReplicaMethod, method_section, unused_method_sections
 
 # Where distributions install server binaries, one directory per major version: Debian/Ubuntu
@@ -163,6 +163,8 @@ class PostgresSettings(Settings):
     bin_name: BinNames = Field(default_factory=empty_map)
     basebackup: BasebackupOptions = ()
     create_replica_methods: tuple[Name, ...] = ()
+    # raftpg's: how long creating a replica may take, in seconds (None: no limit, as in Patroni)
+    create_replica_timeout: Int | None = Field(None, ge=1, le=30 * 24 * 3600)
     replica_methods: Mapping[str, ReplicaMethod] = Field(default_factory=empty_map)  # from the methods' sections
     callbacks: Callbacks = Field(default_factory=Callbacks)
     use_pg_rewind: bool | None = None

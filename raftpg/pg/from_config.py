@@ -71,6 +71,7 @@ def pg_settings_from_config(config: Config, cluster: Mapping[str, Any] | None = 
         post_bootstrap=config.bootstrap.post_bootstrap,
         use_slots=bool(config.bootstrap.dcs.postgresql.use_slots),
         bootstrap_method=bootstrap_method(config), replica_methods=replica_methods(config),
+        clone_timeout_s=None if pg.create_replica_timeout is None else float(pg.create_replica_timeout),
     )
 
 

@@ -42,9 +42,10 @@ def clone(settings: PgSettings, source_conninfo: str, timeout_s: float | None,
     pgpass file). On failure nothing half-made stays behind: a failed attempt is removed (a directory this
     call created is removed, one that was empty is emptied), except that a ``keep_data`` method's attempt
     is handed to the next method when that one keeps data too (pgBackRest --delta resumes it).
-    Raises PgError naming each method's failure. ``timeout_s`` None: no deadline (a large replica takes
-    as long as it takes). ``on_progress`` is called with pg_basebackup's percentage as it reports it.
+    Raises PgError naming each method's failure. ``timeout_s`` None: ``postgresql.create_replica_timeout``
+    (``settings.clone_timeout_s``), by default no deadline (a large replica takes as long as it takes). ``on_progress`` is called with pg_basebackup's percentage as it reports it.
     """
+    timeout_s = settings.clone_timeout_s if timeout_s is None else timeout_s
     state, _ = data_dir_state(settings)
     if state not in (DataDir.MISSING, DataDir.EMPTY):
         raise PgError(f"refusing to clone into {settings.data_dir}: the data directory is {state}")

@@ -68,7 +68,8 @@ class PgSettings:
     replica's configuration; ``custom_conf`` is included instead of initdb's ``postgresql.base.conf``;
     ``bin_names`` rename PostgreSQL's programs (``{"pg_ctl": "pg_ctl15"}``).
     ``bootstrap_method``: a command run instead of initdb; ``replica_methods``: how a replica is created,
-    in order (``BASEBACKUP`` for pg_basebackup; empty: pg_basebackup only).
+    in order (``BASEBACKUP`` for pg_basebackup; empty: pg_basebackup only); ``clone_timeout_s`` bounds them
+    (None: no limit).
     The agent's unix socket is the first absolute directory of the user's ``unix_socket_directories``
     parameter when one is set, else ``unix_socket_dir`` (see ``socket_dir``).
     """
@@ -100,6 +101,7 @@ class PgSettings:
     bin_names: dict[str, str] = field(default_factory=dict)
     bootstrap_method: CommandMethod | None = None
     replica_methods: tuple[CommandMethod, ...] = ()
+    clone_timeout_s: float | None = None  # postgresql.create_replica_timeout: None, no limit
 
     def __post_init__(self) -> None:
         if not self.name:

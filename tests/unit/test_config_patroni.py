@@ -192,6 +192,10 @@ def test_replica_methods_as_in_patroni() -> None:
     assert pg.basebackup_args() == ["--max-rate=100M"]
     assert config.warnings == ()
     from raftpg.node import build_me
+    from raftpg.pg.from_config import pg_settings_from_config
+    assert pg_settings_from_config(config).clone_timeout_s is None  # no limit unless asked, as in Patroni
+    limited = parse_config(edited({"postgresql.create_replica_timeout": 7200}))
+    assert pg_settings_from_config(limited).clone_timeout_s == 7200.0
     assert build_me(config).clone_without_leader  # the HA loop may restore with wal_e when no primary runs
     assert not build_me(parse_config(edited({"postgresql.create_replica_methods": ["copy", "basebackup"]}))) \
         .clone_without_leader
@@ -204,6 +208,8 @@ def test_replica_methods_as_in_patroni() -> None:
     ({"postgresql.create_replica_methods": [""]}, "postgresql.create_replica_methods[0]: must be a method name"),
     ({"postgresql.create_replica_methods": ["x"], "postgresql.x": {"keep_data": "perhaps"}},
      "postgresql.x.keep_data: must be true or false"),
+    ({"postgresql.create_replica_timeout": 0}, "postgresql.create_replica_timeout:"),
+    ({"postgresql.create_replica_timeout": "soon"}, "postgresql.create_replica_timeout:"),
 ])
 def test_replica_method_errors(changes: dict[str, Any], expected: str) -> None:
     assert expected in errors_of(edited(changes))
