@@ -16,7 +16,16 @@ from raftpg.config.addresses import is_loopback, is_wildcard, is_wildcard_addres
 from raftpg.config.base import Settings
 from raftpg.config.cli_options import BasebackupOptions, option_args
 from raftpg.config.errors import problem, problems
-from raftpg.config.fields import ConfigLine, FrozenDict, GucMap, HostPort, Int, Name, control_characters, empty_map
+from raftpg.config.fields import (
+    ConfigLine,
+    FrozenDict,
+    GucMap,
+    HostPort,
+    Int,
+    Name,
+    control_characters,
+    empty_map,
+)
 from raftpg.config.methods import BASEBACKUP, ReplicaMethod, method_section, unused_method_sections
 
 # Where distributions install server binaries, one directory per major version: Debian/Ubuntu
