@@ -63,6 +63,14 @@ def parse_standby_names(value: str) -> tuple[int, tuple[str, ...] | None]:
     return count, tuple((quoted.replace('""', '"') if quoted else bare) for quoted, bare in names)
 
 
+def sync_states(streaming: list[str], standby_names: str) -> dict[str, str]:
+    """pg_stat_replication's ``sync_state`` of each streaming standby (by name, in connection order) under
+    ``synchronous_standby_names``: ``sync``, ``potential`` or ``async``."""
+    count, listed = parse_standby_names(standby_names)
+    order = list(streaming) if listed is None else [n for n in listed if n in streaming]  # '*': the first
+    return {n: "sync" if n in order[:count] else "potential" if n in order[count:] else "async" for n in streaming}
+
+
 class PgError(RuntimeError):
     """What a failed pg_ctl/pg_basebackup/pg_rewind would report."""
 

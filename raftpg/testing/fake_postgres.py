@@ -56,6 +56,7 @@ from raftpg.testing.fake_network import (
     host_of,
     lsn_of,
     parse_standby_names,
+    sync_states,
 )
 
 __all__ = ["LSN_BASE", "RECORD_BYTES", "SYSID_BASE", "FakePostgres", "PgError", "PgNetwork", "host_of", "lsn_of",
@@ -109,9 +110,8 @@ class FakePostgres:
     @property
     def accepting_writes(self) -> bool:
         """A running primary whose fencing deadline (plus the supervisor's latency) has not passed."""
-        if not self.is_primary:
-            return False
-        return self.fence_deadline is None or self.clock.monotonic() < self.fence_deadline + self.fence_latency_s
+        return self.is_primary and (self.fence_deadline is None
+                                    or self.clock.monotonic() < self.fence_deadline + self.fence_latency_s)
 
     def apply_fence(self) -> None:
         """The supervisor's deadline passed: PostgreSQL was killed then (an immediate shutdown)."""
@@ -143,8 +143,7 @@ class FakePostgres:
         """The disk was replaced: an empty data directory."""
         self.crash()
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = DataDir.EMPTY, None, None, [], None
-        self.slots, self.bootstrap_unfinished = set(), False
-        self.logical_slots = {}
+        self.slots, self.logical_slots, self.bootstrap_unfinished = set(), {}, False
 
     def _query(self) -> None:
         """An operation that needs an SQL connection fails while the server is unobservable."""
@@ -159,10 +158,8 @@ class FakePostgres:
             raise PgError(f"{operation} failed (simulated)")
 
     def _down(self, *, clean: bool) -> None:
-        was_primary = self.is_primary
-        if was_primary:
+        if self.is_primary:
             self.pending_writes.clear()  # the clients of unacknowledged commits see an error
-        if was_primary:
             self.cluster_state = "shut down" if clean else "in production"
         else:
             self.cluster_state = "shut down in recovery" if clean else "in archive recovery"
@@ -194,24 +191,13 @@ class FakePostgres:
              if pg.running and pg.in_recovery and pg.streaming and host_of(pg.upstream_url) == self.name
              and self.network.link_up(self.name, pg.name)),
             key=lambda pg: pg.name)
-        count, listed = parse_standby_names(self.synchronous_standby_names)
-        if listed is None:  # '*': any standby, the first one by (here) name is synchronous
-            order = [pg.name for pg in streaming]
-        else:
-            order = [n for n in listed if any(pg.name == n for pg in streaming)]
-        sync = set(order[:count])
-        potential = set(order[count:])
-        return tuple(
-            ReplicationRow(application_name=pg.name, client_addr=pg.name, state="streaming",
-                           sync_state="sync" if pg.name in sync else "potential" if pg.name in potential
-                           else "async",
-                           write_lsn=pg.lsn, flush_lsn=pg.lsn, replay_lsn=pg.lsn)
-            for pg in streaming)
+        states = sync_states([pg.name for pg in streaming], self.synchronous_standby_names)
+        return tuple(ReplicationRow(application_name=pg.name, client_addr=pg.name, state="streaming",
+                                    sync_state=states[pg.name], write_lsn=pg.lsn, flush_lsn=pg.lsn, replay_lsn=pg.lsn)
+                     for pg in streaming)
 
     def acknowledge_synchronous(self) -> None:
-        if not self.pending_writes:
-            return
-        if not self.accepting_writes:
+        if not self.pending_writes or not self.accepting_writes:
             return
         count, _ = parse_standby_names(self.synchronous_standby_names)
         if count == 0:
@@ -364,9 +350,8 @@ class FakePostgres:
     def clone(self, source_conn_url: str, timeout_s: float | None,
               on_progress: Callable[[int], None] | None = None) -> None:
         self._maybe_fail("clone")
-        if self.clone_gate is not None:  # a test holds the copy "in progress" until it opens the gate
-            if on_progress is not None:
-                on_progress(43)
+        if self.clone_gate is not None:  # a test holds the copy "in progress" (43 %) until it opens the gate
+            (on_progress or (lambda percent: None))(43)
             self.clone_gate.wait(30)
         if self.data_dir not in (DataDir.MISSING, DataDir.EMPTY):
             raise PgError(f"{self.name}: pg_basebackup refuses a data directory that is {self.data_dir}")
@@ -460,8 +445,5 @@ class FakePostgres:
         return re.sub(r"[^a-z0-9_]", "_", member.lower())
 
     def apply_cluster_config(self, config: DynamicConfig) -> bool:
-        parameters = dict(config.parameters)
-        if parameters == self.parameters:
-            return False
-        self.parameters = parameters
-        return True
+        changed, self.parameters = dict(config.parameters) != self.parameters, dict(config.parameters)
+        return changed

@@ -31,7 +31,8 @@ from raftpg.clock import FakeClock
 from raftpg.consensus.memory import MemoryKv
 from raftpg.consensus.raft import RaftSettings
 from raftpg.dcs.base import Dcs
-from raftpg.dcs.consul import ConsulDcs, ConsulHttp
+from raftpg.dcs.consul import ConsulDcs
+from raftpg.dcs.consul_http import ConsulHttp
 from raftpg.dcs.etcd import EtcdDcs
 from raftpg.dcs.etcd_gateway import EtcdGateway, b64
 from raftpg.dcs.keys import KeyLayout
