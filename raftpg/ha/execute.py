@@ -240,9 +240,11 @@ class Executor:
         if job is None or not job.finished:
             return None
         self.clone_job, self.clone_rest = None, ()
-        if job.error is not None or not rest or not all(isinstance(a, act.StartReplica) for a in rest):
+        # RecordRepair was counted when the copy started (that run succeeded); only starting is left
+        start = tuple(a for a in rest if isinstance(a, act.StartReplica))
+        if job.error is not None or not start or not all(isinstance(a, act.StartReplica | act.RecordRepair) for a in rest):
             return None
-        return act.Decision(rest, f"the copy from {job.source} is done: starting it as a replica")
+        return act.Decision(start, f"the copy from {job.source} is done: starting it as a replica")
 
     @staticmethod
     def _pg(pg: PostgresPort | None) -> PostgresPort:

@@ -78,7 +78,8 @@ class Inputs:
 
     @property
     def data_was_primary(self) -> bool:
-        """The data dir was last a primary (crashed or shut down), so rejoining may need a rewind."""
+        """The data dir was last a primary (crashed or shut down), so rejoining may need a rewind. Not a
+        fresh copy: a base backup of a primary says "in production" until its first start."""
         local = self.local
-        return bool(local and local.data_dir == DataDir.INITIALIZED
+        return bool(local and local.data_dir == DataDir.INITIALIZED and not local.fresh_copy
                     and local.cluster_state in ("in production", "shut down"))

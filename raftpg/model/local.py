@@ -55,6 +55,7 @@ class LocalState:
     standby_signal: bool = False           # standby.signal exists: the server starts (or runs) as a standby
     bootstrap_unfinished: bool = False     # initdb ran but the cluster was never registered in the DCS
     supervised: bool = False               # the running postmaster is under this agent's fencing supervisor
+    fresh_copy: bool = False               # backup_label: a base backup (a clone) never started yet
 
     @property
     def is_primary(self) -> bool:

@@ -78,7 +78,8 @@ class Observer:
         local = _from_control(LocalState(data_dir=state), control)
         data_dir = self.settings.data_dir
         local = replace(local, standby_signal=has_standby_signal(data_dir),
-                        bootstrap_unfinished=bootstrap_unfinished(data_dir))
+                        bootstrap_unfinished=bootstrap_unfinished(data_dir),
+                        fresh_copy=os.path.exists(os.path.join(data_dir, "backup_label")))
         postmaster = live_postmaster(data_dir) if control is not None else None
         if postmaster is None:
             self.close()

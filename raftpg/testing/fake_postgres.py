@@ -88,6 +88,7 @@ class FakePostgres:
         self.parameters: dict[str, str] = {}
         self.fence_deadline: float | None = None
         self.detached = False                  # left running, unfenced, by an agent stopped while paused
+        self.fresh_copy = False                # a clone never started (backup_label)
         self.clone_gate: threading.Event | None = None  # set: clone() blocks until the test sets the event
         self.fenced_count = 0
         self.pending_writes: list[int] = []   # written on this primary, waiting for a synchronous standby
@@ -236,7 +237,7 @@ class FakePostgres:
             cluster_state=self.cluster_state, postmaster_pid=self.pid if self.running else None,
             postmaster_status=pm_status, standby_signal=bool(self.running and self.in_recovery),
             server_version=170000, bootstrap_unfinished=self.bootstrap_unfinished,
-            supervised=self.running,
+            supervised=self.running, fresh_copy=self.fresh_copy,
         )
 
     def bootstrap(self, fence_deadline: float | None = None) -> str:
@@ -270,7 +271,7 @@ class FakePostgres:
     def _up(self, *, primary: bool) -> None:
         self.running, self.in_recovery, self.streaming = True, not primary, False
         self.cluster_state = "in production" if primary else "in archive recovery"
-        self.pid += 1
+        self.pid, self.fresh_copy = self.pid + 1, False  # a first start consumes backup_label
         if primary:
             self.upstream_url = None
             self.network.became_writable(self)
@@ -359,11 +360,10 @@ class FakePostgres:
         if source is None or source.data_dir != DataDir.INITIALIZED:
             raise PgError(f"{self.name}: pg_basebackup: cannot connect to {host_of(source_conn_url)}")
         self.data_dir, self.sysid, self.timeline = DataDir.INITIALIZED, source.sysid, source.timeline
-        self.wal, self.slots = list(source.wal), set()  # pg_basebackup copies no slots
-        self.logical_slots = {}
+        self.wal, self.slots, self.logical_slots = list(source.wal), set(), {}  # pg_basebackup copies no slots
         # the control file is copied from the source: "in production" from a primary
         self.cluster_state = "in archive recovery" if source.in_recovery else "in production"
-        self.running = self.streaming = False
+        self.running, self.streaming, self.fresh_copy = False, False, True  # backup_label until a start
 
     def rewind(self, source_conn_url: str, timeout_s: float) -> bool:
         self._maybe_fail("rewind")

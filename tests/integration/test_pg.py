@@ -204,6 +204,7 @@ def _clone_and_stream(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettings
     progress: list[int] = []
     assert n2.clone(conninfo_for("127.0.0.1", s1.port, "replicator"), on_progress=progress.append) == sysid
     assert progress and progress[-1] == 100 and progress == sorted(progress), progress
+    assert n2.observe().fresh_copy  # backup_label: a copy never started
     assert n2.start(conninfo_for("127.0.0.1", s1.port, "replicator"), "n2", timeout_s=30)
 
     def streaming_to_n2() -> bool:
@@ -211,6 +212,7 @@ def _clone_and_stream(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettings
         return bool(rows) and rows[0].application_name == "n2" and rows[0].state == "streaming"
 
     poll(streaming_to_n2, what="pg_stat_replication row for n2 on n1")
+    assert not n2.observe().fresh_copy
     replica = poll(lambda: (lambda r: r if r.streaming else None)(n2.observe()), what="n2 streaming")
     assert replica.is_replica and replica.upstream == f"127.0.0.1:{s1.port}" and replica.sysid == sysid
     assert replica.timeline == 1 and replica.receive_lsn and replica.replay_lsn

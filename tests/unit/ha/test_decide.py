@@ -292,6 +292,13 @@ CASES = [
     Case("an empty data dir with a running leader: clone, then start as its replica",
          inputs(view(), EMPTY), exactly=(act.CloneFrom("n1", url("n1")), act.StartReplica("n1", url("n1")))),
     Case("an empty data dir and no running leader: wait", inputs(RACE, EMPTY), exactly=()),
+    # a base backup of a primary says "in production" until its first start (backup_label): it is a copy
+    # to start, not a former primary to rewind or clone again (regression: a copy made in the background
+    # was re-cloned over and over)
+    Case("a stopped fresh copy of the primary starts as its replica",
+         inputs(view(), stopped(fresh_copy=True)), exactly=(act.StartReplica("n1", url("n1")),)),
+    Case("the same data without backup_label was a primary: rejoin by rewind",
+         inputs(view(), stopped()), then=(act.Rewind,), never=(act.StartPrimary,)),
     Case("an empty data dir, no running leader, a no_leader replica method: restore with it, start read-only",
          inputs(RACE, EMPTY, me=Me(ME, conn_url=url(ME), clone_without_leader=True)),
          exactly=(act.CloneFrom("", ""), act.StartReplica(None, None))),

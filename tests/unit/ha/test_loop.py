@@ -214,3 +214,39 @@ def test_a_clone_runs_in_the_background_while_the_loop_keeps_the_member_key_fres
     assert replica.running and replica.in_recovery and loops["n2"].executor.clone_job is None
     assert loops["n2"].status.state != "creating replica"
     assert dcs.load(timeout_s=1).member("n2").progress is None
+
+
+def test_the_repair_ladders_reclone_in_the_background_ends_with_a_streaming_replica():
+    """A replica stuck for good (only a fresh clone cures it) climbs the ladder: rewind, then a re-clone,
+    which now runs in the background. Once the copy is done it must be started as a replica, not taken
+    for a former primary (the copy says "in production") and cloned again and again (a full test run
+    saw that loop)."""
+    clock = FakeClock()
+    network = PgNetwork(clock)
+    dcs = memory_dcs(clock, KeyLayout("/service/", "t"))
+    loops = {}
+    for name in ("n1", "n2"):
+        me = Me(name, conn_url=f"postgresql://{name}:5432/postgres", api_url=f"http://{name}:8008/patroni")
+        loops[name] = HaLoop(dcs=dcs, pg=FakePostgres(name, network, clock), watchdog=None, clock=clock, me=me,
+                             bootstrap_dcs={**SHORT, "postgresql": {"use_slots": True, "use_pg_rewind": False}},
+                             version="test", clone_in_background=name == "n2")
+
+    def run(cycles: int, until) -> bool:
+        for _ in range(cycles):
+            for name in ("n1", "n2"):
+                loops[name].cycle()
+                job = loops[name].executor.clone_job
+                if job is not None:
+                    assert job.wait(5)
+            network.step()
+            clock.advance(1)
+            if until():
+                return True
+        return False
+
+    replica: FakePostgres = loops["n2"].pg  # type: ignore[assignment]
+    assert run(30, lambda: replica.streaming)
+    replica.stuck = "hard"
+    assert run(5, lambda: not replica.streaming)
+    assert run(120, lambda: replica.streaming and replica.stuck is None), "the re-clone did not end streaming"
+    assert len(replica.kept_data_dirs) == 1, replica.kept_data_dirs  # one re-clone, not one per cycle
