@@ -78,18 +78,7 @@ class PostmasterProcess:
         group (a terminal's Ctrl-C, ``kill -TERM -PGID``) do not reach it."""
         argv = supervisor_argv(settings, fence_deadline, clock) + [
             "--", settings.binary("postgres"), "-D", settings.data_dir, *extra_args]
-        log_file = open(settings.log_file, "ab") if settings.log_file else None  # noqa: SIM115
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
-                                    cwd=settings.data_dir, start_new_session=True)
-        except OSError as e:
-            raise PgError(f"cannot start the supervisor {argv[0]}: {e}") from None
-        finally:
-            if log_file is not None:
-                log_file.close()
-        process = cls(settings, proc, clock or SystemClock())
-        process._wait_started(timeout_s)
-        return process
+        return cls._spawn(settings, argv, timeout_s, clock)
 
     @classmethod
     def adopt(cls, settings: PgSettings, pid: int, *, fence_deadline: float | None = None, timeout_s: float = 10.0,
@@ -98,6 +87,12 @@ class PostmasterProcess:
         running with ``detach``, or one started by hand) under a supervisor of its own (``--adopt``): from
         now on it is fenced like one this agent started, without a restart."""
         argv = supervisor_argv(settings, fence_deadline, clock) + ["--adopt", str(pid)]
+        return cls._spawn(settings, argv, timeout_s, clock)
+
+    @classmethod
+    def _spawn(cls, settings: PgSettings, argv: list[str], timeout_s: float, clock: Clock | None) -> PostmasterProcess:
+        """The supervisor ``argv``, its stderr to the postmaster's log, in a session of its own; returns
+        once it has reported the postmaster's pid."""
         log_file = open(settings.log_file, "ab") if settings.log_file else None  # noqa: SIM115
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,

@@ -175,11 +175,8 @@ def test_a_paused_stop_that_cannot_record_the_mark_stops_postgres_as_usual():
     assert dcs.load(timeout_s=1).leader is None
 
 
-def test_a_clone_runs_in_the_background_while_the_loop_keeps_the_member_key_fresh_with_its_progress():
-    """Issue 14: pg_basebackup ran inside the HA loop with a one-hour cap; nothing was published for as
-    long as it ran. Now the loop keeps cycling: the member key says "creating replica" and the progress,
-    the status too, and the half-copied data directory is neither observed nor decided on; once the copy
-    ends, the next cycles start the replica."""
+def primary_and_background_copier(bootstrap_dcs: dict[str, Any]) -> tuple[FakeClock, PgNetwork, Any, dict]:
+    """n1 (bootstraps the cluster) and n2, whose copies run in the background as the agent's do."""
     clock = FakeClock()
     network = PgNetwork(clock)
     dcs = memory_dcs(clock, KeyLayout("/service/", "t"))
@@ -187,7 +184,16 @@ def test_a_clone_runs_in_the_background_while_the_loop_keeps_the_member_key_fres
     for name in ("n1", "n2"):
         me = Me(name, conn_url=f"postgresql://{name}:5432/postgres", api_url=f"http://{name}:8008/patroni")
         loops[name] = HaLoop(dcs=dcs, pg=FakePostgres(name, network, clock), watchdog=None, clock=clock, me=me,
-                             bootstrap_dcs=SHORT, version="test", clone_in_background=name == "n2")
+                             bootstrap_dcs=bootstrap_dcs, version="test", clone_in_background=name == "n2")
+    return clock, network, dcs, loops
+
+
+def test_a_clone_runs_in_the_background_while_the_loop_keeps_the_member_key_fresh_with_its_progress():
+    """Issue 14: pg_basebackup ran inside the HA loop with a one-hour cap; nothing was published for as
+    long as it ran. Now the loop keeps cycling: the member key says "creating replica" and the progress,
+    the status too, and the half-copied data directory is neither observed nor decided on; once the copy
+    ends, the next cycles start the replica."""
+    clock, network, dcs, loops = primary_and_background_copier(SHORT)
     for _ in range(3):
         loops["n1"].cycle()
         clock.advance(1)
@@ -221,15 +227,8 @@ def test_the_repair_ladders_reclone_in_the_background_ends_with_a_streaming_repl
     which now runs in the background. Once the copy is done it must be started as a replica, not taken
     for a former primary (the copy says "in production") and cloned again and again (a full test run
     saw that loop)."""
-    clock = FakeClock()
-    network = PgNetwork(clock)
-    dcs = memory_dcs(clock, KeyLayout("/service/", "t"))
-    loops = {}
-    for name in ("n1", "n2"):
-        me = Me(name, conn_url=f"postgresql://{name}:5432/postgres", api_url=f"http://{name}:8008/patroni")
-        loops[name] = HaLoop(dcs=dcs, pg=FakePostgres(name, network, clock), watchdog=None, clock=clock, me=me,
-                             bootstrap_dcs={**SHORT, "postgresql": {"use_slots": True, "use_pg_rewind": False}},
-                             version="test", clone_in_background=name == "n2")
+    clock, network, dcs, loops = primary_and_background_copier(
+        {**SHORT, "postgresql": {"use_slots": True, "use_pg_rewind": False}})
 
     def run(cycles: int, until) -> bool:
         for _ in range(cycles):
