@@ -23,7 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from raftpg.config import unsupported
 from raftpg.config.base import OpenSettings
 from raftpg.config.errors import ConfigError, join_path, problem, problems, validation_lines
-from raftpg.config.fields import ConfigLine, GucMap, Int, SlotMap, empty_map
+from raftpg.config.fields import ConfigLine, GucMap, Int, MemberName, SlotMap, empty_map
 from raftpg.config.screen import screen
 from raftpg.model import DynamicConfig
 from raftpg.model.cluster import DYNAMIC_BOUNDS, INT64_MAX
@@ -128,7 +128,7 @@ class DynamicSettings(OpenSettings):
     synchronous_node_count: Int = _bounded(1, "synchronous_node_count")
     check_timeline: bool = False
     pause: bool = False
-    detached_primary: str | None = Field(default=None, min_length=1, max_length=256)
+    detached_primary: MemberName | None = None  # written by a paused stop (see README); a member's name
     slots: SlotMap = Field(default_factory=empty_map)
     postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
 

@@ -109,3 +109,20 @@ def test_patronis_other_names_for_permanent_slots_are_read_as_slots(key: str) ->
     document = validate_dynamic_config({key: {"keep_wal": None}})
     assert document["slots"] == {"keep_wal": None} and key not in document
     assert DynamicConfig.from_dict({key: {"keep_wal": None}}).permanent_slots == (PermanentSlot("keep_wal"),)
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    (True, "detached_primary: must be a string, got a bool"),
+    ("", "detached_primary: must not be empty"),
+    ("a/b", "detached_primary: must not contain '/'"),
+])
+def test_a_bad_detached_primary_is_refused_naming_the_key(value: Any, error: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_dynamic_config({"ttl": 30, "detached_primary": value})
+    assert any(error in e.lower() for e in info.value.errors), info.value.errors
+
+
+def test_detached_primary_reads_back_and_its_absence_is_none() -> None:
+    stored = validate_dynamic_config({"ttl": 30, "detached_primary": "n1"})
+    assert read_config(json.dumps(stored)).detached_primary == "n1"
+    assert read_config(json.dumps(validate_dynamic_config({"ttl": 30}))).detached_primary is None
