@@ -213,7 +213,13 @@ def test_bridge_cuts_the_two_sides_but_not_the_bridge(topo: Topology) -> None:
 
 def test_node_processes_run_in_their_namespace_as_postgres(sleepers: Sleepers) -> None:
     pid = sleepers.pid("n2")
-    assert "python" in open(f"/proc/{pid}/cmdline").read(), "the tracked PID is the process itself"
+    assert pid is not None
+    # the PID runs nsenter, then env, then python (each execs the next): the namespace and the user are
+    # only certain once python itself runs. The command line of nsenter names python too, so look at the image.
+    deadline = time.monotonic() + 10
+    while "python" not in os.readlink(f"/proc/{pid}/exe") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "python" in os.readlink(f"/proc/{pid}/exe"), "the tracked PID is the process itself"
     assert os.stat(f"/run/netns/{sleepers.topology.netns('n2')}").st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino
     assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
     assert os.stat(f"/proc/{pid}").st_uid == (sleepers.user.pw_uid if sleepers.user else os.getuid())
