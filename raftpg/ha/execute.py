@@ -36,17 +36,20 @@ STARTED = Started()
 
 class Executor:
     def __init__(self, dcs: Dcs, pg: PostgresPort | None, watchdog: WatchdogPort | None, clock: Clock,
-                 me: Me, bootstrap_dcs: dict[str, Any] | None = None) -> None:
+                 me: Me, bootstrap_dcs: dict[str, Any] | None = None, *, clone_in_background: bool = False,
+                 wake: Callable[[], None] | None = None) -> None:
+        """``clone_in_background``: the agent's loop copies a replica on a thread of its own (a large one
+        takes hours), the simulation and tests inline; ``wake`` (the loop's) starts the next cycle when
+        that copy ends."""
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs or {}
         self.account = LeaseAccount(me.name, pg, watchdog, clock)
         self.following: str | None = None      # the leader this replica was last pointed at
         self.last_error: str | None = None
         self.failed: act.Action | None = None  # the action that stopped the last run, if one did
-        self.clone_in_background = False       # the agent's loop: True (a large replica takes hours)
+        self.clone_in_background = clone_in_background
         self.clone_job: CloneJob | None = None
-        self.clone_rest: tuple[act.Action, ...] = ()  # what the decision wanted done after its clone
-        self.wake: Callable[[], None] = lambda: None  # the loop's: a finished job starts the next cycle
+        self.wake = wake or (lambda: None)
 
     @property
     def lease(self) -> LeaseState:
@@ -64,7 +67,7 @@ class Executor:
     def run(self, decision: act.Decision, inputs: Inputs, timing: Timing) -> bool:
         """Execute in order; return False at the first failed action (the rest are skipped)."""
         self.failed = None
-        for index, action in enumerate(decision.actions):
+        for action in decision.actions:
             started = self.clock.monotonic()
             try:
                 ok = self._do(action, inputs, timing)
@@ -74,8 +77,7 @@ class Executor:
                 self.failed, self.last_error = action, f"{type(action).__name__}: {exc}"
                 log.warning("action %s failed: %s", type(action).__name__, exc)
                 return False
-            if ok is STARTED:  # the rest waits for the background step (``take_clone_job``)
-                self.clone_rest = decision.actions[index + 1:]
+            if ok is STARTED:  # the rest is decided afresh once the copy ends (``take_clone_job``)
                 break
             if not ok:
                 self.failed, self.last_error = action, f"{type(action).__name__}: not done"
@@ -232,19 +234,15 @@ class Executor:
         log.info("%s, in the background", self.clone_job.describe())
         return STARTED
 
-    def take_clone_job(self) -> act.Decision | None:
-        """Once the background clone has ended: what its decision wanted next, if the copy succeeded and
-        that is only starting the copy as a replica (nothing that takes the key or accepts writes rests
-        on a decision that old; anything else is decided afresh). None while it runs, or when nothing."""
-        job, rest = self.clone_job, self.clone_rest
+    def take_clone_job(self) -> CloneJob | None:
+        """The background copy once it has ended (and forget it); None while it runs, or when there is none.
+        What comes next is decided afresh: a copy that never started (``backup_label``) is started as a
+        replica by ``decide``, a failed one is moved aside or copied again."""
+        job = self.clone_job
         if job is None or not job.finished:
             return None
-        self.clone_job, self.clone_rest = None, ()
-        # RecordRepair was counted when the copy started (that run succeeded); only starting is left
-        start = tuple(a for a in rest if isinstance(a, act.StartReplica))
-        if job.error is not None or not start or not all(isinstance(a, act.StartReplica | act.RecordRepair) for a in rest):
-            return None
-        return act.Decision(start, f"the copy from {job.source} is done: starting it as a replica")
+        self.clone_job = None
+        return job
 
     @staticmethod
     def _pg(pg: PostgresPort | None) -> PostgresPort:

@@ -46,8 +46,8 @@ class HaLoop:
         self.bootstrap_dcs = bootstrap_dcs
         self.version = version
         self._raft_status = raft_status or (lambda: None)  # the embedded store's, shown in status
-        self.executor = Executor(dcs, pg, watchdog, clock, me, bootstrap_dcs)
-        self.executor.clone_in_background, self.executor.wake = clone_in_background, self.wake
+        self.executor = Executor(dcs, pg, watchdog, clock, me, bootstrap_dcs,
+                                 clone_in_background=clone_in_background, wake=self.wake)
         self.memory = Memory()
         self.watchdog_safety_margin_s = watchdog_safety_margin_s  # local config: watchdog.safety_margin
         self.timing = self._timing(DynamicConfig.from_dict(bootstrap_dcs))
@@ -108,7 +108,7 @@ class HaLoop:
         job = self.executor.clone_job
         if job is not None and not job.finished:
             return self._cloning(job, started)
-        after_clone = self.executor.take_clone_job()  # a copy just ended (a failure was logged)
+        self.executor.take_clone_job()  # a copy just ended (a failure was logged): decide afresh
         view = self._read()
         if view is not None:
             self.timing = self._timing(view.config)
@@ -125,7 +125,7 @@ class HaLoop:
         chores_due = chores(inputs)
         if chores_due and not self.executor.run(Decision(chores_due, "chores"), inputs, self.timing):
             log.error("%s", self.executor.last_error)  # never gates the decision below
-        decision = after_clone or decide(inputs)
+        decision = decide(inputs)
         log.info("%s", decision.reason)
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True
         self.memory = memories.after_actions(self.memory, decision, ok, self.executor.failed if not ok else None,
@@ -149,18 +149,21 @@ class HaLoop:
         self._publish_member(local)
         if view is not None and decision.actions:
             view = self._fresh_view(view)
+        self._set_status(view, local, decision.reason, None if ok else self.executor.last_error, started)
+
+    def _set_status(self, view: ClusterView | None, local: LocalState | None, reason: str, error: str | None,
+                    started: float) -> None:
         leader = view.leader.name if view and view.leader else None
         changes = self.status.leader_changes + (1 if leader and leader != self._last_leader else 0)
         self._last_leader = leader or self._last_leader
         now = self.clock.monotonic()
         job = self.executor.clone_job if self.executor.clone_job and not self.executor.clone_job.finished else None
         self.status = NodeStatus(
-            name=self.me.name, witness=self.me.witness, view=view, local=local, decision=decision.reason,
-            cycle_monotonic=now,
+            name=self.me.name, witness=self.me.witness, view=view or (self.status.view if job else None),
+            local=local, decision=reason, cycle_monotonic=now,
             dcs_last_seen_wall=self.clock.wall() if view is not None else self.status.dcs_last_seen_wall,
             lease_valid_s=self.executor.lease.valid_for(now), demote_margin_s=self.timing.demote_margin_s,
-            error=None if ok else self.executor.last_error,
-            cycles=self.status.cycles + 1, leader_changes=changes, loop_duration_s=now - started,
+            error=error, cycles=self.status.cycles + 1, leader_changes=changes, loop_duration_s=now - started,
             activity="creating replica" if job else None, progress=job.percent if job else None,
             extra={"raft": self._raft_status()},
         )
@@ -174,12 +177,7 @@ class HaLoop:
             self.timing = self._timing(view.config)
         decision = Decision((), job.describe())
         self._publish_member(None)
-        now = self.clock.monotonic()
-        self.status = replace(self.status, view=view or self.status.view, local=None, decision=decision.reason,
-                              cycle_monotonic=now, error=None, cycles=self.status.cycles + 1,
-                              dcs_last_seen_wall=self.clock.wall() if view is not None else self.status.dcs_last_seen_wall,
-                              loop_duration_s=now - started, activity="creating replica", progress=job.percent)
-        self._on_status(self.status)
+        self._set_status(view, None, decision.reason, None, started)
         return decision
 
     def _fresh_view(self, view: ClusterView) -> ClusterView:

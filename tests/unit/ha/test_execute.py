@@ -78,24 +78,19 @@ def test_a_failed_rewind_is_followed_by_a_clone_not_by_a_retry():
     assert len(old.kept_data_dirs) == 1 and executor is not None
 
 
-def test_after_a_background_copy_only_starting_the_replica_is_carried_over():
-    """The repair ladder's re-clone is (MoveDataAside, CloneFrom, StartReplica, RecordRepair): once the
-    copy ends, StartReplica runs (RecordRepair was counted when the copy started); a failed copy, or a
-    rest holding anything else, is decided afresh."""
+def test_a_finished_background_copy_is_taken_back_once_and_nothing_of_its_decision_is_carried_over():
+    """After a background copy the next decision is made afresh (a copy that never started has
+    ``backup_label`` and ``decide`` starts it as a replica): the job is handed back once, then forgotten;
+    one still running is not handed back."""
+    import threading
+
     from raftpg.ha.background import CloneJob
 
-    def executor_with(rest, error=None):
-        ex = Executor.__new__(Executor)
-        def work(report):
-            if error:
-                raise RuntimeError(error)
-        ex.clone_job, ex.clone_rest = CloneJob("n1", "postgresql://n1", work), rest
-        assert ex.clone_job.wait(5)
-        return ex
-
-    start = act.StartReplica("n1", "postgresql://n1")
-    assert executor_with((start, act.RecordRepair())).take_clone_job().actions == (start,)
-    assert executor_with((start, act.RecordRepair()), error="boom").take_clone_job() is None
-    assert executor_with((act.Promote(),)).take_clone_job() is None
-    ex = executor_with((start,))
-    assert ex.take_clone_job() is not None and ex.take_clone_job() is None and ex.clone_job is None
+    ex = Executor.__new__(Executor)
+    gate = threading.Event()
+    ex.clone_job = CloneJob("n1", "postgresql://n1", lambda report: gate.wait(5))
+    assert ex.take_clone_job() is None and ex.clone_job is not None  # still copying
+    gate.set()
+    assert ex.clone_job.wait(5)
+    job = ex.clone_job
+    assert ex.take_clone_job() is job and ex.clone_job is None and ex.take_clone_job() is None
