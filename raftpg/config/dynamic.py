@@ -23,7 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from raftpg.config import unsupported
 from raftpg.config.base import OpenSettings
 from raftpg.config.errors import ConfigError, join_path, problem, problems, validation_lines
-from raftpg.config.fields import ConfigLine, GucMap, Int, MemberName, SlotMap, empty_map
+from raftpg.config.fields import ConfigLine, GucMap, Int, MemberName, Seconds, SlotMap, empty_map
 from raftpg.config.screen import screen
 from raftpg.model import DynamicConfig
 from raftpg.model.cluster import DYNAMIC_BOUNDS, INT64_MAX
@@ -130,6 +130,7 @@ class DynamicSettings(OpenSettings):
     pause: bool = False
     detached_primary: MemberName | None = None  # written by a paused stop (see README); a member's name
     slots: SlotMap = Field(default_factory=empty_map)
+    member_slots_ttl: Seconds = _bounded(1800, "member_slots_ttl")  # Patroni 4's name and default (30min)
     postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
 
     @classmethod

@@ -19,6 +19,9 @@ from pydantic import BeforeValidator, PlainSerializer, PlainValidator, StringCon
 from raftpg.config.addresses import split_host_port
 from raftpg.config.errors import problems
 from raftpg.model.slots import SLOT_NAME
+from raftpg.model.values import DURATION_UNITS_S, duration_s
+
+INT64_MAX = 2**63 - 1
 
 
 class FrozenDict(dict[str, Any]):
@@ -248,6 +251,22 @@ def _dump_frozen(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_reject_bool)]
 """An integer; numeric strings accepted, booleans refused."""
+
+
+def _seconds(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds or a duration such as 30min, got a boolean")
+    if isinstance(value, str):
+        parsed = duration_s(value, -INT64_MAX, INT64_MAX)
+        if parsed is None:
+            units = ", ".join(DURATION_UNITS_S)
+            raise ValueError(f"must be a number of seconds or a duration with a unit ({units}), got {value!r:.40}")
+        return parsed
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds)]
+"""Whole seconds: a number, or a text with one of PostgreSQL's units (``30min``, ``1h``, ``500ms``)."""
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 """A non-empty string, surrounding whitespace removed."""

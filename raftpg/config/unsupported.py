@@ -94,7 +94,6 @@ BOOTSTRAP = MappingProxyType({
 
 DYNAMIC = MappingProxyType({
     "failsafe_mode": "a primary that cannot renew its lease demotes, as without failsafe_mode",
-    "member_slots_ttl": "a member's slot is dropped when the member leaves",
     "maximum_lag_on_syncnode": "",
     "max_timelines_history": "the whole history is kept",
 })

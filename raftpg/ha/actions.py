@@ -212,6 +212,7 @@ class EnsureSlots:
 
     members: tuple[str, ...]
     permanent: tuple[PermanentSlot, ...] = ()
+    retain_s: int = 0  # member_slots_ttl: how long the slot of a member whose key is gone is kept
     retry_soon: ClassVar[bool] = True
 
 

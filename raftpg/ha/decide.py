@@ -283,8 +283,7 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
     if local.lsn is not None:
         actions.append(PublishPosition(local.lsn))
     if view.config.use_slots:
-        actions.append(EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != me)),
-                                   view.config.permanent_slots))
+        actions.append(_slots(view, me))
     sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn)
     actions.extend(sync_actions)
     actions.extend(_operator_requests(i))
@@ -408,12 +407,17 @@ def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -
         actions.append(SetSynchronousStandbys("*"))  # no write is acknowledged unsynchronised meanwhile
     actions.append(Promote())
     if view.config.use_slots:  # the replicas that will follow need their slots before they reconnect
-        actions.append(EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != i.me.name)),
-                                   view.config.permanent_slots))
+        actions.append(_slots(view, i.me.name))
     actions.append(RecordPromotion(reason))
     if view.failover:
         actions.append(ClearFailoverKey(view.failover.revision, "done"))
     return Decision(tuple(actions), reason)
+
+
+def _slots(view: ClusterView, me: str) -> EnsureSlots:
+    """A slot per other data member and the permanent ones; an absent member's is kept member_slots_ttl."""
+    return EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != me)), view.config.permanent_slots,
+                       view.config.member_slots_ttl_s)
 
 
 # ------------------------------------------------------------------------------------- invariants

@@ -203,9 +203,10 @@ class Executor:
                     log.info("applied the cluster-wide PostgreSQL settings from the DCS config")
             case act.Checkpoint():
                 self._pg(pg).checkpoint()
-            case act.EnsureSlots(members=members, permanent=permanent):
+            case act.EnsureSlots(members=members, permanent=permanent, retain_s=retain_s):
                 physical = {self._pg(pg).slot_name_for(m) for m in members}
-                self._pg(pg).ensure_slots(physical | {slot.name for slot in permanent if not slot.logical})
+                self._pg(pg).ensure_slots(physical | {slot.name for slot in permanent if not slot.logical},
+                                          frozenset(physical), retain_s)
                 # a logical slot that cannot be made (wal_level, a missing database or plugin) is logged
                 # there and never fails the action: the physical slots and what follows must not wait on it
                 self._pg(pg).ensure_logical_slots(tuple(s for s in permanent if s.logical and s.name not in physical))

@@ -56,7 +56,9 @@ class PostgresPort(Protocol):
 
     def move_data_aside(self) -> str: ...
 
-    def ensure_slots(self, names: set[str]) -> object: ...
+    def ensure_slots(self, names: set[str], members: frozenset[str] = frozenset(), retain_s: float = 0.0) -> object:
+        """The physical slots ``names`` exist; those raftpg made and no longer wanted are dropped, except a
+        member's slot (among ``members``) for ``retain_s`` after it was last wanted."""
 
     def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> object:
         """The logical ``slots`` exist (created where missing); those raftpg made and no longer wanted are

@@ -12,7 +12,7 @@ from typing import Any
 
 from raftpg.model.slots import PermanentSlot
 from raftpg.model.tags import Tags
-from raftpg.model.values import bounded_int, object_or_empty, parse_flag
+from raftpg.model.values import bounded_int, duration_s, object_or_empty, parse_flag
 
 
 class Role(StrEnum):
@@ -129,6 +129,8 @@ class DynamicConfig:
     use_slots: bool = True
     parameters: tuple[tuple[str, str], ...] = ()
     permanent_slots: tuple[PermanentSlot, ...] = ()
+    # how long the primary keeps the slot of a member whose key is gone (Patroni 4's default: 30 min)
+    member_slots_ttl_s: int = 1800
     # the member whose agent stopped while paused and left its PostgreSQL running, unfenced, as a primary
     # (``detached_primary``): nobody else promotes until its agent returns and adopts it, or an operator
     # removes the key once that server is stopped
@@ -169,6 +171,7 @@ class DynamicConfig:
             permanent_slots=tuple(slot for name, entry in sorted(_permanent_slots(raw).items(),
                                                                   key=lambda item: str(item[0]))
                                   if (slot := PermanentSlot.parse(name, entry)) is not None),
+            member_slots_ttl_s=_duration(raw.get("member_slots_ttl"), "member_slots_ttl", d.member_slots_ttl_s),
             detached_primary=_member_name(raw.get("detached_primary")),
             raw=tuple(sorted(raw.items())),
         )
@@ -188,7 +191,16 @@ DYNAMIC_BOUNDS: dict[str, tuple[int, int]] = {
     "primary_start_timeout": (0, DAY_S),
     "primary_stop_timeout": (0, DAY_S),
     "synchronous_node_count": (1, 1024),
+    "member_slots_ttl": (0, 365 * DAY_S),  # not a lease: retention of WAL for an absent member
 }
+
+
+def _duration(value: Any, key: str, default: int) -> int:
+    if value is None:
+        return default
+    low, high = DYNAMIC_BOUNDS[key]
+    parsed = duration_s(value, low, high)
+    return default if parsed is None else parsed
 
 
 def _permanent_slots(raw: dict[str, Any]) -> dict[str, Any]:

@@ -55,3 +55,28 @@ def bounded_int(value: Any, low: int, high: int) -> int | None:
     if not isinstance(value, int) or not low <= value <= high:
         return None
     return value
+
+
+DURATION_UNITS_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+"""The units of a duration written as text (PostgreSQL's and Patroni's: ``30min``, ``1h``, ``500ms``)."""
+
+
+def duration_s(value: Any, low: int, high: int) -> int | None:
+    """Whole seconds in [low, high] from a number of seconds or a text such as ``"30min"`` (rounded to
+    the nearest second, as Patroni does); else None."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+        unit = text[len(text.rstrip("abcdefghijklmnopqrstuvwxyz")):] or "s"
+        if unit not in DURATION_UNITS_S or not number or len(number) > 20:
+            return None
+        try:
+            amount = float(number)
+        except ValueError:
+            return None
+        if amount != amount or amount in (float("inf"), float("-inf")):
+            return None
+        value = round(amount * DURATION_UNITS_S[unit])
+    elif isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        value = round(value)
+    return bounded_int(value, low, high)

@@ -365,8 +365,11 @@ class Postgres:
                 raise PgError(f"{sql % params} is not {value!r} after {timeout_s:g}s")
             self.clock.sleep(0.02)
 
-    def ensure_slots(self, names: set[str], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
-        return ensure_slots(self.settings, names, timeout_s)  # (created, dropped): see raftpg.pg.slots
+    def ensure_slots(self, names: set[str], members: frozenset[str] = frozenset(), retain_s: float = 0.0,
+                     timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
+        # (created, dropped): see raftpg.pg.slots
+        return ensure_slots(self.settings, names, timeout_s, members=members, retain_s=retain_s,
+                            now=self.clock.wall())
 
     def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
         return ensure_logical_slots(self.settings, slots, timeout_s)

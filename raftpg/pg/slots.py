@@ -1,7 +1,8 @@
 """Replication slots on the primary: a physical one for each other member, named after it
 (``slot_name_for``), and the dynamic config's permanent slots (``slots``), physical and logical.
 
-raftpg drops only slots it created: their names are recorded in ``<data_dir>/raftpg.slots`` (physical) and
+raftpg drops only slots it created: their names are recorded in ``<data_dir>/raftpg.slots`` (physical;
+a member's slot with the wall-clock second it was last wanted, for ``member_slots_ttl``) and
 ``<data_dir>/raftpg.logical-slots`` (one per line).
 A slot someone else created is never dropped; an active slot is never dropped. The record travels with
 pg_basebackup and pg_rewind; on a promoted replica it may name slots that do not exist there, which is
@@ -40,17 +41,36 @@ def slot_name_for(member: str) -> str:
 
 
 def read_record(data_dir: str, record: str = RECORD) -> set[str]:
+    return set(read_physical_record(data_dir, record))
+
+
+def read_physical_record(data_dir: str, record: str = RECORD) -> dict[str, float | None]:
+    """The slots raftpg made: name -> when (wall clock) it was last wanted as a member's slot, or None for
+    a permanent slot (and for lines written before member_slots_ttl: ``name`` alone)."""
+    found: dict[str, float | None] = {}
     try:
         with open(os.path.join(data_dir, record), encoding="utf-8") as f:
-            return {line.strip() for line in f if line.strip()}
+            for line in f:
+                name, _, wanted = line.strip().partition(" ")
+                if name:
+                    try:
+                        found[name] = float(wanted) if wanted else None
+                    except ValueError:
+                        found[name] = None
     except FileNotFoundError:
-        return set()
+        pass
+    return found
 
 
-def ensure_slots(settings: PgSettings, names: set[str], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
+def ensure_slots(settings: PgSettings, names: set[str], timeout_s: float = 10.0, *,
+                 members: frozenset[str] = frozenset(), retain_s: float = 0.0,
+                 now: float = 0.0) -> tuple[set[str], set[str]]:
     """Create the missing slots among ``names``; drop the inactive raftpg-made slots not among them.
 
-    Returns (created, dropped). A slot that cannot be dropped because it became active is kept (and logged).
+    ``members`` (among ``names``) are members' slots: once one is no longer wanted (its member's key is
+    gone) it is kept ``retain_s`` seconds after it was last wanted (``member_slots_ttl``; ``now`` is the
+    wall clock), so that a member back from maintenance finds its WAL. Returns (created, dropped). A slot
+    that cannot be dropped because it became active is kept (and logged).
     """
     for name in names:
         if slot_name_for(name) != name:
@@ -62,19 +82,27 @@ def ensure_slots(settings: PgSettings, names: set[str], timeout_s: float = 10.0)
     for name in sorted(names - set(active)):
         query(settings, "SELECT pg_create_physical_replication_slot(%s, true)", (name,), timeout_s=timeout_s)
         created.add(name)
-    recorded = read_record(settings.data_dir)
+    recorded = read_physical_record(settings.data_dir)
     dropped = set()
-    for name in sorted(recorded & set(active) - names):
+    for name in sorted(set(recorded) & set(active) - names):
+        wanted_at = recorded[name]
         if active[name]:
             log.info("replication slot %s is no longer wanted but still active: kept for now", name)
             continue
+        if wanted_at is not None and now - wanted_at < retain_s:
+            continue  # an absent member's slot, within member_slots_ttl
         try:
             query(settings, "SELECT pg_drop_replication_slot(%s)", (name,), timeout_s=timeout_s)
             dropped.add(name)
+            if wanted_at is not None:
+                log.info("dropped replication slot %s: its member has been absent for %.0f s (member_slots_ttl)",
+                         name, now - wanted_at)
         except PgError as e:
             log.warning("could not drop replication slot %s: %s", name, e)
-    keep = (recorded & set(active) | names) - dropped
-    write_atomic(os.path.join(settings.data_dir, RECORD), "".join(f"{n}\n" for n in sorted(keep)))
+    keep = {name: recorded[name] for name in set(recorded) & set(active) - dropped - names}
+    keep.update({name: now if name in members else None for name in names})
+    write_atomic(os.path.join(settings.data_dir, RECORD),
+                 "".join(f"{n}\n" if keep[n] is None else f"{n} {keep[n]:.0f}\n" for n in sorted(keep)))
     return created, dropped
 
 

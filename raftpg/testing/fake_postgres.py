@@ -72,12 +72,11 @@ class FakePostgres:
         self.timeline: int | None = None
         self.wal: list[int] = []
         self.cluster_state: str | None = None
-        self.running = False
-        self.in_recovery = False
+        self.running = self.in_recovery = self.streaming = False
         self.upstream_url: str | None = None
-        self.streaming = False
         self.synchronous_standby_names = ""
         self.slots: set[str] = set()           # physical slots on this (primary's) data directory
+        self.slot_wanted: dict[str, float] = {}  # a member's slot -> when last wanted (member_slots_ttl)
         self.logical_slots: dict[str, tuple[str | None, str | None]] = {}  # name -> (database, plugin)
         self.slot_name: str | None = None      # this replica's primary_slot_name
         self.bootstrap_unfinished = False      # initdb ran, the cluster is not registered yet
@@ -393,16 +392,18 @@ class FakePostgres:
             self.kept_data_dirs.append(kept)
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = \
             DataDir.MISSING, None, None, [], None
-        self.slots, self.bootstrap_unfinished, self.stuck = set(), False, None
-        self.logical_slots = {}
+        self.slots, self.logical_slots, self.bootstrap_unfinished, self.stuck = set(), {}, False, None
         return kept
 
-    def ensure_slots(self, names: set[str]) -> None:
+    def ensure_slots(self, names: set[str], members: frozenset[str] = frozenset(), retain_s: float = 0.0) -> None:
         self.apply_fence()
         self._query()
         if not self.is_primary:
             raise PgError(f"{self.name}: replication slots are managed on the primary")
-        self.slots = set(names)
+        now = self.clock.wall()
+        self.slot_wanted = {n: at for n, at in self.slot_wanted.items() if n in self.slots and now - at < retain_s}
+        self.slot_wanted.update({n: now for n in members})
+        self.slots = set(names) | set(self.slot_wanted)
 
     def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> None:
         self.apply_fence()

@@ -26,6 +26,7 @@ from raftpg.model import DataDir, PermanentSlot
 from raftpg.pg import Credentials, PgError, PgSettings, Postgres, conninfo_for
 from raftpg.pg.pidfile import postgres_alive, read_pidfile
 from raftpg.pg.process import orphans, supervisor_argv, wait_pid_gone
+from raftpg.pg.slots import ensure_slots
 
 pytestmark = pytest.mark.integration
 
@@ -293,6 +294,41 @@ def test_permanent_logical_slots_made_remade_and_dropped(run_as_postgres, pg_tmp
             assert slots(pg) == {("cdc", "postgres", "pgoutput"), ("mine", "postgres", "test_decoding")}
             assert pg.ensure_logical_slots(()) == (set(), {"cdc"})
             assert slots(pg) == {("mine", "postgres", "test_decoding")}, "a slot raftpg did not make stays"
+        finally:
+            pg.stop("immediate")
+            pg.close()
+
+    run_as_postgres(body, timeout_s=90)
+
+
+def test_an_absent_members_slot_is_kept_for_member_slots_ttl(run_as_postgres, pg_tmp: Path) -> None:
+    """member_slots_ttl on a real primary (wall-clock seconds passed in): a member's slot outlives its
+    member key by the ttl, keeping its position for a member back from maintenance; a permanent slot taken
+    out of the config goes at once; ttl 0 is the old rule (dropped with the member)."""
+    settings = settings_for(pg_tmp, "n1")
+
+    def slots(pg: Postgres) -> dict[str, str]:
+        rows = pg.query("SELECT slot_name, restart_lsn::text FROM pg_replication_slots WHERE slot_type = 'physical'")
+        return {str(name): str(lsn) for name, lsn in rows}
+
+    def body() -> None:
+        pg = Postgres(settings)
+        try:
+            pg.bootstrap(timeout_s=60)
+            both = frozenset({"n2", "n3"})
+            assert ensure_slots(settings, {"n2", "n3", "keep"}, members=both, retain_s=600, now=1000) == (
+                {"n2", "n3", "keep"}, set())
+            held = slots(pg)["n3"]
+            pg.query("SELECT pg_switch_wal()")
+            # n3's member key is gone (a replica stopped for maintenance); "keep" left the config
+            assert ensure_slots(settings, {"n2"}, members=frozenset({"n2"}), retain_s=600, now=1300) == (set(), {"keep"})
+            assert set(slots(pg)) == {"n2", "n3"}
+            assert ensure_slots(settings, {"n2", "n3"}, members=both, retain_s=600, now=1500) == (set(), set())
+            assert slots(pg)["n3"] == held, "back within the ttl: the same slot, still holding its WAL"
+            assert ensure_slots(settings, {"n2"}, members=frozenset({"n2"}), retain_s=600, now=2099) == (set(), set())
+            assert ensure_slots(settings, {"n2"}, members=frozenset({"n2"}), retain_s=600, now=2100) == (set(), {"n3"})
+            assert ensure_slots(settings, set(), retain_s=0, now=2101) == (set(), {"n2"}), "ttl 0: dropped at once"
+            assert slots(pg) == {}
         finally:
             pg.stop("immediate")
             pg.close()

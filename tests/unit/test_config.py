@@ -22,6 +22,7 @@ from raftpg.config import (
     split_host_port,
     validate_dynamic_config,
 )
+from raftpg.model import DynamicConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 RAFT_RCE = "pysyncobj unpickles every frame"
@@ -353,8 +354,7 @@ UNSUPPORTED_CASES: list[tuple[dict[str, Any], list[str]]] = [
      ["restapi.thread_pool_size", "restapi.allowlist", "restapi.http_extra_headers", "restapi.request_queue_size",
       "restapi.server_tokens"]),
     ({"bootstrap.users": {"admin": {}}}, ["bootstrap.users"]),
-    ({"bootstrap.dcs.failsafe_mode": True, "bootstrap.dcs.member_slots_ttl": "30min"},
-     ["bootstrap.dcs.failsafe_mode", "bootstrap.dcs.member_slots_ttl"]),
+    ({"bootstrap.dcs.failsafe_mode": True}, ["bootstrap.dcs.failsafe_mode"]),
     ({"bootstrap.dcs.postgresql": {"pg_ctl_timeout": 60}}, ["bootstrap.dcs.postgresql.pg_ctl_timeout"]),
     ({"postgresql.pg_ctl_timeout": 60, "postgresql.use_unix_socket_repl": True,
       "postgresql.remove_data_directory_on_rewind_failure": True,
@@ -650,3 +650,21 @@ def test_dynamic_settings_convert_to_the_shared_model() -> None:
 
 def test_config_model_is_the_public_type() -> None:
     assert isinstance(parse_config(minimal()), Config)
+
+
+@pytest.mark.parametrize(("written", "seconds"), [
+    ("30min", 1800), ("1h", 3600), (" 2 d", 172800), ("90", 90), (90, 90), (0, 0), ("500ms", 0)])
+def test_member_slots_ttl_takes_seconds_or_a_duration_with_patronis_units(written: Any, seconds: int) -> None:
+    config = parse_config(edited({"bootstrap.dcs.member_slots_ttl": written}))
+    assert config.bootstrap.dcs.to_dict()["member_slots_ttl"] == seconds and config.warnings == ()
+    assert DynamicConfig.from_dict(config.bootstrap.dcs.to_dict()).member_slots_ttl_s == seconds
+
+
+@pytest.mark.parametrize(("written", "why"), [
+    ("30 minutes", "a duration with a unit"), ("soon", "a duration with a unit"), (True, "got a boolean"),
+    (-1, ">= 0"), ("1e999", "a duration with a unit"), (10**12, "<= 31536000")])
+def test_a_bad_member_slots_ttl_is_refused_naming_the_key(written: Any, why: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(edited({"bootstrap.dcs.member_slots_ttl": written}))
+    assert "bootstrap.dcs.member_slots_ttl" in str(caught.value) and why in str(caught.value)
+    assert DynamicConfig.from_dict({"member_slots_ttl": written}).member_slots_ttl_s == 1800  # the DCS reader
