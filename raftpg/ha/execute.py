@@ -17,6 +17,7 @@ from raftpg.ha.history import history_rows
 from raftpg.ha.inputs import Inputs, LeaseState, Me
 from raftpg.ha.lease import SUPERVISOR_FENCE_LATENCY_S, LeaseAccount, Timing
 from raftpg.ha.ports import PostgresPort, WatchdogPort
+from raftpg.model.slots import slot_name_for
 
 __all__ = ["SUPERVISOR_FENCE_LATENCY_S", "Executor", "FatalRefusal", "Timing"]
 
@@ -164,11 +165,11 @@ class Executor:
             case act.StartReplica(leader=leader, conn_url=conn_url):
                 pg = self._pg(pg)
                 pg.unlimited()
-                pg.start(conn_url, pg.slot_name_for(name) if conn_url else None, as_replica=True,
+                pg.start(conn_url, slot_name_for(name) if conn_url else None, as_replica=True,
                          timeout_s=max(10.0, t.retry_timeout_s))
                 self.following = leader
             case act.FollowLeader(leader=leader, conn_url=conn_url):
-                self._pg(pg).follow(conn_url, self._pg(pg).slot_name_for(name))
+                self._pg(pg).follow(conn_url, slot_name_for(name))
                 self.following = leader
             case act.CheckReachable(leader=leader, conn_url=conn_url):
                 if not self._pg(pg).can_reach(conn_url):
@@ -204,7 +205,7 @@ class Executor:
             case act.Checkpoint():
                 self._pg(pg).checkpoint()
             case act.EnsureSlots(members=members, permanent=permanent, retain_s=retain_s):
-                physical = {self._pg(pg).slot_name_for(m) for m in members}
+                physical = {slot_name_for(m) for m in members}
                 self._pg(pg).ensure_slots(physical | {slot.name for slot in permanent if not slot.logical},
                                           frozenset(physical), retain_s)
                 # a logical slot that cannot be made (wal_level, a missing database or plugin) is logged

@@ -83,7 +83,6 @@ class PostgresPort(Protocol):
         """Leave PostgreSQL running, unfenced, as this agent stops (the cluster is paused); the next agent
         adopts it when it first observes it. False if no supervised postmaster runs."""
 
-    def slot_name_for(self, member: str) -> str: ...
 
     def apply_cluster_config(self, config: DynamicConfig) -> bool:
         """The cluster-wide config in the DCS (parameters, pg_hba, pg_ident, recovery_conf): rewrite the

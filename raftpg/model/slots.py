@@ -7,6 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")  # what PostgreSQL accepts as a replication slot name
+MAX_SLOT_NAME = 63  # NAMEDATALEN - 1
+
+
+def slot_name_for(member: str) -> str:
+    """Member name -> the name of its physical slot on the primary: lower case, every character outside
+    [a-z0-9_] becomes '_', at most 63. Two members whose names differ only in such characters ("db-1",
+    "db.1") get the same slot: name members so that they do not."""
+    name = re.sub(r"[^a-z0-9_]", "_", member.lower())[:MAX_SLOT_NAME]
+    if not name:
+        raise ValueError("member name must not be empty")
+    return name
 
 
 @dataclass(frozen=True)

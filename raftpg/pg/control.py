@@ -41,7 +41,7 @@ from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.process import PostmasterProcess, adopt_running, kill_orphans, signal_postmaster, stop_foreign
 from raftpg.pg.settings import PgSettings
-from raftpg.pg.slots import ensure_logical_slots, ensure_slots, slot_name_for
+from raftpg.pg.slots import ensure_logical_slots, ensure_slots
 from raftpg.pg.tools import Deadline, PgError
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,6 @@ class Postgres:
     def can_reach(self, conn_url: str, timeout_s: float = 2.0) -> bool:
         """True if the PostgreSQL ``conn_url`` names accepts a TCP connection now (a cheap probe)."""
         return accepts_connections(conn_url, timeout_s)
-
-    @staticmethod
-    def slot_name_for(member: str) -> str:
-        return slot_name_for(member)
 
     def probe(self, timeout_s: float = 0.5) -> LocalState:
         """PostgreSQL's role and streaming state now (``Observer.quick``), for health checks."""

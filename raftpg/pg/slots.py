@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 from raftpg.model import PermanentSlot
+from raftpg.model.slots import slot_name_for
 from raftpg.pg.conf import write_atomic
 from raftpg.pg.connection import query
 from raftpg.pg.settings import PgSettings
@@ -25,19 +25,8 @@ log = logging.getLogger(__name__)
 
 RECORD = "raftpg.slots"
 LOGICAL_RECORD = "raftpg.logical-slots"
-MAX_SLOT_NAME = 63  # NAMEDATALEN - 1
 
-
-def slot_name_for(member: str) -> str:
-    """Member name -> slot name: lower case, every character outside [a-z0-9_] becomes '_', at most 63.
-
-    Two members whose names differ only in such characters ("db-1", "db.1") get the same slot: name members
-    so that they do not.
-    """
-    name = re.sub(r"[^a-z0-9_]", "_", member.lower())[:MAX_SLOT_NAME]
-    if not name:
-        raise ValueError("member name must not be empty")
-    return name
+__all__ = ["LOGICAL_RECORD", "RECORD", "ensure_logical_slots", "ensure_slots", "read_record", "slot_name_for"]
 
 
 def read_record(data_dir: str, record: str = RECORD) -> set[str]:

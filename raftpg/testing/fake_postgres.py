@@ -41,7 +41,6 @@ cascading timeline switches' subtleties, wal_keep_size, archive recovery, pg_rew
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 
@@ -441,9 +440,6 @@ class FakePostgres:
         self.fence_deadline = None
         self.detached = self.running
         return self.running
-
-    def slot_name_for(self, member: str) -> str:
-        return re.sub(r"[^a-z0-9_]", "_", member.lower())
 
     def apply_cluster_config(self, config: DynamicConfig) -> bool:
         changed, self.parameters = dict(config.parameters) != self.parameters, dict(config.parameters)
