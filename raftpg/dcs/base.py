@@ -33,6 +33,7 @@ config document itself: it is the user's document, kept key for key. ``delete_cl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from raftpg.model import ClusterView, Failover, HistoryEntry, Leader, Member, SyncState
@@ -86,7 +87,8 @@ class Dcs(Protocol):
 
     def set_history(self, entries: tuple[HistoryEntry, ...], *, timeout_s: float) -> None: ...
 
-    def set_status(self, last_lsn: int, *, timeout_s: float) -> None: ...
+    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None, *, timeout_s: float) -> None:
+        """The status key: the primary's WAL position (``optime``) and its slots' positions (``slots``)."""
 
     def delete_cluster(self, *, timeout_s: float) -> None:
         """Delete every key under the scope (``raftpgctl remove``): the operator starts the cluster afresh."""

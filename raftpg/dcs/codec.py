@@ -51,6 +51,7 @@ from raftpg.dcs.documents import (
     read_member,
     read_name,
     read_optime,
+    read_slot_positions,
     read_sync,
     read_sysid,
 )
@@ -84,6 +85,11 @@ def failover_document(request: Failover) -> dict[str, Any]:
 def history_document(entries: tuple[HistoryEntry, ...]) -> list[list[Any]]:
     """Patroni's rows: ``[timeline, lsn, reason, timestamp, new_leader]``."""
     return [[e.timeline, e.lsn, e.reason, e.timestamp, e.new_leader] for e in entries]
+
+
+def status_document(last_lsn: int, slots: Mapping[str, int] | None) -> dict[str, Any]:
+    """Patroni's shape: ``optime`` (the primary's WAL position) and ``slots`` (its slots' positions)."""
+    return {"optime": last_lsn, **({"slots": dict(sorted(slots.items()))} if slots else {})}
 
 
 def sync_document(leader: str | None, standbys: tuple[str, ...]) -> dict[str, Any]:
@@ -152,6 +158,7 @@ class ClusterReader:
             sync=_noted(problems, keys.SYNC, read_sync(*sync)) if sync else None,
             history=_noted(problems, keys.HISTORY, read_history(history[0])) if history else (),
             last_lsn=self._optime(status, problems),
+            slot_positions=_noted(problems, keys.STATUS, read_slot_positions(status[0])) if status else (),
             revision=revision,
         )
 
@@ -230,8 +237,8 @@ class ClusterReader:
 
 
 def _note(problems: dict[str, str], key: str, trouble: tuple[str, ...]) -> None:
-    if trouble:
-        problems[key] = "; ".join(trouble)
+    if trouble:  # after what an earlier reader of the same key found (the status key has two)
+        problems[key] = "; ".join((problems[key], *trouble) if key in problems else trouble)
 
 
 def _noted(problems: dict[str, str], key: str, result: tuple[Any, tuple[str, ...]]) -> Any:
@@ -244,5 +251,5 @@ def cluster_from_documents(documents: Mapping[str, tuple[Any, int]], revision: i
     return ClusterReader().read(documents, revision)
 
 
-__all__ = ["UNREADABLE", "ClusterReader", "cluster_from_documents", "member_document", "read_config",
+__all__ = ["UNREADABLE", "ClusterReader", "cluster_from_documents", "member_document", "read_config", "status_document",
            "sync_document", "sync_from_document"]

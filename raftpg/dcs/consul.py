@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -54,6 +55,7 @@ from raftpg.dcs.codec import (
     failover_document,
     history_document,
     member_document,
+    status_document,
     sync_document,
     sync_from_document,
 )
@@ -359,8 +361,8 @@ class ConsulDcs:
         self._put(self._key(keys.HISTORY), _dumps(history_document(entries)), self._deadline(timeout_s), "write history",
                   idempotent=True)
 
-    def set_status(self, last_lsn: int, *, timeout_s: float) -> None:
-        self._put(self._key(keys.STATUS), _dumps({"optime": last_lsn}), self._deadline(timeout_s),
+    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None, *, timeout_s: float) -> None:
+        self._put(self._key(keys.STATUS), _dumps(status_document(last_lsn, slots)), self._deadline(timeout_s),
                   "write status", idempotent=True)
 
     def close(self) -> None:

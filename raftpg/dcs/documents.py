@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from raftpg.model import Failover, HistoryEntry, Member, SyncState, Tags
+from raftpg.model.slots import SLOT_NAME
 from raftpg.model.values import bounded_int, json_kind, parse_flag
 
 MAX_DOCUMENT_CHARS = 1 << 20
@@ -345,6 +346,27 @@ def read_optime(raw: Any) -> tuple[int | None, tuple[str, ...]]:
     return optime, tuple(f.problems)
 
 
+def read_slot_positions(raw: Any) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
+    """The status key's ``slots``: the primary's replication slots and their positions (Patroni's shape,
+    ``{"name": lsn}``), which the replicas copy. Bad entries are left out."""
+    try:
+        data = load_object(raw).get("slots")
+    except Unreadable:
+        return (), ()  # read_optime reports an unreadable status document
+    if data is None:
+        return (), ()
+    if not isinstance(data, dict):
+        return (), (f"slots: must be a JSON object, got {json_kind(data)}",)
+    f = Fields(data, "slots.")
+    found = []
+    for name in sorted(k for k in data if isinstance(k, str)):
+        if not SLOT_NAME.fullmatch(name):
+            f.problem(f"{name[:40]!r}", "not a replication slot name")
+        elif (lsn := f.integer(name, 0, LSN_MAX)) is not None:
+            found.append((name, lsn))
+    return tuple(found), tuple(f.problems)
+
+
 def read_history(raw: Any) -> tuple[tuple[HistoryEntry, ...], tuple[str, ...]]:
     """The history key: [timeline, lsn, reason, timestamp, new_leader] rows. Bad rows are left out."""
     try:
@@ -379,5 +401,5 @@ def _history_row(row: Any) -> tuple[HistoryEntry | None, str | None]:
 
 __all__ = [
     "UNREADABLE", "Unreadable", "as_text", "load_json", "load_object", "name_problem", "read_failover",
-    "read_history", "read_member", "read_name", "read_optime", "read_sync", "read_sysid", "shown_name",
+    "read_history", "read_member", "read_name", "read_optime", "read_slot_positions", "read_sync", "read_sysid", "shown_name",
 ]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from raftpg.clock import Clock, SystemClock
@@ -44,6 +45,7 @@ from raftpg.dcs.codec import (
     failover_document,
     history_document,
     member_document,
+    status_document,
     sync_document,
     sync_from_document,
 )
@@ -358,8 +360,8 @@ class EtcdDcs:
     def set_history(self, entries: tuple[HistoryEntry, ...], *, timeout_s: float) -> None:
         self._put_plain(keys.HISTORY, _dumps(history_document(entries)), timeout_s, "write history")
 
-    def set_status(self, last_lsn: int, *, timeout_s: float) -> None:
-        self._put_plain(keys.STATUS, _dumps({"optime": last_lsn}), timeout_s, "write status")
+    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None, *, timeout_s: float) -> None:
+        self._put_plain(keys.STATUS, _dumps(status_document(last_lsn, slots)), timeout_s, "write status")
 
     def close(self) -> None:
         self.gateway.close()

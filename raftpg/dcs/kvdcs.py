@@ -7,7 +7,7 @@ guarded on the holder's name, so it does not bump the revision (watchers are not
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from raftpg.consensus.api import KvClient, KvError, KvRejected, UnknownOutcome
@@ -18,6 +18,7 @@ from raftpg.dcs.codec import (
     failover_document,
     history_document,
     member_document,
+    status_document,
     sync_document,
     sync_from_document,
 )
@@ -155,8 +156,8 @@ class KvDcs:
         self._call("write history", self.kv.put, self.layout.key(keys.HISTORY), _dumps(history_document(entries)),
                    timeout_s=timeout_s)
 
-    def set_status(self, last_lsn: int, *, timeout_s: float) -> None:
-        self._call("write status", self.kv.put, self.layout.key(keys.STATUS), _dumps({"optime": last_lsn}),
+    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None, *, timeout_s: float) -> None:
+        self._call("write status", self.kv.put, self.layout.key(keys.STATUS), _dumps(status_document(last_lsn, slots)),
                    timeout_s=timeout_s)
 
     def close(self) -> None:

@@ -200,6 +200,18 @@ class ReloadPostgres:
 
 
 @dataclass(frozen=True)
+class FollowSlots:
+    """On a replica: copies of the primary's published slots (``positions``: slot name and position),
+    advanced to those positions; those of ``members`` are kept ``retain_s`` once no longer published, the
+    others dropped at once. See raftpg.ha.slots."""
+
+    positions: tuple[tuple[str, int], ...]
+    members: tuple[str, ...] = ()
+    retain_s: int = 0
+    retry_soon: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     retry_soon: ClassVar[bool] = True
 
@@ -248,9 +260,11 @@ class RecordPromotion:
 
 @dataclass(frozen=True)
 class PublishPosition:
-    """Store the primary's WAL position in the status key (the reference for maximum_lag_on_failover)."""
+    """Store the primary's WAL position in the status key (the reference for maximum_lag_on_failover),
+    with its slots' positions (``slots``, which the replicas copy: raftpg.ha.slots)."""
 
     lsn: int
+    slots: tuple[tuple[str, int], ...] = ()
     retry_soon: ClassVar[bool] = True
 
 
@@ -300,7 +314,7 @@ Action = (
     RaceInitialize | Initdb | PostBootstrap | RegisterCluster | CancelInitialize | FinishBootstrap | AdoptExistingData
     | AcquireLeaderKey | RenewLeaderKey | ReleaseLeaderKey | HandOverLeaderKey | Promote | StartPrimary
     | StartReplica | CheckReachable | Rewind | FollowLeader | CloneFrom | MoveDataAside | RecordRepair
-    | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | SetSynchronousStandbys
+    | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | FollowSlots | SetSynchronousStandbys
     | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | StoreInitialConfig
     | ApplyClusterConfig | ClearDetachedMarker | Refuse | Fence
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from raftpg.ha.actions import Action, ApplyClusterConfig, ClearDetachedMarker, StoreInitialConfig
 from raftpg.ha.inputs import Inputs
+from raftpg.ha.slots import replica_slots
 
 
 def chores(i: Inputs) -> tuple[Action, ...]:
@@ -24,4 +25,7 @@ def chores(i: Inputs) -> tuple[Action, ...]:
             and view.leader.name == i.me.name
         if fenced or local.postmaster_pid is None:
             found.append(ClearDetachedMarker(view.config_revision))
+    follow = replica_slots(view, local, i.me.name) if local is not None else None
+    if follow is not None:
+        found.append(follow)
     return tuple(found)

@@ -22,7 +22,6 @@ from raftpg.ha.actions import (
     ClearFailoverKey,
     CloneFrom,
     Decision,
-    EnsureSlots,
     Fence,
     FinishBootstrap,
     FollowLeader,
@@ -48,6 +47,7 @@ from raftpg.ha.actions import (
 )
 from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs
 from raftpg.ha.rejoin import rejoin, repair, stalled_for
+from raftpg.ha.slots import primary_slots, published
 from raftpg.ha.sync import plan_sync
 from raftpg.model import ClusterView, DataDir, Failover, Member
 from raftpg.model.cluster import health_key
@@ -281,9 +281,9 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
     if view.paused:
         return Decision(tuple(actions) + _operator_requests(i), f"paused: I am {me}, the primary with the lock")
     if local.lsn is not None:
-        actions.append(PublishPosition(local.lsn))
+        actions.append(PublishPosition(local.lsn, published(local, me)))
     if view.config.use_slots:
-        actions.append(_slots(view, me))
+        actions.append(primary_slots(view, me))
     sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn)
     actions.extend(sync_actions)
     actions.extend(_operator_requests(i))
@@ -407,17 +407,11 @@ def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -
         actions.append(SetSynchronousStandbys("*"))  # no write is acknowledged unsynchronised meanwhile
     actions.append(Promote())
     if view.config.use_slots:  # the replicas that will follow need their slots before they reconnect
-        actions.append(_slots(view, i.me.name))
+        actions.append(primary_slots(view, i.me.name))
     actions.append(RecordPromotion(reason))
     if view.failover:
         actions.append(ClearFailoverKey(view.failover.revision, "done"))
     return Decision(tuple(actions), reason)
-
-
-def _slots(view: ClusterView, me: str) -> EnsureSlots:
-    """A slot per other data member and the permanent ones; an absent member's is kept member_slots_ttl."""
-    return EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != me)), view.config.permanent_slots,
-                       view.config.member_slots_ttl_s)
 
 
 # ------------------------------------------------------------------------------------- invariants

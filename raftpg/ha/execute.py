@@ -138,8 +138,8 @@ class Executor:
                 dcs.set_failover(None, revision, timeout_s=budget_s)
             case act.WriteSyncKey(standbys=standbys, expected_revision=revision):
                 return dcs.set_sync(name, standbys, revision, timeout_s=budget_s) is not None
-            case act.PublishPosition(lsn=lsn):
-                dcs.set_status(lsn, timeout_s=budget_s)
+            case act.PublishPosition(lsn=lsn, slots=slots):
+                dcs.set_status(lsn, dict(slots), timeout_s=budget_s)
             case act.RecordPromotion(reason=reason):
                 state = self._pg(pg).observe()
                 assert i.view is not None
@@ -211,6 +211,9 @@ class Executor:
                 # a logical slot that cannot be made (wal_level, a missing database or plugin) is logged
                 # there and never fails the action: the physical slots and what follows must not wait on it
                 self._pg(pg).ensure_logical_slots(tuple(s for s in permanent if s.logical and s.name not in physical))
+            case act.FollowSlots(positions=positions, members=members, retain_s=retain_s):
+                self._pg(pg).ensure_slots({name for name, _ in positions}, frozenset(members), retain_s)
+                self._pg(pg).advance_slots(dict(positions))
             case act.SetSynchronousStandbys(value=value):
                 self._pg(pg).set_synchronous_standby_names(value)
             case act.Refuse(reason=reason):

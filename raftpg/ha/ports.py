@@ -9,7 +9,7 @@ not use (``Postgres`` says whether it was ready, or what changed); connection UR
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from raftpg.model import DynamicConfig, LocalState, PermanentSlot
@@ -59,6 +59,9 @@ class PostgresPort(Protocol):
     def ensure_slots(self, names: set[str], members: frozenset[str] = frozenset(), retain_s: float = 0.0) -> object:
         """The physical slots ``names`` exist; those raftpg made and no longer wanted are dropped, except a
         member's slot (among ``members``) for ``retain_s`` after it was last wanted."""
+
+    def advance_slots(self, positions: Mapping[str, int]) -> object:
+        """Move each named slot forward to its position (on a replica: never past what it replayed)."""
 
     def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> object:
         """The logical ``slots`` exist (created where missing); those raftpg made and no longer wanted are

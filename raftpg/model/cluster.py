@@ -235,6 +235,8 @@ class ClusterView:
     sync: SyncState | None = None
     history: tuple[HistoryEntry, ...] = ()
     last_lsn: int | None = None
+    # the primary's replication slots and their positions (the status key's ``slots``), copied by replicas
+    slot_positions: tuple[tuple[str, int], ...] = ()
     revision: int = 0
     # unreadable documents under the scope, one line each ("config: ttl: ...; using ..."): they were
     # read as an invalid member, an absent key or the last good value (raftpg.dcs.codec)

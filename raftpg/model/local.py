@@ -56,6 +56,7 @@ class LocalState:
     bootstrap_unfinished: bool = False     # initdb ran but the cluster was never registered in the DCS
     supervised: bool = False               # the running postmaster is under this agent's fencing supervisor
     fresh_copy: bool = False               # backup_label: a base backup (a clone) never started yet
+    slots: tuple[tuple[str, int], ...] = ()  # on a primary: the physical slots raftpg made, and restart_lsn
 
     @property
     def is_primary(self) -> bool:

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from raftpg.clock import Clock, SystemClock
@@ -41,7 +41,7 @@ from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.process import PostmasterProcess, adopt_running, kill_orphans, signal_postmaster, stop_foreign
 from raftpg.pg.settings import PgSettings
-from raftpg.pg.slots import ensure_logical_slots, ensure_slots
+from raftpg.pg.slots import advance_slots, ensure_logical_slots, ensure_slots
 from raftpg.pg.tools import Deadline, PgError
 
 log = logging.getLogger(__name__)
@@ -109,12 +109,11 @@ class Postgres:
         the DCS: rewrite the files and reload if this member's settings change. True if they did."""
         if self._settings_for is None:
             return False
-        settings = self._settings_for(config)
-        self._cluster_config = config
-        if settings == self.settings:
-            return False
-        self.reload(settings)
-        return True
+        settings, self._cluster_config = self._settings_for(config), config
+        changed = settings != self.settings
+        if changed:
+            self.reload(settings)
+        return changed
 
     def reconfigure(self, settings_for: Callable[[DynamicConfig | None], PgSettings]) -> None:
         """SIGHUP: the node's config file changed; settings follow it (and the last cluster-wide config)."""
@@ -361,14 +360,16 @@ class Postgres:
                 raise PgError(f"{sql % params} is not {value!r} after {timeout_s:g}s")
             self.clock.sleep(0.02)
 
-    def ensure_slots(self, names: set[str], members: frozenset[str] = frozenset(), retain_s: float = 0.0,
-                     timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
-        # (created, dropped): see raftpg.pg.slots
-        return ensure_slots(self.settings, names, timeout_s, members=members, retain_s=retain_s,
-                            now=self.clock.wall())
+    # replication slots (raftpg.pg.slots): ensure_* return (created, dropped), advance_slots the advanced
+    def ensure_slots(self, names: set[str], members: frozenset[str] = frozenset(),
+                     retain_s: float = 0.0) -> tuple[set[str], set[str]]:
+        return ensure_slots(self.settings, names, members=members, retain_s=retain_s, now=self.clock.wall())
 
-    def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...], timeout_s: float = 10.0) -> tuple[set[str], set[str]]:
-        return ensure_logical_slots(self.settings, slots, timeout_s)
+    def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> tuple[set[str], set[str]]:
+        return ensure_logical_slots(self.settings, slots)
+
+    def advance_slots(self, positions: Mapping[str, int]) -> set[str]:
+        return advance_slots(self.settings, positions)
 
     # --- the data directory ---------------------------------------------------------------------------
 

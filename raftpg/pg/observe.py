@@ -31,6 +31,7 @@ from raftpg.pg.connection import connect
 from raftpg.pg.controldata import ControlData, data_dir_state
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.settings import PgSettings
+from raftpg.pg.slots import read_record
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ SELECT pg_is_in_recovery(), current_setting('server_version_num')::int,
        current_setting('synchronous_standby_names'),
        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)
 """
-_PRIMARY = "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())"
+_PRIMARY = """
+SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn()),
+       (SELECT json_object_agg(slot_name, restart_lsn::text) FROM pg_replication_slots
+        WHERE slot_type = 'physical' AND NOT temporary AND restart_lsn IS NOT NULL)
+"""
 _REPLICA = """
 SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
        r.status, r.received_tli, r.sender_host, r.sender_port
@@ -89,7 +94,7 @@ class Observer:
             for attempt in (1, 2):  # a kept connection may have died with a restart: one fresh try
                 try:
                     conn = self._connection(postmaster.pid, timeout_s)
-                    return _from_server(local, conn, control)
+                    return _from_server(local, conn, control, data_dir)
                 except psycopg.Error as e:
                     self._drop()
                     if attempt == 2:
@@ -184,7 +189,8 @@ def _newest(*timelines: int | None) -> int | None:
     return max(known) if known else None
 
 
-def _from_server(local: LocalState, conn: psycopg.Connection, control: ControlData | None) -> LocalState:
+def _from_server(local: LocalState, conn: psycopg.Connection, control: ControlData | None,
+                 data_dir: str) -> LocalState:
     in_recovery, version, sync_names, pending = _one(conn, _COMMON)
     local = replace(
         local, running=True, in_recovery=in_recovery, server_version=version,
@@ -192,8 +198,10 @@ def _from_server(local: LocalState, conn: psycopg.Connection, control: ControlDa
         replication=tuple(_replication_row(r) for r in conn.execute(_REPLICATION).fetchall()),
     )
     if not in_recovery:
-        lsn, walfile = _one(conn, _PRIMARY)
-        return replace(local, lsn=parse_lsn(lsn), timeline=int(walfile[:8], 16))
+        lsn, walfile, slots = _one(conn, _PRIMARY)
+        made = read_record(data_dir) if slots else set()  # the slots raftpg made: published for replicas
+        return replace(local, lsn=parse_lsn(lsn), timeline=int(walfile[:8], 16),
+                       slots=tuple(sorted((name, parse_lsn(at)) for name, at in (slots or {}).items() if name in made)))
     receive, replay, status, received_tli, sender_host, sender_port = _one(conn, _REPLICA)
     receive_lsn = parse_lsn(receive) if receive else None
     replay_lsn = parse_lsn(replay) if replay else None

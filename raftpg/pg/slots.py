@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
 from raftpg.model import PermanentSlot
+from raftpg.model.lsn import format_lsn, parse_lsn
 from raftpg.model.slots import slot_name_for
 from raftpg.pg.conf import write_atomic
 from raftpg.pg.connection import query
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 RECORD = "raftpg.slots"
 LOGICAL_RECORD = "raftpg.logical-slots"
 
-__all__ = ["LOGICAL_RECORD", "RECORD", "ensure_logical_slots", "ensure_slots", "read_record", "slot_name_for"]
+__all__ = ["LOGICAL_RECORD", "RECORD", "advance_slots", "ensure_logical_slots", "ensure_slots", "read_record", "slot_name_for"]
 
 
 def read_record(data_dir: str, record: str = RECORD) -> set[str]:
@@ -58,7 +60,7 @@ def ensure_slots(settings: PgSettings, names: set[str], timeout_s: float = 10.0,
 
     ``members`` (among ``names``) are members' slots: once one is no longer wanted (its member's key is
     gone) it is kept ``retain_s`` seconds after it was last wanted (``member_slots_ttl``; ``now`` is the
-    wall clock), so that a member back from maintenance finds its WAL. Returns (created, dropped). A slot
+    wall clock, recorded to the minute), so that a member back from maintenance finds its WAL. Returns (created, dropped). A slot
     that cannot be dropped because it became active is kept (and logged).
     """
     for name in names:
@@ -78,7 +80,7 @@ def ensure_slots(settings: PgSettings, names: set[str], timeout_s: float = 10.0,
         if active[name]:
             log.info("replication slot %s is no longer wanted but still active: kept for now", name)
             continue
-        if wanted_at is not None and now - wanted_at < retain_s:
+        if wanted_at is not None and retain_s > 0 and now - wanted_at < retain_s:
             continue  # an absent member's slot, within member_slots_ttl
         try:
             query(settings, "SELECT pg_drop_replication_slot(%s)", (name,), timeout_s=timeout_s)
@@ -89,10 +91,34 @@ def ensure_slots(settings: PgSettings, names: set[str], timeout_s: float = 10.0,
         except PgError as e:
             log.warning("could not drop replication slot %s: %s", name, e)
     keep = {name: recorded[name] for name in set(recorded) & set(active) - dropped - names}
-    keep.update({name: now if name in members else None for name in names})
+    minute = now // 60 * 60  # to the minute: the record is rewritten once a minute, not every cycle
+    keep.update({name: minute if name in members else None for name in names})
     write_atomic(os.path.join(settings.data_dir, RECORD),
                  "".join(f"{n}\n" if keep[n] is None else f"{n} {keep[n]:.0f}\n" for n in sorted(keep)))
     return created, dropped
+
+
+def advance_slots(settings: PgSettings, positions: Mapping[str, int], timeout_s: float = 10.0) -> set[str]:
+    """Move each named physical slot forward to its position (``pg_replication_slot_advance``; on a
+    standby PostgreSQL stops at what it has replayed); never backwards. Returns the slots advanced. One
+    slot that cannot be advanced is logged and the others go on."""
+    if not positions:
+        return set()
+    rows = query(settings, "SELECT slot_name, restart_lsn::text FROM pg_replication_slots "
+                           "WHERE slot_type = 'physical' AND NOT temporary AND restart_lsn IS NOT NULL",
+                 timeout_s=timeout_s)
+    advanced = set()
+    for name, at in rows:
+        target = positions.get(str(name))
+        if target is None or target <= parse_lsn(str(at)):
+            continue
+        try:
+            query(settings, "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (name, format_lsn(target)),
+                  timeout_s=timeout_s)
+            advanced.add(str(name))
+        except PgError as e:
+            _warn_once(str(name), f"cannot be advanced to {format_lsn(target)}: {e}")
+    return advanced
 
 
 _warned: dict[str, str] = {}  # slot name -> the last problem logged for it (each logged once per change)
@@ -101,7 +127,7 @@ _warned: dict[str, str] = {}  # slot name -> the last problem logged for it (eac
 def _warn_once(name: str, problem: str) -> None:
     if _warned.get(name) != problem:
         _warned[name] = problem
-        log.warning("permanent logical slot %s: %s", name, problem)
+        log.warning("replication slot %s: %s", name, problem)
 
 
 def ensure_logical_slots(settings: PgSettings, slots: tuple[PermanentSlot, ...],

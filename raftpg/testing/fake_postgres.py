@@ -42,7 +42,7 @@ cascading timeline switches' subtleties, wal_keep_size, archive recovery, pg_rew
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from raftpg.clock import Clock
 from raftpg.model import DataDir, DynamicConfig, LocalState, PermanentSlot, ReplicationRow
@@ -76,6 +76,7 @@ class FakePostgres:
         self.synchronous_standby_names = ""
         self.slots: set[str] = set()           # physical slots on this (primary's) data directory
         self.slot_wanted: dict[str, float] = {}  # a member's slot -> when last wanted (member_slots_ttl)
+        self.slot_positions: dict[str, int] = {}  # a slot's position, as advanced (on a replica)
         self.logical_slots: dict[str, tuple[str | None, str | None]] = {}  # name -> (database, plugin)
         self.slot_name: str | None = None      # this replica's primary_slot_name
         self.bootstrap_unfinished = False      # initdb ran, the cluster is not registered yet
@@ -235,7 +236,8 @@ class FakePostgres:
             cluster_state=self.cluster_state, postmaster_pid=self.pid if self.running else None,
             postmaster_status=pm_status, standby_signal=bool(self.running and self.in_recovery),
             server_version=170000, bootstrap_unfinished=self.bootstrap_unfinished,
-            supervised=self.running, fresh_copy=self.fresh_copy,
+            supervised=self.running, fresh_copy=self.fresh_copy,  # a primary's slots: its followers are caught up
+            slots=tuple((n, self.lsn or 0) for n in sorted(self.slots)) if self.running and not self.in_recovery else (),
         )
 
     def bootstrap(self, fence_deadline: float | None = None) -> str:
@@ -395,14 +397,16 @@ class FakePostgres:
         return kept
 
     def ensure_slots(self, names: set[str], members: frozenset[str] = frozenset(), retain_s: float = 0.0) -> None:
-        self.apply_fence()
+        self.apply_fence()  # on a primary, and (copies of its slots) on a replica
         self._query()
-        if not self.is_primary:
-            raise PgError(f"{self.name}: replication slots are managed on the primary")
         now = self.clock.wall()
         self.slot_wanted = {n: at for n, at in self.slot_wanted.items() if n in self.slots and now - at < retain_s}
         self.slot_wanted.update({n: now for n in members})
         self.slots = set(names) | set(self.slot_wanted)
+
+    def advance_slots(self, positions: Mapping[str, int]) -> None:
+        self._query()
+        self.slot_positions.update({n: at for n, at in positions.items() if n in self.slots})
 
     def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> None:
         self.apply_fence()

@@ -200,7 +200,10 @@ def test_history_and_status(backend: Backend) -> None:
     view = dcs.load(timeout_s=T)
     (entry,) = view.history
     assert (entry.timeline, entry.lsn, entry.new_leader) == (1, 50331648, "n2")
-    assert view.last_lsn == 67108864
+    assert view.last_lsn == 67108864 and view.slot_positions == ()
+    dcs.set_status(67108865, {"n2": 67108000, "n1": 67108865}, timeout_s=T)  # the primary's slots, and itself
+    view = dcs.load(timeout_s=T)
+    assert view.last_lsn == 67108865 and view.slot_positions == (("n1", 67108865), ("n2", 67108000))
 
 
 def test_delete_cluster_removes_every_key_of_the_scope_and_no_other(backend: Backend) -> None:

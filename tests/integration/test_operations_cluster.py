@@ -20,6 +20,8 @@ from cluster_fixtures import sql, try_sql, wait_primary, wait_streaming
 from test_ha_cluster import Writer, _setup_table
 
 from raftpg.cli.local_cluster import free_ports
+from raftpg.model.lsn import parse_lsn
+from raftpg.model.slots import slot_name_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -246,6 +248,33 @@ def test_permanent_slots_follow_the_primary_through_a_switchover(cluster3):
     ctl(cluster3, old, "switchover", "--leader", old, "--candidate", candidate, "--force")
     assert wait_primary(cluster3, 60, exclude=old) == candidate
     cluster3.wait_for(lambda: has_slot(candidate), 30, "the permanent slot on the new primary")
+
+
+def test_replicas_keep_advancing_copies_of_the_primarys_slots_through_a_switchover(cluster3):
+    """Slots on replicas (Patroni 4's rule): each replica keeps a copy of every member slot the primary
+    publishes, the old primary's included, so the new primary has its slot before the switchover; and the
+    former primary keeps copies too, and every slot on it moves past the switchover (none holds its WAL)."""
+    old = cluster3.primary()
+    names = sorted(cluster3.nodes)
+
+    def slots(name: str) -> dict[str, int]:
+        rows = try_sql(cluster3, name, "SELECT slot_name, restart_lsn::text FROM pg_replication_slots "
+                                       "WHERE slot_type = 'physical' AND restart_lsn IS NOT NULL") or []
+        return {str(slot): parse_lsn(str(at)) for slot, at in rows}
+
+    def has_copies(name: str) -> bool:
+        return set(slots(name)) >= {slot_name_for(n) for n in names if n != name}
+
+    for replica in set(names) - {old}:
+        cluster3.wait_for(lambda r=replica: has_copies(r), 60, f"copies of the member slots on {replica}")
+    candidate = sorted(set(names) - {old})[0]
+    assert slot_name_for(old) in slots(candidate), "the new primary has the old one's slot beforehand"
+    ctl(cluster3, old, "switchover", "--leader", old, "--candidate", candidate, "--force")
+    assert wait_primary(cluster3, 60, exclude=old) == candidate
+    sql(cluster3, candidate, "SELECT pg_switch_wal()")
+    after = int(sql(cluster3, candidate, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")[0][0])
+    cluster3.wait_for(lambda: has_copies(old) and min(slots(old).values()) >= after, 60,
+                      f"every slot on the former primary {old} moved past the switchover")
 
 
 def test_remove_on_a_running_cluster_registers_the_same_data_again(cluster3):

@@ -23,6 +23,7 @@ import pytest
 
 from raftpg.clock import SystemClock
 from raftpg.model import DataDir, PermanentSlot
+from raftpg.model.lsn import parse_lsn
 from raftpg.pg import Credentials, PgError, PgSettings, Postgres, conninfo_for
 from raftpg.pg.pidfile import postgres_alive, read_pidfile
 from raftpg.pg.process import orphans, supervisor_argv, wait_pid_gone
@@ -185,6 +186,7 @@ def test_clone_stream_promote_rewind_follow(run_as_postgres, pg_tmp: Path) -> No
         n1, n2 = Postgres(s1), Postgres(s2)
         try:
             _clone_and_stream(n1, n2, s1, s2)
+            _slot_copies_on_the_replica(n1, n2)
             _promote_and_rewind(n1, n2, s1, s2)
         finally:
             for pg in (n1, n2):
@@ -224,6 +226,33 @@ def _clone_and_stream(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettings
     assert n1.observe().synchronous_standby_names == "n2"
     poll(lambda: n1.observe().replication[0].sync_state == "sync", what="n2 synchronous")
     n1.set_synchronous_standby_names("")
+
+
+def _slot_copies_on_the_replica(n1: Postgres, n2: Postgres) -> None:
+    """What the primary publishes (its slots' positions) and what a replica does with it: copies of the
+    slots, made on the standby and moved forward to the published positions, never past its replay
+    position and never backwards (raftpg.ha.slots)."""
+    published = dict(n1.observe().slots)
+    assert set(published) == {"n2"} and published["n2"] > 0, published
+
+    def restart_lsns() -> dict[str, int]:
+        rows = n2.query("SELECT slot_name, restart_lsn::text FROM pg_replication_slots")
+        return {str(name): parse_lsn(str(at)) for name, at in rows}
+
+    assert n2.ensure_slots({"n3", "keep"}, frozenset({"n3"}), 600) == ({"n3", "keep"}, set())
+    n1.query("INSERT INTO t VALUES ('moves the primary on')")
+    n1.query("SELECT pg_switch_wal()")
+    target = n1.observe().lsn
+    assert target is not None
+    poll(lambda: (n2.observe().replay_lsn or 0) >= target, what="n2 replayed up to the target")
+    assert restart_lsns()["n3"] < target
+    assert n2.advance_slots({"n3": target, "other": target}) == {"n3"}
+    assert restart_lsns()["n3"] == target
+    assert n2.advance_slots({"n3": target - 8}) == set(), "never backwards"
+    far = target + 10**9  # past what n2 has replayed: PostgreSQL stops at the replay position
+    assert n2.advance_slots({"keep": far}) == {"keep"}
+    assert target <= restart_lsns()["keep"] <= (n2.observe().replay_lsn or 0) < far
+    assert n2.ensure_slots(set()) == (set(), {"n3", "keep"})
 
 
 def _promote_and_rewind(n1: Postgres, n2: Postgres, s1: PgSettings, s2: PgSettings) -> None:

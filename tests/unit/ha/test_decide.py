@@ -159,7 +159,7 @@ CASES = [
     # ---------------------------------------------------------------- a running primary
     Case("healthy primary with the lock renews and publishes, never promotes",
          inputs(ME_PRIMARY_VIEW, running_primary(), lease=NOW + 20),
-         then=(act.RenewLeaderKey, act.PublishPosition(LSN), act.EnsureSlots(("n1", "n3"), retain_s=1800)),
+         then=(act.RenewLeaderKey, act.PublishPosition(LSN, ((ME, LSN),)), act.EnsureSlots(("n1", "n3"), retain_s=1800)),
          never=(act.Promote, act.StopPostgres, act.AcquireLeaderKey)),
     Case("the primary keeps an absent member's slot for member_slots_ttl (Patroni 4's default: 30min)",
          inputs(view(leader=ME, members=(member(ME, role="primary", state="running"), REPLICA_N3),

@@ -249,3 +249,33 @@ def test_the_repair_ladders_reclone_in_the_background_ends_with_a_streaming_repl
     assert run(5, lambda: not replica.streaming)
     assert run(120, lambda: replica.streaming and replica.stuck is None), "the re-clone did not end streaming"
     assert len(replica.kept_data_dirs) == 1, replica.kept_data_dirs  # one re-clone, not one per cycle
+
+
+def test_a_replica_keeps_copies_of_the_slots_the_primary_publishes_and_moves_them_forward() -> None:
+    """The primary publishes its slots' positions and its own position in the status key; a replica keeps
+    a copy of each (but its own), advanced to those positions (the wiring: chores, executor, status key;
+    what the copies hold on real PostgreSQL is tested in test_pg and the cluster tests)."""
+    clock, network, dcs, loops = primary_and_background_copier(SHORT)
+    primary: FakePostgres = loops["n1"].pg  # type: ignore[assignment]
+    replica: FakePostgres = loops["n2"].pg  # type: ignore[assignment]
+    for _ in range(30):
+        for name in ("n1", "n2"):
+            loops[name].cycle()
+            job = loops[name].executor.clone_job
+            if job is not None:
+                assert job.wait(5)
+        network.step()
+        clock.advance(1)
+        if replica.streaming and "n1" in replica.slots:
+            break
+    assert primary.slots == {"n2"} and replica.slots == {"n1"}
+    status = dict(dcs.load(timeout_s=1).slot_positions)
+    assert status == {"n1": primary.lsn, "n2": primary.lsn}
+    assert replica.slot_positions == {"n1": primary.lsn}, "the copy is advanced to the published position"
+    primary.wal.append(network.new_record())
+    for _ in range(2):
+        for name in ("n1", "n2"):
+            loops[name].cycle()
+        network.step()
+        clock.advance(1)
+    assert replica.slot_positions == {"n1": primary.lsn}

@@ -1,0 +1,47 @@
+"""Replication slots, chosen purely (beside ``decide``).
+
+On the primary: a physical slot per other data member and the dynamic config's permanent slots; an
+absent member's slot is kept ``member_slots_ttl``. Their positions are published in the status key, with
+the primary's own WAL position under its own slot name (Patroni 4's shape).
+
+On a replica: a copy of each published slot, advanced to the published position (never past what the
+replica has replayed; PostgreSQL caps it). Whichever replica is promoted then already holds the WAL its
+followers, the old primary and the permanent slots' consumers still need, instead of making their slots
+afresh at its own position. A slot that is no longer published is dropped (a member's after
+``member_slots_ttl``), so a replica never keeps WAL for a slot nobody advances; with ``member_slots_ttl:
+0`` replicas copy only the permanent physical slots, as Patroni does.
+"""
+
+from __future__ import annotations
+
+from raftpg.ha.actions import EnsureSlots, FollowSlots
+from raftpg.model import ClusterView, LocalState
+from raftpg.model.slots import slot_name_for
+
+
+def primary_slots(view: ClusterView, me: str) -> EnsureSlots:
+    """A slot per other data member and the permanent ones; an absent member's is kept member_slots_ttl."""
+    return EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != me)),
+                       view.config.permanent_slots, view.config.member_slots_ttl_s)
+
+
+def published(local: LocalState, me: str) -> tuple[tuple[str, int], ...]:
+    """What the primary publishes: its slots' positions, and its own position under its own slot name (the
+    replicas' copy of that slot is the one the old primary uses once it follows a new one)."""
+    if local.lsn is None:
+        return local.slots
+    return tuple(sorted({**dict(local.slots), slot_name_for(me): local.lsn}.items()))
+
+
+def replica_slots(view: ClusterView, local: LocalState, me: str) -> FollowSlots | None:
+    """The published slots this running replica keeps a copy of, or None when it keeps none (slots off,
+    paused, no primary to follow, or not a replica)."""
+    if not view.config.use_slots or view.paused or view.leader is None or view.leader.name == me \
+            or not (local.running and local.is_replica):
+        return None
+    permanent = {slot.name for slot in view.config.permanent_slots if not slot.logical}
+    mine = slot_name_for(me)
+    positions = tuple((name, lsn) for name, lsn in view.slot_positions
+                      if name != mine and (name in permanent or view.config.member_slots_ttl_s > 0))
+    return FollowSlots(positions, tuple(name for name, _ in positions if name not in permanent),
+                       view.config.member_slots_ttl_s)

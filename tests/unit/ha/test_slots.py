@@ -1,0 +1,66 @@
+"""raftpg.ha.slots by table: what the primary publishes and which copies a replica keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from raftpg.ha.actions import FollowSlots
+from raftpg.ha.chores import chores
+from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
+from raftpg.ha.slots import published, replica_slots
+from raftpg.model import ClusterView, DataDir, DynamicConfig, Leader, LocalState, Member
+
+LSN = 0x5000000
+PUBLISHED = (("n1", LSN), ("n2", LSN - 100), ("n3", LSN - 200), ("perm", LSN - 300))
+
+
+def view(leader: str | None = "n1", **config: Any) -> ClusterView:
+    raw = {"slots": {"perm": {"type": "physical"}, "cdc": {"type": "logical", "database": "d", "plugin": "p"}},
+           **config}
+    members = tuple(Member(name=n, role="primary" if n == leader else "replica", state="running", lsn=LSN,
+                           api_url=f"http://{n}:8008/patroni", conn_url=f"postgresql://{n}:5432/postgres")
+                    for n in ("n1", "n2", "n3"))
+    return ClusterView(initialize="7", config=DynamicConfig.from_dict(raw), config_revision=3,
+                       leader=Leader(leader, 5) if leader else None, members=members, slot_positions=PUBLISHED,
+                       revision=10)
+
+
+REPLICA = LocalState(data_dir=DataDir.INITIALIZED, running=True, in_recovery=True, lsn=LSN, streaming=True)
+PRIMARY = LocalState(data_dir=DataDir.INITIALIZED, running=True, in_recovery=False, lsn=LSN,
+                     slots=(("n2", LSN - 100), ("n3", LSN - 200)))
+
+
+def test_the_primary_publishes_its_slots_and_its_own_position_under_its_own_slot_name() -> None:
+    assert published(PRIMARY, "N-1") == (("n2", LSN - 100), ("n3", LSN - 200), ("n_1", LSN))
+    assert published(LocalState(slots=(("n2", 5),)), "n1") == (("n2", 5),), "no position: only the slots"
+
+
+CASES: list[tuple[str, ClusterView, LocalState, FollowSlots | None]] = [
+    ("a streaming replica copies every published slot but its own (the leader's included)",
+     view(), REPLICA, FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800)),
+    ("member_slots_ttl: 0 -> only the permanent physical slots, as in Patroni",
+     view(member_slots_ttl=0), REPLICA, FollowSlots((("perm", LSN - 300),), (), 0)),
+    ("a replica that does not stream (yet) keeps them too", view(), LocalState(
+        data_dir=DataDir.INITIALIZED, running=True, in_recovery=True, lsn=LSN),
+     FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800)),
+    ("use_slots off: none", view(postgresql={"use_slots": False}), REPLICA, None),
+    ("paused: raftpg changes nothing", view(pause=True), REPLICA, None),
+    ("no leader: nothing to follow", view(leader=None), REPLICA, None),
+    ("I hold the key: the primary's slots are EnsureSlots'", view(leader="n2"), REPLICA, None),
+    ("not running", view(), LocalState(data_dir=DataDir.INITIALIZED), None),
+    ("a primary without the key is not a replica", view(), PRIMARY, None),
+]
+
+
+@pytest.mark.parametrize(("what", "cluster", "local", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_which_slot_copies_a_replica_keeps(what: str, cluster: ClusterView, local: LocalState,
+                                          expected: FollowSlots | None) -> None:
+    assert replica_slots(cluster, local, "n2") == expected
+
+
+def test_a_replicas_slot_copies_are_a_chore_never_a_decision() -> None:
+    inputs = Inputs(view=view(), local=REPLICA, me=Me("n2"), lease=LeaseState(), memory=Memory(), now=100.0,
+                    now_wall=1.7e9, demote_margin_s=2.0)
+    assert [a for a in chores(inputs) if isinstance(a, FollowSlots)] == [replica_slots(view(), REPLICA, "n2")]
