@@ -45,6 +45,8 @@ class BootstrapLoop:
             cluster.write_files(cluster.members[last])
 
     def run(self) -> None:
+        if self.cluster.etcd is not None:  # the store outlives the rounds (each wipes raftpg's keys)
+            self.cluster.etcd.start_all()
         deadline = time.monotonic() + self.opts.time_s
         round_no = 0
         while round_no == 0 or time.monotonic() + 30 < deadline:

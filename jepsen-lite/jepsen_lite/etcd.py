@@ -145,4 +145,6 @@ class EtcdMembers:
         """Remove every raftpg key of the run (a new bootstrap)."""
         start = PREFIX.encode()
         end = start[:-1] + bytes([start[-1] + 1])
-        self.call("/v3/kv/deleterange", {"key": b64(start), "range_end": b64(end)})
+        code, answer = self.call("/v3/kv/deleterange", {"key": b64(start), "range_end": b64(end)})
+        if code != 200:  # a round on the old cluster's keys would prove nothing: say so, loudly
+            raise RuntimeError(f"could not delete raftpg's etcd keys (HTTP {code}: {answer!r:.200})")
