@@ -112,6 +112,8 @@ class HaLoop:
         view = self._read()
         if view is not None:
             self.timing = self._timing(view.config)
+        if self.pg:
+            self.pg.adopt_unsupervised()  # a server an agent stopped while paused left running: fenced again
         local = self.pg.observe() if self.pg else None
         now = self.clock.monotonic()
         if self.executor.lease.deadline is not None and now >= self.executor.lease.deadline:

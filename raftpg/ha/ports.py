@@ -60,6 +60,10 @@ class PostgresPort(Protocol):
         """The physical slots ``names`` exist; those raftpg made and no longer wanted are dropped, except a
         member's slot (among ``members``) for ``retain_s`` after it was last wanted."""
 
+    def adopt_unsupervised(self) -> object:
+        """Put a postmaster running on the data directory without this agent's fencing supervisor (left
+        by an agent stopped while paused, or started by hand) under one, without a restart."""
+
     def advance_slots(self, positions: Mapping[str, int]) -> object:
         """Move each named slot forward to its position (on a replica: never past what it replayed)."""
 

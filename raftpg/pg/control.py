@@ -69,18 +69,18 @@ class Postgres:
     # --- looking --------------------------------------------------------------------------------------
 
     def observe(self, timeout_s: float = 2.0) -> LocalState:
-        """PostgreSQL now. A postmaster running on the data directory that no supervisor of this agent
-        fences (one an earlier agent left running with ``detach``, or one started by hand) is adopted
-        first: put under a supervisor of its own (``--adopt``), without a restart."""
+        """PostgreSQL now (``supervised``: under this agent's fencing supervisor)."""
         self.callbacks.reap()
-        self._adopt_running()
         state = self._observer.observe(timeout_s)
         return dataclasses.replace(state, supervised=self._supervised())
 
     def _supervised(self) -> bool:
         return self.process is not None and self.process.exit_code() is None
 
-    def _adopt_running(self) -> None:
+    def adopt_unsupervised(self) -> None:
+        """A postmaster running on the data directory that no supervisor of this agent fences (one an
+        earlier agent left running with ``detach``, or one started by hand) is put under a supervisor of
+        its own (``--adopt``), without a restart. The HA loop calls this before each look."""
         if self._supervised() or not self._lock.acquire(blocking=False):
             return  # supervised already, or a start, stop or rewind is under way in another thread
         try:
@@ -93,7 +93,7 @@ class Postgres:
 
     def detach(self) -> bool:
         """Leave PostgreSQL running, unfenced, when this agent stops (the cluster is paused: an agent
-        upgrade). The next agent on this data directory adopts it (``observe``). False if no supervised
+        upgrade). The next agent on this data directory adopts it (``adopt_unsupervised``). False if no supervised
         postmaster runs."""
         with self._lock:
             process, self.process = self.process, None

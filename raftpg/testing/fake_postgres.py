@@ -89,13 +89,12 @@ class FakePostgres:
         self.detached = False                  # left running, unfenced, by an agent stopped while paused
         self.fresh_copy = False                # a clone never started (backup_label)
         self.clone_gate: threading.Event | None = None  # set: clone() blocks until the test sets the event
-        self.fenced_count = 0
         self.pending_writes: list[int] = []   # written on this primary, waiting for a synchronous standby
         self.kept_data_dirs: list[str] = []
         self.callbacks: list[tuple[str, str]] = []
         self.fail_next: dict[str, int] = {}   # operation name -> how many calls raise PgError
         self.operation_s = 0.0                # simulated time each start/stop/promote/clone/rewind takes
-        self.pid = 0
+        self.pid = self.fenced_count = 0
         network.add(self)
 
     # ------------------------------------------------------------------ helpers for tests
@@ -216,7 +215,6 @@ class FakePostgres:
     # ------------------------------------------------------------------ PostgresPort
     def observe(self) -> LocalState:
         self.apply_fence()
-        self.detached = False  # observing adopts a detached server, as Postgres.observe does
         if self.data_dir != DataDir.INITIALIZED:
             return LocalState(data_dir=self.data_dir)
         pm_status = None if not self.running else "standby" if self.in_recovery else "ready"
@@ -440,10 +438,12 @@ class FakePostgres:
 
     def detach(self) -> bool:
         """The agent leaves PostgreSQL running, unfenced (a stop while paused); a new agent adopts it."""
-        self.apply_fence()
-        self.fence_deadline = None
+        self.unlimited()
         self.detached = self.running
         return self.running
+
+    def adopt_unsupervised(self) -> None:
+        self.detached = False
 
     def apply_cluster_config(self, config: DynamicConfig) -> bool:
         changed, self.parameters = dict(config.parameters) != self.parameters, dict(config.parameters)

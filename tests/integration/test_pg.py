@@ -589,6 +589,7 @@ def test_a_detached_server_keeps_running_and_the_next_agent_adopts_and_fences_it
             assert postgres_alive(pid), "a detached server must not be fenced when the agent goes"
             with client(stopped_cluster) as conn:
                 conn.execute("INSERT INTO t VALUES (1)")
+            second.adopt_unsupervised()
             state = second.observe()
             adopted = {"supervised": state.supervised, "running": state.running, "same_pid": second.process.pid == pid}
             second.query("INSERT INTO t VALUES (2)")
