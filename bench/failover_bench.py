@@ -6,7 +6,12 @@ insert on the new primary. Also counts acknowledged rows missing from the new pr
 replication may lose the last few). Prints a table; nothing is asserted.
 
     python bench/failover_bench.py [--runs 5] [--settings 30/10/10,10/1/4,5/1/2] [--switchover]
-                                   [--dcs raft|etcd]
+                                   [--dcs raft,etcd]
+
+``--dcs raft,etcd`` runs the same measurement on the embedded Raft store and on etcd (Debian's etcd-server
+3.4, one member on loopback, started and stopped by PID: it never fails here, so both stores detect a dead
+primary the same way, by its leader key's TTL; what differs is the store's path) and prints the ratio of
+the medians, etcd/raft.
 
 Run as root (agents run as the postgres OS user) or as a user that may run PostgreSQL.
 """
@@ -25,6 +30,9 @@ import time
 import psycopg
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "integration"))
+from etcd_fixtures import etcd_binary, start_etcd  # noqa: E402
+
 from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 
 
@@ -88,11 +96,12 @@ def agent_footprint(cluster: LocalCluster, name: str, seconds: float = 10.0) -> 
     return rss_kb / 1024, used * 100
 
 
-def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: bool) -> dict:
-    base = tempfile.mkdtemp(prefix="raftpg-bench-", dir="/tmp")
+def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: bool,
+                dcs_section: dict | None = None, store: str = "raft") -> dict:
+    base = tempfile.mkdtemp(prefix=f"raftpg-bench-{store}-", dir="/tmp")
     os.chmod(base, 0o755)
     cluster = LocalCluster(base, ["n1", "n2", "n3"], dcs={"ttl": ttl, "loop_wait": loop_wait,
-                                                           "retry_timeout": retry})
+                                                           "retry_timeout": retry}, dcs_section=dcs_section)
     gaps, lost_total, footprint = [], 0, (float("nan"), float("nan"))
     try:
         cluster.start_all()
@@ -124,7 +133,7 @@ def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: boo
             lost = sum(1 for _, _, v in client.ok if v not in present)
             lost_total += lost
             gaps.append(gap)
-            print(f"  ttl {ttl}/{loop_wait}/{retry} run {run + 1}: {gap:.2f}s to the first write on "
+            print(f"  {store} ttl {ttl}/{loop_wait}/{retry} run {run + 1}: {gap:.2f}s to the first write on "
                   f"{new_primary}, {lost} acknowledged rows lost", flush=True)
             if not switchover:
                 cluster.start(primary)
@@ -132,8 +141,19 @@ def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: boo
                 conn.execute("TRUNCATE bench")
     finally:
         cluster.close(remove=True)
-    return {"setting": f"{ttl}/{loop_wait}/{retry}", "gaps": gaps, "lost": lost_total, "rss_mb": footprint[0],
+    return {"store": store, "setting": f"{ttl}/{loop_wait}/{retry}", "gaps": gaps, "lost": lost_total, "rss_mb": footprint[0],
             "cpu_pct": footprint[1]}
+
+
+def run_store(store: str, settings: list[str], runs: int, switchover: bool) -> list[dict]:
+    if store == "raft":
+        return [one_setting(*(int(x) for x in s.split("/")), runs, switchover) for s in settings]
+    etcd = start_etcd()
+    try:
+        section = {"etcd3": {"hosts": [etcd.endpoint]}}
+        return [one_setting(*(int(x) for x in s.split("/")), runs, switchover, section, store) for s in settings]
+    finally:
+        etcd.cleanup()
 
 
 def main() -> int:
@@ -141,21 +161,29 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--settings", default="30/10/10,10/1/4,5/1/2")
     parser.add_argument("--switchover", action="store_true", help="planned switchover instead of a kill")
+    parser.add_argument("--dcs", default="raft", help="stores to measure, comma-separated: raft, etcd")
     args = parser.parse_args()
-    results = []
-    for setting in args.settings.split(","):
-        ttl, loop_wait, retry = (int(x) for x in setting.split("/"))
-        results.append(one_setting(ttl, loop_wait, retry, args.runs, args.switchover))
+    stores = args.dcs.split(",")
+    if set(stores) - {"raft", "etcd"}:
+        parser.error(f"--dcs: unknown store in {args.dcs!r} (raft, etcd)")
+    if "etcd" in stores and etcd_binary() is None:
+        print("etcd is not installed (Debian package etcd-server)", file=sys.stderr)
+        return 2
+    results = [r for store in stores for r in run_store(store, args.settings.split(","), args.runs, args.switchover)]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     kind = "switchover" if args.switchover else "unplanned failover (SIGKILL agent + PostgreSQL)"
-    print(f"\n{kind}; machine: {os.cpu_count()} cores, {cpu}")
-    print("| ttl/loop_wait/retry | median | min-max | lost rows | idle agent RSS | idle agent CPU |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n{kind}; {args.runs} runs each; machine: {os.cpu_count()} cores, {cpu}")
+    print("| store | ttl/loop_wait/retry | median | min-max | lost rows | idle agent RSS | idle agent CPU |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         gaps = r["gaps"]
-        print(f"| {r['setting']} | {statistics.median(gaps):.2f} s | {min(gaps):.2f}-{max(gaps):.2f} s | "
+        print(f"| {r['store']} | {r['setting']} | {statistics.median(gaps):.2f} s | {min(gaps):.2f}-{max(gaps):.2f} s | "
               f"{r['lost']} | {r['rss_mb']:.0f} MB | {r['cpu_pct']:.2f} % |")
+    if len(stores) == 2:
+        for setting in args.settings.split(","):
+            medians = {r["store"]: statistics.median(r["gaps"]) for r in results if r["setting"] == setting}
+            print(f"ratio of medians etcd/raft at {setting}: {medians['etcd'] / medians['raft']:.2f}")
     return 0
 
 

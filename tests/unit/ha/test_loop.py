@@ -222,6 +222,21 @@ def test_a_clone_runs_in_the_background_while_the_loop_keeps_the_member_key_fres
     assert dcs.load(timeout_s=1).member("n2").progress is None
 
 
+def run_both(clock: FakeClock, network: PgNetwork, loops: dict, cycles: int, until) -> bool:
+    """Cycle n1 and n2 (each waiting for its background copy) a second apart until ``until()``."""
+    for _ in range(cycles):
+        for name in ("n1", "n2"):
+            loops[name].cycle()
+            job = loops[name].executor.clone_job
+            if job is not None:
+                assert job.wait(5)
+        network.step()
+        clock.advance(1)
+        if until():
+            return True
+    return False
+
+
 def test_the_repair_ladders_reclone_in_the_background_ends_with_a_streaming_replica():
     """A replica stuck for good (only a fresh clone cures it) climbs the ladder: rewind, then a re-clone,
     which now runs in the background. Once the copy is done it must be started as a replica, not taken
@@ -231,17 +246,7 @@ def test_the_repair_ladders_reclone_in_the_background_ends_with_a_streaming_repl
         {**SHORT, "postgresql": {"use_slots": True, "use_pg_rewind": False}})
 
     def run(cycles: int, until) -> bool:
-        for _ in range(cycles):
-            for name in ("n1", "n2"):
-                loops[name].cycle()
-                job = loops[name].executor.clone_job
-                if job is not None:
-                    assert job.wait(5)
-            network.step()
-            clock.advance(1)
-            if until():
-                return True
-        return False
+        return run_both(clock, network, loops, cycles, until)
 
     replica: FakePostgres = loops["n2"].pg  # type: ignore[assignment]
     assert run(30, lambda: replica.streaming)
@@ -258,24 +263,11 @@ def test_a_replica_keeps_copies_of_the_slots_the_primary_publishes_and_moves_the
     clock, network, dcs, loops = primary_and_background_copier(SHORT)
     primary: FakePostgres = loops["n1"].pg  # type: ignore[assignment]
     replica: FakePostgres = loops["n2"].pg  # type: ignore[assignment]
-    for _ in range(30):
-        for name in ("n1", "n2"):
-            loops[name].cycle()
-            job = loops[name].executor.clone_job
-            if job is not None:
-                assert job.wait(5)
-        network.step()
-        clock.advance(1)
-        if replica.streaming and "n1" in replica.slots:
-            break
+    assert run_both(clock, network, loops, 30, lambda: replica.streaming and "n1" in replica.slots)
     assert primary.slots == {"n2"} and replica.slots == {"n1"}
     status = dict(dcs.load(timeout_s=1).slot_positions)
     assert status == {"n1": primary.lsn, "n2": primary.lsn}
     assert replica.slot_positions == {"n1": primary.lsn}, "the copy is advanced to the published position"
     primary.wal.append(network.new_record())
-    for _ in range(2):
-        for name in ("n1", "n2"):
-            loops[name].cycle()
-        network.step()
-        clock.advance(1)
+    run_both(clock, network, loops, 2, lambda: False)
     assert replica.slot_positions == {"n1": primary.lsn}
