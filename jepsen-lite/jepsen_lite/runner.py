@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from jepsen_lite import health
-from jepsen_lite.checkers import CheckOptions, check_all, overall, summary
+from jepsen_lite.checkers import CheckOptions, check_all, hygiene, overall, summary
 from jepsen_lite.checkers.result import UNKNOWN, CheckResult
 from jepsen_lite.cluster import PYTHON, ClusterOptions, KvCluster, NodeProcesses, RaftpgCluster, wait_until
 from jepsen_lite.history import NEMESIS, History, HistoryWriter
@@ -233,6 +233,10 @@ class Runner:
         self.workload = self._workload()
         self.workload.setup()
         self.workload.start()
+        if isinstance(self.cluster, RaftpgCluster):  # W6: what GET /primary tells a load balancer
+            from jepsen_lite.health_oracle import pollers
+            for poller in pollers(self.cluster, self.history, opts.seed):
+                self.workload.adopt(poller)
         self.say(f"workload {opts.workload}: {len(self.workload.clients)} clients")
         self.sleep(3.0)
         deadline = time.monotonic() + opts.time_s
@@ -388,6 +392,7 @@ class Runner:
         history = History.read(self.out / "history.jsonl")
         results = check_all(history, self.check_options())
         results.append(self._nemesis_result())
+        results.append(hygiene.check_logs(self.out / "nodes"))
         if self.convergence is not None:
             results.append(self.convergence)
         if harness_error:

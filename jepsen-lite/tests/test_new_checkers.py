@@ -3,7 +3,7 @@ clean-stop handover, bootstrap. Each rule has a history that breaks it (FAULTS.m
 
 from __future__ import annotations
 
-from jepsen_lite.checkers import UNKNOWN, bank, bootstrap, check_all, handover, primaries
+from jepsen_lite.checkers import UNKNOWN, bank, bootstrap, check_all, handover, health, hygiene, primaries
 from jepsen_lite.checkers.suite import applicable
 from jl_builders import Builder
 
@@ -189,3 +189,64 @@ def test_bootstrap_rounds_must_converge_on_one_cluster() -> None:
     result = _rounds(foreign, GOOD_ROUND)
     assert result.valid is False and "several system identifiers" in result.details[0]
     assert _rounds(GOOD_ROUND).valid == UNKNOWN
+
+
+# --------------------------------------------------------------------------------- W6 health oracle
+
+
+def _health(stale_answer: bool, polls: int = 30):
+    """n1 is primary on timeline 1, then n2 on timeline 2 (its first acked write completes at t=10); the
+    pollers ask GET /primary every 0.5 s; ``stale_answer``: n1 still says 200 on timeline 1 at t=10.2."""
+    b = Builder()
+    b.op(1, "insert", 1, 1.0, 1.05, node="n1", primary="n1", timeline=1)
+    b.op(1, "insert", 2, 9.9, 10.0, node="n2", primary="n2", timeline=2)
+    for i in range(polls):
+        t = 0.5 * i
+        n1_primary = t < 9.0 or (stale_answer and 10.0 < t < 10.6)
+        b.op(30_000, "health", None, t, t + 0.02, node="n1", status=200 if n1_primary else 503,
+             role="primary" if n1_primary else "replica", timeline=1)
+        b.op(30_001, "health", None, t + 0.01, t + 0.03, node="n2", status=200 if t >= 9.5 else 503,
+             timeline=2 if t >= 9.5 else 1)
+    return b.build()
+
+
+def test_health_oracle_passes_when_get_primary_follows_the_newest_primary() -> None:
+    history = _health(stale_answer=False)
+    result = health.check(history)
+    assert result.valid is True, result.details
+    assert result.counts["stale_200"] == 0 and result.counts["answers_200"] >= 20
+    assert health.NAME in applicable(history)
+
+
+def test_health_oracle_catches_a_200_after_a_newer_timeline_acknowledged_a_write() -> None:
+    result = health.check(_health(stale_answer=True))
+    assert result.valid is False and result.counts["stale_200"] == 1, result.details
+    assert "n1 answered GET /primary 200 on timeline 1" in result.details[0] and "n2" in result.details[0]
+
+
+def test_health_oracle_without_enough_answers_is_unknown_and_its_polls_are_not_client_ops() -> None:
+    history = _health(stale_answer=False, polls=4)
+    assert health.check(history).valid == UNKNOWN
+    availability = next(r for r in check_all(history) if r.name == "availability")
+    assert availability.counts["client_ops"] == 2
+
+
+# --------------------------------------------------------------------------------- C8 hygiene
+
+
+def test_hygiene_reports_each_traceback_and_unhandled_rest_error_with_its_node(tmp_path) -> None:
+    for node in ("n1", "n2"):
+        (tmp_path / node).mkdir()
+    (tmp_path / "n1" / "agent.log").write_text(
+        "2026-12-03 10:00:00,000 WARNING: cannot read the DCS: timed out\n"
+        "2026-12-03 10:00:01,000 ERROR: cycle failed\nTraceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise KeyError("k")\nKeyError: \'k\'\n'
+        "2026-12-03 10:00:02,000 ERROR: Error handling request from 10.0.0.1\n")
+    (tmp_path / "n2" / "agent.log").write_text("2026-12-03 10:00:00,000 INFO: no action\n")
+    result = hygiene.check_logs(tmp_path)
+    assert result.valid is False and result.counts == {"logs": 2, "findings": 2}
+    assert result.details[0] == "VIOLATION n1: traceback: KeyError: 'k'"
+    assert result.details[1].startswith("VIOLATION n1: REST error:")
+    (tmp_path / "n1" / "agent.log").write_text("2026-12-03 10:00:00,000 WARNING: fencing PostgreSQL\n")
+    assert hygiene.check_logs(tmp_path).valid is True
+    assert hygiene.check_logs(tmp_path / "nowhere").valid == UNKNOWN

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from jepsen_lite.checkers import availability, bank, bootstrap, handover, primaries, register, sets
+from jepsen_lite.checkers import availability, bank, bootstrap, handover, health, primaries, register, sets
 from jepsen_lite.checkers.result import UNKNOWN, CheckResult
 from jepsen_lite.history import History, HistoryError
 
 CHECKER_NAMES = (sets.NAME, bank.NAME, primaries.NAME, register.NAME, bootstrap.NAME, handover.NAME,
-                 availability.NAME)
+                 health.NAME, availability.NAME)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ def applicable(history: History) -> tuple[str, ...]:
         chosen.append(bootstrap.NAME)
     if any(op.f == "stop-group" for op in history.nemesis_ops()):
         chosen.append(handover.NAME)
+    if health.F in fs:
+        chosen.append(health.NAME)
     chosen.append(availability.NAME)
     return tuple(chosen)
 
@@ -58,6 +60,7 @@ def _runners(opts: CheckOptions) -> dict[str, Callable[[History], CheckResult]]:
         bank.NAME: lambda h: bank.check(h, lost_allowed=opts.lost_allowed, min_acked=opts.min_acked),
         bootstrap.NAME: lambda h: bootstrap.check(h, min_rounds=opts.min_bootstrap_rounds),
         handover.NAME: lambda h: handover.check(h),
+        health.NAME: lambda h: health.check(h),
         primaries.NAME: lambda h: primaries.check(h, min_acked=opts.min_acked, min_epochs=opts.min_epochs),
         register.NAME: lambda h: register.check(
             h, min_ops=opts.min_register_ops, max_steps=opts.register_max_steps,
