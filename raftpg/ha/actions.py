@@ -185,6 +185,7 @@ class RecordRepair:
 class StopPostgres:
     mode: str = "fast"  # smart | fast | immediate
     reason: str = ""
+    within_s: float = 60.0  # then escalated to immediate (then SIGKILL)
     retry_soon: ClassVar[bool] = True
 
 

@@ -186,9 +186,9 @@ class Executor:
                 log.warning("%s: data directory kept at %s", reason, pg.move_data_aside())
             case act.RecordRepair():
                 pass  # counted by the loop's memory (ha/memory.py)
-            case act.StopPostgres(mode=mode, reason=reason):
+            case act.StopPostgres(mode=mode, reason=reason, within_s=within_s):
                 log.warning("stopping PostgreSQL (%s): %s", mode, reason)
-                self._pg(pg).stop(mode, 60)
+                self._pg(pg).stop(mode, within_s)
                 account.disarm_watchdog()
                 self.following = None
             case act.RestartPostgres():

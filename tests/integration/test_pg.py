@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -328,6 +329,61 @@ def test_permanent_logical_slots_made_remade_and_dropped(run_as_postgres, pg_tmp
             pg.close()
 
     run_as_postgres(body, timeout_s=90)
+
+
+def test_a_fast_stop_in_a_partition_is_escalated_and_leaves_a_clean_shutdown(run_as_postgres, pg_tmp: Path) -> None:
+    """A primary that cannot renew its lease stops fast, escalated to immediate after 2 s (decide's
+    DEMOTE_STOP_S). Reason: a fast shutdown writes its checkpoint at once, then waits for the connected
+    standbys to confirm it; with the standby cut off by a partition (packets dropped: here an nftables rule
+    on loopback, the primary's port) that lasts until TCP retransmits after the heal. Escalated, the stop
+    comes back while the partition holds, and the checkpoint was written: cleanly shut down."""
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("needs root and nft (a partition on loopback)")
+    auth = dict(replication=Credentials("replicator", "re-secret"))
+    s1, s2 = settings_for(pg_tmp, "n1", **auth), settings_for(pg_tmp, "n2", **auth)
+    ready, cut, table = pg_tmp / "standby-streams", pg_tmp / "cut", f"raftpg_test_{s1.port}"
+    stopped = pg_tmp / "stopped"
+
+    def body() -> dict[str, object]:
+        n1, n2 = Postgres(s1), Postgres(s2)
+        try:
+            n1.bootstrap(timeout_s=60)
+            n2.clone(conninfo_for("127.0.0.1", s1.port, "replicator"))
+            assert n2.start(conninfo_for("127.0.0.1", s1.port, "replicator"), None, timeout_s=30)
+            poll(lambda: n1.observe().replication and n1.observe().replication[0].state == "streaming",
+                 what="n2 streaming")
+            n1.query("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+            ready.write_text("")
+            poll(cut.exists, what="the partition")
+            n1.stop("fast", 2.0)  # what the executor runs for StopPostgres("fast", ..., DEMOTE_STOP_S)
+            in_partition = cut.exists()
+            stopped.write_text("")
+            return {"stopped_in_partition": in_partition, "state": n1.observe().cluster_state}
+        finally:
+            for pg in (n1, n2):
+                pg.stop("immediate")
+
+    def partition() -> None:
+        poll(ready.exists, timeout_s=90, what="a streaming standby")
+        rule = f"add table inet {table}; add chain inet {table} out {{ type filter hook output priority 0; }}; " \
+               f"add rule inet {table} out tcp sport {s1.port} drop"
+        subprocess.run(["nft", rule], check=True, timeout=10)
+        cut.write_text("")
+        try:  # the partition heals after 30 s (an unescalated stop would be waiting still), or once stopped
+            poll(stopped.exists, timeout_s=30, what="the stop")
+        except AssertionError:
+            pass
+        cut.unlink()
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=10)
+
+    helper = threading.Thread(target=partition, daemon=True)
+    helper.start()
+    try:
+        outcome = run_as_postgres(body, timeout_s=120)
+    finally:
+        cut.unlink(missing_ok=True)  # the body reads this as "the partition still holds"
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=10)
+    assert outcome == {"stopped_in_partition": True, "state": "shut down"}, outcome
 
 
 def test_an_absent_members_slot_is_kept_for_member_slots_ttl(run_as_postgres, pg_tmp: Path) -> None:

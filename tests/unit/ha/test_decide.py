@@ -174,8 +174,10 @@ CASES = [
     Case("a running primary takes a free key", inputs(RACE, running_primary()), exactly=(act.AcquireLeaderKey(),)),
     Case("DCS unreachable, lease still valid: no action", inputs(None, running_primary(), lease=NOW + 10),
          exactly=()),
-    Case("DCS unreachable, lease within demote_margin: stop writes",
-         inputs(None, running_primary(), lease=NOW + 1.5), then=(act.StopPostgres,), never=(act.Promote,)),
+    Case("DCS unreachable, lease within demote_margin: stop writes (fast, immediate after 2 s: a partition "
+         "must not hold the stop until the heal)",
+         inputs(None, running_primary(), lease=NOW + 1.5),
+         exactly=(act.StopPostgres("fast", "cannot renew the leader lease", 2.0),), never=(act.Promote,)),
     Case("DCS unreachable, no lease at all: stop writes", inputs(None, running_primary()),
          then=(act.StopPostgres,)),
     Case("DCS unreachable on a replica: nothing", inputs(None, replica()), exactly=()),
