@@ -35,7 +35,7 @@ from raftpg.pg.conf import (
     write_pgpass,
     write_postgresql_conf,
 )
-from raftpg.pg.connection import accepts_connections, as_role, query, with_defaults
+from raftpg.pg.connection import accepts_connections, as_role, promote, query, with_defaults
 from raftpg.pg.controldata import data_dir_state, read_controldata
 from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
@@ -297,9 +297,7 @@ class Postgres:
         """Promote this replica and wait until it accepts writes. Arm the fence (``fence_at``) first: promotion
         does not change the supervisor's deadline, and a replica runs with none."""
         with self._lock:
-            rows = self.query("SELECT pg_promote(true, %s)", (max(1, round(timeout_s)),), timeout_s + 5)
-            if not rows or rows[0][0] is not True:
-                raise PgError(f"promotion did not complete within {timeout_s:g}s")
+            promote(self.settings, self.clock, timeout_s)
             if self._write_config(None):  # primary_conninfo is gone from the file: keep the server in step
                 self._sighup()
             self.callbacks.run("on_role_change", "primary")
