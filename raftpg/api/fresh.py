@@ -4,7 +4,9 @@
 One probe (``Observer.quick``: postmaster.pid and one short query on a connection kept open) runs in a
 worker thread at a time; requests arriving meanwhile share it, and a result younger than ``max_age_s``
 answers without a probe, so a burst of checks costs one query. The age is counted from when the probe
-*started*. A probe that raises or outlasts ``timeout_s`` reads as "PostgreSQL does not answer" (running
+*started*, and a probe older than the HA loop's last look is not reused: after a promotion the first
+check answers from a new probe, not from one taken before it (a switchover's write gap lost up to 0.5 s
+to that). A probe that raises or outlasts ``timeout_s`` reads as "PostgreSQL does not answer" (running
 False): a health check never reports a role it could not confirm.
 """
 
@@ -31,8 +33,11 @@ class FreshPostgres:
         self._taken_at = float("-inf")
         self._inflight: asyncio.Future[LocalState] | None = None
 
-    async def get(self) -> LocalState:
-        if self._value is not None and self._clock.monotonic() - self._taken_at <= self.max_age_s:
+    async def get(self, not_before: float = float("-inf")) -> LocalState:
+        """A probe that started at most ``max_age_s`` ago and not before ``not_before`` (the HA loop's last
+        look: once the loop has acted, a promotion for one, an older probe is stale however young)."""
+        now = self._clock.monotonic()
+        if self._value is not None and now - self._taken_at <= self.max_age_s and self._taken_at >= not_before:
             return self._value
         if self._inflight is None:
             self._inflight = asyncio.ensure_future(self._run())

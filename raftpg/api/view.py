@@ -38,7 +38,10 @@ class LoopNodeView:
         self._fresh = FreshPostgres(probe, clock) if probe is not None else None
 
     async def postgres_now(self) -> LocalState | None:
-        return None if self._fresh is None else await self._fresh.get()
+        if self._fresh is None:
+            return None
+        looked = self._loop.status.cycle_monotonic
+        return await self._fresh.get(not_before=float("-inf") if looked is None else looked)
 
     def status(self) -> NodeStatus:
         return self._loop.status

@@ -72,3 +72,24 @@ def test_a_failing_or_hanging_probe_reads_as_not_answering():
             hanging.release.set()  # let the worker thread end so the event loop can close
 
     assert asyncio.run(body()) == NOT_ANSWERING
+
+
+def test_a_result_older_than_the_loops_last_look_is_probed_again():
+    """After the loop has acted (a promotion), a probe taken before its look is stale however young: the
+    first health check after a switchover answers from a new probe (before: up to 0.5 s of the old role)."""
+    clock, probe = FakeClock(), CountingProbe()
+    fresh = FreshPostgres(probe, clock, max_age_s=0.5)
+
+    async def body():
+        await fresh.get(not_before=clock.monotonic() - 1)
+        clock.advance(0.1)
+        looked = clock.monotonic()  # the loop's cycle ends: newer than the probe
+        clock.advance(0.1)
+        await fresh.get(not_before=looked - 0.2)  # older look: the cached probe stands
+        calls_before = probe.calls
+        await fresh.get(not_before=looked)
+        await fresh.get(not_before=looked)  # the new probe started after the look: reused
+        return calls_before
+
+    assert asyncio.run(body()) == 1
+    assert probe.calls == 2
