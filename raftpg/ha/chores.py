@@ -8,6 +8,8 @@ from raftpg.ha.actions import Action, ApplyClusterConfig, ClearDetachedMarker, S
 from raftpg.ha.inputs import Inputs
 from raftpg.ha.slots import replica_slots
 
+SLOTS_REFRESH_S = 60.0  # a replica's slot copies are checked at least this often, published changes or not
+
 
 def chores(i: Inputs) -> tuple[Action, ...]:
     view, local = i.view, i.local
@@ -26,6 +28,7 @@ def chores(i: Inputs) -> tuple[Action, ...]:
         if fenced or local.postmaster_pid is None:
             found.append(ClearDetachedMarker(view.config_revision))
     follow = replica_slots(view, local, i.me.name) if local is not None else None
-    if follow is not None:
+    done = i.memory.slots_followed
+    if follow is not None and (done is None or done[0] != follow.positions or i.now - done[1] >= SLOTS_REFRESH_S):
         found.append(follow)
     return tuple(found)

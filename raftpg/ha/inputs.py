@@ -48,6 +48,9 @@ class Memory:
     start_failures: int = 0                 # consecutive cycles in which starting PostgreSQL failed
     sync_catchup_lsn: int | None = None     # strict sync: my position when a sync standby was first seen lost
     failed_in_a_row: int = 0                # consecutive cycles whose decision failed (paces the retries)
+    # the slot copies this replica last brought in step (positions, monotonic time): done again only when
+    # the primary publishes other positions, or a minute later (an idle cluster costs no queries)
+    slots_followed: tuple[tuple[tuple[str, int], ...], float] | None = None
 
 
 REINITIALIZE_FROM_LEADER = "reinitialize-from-leader"  # an operator request: re-clone from the leader itself

@@ -125,8 +125,10 @@ class HaLoop:
                         now=now, now_wall=self.clock.wall(), demote_margin_s=self.timing.demote_margin_s,
                         pending=pending)
         chores_due = chores(inputs)
-        if chores_due and not self.executor.run(Decision(chores_due, "chores"), inputs, self.timing):
+        chores_ok = not chores_due or self.executor.run(Decision(chores_due, "chores"), inputs, self.timing)
+        if not chores_ok:
             log.error("%s", self.executor.last_error)  # never gates the decision below
+        self.memory = memories.after_chores(self.memory, chores_due, chores_ok, now)
         decision = decide(inputs)
         log.info("%s", decision.reason)
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True

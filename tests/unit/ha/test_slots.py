@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from raftpg.ha import memory as memories
 from raftpg.ha.actions import FollowSlots
 from raftpg.ha.chores import chores
 from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
@@ -60,7 +62,21 @@ def test_which_slot_copies_a_replica_keeps(what: str, cluster: ClusterView, loca
     assert replica_slots(cluster, local, "n2") == expected
 
 
-def test_a_replicas_slot_copies_are_a_chore_never_a_decision() -> None:
-    inputs = Inputs(view=view(), local=REPLICA, me=Me("n2"), lease=LeaseState(), memory=Memory(), now=100.0,
-                    now_wall=1.7e9, demote_margin_s=2.0)
-    assert [a for a in chores(inputs) if isinstance(a, FollowSlots)] == [replica_slots(view(), REPLICA, "n2")]
+def _follows(memory: Memory, now: float = 100.0, cluster: ClusterView | None = None) -> list[FollowSlots]:
+    inputs = Inputs(view=cluster or view(), local=REPLICA, me=Me("n2"), lease=LeaseState(), memory=memory,
+                    now=now, now_wall=1.7e9, demote_margin_s=2.0)
+    return [a for a in chores(inputs) if isinstance(a, FollowSlots)]
+
+
+def test_a_replicas_slot_copies_are_a_chore_never_a_decision_and_cost_nothing_while_idle() -> None:
+    """Done when the primary publishes other positions, or a minute after the last time; an idle cluster
+    (the same positions every cycle) runs no slot queries on its replicas."""
+    follow = replica_slots(view(), REPLICA, "n2")
+    assert follow is not None and _follows(Memory()) == [follow]
+    done = memories.after_chores(Memory(), (follow,), True, 100.0)
+    assert _follows(done, now=101.0) == [], "the same positions: nothing to do"
+    assert _follows(done, now=160.0) == [follow], "a minute later: checked again"
+    moved = view()
+    moved = replace(moved, slot_positions=(("n1", LSN + 8), *moved.slot_positions[1:]))
+    assert len(_follows(done, now=101.0, cluster=moved)) == 1, "the primary moved on: brought in step"
+    assert memories.after_chores(Memory(), (follow,), False, 100.0) == Memory(), "failed chores: not recorded"
