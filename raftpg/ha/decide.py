@@ -124,7 +124,12 @@ def _operator_requests(i: Inputs) -> tuple[Action, ...]:
 
 # ------------------------------------------------------------------------------------- branches
 
-DEMOTE_STOP_S = 2.0  # a demotion for want of the DCS: fast, then immediate after this long (_dcs_unreachable)
+# A demotion under a lease deadline (the DCS cannot be reached, the server cannot be observed, another
+# member holds the key): fast, then immediate after this long. A fast shutdown writes its checkpoint in
+# milliseconds and then waits for every connected standby to confirm it; cut off by a partition, that wait
+# lasts until TCP retransmits after the heal (9 s in a jepsen-lite run). Killed after its checkpoint, the
+# data directory is still cleanly shut down.
+DEMOTE_STOP_S = 2.0
 
 
 
@@ -135,11 +140,6 @@ def _dcs_unreachable(i: Inputs) -> Decision:
     remaining = i.lease.valid_for(i.now)
     if remaining > i.demote_margin_s:
         return Decision((), f"DCS unreachable: I am the primary, lease valid for {remaining:.1f}s more")
-    # Fast, escalated to immediate after DEMOTE_STOP_S: a fast shutdown writes its checkpoint in
-    # milliseconds but then waits for every connected standby to confirm it, and in a partition (the usual
-    # reason the DCS is unreachable) that lasts until TCP retransmits after the heal: the loop sat in the
-    # stop for 9 s in a jepsen-lite run and the primary came back seconds after the partition had healed.
-    # Killed after its checkpoint, the data directory is still cleanly shut down.
     return Decision((StopPostgres("fast", "cannot renew the leader lease", DEMOTE_STOP_S),),
                     "demoting: DCS unreachable and the leader lease is about to expire")
 
@@ -166,7 +166,7 @@ def _unobservable_primary(i: Inputs, view: ClusterView) -> Decision:
     what = f"PostgreSQL (postmaster {local.postmaster_pid}, {local.postmaster_status}) does not answer"
     if not _leader_is(view, me):
         holder = view.leader.name if view.leader else "nobody"
-        return Decision((StopPostgres("fast", f"{what} and {holder} holds the leader key"),),
+        return Decision((StopPostgres("fast", f"{what} and {holder} holds the leader key", DEMOTE_STOP_S),),
                         f"demoting: {what}, and {holder} holds the leader key")
     if view.paused:
         return Decision((RenewLeaderKey(),), f"paused: {what}; I take no automatic action")
@@ -176,7 +176,7 @@ def _unobservable_primary(i: Inputs, view: ClusterView) -> Decision:
                             f"{remaining - i.demote_margin_s:.1f}s unless it answers")
     # Stopped (fast: the replicas receive the shutdown checkpoint), then the key goes to a replica that can
     # be observed, rather than restarting in place a server that may stay unobservable.
-    return Decision((StopPostgres("fast", f"{what} and the leader lease is about to expire"), ReleaseLeaderKey()),
+    return Decision((StopPostgres("fast", f"{what} and the leader lease is about to expire", DEMOTE_STOP_S), ReleaseLeaderKey()),
                     f"demoting: {what} and the leader lease is about to expire")
 
 
@@ -280,7 +280,7 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
     if view.leader is None:
         return Decision((AcquireLeaderKey(),), "the leader key is free and I am the running primary: taking it")
     if view.leader.name != me:
-        return Decision((StopPostgres("fast", f"{view.leader.name} holds the leader key"),),
+        return Decision((StopPostgres("fast", f"{view.leader.name} holds the leader key", DEMOTE_STOP_S),),
                         f"demoting: {view.leader.name} holds the leader key")
     actions: list[Action] = [RenewLeaderKey()]
     switchover = _switchover(i, view)  # an operator's explicit request, honoured in pause too

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftpg.ha import actions as act
-from raftpg.ha.decide import _check_invariants, decide
+from raftpg.ha.decide import DEMOTE_STOP_S, _check_invariants, decide
 from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs, LeaseState, Me, Memory
 from raftpg.model import (
     ClusterView,
@@ -85,6 +85,9 @@ def stopped(cluster_state: str = "in production", **extra: Any) -> LocalState:
 
 
 EMPTY = LocalState(data_dir=DataDir.EMPTY)
+# A postmaster runs (ready: out of recovery) that the agent cannot query: it may accept writes.
+UNOBSERVABLE = stopped(postmaster_pid=4242, postmaster_status="ready")
+UNOBSERVED_WHAT = "PostgreSQL (postmaster 4242, ready) does not answer"
 
 
 def inputs(v: ClusterView | None, local: LocalState | None, *, me: Me | None = None, lease: float | None = None,
@@ -170,7 +173,18 @@ CASES = [
                      config=config(member_slots_ttl=0)), running_primary(), lease=NOW + 20),
          then=(act.EnsureSlots(("n3",), retain_s=0),)),
     Case("a primary whose key another node holds stops PostgreSQL",
-         inputs(view(leader="n1"), running_primary()), exactly=(act.StopPostgres("fast", "n1 holds the leader key"),)),
+         inputs(view(leader="n1"), running_primary()),
+         exactly=(act.StopPostgres("fast", "n1 holds the leader key", DEMOTE_STOP_S),)),
+    Case("a primary that cannot be queried, lease still valid: not renewed, not yet stopped",
+         inputs(view(leader=ME), UNOBSERVABLE, lease=NOW + 10), exactly=()),
+    Case("... within demote_margin: stopped (escalated after DEMOTE_STOP_S, a cut-off standby must not hold "
+         "it) and the key released",
+         inputs(view(leader=ME), UNOBSERVABLE, lease=NOW + 1.5),
+         exactly=(act.StopPostgres("fast", f"{UNOBSERVED_WHAT} and the leader lease is about to expire",
+                                   DEMOTE_STOP_S), act.ReleaseLeaderKey())),
+    Case("... and another member holds the key: stopped at once, same bound",
+         inputs(view(leader="n1"), UNOBSERVABLE, lease=NOW + 10),
+         exactly=(act.StopPostgres("fast", f"{UNOBSERVED_WHAT} and n1 holds the leader key", DEMOTE_STOP_S),)),
     Case("a running primary takes a free key", inputs(RACE, running_primary()), exactly=(act.AcquireLeaderKey(),)),
     Case("DCS unreachable, lease still valid: no action", inputs(None, running_primary(), lease=NOW + 10),
          exactly=()),
