@@ -29,11 +29,19 @@ class Switchover(Fault):
                                    timeout_s=30)
 
     def pick(self) -> tuple[str, str]:
+        """A candidate the agents would accept: in synchronous mode only a synchronous standby may take
+        over, so drawing among all replicas made most switchovers of a synchronous run a 412 that changed
+        nothing (campaign cells UNKNOWN for want of a primary change). The primary's ``GET /cluster`` says
+        who is a sync standby and who streams; if it cannot be read, any other data node."""
         primary = self.resolve("primary")
         candidates = [n for n in self.pg_cluster.data_names if n != primary]
         if not candidates:
             raise FaultError("no candidate")
-        return primary, self.env.rng.choice(candidates)
+        try:
+            code, body = self.pg_cluster.api(primary, "GET", "/cluster")
+        except Exception:  # noqa: BLE001 - a failed read only widens the draw
+            code, body = 0, None
+        return primary, self.env.rng.choice(eligible_candidates(body if code == 200 else None, candidates))
 
     def start(self) -> dict[str, Any]:
         primary, self.candidate = self.pick()
@@ -50,6 +58,17 @@ class Switchover(Fault):
         done = wait_until(lambda: cluster.primary() == self.candidate, 30, 0.25)
         return bool(done), {"http_status": self.code, "new_primary_after_s": round(time.monotonic() - t0, 2)
                             if done else None}
+
+
+def eligible_candidates(cluster: Any, candidates: list[str]) -> list[str]:
+    """Among ``candidates``, the synchronous standbys of a ``GET /cluster`` body, else its streaming
+    replicas, else all of them (an unreadable body)."""
+    if not isinstance(cluster, dict) or not isinstance(cluster.get("members"), list):
+        return candidates
+    members = {m.get("name"): m for m in cluster["members"] if isinstance(m, dict)}
+    sync = [n for n in candidates if members.get(n, {}).get("role") == "sync_standby"]
+    streaming = [n for n in candidates if members.get(n, {}).get("state") == "streaming"]
+    return sync or streaming or candidates
 
 
 class Failover(Switchover):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from jepsen_lite import cli
 from jepsen_lite.checkers import check_all
+from jepsen_lite.faults_admin import eligible_candidates
 from jepsen_lite.faults_dcs import draw_poison
 from jepsen_lite.nemesis import FAULTS, GROUPS, expand, make_schedule, needs, schedule_json
 from jepsen_lite.report import write_report
@@ -156,3 +158,18 @@ def test_poison_catalogue_holds_overflow_nan_nesting_and_invalid_utf8() -> None:
         except UnicodeDecodeError:
             undecodable += 1
     assert undecodable > 0
+
+
+@pytest.mark.parametrize(("members", "expected"), [
+    ([{"name": "n2", "role": "sync_standby", "state": "streaming"},
+      {"name": "n3", "role": "replica", "state": "streaming"}], ["n2"]),
+    ([{"name": "n2", "role": "replica", "state": "stopped"},
+      {"name": "n3", "role": "replica", "state": "streaming"}], ["n3"]),
+    ([{"name": "n2", "role": "replica", "state": "starting"}], ["n2", "n3"]),
+    ("garbage", ["n2", "n3"]),
+])
+def test_switchover_candidates_are_the_ones_the_agents_accept(members: Any, expected: list[str]) -> None:
+    # In synchronous mode only a sync standby may take over: drawing among all replicas made most
+    # switchovers of a synchronous campaign run a 412 that changed nothing.
+    assert eligible_candidates({"members": members}, ["n2", "n3"]) == expected
+    assert eligible_candidates(None, ["n2", "n3"]) == ["n2", "n3"]
