@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftpg import __version__
+from raftpg.api.peers import RestPeers
 from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config, dcs_kind, load_config
 from raftpg.consensus.raft import RaftNode
@@ -67,9 +68,11 @@ def build_dcs(config: Config, clock: Clock, force_new_cluster: bool = False) -> 
     layout = KeyLayout(config.namespace, config.scope)
     kind = dcs_kind(config)
     if kind == "raft":
+        from raftpg.dcs.base import RAFT_FAILSAFE_REFUSAL
         from raftpg.dcs.kvdcs import KvDcs
         raft = RaftNode(consensus_settings(config, force_new_cluster), clock)
-        return KvDcs(raft, layout, owns_kv=True, fallback_config=config.bootstrap.dcs.to_model()), raft
+        return KvDcs(raft, layout, owns_kv=True, fallback_config=config.bootstrap.dcs.to_model(),
+                     failsafe_refusal=RAFT_FAILSAFE_REFUSAL), raft
     if kind == "etcd3":
         from raftpg.dcs.etcd import etcd_dcs
         return etcd_dcs(config, layout), None
@@ -135,7 +138,8 @@ class Node:
         self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
                            me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),
                            version=__version__, on_status=self._set_status, raft_status=self.raft_status,
-                           watchdog_safety_margin_s=config.watchdog.safety_margin, clone_in_background=True)
+                           watchdog_safety_margin_s=config.watchdog.safety_margin, clone_in_background=True,
+                           failsafe_peers=RestPeers(config.restapi))
         self._thread: threading.Thread | None = None
 
     # -------------------------------------------------------------- status for the API

@@ -34,6 +34,8 @@ class LoopControl(Protocol):
 
     def wake(self) -> None: ...
 
+    def failsafe_request(self, primary: str, primary_is_me: bool) -> str | None: ...
+
 
 class RaftMembership(Protocol):
     """What the commands need of ``RaftNode`` (None with an external DCS)."""
@@ -143,6 +145,9 @@ class NodeCommands:
                     now.local.postmaster_pid != old_pid if old_pid is not None else done_cycles >= 2):
                 return Outcome("PostgreSQL restarted", 200)
         raise OperationError(f"restart failed: PostgreSQL not running again after {wait_s:g}s", Refusal.UNAVAILABLE)
+
+    async def failsafe(self, primary: str, primary_is_me: bool) -> str | None:
+        return self.loop.failsafe_request(primary, primary_is_me)
 
     async def reload(self) -> Outcome:
         if self.reload_config is not None:

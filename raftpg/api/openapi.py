@@ -102,6 +102,9 @@ SCHEMAS: dict[str, Any] = {
     "RemoveCluster": {"type": "object", "required": ["scope", "leader"],
                       "properties": {"scope": {"type": "string"}, "leader": _NULLABLE_STR}},
     "RaftLeader": {"type": "object", "properties": {"addr": {"type": "string"}}},
+    "Failsafe": {"type": "object", "required": ["name"],
+                 "properties": {"name": {"type": "string"}, "conn_url": _NULLABLE_STR, "api_url": _NULLABLE_STR}},
+    "FailsafeTopology": {"type": "object", "additionalProperties": {"type": "string"}},
 }
 
 _HEALTH_PARAMS = [
@@ -208,6 +211,16 @@ def _paths() -> dict[str, Any]:
         "delete": _write("cancel a scheduled restart", None, {"200": _message("cancelled")}, "404"),
     }
     paths["/reload"] = {"post": _write("reload the configuration", None, done, "412", "503")}
+    accepted = {"description": "Accepted (text); the lsn header has this node's WAL position",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}
+    ask = _write("failsafe_mode: a primary that cannot reach the DCS asks to be kept", "Failsafe", {"200": accepted})
+    ask["responses"].update({"500": _error("Running as a leader"), "502": _error("failsafe_mode is not enabled")})
+    paths["/failsafe"] = {
+        "get": {"summary": "the failsafe topology the primary published (member -> REST API URL)",
+                "responses": {"200": {"description": "ok", **_content(_ref("FailsafeTopology"))},
+                              "502": _error("failsafe_mode is not enabled")}},
+        "post": ask,
+    }
     paths["/reinitialize"] = {"post": _write("re-clone this replica from the primary", "Reinitialize", done,
                                              "412", "503", required=False)}
     paths["/raft/members"] = {

@@ -6,7 +6,7 @@ The text is rendered by hand rather than through ``prometheus_client`` because P
 names must stay Patroni's. Values describe PostgreSQL as it is now (the caller passes the node's status
 with the fresh probe applied, and the details query), as Patroni reads them at scrape time.
 
-raftpg has neither standby clusters, quorum commit nor failsafe mode: those series are always 0.
+raftpg has neither standby clusters nor quorum commit: those series are always 0.
 ``patroni_version`` carries raftpg's own version in Patroni's encoding (``1.2.3`` -> ``010203``).
 """
 
@@ -89,7 +89,7 @@ def values(node: NodeStatus, version: str, details: PostgresDetails) -> dict[str
         "patroni_postgres_in_archive_recovery": 0,
         "patroni_postgres_server_version": (local.server_version or 0) if running and local else 0,
         "patroni_cluster_unlocked": int(view is None or view.leader is None),
-        "patroni_failsafe_mode_is_active": 0,
+        "patroni_failsafe_mode_is_active": int(bool(node.extra.get("failsafe_mode_is_active"))),
         "patroni_postgres_timeline": (local.timeline or 0) if running and local else 0,
         "patroni_dcs_last_seen": int(node.dcs_last_seen_wall or 0),
         "patroni_pending_restart": int(pending),

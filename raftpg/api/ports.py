@@ -90,6 +90,10 @@ class Commands(Protocol):
         """Restart this node's PostgreSQL now (conditions were checked by the caller); ``timeout_s``: fail
         (503) if it is not running again within that many seconds."""
 
+    async def failsafe(self, primary: str, primary_is_me: bool) -> str | None:
+        """``POST /failsafe`` from ``primary`` (failsafe_mode, the DCS unreachable): None if this node
+        accepts it as the primary (and holds back from the leader race for ttl), else why not."""
+
     async def reload(self) -> Outcome:
         """Reload this node's settings and PostgreSQL's configuration."""
 

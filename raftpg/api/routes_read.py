@@ -105,6 +105,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def failsafe(request: web.Request) -> web.StreamResponse:
+    """Patroni's ``GET /failsafe``: the failsafe topology (member -> REST API URL) the primary published;
+    502 when failsafe_mode is off or no topology has been read."""
+    view = request.app[VIEW].status().view
+    if view is None or not view.config.failsafe_mode or view.failsafe is None:
+        return error("failsafe_mode is not enabled", 502)
+    return reply(dict(view.failsafe))
+
+
 async def openapi(request: web.Request) -> web.StreamResponse:
     return reply(openapi_document(request.app[VIEW].version))
 
@@ -132,4 +141,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/config", config)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/failsafe", failsafe)
     app.router.add_get("/raft/members", raft_members)

@@ -15,6 +15,8 @@ from raftpg.api.http import BadRequest, error, field, read_json, reply
 from raftpg.api.keys import COMMANDS, RESTARTS, VIEW
 from raftpg.api.ports import Outcome
 from raftpg.api.restart import RestartConditions, parse_conditions, parse_timeout_s, unmet
+from raftpg.dcs.documents import name_problem
+from raftpg.ha.failsafe import RUNNING_AS_LEADER
 from raftpg.ha.operations import OperationError, parse_scheduled_at
 
 
@@ -155,6 +157,24 @@ async def transfer_raft_leadership(request: web.Request) -> web.StreamResponse:
     return _outcome(await request.app[COMMANDS].transfer_raft_leadership(addr.strip() if addr else None))
 
 
+async def failsafe(request: web.Request) -> web.StreamResponse:
+    """Patroni's ``POST /failsafe``: a primary that cannot reach the DCS asks to be kept. 200 ``Accepted``
+    with this node's WAL position in the ``lsn`` header; 500 from a running primary; 502 when
+    failsafe_mode is off (Patroni's codes)."""
+    body = await read_json(request, required=True)
+    primary = field(body, "name", str, required=True)
+    problem = name_problem(primary)
+    if problem:
+        raise BadRequest(f"name: {problem}")
+    view = request.app[VIEW]
+    local = await view.postgres_now() or view.status().local
+    why = await request.app[COMMANDS].failsafe(primary, bool(local and local.is_primary))
+    if why is not None:
+        return error(why, 500 if why == RUNNING_AS_LEADER else 502)
+    positions = [p for p in (local.receive_lsn, local.replay_lsn, local.lsn) if p is not None] if local else []
+    return web.Response(text="Accepted", headers={"lsn": str(max(positions))} if positions else None)
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_post("/switchover", switchover)
@@ -166,6 +186,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/restart", restart)
     router.add_delete("/restart", cancel_restart)
     router.add_post("/reload", reload)
+    router.add_post("/failsafe", failsafe)
     router.add_post("/reinitialize", reinitialize)
     router.add_post("/raft/members", add_raft_member)
     router.add_delete("/raft/members/{addr}", remove_raft_member)

@@ -94,6 +94,8 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
             body["pending_restart_reason"] = details.pending_restart_reason
     if scheduled_restart:
         body["scheduled_restart"] = scheduled_restart
+    if status.extra.get("failsafe_mode_is_active"):  # Patroni shows the key only when true
+        body["failsafe_mode_is_active"] = True
     if status.error:
         body["error"] = status.error
     if view is not None and view.problems:  # unreadable DCS documents, and what was read instead

@@ -100,6 +100,16 @@ def _bounded(default: int, key: str) -> Any:
     return Field(default, ge=low, le=high)
 
 
+# Why failsafe_mode is refused on the embedded Raft (raftpg/ha/DESIGN.md, "Failsafe mode", argues it): checked
+# when the config file is loaded (bootstrap.dcs) and when the stored config is changed (raftpg.ha.operations).
+RAFT_FAILSAFE_REFUSAL = (
+    "not available with the embedded Raft: there the DCS is the members themselves, so a primary that "
+    "cannot reach it while every member still answers has lost its Raft quorum to a fault of Raft itself "
+    "(a blocked Raft port, a full Raft disk); the members that still form a quorum can fail over cleanly, "
+    "and failsafe would only keep them from it. Use failsafe_mode with etcd or Consul, where the DCS is a "
+    "separate service that can fail alone")
+
+
 class DynamicSettings(OpenSettings):
     """The cluster-wide settings (Patroni's names and defaults; times in seconds, lag in bytes).
 
@@ -131,6 +141,7 @@ class DynamicSettings(OpenSettings):
     detached_primary: MemberName | None = None  # written by a paused stop (see README); a member's name
     slots: SlotMap = Field(default_factory=empty_map)
     member_slots_ttl: Seconds = _bounded(1800, "member_slots_ttl")  # Patroni 4's name and default (30min)
+    failsafe_mode: bool = False  # refused on the embedded Raft (raftpg.ha.failsafe says why)
     postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
 
     @classmethod

@@ -16,6 +16,7 @@ from raftpg.config import unsupported
 from raftpg.config.addresses import same_address, split_host_port
 from raftpg.config.base import Settings
 from raftpg.config.dcs_sections import ConsulSettings, Etcd3Settings, RaftSettings
+from raftpg.config.dynamic import RAFT_FAILSAFE_REFUSAL
 from raftpg.config.errors import problems
 from raftpg.config.fields import MemberName, control_characters, member_name
 from raftpg.config.postgresql import PostgresSettings
@@ -115,6 +116,8 @@ class Config(Settings):
         present = [kind for kind in DCS_KINDS if getattr(self, kind) is not None]
         found = structure_problems(present, self.witness, self.postgresql is not None) + self._watchdog_problems()
         found += port_problems(self)
+        if self.raft is not None and self.bootstrap.dcs.failsafe_mode:
+            found.append(("bootstrap.dcs.failsafe_mode", RAFT_FAILSAFE_REFUSAL))
         if found:
             raise problems(found)
         return self

@@ -93,7 +93,6 @@ BOOTSTRAP = MappingProxyType({
 })
 
 DYNAMIC = MappingProxyType({
-    "failsafe_mode": "a primary that cannot renew its lease demotes, as without failsafe_mode",
     "maximum_lag_on_syncnode": "",
     "max_timelines_history": "the whole history is kept",
 })

@@ -36,7 +36,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from raftpg.config.dynamic import RAFT_FAILSAFE_REFUSAL
 from raftpg.model import ClusterView, Failover, HistoryEntry, Leader, Member, SyncState
+
+__all__ = ["RAFT_FAILSAFE_REFUSAL", "Dcs", "DcsError"]
 
 
 class DcsError(Exception):
@@ -51,6 +54,9 @@ class DcsError(Exception):
 
 
 class Dcs(Protocol):
+    # None: Patroni's failsafe_mode may be enabled on this store; else why it is refused
+    failsafe_refusal: str | None
+
     def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView: ...
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
@@ -87,8 +93,10 @@ class Dcs(Protocol):
 
     def set_history(self, entries: tuple[HistoryEntry, ...], *, timeout_s: float) -> None: ...
 
-    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None, *, timeout_s: float) -> None:
-        """The status key: the primary's WAL position (``optime``) and its slots' positions (``slots``)."""
+    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None,
+                   failsafe: Mapping[str, str] | None = None, *, timeout_s: float) -> None:
+        """The status key: the primary's WAL position (``optime``), its slots' positions (``slots``) and,
+        with failsafe_mode, the failsafe topology (``failsafe``: member name -> REST API URL)."""
 
     def delete_cluster(self, *, timeout_s: float) -> None:
         """Delete every key under the scope (``raftpgctl remove``): the operator starts the cluster afresh."""

@@ -47,6 +47,7 @@ from raftpg.dcs.documents import (
     Unreadable,
     load_object,
     read_failover,
+    read_failsafe,
     read_history,
     read_member,
     read_name,
@@ -87,9 +88,13 @@ def history_document(entries: tuple[HistoryEntry, ...]) -> list[list[Any]]:
     return [[e.timeline, e.lsn, e.reason, e.timestamp, e.new_leader] for e in entries]
 
 
-def status_document(last_lsn: int, slots: Mapping[str, int] | None) -> dict[str, Any]:
-    """Patroni's shape: ``optime`` (the primary's WAL position) and ``slots`` (its slots' positions)."""
-    return {"optime": last_lsn, **({"slots": dict(sorted(slots.items()))} if slots else {})}
+def status_document(last_lsn: int, slots: Mapping[str, int] | None,
+                    failsafe: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Patroni's shape: ``optime`` (the primary's WAL position) and ``slots`` (its slots' positions); with
+    failsafe_mode, ``failsafe`` (member name -> REST API URL: the members the primary asks when it cannot
+    reach the DCS; Patroni keeps it in a key of its own)."""
+    return {"optime": last_lsn, **({"slots": dict(sorted(slots.items()))} if slots else {}),
+            **({"failsafe": dict(sorted(failsafe.items()))} if failsafe is not None else {})}
 
 
 def sync_document(leader: str | None, standbys: tuple[str, ...]) -> dict[str, Any]:
@@ -159,6 +164,7 @@ class ClusterReader:
             history=_noted(problems, keys.HISTORY, read_history(history[0])) if history else (),
             last_lsn=self._optime(status, problems),
             slot_positions=_noted(problems, keys.STATUS, read_slot_positions(status[0])) if status else (),
+            failsafe=_noted(problems, keys.STATUS, read_failsafe(status[0])) if status else None,
             revision=revision,
         )
 

@@ -81,6 +81,7 @@ class ConsulDcs:
     def __init__(self, http: ConsulHttp, layout: KeyLayout, *, retry_timeout_s: float,
                  min_session_ttl_s: float = CONSUL_MIN_SESSION_TTL_S, clock: Clock | None = None,
                  fallback_config: DynamicConfig | None = None) -> None:
+        self.failsafe_refusal: str | None = None  # Consul is a separate service: failsafe_mode allowed
         self.http = http
         self.reader = ClusterReader(fallback_config)
         self.layout = layout
@@ -361,9 +362,10 @@ class ConsulDcs:
         self._put(self._key(keys.HISTORY), _dumps(history_document(entries)), self._deadline(timeout_s), "write history",
                   idempotent=True)
 
-    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None, *, timeout_s: float) -> None:
-        self._put(self._key(keys.STATUS), _dumps(status_document(last_lsn, slots)), self._deadline(timeout_s),
-                  "write status", idempotent=True)
+    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None,
+                   failsafe: Mapping[str, str] | None = None, *, timeout_s: float) -> None:
+        self._put(self._key(keys.STATUS), _dumps(status_document(last_lsn, slots, failsafe)),
+                  self._deadline(timeout_s), "write status", idempotent=True)
 
     def close(self) -> None:
         self.http.close()

@@ -367,6 +367,34 @@ def read_slot_positions(raw: Any) -> tuple[tuple[tuple[str, int], ...], tuple[st
     return tuple(found), tuple(f.problems)
 
 
+def read_failsafe(raw: Any) -> tuple[tuple[tuple[str, str], ...] | None, tuple[str, ...]]:
+    """The status key's ``failsafe``: the failsafe topology (member name -> REST API URL) the primary
+    published. Absent: None. A bad entry makes the whole topology unreadable, read as absent (Patroni
+    discards a garbled one too): a topology with a member left out would let that member race while the
+    primary counts on it, and a primary that reads no topology asks nobody and demotes on time."""
+    try:
+        data = load_object(raw).get("failsafe")
+    except Unreadable:
+        return None, ()  # read_optime reports an unreadable status document
+    if data is None:
+        return None, ()
+    if not isinstance(data, dict):
+        return None, (f"failsafe: must be a JSON object, got {json_kind(data)}",)
+    f = Fields(data, "failsafe.")
+    found = []
+    for name in sorted(data, key=str):
+        problem = name_problem(name)
+        if problem:
+            f.problem(f"{str(name)[:40]!r}", problem)
+        elif (url := f.text(name)) is not None and url:
+            found.append((name, url))
+        elif not f.problems:
+            f.problem(name, "must be the member's REST API URL")
+    if f.problems:
+        return None, tuple(f.problems)
+    return tuple(found), ()
+
+
 def read_history(raw: Any) -> tuple[tuple[HistoryEntry, ...], tuple[str, ...]]:
     """The history key: [timeline, lsn, reason, timestamp, new_leader] rows. Bad rows are left out."""
     try:
@@ -401,5 +429,5 @@ def _history_row(row: Any) -> tuple[HistoryEntry | None, str | None]:
 
 __all__ = [
     "UNREADABLE", "Unreadable", "as_text", "load_json", "load_object", "name_problem", "read_failover",
-    "read_history", "read_member", "read_name", "read_optime", "read_slot_positions", "read_sync", "read_sysid", "shown_name",
+    "read_failsafe", "read_history", "read_member", "read_name", "read_optime", "read_slot_positions", "read_sync", "read_sysid", "shown_name",
 ]

@@ -105,6 +105,7 @@ def _whole_seconds(ttl_s: float) -> int:
 class EtcdDcs:
     def __init__(self, gateway: EtcdGateway, layout: KeyLayout, *, retry_timeout_s: float,
                  clock: Clock | None = None, fallback_config: DynamicConfig | None = None) -> None:
+        self.failsafe_refusal: str | None = None  # etcd is a separate service: failsafe_mode allowed
         self.gateway = gateway
         self.reader = ClusterReader(fallback_config)
         self.layout = layout
@@ -360,8 +361,9 @@ class EtcdDcs:
     def set_history(self, entries: tuple[HistoryEntry, ...], *, timeout_s: float) -> None:
         self._put_plain(keys.HISTORY, _dumps(history_document(entries)), timeout_s, "write history")
 
-    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None, *, timeout_s: float) -> None:
-        self._put_plain(keys.STATUS, _dumps(status_document(last_lsn, slots)), timeout_s, "write status")
+    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None,
+                   failsafe: Mapping[str, str] | None = None, *, timeout_s: float) -> None:
+        self._put_plain(keys.STATUS, _dumps(status_document(last_lsn, slots, failsafe)), timeout_s, "write status")
 
     def close(self) -> None:
         self.gateway.close()

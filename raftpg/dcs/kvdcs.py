@@ -36,7 +36,8 @@ def _dumps(document: Any) -> str:
 
 class KvDcs:
     def __init__(self, kv: KvClient, layout: KeyLayout, *, owns_kv: bool = False,
-                 fallback_config: DynamicConfig | None = None) -> None:
+                 fallback_config: DynamicConfig | None = None, failsafe_refusal: str | None = None) -> None:
+        self.failsafe_refusal = failsafe_refusal  # the embedded Raft's: RAFT_FAILSAFE_REFUSAL
         self.kv = kv
         self.layout = layout
         self._owns_kv = owns_kv
@@ -156,9 +157,10 @@ class KvDcs:
         self._call("write history", self.kv.put, self.layout.key(keys.HISTORY), _dumps(history_document(entries)),
                    timeout_s=timeout_s)
 
-    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None, *, timeout_s: float) -> None:
-        self._call("write status", self.kv.put, self.layout.key(keys.STATUS), _dumps(status_document(last_lsn, slots)),
-                   timeout_s=timeout_s)
+    def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None,
+                   failsafe: Mapping[str, str] | None = None, *, timeout_s: float) -> None:
+        self._call("write status", self.kv.put, self.layout.key(keys.STATUS),
+                   _dumps(status_document(last_lsn, slots, failsafe)), timeout_s=timeout_s)
 
     def close(self) -> None:
         if self._owns_kv:

@@ -262,10 +262,23 @@ class RecordPromotion:
 @dataclass(frozen=True)
 class PublishPosition:
     """Store the primary's WAL position in the status key (the reference for maximum_lag_on_failover),
-    with its slots' positions (``slots``, which the replicas copy: raftpg.ha.slots)."""
+    with its slots' positions (``slots``, which the replicas copy: raftpg.ha.slots) and, with
+    failsafe_mode, the failsafe topology (member, REST API URL: raftpg.ha.failsafe)."""
 
     lsn: int
     slots: tuple[tuple[str, int], ...] = ()
+    failsafe: tuple[tuple[str, str], ...] | None = None
+    retry_soon: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class AskFailsafe:
+    """failsafe_mode, the DCS unreachable: ask every other member of the failsafe topology (``POST
+    /failsafe``) to accept this node as the primary. All accept: the lease is extended to the moment the
+    requests were sent plus ttl, as by a confirmed renewal (fence and watchdog follow). One refuses or
+    does not answer: the action fails and the lease runs out as it would have."""
+
+    members: tuple[tuple[str, str], ...]
     retry_soon: ClassVar[bool] = True
 
 
@@ -316,7 +329,7 @@ Action = (
     | AcquireLeaderKey | RenewLeaderKey | ReleaseLeaderKey | HandOverLeaderKey | Promote | StartPrimary
     | StartReplica | CheckReachable | Rewind | FollowLeader | CloneFrom | MoveDataAside | RecordRepair
     | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | FollowSlots | SetSynchronousStandbys
-    | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | StoreInitialConfig
+    | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | AskFailsafe | StoreInitialConfig
     | ApplyClusterConfig | ClearDetachedMarker | Refuse | Fence
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from raftpg.ha import failsafe
 from raftpg.ha.actions import (
     AcquireLeaderKey,
     Action,
@@ -132,13 +133,16 @@ def _operator_requests(i: Inputs) -> tuple[Action, ...]:
 DEMOTE_STOP_S = 2.0
 
 
-
 def _dcs_unreachable(i: Inputs) -> Decision:
     local = i.local
     if not (local and local.may_accept_writes):
         return Decision((), "DCS unreachable: no action, not the primary")
     remaining = i.lease.valid_for(i.now)
     if remaining > i.demote_margin_s:
+        ask = failsafe.ask(i)  # failsafe_mode: the members' word extends the lease instead of a renewal
+        if ask is not None:
+            return Decision((ask,), f"DCS unreachable: failsafe_mode: asking {', '.join(n for n, _ in ask.members)} "
+                                    f"to keep me the primary (lease valid for {remaining:.1f}s more)")
         return Decision((), f"DCS unreachable: I am the primary, lease valid for {remaining:.1f}s more")
     return Decision((StopPostgres("fast", "cannot renew the leader lease", DEMOTE_STOP_S),),
                     "demoting: DCS unreachable and the leader lease is about to expire")
@@ -176,8 +180,8 @@ def _unobservable_primary(i: Inputs, view: ClusterView) -> Decision:
                             f"{remaining - i.demote_margin_s:.1f}s unless it answers")
     # Stopped (fast: the replicas receive the shutdown checkpoint), then the key goes to a replica that can
     # be observed, rather than restarting in place a server that may stay unobservable.
-    return Decision((StopPostgres("fast", f"{what} and the leader lease is about to expire", DEMOTE_STOP_S), ReleaseLeaderKey()),
-                    f"demoting: {what} and the leader lease is about to expire")
+    stop = StopPostgres("fast", f"{what} and the leader lease is about to expire", DEMOTE_STOP_S)
+    return Decision((stop, ReleaseLeaderKey()), f"demoting: {what} and the leader lease is about to expire")
 
 
 STANDBY_STATES = ("in archive recovery", "shut down in recovery")
@@ -289,7 +293,9 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
     if view.paused:
         return Decision(tuple(actions) + _operator_requests(i), f"paused: I am {me}, the primary with the lock")
     if local.lsn is not None:
-        actions.append(PublishPosition(local.lsn, published(local, me)))
+        topology = failsafe.topology(view, i.me)
+        actions.append(PublishPosition(local.lsn, published(local, me),
+                                       tuple(sorted(topology.items())) if topology is not None else None))
     if view.config.use_slots:
         actions.append(primary_slots(view, me))
     sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn)
@@ -365,8 +371,11 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
                             f"stop that server and remove detached_primary with edit-config")
     if view.paused and not (failover and failover.candidate == me):
         return Decision((), "paused: the leader key is free but I do not promote automatically")
+    hold = failsafe.race_hold(i, view)
+    if hold:
+        return Decision((), f"not promoting: {hold}")
     mine = i.me_as_member()
-    eligibility = _eligibility_view(view)
+    eligibility = view.eligibility_view()
     if failover and failover.candidate and failover.candidate != me and \
             _may_take_over(eligibility, view.member(failover.candidate), failover):
         return Decision((), f"waiting: manual failover to {failover.candidate}")
@@ -374,7 +383,7 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
     reason = eligibility.ineligibility(mine)
     if reason and not (named and _may_take_over(eligibility, mine, failover)):
         return Decision((), f"not promoting: {reason}")
-    healthier = [m for m in eligibility.failover_candidates(exclude=me) if _healthier(m, mine)]
+    healthier = [m for m in eligibility.failover_candidates(exclude=me) if health_key(m) < health_key(mine)]
     if healthier and not named:
         return Decision((), f"not promoting: {healthier[0].name} is healthier")
     return _promote(i, view, "failover: the leader key was free and I am the healthiest replica",
@@ -395,14 +404,6 @@ def _may_take_over(view: ClusterView, member: Member | None, failover: Failover 
     if view.ineligibility(member) is None:
         return True
     return failover.leader is None and replace(view, last_lsn=None).ineligibility(member) is None
-
-
-def _eligibility_view(view: ClusterView) -> ClusterView:
-    return view.eligibility_view()
-
-
-def _healthier(other: Member, mine: Member) -> bool:
-    return health_key(other) < health_key(mine)
 
 
 def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -> Decision:

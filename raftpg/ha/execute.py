@@ -16,7 +16,7 @@ from raftpg.ha.background import CloneJob
 from raftpg.ha.history import history_rows
 from raftpg.ha.inputs import Inputs, LeaseState, Me
 from raftpg.ha.lease import SUPERVISOR_FENCE_LATENCY_S, LeaseAccount, Timing
-from raftpg.ha.ports import PostgresPort, WatchdogPort
+from raftpg.ha.ports import FailsafePeers, PostgresPort, WatchdogPort
 from raftpg.model.slots import slot_name_for
 
 __all__ = ["SUPERVISOR_FENCE_LATENCY_S", "Executor", "FatalRefusal", "Timing"]
@@ -38,10 +38,10 @@ STARTED = Started()
 class Executor:
     def __init__(self, dcs: Dcs, pg: PostgresPort | None, watchdog: WatchdogPort | None, clock: Clock,
                  me: Me, bootstrap_dcs: dict[str, Any] | None = None, *, clone_in_background: bool = False,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None, failsafe_peers: FailsafePeers | None = None) -> None:
         """``clone_in_background``: the agent's loop copies a replica on a thread of its own (a large one
         takes hours), the simulation and tests inline; ``wake`` (the loop's) starts the next cycle when
-        that copy ends."""
+        that copy ends; ``failsafe_peers``: how a primary cut off from the DCS asks the other members."""
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs or {}
         self.account = LeaseAccount(me.name, pg, watchdog, clock)
@@ -51,6 +51,7 @@ class Executor:
         self.clone_in_background = clone_in_background
         self.clone_job: CloneJob | None = None
         self.wake = wake or (lambda: None)
+        self.failsafe_peers = failsafe_peers
 
     @property
     def lease(self) -> LeaseState:
@@ -138,8 +139,10 @@ class Executor:
                 dcs.set_failover(None, revision, timeout_s=budget_s)
             case act.WriteSyncKey(standbys=standbys, expected_revision=revision):
                 return dcs.set_sync(name, standbys, revision, timeout_s=budget_s) is not None
-            case act.PublishPosition(lsn=lsn, slots=slots):
-                dcs.set_status(lsn, dict(slots), timeout_s=budget_s)
+            case act.PublishPosition(lsn=lsn, slots=slots, failsafe=failsafe):
+                dcs.set_status(lsn, dict(slots), None if failsafe is None else dict(failsafe), timeout_s=budget_s)
+            case act.AskFailsafe(members=members):
+                return self._ask_failsafe(members, t)
             case act.RecordPromotion(reason=reason):
                 state = self._pg(pg).observe()
                 assert i.view is not None
@@ -248,6 +251,24 @@ class Executor:
             return None
         self.clone_job = None
         return job
+
+    def _ask_failsafe(self, members: tuple[tuple[str, str], ...], t: Timing) -> bool:
+        """Every member must accept; then the lease counts from the moment the requests were sent (each
+        member holds back from the race for ttl after it received one, which is later)."""
+        if self.failsafe_peers is None:
+            raise RuntimeError("failsafe_mode: this agent cannot reach the other members' REST APIs")
+        sent = self.clock.monotonic()
+        deadline = self.account.state.deadline
+        budget = 2.0 if deadline is None else max(0.2, min(2.0, deadline - t.demote_margin_s - sent))
+        request = {"name": self.me.name, "conn_url": self.me.conn_url, "api_url": self.me.api_url}
+        answers = self.failsafe_peers.ask(members, request, budget) if members else {}
+        refused = {name: answers.get(name, "no answer") for name, _ in members if answers.get(name, "no answer")}
+        if refused:
+            log.warning("failsafe_mode: not every member accepts me as the primary: %s",
+                        "; ".join(f"{name}: {why}" for name, why in sorted(refused.items())))
+            return False
+        self.account.confirm(sent, t)
+        return True
 
     @staticmethod
     def _pg(pg: PostgresPort | None) -> PostgresPort:

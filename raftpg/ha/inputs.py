@@ -18,6 +18,7 @@ class Me:
     conn_url: str | None = None
     raft_addr: str | None = None
     clone_without_leader: bool = False    # a replica method marked no_leader (e.g. a restore from backup)
+    failsafe_refusal: str | None = None   # why this node's DCS refuses failsafe_mode (the embedded Raft's)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,18 @@ class Memory:
     # the slot copies this replica last brought in step (positions, monotonic time): done again only when
     # the primary publishes other positions, or a minute later (an idle cluster costs no queries)
     slots_followed: tuple[tuple[tuple[str, int], ...], float] | None = None
+    # failsafe_mode: the topology (member, REST API URL) last read from the status key while it was on;
+    # a primary that cannot reach the DCS asks these members. None: failsafe_mode off (or never read)
+    failsafe_members: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True)
+class FailsafeSeen:
+    """What this node has heard of failsafe mode outside the DCS (monotonic times)."""
+
+    asked_by: str | None = None             # the primary that last asked to be kept (POST /failsafe)
+    asked_at: float | None = None           # when that request came
+    agent_started: float = 0.0              # requests before this moment were not heard
 
 
 REINITIALIZE_FROM_LEADER = "reinitialize-from-leader"  # an operator request: re-clone from the leader itself
@@ -67,6 +80,7 @@ class Inputs:
     now_wall: float                         # epoch seconds: only for scheduled switchovers (a human's time)
     demote_margin_s: float = 1.0            # stop writes this long before the lease could expire
     pending: frozenset[str] = frozenset()   # operator requests: restart, reload, reinitialize[-from-leader]
+    failsafe: FailsafeSeen = field(default_factory=FailsafeSeen)
 
     def me_as_member(self) -> Member:
         """This node as a failover candidate, with its *current* WAL position rather than the published one."""

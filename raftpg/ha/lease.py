@@ -91,6 +91,14 @@ class LeaseAccount:
             self._kick_watchdog(timing)
             return True
 
+    def confirm(self, sent: float, timing: Timing) -> None:
+        """failsafe_mode: every member accepted this node as the primary in requests sent at ``sent``
+        (they hold back from the race for ttl after receiving one): a lease as a confirmed renewal gives."""
+        with self._lock:
+            self.state = LeaseState(max(self.state.deadline or sent, sent + timing.ttl_s))
+            self.push_fence(timing)
+            self._kick_watchdog(timing)
+
     def drop(self) -> None:
         with self._lock:
             self.state = LeaseState()

@@ -18,14 +18,15 @@ from typing import Any
 
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
+from raftpg.ha import failsafe
 from raftpg.ha import memory as memories
-from raftpg.ha.actions import Decision, Initdb, Promote, StartPrimary
+from raftpg.ha.actions import AskFailsafe, Decision, Initdb, Promote, StartPrimary
 from raftpg.ha.background import CloneJob
 from raftpg.ha.chores import chores
 from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
-from raftpg.ha.inputs import Inputs, Me, Memory
-from raftpg.ha.ports import PostgresPort, WatchdogPort
+from raftpg.ha.inputs import FailsafeSeen, Inputs, Me, Memory
+from raftpg.ha.ports import FailsafePeers, PostgresPort, WatchdogPort
 from raftpg.model import ClusterView, DynamicConfig, LocalState, Member, NodeStatus, Role
 
 __all__ = ["HaLoop", "NodeStatus"]
@@ -41,13 +42,15 @@ class HaLoop:
                  on_status: Callable[[NodeStatus], None] | None = None,
                  watchdog_safety_margin_s: float = 5.0,
                  raft_status: Callable[[], dict[str, Any] | None] | None = None,
-                 clone_in_background: bool = False) -> None:
+                 clone_in_background: bool = False, failsafe_peers: FailsafePeers | None = None) -> None:
+        me = replace(me, failsafe_refusal=dcs.failsafe_refusal)
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs
         self.version = version
         self._raft_status = raft_status or (lambda: None)  # the embedded store's, shown in status
         self.executor = Executor(dcs, pg, watchdog, clock, me, bootstrap_dcs,
-                                 clone_in_background=clone_in_background, wake=self.wake)
+                                 clone_in_background=clone_in_background, wake=self.wake,
+                                 failsafe_peers=failsafe_peers)
         self.memory = Memory()
         self.watchdog_safety_margin_s = watchdog_safety_margin_s  # local config: watchdog.safety_margin
         self.timing = self._timing(DynamicConfig.from_dict(bootstrap_dcs))
@@ -59,6 +62,10 @@ class HaLoop:
         self._pending_lock = threading.Lock()
         self._last_leader: str | None = None
         self.fatal: str | None = None
+        # failsafe_mode: the requests heard (POST /failsafe), and whether it is on as last read
+        self._failsafe_seen = FailsafeSeen(agent_started=clock.monotonic())
+        self._failsafe_on = False
+        self._failsafe_kept_at: float | None = None  # when the members last kept this primary
 
     def _timing(self, config: DynamicConfig) -> Timing:
         return Timing(ttl_s=config.ttl_s, loop_wait_s=config.loop_wait_s,
@@ -74,6 +81,26 @@ class HaLoop:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def failsafe_request(self, primary: str, primary_is_me: bool) -> str | None:
+        """``POST /failsafe`` from ``primary``, which cannot reach the DCS: None if accepted (then this
+        node does not race for the leader key for ttl: raftpg.ha.failsafe), else why not. Refused when
+        failsafe_mode is off as last read, and by a running primary (``primary_is_me``: Patroni's answer
+        "Running as a leader")."""
+        if not self._failsafe_on:
+            return failsafe.NOT_ENABLED
+        if primary_is_me:
+            return failsafe.RUNNING_AS_LEADER
+        with self._pending_lock:
+            self._failsafe_seen = replace(self._failsafe_seen, asked_by=primary, asked_at=self.clock.monotonic())
+        return None
+
+    def failsafe_active(self) -> bool:
+        """Patroni's ``failsafe_mode_is_active``: a primary the members kept within ttl, or a member asked
+        within ttl."""
+        now, ttl = self.clock.monotonic(), self.timing.ttl_s
+        asked = self._failsafe_seen.asked_at
+        return any(t is not None and now - t < ttl for t in (asked, self._failsafe_kept_at))
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,11 +146,16 @@ class HaLoop:
         if self.executor.lease.deadline is not None and now >= self.executor.lease.deadline:
             self.executor.drop_lease()
         self.memory = memories.observed(self.memory, view, local, self.me.name, self.executor.following, now)
+        self.memory = replace(self.memory, failsafe_members=failsafe.remembered(view, self.me,
+                                                                                self.memory.failsafe_members))
+        if view is not None:
+            self._failsafe_on = failsafe.enabled(view, self.me)
         with self._pending_lock:
             pending, self._pending = frozenset(self._pending), set()
+            seen = self._failsafe_seen
         inputs = Inputs(view=view, local=local, me=self.me, lease=self.executor.lease, memory=self.memory,
                         now=now, now_wall=self.clock.wall(), demote_margin_s=self.timing.demote_margin_s,
-                        pending=pending)
+                        pending=pending, failsafe=seen)
         chores_due = chores(inputs)
         chores_ok = not chores_due or self.executor.run(Decision(chores_due, "chores"), inputs, self.timing)
         if not chores_ok:
@@ -132,6 +164,8 @@ class HaLoop:
         decision = decide(inputs)
         log.info("%s", decision.reason)
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True
+        if ok and decision.has(AskFailsafe):
+            self._failsafe_kept_at = now
         self.memory = memories.after_actions(self.memory, decision, ok, self.executor.failed if not ok else None,
                                              self.executor.following)
         if decision.actions and self.pg:
@@ -169,7 +203,7 @@ class HaLoop:
             lease_valid_s=self.executor.lease.valid_for(now), demote_margin_s=self.timing.demote_margin_s,
             error=error, cycles=self.status.cycles + 1, leader_changes=changes, loop_duration_s=now - started,
             activity="creating replica" if job else None, progress=job.percent if job else None,
-            extra={"raft": self._raft_status()},
+            extra={"raft": self._raft_status(), "failsafe_mode_is_active": self.failsafe_active()},
         )
         self._on_status(self.status)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from raftpg.config import ConfigError, dynamic_config_warnings, validate_dynamic_config
 from raftpg.dcs.base import Dcs, DcsError
-from raftpg.model import ClusterView, Failover, Member
+from raftpg.model import ClusterView, DynamicConfig, Failover, Member
 
 CAS_ATTEMPTS = 3
 
@@ -283,6 +283,9 @@ def _store_config(dcs: Dcs, build: Any, timeout_s: float) -> ConfigChanged:
             raise OperationError("the cluster is not initialized yet: no config to change")
         current = view.config.to_dict() if view.config_revision is not None else {}
         document, warnings = validated(build(current))
+        refusal = dcs.failsafe_refusal
+        if refusal and DynamicConfig.from_dict(document).failsafe_mode:
+            raise OperationError(f"failsafe_mode: {refusal}", Refusal.INVALID)
         if view.config_revision is not None and document == current:
             return ConfigChanged(document, False, warnings)
         try:

@@ -107,3 +107,12 @@ class WatchdogPort(Protocol):
 
     @property
     def armed(self) -> bool: ...
+
+
+class FailsafePeers(Protocol):
+    """failsafe_mode: the other members' REST APIs, as the primary asks them (``POST /failsafe``)."""
+
+    def ask(self, members: tuple[tuple[str, str], ...], request: Mapping[str, object],
+            timeout_s: float) -> dict[str, str | None]:
+        """Send ``request`` to every member (name, REST API URL) at once, within ``timeout_s`` in all;
+        -> for each name, None if it accepted, else why not (its answer, or the connection's failure)."""

@@ -135,6 +135,9 @@ class DynamicConfig:
     # (``detached_primary``): nobody else promotes until its agent returns and adopts it, or an operator
     # removes the key once that server is stopped
     detached_primary: str | None = None
+    # Patroni's failsafe_mode: a primary that cannot reach the DCS keeps running while every member of the
+    # published failsafe topology accepts it as the primary (raftpg.ha.failsafe; refused on the embedded Raft)
+    failsafe_mode: bool = False
     raw: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -173,6 +176,7 @@ class DynamicConfig:
                                   if (slot := PermanentSlot.parse(name, entry)) is not None),
             member_slots_ttl_s=_duration(raw.get("member_slots_ttl"), "member_slots_ttl", d.member_slots_ttl_s),
             detached_primary=_member_name(raw.get("detached_primary")),
+            failsafe_mode=flag(raw.get("failsafe_mode"), False),
             raw=tuple(sorted(raw.items())),
         )
 
@@ -237,6 +241,9 @@ class ClusterView:
     last_lsn: int | None = None
     # the primary's replication slots and their positions (the status key's ``slots``), copied by replicas
     slot_positions: tuple[tuple[str, int], ...] = ()
+    # the failsafe topology the primary published in the status key (``failsafe``: member -> api_url), the
+    # members it must ask while it cannot reach the DCS; None: not published (failsafe_mode off)
+    failsafe: tuple[tuple[str, str], ...] | None = None
     revision: int = 0
     # unreadable documents under the scope, one line each ("config: ttl: ...; using ..."): they were
     # read as an invalid member, an absent key or the last good value (raftpg.dcs.codec)

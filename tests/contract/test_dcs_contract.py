@@ -204,6 +204,11 @@ def test_history_and_status(backend: Backend) -> None:
     dcs.set_status(67108865, {"n2": 67108000, "n1": 67108865}, timeout_s=T)  # the primary's slots, and itself
     view = dcs.load(timeout_s=T)
     assert view.last_lsn == 67108865 and view.slot_positions == (("n1", 67108865), ("n2", 67108000))
+    assert view.failsafe is None
+    topology = {"n2": "http://127.0.0.1:8009/patroni", "n1": "http://127.0.0.1:8008/patroni"}
+    dcs.set_status(67108866, {}, topology, timeout_s=T)  # failsafe_mode: the members the primary asks
+    view = dcs.load(timeout_s=T)
+    assert view.last_lsn == 67108866 and view.failsafe == tuple(sorted(topology.items()))
 
 
 def test_delete_cluster_removes_every_key_of_the_scope_and_no_other(backend: Backend) -> None:

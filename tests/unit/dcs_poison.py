@@ -71,7 +71,8 @@ EMBEDDED: dict[str, tuple[str, ...]] = {
                '{"ttl":20,"loop_wait":2,"retry_timeout":4,"postgresql":{"parameters":{"work_mem":%s}}}'),
     "failover": ('{"leader":"n1","member":%s}', '{"leader":"n1","member":"n2","scheduled_at":%s}'),
     "sync": ('{"leader":"n1","sync_standby":%s}',),
-    "status": ('{"optime":%s}', '{"optime":1,"slots":{"n1":%s,"n3":5}}'),
+    "status": ('{"optime":%s}', '{"optime":1,"slots":{"n1":%s,"n3":5}}',
+               '{"optime":1,"failsafe":{"n1":"http://n1:8008","n3":%s}}'),
     "history": ('[[1,33554432,"x",1700000000.0,"n1"],[%s,50331648,"y",1700000000.0,"n2"]]',),
 }
 
@@ -130,7 +131,10 @@ FIELD_POISON: dict[str, tuple[str, ...]] = {
     "status": ('{"optime":"abc"}', '{"optime":-1}', '{"optime":18446744073709551616}', '{"optime":1.5}',
                '{"optime":1,"slots":"x"}', '{"optime":1,"slots":[1]}', '{"optime":1,"slots":{"BAD-NAME":1,"n3":5}}',
                '{"optime":1,"slots":{"n1":-1,"n3":5}}', '{"optime":1,"slots":{"n1":1.5,"n3":5}}',
-               '{"optime":1,"slots":{"n1":"abc","n3":5}}', '{"optime":1,"slots":{"' + "x" * 200 + '":1}}'),
+               '{"optime":1,"slots":{"n1":"abc","n3":5}}', '{"optime":1,"slots":{"' + "x" * 200 + '":1}}',
+               '{"optime":1,"failsafe":"x"}', '{"optime":1,"failsafe":[1]}', '{"optime":1,"failsafe":{"a/b":"u"}}',
+               '{"optime":1,"failsafe":{"n1":5,"n3":"http://n3:8008"}}', '{"optime":1,"failsafe":{"n1":""}}',
+               '{"optime":1,"failsafe":{"n1":"http://n1:8008\n"}}'),
 }
 BAD_HISTORY_ROWS = ('"x"', '[1]', '["x",1,"y"]', '[0,1,"y"]', '[1,-1,"y"]', '[1,1,5]', '[1,1,"y",1e300]',
                     '[1,1,"y","not a time"]', '[1,1,"y",1.0,5]', '[1,1,"y",1.0,"a/b"]')

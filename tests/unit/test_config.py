@@ -354,7 +354,7 @@ UNSUPPORTED_CASES: list[tuple[dict[str, Any], list[str]]] = [
      ["restapi.thread_pool_size", "restapi.allowlist", "restapi.http_extra_headers", "restapi.request_queue_size",
       "restapi.server_tokens"]),
     ({"bootstrap.users": {"admin": {}}}, ["bootstrap.users"]),
-    ({"bootstrap.dcs.failsafe_mode": True}, ["bootstrap.dcs.failsafe_mode"]),
+    ({"bootstrap.dcs.maximum_lag_on_syncnode": 1048576}, ["bootstrap.dcs.maximum_lag_on_syncnode"]),
     ({"bootstrap.dcs.postgresql": {"pg_ctl_timeout": 60}}, ["bootstrap.dcs.postgresql.pg_ctl_timeout"]),
     ({"postgresql.pg_ctl_timeout": 60, "postgresql.use_unix_socket_repl": True,
       "postgresql.remove_data_directory_on_rewind_failure": True,
@@ -384,8 +384,8 @@ def test_unsupported_consul_key_warns() -> None:
 
 
 def test_patroni_only_keys_are_kept_where_patroni_stores_them() -> None:
-    config = parse_config(edited({"bootstrap.dcs.failsafe_mode": True, "tags.nostream": True}))
-    assert config.bootstrap.dcs.to_dict()["failsafe_mode"] is True
+    config = parse_config(edited({"bootstrap.dcs.maximum_lag_on_syncnode": 1, "tags.nostream": True}))
+    assert config.bootstrap.dcs.to_dict()["maximum_lag_on_syncnode"] == 1
     assert config.tags.as_dict()["nostream"] is True
     dropped = parse_config(edited({"postgresql.pg_ctl_timeout": 60}))
     assert "pg_ctl_timeout" not in dropped.postgresql.to_dict()  # type: ignore[union-attr]
@@ -604,8 +604,22 @@ def test_dynamic_config_normalizes_and_round_trips() -> None:
     assert normalized["my_extension"] == {"a": [1, 2]} and normalized["failsafe_mode"] is True
     assert normalized["postgresql"]["use_slots"] is True and normalized["postgresql"]["pg_ident"] == ["m os pg"]
     assert validate_dynamic_config(normalized) == normalized
-    assert [w.split(":")[0] for w in dynamic_config_warnings(doc)] == [
-        "failsafe_mode", "check_timeline", "primary_stop_timeout"]
+    assert [w.split(":")[0] for w in dynamic_config_warnings(doc)] == ["check_timeline", "primary_stop_timeout"]
+
+
+def test_failsafe_mode_is_refused_on_the_embedded_raft_and_loads_with_etcd() -> None:
+    """Failsafe mode (raftpg.ha.failsafe): refused where the DCS is the members themselves, named by key."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(edited({"bootstrap.dcs.failsafe_mode": True}))
+    assert str(info.value).startswith("bootstrap.dcs.failsafe_mode: not available with the embedded Raft")
+    assert parse_config(edited({"bootstrap.dcs.failsafe_mode": False})).bootstrap.dcs.failsafe_mode is False
+    etcd = parse_config(edited({"raft": _DROP, "etcd3": {"hosts": "127.0.0.1:2379"},
+                                "bootstrap.dcs.failsafe_mode": True}))
+    assert dcs_kind(etcd) == "etcd3" and etcd.bootstrap.dcs.failsafe_mode is True and etcd.warnings == ()
+    with pytest.raises(ConfigError) as bad:
+        parse_config(edited({"raft": _DROP, "etcd3": {"hosts": "127.0.0.1:2379"},
+                             "bootstrap.dcs.failsafe_mode": "sometimes"}))
+    assert str(bad.value).startswith("bootstrap.dcs.failsafe_mode: ")
 
 
 def test_dynamic_config_refuses_a_standby_cluster() -> None:

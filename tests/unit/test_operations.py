@@ -8,7 +8,10 @@ import pytest
 
 from raftpg.api.http import REFUSAL_STATUS
 from raftpg.clock import FakeClock
+from raftpg.consensus.memory import MemoryKv
+from raftpg.dcs.base import RAFT_FAILSAFE_REFUSAL
 from raftpg.dcs.keys import KeyLayout
+from raftpg.dcs.kvdcs import KvDcs
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha import operations as ops
 from raftpg.ha.operations import OperationError
@@ -297,3 +300,21 @@ def test_config_changes_need_an_initialized_cluster(dcs):
 def test_merge_patch_is_rfc7386():
     assert ops.merge_patch({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": None, "e": {"f": None}}, "d": [1]}) == \
         {"a": {"c": 2, "e": {}}, "d": [1]}
+
+
+def test_failsafe_mode_is_stored_where_the_store_allows_it_and_refused_on_the_embedded_raft(clock):
+    """The same memory store, once as an external DCS (etcd, Consul: allowed) and once with the embedded
+    Raft's refusal: PATCH and PUT name the key and store nothing; switching it off is always allowed."""
+    external = memory_dcs(clock, KeyLayout("/service/", "demo"))
+    seed(external)
+    assert ops.patch_config(external, {"failsafe_mode": True}, timeout_s=T).changed
+    assert view(external).config.failsafe_mode is True
+    raft = KvDcs(MemoryKv(clock), KeyLayout("/service/", "demo"), failsafe_refusal=RAFT_FAILSAFE_REFUSAL)
+    seed(raft)
+    before = view(raft).config_revision
+    for change in (lambda d: ops.patch_config(d, {"failsafe_mode": True}, timeout_s=T),
+                   lambda d: ops.put_config(d, {"ttl": 30, "failsafe_mode": "on"}, timeout_s=T)):
+        status, message = refusal(change, raft)
+        assert status == 400 and message.startswith("failsafe_mode: not available with the embedded Raft"), message
+    assert view(raft).config_revision == before and view(raft).config.failsafe_mode is False
+    assert ops.patch_config(raft, {"failsafe_mode": False}, timeout_s=T).changed

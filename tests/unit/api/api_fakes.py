@@ -175,6 +175,12 @@ class FakeCommands:
     async def reload(self) -> Outcome:
         return await self._record("reload", outcome=Outcome("reload requested", 202))
 
+    async def failsafe(self, primary: str, primary_is_me: bool) -> str | None:
+        self.calls.append(("failsafe", (primary, primary_is_me)))
+        return self.failsafe_answer
+
+    failsafe_answer: str | None = None  # None: accepted
+
     async def reinitialize(self, force: bool, from_leader: bool = False) -> Outcome:
         args = (force, True) if from_leader else (force,)
         return await self._record("reinitialize", *args, outcome=Outcome("reinitialize requested", 202))

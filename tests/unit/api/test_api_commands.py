@@ -64,6 +64,9 @@ class FakeLoop:
     def wake(self) -> None:
         self.wakes += 1
 
+    def failsafe_request(self, primary: str, primary_is_me: bool) -> str | None:
+        return "failsafe_mode is not enabled"  # HaLoop.failsafe_request's own tests: tests/unit/ha
+
 
 class FakeRaft:
     def __init__(self) -> None:

@@ -340,3 +340,45 @@ def test_delete_cluster_needs_this_nodes_scope_and_the_confirmed_leader():
     assert [body["error"].split(":")[0] for _, body in results[:5]] == ["body", "scope", "scope", "leader", "leader"]
     assert "not 'other'" in results[2][1]["error"]
     assert commands.calls == [("remove_cluster", (None,)), ("remove_cluster", ("n1",))]
+
+
+# ------------------------------------------------------------------------------ failsafe_mode
+
+
+def test_post_failsafe_answers_with_patronis_codes_and_this_nodes_position():
+    """A primary cut off from the DCS asks (raftpg.ha.failsafe): 200 ``Accepted`` with the lsn header from
+    a replica, 500 from a running primary, 502 with failsafe_mode off; the name is required and checked."""
+    commands = FakeCommands()
+    app, _, _ = build_app(FakeView(REPLICA), commands, AUTH)
+    auth = basic("admin", "s3cret")
+
+    async def body(client):
+        out = []
+        for answer, payload, headers in [(None, {"name": "n1"}, auth), ("Running as a leader", {"name": "n1"}, auth),
+                                         ("failsafe_mode is not enabled", {"name": "n1"}, auth),
+                                         (None, {"conn_url": "x"}, auth), (None, {"name": "a/b"}, auth),
+                                         (None, {"name": "n1"}, {})]:
+            commands.failsafe_answer = answer
+            response = await client.post("/failsafe", json=payload, headers=headers)
+            out.append((response.status, await response.text(), response.headers.get("lsn")))
+        return out
+
+    results = with_client(app, body)
+    lsn = str(REPLICA.local.receive_lsn)  # type: ignore[union-attr]
+    assert results[0] == (200, "Accepted", lsn)
+    assert results[1][0] == 500 and json.loads(results[1][1]) == {"error": "Running as a leader"}
+    assert results[2][0] == 502 and json.loads(results[2][1]) == {"error": "failsafe_mode is not enabled"}
+    assert results[3][0] == 400 and json.loads(results[3][1])["error"].startswith("name: ")
+    assert results[4][0] == 400 and json.loads(results[4][1])["error"].startswith("name: ")
+    assert results[5][0] == 401, "an unauthenticated request could hold every replica back from a failover"
+    assert [c for c in commands.calls if c[0] == "failsafe"] == [("failsafe", ("n1", False))] * 3
+
+
+def test_get_failsafe_shows_the_published_topology_or_502():
+    topology = (("n1", "http://n1:8008/patroni"), ("n2", "http://n2:8008/patroni"))
+    on = replace(REPLICA, view=cluster_view(config=DynamicConfig.from_dict({"failsafe_mode": True}),
+                                            failsafe=topology))
+    results, _ = call([("GET", "/failsafe", {})], view=FakeView(on))
+    assert results == [(200, dict(topology))]
+    results, _ = call([("GET", "/failsafe", {})], view=FakeView(REPLICA))
+    assert results[0][0] == 502

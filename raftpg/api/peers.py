@@ -1,0 +1,56 @@
+"""failsafe_mode: how a primary cut off from the DCS asks the other members to keep it (``POST
+/failsafe``), all at once, within one deadline. The requests carry this node's ``restapi.authentication``
+(every member checks the same credentials on its unsafe methods) and, when the members verify client
+certificates, this node's REST certificate; HTTPS URLs are verified against ``restapi.cafile``."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from raftpg.api.client import ApiClient, ApiError, base_url_of, error_text
+from raftpg.api.tls import client_ssl_context
+from raftpg.config.sections import RestApiSettings
+
+
+class RestPeers:
+    def __init__(self, restapi: RestApiSettings) -> None:
+        auth = restapi.authentication
+        self.username = auth.username if auth else None
+        self.password = auth.password if auth else None
+        self.restapi = restapi
+        self._context: ssl.SSLContext | None = None
+
+    def _ssl(self) -> ssl.SSLContext:
+        if self._context is None:
+            r = self.restapi
+            mutual = r.verify_client != "none"
+            self._context = client_ssl_context(r.cafile, r.certfile if mutual else None, r.keyfile if mutual else None)
+        return self._context
+
+    def _one(self, url: str, request: Mapping[str, object], timeout_s: float) -> str | None:
+        client = ApiClient(base_url_of(url), self.username, self.password,
+                           self._ssl() if url.startswith("https:") else None, timeout_s=timeout_s)
+        try:
+            status, answer = client.request("POST", "/failsafe", dict(request))
+        except ApiError as exc:
+            return exc.message
+        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable cafile: that member did not accept
+            return f"{type(exc).__name__}: {exc}"
+        if status == 200 and answer == "Accepted":
+            return None
+        return f"{status} {error_text(answer)}"
+
+    def ask(self, members: tuple[tuple[str, str], ...], request: Mapping[str, object],
+            timeout_s: float) -> dict[str, str | None]:
+        if not members:
+            return {}
+        pool = ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="failsafe")
+        try:
+            futures = {name: pool.submit(self._one, url, request, timeout_s) for name, url in members}
+            wait(futures.values(), timeout=timeout_s + 0.5)
+            return {name: f.result() if f.done() else f"no answer within {timeout_s:.1f}s"
+                    for name, f in futures.items()}
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
