@@ -33,6 +33,7 @@ __all__ = ["HaLoop", "NodeStatus"]
 
 log = logging.getLogger(__name__)
 
+FAILSAFE_ROUND_S = 2.5  # kept before the demotion point for asking the members (AskFailsafe waits <= 2 s)
 RETRY_FIRST_S = 0.2  # the first retry after a failed action; doubled per further failure, up to loop_wait
 
 
@@ -107,16 +108,21 @@ class HaLoop:
         self._wake.set()
 
     # ------------------------------------------------------------------ one cycle
-    def _budget(self, cap_s: float) -> float:
-        """A DCS call's deadline: at most ``cap_s``, and never past the moment this node must demote."""
+    def _budget(self, cap_s: float, reserve_s: float = 0.0) -> float:
+        """A DCS call's deadline: at most ``cap_s``, and never past the moment this node must demote (less
+        ``reserve_s``, time kept for what must still happen before it)."""
         budget = cap_s
         deadline = self.executor.lease.deadline
         if deadline is not None:
-            budget = max(0.2, min(budget, deadline - self.timing.demote_margin_s - self.clock.monotonic()))
+            budget = max(0.2, min(budget, deadline - self.timing.demote_margin_s - reserve_s - self.clock.monotonic()))
         return budget
 
     def _read(self) -> ClusterView | None:
-        budget = self._budget(self.timing.retry_timeout_s)
+        # failsafe_mode: a read of an unreachable DCS must not use up the time the members' answers need
+        # before the demotion point (found on a real etcd: the read timed out at the margin, so the primary
+        # demoted without asking anyone)
+        reserve_s = FAILSAFE_ROUND_S if self.memory.failsafe_members else 0.0
+        budget = self._budget(self.timing.retry_timeout_s, reserve_s)
         try:
             view = self.dcs.load(linearizable=True, timeout_s=budget)
         except DcsError as exc:
@@ -184,7 +190,7 @@ class HaLoop:
                 self.executor.drop_lease()
                 self.pg.unlimited()
                 self.executor.disarm_watchdog()  # nothing left to fence: whatever stopped it, stop the countdown
-        self._publish_member(local)
+        self._publish_member(local, dcs_down=view is None)
         if view is not None and decision.actions:
             view = self._fresh_view(view)
         self._set_status(view, local, decision.reason, None if ok else self.executor.last_error, started)
@@ -241,14 +247,16 @@ class HaLoop:
         )
         return member
 
-    def _publish_member(self, local: LocalState | None) -> None:
-        """This member's key; while a clone runs (from the cycle that started it): "creating replica"."""
+    def _publish_member(self, local: LocalState | None, dcs_down: bool = False) -> None:
+        """This member's key; while a clone runs (from the cycle that started it): "creating replica".
+        ``dcs_down``: this cycle could not read the DCS, so a short try (the next cycle matters more)."""
         member, job = self.member(local), self.executor.clone_job
         if job is not None and not job.finished:
             member = replace(member, state="creating replica", progress=job.percent)
+        cap_s = 0.5 if dcs_down else 2.0
         try:
             self.dcs.touch_member(member, self.timing.ttl_s,
-                                  timeout_s=self._budget(min(2.0, self.timing.retry_timeout_s)))
+                                  timeout_s=self._budget(min(cap_s, self.timing.retry_timeout_s)))
         except DcsError as exc:
             log.debug("cannot update my member key: %s", exc)
 
