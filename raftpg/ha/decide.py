@@ -268,7 +268,7 @@ def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
         # leader (e.g. "requested timeline does not contain minimum recovery point"), is rewound, or
         # re-cloned with the old one kept aside when rewinding is impossible
         rewind = i.data_was_primary or i.memory.start_failures >= START_FAILURES_BEFORE_REWIND \
-            or i.memory.rewind_failed
+            or (i.memory.rewind_failed and not (i.local and i.local.fresh_copy))
         if not rewind:
             return Decision((StartReplica(leader.name, leader.conn_url),), f"starting as a replica of {leader.name}")
         if leader.role != "primary":

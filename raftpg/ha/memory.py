@@ -23,7 +23,11 @@ def observed(memory: Memory, view: ClusterView | None, local: LocalState | None,
                    and not local.streaming and following == view.leader.name)
     lost = bool(held and local is not None and local.is_primary and view is not None
                 and lost_standbys(view, local, me))
-    fresh_data = local is None or local.data_dir is not DataDir.INITIALIZED or (local.is_replica and local.streaming)
+    # a data dir this flag no longer describes: empty, streaming, or a new copy never started (a failed
+    # rewind's flag kept on a fresh copy had it moved aside and cloned again, twice a second, for as long
+    # as the loop ran: campaign cell double-failover-s2, 143 copies in 76 s)
+    fresh_data = local is None or local.data_dir is not DataDir.INITIALIZED or (local.is_replica and local.streaming) \
+        or local.fresh_copy
     return replace(
         memory,
         sync_catchup_lsn=(memory.sync_catchup_lsn or (local.lsn if local else None)) if lost else None,

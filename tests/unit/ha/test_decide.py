@@ -294,6 +294,10 @@ CASES = [
          inputs(view(), stopped(), memory=Memory(rewind_failed=True)),
          then=(act.CheckReachable("n1", url("n1")), act.MoveDataAside, act.CloneFrom("n1", url("n1")),
                act.StartReplica("n1", url("n1")))),
+    Case("... and that fresh clone is started as a replica, however the rewind before it went (campaign: "
+         "every new copy was moved aside and cloned again, twice a second)",
+         inputs(view(), stopped(fresh_copy=True), memory=Memory(rewind_failed=True)),
+         exactly=(act.StartReplica("n1", url("n1")),)),
     Case("... and with a clone when use_pg_rewind is off",
          inputs(view(config=config(postgresql={"use_pg_rewind": False})), stopped()),
          then=(act.CheckReachable("n1", url("n1")), act.MoveDataAside, act.CloneFrom("n1", url("n1")),

@@ -271,3 +271,30 @@ def test_a_replica_keeps_copies_of_the_slots_the_primary_publishes_and_moves_the
     primary.wal.append(network.new_record())
     run_both(clock, network, loops, 2, lambda: False)
     assert replica.slot_positions == {"n1": primary.lsn}
+
+
+def test_a_former_primary_whose_rewind_fails_is_cloned_once_and_then_started():
+    """Campaign cell double-failover-s2 (etcd): pg_rewind failed (its source was still starting up), the
+    node cloned afresh, and then moved every new copy aside and cloned again, twice a second, for as long
+    as the loop ran (143 copies in 76 s): the failed rewind's flag outlived the data it was about. A new
+    copy is started as a replica."""
+    rewinding = {**SHORT, "postgresql": {"use_slots": True, "use_pg_rewind": True}}
+    clock, network, dcs, loops = primary_and_background_copier(rewinding)
+    n1: FakePostgres = loops["n1"].pg  # type: ignore[assignment]
+    n2: FakePostgres = loops["n2"].pg  # type: ignore[assignment]
+    assert run_both(clock, network, loops, 30, lambda: n2.streaming)
+    n1.crash()  # agent and PostgreSQL killed: only n2 cycles until it has taken over
+    for _ in range(40):
+        dcs.kv.expire_due()  # the in-memory store plays the Raft leader
+        loops["n2"].cycle()
+        network.step()
+        clock.advance(1)
+        if n2.is_primary:
+            break
+    assert n2.is_primary
+    me = Me("n1", conn_url="postgresql://n1:5432/postgres", api_url="http://n1:8008/patroni")
+    loops["n1"] = HaLoop(dcs=dcs, pg=n1, watchdog=None, clock=clock, me=me, bootstrap_dcs=rewinding,
+                         version="test", clone_in_background=True)  # the agent restarted
+    n1.fail_next["rewind"] = 1
+    assert run_both(clock, network, loops, 60, lambda: n1.streaming), "the former primary never streamed again"
+    assert len(n1.kept_data_dirs) == 1, n1.kept_data_dirs  # one copy after the failed rewind, not one per cycle
