@@ -28,6 +28,8 @@ class Builder:
         invoke_value = None if f in ("read", "read-all") else value
         self._add(start, {"process": process, "type": "invoke", "f": f, "value": invoke_value,
                           "node": node})
+        if f == "cas" and type == "fail":  # the workload's wording for a compare the store refused
+            server.setdefault("error", "compare failed: (built)")
         if type is not None:
             out = value if result is _NO_RESULT else result
             self._add(end if end is not None else start + 0.01,

@@ -327,3 +327,16 @@ def test_search_agrees_with_brute_force_on_small_histories(raw):
     r = _check(b.build(), min_ops=0)
     assert r.counts["unknown_keys"] == 0
     assert (r.valid is not False) == _oracle(ops)
+
+
+def test_a_cas_that_never_reached_the_store_observes_nothing():
+    """Campaign cell register-s2: a cas refused at connect time (the node's agent was killed) was taken
+    for a failed compare, so the checker 'saw' the register differ from its expected value right after
+    a write of that value, and called a correct store non-linearizable."""
+    b = Builder()
+    _w(b, 1, 3, 0, 1)
+    b.op(2, "cas", [3, 1], 2, 2.1, type="fail", error="not sent: ConnectionRefusedError: [Errno 111]")
+    b.op(3, "read", None, 3, 4, result=3)
+    assert _check(b.build()).valid is True
+    b.op(4, "cas", [3, 4], 5, 6, type="fail", error="compare failed: value")  # a real one: register was 3
+    assert _check(b.build()).valid is False

@@ -13,8 +13,10 @@ from jepsen_lite.history import History
 
 REGRESSIONS = Path(__file__).resolve().parent.parent / "regressions"
 EXPECTED = {
-    # file: (checker, verdict, words in a detail line)
+    # file: (checker, verdict, words in a detail line, or None)
     "stop-group-no-handover-etcd.jsonl": ("handover", False, "slow handover"),
+    # a checker's false alarm: refused connections taken for failed compares (must stay VALID)
+    "register-refused-cas-raft.jsonl": ("linearizable-register", True, None),
 }
 
 
@@ -24,7 +26,7 @@ def test_regression_history_is_still_flagged(name: str) -> None:
     history = History.read(REGRESSIONS / name)
     (result,) = check_all(history, CheckOptions(checkers=(checker,), min_acked=1))
     assert result.valid is valid, result.details
-    assert any(words in d for d in result.details), result.details
+    assert words is None or any(words in d for d in result.details), result.details
 
 
 def test_every_kept_history_has_an_expectation() -> None:

@@ -10,9 +10,11 @@ read       (ok: the value read)      ok: observed the register at some instant o
 write      v                         ok: set to v; fail: dropped (no effect); info: may set v at
                                      any instant after its invoke, or never
 delete     —                         a write of ``None`` (the absent key)
-cas        [expected, new]           ok: register == expected, set to new; fail: the compare
-                                     definitely failed (register != expected at that instant);
-                                     info: may swap at any instant after invoke, or never
+cas        [expected, new]           ok: register == expected, set to new; fail with an error
+                                     "compare failed ...": register != expected at that instant;
+                                     any other fail (not sent, a definite refusal): dropped (no
+                                     effect, no observation); info: may swap at any instant after
+                                     invoke, or never
 =========  ========================  ============================================================
 
 The register starts as ``initial`` (default ``None`` = absent key). Values are compared after JSON lists
@@ -90,7 +92,17 @@ def to_register_op(p: Pair) -> RegisterOp | None:
     arg = freeze(p.invoke.value)
     if not (isinstance(arg, tuple) and len(arg) == 2):
         raise HistoryError(f"op {p.invoke.index}: cas value must be [expected, new], got {p.invoke.value!r}")
+    if outcome == "fail" and not compare_failed(p):
+        return None  # never reached the store (e.g. connection refused): it observed nothing
     return RegisterOp("cas", outcome, arg, p)
+
+
+def compare_failed(p: Pair) -> bool:
+    """A failed cas observed the register only if the store answered that the compare failed. Taking a
+    cas that was never sent for one made a run on a killed node's refused connections non-linearizable
+    (campaign cell register-s2: two keys, both at refused connections of the killed n2)."""
+    error = p.completion.extra.get("error") if p.completion is not None else None
+    return isinstance(error, str) and error.startswith("compare failed")
 
 
 def check(history: History, *, initial: Any = None, min_ops: int = 50, max_steps: int = 2_000_000,
