@@ -52,6 +52,7 @@ class Executor:
         self.clone_job: CloneJob | None = None
         self.wake = wake or (lambda: None)
         self.failsafe_peers = failsafe_peers
+        self.on_promoted: Callable[[], None] = lambda: None  # the loop's: publish an interim status
 
     @property
     def lease(self) -> LeaseState:
@@ -165,6 +166,7 @@ class Executor:
                                    fence_deadline=account.fence_deadline(t))
             case act.Promote():
                 self._promote(t)
+                self.on_promoted()  # health checks may say "primary" now, before the rest of the decision
             case act.StartReplica(leader=leader, conn_url=conn_url):
                 pg = self._pg(pg)
                 pg.unlimited()

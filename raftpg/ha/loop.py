@@ -27,7 +27,7 @@ from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import FailsafeSeen, Inputs, Me, Memory
 from raftpg.ha.ports import FailsafePeers, PostgresPort, WatchdogPort
-from raftpg.model import ClusterView, DynamicConfig, LocalState, Member, NodeStatus, Role
+from raftpg.model import ClusterView, DynamicConfig, Leader, LocalState, Member, NodeStatus, Role
 
 __all__ = ["HaLoop", "NodeStatus"]
 
@@ -67,6 +67,8 @@ class HaLoop:
         self._failsafe_seen = FailsafeSeen(agent_started=clock.monotonic())
         self._failsafe_on = False
         self._failsafe_kept_at: float | None = None  # when the members last kept this primary
+        self._cycle_view: ClusterView | None = None
+        self.executor.on_promoted = self._promoted
 
     def _timing(self, config: DynamicConfig) -> Timing:
         return Timing(ttl_s=config.ttl_s, loop_wait_s=config.loop_wait_s,
@@ -169,6 +171,7 @@ class HaLoop:
         self.memory = memories.after_chores(self.memory, chores_due, chores_ok, now)
         decision = decide(inputs)
         log.info("%s", decision.reason)
+        self._cycle_view = view
         ok = self.executor.run(decision, inputs, self.timing) if decision.actions else True
         if ok and decision.has(AskFailsafe):
             self._failsafe_kept_at = now
@@ -211,6 +214,20 @@ class HaLoop:
             activity="creating replica" if job else None, progress=job.percent if job else None,
             extra={"raft": self._raft_status(), "failsafe_mode_is_active": self.failsafe_active()},
         )
+        self._on_status(self.status)
+
+    def _promoted(self) -> None:
+        """PostgreSQL was just promoted under this cycle's lease: publish that at once. The rest of the
+        promotion (slots, the history row, clearing the failover key) takes tens of milliseconds during
+        which health checks would still answer from the last cycle's status, i.e. not primary: a switchover
+        client waited that long for a write (issue 15). The member key follows at the end of the cycle."""
+        view, now = self._cycle_view, self.clock.monotonic()
+        if view is None:
+            return
+        held = replace(view, leader=Leader(self.me.name, self.executor.account.leader_revision or 0))
+        self.status = replace(self.status, view=held, cycle_monotonic=now, decision="promoted",
+                              lease_valid_s=self.executor.lease.valid_for(now),
+                              demote_margin_s=self.timing.demote_margin_s)
         self._on_status(self.status)
 
     def _cloning(self, job: CloneJob, started: float) -> Decision:

@@ -298,3 +298,26 @@ def test_a_former_primary_whose_rewind_fails_is_cloned_once_and_then_started():
     n1.fail_next["rewind"] = 1
     assert run_both(clock, network, loops, 60, lambda: n1.streaming), "the former primary never streamed again"
     assert len(n1.kept_data_dirs) == 1, n1.kept_data_dirs  # one copy after the failed rewind, not one per cycle
+
+
+def test_a_promotion_is_published_as_soon_as_postgresql_is_promoted():
+    """Issue 15: health checks answered from the last cycle's status until the promotion cycle had also
+    made the slots, written the history row and cleared the failover key; a switchover client waited that
+    long for its first write. The status says "primary" right after the promote, under the held lease."""
+    clock, network, dcs, loops = primary_and_background_copier(SHORT)
+    n2: FakePostgres = loops["n2"].pg  # type: ignore[assignment]
+    assert run_both(clock, network, loops, 30, lambda: n2.streaming)
+    published: list[tuple[str, bool, float, bool]] = []
+    loops["n2"]._on_status = lambda s: published.append(  # type: ignore[method-assign]
+        (s.decision, s.holds_leader_key, s.lease_valid_s, n2.is_primary))
+    loops["n1"].pg.crash()  # type: ignore[union-attr]
+    for _ in range(40):
+        dcs.kv.expire_due()
+        loops["n2"].cycle()
+        network.step()
+        clock.advance(1)
+        if n2.is_primary:
+            break
+    interim = [p for p in published if p[0] == "promoted"]
+    assert interim == [("promoted", True, interim[0][2], True)] and interim[0][2] > 0, published
+    assert published.index(interim[0]) == len(published) - 2, "published before the cycle's own status"
