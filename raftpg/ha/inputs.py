@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raftpg.model import ClusterView, DataDir, LocalState, Member, Tags
+from raftpg.model.status import node_role
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class Inputs:
         local = self.local or LocalState()
         published = self.view.member(self.me.name) if self.view else None
         return Member(
-            name=self.me.name, role="replica" if local.is_replica else "primary" if local.is_primary else "",
+            name=self.me.name, role=node_role(self.local, self.me.witness),
             state="running" if local.running else "stopped", conn_url=self.me.conn_url,
             timeline=local.timeline, lsn=local.lsn, sysid=local.sysid, tags=self.me.tags,
             witness=self.me.witness, revision=published.revision if published else 0,

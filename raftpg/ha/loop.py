@@ -27,7 +27,8 @@ from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import FailsafeSeen, Inputs, Me, Memory
 from raftpg.ha.ports import FailsafePeers, PostgresPort, WatchdogPort
-from raftpg.model import ClusterView, DynamicConfig, Leader, LocalState, Member, NodeStatus, Role
+from raftpg.model import ClusterView, DynamicConfig, Leader, LocalState, Member, NodeStatus
+from raftpg.model.status import node_role
 
 __all__ = ["HaLoop", "NodeStatus"]
 
@@ -250,8 +251,7 @@ class HaLoop:
 
     def member(self, local: LocalState | None) -> Member:
         local = local or LocalState()
-        role = Role.WITNESS if self.me.witness else Role.PRIMARY if local.is_primary else \
-            Role.REPLICA if local.running else Role.UNINITIALIZED
+        role = node_role(local, self.me.witness)
         state = "running" if (self.me.witness or local.running) else "stopped"
         if local.is_replica and local.streaming:
             state = "streaming"

@@ -10,6 +10,19 @@ from raftpg.model.cluster import ClusterView, Role
 from raftpg.model.local import LocalState
 
 
+def node_role(local: LocalState | None, witness: bool) -> Role:
+    """A node's role, the one rule for the status, the member key and the node as a failover candidate:
+    a witness; a running primary; a running standby; a stopped node with a cluster's data is a replica
+    (Patroni shows it so: role replica, state stopped); with no data, uninitialized."""
+    if witness:
+        return Role.WITNESS
+    if local is not None and local.is_primary:
+        return Role.PRIMARY
+    if local is not None and (local.is_replica or local.sysid):
+        return Role.REPLICA
+    return Role.UNINITIALIZED
+
+
 @dataclass(frozen=True)
 class NodeStatus:
     """The last cycle's view of this node and the cluster."""
@@ -37,13 +50,7 @@ class NodeStatus:
 
     @property
     def role(self) -> str:
-        if self.witness:
-            return Role.WITNESS
-        if self.local and self.local.is_primary:
-            return Role.PRIMARY
-        if self.local and self.local.is_replica:
-            return Role.REPLICA
-        return Role.UNINITIALIZED if not self.local or not self.local.sysid else Role.REPLICA
+        return node_role(self.local, self.witness)
 
     @property
     def state(self) -> str:
