@@ -2,8 +2,12 @@
 
 A client inserts a row every 20 ms into whichever node GET /primary names. For each setting, N times:
 SIGKILL the primary's agent and PostgreSQL together, and measure from the kill to the first successful
-insert on the new primary. Also counts acknowledged rows missing from the new primary (async
-replication may lose the last few). Prints a table; nothing is asserted.
+insert on the new primary. With ``--switchover`` the figure is the write gap as bench/compare.py defines
+it (the last insert the old primary acknowledged to the first the new one did; before 2026-12-03 this
+script reported the time from the request instead, which includes the old primary's checkpoint while it
+still takes writes); the time from the request is printed beside it. Also counts acknowledged rows
+missing from the new primary (async replication may lose the last few). Prints a table; nothing is
+asserted.
 
     python bench/failover_bench.py [--runs 5] [--settings 30/10/10,10/1/4,5/1/2] [--switchover]
                                    [--dcs raft,etcd]
@@ -76,6 +80,9 @@ class Client:
     def first_ok_after(self, t: float, not_on: str) -> float | None:
         return next((done for done, node, _ in self.ok if done > t and node != not_on), None)
 
+    def last_ok_before(self, t: float, on: str) -> float | None:
+        return next((done for done, node, _ in reversed(self.ok) if done < t and node == on), None)
+
 
 def agent_footprint(cluster: LocalCluster, name: str, seconds: float = 10.0) -> tuple[float, float]:
     pid = cluster.pid(name)
@@ -127,14 +134,19 @@ def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: boo
             time.sleep(0.5)
             client.stop()
             gap = first - t0
+            if switchover:
+                last_old = client.last_ok_before(first, primary)
+                request_s, gap = gap, (first - last_old if last_old is not None else float("nan"))
             new_primary = cluster.primary()
             with psycopg.connect(cluster.dsn(new_primary), autocommit=True) as conn:
                 present = {r[0] for r in conn.execute("SELECT v FROM bench").fetchall()}
             lost = sum(1 for _, _, v in client.ok if v not in present)
             lost_total += lost
             gaps.append(gap)
-            print(f"  {store} ttl {ttl}/{loop_wait}/{retry} run {run + 1}: {gap:.2f}s to the first write on "
-                  f"{new_primary}, {lost} acknowledged rows lost", flush=True)
+            what = (f"write gap {gap:.3f}s ({request_s:.3f}s from the request)" if switchover
+                    else f"{gap:.2f}s to the first write")
+            print(f"  {store} ttl {ttl}/{loop_wait}/{retry} run {run + 1}: {what} on {new_primary}, "
+                  f"{lost} acknowledged rows lost", flush=True)
             if not switchover:
                 cluster.start(primary)
             with psycopg.connect(cluster.dsn(new_primary), autocommit=True) as conn:
