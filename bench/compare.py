@@ -94,9 +94,20 @@ def create_table(cluster: LocalCluster, primary: str) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS bench(v int)")
 
 
+def member_state(cluster: LocalCluster, asked: str, name: str) -> str | None:
+    """``name``'s state in ``asked``'s GET /cluster (Patroni and raftpg answer the same shape)."""
+    status, body = cluster.api(asked, "/cluster")
+    if status != 200 or not isinstance(body, dict):
+        return None
+    return next((m.get("state") for m in body.get("members", []) if m.get("name") == name), None)
+
+
 def switchover_round(cluster: LocalCluster) -> dict[str, Any]:
     primary = settled(cluster)
     candidate = next(n for n in cluster.nodes if n != primary)
+    # PostgreSQL streams a moment before the candidate's member key says so (its agent publishes at the end
+    # of the cycle that started it); the agents judge eligibility by the member key, so wait for that too
+    wait_for(lambda: member_state(cluster, primary, candidate) == "streaming", 30, f"{candidate}'s member key")
     writer = Writer(cluster).start()
     try:
         wait_for(lambda: sum(1 for _, node, _ in list(writer.ok) if node == primary) >= 50, 30, "writes")
