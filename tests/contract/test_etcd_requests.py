@@ -9,7 +9,6 @@ keepalive per lease and no write, and the waits one long-lived watch stream, not
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 from collections import Counter
 from dataclasses import replace
@@ -20,6 +19,7 @@ from dcs_backends import etcd_client
 from raftpg.dcs.etcd_gateway import b64
 from raftpg.dcs.keys import KeyLayout
 from raftpg.model import Member
+from raftpg.testing.poll import wait_until
 
 T = 5.0
 TTL_S = 30
@@ -39,20 +39,13 @@ def started(url: str) -> Counter:
     return calls
 
 
-def wait_until(predicate, timeout_s: float = 10.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_an_idle_primary_costs_one_read_and_one_keepalive_per_lease_per_cycle(etcd_store) -> None:  # noqa: ANN001
     dcs = etcd_client([etcd_store.endpoint])(KeyLayout("/service/", "requests-idle"))
     try:
         dcs.load(timeout_s=T)
         assert dcs.acquire_leader("n1", TTL_S, timeout_s=T) is not None
         dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
-        wait_until(lambda: dcs.watcher.live)
+        wait_until(lambda: dcs.watcher.live, 10, "the watch stream")
         before, cycles = started(etcd_store.url), 5
         for _ in range(cycles):
             revision = dcs.load(timeout_s=T).revision
@@ -72,7 +65,7 @@ def test_a_renewal_notices_the_key_taken_by_someone_else(etcd_store) -> None:  #
     try:
         a.load(timeout_s=T)
         assert a.acquire_leader("n1", TTL_S, timeout_s=T) is not None
-        wait_until(lambda: a.watcher.live)
+        wait_until(lambda: a.watcher.live, 10, "the watch stream")
         revision = a.load(timeout_s=T).revision
         # someone deletes the key behind raftpg's back (etcdctl del), and another node takes it
         httpx.post(f"{etcd_store.url}/v3/kv/deleterange", json={"key": b64(layout.key("leader"))}).raise_for_status()
@@ -91,9 +84,10 @@ def test_a_member_key_deleted_by_someone_else_is_put_again(etcd_store) -> None: 
     try:
         dcs.load(timeout_s=T)
         dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
-        wait_until(lambda: dcs.watcher.live)
+        wait_until(lambda: dcs.watcher.live, 10, "the watch stream")
         httpx.post(f"{etcd_store.url}/v3/kv/deleterange", json={"key": b64(layout.member("n1"))}).raise_for_status()
-        wait_until(lambda: (dcs.watcher.state(layout.member("n1")) or (None,))[0].value is None)
+        wait_until(lambda: (dcs.watcher.state(layout.member("n1")) or (None,))[0].value is None, 10,
+                   "the deletion seen by the watch")
         dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
         assert [m.name for m in dcs.load(timeout_s=T).members] == ["n1"]
         changed = replace(DOCUMENT, state="stopped")

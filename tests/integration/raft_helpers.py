@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftpg.testing import poll
+
 PYTHON = sys.executable
 START_TIMEOUT_S = 30.0
 FAKETIME = "/usr/bin/faketime"
@@ -33,19 +35,8 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except (OSError, http.client.HTTPException) as exc:  # a node restarting: keep polling
-            last = exc
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.1f}s waiting for {what}; last: {last!r}")
-        time.sleep(interval_s)
+    """raftpg.testing.poll.wait_until, tolerating a node that is restarting (its port refuses)."""
+    return poll.wait_until(predicate, timeout_s, what, interval_s, tolerate=(OSError, http.client.HTTPException))
 
 
 class Processes:

@@ -34,6 +34,8 @@ import psycopg
 import pytest
 from cluster_fixtures import sql, try_sql, wait_primary, wait_streaming
 
+from raftpg.testing.poll import wait_until
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 TTL_S = 10
@@ -136,17 +138,6 @@ class PrimaryPoller:
 
     def earliest(self) -> float | None:
         return min(self.first_200.values(), default=None)
-
-
-def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
-    deadline = now() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if now() >= deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what} (last: {value!r})")
-        time.sleep(interval_s)
 
 
 def setup_table(cluster: Any, primary: str) -> None:

@@ -7,8 +7,6 @@ margin must cover it, or the old primary still accepts writes when the new one p
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from raftpg.ha.execute import SUPERVISOR_FENCE_LATENCY_S, Timing
@@ -18,10 +16,6 @@ from raftpg.testing.simulation import DEFAULT_DCS_CONFIG, Simulation
 # valid (ttl, loop_wait, retry_timeout): ttl >= loop_wait + 2 * retry_timeout (raftpg.config)
 TIMINGS = [(5, 1, 2), (10, 2, 4), (20, 5, 5), (30, 10, 10), (60, 10, 20)]
 
-
-@pytest.fixture(autouse=True)
-def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.CRITICAL + 1)
 
 
 def test_the_margin_accounts_for_the_supervisors_latency() -> None:

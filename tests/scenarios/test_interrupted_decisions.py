@@ -10,7 +10,6 @@ that every reachable node follows, lose no acknowledged write, and never have tw
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import pytest
@@ -118,10 +117,6 @@ SITUATIONS = {
     "sync-change": sync_change, "clone": clone,
 }
 
-
-@pytest.fixture(autouse=True)
-def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.CRITICAL + 1)
 
 
 @pytest.mark.parametrize("mode", ["before", "after"])

@@ -16,7 +16,6 @@ A failure prints its seed; ``Simulation(seed)`` with the same schedule replays i
 
 from __future__ import annotations
 
-import logging
 import random
 
 import pytest
@@ -116,10 +115,6 @@ def repair(sim: Simulation) -> None:
     if sim.operator.load(linearizable=True, timeout_s=1.0).paused:
         sim.pause(False)
 
-
-@pytest.fixture(autouse=True)
-def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.CRITICAL + 1)
 
 
 @pytest.mark.parametrize("witness", [False, True], ids=["3-data", "2-data-witness"])

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from raftpg.testing.simulation import SafetyViolation, Simulation
-
-
-@pytest.fixture(autouse=True)
-def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.CRITICAL + 1)
 
 
 def three_nodes(seed: int, **options: float) -> Simulation:

@@ -48,7 +48,6 @@ Commands:
 
 from __future__ import annotations
 
-import logging
 import re
 import shlex
 from pathlib import Path
@@ -294,10 +293,6 @@ class Transcript:
 
 TRANSCRIPTS = sorted(HERE.glob("*.txt"))
 
-
-@pytest.fixture(autouse=True)
-def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.CRITICAL + 1)  # the simulation's own log is the record; keep pytest output short
 
 
 @pytest.mark.parametrize("seed", SEEDS)
