@@ -140,7 +140,7 @@ def _dcs_unreachable(i: Inputs) -> Decision:
     remaining = i.lease.valid_for(i.now)
     if remaining > i.demote_margin_s:
         ask = failsafe.ask(i)  # failsafe_mode: the members' word extends the lease instead of a renewal
-        if ask is not None:
+        if ask is not None and local.is_primary:  # never for a server nobody can observe
             return Decision((ask,), f"DCS unreachable: failsafe_mode: asking {', '.join(n for n, _ in ask.members)} "
                                     f"to keep me the primary (lease valid for {remaining:.1f}s more)")
         return Decision((), f"DCS unreachable: I am the primary, lease valid for {remaining:.1f}s more")

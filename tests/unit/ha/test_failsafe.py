@@ -76,6 +76,8 @@ CASES: list[tuple[str, Inputs, tuple[Any, ...]]] = [
     ("... an unobservable postmaster is no primary the members can vouch for: demoted on its schedule",
      given(view(leader=ME, config=ON, failsafe=TOPOLOGY), UNOBSERVABLE, lease=NOW + 1.5),
      (act.StopPostgres, act.ReleaseLeaderKey)),
+    ("... nor while the DCS is unreachable: an unobservable postmaster is not asked for (the lease runs out)",
+     given(None, UNOBSERVABLE, **PRIMARY_CUT_OFF), ()),
     ("a single-node topology: nobody else to ask (vacuously kept)",
      given(None, running_primary(), members=((ME, api(ME)),), **PRIMARY_CUT_OFF), (act.AskFailsafe(()),)),
     ("a replica cut off from the DCS does nothing, failsafe or not",
