@@ -54,8 +54,11 @@ def is_wildcard_address(text: str) -> bool:
 
 
 def is_loopback(host: str) -> bool:
-    """True only for addresses that cannot be reached from another machine: 127.0.0.0/8, ::1, localhost."""
-    name = host.strip().lower()
+    """True only for addresses that cannot be reached from another machine: 127.0.0.0/8, ::1 (also
+    written ``[::1]``), localhost. The one rule for every check that guards on it (REST credentials, the
+    Raft password, PostgreSQL trust): the embedded Raft store had a copy of its own that read ``LOCALHOST``
+    and `` localhost`` as not loopback and ``[::1]`` as loopback, where this one did the opposite."""
+    name = host.strip().lower().removeprefix("[").removesuffix("]")
     if name == "localhost":
         return True
     try:

@@ -9,24 +9,16 @@ refuses to grow a cluster that has none.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
+
+from raftpg.config.addresses import is_loopback
 
 DISK_FREE_MIN_BYTES = 16 * 1024 * 1024
 
 
 class RaftConfigError(ValueError):
     """The Raft settings are unsafe or unusable; the message names the setting."""
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

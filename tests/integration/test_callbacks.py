@@ -8,25 +8,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from raftpg.pg.callbacks import CallbackRunner
+from raftpg.testing.poll import wait_until
 
 VIP = "192.0.2.10"
 
 
 def poll(predicate, what: str, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, timeout_s, what)
 
 
 def alive(pid: int) -> bool:

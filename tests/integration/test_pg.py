@@ -29,6 +29,7 @@ from raftpg.pg import Credentials, PgError, PgSettings, Postgres, conninfo_for
 from raftpg.pg.pidfile import postgres_alive, read_pidfile
 from raftpg.pg.process import orphans, supervisor_argv, wait_pid_gone
 from raftpg.pg.slots import ensure_slots
+from raftpg.testing.poll import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -68,14 +69,7 @@ def settings_for(tmp: Path, name: str, **overrides: object) -> PgSettings:
 
 def poll(condition: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> object:
     """Return condition()'s first truthy value; fail after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(condition, timeout_s, what)
 
 
 @pytest.fixture

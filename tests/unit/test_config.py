@@ -682,3 +682,17 @@ def test_a_bad_member_slots_ttl_is_refused_naming_the_key(written: Any, why: str
         parse_config(edited({"bootstrap.dcs.member_slots_ttl": written}))
     assert "bootstrap.dcs.member_slots_ttl" in str(caught.value) and why in str(caught.value)
     assert DynamicConfig.from_dict({"member_slots_ttl": written}).member_slots_ttl_s == 1800  # the DCS reader
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("LOCALHOST", True), (" localhost ", True), ("", False), ("0.0.0.0", False), ("10.0.0.1", False),
+    ("::", False), ("example.com", False), ("localhost.example.com", False), ("[10.0.0.1]", False),
+])
+def test_one_loopback_rule_for_every_guard(host: str, loopback: bool) -> None:
+    """The REST API's, PostgreSQL's and the embedded Raft's guards all ask this one function (the Raft
+    store had a copy that read LOCALHOST as not loopback and [::1] as loopback, unlike this one)."""
+    from raftpg.config.addresses import is_loopback
+    from raftpg.consensus import settings as raft_settings
+    assert is_loopback(host) is loopback
+    assert raft_settings.is_loopback is is_loopback
