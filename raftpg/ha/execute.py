@@ -260,8 +260,7 @@ class Executor:
         if self.failsafe_peers is None:
             raise RuntimeError("failsafe_mode: this agent cannot reach the other members' REST APIs")
         sent = self.clock.monotonic()
-        deadline = self.account.state.deadline
-        budget = 2.0 if deadline is None else max(0.2, min(2.0, deadline - t.demote_margin_s - sent))
+        budget = self.account.state.budget(2.0, sent, t.demote_margin_s)
         request = {"name": self.me.name, "conn_url": self.me.conn_url, "api_url": self.me.api_url}
         answers = self.failsafe_peers.ask(members, request, budget) if members else {}
         refused = {name: answers.get(name, "no answer") for name, _ in members if answers.get(name, "no answer")}

@@ -35,6 +35,14 @@ class LeaseState:
     def valid_for(self, now: float) -> float:
         return 0.0 if self.deadline is None else max(0.0, self.deadline - now)
 
+    def budget(self, cap_s: float, now: float, demote_margin_s: float, floor_s: float = 0.2) -> float:
+        """How long a step started at ``now`` may take: at most ``cap_s``, and never past the moment this
+        node must demote (``demote_margin_s`` before the lease ends), but at least ``floor_s``. The one
+        formula for every wait under a lease (DCS calls, the loop's sleep, the failsafe round)."""
+        if self.deadline is None:
+            return cap_s
+        return max(floor_s, min(cap_s, self.deadline - demote_margin_s - now))
+
 
 @dataclass(frozen=True)
 class Memory:

@@ -78,9 +78,7 @@ class LeaseAccount:
         learn it; on a refusal the lease is gone. A DcsError leaves the lease as it was (it runs out)."""
         with self._lock:
             sent = self.clock.monotonic()
-            budget = timing.retry_timeout_s
-            if self.state.deadline is not None:
-                budget = min(budget, max(0.2, self.state.deadline - timing.demote_margin_s - sent))
+            budget = self.state.budget(timing.retry_timeout_s, sent, timing.demote_margin_s)
             leader = fn(self.name, timing.ttl_s, timeout_s=budget)
             if not leader:
                 self.state = LeaseState()

@@ -114,11 +114,7 @@ class HaLoop:
     def _budget(self, cap_s: float, reserve_s: float = 0.0) -> float:
         """A DCS call's deadline: at most ``cap_s``, and never past the moment this node must demote (less
         ``reserve_s``, time kept for what must still happen before it)."""
-        budget = cap_s
-        deadline = self.executor.lease.deadline
-        if deadline is not None:
-            budget = max(0.2, min(budget, deadline - self.timing.demote_margin_s - reserve_s - self.clock.monotonic()))
-        return budget
+        return self.executor.lease.budget(cap_s, self.clock.monotonic() + reserve_s, self.timing.demote_margin_s)
 
     def _read(self) -> ClusterView | None:
         # failsafe_mode: a read of an unreachable DCS must not use up the time the members' answers need
@@ -295,10 +291,7 @@ class HaLoop:
             return 0.0
         else:
             wait_s = loop_wait_s
-        deadline = self.executor.lease.deadline
-        if deadline is not None:
-            wait_s = min(wait_s, max(0.05, deadline - self.timing.demote_margin_s - self.clock.monotonic()))
-        return wait_s
+        return self.executor.lease.budget(wait_s, self.clock.monotonic(), self.timing.demote_margin_s, floor_s=0.05)
 
     def _wait(self, decision: Decision, ok: bool) -> None:
         if self._stop.is_set():

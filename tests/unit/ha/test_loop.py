@@ -321,3 +321,14 @@ def test_a_promotion_is_published_as_soon_as_postgresql_is_promoted():
     interim = [p for p in published if p[0] == "promoted"]
     assert interim == [("promoted", True, interim[0][2], True)] and interim[0][2] > 0, published
     assert published.index(interim[0]) == len(published) - 2, "published before the cycle's own status"
+
+
+def test_every_wait_under_a_lease_uses_one_budget_rule():
+    """LeaseState.budget: the one formula for DCS calls, the loop's sleep and the failsafe round (it was
+    written out four times)."""
+    from raftpg.ha.inputs import LeaseState
+    assert LeaseState().budget(4.0, now=100.0, demote_margin_s=5.0) == 4.0  # no lease: the cap
+    assert LeaseState(110.0).budget(4.0, now=100.0, demote_margin_s=5.0) == 4.0
+    assert LeaseState(110.0).budget(4.0, now=103.0, demote_margin_s=5.0) == 2.0  # stops at the demotion point
+    assert LeaseState(110.0).budget(4.0, now=106.0, demote_margin_s=5.0) == 0.2  # past it: the floor
+    assert LeaseState(110.0).budget(1.0, now=106.0, demote_margin_s=5.0, floor_s=0.05) == 0.05
