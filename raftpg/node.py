@@ -135,11 +135,12 @@ class Node:
         self._status = NodeStatus(config.name, config.witness)
         self.dcs, self.raft = build_dcs(config, self.clock, force_new_cluster)
         self.pg = None if config.witness else build_postgres(config, self.clock)
+        peers = RestPeers(config.restapi)
         self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
                            me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),
                            version=__version__, on_status=self._set_status, raft_status=self.raft_status,
                            watchdog_safety_margin_s=config.watchdog.safety_margin, clone_in_background=True,
-                           failsafe_peers=RestPeers(config.restapi))
+                           failsafe_peers=peers, position_peers=peers)
         self._thread: threading.Thread | None = None
 
     # -------------------------------------------------------------- status for the API

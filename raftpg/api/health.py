@@ -12,9 +12,10 @@ node's tags and the query string: 200 when true, 503 when false.
 - replica: a running replica that streams from the primary, without ``noloadbalance``, within ``?lag=``.
 - leader (``/leader``): this node holds the leader key with an unexpired lease (Patroni: the leader lock),
   whether or not PostgreSQL answers at this moment.
-- read-only: primary or replica (as above). sync / async: a replica (as above) in / not in the sync key,
-  only while the cluster view is known; read-only-sync: primary or sync. quorum: always 503 and
-  read-only-quorum: the primary only (no quorum commit: Patroni answers so on a non-quorum cluster).
+- read-only: primary or replica (as above). sync / async: a replica (as above) in / not in the sync key
+  (async: neither a synchronous nor a quorum standby), only while the cluster view is known; read-only-sync:
+  primary or sync. quorum: a replica that is a voter of the sync key under quorum commit (503 in
+  synchronous mode, where /sync answers instead); read-only-quorum: primary or quorum.
 - health: PostgreSQL is running (never on a witness). liveness: the cluster is paused, or the HA loop
   finished a cycle within ``loop_wait + ttl`` seconds (``loop_wait + 2*ttl`` on a replica; counted from
   the API's start before the first cycle), Patroni's thresholds.
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raftpg.api.status import in_sync_key, primary_position
+from raftpg.api.status import in_quorum, in_sync_key, primary_position
 from raftpg.model import LocalState, NodeStatus, parse_size_bytes
 
 TAG_PREFIX = "tag_"
@@ -144,7 +145,7 @@ def sync(p: Probe) -> bool:
 
 
 def asynchronous(p: Probe) -> bool:
-    return p.status.view is not None and replica(p) and not in_sync_key(p.status)
+    return p.status.view is not None and replica(p) and not in_sync_key(p.status) and not in_quorum(p.status)
 
 
 def read_only_sync(p: Probe) -> bool:
@@ -152,12 +153,16 @@ def read_only_sync(p: Probe) -> bool:
 
 
 def never(p: Probe) -> bool:
-    """/quorum (no quorum commit: no node is a quorum standby) and /standby-leader (no standby clusters)."""
+    """/standby-leader (no standby clusters)."""
     return False
 
 
+def quorum(p: Probe) -> bool:
+    return replica(p) and in_quorum(p.status)
+
+
 def read_only_quorum(p: Probe) -> bool:
-    return primary(p) and _tags_match(p)
+    return (primary(p) and _tags_match(p)) or quorum(p)
 
 
 def health(p: Probe) -> bool:
@@ -196,6 +201,6 @@ CHECKS: dict[str, Callable[[Probe], bool]] = {
     "/replica": replica, "/read-only": read_only,
     "/sync": sync, "/synchronous": sync, "/async": asynchronous, "/asynchronous": asynchronous,
     "/read-only-sync": read_only_sync, "/read-only-synchronous": read_only_sync,
-    "/quorum": never, "/read-only-quorum": read_only_quorum, "/standby-leader": never,
+    "/quorum": quorum, "/read-only-quorum": read_only_quorum, "/standby-leader": never,
     "/health": health, "/liveness": liveness, "/readiness": readiness,
 }

@@ -48,7 +48,8 @@ SCHEMAS: dict[str, Any] = {
             "patroni": {"type": "object", "required": ["version", "scope", "name"],
                         "properties": {k: {"type": "string"} for k in ("version", "scope", "name")}},
             "pause": {"type": "boolean"}, "pending_restart": {"type": "boolean"},
-            "sync_standby": {"type": "boolean"}, "cluster_unlocked": {"type": "boolean"},
+            "sync_standby": {"type": "boolean"}, "quorum_standby": {"type": "boolean"},
+            "cluster_unlocked": {"type": "boolean"},
             "tags": {"type": "object"}, "decision": {"type": "string"},
             "raft": {"type": ["object", "null"]}, "scheduled_restart": {"type": "object"},
             "error": {"type": "string"}, "dcs_problems": {"type": "array", "items": {"type": "string"}},
@@ -59,7 +60,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["name", "role", "state", "tags"],
         "properties": {
             "name": {"type": "string"},
-            "role": {"enum": ["leader", "replica", "sync_standby", "witness", "uninitialized"]},
+            "role": {"enum": ["leader", "replica", "sync_standby", "quorum_standby", "witness", "uninitialized"]},
             "state": {"type": "string"}, "api_url": _NULLABLE_STR, "host": _NULLABLE_STR,
             "port": _NULLABLE_INT, "timeline": _NULLABLE_INT, "tags": {"type": "object"},
             **{f"{p}lsn": {"type": "string", "description": "e.g. 0/3000060, or unknown"}
@@ -137,7 +138,8 @@ _SUMMARIES = {
     "liveness": "200 when the HA loop is alive or the cluster is paused",
     "readiness": "200 on the leader or a streaming replica within ?lag= (default maximum_lag_on_failover)",
     "leader": "200 on the node holding the leader key", "read-only-sync": "200 on the primary or a sync standby",
-    "quorum": "always 503: no quorum commit", "read-only-quorum": "200 on the primary (no quorum commit)",
+    "quorum": "200 on a quorum standby (a voter under synchronous_mode: quorum)",
+    "read-only-quorum": "200 on the primary or a quorum standby",
     "standby-leader": "always 503: no standby clusters",
 }
 _ALIASES = {"read-write": "primary", "master": "primary", "synchronous": "sync",

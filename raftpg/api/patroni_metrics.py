@@ -6,14 +6,14 @@ The text is rendered by hand rather than through ``prometheus_client`` because P
 names must stay Patroni's. Values describe PostgreSQL as it is now (the caller passes the node's status
 with the fresh probe applied, and the details query), as Patroni reads them at scrape time.
 
-raftpg has neither standby clusters nor quorum commit: those series are always 0.
+raftpg has no standby clusters: ``patroni_standby_leader`` is always 0.
 ``patroni_version`` carries raftpg's own version in Patroni's encoding (``1.2.3`` -> ``010203``).
 """
 
 from __future__ import annotations
 
 from raftpg.api.details import PostgresDetails, epoch_s
-from raftpg.api.status import in_sync_key
+from raftpg.api.status import in_quorum, in_sync_key
 from raftpg.config import Config
 from raftpg.model import NodeStatus
 
@@ -80,7 +80,7 @@ def values(node: NodeStatus, version: str, details: PostgresDetails) -> dict[str
         "patroni_standby_leader": 0,
         "patroni_replica": int(replica),
         "patroni_sync_standby": int(replica and in_sync_key(node)),
-        "patroni_quorum_standby": 0,
+        "patroni_quorum_standby": int(replica and in_quorum(node)),
         "patroni_xlog_received_location": (local.receive_lsn or 0) if replica and local else 0,
         "patroni_xlog_replayed_location": (local.replay_lsn or 0) if replica and local else 0,
         "patroni_xlog_replayed_timestamp": epoch_s(details.replayed_timestamp) if replica else 0,

@@ -20,8 +20,15 @@ def iso(epoch_s: float | None) -> str | None:
 
 
 def in_sync_key(status: NodeStatus) -> bool:
+    """A synchronous standby: named in the sync key in synchronous mode (not under quorum commit)."""
     view = status.view
-    return bool(view and view.sync and status.name in view.sync.sync_standby)
+    return bool(view and view.sync and not view.config.quorum_commit and status.name in view.sync.sync_standby)
+
+
+def in_quorum(status: NodeStatus) -> bool:
+    """A quorum standby: a voter of the sync key under quorum commit (Patroni's ``quorum_standby``)."""
+    view = status.view
+    return bool(view and view.sync and view.config.quorum_commit and status.name in view.sync.sync_standby)
 
 
 def primary_position(view: ClusterView | None) -> int | None:
@@ -76,6 +83,7 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
         "pending_restart": bool(local and local.pending_restart),
         "tags": config.tags.as_dict(),
         "sync_standby": in_sync_key(status),
+        **({"quorum_standby": True} if in_quorum(status) else {}),
         "cluster_unlocked": bool(view is not None and view.leader is None),
         "dcs_last_seen": int(status.dcs_last_seen_wall) if status.dcs_last_seen_wall else None,
         "decision": status.decision,
@@ -140,7 +148,7 @@ def member_role(view: ClusterView, member: Member) -> str:
     if view.leader and view.leader.name == member.name:
         return "leader"
     if view.sync and member.name in view.sync.sync_standby:
-        return "sync_standby"
+        return "quorum_standby" if view.config.quorum_commit else "sync_standby"
     if member.role == Role.UNINITIALIZED:
         return "uninitialized"
     return "replica"

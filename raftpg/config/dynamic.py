@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -27,6 +27,7 @@ from raftpg.config.fields import ConfigLine, GucMap, Int, MemberName, Seconds, S
 from raftpg.config.screen import screen
 from raftpg.model import DynamicConfig
 from raftpg.model.cluster import DYNAMIC_BOUNDS, INT64_MAX
+from raftpg.model.values import json_kind, parse_flag
 
 
 class DcsPostgresSettings(OpenSettings):
@@ -113,8 +114,7 @@ RAFT_FAILSAFE_REFUSAL = (
 class DynamicSettings(OpenSettings):
     """The cluster-wide settings (Patroni's names and defaults; times in seconds, lag in bytes).
 
-    ``synchronous_mode: quorum`` (Patroni's quorum commit) is refused rather than read as "on": it promises
-    a different failover rule than raftpg implements.
+    ``synchronous_mode`` is true, false or ``quorum`` (Patroni's quorum commit, raftpg.ha.quorum).
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.DYNAMIC
@@ -133,7 +133,7 @@ class DynamicSettings(OpenSettings):
     maximum_lag_on_failover: Int = _bounded(1048576, "maximum_lag_on_failover")
     primary_start_timeout: Int = _bounded(300, "primary_start_timeout")
     primary_stop_timeout: Int = _bounded(0, "primary_stop_timeout")
-    synchronous_mode: bool = False
+    synchronous_mode: bool | Literal["quorum"] = False
     synchronous_mode_strict: bool = False
     synchronous_node_count: Int = _bounded(1, "synchronous_node_count")
     check_timeline: bool = False
@@ -167,10 +167,13 @@ class DynamicSettings(OpenSettings):
 
     @field_validator("synchronous_mode", mode="before")
     @classmethod
-    def _no_quorum(cls, value: Any) -> Any:
+    def _quorum(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() == "quorum":
-            raise ValueError("quorum commit ('quorum') is not supported by raftpg; use true or false")
-        return value
+            return "quorum"
+        parsed = parse_flag(value)
+        if parsed is None:
+            raise ValueError(f"must be true, false or 'quorum', got {json_kind(value)}")
+        return parsed
 
     @model_validator(mode="after")
     def _timing(self) -> DynamicSettings:

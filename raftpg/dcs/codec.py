@@ -3,7 +3,7 @@
 Every backend stores the same documents (JSON, Patroni-compatible where Patroni has a shape):
 ``leader`` is the holder's name; ``initialize`` the system identifier ("" while the bootstrap race
 winner is still running initdb); ``members/<name>`` a JSON object; ``config`` the dynamic config;
-``failover`` {leader, member, scheduled_at}; ``sync`` {leader, sync_standby: "a,b"}; ``history`` a list of
+``failover`` {leader, member, scheduled_at}; ``sync`` {leader, sync_standby: "a,b", quorum}; ``history`` a list of
 [timeline, lsn, reason, timestamp, new_leader]; ``status`` {optime}.
 
 A document that cannot be read never stops the loop (``documents.py`` reads each one defensively, and
@@ -97,8 +97,10 @@ def status_document(last_lsn: int, slots: Mapping[str, int] | None,
             **({"failsafe": dict(sorted(failsafe.items()))} if failsafe is not None else {})}
 
 
-def sync_document(leader: str | None, standbys: tuple[str, ...]) -> dict[str, Any]:
-    return {"leader": leader, "sync_standby": ",".join(sorted(standbys)) or None}
+def sync_document(leader: str | None, standbys: tuple[str, ...], quorum: int = 0) -> dict[str, Any]:
+    """``quorum`` (quorum commit only, Patroni's field) is written when above 0."""
+    return {"leader": leader, "sync_standby": ",".join(sorted(standbys)) or None,
+            **({"quorum": quorum} if quorum > 0 else {})}
 
 
 def sync_from_document(raw: str, revision: int) -> SyncState:

@@ -351,8 +351,8 @@ class ConsulDcs:
         return self._delete(key, deadline, "clear failover", cas=expected_revision)
 
     def set_sync(self, leader: str | None, standbys: tuple[str, ...], expected_revision: int | None, *,
-                 timeout_s: float) -> SyncState | None:
-        key, value = self._key(keys.SYNC), _dumps(sync_document(leader, standbys))
+                 timeout_s: float, quorum: int = 0) -> SyncState | None:
+        key, value = self._key(keys.SYNC), _dumps(sync_document(leader, standbys, quorum))
         op = (_op("set", key, Value=b64(value)) if expected_revision is None
               else _op("cas", key, Value=b64(value), Index=expected_revision))
         results = self._txn([op], self._deadline(timeout_s), "write sync")

@@ -331,9 +331,11 @@ def read_sync(raw: Any, revision: int) -> tuple[SyncState, tuple[str, ...]]:
         problem = name_problem(name)
         if problem and name != "":
             f.problem("sync_standby", problem)
-    if f.problems:
+    quorum = f.integer("quorum", 0, 1024) if f.data.get("quorum") is not None else 0
+    if f.problems or quorum is None:
         return SyncState(leader=UNREADABLE, revision=revision), tuple(f.problems)
-    return SyncState(leader=leader, sync_standby=tuple(sorted(n for n in names if n)), revision=revision), ()
+    return SyncState(leader=leader, sync_standby=tuple(sorted(n for n in names if n)), revision=revision,
+                     quorum=quorum), ()
 
 
 def read_optime(raw: Any) -> tuple[int | None, tuple[str, ...]]:

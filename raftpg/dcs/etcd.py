@@ -348,8 +348,8 @@ class EtcdDcs:
         return self._cas(keys.FAILOVER, op, expected_revision, timeout_s, "write failover")[0]
 
     def set_sync(self, leader: str | None, standbys: tuple[str, ...], expected_revision: int | None, *,
-                 timeout_s: float) -> SyncState | None:
-        key, value = self.layout.key(keys.SYNC), _dumps(sync_document(leader, standbys))
+                 timeout_s: float, quorum: int = 0) -> SyncState | None:
+        key, value = self.layout.key(keys.SYNC), _dumps(sync_document(leader, standbys, quorum))
         guard = [] if expected_revision is None else [_at(key, expected_revision)]
         done, data = self._txn(guard, [_put(key, value)], self._deadline(timeout_s), "write sync")
         return sync_from_document(value, _revision(data)) if done else None

@@ -144,8 +144,8 @@ class KvDcs:
         return isinstance(result, Committed)
 
     def set_sync(self, leader: str | None, standbys: tuple[str, ...], expected_revision: int | None, *,
-                 timeout_s: float) -> SyncState | None:
-        value = _dumps(sync_document(leader, standbys))
+                 timeout_s: float, quorum: int = 0) -> SyncState | None:
+        value = _dumps(sync_document(leader, standbys, quorum))
         guard = Guard(mod_revision=expected_revision) if expected_revision is not None else None
         result = self._call("write sync", self.kv.put, self.layout.key(keys.SYNC), value, guard=guard,
                             timeout_s=timeout_s)

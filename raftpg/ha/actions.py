@@ -241,6 +241,7 @@ class SetSynchronousStandbys:
 class WriteSyncKey:
     standbys: tuple[str, ...]
     expected_revision: int | None
+    quorum: int = 0  # quorum commit: how many voters beyond one a failover must hear from
     retry_soon: ClassVar[bool] = True
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftpg.ha import failsafe
+from raftpg.ha import failsafe, quorum
 from raftpg.ha.actions import (
     AcquireLeaderKey,
     Action,
@@ -298,7 +298,10 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
                                        tuple(sorted(topology.items())) if topology is not None else None))
     if view.config.use_slots:
         actions.append(primary_slots(view, me))
-    sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn)
+    if view.config.quorum_commit:
+        sync_actions, sync_state = quorum.plan_quorum(view, local, me, i.memory.safe_lsn)
+    else:
+        sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn)
     actions.extend(sync_actions)
     actions.extend(_operator_requests(i))
     if view.failover and view.failover.leader not in (None, me):
@@ -386,6 +389,10 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
     healthier = [m for m in eligibility.failover_candidates(exclude=me) if health_key(m) < health_key(mine)]
     if healthier and not named:
         return Decision((), f"not promoting: {healthier[0].name} is healthier")
+    if quorum.votes_needed(view):  # even a named candidate: only the lag is ever waived
+        problem = quorum.vote_problem(view, me, mine.lsn, i.peers)
+        if problem:
+            return Decision((), f"not promoting: {problem}")
     return _promote(i, view, "failover: the leader key was free and I am the healthiest replica",
                     acquire=True)
 

@@ -138,8 +138,8 @@ class Executor:
                 if reason and reason != "done":
                     log.warning("clearing failover request: %s", reason)
                 dcs.set_failover(None, revision, timeout_s=budget_s)
-            case act.WriteSyncKey(standbys=standbys, expected_revision=revision):
-                return dcs.set_sync(name, standbys, revision, timeout_s=budget_s) is not None
+            case act.WriteSyncKey(standbys=standbys, expected_revision=revision, quorum=quorum):
+                return dcs.set_sync(name, standbys, revision, timeout_s=budget_s, quorum=quorum) is not None
             case act.PublishPosition(lsn=lsn, slots=slots, failsafe=failsafe):
                 dcs.set_status(lsn, dict(slots), None if failsafe is None else dict(failsafe), timeout_s=budget_s)
             case act.AskFailsafe(members=members):

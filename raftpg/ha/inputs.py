@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from raftpg.model import ClusterView, DataDir, LocalState, Member, Tags
+from raftpg.model import ClusterView, DataDir, LocalState, Member, PeerAnswer, Tags
 from raftpg.model.status import node_role
 
 
@@ -64,6 +64,14 @@ class Memory:
     # failsafe_mode: the topology (member, REST API URL) last read from the status key while it was on;
     # a primary that cannot reach the DCS asks these members. None: failsafe_mode off (or never read)
     failsafe_members: tuple[tuple[str, str], ...] | None = None
+    # a primary's synchronous_standby_names as first seen (value, monotonic time) and its WAL position once
+    # that value had been in force for SETTLED_S: every commit acknowledged under an older value lies
+    # below it (quorum commit's safe_lsn). None: not a primary
+    standby_names_seen: tuple[str, float, int | None] | None = None
+
+    @property
+    def safe_lsn(self) -> int | None:
+        return self.standby_names_seen[2] if self.standby_names_seen else None
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,9 @@ class Inputs:
     demote_margin_s: float = 1.0            # stop writes this long before the lease could expire
     pending: frozenset[str] = frozenset()   # operator requests: restart, reload, reinitialize[-from-leader]
     failsafe: FailsafeSeen = field(default_factory=FailsafeSeen)
+    # quorum commit: the members' positions, asked after this cycle's read found the leader key free
+    # (None: not asked; raftpg.ha.quorum.vote_problem)
+    peers: tuple[PeerAnswer, ...] | None = None
 
     def me_as_member(self) -> Member:
         """This node as a failover candidate, with its *current* WAL position rather than the published one."""

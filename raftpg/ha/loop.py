@@ -18,7 +18,7 @@ from typing import Any
 
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
-from raftpg.ha import failsafe
+from raftpg.ha import failsafe, quorum
 from raftpg.ha import memory as memories
 from raftpg.ha.actions import AskFailsafe, Decision, Initdb, Promote, StartPrimary
 from raftpg.ha.background import CloneJob
@@ -26,8 +26,8 @@ from raftpg.ha.chores import chores
 from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import FailsafeSeen, Inputs, Me, Memory
-from raftpg.ha.ports import FailsafePeers, PostgresPort, WatchdogPort
-from raftpg.model import ClusterView, DynamicConfig, Leader, LocalState, Member, NodeStatus
+from raftpg.ha.ports import FailsafePeers, PositionPeers, PostgresPort, WatchdogPort
+from raftpg.model import ClusterView, DynamicConfig, Leader, LocalState, Member, NodeStatus, PeerAnswer
 from raftpg.model.status import node_role
 
 __all__ = ["HaLoop", "NodeStatus"]
@@ -44,7 +44,8 @@ class HaLoop:
                  on_status: Callable[[NodeStatus], None] | None = None,
                  watchdog_safety_margin_s: float = 5.0,
                  raft_status: Callable[[], dict[str, Any] | None] | None = None,
-                 clone_in_background: bool = False, failsafe_peers: FailsafePeers | None = None) -> None:
+                 clone_in_background: bool = False, failsafe_peers: FailsafePeers | None = None,
+                 position_peers: PositionPeers | None = None) -> None:
         me = replace(me, failsafe_refusal=dcs.failsafe_refusal)
         self.dcs, self.pg, self.clock, self.me = dcs, pg, clock, me
         self.bootstrap_dcs = bootstrap_dcs
@@ -54,6 +55,7 @@ class HaLoop:
                                  clone_in_background=clone_in_background, wake=self.wake,
                                  failsafe_peers=failsafe_peers)
         self.memory = Memory()
+        self.position_peers = position_peers  # quorum commit: asked by a failover candidate
         self.watchdog_safety_margin_s = watchdog_safety_margin_s  # local config: watchdog.safety_margin
         self.timing = self._timing(DynamicConfig.from_dict(bootstrap_dcs))
         self._on_status = on_status or (lambda status: None)
@@ -160,7 +162,7 @@ class HaLoop:
             seen = self._failsafe_seen
         inputs = Inputs(view=view, local=local, me=self.me, lease=self.executor.lease, memory=self.memory,
                         now=now, now_wall=self.clock.wall(), demote_margin_s=self.timing.demote_margin_s,
-                        pending=pending, failsafe=seen)
+                        pending=pending, failsafe=seen, peers=self._ask_positions(view, local))
         chores_due = chores(inputs)
         chores_ok = not chores_due or self.executor.run(Decision(chores_due, "chores"), inputs, self.timing)
         if not chores_ok:
@@ -178,6 +180,17 @@ class HaLoop:
             local = self.pg.observe()
         self._after(view, local, ok, decision, started)
         return decision
+
+    def _ask_positions(self, view: ClusterView | None, local: LocalState | None) -> tuple[PeerAnswer, ...] | None:
+        """Quorum commit: a replica that found the leader key free asks every other data member for its
+        position (its vote, raftpg.ha.quorum.vote_problem). Asked after the read that found the key free,
+        so after the old primary's lease ended: nothing it acknowledged is newer than the answers."""
+        if self.position_peers is None or view is None or local is None or not local.is_replica \
+                or view.leader is not None or view.paused or not quorum.votes_needed(view):
+            return None
+        members = tuple((m.name, m.api_url) for m in view.members
+                        if m.name != self.me.name and m.api_url and not m.witness)
+        return self.position_peers.positions(members, min(1.0, float(self.timing.retry_timeout_s)))
 
     def _after(self, view: ClusterView | None, local: LocalState | None, ok: bool, decision: Decision,
                started: float) -> None:

@@ -28,8 +28,10 @@ def observed(memory: Memory, view: ClusterView | None, local: LocalState | None,
     # as the loop ran: campaign cell double-failover-s2, 143 copies in 76 s)
     fresh_data = local is None or local.data_dir is not DataDir.INITIALIZED or (local.is_replica and local.streaming) \
         or local.fresh_copy
+    primary = held and local is not None and local.is_primary
     return replace(
         memory,
+        standby_names_seen=_standby_names(memory.standby_names_seen, local, now) if primary and local else None,
         sync_catchup_lsn=(memory.sync_catchup_lsn or (local.lsn if local else None)) if lost else None,
         pg_down_since=(memory.pg_down_since or now) if down else None,
         leader_since=(memory.leader_since or now) if held else None,
@@ -38,6 +40,22 @@ def observed(memory: Memory, view: ClusterView | None, local: LocalState | None,
         rewind_failed=memory.rewind_failed and not fresh_data,
         following=following,
     )
+
+
+# How long a new synchronous_standby_names must have been seen before the primary's position counts as past
+# everything acknowledged under the old one. The value is confirmed with SHOW after the reload, but each
+# walsender applies it when it handles the signal, a few milliseconds later.
+SETTLED_S = 0.5
+
+
+def _standby_names(seen: tuple[str, float, int | None] | None, local: LocalState,
+                   now: float) -> tuple[str, float, int | None]:
+    value = local.synchronous_standby_names
+    if seen is None or seen[0] != value:
+        return value, now, None
+    if seen[2] is None and now - seen[1] >= SETTLED_S and local.lsn is not None:
+        return value, seen[1], local.lsn
+    return seen
 
 
 def after_chores(memory: Memory, done: tuple[act.Action, ...], ok: bool, now: float) -> Memory:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from raftpg.model import DynamicConfig, LocalState, PermanentSlot
+from raftpg.model import DynamicConfig, LocalState, PeerAnswer, PermanentSlot
 
 
 class PostgresPort(Protocol):
@@ -116,3 +116,11 @@ class FailsafePeers(Protocol):
             timeout_s: float) -> dict[str, str | None]:
         """Send ``request`` to every member (name, REST API URL) at once, within ``timeout_s`` in all;
         -> for each name, None if it accepted, else why not (its answer, or the connection's failure)."""
+
+
+class PositionPeers(Protocol):
+    """Quorum commit: the other members' REST APIs, as a failover candidate asks them for their positions."""
+
+    def positions(self, members: tuple[tuple[str, str], ...], timeout_s: float) -> tuple[PeerAnswer, ...]:
+        """Ask every member (name, REST API URL) at once, within ``timeout_s`` in all, whether its
+        PostgreSQL is in recovery and how far its WAL goes; a member that did not answer has ``error``."""

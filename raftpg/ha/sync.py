@@ -67,6 +67,10 @@ def plan_sync(view: ClusterView, local: LocalState, me: str,
             actions.append(SetSynchronousStandbys(""))
         return tuple(actions), "asynchronous replication"
 
+    if view.sync and view.sync.leader == me and view.sync.quorum > 0:
+        # a key written under quorum commit: its voters one by one hold nothing, so start from a key that
+        # names me alone, before any standby is named or confirmed the synchronous-mode way
+        return (WriteSyncKey((), key_revision),), "synchronous mode: replacing the quorum commit key"
     streaming = _streaming(view, local)
     # Keep the standbys we have: first those in the key, then those PostgreSQL already treats as
     # synchronous, and only then the most advanced. Sorting by position alone would swap standbys

@@ -13,7 +13,7 @@ from raftpg.model.cluster import (
     Role,
     SyncState,
 )
-from raftpg.model.local import DataDir, LocalState, ReplicationRow
+from raftpg.model.local import DataDir, LocalState, PeerAnswer, ReplicationRow
 from raftpg.model.lsn import format_lsn, parse_lsn, parse_size_bytes
 from raftpg.model.slots import PermanentSlot
 from raftpg.model.status import NodeStatus
@@ -21,6 +21,6 @@ from raftpg.model.tags import Tags
 
 __all__ = [
     "ClusterView", "DataDir", "DynamicConfig", "Failover", "HistoryEntry", "Leader", "LocalState", "Member",
-    "NodeStatus", "PermanentSlot",
+    "NodeStatus", "PeerAnswer", "PermanentSlot",
     "ReplicationRow", "Role", "SyncState", "Tags", "format_lsn", "parse_lsn", "parse_size_bytes",
 ]

@@ -86,11 +86,17 @@ class Failover:
 
 @dataclass(frozen=True)
 class SyncState:
-    """Who the primary has confirmed as synchronous standbys. Only these may be promoted in sync mode."""
+    """Who the primary has confirmed as synchronous standbys. Only these may be promoted in sync mode.
+
+    Quorum commit (``synchronous_mode: quorum``): ``sync_standby`` are the *voters* and ``quorum`` how many
+    of them beyond one a failover candidate must hear from (Patroni's ``quorum`` field): any
+    ``quorum + 1`` voters hold every acknowledged commit between them (raftpg.ha.quorum). Synchronous mode
+    reads a key with a quorum above 0 as naming its leader alone (the voters one by one hold nothing)."""
 
     leader: str | None = None
     sync_standby: tuple[str, ...] = ()
     revision: int = 0
+    quorum: int = 0
 
     def names(self, name: str) -> bool:
         return name in self.sync_standby
@@ -124,6 +130,7 @@ class DynamicConfig:
     synchronous_mode: bool = False
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1
+    quorum_commit: bool = False  # synchronous_mode: quorum (then synchronous_mode is True as well)
     pause: bool = False
     use_pg_rewind: bool = False
     use_slots: bool = True
@@ -164,7 +171,8 @@ class DynamicConfig:
             retry_timeout_s=num("retry_timeout", d.retry_timeout_s),
             maximum_lag_on_failover_bytes=num("maximum_lag_on_failover", d.maximum_lag_on_failover_bytes),
             primary_start_timeout_s=num("primary_start_timeout", d.primary_start_timeout_s),
-            synchronous_mode=flag(raw.get("synchronous_mode"), False),
+            synchronous_mode=_is_quorum(raw.get("synchronous_mode")) or flag(raw.get("synchronous_mode"), False),
+            quorum_commit=_is_quorum(raw.get("synchronous_mode")),
             synchronous_mode_strict=flag(raw.get("synchronous_mode_strict"), False),
             synchronous_node_count=num("synchronous_node_count", 1),
             pause=flag(raw.get("pause"), False),
@@ -214,6 +222,10 @@ def _permanent_slots(raw: dict[str, Any]) -> dict[str, Any]:
         if raw.get(key):
             return object_or_empty(raw[key])
     return {}
+
+
+def _is_quorum(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "quorum"
 
 
 def _member_name(value: Any) -> str | None:
@@ -281,7 +293,8 @@ class ClusterView:
 
         Eligible: a running, valid data member of this cluster without nofailover, within
         maximum_lag_on_failover of the last known primary position, and, in synchronous mode, named
-        in the sync key.
+        in the sync key. With quorum commit the sync key does not say who may be promoted: the failover
+        race counts the voters' fresh answers instead (raftpg.ha.quorum.votes).
         """
         if not member.valid:
             return f"{member.name} has an unreadable member key"
@@ -310,7 +323,7 @@ class ClusterView:
                     f"{member.name} lags {lag} bytes behind the last primary position "
                     f"(maximum_lag_on_failover is {self.config.maximum_lag_on_failover_bytes})"
                 )
-        if self.config.synchronous_mode:
+        if self.config.synchronous_mode and not self.config.quorum_commit:
             if self.sync is None or member.name not in self.sync.sync_standby:
                 return f"{member.name} is not a synchronous standby"
         return None
@@ -341,7 +354,12 @@ class ClusterView:
         if not self.config.synchronous_mode:
             return self
         if sync is None or not sync.leader:
-            return replace(self, config=replace(self.config, synchronous_mode=False))
+            return replace(self, config=replace(self.config, synchronous_mode=False, quorum_commit=False))
+        if self.config.quorum_commit:
+            return self
+        if sync.quorum > 0:
+            # a key written under quorum commit: no voter alone holds every commit, only the leader does
+            return replace(self, sync=replace(sync, sync_standby=(sync.leader,)))
         if sync.leader in sync.sync_standby:
             return self
         return replace(self, sync=replace(sync, sync_standby=tuple(sorted((*sync.sync_standby, sync.leader)))))

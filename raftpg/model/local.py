@@ -14,6 +14,18 @@ class DataDir(StrEnum):
 
 
 @dataclass(frozen=True)
+class PeerAnswer:
+    """What a member said, asked after this node saw the leader key free: whether its PostgreSQL is in
+    recovery, and how far its WAL goes (received or replayed, whichever is further). ``error``: no answer."""
+
+    name: str
+    in_recovery: bool | None = None
+    lsn: int | None = None
+    timeline: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class ReplicationRow:
     """One row of pg_stat_replication on a primary."""
 

@@ -112,7 +112,7 @@ FIELD_POISON: dict[str, tuple[str, ...]] = {
         '{"ttl":20,"loop_wait":2,"retry_timeout":4,"maximum_lag_on_failover":18446744073709551615}',
         '{"ttl":20,"loop_wait":2,"retry_timeout":4,"synchronous_node_count":5000}',
         '{"ttl":20,"loop_wait":2,"retry_timeout":4,"primary_start_timeout":99999999}',
-        '{"ttl":20,"loop_wait":2,"retry_timeout":4,"synchronous_mode":"quorum"}',
+        '{"ttl":20,"loop_wait":2,"retry_timeout":4,"synchronous_mode":"sometimes"}',
         '{"ttl":20,"loop_wait":2,"retry_timeout":4,"postgresql":{"parameters":{"work_mem":{"a":1}}}}',
         '{"ttl":20,"loop_wait":2,"retry_timeout":4,"postgresql":"x"}',
         '{"ttl":20,"loop_wait":2,"retry_timeout":4,"loop_wiat":1}',

@@ -22,7 +22,7 @@ from api_fakes import (
     with_client,
 )
 
-from raftpg.model import Leader, SyncState
+from raftpg.model import DynamicConfig, Leader, SyncState
 
 PATHS = ["/primary", "/leader", "/read-write", "/master", "/", "/replica", "/read-only", "/sync",
          "/synchronous", "/async", "/asynchronous", "/health", "/liveness", "/readiness"]
@@ -163,6 +163,28 @@ def test_read_only_sync_quorum_and_standby_leader():
     assert codes(FakeView(PRIMARY), paths) == [200, 200, 503, 200, 503]
     assert codes(FakeView(REPLICA), paths) == [200, 200, 503, 503, 503]
     assert codes(FakeView(ASYNC_REPLICA), paths) == [503, 503, 503, 503, 503]
+
+
+def test_quorum_commit_answers_on_the_voters_as_patroni_does():
+    """synchronous_mode: quorum: a voter of the sync key is a quorum standby (/quorum, /read-only-quorum),
+    not a synchronous one (/sync 503), nor an asynchronous one; a replica outside the key is async."""
+    quorum = DynamicConfig(synchronous_mode=True, quorum_commit=True)
+    view = cluster_view(config=quorum, sync=SyncState("n1", ("n2",), 9, quorum=1))
+    paths = ["/quorum", "/read-only-quorum", "/sync", "/read-only-sync", "/async", "/replica"]
+    assert codes(FakeView(replace(REPLICA, view=view)), paths) == [200, 200, 503, 503, 503, 200]
+    assert codes(FakeView(replace(PRIMARY, view=view)), paths) == [503, 200, 503, 200, 503, 503]
+    outside = replace(REPLICA, view=replace(view, sync=SyncState("n1", ("n3",), 9, quorum=0)))
+    assert codes(FakeView(outside), paths) == [503, 503, 503, 503, 200, 200]
+    app, _, _ = build_app(FakeView(replace(REPLICA, view=view)))
+
+    async def documents(client):
+        node = await (await client.get("/patroni")).json()
+        cluster = await (await client.get("/cluster")).json()
+        return node, cluster
+
+    node, cluster = with_client(app, documents)
+    assert node["quorum_standby"] is True and node["sync_standby"] is False
+    assert {m["name"]: m["role"] for m in cluster["members"]}["n2"] == "quorum_standby"
 
 
 def test_async_needs_the_cluster_view_as_in_patroni():

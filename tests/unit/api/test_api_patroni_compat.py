@@ -140,6 +140,19 @@ def test_metrics_serve_every_patroni_4_series_with_scope_and_name_labels():
     assert samples["raftpg_raft_term"][1] == 4 and samples["raftpg_raft_commit_index"][1] == 41
 
 
+def test_a_quorum_standby_is_counted_as_one():
+    from dataclasses import replace
+
+    from api_fakes import cluster_view
+
+    from raftpg.model import DynamicConfig, SyncState
+    view = cluster_view(config=DynamicConfig(synchronous_mode=True, quorum_commit=True),
+                        sync=SyncState("n1", ("n2",), 9, quorum=1))
+    samples = scrape(FakeView(replace(REPLICA, view=view)))
+    assert samples["patroni_quorum_standby"][1] == 1 and samples["patroni_sync_standby"][1] == 0
+    assert scrape(FakeView(REPLICA))["patroni_quorum_standby"][1] == 0
+
+
 def test_replica_metrics_and_the_fresh_state():
     samples = scrape(FakeView(REPLICA))
     assert samples["patroni_replica"][1] == 1 and samples["patroni_primary"][1] == 0
