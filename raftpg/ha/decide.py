@@ -301,7 +301,7 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
     if view.config.quorum_commit:
         sync_actions, sync_state = quorum.plan_quorum(view, local, me, i.memory.safe_lsn)
     else:
-        sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn)
+        sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn, i.memory.safe_lsn)
     actions.extend(sync_actions)
     actions.extend(_operator_requests(i))
     if view.failover and view.failover.leader not in (None, me):

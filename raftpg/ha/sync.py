@@ -9,6 +9,12 @@ returned actions leaves the cluster safe.
 Non-strict mode with no available standby: ``synchronous_standby_names = ''`` (asynchronous, reported in
 status). Strict mode: ``'*'``, so commits wait rather than be acknowledged by the primary alone.
 
+PostgreSQL calls a standby ``sync`` as soon as it streams, which it does once the primary has *sent*
+everything, not once the standby has *flushed* it: a standby that replaces another may still lack commits
+the other one acknowledged a moment before. So a standby joins the key only once it has flushed past the
+primary's position observed while the current setting was in force (``safe_lsn``, remembered by the loop:
+``Memory.standby_names_seen``), as Patroni waits for its replicas to be "ready".
+
 Strict mode never loses its only witnesses. A standby of the key that stops being synchronous may hold
 commits nobody else has (every commit waited for it), so it stays in the key, and so eligible, until the
 standbys that replace it have provably caught up: each has flushed past ``catchup_lsn``, the primary's
@@ -51,11 +57,13 @@ def lost_standbys(view: ClusterView, local: LocalState, me: str) -> tuple[str, .
 
 
 def plan_sync(view: ClusterView, local: LocalState, me: str,
-              catchup_lsn: int | None = None) -> tuple[tuple[Action, ...], str]:
+              catchup_lsn: int | None = None, safe_lsn: int | None = None) -> tuple[tuple[Action, ...], str]:
     """Actions for the primary ``me`` to keep synchronous replication right, and a status sentence.
 
     ``catchup_lsn``: in strict mode, the primary's position when a standby of the key was first seen
-    no longer synchronous (None: none is, or not known yet); see the module docstring."""
+    no longer synchronous (None: none is, or not known yet); see the module docstring. ``safe_lsn``: the
+    primary's position observed while the current ``synchronous_standby_names`` was in force (None: not
+    known yet); a standby joins the key only once it has flushed past it."""
     config = view.config
     current_key = view.sync.sync_standby if view.sync and view.sync.leader == me else ()
     key_revision = view.sync.revision if view.sync else None
@@ -79,7 +87,9 @@ def plan_sync(view: ClusterView, local: LocalState, me: str,
                                   -(r.flush_lsn or 0), r.application_name))
     picked = tuple(sorted(r.application_name for r in streaming[: config.synchronous_node_count]))
     confirmed = {r.application_name for r in streaming if r.sync_state in ("sync", "quorum")}
-    additions = tuple(sorted(n for n in picked if n in confirmed))
+    flushed = {r.application_name: r.flush_lsn or 0 for r in streaming}
+    additions = tuple(sorted(n for n in picked if n in confirmed and (
+        n in current_key or (safe_lsn is not None and flushed.get(n, 0) >= safe_lsn))))
     keep = tuple(n for n in current_key if n in picked and n in confirmed)
     held = _held_in_strict_mode(view, local, me, additions, catchup_lsn) if config.synchronous_mode_strict else ()
     keep = tuple(sorted({*keep, *held}))

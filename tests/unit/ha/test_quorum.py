@@ -395,3 +395,23 @@ def test_answers_are_read_from_patroni_documents() -> None:
     assert answer_of("d", {"state": "running", "xlog": {"received_location": None,
                                                          "replayed_location": "x"}}).error
     assert answer_of("w", {"state": "running", "witness": True, "xlog": {}}).error
+
+
+def test_the_safe_position_is_taken_once_a_setting_has_been_in_force_a_while() -> None:
+    """Memory.standby_names_seen: the primary's position once the setting was seen for SETTLED_S; a new
+    setting starts over; no position while not the primary."""
+    from raftpg.ha.memory import SETTLED_S, observed
+    v = ClusterView(initialize=SYSID, leader=Leader("n2", 5), members=(_member("n2", 100, "primary"),))
+    local = LocalState(data_dir=DataDir.INITIALIZED, running=True, in_recovery=False, lsn=100,
+                       synchronous_standby_names='ANY 1 ("n3")')
+    m = observed(Memory(), v, local, "n2", None, 10.0)
+    assert m.standby_names_seen == ('ANY 1 ("n3")', 10.0, None) and m.safe_lsn is None
+    m = observed(m, v, replace(local, lsn=150), "n2", None, 10.0 + SETTLED_S / 2)
+    assert m.safe_lsn is None
+    m = observed(m, v, replace(local, lsn=200), "n2", None, 10.0 + SETTLED_S)
+    assert m.safe_lsn == 200
+    m = observed(m, v, replace(local, lsn=300), "n2", None, 20.0)
+    assert m.safe_lsn == 200  # kept: the first position past the change is the one that counts
+    changed = observed(m, v, replace(local, lsn=400, synchronous_standby_names=""), "n2", None, 21.0)
+    assert changed.standby_names_seen == ("", 21.0, None)
+    assert observed(m, replace(v, leader=Leader("n3", 6)), local, "n2", None, 22.0).standby_names_seen is None

@@ -65,7 +65,17 @@ def test_the_key_names_a_standby_only_once_postgresql_reports_it_synchronous() -
     still_async = primary(row("n2", "async"), ssn=FIRST_N2)  # reloaded, not yet confirmed
     assert not any(isinstance(a, WriteSyncKey) and a.standbys for a in plan_sync(view(), still_async, ME)[0])
     confirmed = primary(row("n2", "sync"), ssn=FIRST_N2)
-    assert plan_sync(view(key=()), confirmed, ME)[0] == (WriteSyncKey(("n2",), 40),)
+    assert plan_sync(view(key=()), confirmed, ME, safe_lsn=1000)[0] == (WriteSyncKey(("n2",), 40),)
+
+
+def test_a_confirmed_standby_joins_the_key_only_once_it_flushed_past_the_safe_position() -> None:
+    """PostgreSQL reports ``sync`` once the standby streams (everything *sent*); commits another standby
+    acknowledged under the old setting may not be *flushed* there yet: wait until its flush position
+    passes the primary's position observed under the new setting (regression: joined at once)."""
+    confirmed = primary(row("n2", "sync", flush=1000), ssn=FIRST_N2)
+    assert plan_sync(view(key=()), confirmed, ME, safe_lsn=1001)[0] == ()
+    assert plan_sync(view(key=()), confirmed, ME, safe_lsn=None)[0] == ()  # not observed yet
+    assert plan_sync(view(key=()), confirmed, ME, safe_lsn=1000)[0] == (WriteSyncKey(("n2",), 40),)
 
 
 def test_a_standby_that_left_is_removed_from_the_key_before_postgresql_names_another() -> None:
@@ -191,7 +201,7 @@ def test_any_prefix_of_the_plan_keeps_the_key_synchronous_and_replanning_converg
     held_ok = set(key or ()) if strict else set()
     for prefix in prefixes:
         local = primary(*rows_for(ssn, standbys), ssn=ssn)
-        actions, _ = plan_sync(cluster, local, ME, catchup_lsn=0)
+        actions, _ = plan_sync(cluster, local, ME, catchup_lsn=0, safe_lsn=0)
         if not actions:
             break
         for action in actions[:prefix]:  # the executor stopped after ``prefix`` actions
@@ -240,7 +250,7 @@ def test_strict_keeps_a_lost_standby_with_no_replacement() -> None:
 
 def test_strict_keeps_a_lost_standby_until_its_replacement_caught_up() -> None:
     local = primary(row("n3", "sync", flush=4000), ssn=FIRST_N3)
-    actions, _ = plan_sync(view(cfg=STRICT, key=("n2",)), local, ME, catchup_lsn=5000)
+    actions, _ = plan_sync(view(cfg=STRICT, key=("n2",)), local, ME, catchup_lsn=5000, safe_lsn=4000)
     assert actions == (WriteSyncKey(("n2", "n3"), 40),)  # n3 joins; n2 stays until n3 flushed past 5000
     actions, _ = plan_sync(view(cfg=STRICT, key=("n2", "n3")), local, ME, catchup_lsn=5000)
     assert actions == ()
