@@ -44,6 +44,7 @@ class FaultClass:
     witness: bool = True  # may run on two data nodes + a witness (Raft only)
     workload: str = "set"  # "set" (or bank on some seeds), "register", "bootstrap"
     overlap: int = 1
+    quorum: bool = False  # synchronous_mode: quorum (every seed)
 
 
 CLASSES: tuple[FaultClass, ...] = (
@@ -66,6 +67,10 @@ CLASSES: tuple[FaultClass, ...] = (
     FaultClass("double-failover", "double-failover", modes=(False,)),
     FaultClass("overlap", "partition-random,pause,clock,kill-agent,packet-loss,freeze-postgres", overlap=3),
     FaultClass("bootstrap", "", workload="bootstrap"),
+    FaultClass("quorum-kill", "kill-agent,kill-postgres,kill-node,kill-during-switchover,switchover", modes=(True,),
+               quorum=True),
+    FaultClass("quorum-partition", "partition-primary,partition-leader,partition-random,pause,switchover",
+               modes=(True,), quorum=True),
     FaultClass("register", "partition,kill-agent,pause,clock", dcs=("raft",), modes=(True,), witness=False,
                workload="register"),
 )
@@ -79,10 +84,15 @@ class Cell:
     dcs: str
     witness: bool
     workload: str
+    quorum: bool = False
+
+    @property
+    def mode(self) -> str:
+        return "quorum" if self.quorum else "sync" if self.synchronous else "async"
 
     @property
     def id(self) -> str:
-        mode = "sync" if self.synchronous else "async"
+        mode = self.mode
         nodes = "2w" if self.witness else "3n"
         return f"{self.fault_class}-s{self.seed}-{mode}-{self.dcs}-{nodes}-{self.workload}"
 
@@ -97,7 +107,7 @@ def cell_for(fc: FaultClass, seed: int, position: int = 0) -> Cell:
     workload = fc.workload
     if workload == "set" and k % 3 == 0:
         workload = "bank"
-    return Cell(fc.name, seed, synchronous, dcs, witness, workload)
+    return Cell(fc.name, seed, synchronous, dcs, witness, workload, fc.quorum)
 
 
 def matrix(seeds: Sequence[int], classes: Sequence[FaultClass] = CLASSES) -> Iterator[tuple[FaultClass, Cell]]:
@@ -150,7 +160,7 @@ means for users).
 
 
 def row_for(cell: Cell, summary: dict[str, Any]) -> str:
-    setup = f"{cell.dcs}, {'2+w' if cell.witness else '3'}, {'sync' if cell.synchronous else 'async'}, " \
+    setup = f"{cell.dcs}, {'2+w' if cell.witness else '3'}, {cell.mode}, " \
             f"{cell.workload}"
     failover = summary.get("failover", "-")
     return (f"| {cell.fault_class} | {cell.seed} | {setup} | {summary.get('faults', '-')} | "
@@ -218,7 +228,7 @@ def run_cell(fc: FaultClass, cell: Cell, time_s: float, out: Path) -> Any:
 
     opts = RunOptions(
         nodes=2 if cell.witness else 3, witness=cell.witness, nemesis=fc.nemesis, time_s=time_s,
-        seed=cell.seed, synchronous=cell.synchronous, out=out, workload=cell.workload, dcs=cell.dcs,
+        seed=cell.seed, synchronous=cell.synchronous, quorum=cell.quorum, out=out, workload=cell.workload, dcs=cell.dcs,
         overlap=fc.overlap, quiet_s=(2.0, 5.0), workload_opts=WorkloadOptions(), raftpg_source="head")
     return Runner(opts).run()
 

@@ -82,6 +82,8 @@ def run_main(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--synchronous", action="store_true",
                         help="synchronous_mode: lost acknowledged writes are then a violation")
+    parser.add_argument("--quorum", action="store_true",
+                        help="synchronous_mode: quorum (quorum commit); lost acknowledged writes are a violation")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default jepsen-lite/runs/...)")
     parser.add_argument("--workload", choices=("set", "bank", "register", "bootstrap"), default="set",
                         help="set / bank: raftpg + PostgreSQL; register: Raft KV drivers (linearizability); "
@@ -116,7 +118,7 @@ def run_main(argv: Sequence[str]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = RunOptions(
         nodes=args.nodes, witness=args.witness, nemesis=args.nemesis, time_s=args.time_s, seed=args.seed,
-        synchronous=args.synchronous, out=args.out, workload=args.workload, ttl_s=args.ttl_s,
+        synchronous=args.synchronous or args.quorum, quorum=args.quorum, out=args.out, workload=args.workload, ttl_s=args.ttl_s,
         dcs=args.dcs, overlap=args.overlap, foreign_scope=args.foreign_scope, raftpg_source=args.raftpg_source,
         loop_wait_s=args.loop_wait_s, retry_timeout_s=args.retry_timeout_s, min_acked=args.min_acked,
         quiet_s=tuple(args.quiet), keep_data=args.keep_data,

@@ -83,6 +83,7 @@ class ClusterOptions:
     nodes: int = 3
     witness: bool = False
     synchronous: bool = False
+    quorum: bool = False  # synchronous_mode: quorum
     ttl_s: int = 10
     loop_wait_s: int = 1
     retry_timeout_s: int = 4
@@ -404,7 +405,7 @@ class RaftpgCluster(NodeProcesses):
             "bootstrap": {"dcs": {
                 "ttl": self.opts.ttl_s, "loop_wait": self.opts.loop_wait_s,
                 "retry_timeout": self.opts.retry_timeout_s, "maximum_lag_on_failover": 16 * 1024 * 1024,
-                "synchronous_mode": self.opts.synchronous,
+                "synchronous_mode": "quorum" if self.opts.quorum else self.opts.synchronous,
                 "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": {
                     "max_connections": 40, "shared_buffers": "16MB", "wal_keep_size": "128MB",
                     "fsync": "on", "synchronous_commit": "on"}}}},

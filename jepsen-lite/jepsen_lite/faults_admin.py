@@ -66,7 +66,7 @@ def eligible_candidates(cluster: Any, candidates: list[str]) -> list[str]:
     if not isinstance(cluster, dict) or not isinstance(cluster.get("members"), list):
         return candidates
     members = {m.get("name"): m for m in cluster["members"] if isinstance(m, dict)}
-    sync = [n for n in candidates if members.get(n, {}).get("role") == "sync_standby"]
+    sync = [n for n in candidates if members.get(n, {}).get("role") in ("sync_standby", "quorum_standby")]
     streaming = [n for n in candidates if members.get(n, {}).get("state") == "streaming"]
     return sync or streaming or candidates
 

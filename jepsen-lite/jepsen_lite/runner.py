@@ -71,6 +71,7 @@ class RunOptions:
     time_s: float = 300.0
     seed: int = 0
     synchronous: bool = False
+    quorum: bool = False  # synchronous_mode: quorum (with synchronous: lost acknowledged writes are violations)
     out: Path | None = None
     workload: str = "set"  # "set" or "bank" (raftpg + PostgreSQL), "register" (Raft KV), "bootstrap"
     dcs: str = "raft"  # "raft" (embedded) or "etcd3" (an etcd member in every data node's namespace)
@@ -127,7 +128,8 @@ class Runner:
             raise ValueError(f"--raftpg-source must be head or worktree, got {opts.raftpg_source!r}")
         self.source_commit: str | None = None
         self.cluster_opts = ClusterOptions(
-            nodes=opts.nodes, witness=opts.witness, synchronous=opts.synchronous, ttl_s=opts.ttl_s,
+            nodes=opts.nodes, witness=opts.witness, synchronous=opts.synchronous, quorum=opts.quorum,
+            ttl_s=opts.ttl_s,
             loop_wait_s=opts.loop_wait_s, retry_timeout_s=opts.retry_timeout_s,
             faketime="faketime" in required, dcs=opts.dcs, smallfs="smallfs" in required)
         self.t0 = time.monotonic()

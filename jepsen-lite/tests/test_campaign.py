@@ -96,3 +96,14 @@ def test_a_cell_run_again_starts_from_an_empty_directory(tmp_path: Path, monkeyp
         campaign.campaign_main(["--max-runs", "1", "--lock", "", "--state", str(tmp_path / "state.json"),
                                 "--results", str(tmp_path / "RESULTS.md"), "--runs-dir", str(tmp_path / "runs")])
     assert seen == [False] and not stale.exists()
+
+
+def test_quorum_commit_classes_run_every_seed_in_quorum_mode() -> None:
+    """Issue 17: the campaign runs with quorum commit (``--quorum``): its classes' cells say so in their
+    id and setup, and lost acknowledged writes count as violations there (synchronous)."""
+    cells = [cell for fc, cell in matrix(range(1, 9)) if fc.quorum]
+    assert {c.fault_class for c in cells} == {"quorum-kill", "quorum-partition"}
+    assert all(c.quorum and c.synchronous and c.mode == "quorum" and "-quorum-" in c.id for c in cells)
+    assert {c.dcs for c in cells} == {"raft", "etcd3"}
+    assert not any(c.quorum for fc, c in matrix(range(1, 9)) if not fc.quorum)
+    assert "quorum" in row_for(cells[0], {"verdict": "VALID"})
