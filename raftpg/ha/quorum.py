@@ -29,7 +29,7 @@ Strict mode keeps ``n = k`` even with fewer standbys: commits wait rather than b
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from raftpg.ha.actions import Action, SetSynchronousStandbys, WriteSyncKey
 from raftpg.ha.sync import quote
@@ -216,20 +216,26 @@ def votes_needed(view: ClusterView) -> bool:
 def vote_problem(view: ClusterView, me: str, my_lsn: int | None,
                  answers: tuple[PeerAnswer, ...] | None) -> str | None:
     """Why ``me`` may not promote under quorum commit, or None. It must hear that no member runs as a
-    primary and that none is ahead of it; and, unless it is the key's leader (the old primary, which
-    holds every commit it acknowledged), ``quorum + 1`` voters (itself included when it is one) must be at
-    or behind it: one of them holds the newest acknowledged commit."""
+    primary and that none that could be promoted instead is ahead of it; and, unless it is the key's
+    leader (the old primary, which holds every commit it acknowledged), ``quorum + 1`` voters (itself
+    included when it is one) must be at or behind it: one of them holds the newest acknowledged commit,
+    so it has that commit too. A member that may not be promoted (``nofailover``, an unreadable key, an
+    older timeline) being ahead holds only what was never acknowledged, and must not stop every
+    failover; its vote still counts when it is at or behind."""
     sync = view.sync
     assert sync is not None
     if answers is None:
         return "quorum commit: the members have not been asked yet"
     mine = my_lsn or 0
+    lag_free = replace(view, last_lsn=None)
     for answer in answers:
         if answer.error is not None:
             continue
         if answer.in_recovery is False:
             return f"quorum commit: {answer.name} runs as a primary"
-        if answer.lsn is not None and answer.lsn > mine:
+        member = view.member(answer.name)
+        contender = answer.name == sync.leader or (member is not None and lag_free.ineligibility(member) is None)
+        if answer.lsn is not None and answer.lsn > mine and contender:
             return f"quorum commit: {answer.name} is ahead of me ({answer.lsn} > {mine})"
     if sync.leader == me:
         return None

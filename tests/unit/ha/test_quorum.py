@@ -97,7 +97,8 @@ def standby(name: str, flush: int, state: str = "streaming") -> ReplicationRow:
 
 def cluster(names: tuple[str, ...], *, key: SyncState | None, k: int = 1, strict: bool = False,
             nosync: tuple[str, ...] = ()) -> ClusterView:
-    members = tuple(Member(n, role="replica", state="streaming", tags=Tags(nosync=n in nosync)) for n in names)
+    members = tuple(Member(n, role="replica", state="streaming", lsn=100, tags=Tags(nosync=n in nosync))
+                    for n in names)
     config = DynamicConfig(synchronous_mode=True, quorum_commit=True, synchronous_node_count=k,
                            synchronous_mode_strict=strict)
     return ClusterView(initialize="1", config=config, members=(Member(ME, role="primary", state="running"),
@@ -188,6 +189,11 @@ VOTES = [
      (PeerAnswer("b", True, 101),), "b is ahead of me"),
     ("a non-voter ahead also stops me", race_view(("a", "b"), 1), "a", 100,
      (PeerAnswer("b", True, 90), PeerAnswer("c", True, 101)), "c is ahead"),
+    ("a member that may not be promoted being ahead does not stop every failover",
+     replace(race_view(("a", "b"), 1), members=(Member("a", state="streaming", lsn=100),
+                                                 Member("b", state="streaming", lsn=100),
+                                                 Member("c", state="streaming", lsn=100, tags=Tags(nofailover=True)))),
+     "a", 100, (PeerAnswer("b", True, 90), PeerAnswer("c", True, 101)), None),
     ("a primary still runs", race_view(("a", "b"), 1), "a", 100,
      (PeerAnswer("b", True, 90), PeerAnswer("old", False, 90)), "old runs as a primary"),
     ("a non-voter needs quorum + 1 voters", race_view(("a", "b"), 1), "c", 100,
