@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import sys
+import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -173,6 +174,7 @@ def run_setup(system: str, dcs: str, profile: tuple[int, int, int], args: argpar
     finally:
         if etcd is not None:
             etcd.cleanup()
+        shutil.rmtree(base, ignore_errors=True)  # each trial removed its own directory; this is the parent
         result["load_after"] = load_average()
     return result
 
