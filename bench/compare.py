@@ -36,8 +36,8 @@ import argparse
 import json
 import os
 import platform
-import sys
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict
