@@ -118,18 +118,19 @@ def put_command(key: str, value: str, *, guard: Guard | None = None, ttl_s: floa
     return command
 
 
-def touch_command(key: str, *, guard: Guard | None = None) -> Command:
-    command: Command = {"v": COMMAND_VERSION, "op": "touch", "key": key}
+def _keyed(op: str, key: str, guard: Guard | None) -> Command:
+    command: Command = {"v": COMMAND_VERSION, "op": op, "key": key}
     if guard is not None:
         command["guard"] = guard.to_json()
     return command
+
+
+def touch_command(key: str, *, guard: Guard | None = None) -> Command:
+    return _keyed("touch", key, guard)
 
 
 def delete_command(key: str, *, guard: Guard | None = None) -> Command:
-    command: Command = {"v": COMMAND_VERSION, "op": "delete", "key": key}
-    if guard is not None:
-        command["guard"] = guard.to_json()
-    return command
+    return _keyed("delete", key, guard)
 
 
 def expire_command(key: str, refreshed: int, leader_monotonic: float) -> Command:
@@ -284,14 +285,19 @@ class KvState:
         self.events.append(Event(self.revision, key, "put"))
         return Committed(self.revision, kv)
 
-    def _touch(self, command: Command) -> Result:
+    def _guarded(self, command: Command) -> tuple[str, KeyValue | None] | Conflict | Rejected:
+        """The key a touch or delete names and its current entry, or why the command cannot apply."""
         key = command.get("key")
         if not isinstance(key, str):
             return Rejected("key must be a string")
         current = self.keys.get(key)
-        failed = self._check_guard(command.get("guard"), current)
-        if failed:
-            return failed
+        return self._check_guard(command.get("guard"), current) or (key, current)
+
+    def _touch(self, command: Command) -> Result:
+        target = self._guarded(command)
+        if not isinstance(target, tuple):
+            return target
+        key, current = target
         if current is None:
             return Conflict("must_exist", None, self.revision)
         self.applied += 1
@@ -301,13 +307,10 @@ class KvState:
         return Committed(self.revision, kv)
 
     def _delete(self, command: Command) -> Result:
-        key = command.get("key")
-        if not isinstance(key, str):
-            return Rejected("key must be a string")
-        current = self.keys.get(key)
-        failed = self._check_guard(command.get("guard"), current)
-        if failed:
-            return failed
+        target = self._guarded(command)
+        if not isinstance(target, tuple):
+            return target
+        key, current = target
         if current is None:
             return Committed(self.revision, None)
         self.revision += 1
