@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from raftpg.testing.poll import wait_until
 
 from jepsen_lite.cluster import (
     PYTHON,
@@ -216,10 +217,8 @@ def test_node_processes_run_in_their_namespace_as_postgres(sleepers: Sleepers) -
     assert pid is not None
     # the PID runs nsenter, then env, then python (each execs the next): the namespace and the user are
     # only certain once python itself runs. The command line of nsenter names python too, so look at the image.
-    deadline = time.monotonic() + 10
-    while "python" not in os.readlink(f"/proc/{pid}/exe") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert "python" in os.readlink(f"/proc/{pid}/exe"), "the tracked PID is the process itself"
+    wait_until(lambda: "python" in os.readlink(f"/proc/{pid}/exe"), 10, "the tracked PID to be python itself",
+               interval_s=0.01)
     assert os.stat(f"/run/netns/{sleepers.topology.netns('n2')}").st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino
     assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
     assert os.stat(f"/proc/{pid}").st_uid == (sleepers.user.pw_uid if sleepers.user else os.getuid())
@@ -231,10 +230,7 @@ def test_pause_really_stops_the_process(sleepers: Sleepers) -> None:
     pid = details["pids"][0]
     try:
         # SIGSTOP is delivered asynchronously: a running process shows 'R' until it is scheduled out
-        deadline = time.monotonic() + 5
-        while proc_state(pid) != "T" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc_state(pid) == "T"
+        wait_until(lambda: proc_state(pid) == "T", 5, "the paused process to be stopped (T)", interval_s=0.01)
         size = sleepers.members[details["victim"]].log_path.stat().st_size
         time.sleep(0.8)
         assert sleepers.members[details["victim"]].log_path.stat().st_size == size, "a stopped process prints nothing"
@@ -263,9 +259,7 @@ def test_restart_cluster_kills_everything_then_restarts(sleepers: Sleepers) -> N
 
 def test_clock_offset_really_moves_the_wall_clock_only(sleepers: Sleepers) -> None:
     name = "n3"
-    deadline = time.monotonic() + 10
-    while not all(sleepers.last_clock_line(n) for n in NAMES) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: all(sleepers.last_clock_line(n) for n in NAMES), 10, "every node to print its clock")
     sleepers.set_clock_offset(name, "+120s")
     assert abs(faked_wall_time(sleepers.clock_env(name)) - time.time() - 120) < 2
     assert abs(faked_wall_time({}) - time.time()) < 2
@@ -275,10 +269,8 @@ def test_clock_offset_really_moves_the_wall_clock_only(sleepers: Sleepers) -> No
         assert line is not None
         return line[0] - time.time()
 
-    deadline = time.monotonic() + 5
-    while abs(skew() - 120) > 1.5 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert abs(skew() - 120) < 1.5, "the running process (time.sleep works: monofix shim) sees +120 s"
+    # the running process (time.sleep works: monofix shim) sees +120 s
+    wait_until(lambda: abs(skew() - 120) < 1.5, 5, f"{name} to see its clock 120 s ahead", interval_s=0.2)
     assert abs(sleepers.last_clock_line(name)[1] - time.monotonic()) < 2, "monotonic time is not faked"
     assert abs(sleepers.last_clock_line("n1")[0] - time.time()) < 1.5, "other nodes keep real time"
     fault = Clock(env(sleepers.topology, sleepers), Step(0, "clock", 1, 1, {"target": "random", "offset_s": -60}))

@@ -40,6 +40,7 @@ from raftpg.dcs.kvdcs import KvDcs
 from raftpg.dcs.memory import memory_dcs
 from raftpg.dcs.raft import raft_dcs
 from raftpg.testing.consul_fake import FakeConsul
+from raftpg.testing.poll import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 from etcd_fixtures import SKIP_REASON, EtcdProcess, etcd_binary, etcd_factory, free_port, start_etcd  # noqa: E402, F401
@@ -86,11 +87,7 @@ class Backend:
                 self.pass_time(step)
                 waited += step
             return
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{self.name}: {what} did not happen within {timeout_s:g}s")
-            time.sleep(0.05)
+        wait_until(predicate, timeout_s, f"{self.name}: {what}")
 
     def close(self) -> None:
         for client in self.clients:
@@ -124,15 +121,11 @@ def start_raft(data_dir: Path, count: int = 3) -> list[KvDcs]:
                                 data_dir=str(data_dir / f"n{i}"), password=RAFT_PASSWORD)
         (data_dir / f"n{i}").mkdir(exist_ok=True)
         nodes.append(raft_dcs(settings, layout))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            nodes[0].set_status(0, timeout_s=1.0)
-            return nodes
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    def writable() -> bool:
+        nodes[0].set_status(0, timeout_s=1.0)
+        return True
+    wait_until(writable, 30, "the Raft voters to commit a write", interval_s=0.1, tolerate=(Exception,))
+    return nodes
 
 
 @pytest.fixture(scope="session")

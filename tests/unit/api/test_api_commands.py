@@ -23,6 +23,7 @@ from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha.operations import OperationError
 from raftpg.model import Member
+from raftpg.testing.poll import wait_until
 
 T = 5.0
 LSN = 1000
@@ -98,17 +99,12 @@ def refused(coro) -> tuple[int, str]:
 
 def test_switchover_waits_until_the_candidate_runs_as_primary(dcs):
     def primary_agent() -> None:  # plays n1's and n2's HA loops
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            view = dcs.load(timeout_s=T)
-            if view.failover is not None:
-                time.sleep(0.05)
-                dcs.hand_over_leader("n1", "n2", 30, timeout_s=T)
-                dcs.set_failover(None, view.failover.revision, timeout_s=T)
-                time.sleep(0.05)
-                dcs.touch_member(primary_member("n2"), 30, timeout_s=T)
-                return
-            time.sleep(0.01)
+        failover = wait_until(lambda: dcs.load(timeout_s=T).failover, 5, "the switchover request", interval_s=0.01)
+        time.sleep(0.05)  # n1 takes a moment to stop: the API must keep waiting meanwhile
+        dcs.hand_over_leader("n1", "n2", 30, timeout_s=T)
+        dcs.set_failover(None, failover.revision, timeout_s=T)
+        time.sleep(0.05)  # and so does n2 to promote
+        dcs.touch_member(primary_member("n2"), 30, timeout_s=T)
 
     agent = threading.Thread(target=primary_agent)
     agent.start()
