@@ -49,7 +49,6 @@ from raftpg.ha.actions import (
 from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs
 from raftpg.ha.rejoin import rejoin, repair, stalled_for
 from raftpg.ha.slots import primary_slots, published
-from raftpg.ha.sync import plan_sync
 from raftpg.model import ClusterView, DataDir, Failover, Member
 from raftpg.model.cluster import health_key
 
@@ -298,10 +297,7 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
                                        tuple(sorted(topology.items())) if topology is not None else None))
     if view.config.use_slots:
         actions.append(primary_slots(view, me))
-    if view.config.quorum_commit:
-        sync_actions, sync_state = quorum.plan_quorum(view, local, me, i.memory.safe_lsn)
-    else:
-        sync_actions, sync_state = plan_sync(view, local, me, i.memory.sync_catchup_lsn, i.memory.safe_lsn)
+    sync_actions, sync_state = quorum.plan_replication(view, local, me, i.memory)
     actions.extend(sync_actions)
     actions.extend(_operator_requests(i))
     if view.failover and view.failover.leader not in (None, me):
@@ -389,10 +385,9 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
     healthier = [m for m in eligibility.failover_candidates(exclude=me) if health_key(m) < health_key(mine)]
     if healthier and not named:
         return Decision((), f"not promoting: {healthier[0].name} is healthier")
-    if quorum.votes_needed(view):  # even a named candidate: only the lag is ever waived
-        problem = quorum.vote_problem(view, me, mine.lsn, i.peers)
-        if problem:
-            return Decision((), f"not promoting: {problem}")
+    problem = quorum.race_problem(view, me, mine.lsn, i.peers)  # a named candidate too: only lag is ever waived
+    if problem:
+        return Decision((), f"not promoting: {problem}")
     return _promote(i, view, "failover: the leader key was free and I am the healthiest replica",
                     acquire=True)
 

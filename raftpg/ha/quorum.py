@@ -32,7 +32,8 @@ import re
 from dataclasses import dataclass, replace
 
 from raftpg.ha.actions import Action, SetSynchronousStandbys, WriteSyncKey
-from raftpg.ha.sync import quote
+from raftpg.ha.inputs import Memory
+from raftpg.ha.sync import plan_sync, quote
 from raftpg.model import ClusterView, LocalState, PeerAnswer, ReplicationRow
 
 
@@ -155,6 +156,15 @@ def target(view: ClusterView, local: LocalState) -> tuple[KeyState, str]:
     return KeyState(frozenset(active), max(0, len(active) - num)), value_of(num, active)
 
 
+def plan_replication(view: ClusterView, local: LocalState, me: str,
+                     memory: Memory) -> tuple[tuple[Action, ...], str]:
+    """The primary's synchronous replication step: quorum commit here, synchronous mode (or turning it
+    off) in raftpg.ha.sync."""
+    if view.config.quorum_commit:
+        return plan_quorum(view, local, me, memory.safe_lsn)
+    return plan_sync(view, local, me, memory.sync_catchup_lsn, memory.safe_lsn)
+
+
 def plan_quorum(view: ClusterView, local: LocalState, me: str,
                 safe_lsn: int | None) -> tuple[tuple[Action, ...], str]:
     """The next safe steps from the key and PostgreSQL's setting as they are toward ``target``, and a
@@ -206,6 +216,13 @@ def describe(key: KeyState, pg: Standbys, goal_key: KeyState, goal_pg: Standbys,
 
 
 # ------------------------------------------------------------------------------------- the failover race
+
+
+def race_problem(view: ClusterView, me: str, my_lsn: int | None,
+                 answers: tuple[PeerAnswer, ...] | None) -> str | None:
+    """Why the failover race forbids ``me`` to promote for quorum commit's sake (None: it does not, or
+    quorum commit is off)."""
+    return vote_problem(view, me, my_lsn, answers) if votes_needed(view) else None
 
 
 def votes_needed(view: ClusterView) -> bool:
