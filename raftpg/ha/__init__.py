@@ -2,9 +2,10 @@
 
 - ``inputs.py``: everything the decision looks at, as values (this node, its lease, the loop's memory).
 - ``decide.py``: the pure decision; ``rejoin.py``: bringing a data dir back as a replica and the repair
-  ladder; ``sync.py``: the synchronous-replication planner; ``chores.py``: the loop's chores (storing the
-  initial config, applying the cluster-wide settings); ``history.py``: the history key's rows;
-  ``memory.py``: what the loop remembers, folded in by pure functions. All pure.
+  ladder; ``sync.py``: the synchronous-replication planner; ``quorum.py``: quorum commit (its planner and
+  the failover candidate's votes); ``failsafe.py``: failsafe_mode's rules; ``chores.py``: the loop's
+  chores (storing the initial config, applying the cluster-wide settings); ``history.py``: the history
+  key's rows; ``memory.py``: what the loop remembers, folded in by pure functions. All pure.
 - ``actions.py``: frozen dataclasses named as verbs (what the decision asks for, one step each).
 - ``ports.py``: what HA needs of PostgreSQL and the watchdog.
 - ``lease.py``: the lease account and its enforcers (safety rules 1, 2, 6).
