@@ -116,7 +116,9 @@ def primary(p: Probe) -> bool:
 
 
 def leader(p: Probe) -> bool:
-    return not p.status.witness and _holds_key(p)
+    """The leader lock: a primary's lease, or a standby cluster's leader (it runs under no lease: it
+    writes nothing)."""
+    return not p.status.witness and (_holds_key(p) or standby_leader(p))
 
 
 def _streaming_replica(p: Probe) -> bool:
@@ -132,12 +134,19 @@ def _streaming_replica(p: Probe) -> bool:
     return True
 
 
+def standby_leader(p: Probe) -> bool:
+    """The leader of a standby cluster (holds the key, streams from the source), as Patroni's
+    /standby-leader; it answers /read-only too, not /replica."""
+    local = p.local
+    return bool(p.status.standby_leader and local and local.is_replica)
+
+
 def replica(p: Probe) -> bool:
-    return _streaming_replica(p) and not p.tags.get("noloadbalance", False)
+    return _streaming_replica(p) and not p.tags.get("noloadbalance", False) and not p.status.standby_leader
 
 
 def read_only(p: Probe) -> bool:
-    return (primary(p) and _tags_match(p)) or replica(p)
+    return (primary(p) and _tags_match(p)) or standby_leader(p) or replica(p)
 
 
 def sync(p: Probe) -> bool:
@@ -150,11 +159,6 @@ def asynchronous(p: Probe) -> bool:
 
 def read_only_sync(p: Probe) -> bool:
     return (primary(p) and _tags_match(p)) or sync(p)
-
-
-def never(p: Probe) -> bool:
-    """/standby-leader (no standby clusters)."""
-    return False
 
 
 def quorum(p: Probe) -> bool:
@@ -201,6 +205,6 @@ CHECKS: dict[str, Callable[[Probe], bool]] = {
     "/replica": replica, "/read-only": read_only,
     "/sync": sync, "/synchronous": sync, "/async": asynchronous, "/asynchronous": asynchronous,
     "/read-only-sync": read_only_sync, "/read-only-synchronous": read_only_sync,
-    "/quorum": quorum, "/read-only-quorum": read_only_quorum, "/standby-leader": never,
+    "/quorum": quorum, "/read-only-quorum": read_only_quorum, "/standby-leader": standby_leader,
     "/health": health, "/liveness": liveness, "/readiness": readiness,
 }

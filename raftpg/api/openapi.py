@@ -60,7 +60,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["name", "role", "state", "tags"],
         "properties": {
             "name": {"type": "string"},
-            "role": {"enum": ["leader", "replica", "sync_standby", "quorum_standby", "witness", "uninitialized"]},
+            "role": {"enum": ["leader", "standby_leader", "replica", "sync_standby", "quorum_standby", "witness",
+                              "uninitialized"]},
             "state": {"type": "string"}, "api_url": _NULLABLE_STR, "host": _NULLABLE_STR,
             "port": _NULLABLE_INT, "timeline": _NULLABLE_INT, "tags": {"type": "object"},
             **{f"{p}lsn": {"type": "string", "description": "e.g. 0/3000060, or unknown"}
@@ -140,7 +141,7 @@ _SUMMARIES = {
     "leader": "200 on the node holding the leader key", "read-only-sync": "200 on the primary or a sync standby",
     "quorum": "200 on a quorum standby (a voter under synchronous_mode: quorum)",
     "read-only-quorum": "200 on the primary or a quorum standby",
-    "standby-leader": "always 503: no standby clusters",
+    "standby-leader": "200 on the leader of a standby cluster (standby_cluster set)",
 }
 _ALIASES = {"read-write": "primary", "master": "primary", "synchronous": "sync",
             "asynchronous": "async", "read-only-synchronous": "read-only-sync"}

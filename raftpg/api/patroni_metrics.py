@@ -6,7 +6,6 @@ The text is rendered by hand rather than through ``prometheus_client`` because P
 names must stay Patroni's. Values describe PostgreSQL as it is now (the caller passes the node's status
 with the fresh probe applied, and the details query), as Patroni reads them at scrape time.
 
-raftpg has no standby clusters: ``patroni_standby_leader`` is always 0.
 ``patroni_version`` carries raftpg's own version in Patroni's encoding (``1.2.3`` -> ``010203``).
 """
 
@@ -77,7 +76,7 @@ def values(node: NodeStatus, version: str, details: PostgresDetails) -> dict[str
         "patroni_postmaster_start_time": epoch_s(details.postmaster_start_time) if running else 0,
         "patroni_primary": int(primary),
         "patroni_xlog_location": (local.lsn or 0) if primary and local else 0,
-        "patroni_standby_leader": 0,
+        "patroni_standby_leader": int(bool(node.standby_leader and local and local.is_replica)),
         "patroni_replica": int(replica),
         "patroni_sync_standby": int(replica and in_sync_key(node)),
         "patroni_quorum_standby": int(replica and in_quorum(node)),

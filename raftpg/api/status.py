@@ -76,7 +76,7 @@ def node_status(status: NodeStatus, config: Config, raft: dict[str, Any] | None,
     body: dict[str, Any] = {
         "state": status.state if status.state != "streaming" else "running",
         **({} if status.progress is None else {"progress": status.progress}),
-        "role": str(status.role),
+        "role": "standby_leader" if status.standby_leader else str(status.role),
         "witness": status.witness,
         "patroni": {"version": version, "scope": config.scope, "name": config.name},
         "pause": bool(view and view.paused),
@@ -146,7 +146,7 @@ def member_role(view: ClusterView, member: Member) -> str:
     if member.witness:
         return "witness"
     if view.leader and view.leader.name == member.name:
-        return "leader"
+        return "standby_leader" if view.config.standby_cluster and member.role == Role.REPLICA else "leader"
     if view.sync and member.name in view.sync.sync_standby:
         return "quorum_standby" if view.config.quorum_commit else "sync_standby"
     if member.role == Role.UNINITIALIZED:

@@ -24,7 +24,7 @@ import yaml
 
 from raftpg import __version__
 from raftpg.api.client import ApiClient, ApiError, error_text
-from raftpg.cli import ctl_members, ctl_remove, ctl_sql
+from raftpg.cli import ctl_cluster_mode, ctl_members, ctl_remove, ctl_sql
 from raftpg.cli import ctl_output as out
 from raftpg.cli.ctl_connect import FallbackApi
 from raftpg.cli.ctl_support import (
@@ -377,7 +377,7 @@ def _edit(before: dict[str, Any]) -> dict[str, Any] | None:
 
 # ------------------------------------------------------------------------------------ member operations
 
-for _command in (*ctl_members.COMMANDS, ctl_sql.dsn, ctl_sql.query, ctl_remove.remove):
+for _command in (*ctl_members.COMMANDS, *ctl_cluster_mode.COMMANDS, ctl_sql.dsn, ctl_sql.query, ctl_remove.remove):
     cli.add_command(_command)
 
 

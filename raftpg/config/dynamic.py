@@ -21,12 +21,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from raftpg.config import unsupported
-from raftpg.config.base import OpenSettings
+from raftpg.config.base import OpenSettings, Settings
 from raftpg.config.errors import ConfigError, join_path, problem, problems, validation_lines
-from raftpg.config.fields import ConfigLine, GucMap, Int, MemberName, Seconds, SlotMap, empty_map
+from raftpg.config.fields import ConfigLine, GucMap, Int, MemberName, Name, Seconds, SlotMap, empty_map
 from raftpg.config.screen import screen
 from raftpg.model import DynamicConfig
 from raftpg.model.cluster import DYNAMIC_BOUNDS, INT64_MAX
+from raftpg.model.slots import SLOT_NAME
 from raftpg.model.values import json_kind, parse_flag
 
 
@@ -111,6 +112,32 @@ RAFT_FAILSAFE_REFUSAL = (
     "separate service that can fail alone")
 
 
+class StandbyClusterSettings(Settings):
+    """``bootstrap.dcs.standby_cluster`` (Patroni's): replicate this whole cluster from ``host:port``; the
+    standby leader uses ``primary_slot_name`` there (a slot the source must have) if given."""
+
+    patroni_only: ClassVar[Mapping[str, str]] = unsupported.STANDBY_CLUSTER
+    refused: ClassVar[Mapping[str, str]] = unsupported.STANDBY_CLUSTER_REFUSED
+
+    host: Name
+    port: Int = Field(5432, ge=1, le=65535)
+    primary_slot_name: str | None = None
+
+    @field_validator("host", mode="after")
+    @classmethod
+    def _one_host(cls, value: str) -> str:
+        if any(c.isspace() or ord(c) < 32 for c in value) or "," in value or "/" in value:
+            raise ValueError("must be one host name or address (no spaces, commas or slashes)")
+        return value
+
+    @field_validator("primary_slot_name", mode="after")
+    @classmethod
+    def _slot(cls, value: str | None) -> str | None:
+        if value is not None and not SLOT_NAME.fullmatch(value):
+            raise ValueError("must be a replication slot name: 1-63 of a-z, 0-9 and _")
+        return value
+
+
 class DynamicSettings(OpenSettings):
     """The cluster-wide settings (Patroni's names and defaults; times in seconds, lag in bytes).
 
@@ -142,6 +169,7 @@ class DynamicSettings(OpenSettings):
     slots: SlotMap = Field(default_factory=empty_map)
     member_slots_ttl: Seconds = _bounded(1800, "member_slots_ttl")  # Patroni 4's name and default (30min)
     failsafe_mode: bool = False  # refused on the embedded Raft (raftpg.ha.failsafe says why)
+    standby_cluster: StandbyClusterSettings | None = None
     postgresql: DcsPostgresSettings = Field(default_factory=DcsPostgresSettings)
 
     @classmethod
@@ -155,6 +183,14 @@ class DynamicSettings(OpenSettings):
             found.append(("primary_stop_timeout", "ignored: raftpg stops PostgreSQL fast, escalating to "
                                                   "immediate then SIGKILL after its own deadline"))
         return found
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document to store: ``standby_cluster`` only when set (its absence is what a normal cluster
+        stores, and what Patroni reads)."""
+        document = super().to_dict()
+        if document.get("standby_cluster") is None:
+            document.pop("standby_cluster", None)
+        return document
 
     @model_validator(mode="after")
     def _storable_document(self) -> DynamicSettings:

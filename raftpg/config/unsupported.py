@@ -19,6 +19,7 @@ Patroni 4.1's documentation (YAML and dynamic configuration, environment variabl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 
 # --- the top level ---------------------------------------------------------------------------------
@@ -98,9 +99,17 @@ DYNAMIC = MappingProxyType({
 })
 DYNAMIC_ACCEPTED = frozenset({"ignore_slots"})  # raftpg never drops a slot it did not create
 
-DYNAMIC_REFUSED = MappingProxyType({
-    "standby_cluster": ("standby clusters are not supported: raftpg would promote this cluster's leader and "
-                        "break its replication from the source cluster"),
+DYNAMIC_REFUSED: Mapping[str, str] = MappingProxyType({})
+
+STANDBY_CLUSTER = MappingProxyType({
+    "create_replica_methods": "the standby leader is copied with pg_basebackup from host:port",
+    "archive_cleanup_command": "",
+})
+STANDBY_CLUSTER_REFUSED = MappingProxyType({
+    "restore_command": ("not supported in raftpg's standby cluster: its standby leader streams from host:port "
+                        "only; remove the key to stream without the archive"),
+    "recovery_min_apply_delay": ("not supported in raftpg's standby cluster: it would replay at once, not "
+                                 "with the delay you rely on; remove the key to accept that"),
 })
 
 DYNAMIC_POSTGRESQL = MappingProxyType({

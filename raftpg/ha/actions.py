@@ -118,10 +118,13 @@ class StartPrimary:
 @dataclass(frozen=True)
 class StartReplica:
     """Start local PostgreSQL as a replica of ``leader`` (None: a standby with no upstream yet); already
-    running as one: point it at ``leader``."""
+    running as one: point it at ``leader``. ``remote``: the leader is a standby cluster's source, whose
+    slot is ``remote_slot`` (not this member's)."""
 
     leader: str | None
     conn_url: str | None
+    remote: bool = False
+    remote_slot: str | None = None
     retry_soon: ClassVar[bool] = True
 
 
@@ -148,9 +151,21 @@ class Rewind:
 
 @dataclass(frozen=True)
 class FollowLeader:
-    """Point the running replica at ``leader`` (primary_conninfo, slot), reloading PostgreSQL."""
+    """Point the running replica at ``leader`` (primary_conninfo, slot), reloading PostgreSQL; ``remote``
+    as in StartReplica."""
 
     leader: str
+    conn_url: str
+    remote: bool = False
+    remote_slot: str | None = None
+    retry_soon: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class CloneStandbyLeader:
+    """Bootstrap of a standby cluster: pg_basebackup from its source (``conn_url``) into the missing or
+    empty data dir. A long step: the lease is renewed from another thread while it runs."""
+
     conn_url: str
     retry_soon: ClassVar[bool] = True
 
@@ -328,7 +343,7 @@ class Fence:
 Action = (
     RaceInitialize | Initdb | PostBootstrap | RegisterCluster | CancelInitialize | FinishBootstrap | AdoptExistingData
     | AcquireLeaderKey | RenewLeaderKey | ReleaseLeaderKey | HandOverLeaderKey | Promote | StartPrimary
-    | StartReplica | CheckReachable | Rewind | FollowLeader | CloneFrom | MoveDataAside | RecordRepair
+    | StartReplica | CloneStandbyLeader | CheckReachable | Rewind | FollowLeader | CloneFrom | MoveDataAside | RecordRepair
     | StopPostgres | RestartPostgres | ReloadPostgres | Checkpoint | EnsureSlots | FollowSlots | SetSynchronousStandbys
     | WriteSyncKey | ClearFailoverKey | RecordPromotion | PublishPosition | AskFailsafe | StoreInitialConfig
     | ApplyClusterConfig | ClearDetachedMarker | Refuse | Fence

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftpg.ha import failsafe, quorum
+from raftpg.ha import failsafe, quorum, standby
 from raftpg.ha.actions import (
     AcquireLeaderKey,
     Action,
@@ -26,7 +26,6 @@ from raftpg.ha.actions import (
     Fence,
     FinishBootstrap,
     FollowLeader,
-    HandOverLeaderKey,
     Initdb,
     MoveDataAside,
     PostBootstrap,
@@ -49,6 +48,7 @@ from raftpg.ha.actions import (
 from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs
 from raftpg.ha.rejoin import rejoin, repair, stalled_for
 from raftpg.ha.slots import primary_slots, published
+from raftpg.ha.switchover import planned_switchover
 from raftpg.model import ClusterView, DataDir, Failover, Member
 from raftpg.model.cluster import health_key
 
@@ -189,8 +189,10 @@ STANDBY_STATES = ("in archive recovery", "shut down in recovery")
 def _uninitialized(i: Inputs, raced: bool = False) -> Decision:
     """No cluster yet. ``raced``: the initialize key was created but its bootstrap abandoned."""
     local = i.local
-    assert local is not None
-    lease = RenewLeaderKey() if i.view and _leader_is(i.view, i.me.name) else AcquireLeaderKey()
+    assert local is not None and i.view is not None
+    if i.view.config.standby_cluster:
+        return standby.bootstrap(i, i.view, raced)
+    lease = RenewLeaderKey() if _leader_is(i.view, i.me.name) else AcquireLeaderKey()
     if local.data_dir == DataDir.INITIALIZED and local.sysid:
         # Existing data (a migration from Patroni, a DCS that lost its keys): only a former primary's
         # data is registered. A standby's would be promoted by the winner, maybe behind the primary's.
@@ -251,6 +253,8 @@ def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
             return Decision((ReleaseLeaderKey(),),
                             f"giving up the leader key: PostgreSQL down {down_for:.0f}s "
                             f"> primary_start_timeout {view.config.primary_start_timeout_s}s")
+        if view.config.standby_cluster:
+            return standby.restart_leader(view)
         if i.data_was_primary:
             return Decision((RenewLeaderKey(), StartPrimary()), "restarting the crashed primary in place")
         return Decision((RenewLeaderKey(), StartReplica(None, None)),
@@ -285,8 +289,10 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
     if view.leader.name != me:
         return Decision((StopPostgres("fast", f"{view.leader.name} holds the leader key", DEMOTE_STOP_S),),
                         f"demoting: {view.leader.name} holds the leader key")
+    if view.config.standby_cluster and not view.paused:
+        return standby.demote(view, me)
     actions: list[Action] = [RenewLeaderKey()]
-    switchover = _switchover(i, view)  # an operator's explicit request, honoured in pause too
+    switchover = planned_switchover(i, view)  # an operator's explicit request, honoured in pause too
     if switchover is not None:
         return switchover
     if view.paused:
@@ -305,43 +311,12 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
     return Decision(tuple(actions), f"no action: I am {me}, the primary with the lock ({sync_state})")
 
 
-def _switchover(i: Inputs, view: ClusterView) -> Decision | None:
-    failover, me = view.failover, i.me.name
-    if failover is None or failover.leader not in (None, me):
-        return None
-    if failover.scheduled_at is not None and i.now_wall < failover.scheduled_at:
-        return None
-    renew = RenewLeaderKey()
-    # A planned switchover stops this primary cleanly: its walsenders hand every record to the standbys
-    # that stream from it, so what counts is streaming from me now (pg_stat_replication), not the lag
-    # between positions published a cycle apart (after a pg_basebackup's segment switch they differ by
-    # 16 MB for a cycle, and the switchover was refused).
-    local = i.local
-    streaming = {r.application_name for r in (local.replication if local else ()) if r.state == "streaming"}
-    planned = replace(view, last_lsn=None)
-    if failover.candidate:
-        candidate = view.member(failover.candidate)
-        problem = planned.ineligibility(candidate) if candidate else f"{failover.candidate} is not a member"
-        if candidate and candidate.name == me:
-            problem = f"{me} is already the primary"
-        elif candidate and not problem and candidate.name not in streaming:
-            problem = f"{candidate.name} is not streaming from {me}"
-    else:
-        candidates = [m for m in planned.failover_candidates(exclude=me) if m.name in streaming]
-        candidate = candidates[0] if candidates else None
-        problem = None if candidate else "no eligible candidate streaming from me"
-    if problem or candidate is None:
-        return Decision((renew, ClearFailoverKey(failover.revision, f"switchover refused: {problem}")),
-                        f"refusing switchover: {problem}")
-    return Decision((renew, Checkpoint(), StopPostgres("fast", f"switchover to {candidate.name}"),
-                     HandOverLeaderKey(candidate.name), ClearFailoverKey(failover.revision, "done")),
-                    f"switchover: handing the primary role to {candidate.name}")
-
-
 def _running_replica(i: Inputs, view: ClusterView) -> Decision:
     me, local = i.me.name, i.local
     assert local is not None
     if _leader_is(view, me):
+        if view.config.standby_cluster:
+            return standby.lead(i, view)
         if view.last_lsn and (local.lsn or 0) < view.last_lsn and local.streaming and \
                 i.memory.leader_since is not None and i.now - i.memory.leader_since < view.config.retry_timeout_s:
             return Decision((RenewLeaderKey(),), "I hold the leader key: waiting to replay the old primary's last WAL")
@@ -409,6 +384,8 @@ def _may_take_over(view: ClusterView, member: Member | None, failover: Failover 
 
 
 def _promote(i: Inputs, view: ClusterView, reason: str, acquire: bool = False) -> Decision:
+    if view.config.standby_cluster:
+        return standby.take_over(view, reason, acquire)
     actions: list[Action] = [AcquireLeaderKey() if acquire else RenewLeaderKey()]
     if view.config.synchronous_mode:
         # Name myself the sync key's leader, with no standby yet, *before* promoting (compare-and-set on

@@ -167,15 +167,18 @@ class Executor:
             case act.Promote():
                 self._promote(t)
                 self.on_promoted()  # health checks may say "primary" now, before the rest of the decision
-            case act.StartReplica(leader=leader, conn_url=conn_url):
+            case act.StartReplica(leader=leader, conn_url=conn_url, remote=remote, remote_slot=remote_slot):
                 pg = self._pg(pg)
                 pg.unlimited()
-                pg.start(conn_url, slot_name_for(name) if conn_url else None, as_replica=True,
-                         timeout_s=max(10.0, t.retry_timeout_s))
+                slot = remote_slot if remote else slot_name_for(name) if conn_url else None
+                pg.start(conn_url, slot, as_replica=True, timeout_s=max(10.0, t.retry_timeout_s))
                 self.following = leader
-            case act.FollowLeader(leader=leader, conn_url=conn_url):
-                self._pg(pg).follow(conn_url, slot_name_for(name))
+            case act.FollowLeader(leader=leader, conn_url=conn_url, remote=remote, remote_slot=remote_slot):
+                self._pg(pg).follow(conn_url, remote_slot if remote else slot_name_for(name))
                 self.following = leader
+            case act.CloneStandbyLeader(conn_url=conn_url):
+                with account.keeping(dcs.renew_leader, t):
+                    self._pg(pg).clone(conn_url, timeout_s=None)
             case act.CheckReachable(leader=leader, conn_url=conn_url):
                 if not self._pg(pg).can_reach(conn_url):
                     log.warning("cannot reach %s: leaving this data directory as it is", leader)

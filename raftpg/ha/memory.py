@@ -71,7 +71,7 @@ def after_actions(memory: Memory, decision: act.Decision, ok: bool, failed: act.
         start_failures = 0 if ok else start_failures + (1 if isinstance(failed, (act.StartReplica,
                                                                                   act.StartPrimary)) else 0)
     bootstrap_failed = memory.bootstrap_failed
-    if decision.has(act.Initdb) and not ok:
+    if (decision.has(act.Initdb) or decision.has(act.CloneStandbyLeader)) and not ok:
         bootstrap_failed = True
     elif decision.has(act.CancelInitialize) and ok:
         bootstrap_failed = False

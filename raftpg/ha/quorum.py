@@ -227,7 +227,7 @@ def race_problem(view: ClusterView, me: str, my_lsn: int | None,
 
 def votes_needed(view: ClusterView) -> bool:
     """Whether the failover race must count votes: quorum commit with a sync key naming a leader."""
-    return bool(view.config.quorum_commit and view.sync and view.sync.leader)
+    return bool(view.config.quorum_commit and view.sync and view.sync.leader and not view.config.standby_cluster)
 
 
 def vote_problem(view: ClusterView, me: str, my_lsn: int | None,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from raftpg.model.slots import PermanentSlot
+from raftpg.model.slots import SLOT_NAME, PermanentSlot
 from raftpg.model.tags import Tags
 from raftpg.model.values import bounded_int, duration_s, object_or_empty, parse_flag
 
@@ -103,6 +103,34 @@ class SyncState:
 
 
 @dataclass(frozen=True)
+class StandbyCluster:
+    """``standby_cluster`` in the dynamic config: this whole cluster replicates from a remote primary (or
+    another cluster's standby leader) at ``host:port``; its leader is a *standby leader* that never promotes
+    while this is set, and the other members stream from it."""
+
+    host: str
+    port: int = 5432
+    primary_slot_name: str | None = None
+
+    REMOTE: ClassVar[str] = "standby_cluster"  # what the standby leader "follows" (Memory.following)
+
+    @property
+    def conn_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{host}:{self.port}/postgres"
+
+    @classmethod
+    def parse(cls, raw: Any) -> StandbyCluster | None:
+        """Lenient (the document was validated before it was stored): None unless it names a host."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("host"), str) or not raw["host"].strip():
+            return None
+        port = bounded_int(raw.get("port", 5432), 1, 65535)
+        slot = raw.get("primary_slot_name")
+        return cls(raw["host"].strip(), 5432 if port is None else port,
+                   slot if isinstance(slot, str) and SLOT_NAME.fullmatch(slot) else None)
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     timeline: int
     lsn: int
@@ -145,6 +173,8 @@ class DynamicConfig:
     # Patroni's failsafe_mode: a primary that cannot reach the DCS keeps running while every member of the
     # published failsafe topology accepts it as the primary (raftpg.ha.failsafe; refused on the embedded Raft)
     failsafe_mode: bool = False
+    # standby_cluster: the leader replicates from a remote primary instead of being one (None: a normal cluster)
+    standby_cluster: StandbyCluster | None = None
     raw: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -185,6 +215,7 @@ class DynamicConfig:
             member_slots_ttl_s=_duration(raw.get("member_slots_ttl"), "member_slots_ttl", d.member_slots_ttl_s),
             detached_primary=_member_name(raw.get("detached_primary")),
             failsafe_mode=flag(raw.get("failsafe_mode"), False),
+            standby_cluster=StandbyCluster.parse(raw.get("standby_cluster")),
             raw=tuple(sorted(raw.items())),
         )
 

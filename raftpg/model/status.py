@@ -53,6 +53,12 @@ class NodeStatus:
         return node_role(self.local, self.witness)
 
     @property
+    def standby_leader(self) -> bool:
+        """The leader of a standby cluster: it holds the key and its PostgreSQL runs in recovery."""
+        return bool(self.holds_leader_key and self.view and self.view.config.standby_cluster
+                    and self.local and self.local.is_replica)
+
+    @property
     def state(self) -> str:
         if self.witness:
             return "running"

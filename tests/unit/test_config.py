@@ -623,11 +623,25 @@ def test_failsafe_mode_is_refused_on_the_embedded_raft_and_loads_with_etcd() -> 
     assert str(bad.value).startswith("bootstrap.dcs.failsafe_mode: ")
 
 
-def test_dynamic_config_refuses_a_standby_cluster() -> None:
-    """Ignoring standby_cluster would promote a standby cluster's leader: refused, in PATCH /config too."""
-    with pytest.raises(ConfigError) as info:
-        validate_dynamic_config({"standby_cluster": {"host": "h", "port": 5432}})
-    assert str(info.value).startswith("standby_cluster: standby clusters are not supported: raftpg would promote")
+def test_dynamic_config_standby_cluster_is_checked_key_by_key() -> None:
+    """standby_cluster (Patroni's): host, port, primary_slot_name; the keys raftpg cannot honour are refused
+    by name (ignoring restore_command or recovery_min_apply_delay would change what the user relies on)."""
+    stored = validate_dynamic_config({"standby_cluster": {"host": "10.1.0.1", "port": 5433,
+                                                          "primary_slot_name": "dr"}})
+    assert stored["standby_cluster"] == {"host": "10.1.0.1", "port": 5433, "primary_slot_name": "dr"}
+    assert "standby_cluster" not in validate_dynamic_config({})  # a normal cluster stores no key
+    for bad, expected in [
+        ({"port": 5432}, "standby_cluster.host: field required"),
+        ({"host": "a b"}, "standby_cluster.host: must be one host name or address"),
+        ({"host": "h", "port": 70000}, "standby_cluster.port: must be <= 65535"),
+        ({"host": "h", "primary_slot_name": "Bad-Name"}, "standby_cluster.primary_slot_name: must be a replication"),
+        ({"host": "h", "restore_command": "cp %f %p"}, "standby_cluster.restore_command: not supported"),
+        ({"host": "h", "recovery_min_apply_delay": "1h"}, "standby_cluster.recovery_min_apply_delay: not supported"),
+        ({"host": "h", "hots": "x"}, "standby_cluster.hots: unknown key"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            validate_dynamic_config({"standby_cluster": bad})
+        assert str(info.value).startswith(expected), (bad, str(info.value))
 
 
 def test_dynamic_config_empty_is_all_defaults() -> None:

@@ -178,6 +178,24 @@ def test_pause_and_resume(node):
     assert node.commands.calls[-1] == ("patch_config", ({"pause": False},))
 
 
+def test_demote_and_promote_cluster_change_standby_cluster(node):
+    """Patroni 4's verbs: demote-cluster writes standby_cluster (host, port, slot), promote-cluster removes
+    it; each refuses when the cluster is already in that mode, and asks unless --force."""
+    assert node.run("promote-cluster", "--force").output.strip() == "raftpgctl: Cluster is not in the standby mode"
+    assert node.run("demote-cluster", "--host", "10.0.0.9", input="n\n").exit_code == 1
+    assert node.commands.calls == []
+    result = node.run("demote-cluster", "--host", "10.0.0.9", "--port", "5433", "--primary-slot-name", "dr",
+                      "--force")
+    assert result.exit_code == 0, result.output
+    assert node.commands.calls == [("patch_config", (
+        {"standby_cluster": {"host": "10.0.0.9", "port": 5433, "primary_slot_name": "dr"}},))]
+    node.set_cluster(config=DynamicConfig.from_dict({"standby_cluster": {"host": "10.0.0.9"}}))
+    assert node.run("demote-cluster", "--host", "h", "--force").output.strip() == \
+        "raftpgctl: Cluster is already in the standby mode"
+    assert node.run("promote-cluster", input="y\n").exit_code == 0
+    assert node.commands.calls[-1] == ("patch_config", ({"standby_cluster": None},))
+
+
 def test_edit_config_shows_a_diff_and_patches_only_the_changes(node):
     result = node.run("edit-config", "-s", "ttl=40", "-p", "work_mem=8MB", "-s", "postgresql.parameters.a=null",
                       input="y\n")

@@ -187,6 +187,27 @@ def test_quorum_commit_answers_on_the_voters_as_patroni_does():
     assert {m["name"]: m["role"] for m in cluster["members"]}["n2"] == "quorum_standby"
 
 
+def test_a_standby_clusters_leader_answers_standby_leader_leader_and_read_only_as_patroni_does():
+    """standby_cluster set: the key holder runs in recovery, streaming from the source. It is the standby
+    leader (/standby-leader, /leader, /read-only), never /primary, and not a /replica; the other members
+    are replicas. Without the setting the same node is an ordinary replica holding the key."""
+    from raftpg.model.cluster import StandbyCluster
+    config = DynamicConfig(standby_cluster=StandbyCluster("10.0.0.9"))
+    view = cluster_view(config=config, leader=Leader("n2", 7), sync=None)
+    paths = ["/standby-leader", "/leader", "/read-only", "/primary", "/replica"]
+    assert codes(FakeView(replace(REPLICA, view=view)), paths) == [200, 200, 200, 503, 503]
+    app, _, _ = build_app(FakeView(replace(REPLICA, view=view)))
+
+    async def documents(client):
+        return (await (await client.get("/patroni")).json(), await (await client.get("/cluster")).json())
+
+    node, cluster = with_client(app, documents)
+    assert node["role"] == "standby_leader"
+    assert {m["name"]: m["role"] for m in cluster["members"]}["n2"] == "standby_leader"
+    other = replace(REPLICA, view=replace(view, leader=Leader("n3", 7)))
+    assert codes(FakeView(other), paths) == [503, 503, 200, 503, 200]
+
+
 def test_async_needs_the_cluster_view_as_in_patroni():
     assert codes(FakeView(replace(ASYNC_REPLICA, view=None)), ["/async", "/replica"]) == [503, 200]
 

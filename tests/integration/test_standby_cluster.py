@@ -1,0 +1,98 @@
+"""Standby cluster end to end (``standby_cluster`` in the dynamic config): two raftpg clusters on loopback,
+real agents and PostgreSQL 15, each on its own embedded Raft. The second is a standby cluster of the first:
+its leader (the *standby leader*) streams from the first cluster's primary and the other members stream
+from it. Killing the standby leader moves the role to another member, which keeps replicating; promoting
+the standby cluster (``raftpgctl promote-cluster``) makes its standby leader a primary with every row.
+
+Timing is never asserted; every wait is a poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cluster_fixtures import sql, try_sql, wait_primary, wait_streaming
+from test_synchronous import ctl
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+PROFILE = {"ttl": 10, "loop_wait": 1, "retry_timeout": 4}
+
+
+def standby_leader(cluster: Any, exclude: str | None = None) -> str | None:
+    found = [n for n in cluster.nodes if n != exclude and cluster.api(n, "/standby-leader")[0] == 200]
+    return found[0] if len(found) == 1 else None
+
+
+def rows(cluster: Any, name: str) -> set[int]:
+    return {r[0] for r in try_sql(cluster, name, "SELECT v FROM dr_rows") or []}
+
+
+def insert(cluster: Any, name: str, values: range) -> None:
+    sql(cluster, name, "INSERT INTO dr_rows(v) SELECT generate_series(%s::int, %s::int)", (values.start, values.stop - 1))
+
+
+def test_a_standby_cluster_replicates_survives_its_leader_and_is_promoted(make_cluster):
+    source = make_cluster(["a1", "a2"], dcs=PROFILE, scope="main")
+    source.start_all()
+    primary = wait_primary(source, 120)
+    wait_streaming(source, primary, set(source.nodes) - {primary}, timeout_s=120)
+    sql(source, primary, "CREATE TABLE dr_rows(v int PRIMARY KEY)")
+    insert(source, primary, range(0, 100))
+
+    port = source.nodes[primary].pg_port
+    dr = make_cluster(["b1", "b2", "b3"], dcs={**PROFILE, "standby_cluster": {"host": "127.0.0.1", "port": port}},
+                      scope="dr")
+    dr.pg_passwords = dict(source.pg_passwords)  # a copy of the source: its roles, its passwords
+    dr.start_all()
+    leader = dr.wait_for(lambda: standby_leader(dr), 180, "a standby leader in the standby cluster")
+    others = set(dr.nodes) - {leader}
+    wait_streaming(dr, leader, others, timeout_s=180)
+    # the standby leader streams from the source's primary, under its own name
+    assert leader in {r[0] for r in sql(source, primary, "SELECT application_name FROM pg_stat_replication")}
+    assert dr.primary() is None and all(dr.api(n, "/primary")[0] == 503 for n in dr.nodes)
+    assert [dr.api(n, "/standby-leader")[0] for n in (leader, *sorted(others))] == [200, 503, 503]
+    assert [dr.api(n, "/replica")[0] for n in (leader, *sorted(others))] == [503, 200, 200]
+    assert dr.api(leader, "/read-only")[0] == 200 and dr.api(leader, "/leader")[0] == 200
+    assert dr.api(leader, "/patroni")[1]["role"] == "standby_leader"
+    expected = {leader: "Standby Leader", **dict.fromkeys(others, "Replica")}
+    dr.wait_for(lambda: {row["Member"]: row["Role"] for row in json.loads(ctl(dr, leader, "list", "--format", "json"))}
+                == expected, 30, f"raftpgctl list to show {expected}")  # member keys follow at each cycle's end
+    insert(source, primary, range(100, 200))
+    dr.wait_for(lambda: all(rows(dr, n) == set(range(200)) for n in dr.nodes), 60, "every row on every dr member")
+
+    # the standby leader dies: another member takes the role and keeps replicating from the source
+    dr.kill_node(leader)
+    new_leader = dr.wait_for(lambda: standby_leader(dr, exclude=leader), 90, "a new standby leader")
+    assert dr.primary() is None, "a standby cluster member promoted itself"
+    insert(source, primary, range(200, 300))
+    dr.wait_for(lambda: rows(dr, new_leader) == set(range(300)), 60, f"new rows on {new_leader}")
+    dr.start(leader)  # comes back as a replica of the new standby leader
+    wait_streaming(dr, new_leader, set(dr.nodes) - {new_leader}, timeout_s=180)
+    dr.wait_for(lambda: all(rows(dr, n) == set(range(300)) for n in dr.nodes), 60, "every row on every dr member")
+
+    # promote the standby cluster: its standby leader becomes a primary, with every row
+    out = ctl(dr, new_leader, "promote-cluster", "--force")
+    assert "being promoted" in out, out
+    promoted = wait_primary(dr, 90)
+    assert promoted == new_leader
+    assert rows(dr, promoted) == set(range(300))
+    insert(dr, promoted, range(300, 310))  # writable now
+    wait_streaming(dr, promoted, set(dr.nodes) - {promoted}, timeout_s=120)
+    assert all(dr.api(n, "/standby-leader")[0] == 503 for n in dr.nodes)
+    assert rows(source, primary) == set(range(300)), "the source cluster never saw the promoted cluster's rows"
+
+
+def test_standby_cluster_settings_a_raftpg_agent_refuses_by_name(make_cluster):
+    """A standby_cluster raftpg cannot honour is a config error naming the key, before anything starts."""
+    dr = make_cluster(["b1"], dcs={**PROFILE, "standby_cluster": {"host": "127.0.0.1", "port": 5432,
+                                                                  "recovery_min_apply_delay": "1h"}}, scope="dr")
+    dr.write_configs()
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "raftpg", "--validate-config", dr.config_path("b1")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "bootstrap.dcs.standby_cluster.recovery_min_apply_delay: not supported" in result.stdout + result.stderr
