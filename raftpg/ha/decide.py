@@ -360,7 +360,8 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
     healthier = [m for m in eligibility.failover_candidates(exclude=me) if health_key(m) < health_key(mine)]
     if healthier and not named:
         return Decision((), f"not promoting: {healthier[0].name} is healthier")
-    problem = quorum.race_problem(view, me, mine.lsn, i.peers)  # a named candidate too: only lag is ever waived
+    # quorum commit's votes, for a named candidate too (only the lag is ever waived)
+    problem = quorum.race_problem(view, me, mine.lsn, i.peers, mine.timeline)
     if problem:
         return Decision((), f"not promoting: {problem}")
     return _promote(i, view, "failover: the leader key was free and I am the healthiest replica",

@@ -218,11 +218,11 @@ def describe(key: KeyState, pg: Standbys, goal_key: KeyState, goal_pg: Standbys,
 # ------------------------------------------------------------------------------------- the failover race
 
 
-def race_problem(view: ClusterView, me: str, my_lsn: int | None,
-                 answers: tuple[PeerAnswer, ...] | None) -> str | None:
+def race_problem(view: ClusterView, me: str, my_lsn: int | None, answers: tuple[PeerAnswer, ...] | None,
+                 my_timeline: int | None = None) -> str | None:
     """Why the failover race forbids ``me`` to promote for quorum commit's sake (None: it does not, or
     quorum commit is off)."""
-    return vote_problem(view, me, my_lsn, answers) if votes_needed(view) else None
+    return vote_problem(view, me, my_lsn, answers, my_timeline) if votes_needed(view) else None
 
 
 def votes_needed(view: ClusterView) -> bool:
@@ -230,15 +230,21 @@ def votes_needed(view: ClusterView) -> bool:
     return bool(view.config.quorum_commit and view.sync and view.sync.leader and not view.config.standby_cluster)
 
 
-def vote_problem(view: ClusterView, me: str, my_lsn: int | None,
-                 answers: tuple[PeerAnswer, ...] | None) -> str | None:
+def vote_problem(view: ClusterView, me: str, my_lsn: int | None, answers: tuple[PeerAnswer, ...] | None,
+                 my_timeline: int | None = None) -> str | None:
     """Why ``me`` may not promote under quorum commit, or None. It must hear that no member runs as a
     primary and that none that could be promoted instead is ahead of it; and, unless it is the key's
     leader (the old primary, which holds every commit it acknowledged), ``quorum + 1`` voters (itself
     included when it is one) must be at or behind it: one of them holds the newest acknowledged commit,
     so it has that commit too. A member that may not be promoted (``nofailover``, an unreadable key, an
     older timeline) being ahead holds only what was never acknowledged, and must not stop every
-    failover; its vote still counts when it is at or behind."""
+    failover; its vote still counts when it is at or behind.
+
+    The key's leader, alive and at or behind me on my timeline, is a vote that settles it: it holds every
+    commit it acknowledged, and I hold everything it has (that timeline's WAL comes from it alone). Without
+    this a key naming its leader alone (right after a promotion) deadlocked: the old primary, demoted,
+    deferred to a replica ahead of it, which could not gather a voter (campaign cell quorum-partition-s3:
+    no primary for two minutes after the partitions healed)."""
     sync = view.sync
     assert sync is not None
     if answers is None:
@@ -255,6 +261,10 @@ def vote_problem(view: ClusterView, me: str, my_lsn: int | None,
         if answer.lsn is not None and answer.lsn > mine and contender:
             return f"quorum commit: {answer.name} is ahead of me ({answer.lsn} > {mine})"
     if sync.leader == me:
+        return None
+    old = next((a for a in answers if a.name == sync.leader and a.error is None), None)
+    if old is not None and old.in_recovery and old.lsn is not None and old.lsn <= mine \
+            and my_timeline is not None and old.timeline == my_timeline:
         return None
     voters = set(sync.sync_standby)
     heard = {a.name for a in answers if a.error is None and a.in_recovery and a.lsn is not None

@@ -209,10 +209,22 @@ VOTES = [
 ]
 
 
+VOTES += [
+    ("the key names its leader alone, which answers behind me on my timeline: it settles it",
+     race_view((), 0, leader="b"), "a", 100, (PeerAnswer("b", True, 90, 1),), None),
+    ("... but not from another timeline", race_view((), 0, leader="b"), "a", 100, (PeerAnswer("b", True, 90, 2),),
+     "0 of the 1 voters"),
+    ("... nor when it is ahead of me", race_view((), 0, leader="b"), "a", 100, (PeerAnswer("b", True, 101, 1),),
+     "b is ahead of me"),
+    ("the old leader's vote also stands in for missing voters", race_view(("a", "c"), 1, leader="b"), "a", 100,
+     (PeerAnswer("b", True, 100, 1), PeerAnswer("c", error="timeout")), None),
+]
+
+
 @pytest.mark.parametrize("what, view, me, lsn, answers, problem", VOTES, ids=[v[0] for v in VOTES])
 def test_votes(what: str, view: ClusterView, me: str, lsn: int, answers: tuple[PeerAnswer, ...] | None,
                problem: str | None) -> None:
-    found = vote_problem(view, me, lsn, answers)
+    found = vote_problem(view, me, lsn, answers, my_timeline=1)
     if problem is None:
         assert found is None
     else:
@@ -421,3 +433,14 @@ def test_the_safe_position_is_taken_once_a_setting_has_been_in_force_a_while() -
     changed = observed(m, v, replace(local, lsn=400, synchronous_standby_names=""), "n2", None, 21.0)
     assert changed.standby_names_seen == ("", 21.0, None)
     assert observed(m, replace(v, leader=Leader("n3", 6)), local, "n2", None, 22.0).standby_names_seen is None
+
+
+def test_the_campaigns_deadlock_a_key_naming_the_demoted_leader_alone() -> None:
+    """Campaign cell quorum-partition-s3: the key named n3 alone (right after its promotion), n3 was cut
+    off and demoted, n2 was ahead of it. n3 deferred to n2 ("n2 is healthier"), n2 had no voter to ask:
+    no primary for two minutes. n3's own answer, behind n2 on n2's timeline, now settles it."""
+    i = _race((PeerAnswer("n3", True, 90, 1),), sync_quorum=0)
+    i = replace(i, view=replace(i.view, sync=SyncState("n3", (), 4, quorum=0)))
+    decision = decide(i)
+    assert decision.has(Promote), decision.reason
+    assert not decide(replace(i, peers=(PeerAnswer("n3", error="timed out"),))).has(Promote)
