@@ -24,7 +24,7 @@ class DiskFull(Fault):
 
     def start(self) -> dict[str, Any]:
         cluster = self.pg_cluster
-        self.victim = self.resolve(self.params.get("target", "random"))
+        self.pick_victim()
         fs = cluster.small_fs(self.victim, self.what)
         if fs is None:
             raise FaultError(f"{self.victim} has no size-limited {self.what} filesystem (smallfs not enabled)")

@@ -26,13 +26,11 @@ class KillAgent(Fault):
         return rng.uniform(2, ttl_s), {"target": draw_role(rng)}
 
     def start(self) -> dict[str, Any]:
-        self.victim = self.resolve(self.params.get("target", "random"))
+        self.pick_victim()
         cluster = self.cluster
         self.postmaster = cluster.postmaster_pid(self.victim) if isinstance(cluster, RaftpgCluster) else None
         self.t0 = time.monotonic()
-        self.pid = cluster.kill(self.victim)
-        if self.pid is None:
-            raise FaultError(f"{self.victim} was not running")
+        self.pid = self.running(cluster.kill(self.victim), f"{self.victim} was not running")
         return {"victim": self.victim, "pid": self.pid}
 
     def verify(self) -> tuple[bool, dict[str, Any]]:
@@ -59,10 +57,8 @@ class KillPostgres(Fault):
 
     def start(self) -> dict[str, Any]:
         cluster = self.pg_cluster
-        self.victim = self.resolve(self.params.get("target", "random"))
-        self.pid = cluster.kill_postgres(self.victim)
-        if self.pid is None:
-            raise FaultError(f"no postmaster running on {self.victim}")
+        self.pick_victim()
+        self.pid = self.running(cluster.kill_postgres(self.victim), f"no postmaster running on {self.victim}")
         return {"victim": self.victim, "postmaster": self.pid}
 
     def verify(self) -> tuple[bool, dict[str, Any]]:
@@ -101,7 +97,7 @@ class KillNode(Fault):
         return rng.uniform(2, ttl_s), {"target": draw_role(rng)}
 
     def start(self) -> dict[str, Any]:
-        self.victim = self.resolve(self.params.get("target", "random"))
+        self.pick_victim()
         self.details = crash_node(self.pg_cluster, self.victim)
         return self.details
 
@@ -128,7 +124,7 @@ class Pause(Fault):
         return [pid] if pid else []
 
     def start(self) -> dict[str, Any]:
-        self.victim = self.resolve(self.params.get("target", "random"))
+        self.pick_victim()
         self.paused = self.pids()
         if not self.paused:
             raise FaultError(f"{self.victim} is not running")
@@ -182,7 +178,7 @@ class Clock(Fault):
     def start(self) -> dict[str, Any]:
         if not self.cluster.opts.faketime:
             raise FaultError("nodes were not started under libfaketime (faketime=False)")
-        self.victim = self.resolve(self.params.get("target", "random"))
+        self.pick_victim()
         self.offset_s = int(self.params.get("offset_s", 120))
         self.cluster.set_clock_offset(self.victim, f"{self.offset_s:+d}s")
         return {"victim": self.victim, "offset_s": self.offset_s}
@@ -236,10 +232,8 @@ class FreezePostgres(Fault):
 
     def start(self) -> dict[str, Any]:
         cluster = self.pg_cluster
-        self.victim = self.resolve(self.params.get("target", "data"))
-        self.pid = cluster.postmaster_pid(self.victim)
-        if self.pid is None:
-            raise FaultError(f"no postmaster running on {self.victim}")
+        self.pick_victim("data")
+        self.pid = self.running(cluster.postmaster_pid(self.victim), f"no postmaster running on {self.victim}")
         cluster.pause_group(self.pid)
         return {"victim": self.victim, "postmaster": self.pid}
 
@@ -277,12 +271,10 @@ class StopGroup(Fault):
 
     def start(self) -> dict[str, Any]:
         cluster = self.pg_cluster
-        self.victim = self.resolve(self.params.get("target", "primary"))
+        self.pick_victim("primary")
         self.was_primary = cluster.primary() == self.victim
         self.replicas_streaming = cluster.streaming(self.victim) if self.was_primary else None
-        self.pid = cluster.pid(self.victim)
-        if self.pid is None:
-            raise FaultError(f"{self.victim} is not running")
+        self.pid = self.running(cluster.pid(self.victim), f"{self.victim} is not running")
         sig = getattr(signal, self.params.get("signal", "SIGTERM"))
         self.t0 = time.monotonic()
         cluster.signal_group(self.pid, sig)
@@ -340,7 +332,7 @@ class ExhaustConnections(Fault):
                 return
 
     def start(self) -> dict[str, Any]:
-        self.victim = self.resolve(self.params.get("target", "data"))
+        self.pick_victim("data")
         self.held: list[psycopg.Connection] = []
         self.refusal: str | None = None
         self.writer = None

@@ -82,6 +82,19 @@ class Fault:
         return {}
 
     # target helpers
+    def pick_victim(self, default: str = "random") -> str:
+        """The node this occurrence hits: its ``target`` parameter (a role or "random"), else ``default``;
+        kept as ``self.victim``."""
+        self.victim: str = self.resolve(self.params.get("target", default))
+        return self.victim
+
+    @staticmethod
+    def running(pid: int | None, problem: str) -> int:
+        """``pid``, or FaultError(``problem``) when the process to fault is not there."""
+        if pid is None:
+            raise FaultError(problem)
+        return pid
+
     @property
     def cluster(self) -> NodeProcesses:
         return self.env.cluster
