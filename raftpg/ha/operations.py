@@ -120,8 +120,14 @@ def _why_not(view: ClusterView, member: Member) -> str:
     return view.eligibility_view().ineligibility(member) or "eligible"
 
 
+STANDBY_SWITCHOVER = ("this is a standby cluster: its leader is not a primary and hands nothing over; stop it "
+                      "(another member becomes the standby leader within the TTL) or promote-cluster first")
+
+
 def check_switchover(view: ClusterView, leader: str | None, candidate: str | None) -> Member | None:
     """Refuse a switchover the primary would refuse, with the reason; return the named candidate."""
+    if view.config.standby_cluster is not None:
+        raise OperationError(STANDBY_SWITCHOVER)
     if view.leader is None:
         raise OperationError("the cluster has no leader: use failover instead")
     if leader is not None and leader != view.leader.name:
@@ -155,6 +161,8 @@ def check_failover(view: ClusterView, candidate: str | None, force: bool) -> Mem
     if not candidate:
         raise OperationError("candidate: required for a failover", Refusal.INVALID)
     healthy = view.leader is not None and (view.leader_member or Member("")).is_running
+    if healthy and view.config.standby_cluster is not None:
+        raise OperationError(STANDBY_SWITCHOVER)
     if healthy and not force:
         assert view.leader is not None
         raise OperationError(

@@ -112,6 +112,17 @@ def test_switchover_refusals_say_why(dcs, clock, leader, candidate, expected):
     assert view(dcs).failover is None
 
 
+def test_a_standby_cluster_refuses_switchover_and_forced_failover_by_saying_why(dcs, clock):
+    """Its leader is not a primary: nothing would hand over, and the request would hang until it timed out."""
+    seed(dcs, config={"standby_cluster": {"host": "10.0.0.9", "port": 5432}})
+    status, message = refusal(ops.request_switchover, dcs, leader="n1", candidate="n2", scheduled_at=None,
+                              now_wall=clock.wall(), timeout_s=T)
+    assert status == 412 and message.startswith("this is a standby cluster: its leader is not a primary")
+    status, message = refusal(ops.request_failover, dcs, candidate="n2", force=True, timeout_s=T)
+    assert status == 412 and message.startswith("this is a standby cluster")
+    assert view(dcs).failover is None
+
+
 def test_switchover_to_a_stopped_candidate_or_an_async_one_in_sync_mode(dcs, clock):
     members = [m("n1", "primary", "running"), m("n2", state="stopped"), m("n3")]
     seed(dcs, members=members, config={"synchronous_mode": True}, sync=("n2",))
