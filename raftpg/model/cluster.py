@@ -354,7 +354,7 @@ class ClusterView:
                     f"{member.name} lags {lag} bytes behind the last primary position "
                     f"(maximum_lag_on_failover is {self.config.maximum_lag_on_failover_bytes})"
                 )
-        if self.config.synchronous_mode and not self.config.quorum_commit:
+        if self.config.synchronous_mode and not self.config.quorum_commit and self.config.standby_cluster is None:
             if self.sync is None or member.name not in self.sync.sync_standby:
                 return f"{member.name} is not a synchronous standby"
         return None

@@ -97,3 +97,12 @@ def test_no_decision_in_a_standby_cluster_promotes(i: Inputs) -> None:
     view = replace(i.view, config=replace(i.view.config, standby_cluster=sc))
     decision = decide(replace(i, view=view))
     assert not decision.has(Promote) and not decision.has(StartPrimary), decision
+
+
+def test_synchronous_mode_does_not_stop_a_standby_clusters_failover() -> None:
+    """Its commits are the source's: the sync key restricts no one there (else with synchronous_mode set
+    nobody could take over from a dead standby leader)."""
+    config = DynamicConfig.from_dict({"standby_cluster": SOURCE, "synchronous_mode": True,
+                                      "postgresql": {"use_slots": False}})
+    decision = decide(run(standby_view(leader=None, config=config), replica(streaming=False), following="n1"))
+    assert decision.actions == (AcquireLeaderKey(), FOLLOW), decision.reason
