@@ -25,7 +25,7 @@ from raftpg.ha.actions import (
 )
 from raftpg.ha.decide import decide
 from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
-from raftpg.model import ClusterView, DataDir, DynamicConfig, Leader, LocalState
+from raftpg.model import ClusterView, DataDir, DynamicConfig, Leader, LocalState, SyncState
 from raftpg.model.cluster import StandbyCluster
 
 SOURCE = {"host": "10.9.0.1", "port": 5433, "primary_slot_name": "dr"}
@@ -104,5 +104,6 @@ def test_synchronous_mode_does_not_stop_a_standby_clusters_failover() -> None:
     nobody could take over from a dead standby leader)."""
     config = DynamicConfig.from_dict({"standby_cluster": SOURCE, "synchronous_mode": True,
                                       "postgresql": {"use_slots": False}})
-    decision = decide(run(standby_view(leader=None, config=config), replica(streaming=False), following="n1"))
+    view = standby_view(leader=None, config=config, sync=SyncState("n1", (), 3))  # a key left by the old leader
+    decision = decide(run(view, replica(streaming=False), following="n1"))
     assert decision.actions == (AcquireLeaderKey(), FOLLOW), decision.reason
