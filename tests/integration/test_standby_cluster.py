@@ -96,3 +96,33 @@ def test_standby_cluster_settings_a_raftpg_agent_refuses_by_name(make_cluster):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "bootstrap.dcs.standby_cluster.recovery_min_apply_delay: not supported" in result.stdout + result.stderr
+
+
+def test_demote_then_promote_swaps_the_roles_of_two_clusters(make_cluster):
+    """A disaster-recovery switchover as Patroni's docs order it: demote the primary cluster onto the
+    standby cluster's leader (both replicate, nobody writes), then promote the standby cluster. The old
+    primary cluster then streams the new primary's timeline, with every row of both eras."""
+    main = make_cluster(["a1", "a2"], dcs=PROFILE, scope="main")
+    main.start_all()
+    old_primary = wait_primary(main, 120)
+    wait_streaming(main, old_primary, set(main.nodes) - {old_primary}, timeout_s=120)
+    sql(main, old_primary, "CREATE TABLE dr_rows(v int PRIMARY KEY)")
+    insert(main, old_primary, range(0, 100))
+    dr = make_cluster(["b1", "b2"], scope="dr", dcs={**PROFILE, "standby_cluster": {
+        "host": "127.0.0.1", "port": main.nodes[old_primary].pg_port}})
+    dr.pg_passwords = dict(main.pg_passwords)
+    dr.start_all()
+    dr_leader = dr.wait_for(lambda: standby_leader(dr), 180, "the dr cluster's standby leader")
+    dr.wait_for(lambda: rows(dr, dr_leader) == set(range(100)), 60, "the rows on the dr standby leader")
+
+    out = ctl(main, old_primary, "demote-cluster", "--host", "127.0.0.1", "--port",
+              str(dr.nodes[dr_leader].pg_port), "--force")
+    assert "is now a standby cluster" in out, out
+    main_leader = main.wait_for(lambda: standby_leader(main), 90, "the main cluster's standby leader")
+    assert main_leader == old_primary and main.primary() is None
+    ctl(dr, dr_leader, "promote-cluster", "--force")
+    assert wait_primary(dr, 90) == dr_leader
+    insert(dr, dr_leader, range(100, 200))
+    main.wait_for(lambda: all(rows(main, n) == set(range(200)) for n in main.nodes), 120,
+                  "the new primary's rows on every member of the demoted cluster")
+    assert main.primary() is None and standby_leader(main) == old_primary
