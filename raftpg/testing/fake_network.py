@@ -48,13 +48,14 @@ def host_of(conn_url: str | None) -> str | None:
 
 
 def parse_standby_names(value: str) -> tuple[int, tuple[str, ...] | None]:
-    """``''`` -> (0, ()); ``'*'`` -> (1, None: any); ``'FIRST 2 ("a", "b")'`` -> (2, ('a', 'b'))."""
+    """``''`` -> (0, ()); ``'*'`` -> (1, None: any); ``'FIRST 2 ("a", "b")'`` -> (2, ('a', 'b')); ``ANY`` alike
+    (``is_quorum`` tells them apart)."""
     value = value.strip()
     if not value:
         return 0, ()
     if value == "*":
         return 1, None
-    match = re.fullmatch(r"(?:FIRST\s+)?(\d+)\s*\((.*)\)", value, flags=re.IGNORECASE)
+    match = re.fullmatch(r"(?:(?:FIRST|ANY)\s+)?(\d+)\s*\((.*)\)", value, flags=re.IGNORECASE)
     if match:
         count, body = int(match.group(1)), match.group(2)
     else:
@@ -63,12 +64,30 @@ def parse_standby_names(value: str) -> tuple[int, tuple[str, ...] | None]:
     return count, tuple((quoted.replace('""', '"') if quoted else bare) for quoted, bare in names)
 
 
+def is_quorum(standby_names: str) -> bool:
+    return standby_names.strip().upper().startswith("ANY")
+
+
 def sync_states(streaming: list[str], standby_names: str) -> dict[str, str]:
     """pg_stat_replication's ``sync_state`` of each streaming standby (by name, in connection order) under
-    ``synchronous_standby_names``: ``sync``, ``potential`` or ``async``."""
+    ``synchronous_standby_names``: ``sync``, ``potential`` or ``async``; ``quorum`` for each listed one
+    under ``ANY n (...)``."""
     count, listed = parse_standby_names(standby_names)
+    if is_quorum(standby_names):
+        return {n: "quorum" if listed is not None and n in listed else "async" for n in streaming}
     order = list(streaming) if listed is None else [n for n in listed if n in streaming]  # '*': the first
     return {n: "sync" if n in order[:count] else "potential" if n in order[count:] else "async" for n in streaming}
+
+
+def acknowledged_up_to(standby_names: str, held: dict[str, int]) -> int | None:
+    """How many WAL records PostgreSQL may acknowledge, given how many each synchronous (or quorum)
+    standby holds: FIRST n waits for the n first (every one of them), ANY n for any n; None: none yet."""
+    count, _ = parse_standby_names(standby_names)
+    if len(held) < count:
+        return None
+    if is_quorum(standby_names):
+        return sorted(held.values(), reverse=True)[count - 1]
+    return min(held.values())
 
 
 class PgError(RuntimeError):

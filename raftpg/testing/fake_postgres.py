@@ -35,7 +35,7 @@ slots live in the data directory of a primary (``ensure_slots``) and are not cop
 What it does not model: WAL bytes, checkpoints' timing, replication lag other than "not yet stepped",
 slots retaining WAL (a replica can always catch up from any point of its upstream's history),
 cascading timeline switches' subtleties, wal_keep_size, archive recovery, pg_rewind's own preconditions
-(wal_log_hints or checksums), ``ANY n (...)`` quorum commit, the control file of a half-written clone
+(wal_log_hints or checksums), the control file of a half-written clone
 (except as ``BROKEN`` when told to fail), and anything about performance.
 """
 
@@ -52,6 +52,7 @@ from raftpg.testing.fake_network import (
     SYSID_BASE,
     PgError,
     PgNetwork,
+    acknowledged_up_to,
     host_of,
     lsn_of,
     parse_standby_names,
@@ -198,16 +199,15 @@ class FakePostgres:
     def acknowledge_synchronous(self) -> None:
         if not self.pending_writes or not self.accepting_writes:
             return
-        count, _ = parse_standby_names(self.synchronous_standby_names)
-        if count == 0:
+        if parse_standby_names(self.synchronous_standby_names)[0] == 0:
             self.network.acknowledged.update(self.pending_writes)
             self.pending_writes.clear()
             return
-        sync = [self.network.instances[row.application_name] for row in self.replication_rows()
-                if row.sync_state == "sync"]
-        if len(sync) < count:
+        held = acknowledged_up_to(self.synchronous_standby_names, {
+            row.application_name: len(self.network.instances[row.application_name].wal)
+            for row in self.replication_rows() if row.sync_state in ("sync", "quorum")})
+        if held is None:
             return
-        held = min(len(pg.wal) for pg in sync)
         done = [r for r in self.pending_writes if r in self.wal[:held]]
         self.network.acknowledged.update(done)
         self.pending_writes = [r for r in self.pending_writes if r not in done]

@@ -48,6 +48,7 @@ from raftpg.model import ClusterView, Failover, Tags
 from raftpg.pg import supervisor
 from raftpg.testing.fake_postgres import FakePostgres, PgNetwork, host_of
 from raftpg.testing.sim_faults import CuttableDcs, FailOnce
+from raftpg.testing.sim_peers import SimPeers
 
 __all__ = ["DEFAULT_DCS_CONFIG", "FailOnce", "SafetyViolation", "Simulation"]
 
@@ -137,8 +138,8 @@ class Simulation:
         return node
 
     def _new_loop(self, me: Me, dcs: CuttableDcs, pg: FakePostgres | None) -> HaLoop:
-        return HaLoop(dcs=dcs, pg=pg, watchdog=None, clock=self.clock, me=me,
-                      bootstrap_dcs=json.loads(json.dumps(self.dcs_config)), version="sim")
+        return HaLoop(dcs=dcs, pg=pg, watchdog=None, clock=self.clock, me=me, version="sim",
+                      bootstrap_dcs=json.loads(json.dumps(self.dcs_config)), position_peers=SimPeers(self, me.name))
 
     def node(self, name: str) -> SimNode:
         try:

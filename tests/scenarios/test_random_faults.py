@@ -26,9 +26,10 @@ NAMES = ("n1", "n2", "n3")
 TIMINGS = ((30, 10, 10), (20, 5, 5), (10, 2, 4), (15, 5, 5))
 
 
-def play(seed: int, *, sync: bool, steps: int = 40, witness: bool = False) -> Simulation:
-    """Three data nodes, or (``witness``) two data nodes and a witness."""
-    rng = random.Random(seed * 7919 + int(sync))
+def play(seed: int, *, sync: bool | str, steps: int = 40, witness: bool = False) -> Simulation:
+    """Three data nodes, or (``witness``) two data nodes and a witness. ``sync``: synchronous_mode (True,
+    False or "quorum")."""
+    rng = random.Random(seed * 7919 + int(bool(sync)) + (2 if sync == "quorum" else 0))
     sim = Simulation(seed, dcs_config={**DEFAULT_DCS_CONFIG, "synchronous_mode": sync})
     sim.add_node("n1")
     sim.run(10)
@@ -42,7 +43,7 @@ def play(seed: int, *, sync: bool, steps: int = 40, witness: bool = False) -> Si
     return sim
 
 
-def fault(sim: Simulation, rng: random.Random, sync: bool) -> None:
+def fault(sim: Simulation, rng: random.Random, sync: bool | str) -> None:
     name = rng.choice(NAMES)
     node = sim.node(name)
     kind = rng.choices(
@@ -118,9 +119,9 @@ def repair(sim: Simulation) -> None:
 
 
 @pytest.mark.parametrize("witness", [False, True], ids=["3-data", "2-data-witness"])
-@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize("sync", [False, True, "quorum"], ids=["async", "sync", "quorum"])
 @pytest.mark.parametrize("seed", range(8))
-def test_random_faults_then_repair_converges(seed: int, sync: bool, witness: bool) -> None:
+def test_random_faults_then_repair_converges(seed: int, sync: bool | str, witness: bool) -> None:
     sim = play(seed, sync=sync, witness=witness)
     assert sim.run_until_converged(300), \
         f"seed {seed}: no convergence after repair: {sim.convergence_problem()}\n{sim.tail(120)}"
