@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cluster_fixtures import sql, try_sql, wait_primary, wait_streaming
 from test_ha_cluster import Writer
-from test_synchronous import checkpoint_on_current_timeline, cluster_doc, ctl, status
+from test_synchronous import cluster_doc, crash_primary, ctl, status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -64,12 +64,7 @@ def test_three_nodes_quorum_standbys_everywhere_and_no_row_lost_across_kills(mak
     rows = {row["Member"]: row["Role"] for row in json.loads(ctl(cluster, replicas[0], "list", "--format", "json"))}
     assert rows == {primary: "Leader", replicas[0]: "Quorum Standby", replicas[1]: "Quorum Standby"}, rows
 
-    sql(cluster, primary, "CREATE TABLE ha_rows(v int PRIMARY KEY)")
-    summary = []
-    with Writer(cluster) as writer:
-        for round_ in range(1, 4):
-            summary.append(kill_round(cluster, writer, round_, num=1))
-    print("\n" + "\n".join(summary))
+    kill_rounds(cluster, primary, 3, num=1)
 
 
 def test_five_nodes_any_two_of_four_lose_nothing_across_kills(make_cluster):
@@ -77,11 +72,13 @@ def test_five_nodes_any_two_of_four_lose_nothing_across_kills(make_cluster):
     wait_quorum(cluster, primary, set(cluster.nodes) - {primary}, 2)
     key = (cluster_doc(cluster, primary) or {}).get("members", [])
     assert len([m for m in key if m.get("role") == "quorum_standby"]) == 4
+    kill_rounds(cluster, primary, 2, num=2)
+
+
+def kill_rounds(cluster: Any, primary: str, rounds: int, num: int) -> None:
     sql(cluster, primary, "CREATE TABLE ha_rows(v int PRIMARY KEY)")
-    summary = []
     with Writer(cluster) as writer:
-        for round_ in range(1, 3):
-            summary.append(kill_round(cluster, writer, round_, num=2))
+        summary = [kill_round(cluster, writer, round_, num) for round_ in range(1, rounds + 1)]
     print("\n" + "\n".join(summary))
 
 
@@ -92,16 +89,7 @@ def kill_round(cluster: Any, writer: Writer, round_: int, num: int) -> str:
     wait_quorum(cluster, primary, others, num, timeout_s=120)
     before = len(writer.acked)
     cluster.wait_for(lambda: len(writer.acked) >= before + 20, 30, f"round {round_}: writes before the kill")
-    cluster.kill_node(primary)  # the agent and PostgreSQL together: a crashed machine
-    new_primary = wait_primary(cluster, 90, exclude=primary)
-    cluster.wait_for(lambda: checkpoint_on_current_timeline(cluster, new_primary), 20,
-                     f"round {round_}: a checkpoint on {new_primary}'s new timeline")
-    after_kill = len(writer.acked)
-    cluster.wait_for(lambda: len(writer.acked) >= after_kill + 10, 90, f"round {round_}: writes on the new primary")
-    acked = list(writer.acked)
-    present = {r[0] for r in sql(cluster, new_primary, "SELECT v FROM ha_rows")}
-    lost = sorted(set(acked) - present)
-    assert not lost, f"round {round_}: {len(lost)} acknowledged rows lost, e.g. {lost[:10]}"
+    new_primary, acked = crash_primary(cluster, writer, primary, round_)
     decision = status(cluster, new_primary)["decision"]
     assert "quorum commit" in decision, decision
     cluster.start(primary)  # the killed node comes back (rewound or re-cloned) as a replica

@@ -34,13 +34,19 @@ def insert(cluster: Any, name: str, values: range) -> None:
     sql(cluster, name, "INSERT INTO dr_rows(v) SELECT generate_series(%s::int, %s::int)", (values.start, values.stop - 1))
 
 
-def test_a_standby_cluster_replicates_survives_its_leader_and_is_promoted(make_cluster):
+def source_cluster(make_cluster: Any) -> tuple[Any, str]:
+    """Two members on their own Raft, a primary with rows 0..99."""
     source = make_cluster(["a1", "a2"], dcs=PROFILE, scope="main")
     source.start_all()
     primary = wait_primary(source, 120)
     wait_streaming(source, primary, set(source.nodes) - {primary}, timeout_s=120)
     sql(source, primary, "CREATE TABLE dr_rows(v int PRIMARY KEY)")
     insert(source, primary, range(0, 100))
+    return source, primary
+
+
+def test_a_standby_cluster_replicates_survives_its_leader_and_is_promoted(make_cluster):
+    source, primary = source_cluster(make_cluster)
 
     port = source.nodes[primary].pg_port
     dr = make_cluster(["b1", "b2", "b3"], dcs={**PROFILE, "standby_cluster": {"host": "127.0.0.1", "port": port}},
@@ -102,12 +108,7 @@ def test_demote_then_promote_swaps_the_roles_of_two_clusters(make_cluster):
     """A disaster-recovery switchover as Patroni's docs order it: demote the primary cluster onto the
     standby cluster's leader (both replicate, nobody writes), then promote the standby cluster. The old
     primary cluster then streams the new primary's timeline, with every row of both eras."""
-    main = make_cluster(["a1", "a2"], dcs=PROFILE, scope="main")
-    main.start_all()
-    old_primary = wait_primary(main, 120)
-    wait_streaming(main, old_primary, set(main.nodes) - {old_primary}, timeout_s=120)
-    sql(main, old_primary, "CREATE TABLE dr_rows(v int PRIMARY KEY)")
-    insert(main, old_primary, range(0, 100))
+    main, old_primary = source_cluster(make_cluster)
     dr = make_cluster(["b1", "b2"], scope="dr", dcs={**PROFILE, "standby_cluster": {
         "host": "127.0.0.1", "port": main.nodes[old_primary].pg_port}})
     dr.pg_passwords = dict(main.pg_passwords)

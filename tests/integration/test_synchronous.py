@@ -133,24 +133,33 @@ def kill_round(cluster: Any, writer: Writer, round_: int) -> tuple[int, str, str
     sql(cluster, primary, "INSERT INTO filler SELECT g, repeat('x', 200) FROM generate_series(1, 40000) g")
     before = len(writer.acked)
     cluster.wait_for(lambda: len(writer.acked) >= before + 20, 30, f"round {round_}: writes before the kill")
-    cluster.kill_node(primary)  # the agent and PostgreSQL together: a crashed machine
-    new_primary = wait_primary(cluster, 60, exclude=primary)
+    new_primary, acked = crash_primary(cluster, writer, primary, round_)
     assert new_primary in eligible, \
         f"round {round_}: {new_primary} was promoted but the sync key named {sorted(eligible)}"
-    # pg_rewind of the killed node (below) reads the timeline from the new primary's latest checkpoint:
-    # it must be on the new timeline (regression: it stayed on the old one for up to checkpoint_timeout
-    # after a promotion, and a node rewound in that window could never start again)
-    cluster.wait_for(lambda: checkpoint_on_current_timeline(cluster, new_primary), 10,
+    cluster.start(primary)  # the killed node comes back (rewound or re-cloned) as a replica
+    wait_streaming(cluster, new_primary, {primary}, timeout_s=120)
+    return round_, primary, new_primary, len(acked), 0
+
+
+def crash_primary(cluster: Any, writer: Writer, primary: str, round_: int, timeout_s: float = 90) -> tuple[str, list]:
+    """SIGKILL the primary's agent and PostgreSQL together (a crashed machine) while ``writer`` writes; wait
+    for another primary, a checkpoint on its new timeline and writes on it, and assert that it holds every
+    acknowledged row. -> (the new primary, the rows acknowledged so far)."""
+    cluster.kill_node(primary)
+    new_primary = wait_primary(cluster, timeout_s, exclude=primary)
+    # pg_rewind of the killed node reads the timeline from the new primary's latest checkpoint: it must be
+    # on the new timeline (regression: it stayed on the old one for up to checkpoint_timeout after a
+    # promotion, and a node rewound in that window could never start again)
+    cluster.wait_for(lambda: checkpoint_on_current_timeline(cluster, new_primary), 20,
                      f"round {round_}: a checkpoint on {new_primary}'s new timeline")
     after_kill = len(writer.acked)
-    cluster.wait_for(lambda: len(writer.acked) >= after_kill + 10, 60, f"round {round_}: writes on the new primary")
+    cluster.wait_for(lambda: len(writer.acked) >= after_kill + 10, timeout_s,
+                     f"round {round_}: writes on the new primary")
     acked = list(writer.acked)
     present = {r[0] for r in sql(cluster, new_primary, "SELECT v FROM ha_rows")}
     lost = sorted(set(acked) - present)
     assert not lost, f"round {round_}: {len(lost)} acknowledged rows lost, e.g. {lost[:10]}"
-    cluster.start(primary)  # the killed node comes back (rewound or re-cloned) as a replica
-    wait_streaming(cluster, new_primary, {primary}, timeout_s=120)
-    return round_, primary, new_primary, len(acked), len(lost)
+    return new_primary, acked
 
 def checkpoint_on_current_timeline(cluster: Any, name: str) -> bool:
     rows = try_sql(cluster, name, "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), "
