@@ -10,7 +10,7 @@ missing from the new primary (async replication may lose the last few). Prints a
 asserted.
 
     python bench/failover_bench.py [--runs 5] [--settings 30/10/10,10/1/4,5/1/2] [--switchover]
-                                   [--dcs raft,etcd]
+                                   [--dcs raft,etcd] [--mode async|sync|quorum]
 
 ``--dcs raft,etcd`` runs the same measurement on the embedded Raft store and on etcd (Debian's etcd-server
 3.4, one member on loopback, started and stopped by PID: it never fails here, so both stores detect a dead
@@ -103,12 +103,24 @@ def agent_footprint(cluster: LocalCluster, name: str, seconds: float = 10.0) -> 
     return rss_kb / 1024, used * 100
 
 
+MODES = {"async": False, "sync": True, "quorum": "quorum"}  # --mode -> synchronous_mode
+
+
+def keyed(cluster: LocalCluster, primary: str, mode: str) -> bool:
+    """The sync key names the standbys: one synchronous standby, or every other node as a quorum voter."""
+    code, body = cluster.api(primary, "/cluster")
+    roles = [m.get("role") for m in (body or {}).get("members", [])] if code == 200 and isinstance(body, dict) else []
+    if mode == "sync":
+        return "sync_standby" in roles
+    return roles.count("quorum_standby") == len(cluster.nodes) - 1
+
+
 def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: bool,
-                dcs_section: dict | None = None, store: str = "raft") -> dict:
+                dcs_section: dict | None = None, store: str = "raft", mode: str = "async") -> dict:
     base = tempfile.mkdtemp(prefix=f"raftpg-bench-{store}-", dir="/tmp")
     os.chmod(base, 0o755)
-    cluster = LocalCluster(base, ["n1", "n2", "n3"], dcs={"ttl": ttl, "loop_wait": loop_wait,
-                                                           "retry_timeout": retry}, dcs_section=dcs_section)
+    cluster = LocalCluster(base, ["n1", "n2", "n3"], dcs={"ttl": ttl, "loop_wait": loop_wait, "retry_timeout": retry,
+                                                           "synchronous_mode": MODES[mode]}, dcs_section=dcs_section)
     gaps, lost_total, footprint = [], 0, (float("nan"), float("nan"))
     try:
         cluster.start_all()
@@ -121,6 +133,8 @@ def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: boo
             primary = cluster.wait_for(cluster.primary, 120, "a primary")
             cluster.wait_for(lambda p=primary: all(cluster.api(n, "/replica")[0] == 200 for n in cluster.nodes
                                                    if n != p), 120, "two streaming replicas")
+            if mode != "async":  # a failover needs the sync key to name the standbys again after the last one
+                cluster.wait_for(lambda p=primary: keyed(cluster, p, mode), 120, "the standbys in the sync key")
             client = Client(cluster)
             client.start()
             cluster.wait_for(lambda c=client: len(c.ok) > 25, 30, "writes before the fault")
@@ -152,18 +166,18 @@ def one_setting(ttl: int, loop_wait: int, retry: int, runs: int, switchover: boo
             with psycopg.connect(cluster.dsn(new_primary), autocommit=True) as conn:
                 conn.execute("TRUNCATE bench")
     finally:
-        cluster.close(remove=True)
+        cluster.close(remove=os.environ.get("RAFTPG_KEEP") != "1")
     return {"store": store, "setting": f"{ttl}/{loop_wait}/{retry}", "gaps": gaps, "lost": lost_total, "rss_mb": footprint[0],
             "cpu_pct": footprint[1]}
 
 
-def run_store(store: str, settings: list[str], runs: int, switchover: bool) -> list[dict]:
+def run_store(store: str, settings: list[str], runs: int, switchover: bool, mode: str) -> list[dict]:
     if store == "raft":
-        return [one_setting(*(int(x) for x in s.split("/")), runs, switchover) for s in settings]
+        return [one_setting(*(int(x) for x in s.split("/")), runs, switchover, mode=mode) for s in settings]
     etcd = start_etcd()
     try:
         section = {"etcd3": {"hosts": [etcd.endpoint]}}
-        return [one_setting(*(int(x) for x in s.split("/")), runs, switchover, section, store) for s in settings]
+        return [one_setting(*(int(x) for x in s.split("/")), runs, switchover, section, store, mode) for s in settings]
     finally:
         etcd.cleanup()
 
@@ -174,6 +188,8 @@ def main() -> int:
     parser.add_argument("--settings", default="30/10/10,10/1/4,5/1/2")
     parser.add_argument("--switchover", action="store_true", help="planned switchover instead of a kill")
     parser.add_argument("--dcs", default="raft", help="stores to measure, comma-separated: raft, etcd")
+    parser.add_argument("--mode", choices=sorted(MODES), default="async",
+                        help="replication: asynchronous, synchronous_mode true, or quorum commit")
     args = parser.parse_args()
     stores = args.dcs.split(",")
     if set(stores) - {"raft", "etcd"}:
@@ -181,11 +197,12 @@ def main() -> int:
     if "etcd" in stores and etcd_binary() is None:
         print("etcd is not installed (Debian package etcd-server)", file=sys.stderr)
         return 2
-    results = [r for store in stores for r in run_store(store, args.settings.split(","), args.runs, args.switchover)]
+    results = [r for store in stores
+               for r in run_store(store, args.settings.split(","), args.runs, args.switchover, args.mode)]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     kind = "switchover" if args.switchover else "unplanned failover (SIGKILL agent + PostgreSQL)"
-    print(f"\n{kind}; {args.runs} runs each; machine: {os.cpu_count()} cores, {cpu}")
+    print(f"\n{kind}, {args.mode} replication; {args.runs} runs each; machine: {os.cpu_count()} cores, {cpu}")
     print("| store | ttl/loop_wait/retry | median | min-max | lost rows | idle agent RSS | idle agent CPU |")
     print("|---|---|---|---|---|---|---|")
     for r in results:

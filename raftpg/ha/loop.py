@@ -20,12 +20,13 @@ from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import failsafe, quorum
 from raftpg.ha import memory as memories
-from raftpg.ha.actions import AskFailsafe, Decision, Initdb, Promote, StartPrimary
+from raftpg.ha.actions import AskFailsafe, Decision, Initdb, Promote, SetSynchronousStandbys, StartPrimary
 from raftpg.ha.background import CloneJob
 from raftpg.ha.chores import chores
 from raftpg.ha.decide import decide
 from raftpg.ha.execute import Executor, FatalRefusal, Timing
 from raftpg.ha.inputs import FailsafeSeen, Inputs, Me, Memory
+from raftpg.ha.memory import SETTLED_S
 from raftpg.ha.ports import FailsafePeers, PositionPeers, PostgresPort, WatchdogPort
 from raftpg.model import ClusterView, DynamicConfig, Leader, LocalState, Member, NodeStatus, PeerAnswer
 from raftpg.model.status import node_role
@@ -293,7 +294,9 @@ class HaLoop:
         failing, e.g. on a server out of connection slots, must not spin the loop), or ``loop_wait`` at
         once when that action waits on something (``retry_soon`` False). At once after this node became
         a primary (its replicas need their slots and its lease a renewal on the cluster's own timing);
-        else ``loop_wait``. Never past the moment the lease must be renewed or given up."""
+        ``SETTLED_S`` later while a new ``synchronous_standby_names`` settles (the sync or quorum key
+        follows it one step a cycle); else ``loop_wait``. Never past the moment the lease must be
+        renewed or given up."""
         loop_wait_s = float(self.timing.loop_wait_s)
         if not ok:
             failed = self.executor.failed
@@ -302,9 +305,17 @@ class HaLoop:
             wait_s = min(loop_wait_s, RETRY_FIRST_S * 2 ** min(in_a_row - 1, 16)) if retry_soon else loop_wait_s
         elif decision.has(Initdb) or decision.has(Promote) or decision.has(StartPrimary):
             return 0.0
+        elif decision.has(SetSynchronousStandbys) or self._settling():
+            wait_s = min(loop_wait_s, SETTLED_S + 0.05)  # the next step of the sync/quorum plan is due soon
         else:
             wait_s = loop_wait_s
         return self.executor.lease.budget(wait_s, self.clock.monotonic(), self.timing.demote_margin_s, floor_s=0.05)
+
+    def _settling(self) -> bool:
+        """Synchronous replication is on, a new synchronous_standby_names was seen and its safe position
+        is not taken yet."""
+        seen, view = self.memory.standby_names_seen, self._cycle_view
+        return seen is not None and seen[2] is None and view is not None and view.config.synchronous_mode
 
     def _wait(self, decision: Decision, ok: bool) -> None:
         if self._stop.is_set():

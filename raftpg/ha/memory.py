@@ -44,8 +44,10 @@ def observed(memory: Memory, view: ClusterView | None, local: LocalState | None,
 
 # How long a new synchronous_standby_names must have been seen before the primary's position counts as past
 # everything acknowledged under the old one. The value is confirmed with SHOW after the reload, but each
-# walsender applies it when it handles the signal, a few milliseconds later.
-SETTLED_S = 0.5
+# walsender applies it when it handles the signal, a few milliseconds later. The loop cycles again this
+# soon while it waits (HaLoop.next_wake_s): a failover is possible again only once the new standbys are
+# in the key, and a new primary's standbys join it one such step at a time.
+SETTLED_S = 0.2
 
 
 def _standby_names(seen: tuple[str, float, int | None] | None, local: LocalState,

@@ -426,7 +426,7 @@ def test_the_safe_position_is_taken_once_a_setting_has_been_in_force_a_while() -
     assert m.standby_names_seen == ('ANY 1 ("n3")', 10.0, None) and m.safe_lsn is None
     m = observed(m, v, replace(local, lsn=150), "n2", None, 10.0 + SETTLED_S / 2)
     assert m.safe_lsn is None
-    m = observed(m, v, replace(local, lsn=200), "n2", None, 10.0 + SETTLED_S)
+    m = observed(m, v, replace(local, lsn=200), "n2", None, 10.0 + SETTLED_S + 0.001)
     assert m.safe_lsn == 200
     m = observed(m, v, replace(local, lsn=300), "n2", None, 20.0)
     assert m.safe_lsn == 200  # kept: the first position past the change is the one that counts
