@@ -217,14 +217,22 @@ class ReloadPostgres:
 
 @dataclass(frozen=True)
 class FollowSlots:
-    """On a replica: copies of the primary's published slots (``positions``: slot name and position),
-    advanced to those positions; those of ``members`` are kept ``retain_s`` once no longer published, the
-    others dropped at once. See raftpg.ha.slots."""
+    """On a replica: copies of the primary's published physical slots (``positions``: slot name and
+    position), advanced to those positions; those of ``members`` are kept ``retain_s`` once no longer
+    published, the others dropped at once. ``logical``: the permanent logical slots with their published
+    positions, copied from the primary at ``source`` where missing. See raftpg.ha.slots."""
 
     positions: tuple[tuple[str, int], ...]
     members: tuple[str, ...] = ()
     retain_s: int = 0
+    logical: tuple[tuple[PermanentSlot, int], ...] = ()
+    source: str | None = None
     retry_soon: ClassVar[bool] = False
+
+    @property
+    def published(self) -> tuple[tuple[str, int], ...]:
+        """Every position followed: a change is worth a chore at once."""
+        return self.positions + tuple((slot.name, at) for slot, at in self.logical)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,6 @@ def chores(i: Inputs) -> tuple[Action, ...]:
             found.append(ClearDetachedMarker(view.config_revision))
     follow = replica_slots(view, local, i.me.name) if local is not None else None
     done = i.memory.slots_followed
-    if follow is not None and (done is None or done[0] != follow.positions or i.now - done[1] >= SLOTS_REFRESH_S):
+    if follow is not None and (done is None or done[0] != follow.published or i.now - done[1] >= SLOTS_REFRESH_S):
         found.append(follow)
     return tuple(found)

@@ -219,9 +219,12 @@ class Executor:
                 # a logical slot that cannot be made (wal_level, a missing database or plugin) is logged
                 # there and never fails the action: the physical slots and what follows must not wait on it
                 self._pg(pg).ensure_logical_slots(tuple(s for s in permanent if s.logical and s.name not in physical))
-            case act.FollowSlots(positions=positions, members=members, retain_s=retain_s):
+            case act.FollowSlots(positions=positions, members=members, retain_s=retain_s, logical=logical,
+                                 source=source):
                 self._pg(pg).ensure_slots({name for name, _ in positions}, frozenset(members), retain_s)
                 self._pg(pg).advance_slots(dict(positions))
+                if source is not None:
+                    self._pg(pg).follow_logical_slots(logical, source)
             case act.SetSynchronousStandbys(value=value):
                 self._pg(pg).set_synchronous_standby_names(value)
             case act.Refuse(reason=reason):

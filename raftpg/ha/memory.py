@@ -63,7 +63,7 @@ def _standby_names(seen: tuple[str, float, int | None] | None, local: LocalState
 def after_chores(memory: Memory, done: tuple[act.Action, ...], ok: bool, now: float) -> Memory:
     """The replica's slot copies are in step with what was published, if the chores that did it ran."""
     follow = next((a for a in done if isinstance(a, act.FollowSlots)), None)
-    return replace(memory, slots_followed=(follow.positions, now)) if ok and follow is not None else memory
+    return replace(memory, slots_followed=(follow.published, now)) if ok and follow is not None else memory
 
 
 def after_actions(memory: Memory, decision: act.Decision, ok: bool, failed: act.Action | None,

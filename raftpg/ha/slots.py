@@ -5,11 +5,13 @@ absent member's slot is kept ``member_slots_ttl``. Their positions are published
 the primary's own WAL position under its own slot name (Patroni 4's shape).
 
 On a replica: a copy of each published slot, advanced to the published position (never past what the
-replica has replayed; PostgreSQL caps it). Whichever replica is promoted then already holds the WAL its
-followers, the old primary and the permanent slots' consumers still need, instead of making their slots
-afresh at its own position. A slot that is no longer published is dropped (a member's after
+replica has replayed; PostgreSQL caps it); a permanent logical slot (published: its confirmed_flush_lsn)
+is first copied from the primary's data directory (raftpg.pg.logical_slots: PostgreSQL 15 has no
+failover slots). Whichever replica is promoted then already holds the WAL its followers, the old primary
+and the permanent slots' consumers still need, and a CDC consumer's position, instead of making the
+slots afresh at its own position. A slot that is no longer published is dropped (a member's after
 ``member_slots_ttl``), so a replica never keeps WAL for a slot nobody advances; with ``member_slots_ttl:
-0`` replicas copy only the permanent physical slots, as Patroni does.
+0`` replicas copy only the permanent slots, as Patroni does.
 """
 
 from __future__ import annotations
@@ -40,8 +42,14 @@ def replica_slots(view: ClusterView, local: LocalState, me: str) -> FollowSlots 
             or not (local.running and local.is_replica):
         return None
     permanent = {slot.name for slot in view.config.permanent_slots if not slot.logical}
+    logical = {slot.name: slot for slot in view.config.permanent_slots if slot.logical}
     mine = slot_name_for(me)
-    positions = tuple((name, lsn) for name, lsn in view.slot_positions
-                      if name != mine and (name in permanent or view.config.member_slots_ttl_s > 0))
+    positions = tuple((name, lsn) for name, lsn in view.slot_positions if name != mine and name not in logical
+                      and (name in permanent or view.config.member_slots_ttl_s > 0))
+    # a logical slot is copied once the primary publishes it (it exists there: made, or made by hand and
+    # named in the config); its copy is taken from the leader's server
+    leader = view.leader_member
+    source = leader.conn_url if leader is not None and leader.conn_url else None  # also to drop stale copies
+    copies = tuple((logical[name], lsn) for name, lsn in view.slot_positions if name in logical) if source else ()
     return FollowSlots(positions, tuple(name for name, _ in positions if name not in permanent),
-                       view.config.member_slots_ttl_s)
+                       view.config.member_slots_ttl_s, copies, source)

@@ -11,7 +11,8 @@ What lives here
   bootstrap.py   initdb or a custom bootstrap command, roles, post_bootstrap
   rebuild.py     pg_basebackup or the replica methods, pg_rewind, moving data aside
   from_config.py PgSettings from the Config
-  slots.py       physical slots for the other members     callbacks.py  user callbacks, in the background
+  slots.py       physical slots for the other members, permanent slots     callbacks.py  user callbacks
+  logical_slots.py  a replica's copies of the permanent logical slots (copied, advanced, dropped)
   connection.py  superuser connections and conninfo strings     controldata.py, pidfile.py, tools.py
 
 May import: the standard library, psycopg, raftpg.model and raftpg.clock; raftpg.config only in
@@ -20,8 +21,9 @@ Never raftpg.dcs, raftpg.ha or raftpg.consensus: this package knows nothing of t
 
 Invariants
 - initdb only runs on a missing or empty data directory (DESIGN.md safety rule 7); clone likewise.
-- User data is never deleted: a failed data directory is renamed aside. The only deletion is clone's cleanup
-  of its own failed attempt in a directory that was missing or empty.
+- User data is never deleted: a failed data directory is renamed aside. The only deletions are clone's
+  cleanup of its own failed attempt in a directory that was missing or empty, and a replica's copy of a
+  logical slot replaced by a newer copy (the slot's state file; the primary holds the slot).
 - The postmaster is always a child of the fencing supervisor started by this agent, and dies with it; a
   postmaster the agent did not start is stopped before the agent starts its own.
 - Every operation has a deadline; nothing blocks forever. Synchronous and usable from a worker thread.

@@ -37,6 +37,7 @@ from raftpg.pg.conf import (
 )
 from raftpg.pg.connection import accepts_connections, as_role, promote, query, with_defaults
 from raftpg.pg.controldata import data_dir_state, read_controldata
+from raftpg.pg.logical_slots import keep_copies
 from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.process import PostmasterProcess, adopt_running, kill_orphans, signal_postmaster, stop_foreign
@@ -52,8 +53,7 @@ EPOCH_GUC = "raftpg.leader_epoch"
 class Postgres:
     def __init__(self, settings: PgSettings, clock: Clock | None = None, *,
                  settings_for: Callable[[DynamicConfig | None], PgSettings] | None = None) -> None:
-        """``settings_for``: this member's settings for a cluster-wide config (the DCS config key's; None:
-        bootstrap.dcs's), from the node's config file (``apply_cluster_config``, ``reconfigure``)."""
+        """``settings_for``: this member's settings for a cluster-wide config (None: bootstrap.dcs's)."""
         self.settings = settings
         self._settings_for = settings_for
         self._cluster_config: DynamicConfig | None = None  # the cluster-wide config last applied
@@ -78,9 +78,8 @@ class Postgres:
         return self.process is not None and self.process.exit_code() is None
 
     def adopt_unsupervised(self) -> None:
-        """A postmaster running on the data directory that no supervisor of this agent fences (one an
-        earlier agent left running with ``detach``, or one started by hand) is put under a supervisor of
-        its own (``--adopt``), without a restart. The HA loop calls this before each look."""
+        """Put a postmaster no supervisor of this agent fences (left by ``detach``, or started by hand) under
+        one of its own (``--adopt``), without a restart. The HA loop calls this before each look."""
         if self._supervised() or not self._lock.acquire(blocking=False):
             return  # supervised already, or a start, stop or rewind is under way in another thread
         try:
@@ -92,9 +91,8 @@ class Postgres:
             self._lock.release()
 
     def detach(self) -> bool:
-        """Leave PostgreSQL running, unfenced, when this agent stops (the cluster is paused: an agent
-        upgrade). The next agent on this data directory adopts it (``adopt_unsupervised``). False if no supervised
-        postmaster runs."""
+        """Leave PostgreSQL running, unfenced, when this agent stops (paused: an agent upgrade); the next agent
+        adopts it (``adopt_unsupervised``). False if no supervised postmaster runs."""
         with self._lock:
             process, self.process = self.process, None
             self._observer.close()
@@ -270,11 +268,13 @@ class Postgres:
         if callback:
             self.callbacks.run(callback, role)
 
-    def restart(self, timeout_s: float = 120.0, fence_deadline: float | None = None) -> bool:
-        """Stop (fast) and start again with the same role and upstream. Returns as ``start`` does."""
+    def restart(self, timeout_s: float = 120.0, fence_deadline: float | None = None,
+                between: Callable[[], object] = lambda: None) -> bool:
+        """Stop (fast), run ``between``, start with the same role and upstream. Returns as ``start`` does."""
         with self._lock:
             deadline = Deadline(self.clock, timeout_s)
             self._stop("fast", deadline.left(), None)
+            between()
             replica = has_standby_signal(self.settings.data_dir)
             self._write_config(self._upstream_on_disk())
             return self._launch(deadline, None if replica else fence_deadline, "on_restart")
@@ -324,8 +324,7 @@ class Postgres:
 
     def demote_to_replica(self, primary_conninfo: str | None, slot_name: str | None = None,
                           timeout_s: float = 60.0) -> bool:
-        """Stop (fast) and start as a replica of ``primary_conninfo`` (None: a standby waiting for a primary).
-        Returns as ``start`` does."""
+        """Stop (fast), start as a replica of ``primary_conninfo`` (None: no primary yet); as ``start``."""
         with self._lock:
             deadline = Deadline(self.clock, timeout_s)
             self._stop("fast", deadline.left(), None)
@@ -340,10 +339,8 @@ class Postgres:
             self._reload_until("SHOW synchronous_standby_names", (), value, timeout_s)
 
     def publish_epoch(self, epoch: int, timeout_s: float = 10.0) -> None:
-        """Make ``raftpg.leader_epoch`` (the leader key's revision this node holds it at) readable with
-        ``current_setting('raftpg.leader_epoch', true)``: a custom setting in raftpg's postgresql.conf,
-        reloaded, and confirmed before returning. Called before promoting, so every write this primary
-        acknowledges can be tagged with its epoch (jepsen-lite orders primaries by it)."""
+        """``raftpg.leader_epoch`` (the leader key's revision held) in raftpg's postgresql.conf, reloaded and
+        confirmed; set before promoting, so each acknowledged write can carry it (jepsen-lite's order)."""
         with self._lock:
             self._epoch = epoch
             self._reload_until("SELECT current_setting(%s, true)", (EPOCH_GUC,), str(epoch), timeout_s)
@@ -368,6 +365,11 @@ class Postgres:
 
     def advance_slots(self, positions: Mapping[str, int]) -> set[str]:
         return advance_slots(self.settings, positions)
+
+    def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int], ...], source: str) -> set[str]:
+        """On a replica: raftpg.pg.logical_slots.keep_copies (restarts PostgreSQL to load new copies)."""
+        return keep_copies(self.settings, slots, source, self.clock.monotonic(),
+                           lambda install: self.restart(between=install))
 
     # --- the data directory ---------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from raftpg.pg.connection import connect
 from raftpg.pg.controldata import ControlData, data_dir_state
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.settings import PgSettings
-from raftpg.pg.slots import read_record
+from raftpg.pg.slots import LOGICAL_RECORD, read_record
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,10 @@ SELECT pg_is_in_recovery(), current_setting('server_version_num')::int,
 """
 _PRIMARY = """
 SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn()),
-       (SELECT json_object_agg(slot_name, restart_lsn::text) FROM pg_replication_slots
-        WHERE slot_type = 'physical' AND NOT temporary AND restart_lsn IS NOT NULL)
+       (SELECT json_object_agg(slot_name, position::text) FROM
+          (SELECT slot_name, CASE WHEN slot_type = 'physical' THEN restart_lsn ELSE confirmed_flush_lsn END
+                  AS position FROM pg_replication_slots WHERE NOT temporary) AS s
+        WHERE position IS NOT NULL)
 """
 _REPLICA = """
 SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
@@ -199,7 +201,8 @@ def _from_server(local: LocalState, conn: psycopg.Connection, control: ControlDa
     )
     if not in_recovery:
         lsn, walfile, slots = _one(conn, _PRIMARY)
-        made = read_record(data_dir) if slots else set()  # the slots raftpg made: published for replicas
+        # the slots raftpg made (physical: restart_lsn; logical: confirmed_flush_lsn), published for replicas
+        made = read_record(data_dir) | read_record(data_dir, LOGICAL_RECORD) if slots else set()
         return replace(local, lsn=parse_lsn(lsn), timeline=int(walfile[:8], 16),
                        slots=tuple(sorted((name, parse_lsn(at)) for name, at in (slots or {}).items() if name in made)))
     receive, replay, status, received_tli, sender_host, sender_port = _one(conn, _REPLICA)

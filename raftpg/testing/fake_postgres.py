@@ -22,21 +22,19 @@ What it models:
   pg_stat_replication reports ``sync``/``potential``/``async``, and a write on a primary with
   synchronous standbys is acknowledged only once enough of them hold it;
 - the fencing supervisor: ``fence_at(t)`` sets an absolute deadline on the injected clock, ``unlimited()``
-  clears it;
-  once the deadline passes (plus ``fence_latency_s``: the supervisor's polling and, at worst, the
-  second it waits before SIGKILL; the simulation uses that worst case) PostgreSQL is killed
-  (an immediate shutdown: cluster state ``in production`` on a primary) and ``fenced_count`` grows.
-  ``accepting_writes`` is exact at any instant, so a checker can ask it between events.
+  clears it; once the deadline passes (plus ``fence_latency_s``: the supervisor's polling and, at worst,
+  the second it waits before SIGKILL; the simulation uses that worst case) PostgreSQL is killed (an
+  immediate shutdown: ``in production`` on a primary) and ``fenced_count`` grows. ``accepting_writes``
+  is exact at any instant, so a checker can ask it between events.
 
 Replication slots exist as names: a replica started (or pointed) with ``primary_slot_name`` streams only
 while its upstream has that slot, as PostgreSQL refuses ``START_REPLICATION SLOT`` for a missing one;
 slots live in the data directory of a primary (``ensure_slots``) and are not copied by a clone or a rewind.
 
 What it does not model: WAL bytes, checkpoints' timing, replication lag other than "not yet stepped",
-slots retaining WAL (a replica can always catch up from any point of its upstream's history),
-cascading timeline switches' subtleties, wal_keep_size, archive recovery, pg_rewind's own preconditions
-(wal_log_hints or checksums), the control file of a half-written clone
-(except as ``BROKEN`` when told to fail), and anything about performance.
+slots retaining WAL (a replica can always catch up from any point of its upstream's history), cascading
+timeline switches' subtleties, wal_keep_size, archive recovery, pg_rewind's own preconditions (wal_log_hints
+or checksums), the control file of a half-written clone (except as ``BROKEN`` when told to fail), speed.
 """
 
 from __future__ import annotations
@@ -62,11 +60,11 @@ from raftpg.testing.fake_network import (
 __all__ = ["LSN_BASE", "RECORD_BYTES", "SYSID_BASE", "FakePostgres", "PgError", "PgNetwork", "host_of", "lsn_of",
            "parse_standby_names"]
 
+
 class FakePostgres:
     def __init__(self, name: str, network: PgNetwork[FakePostgres], clock: Clock, *,
                  fence_latency_s: float = 0.05) -> None:
-        self.name, self.network, self.clock = name, network, clock
-        self.fence_latency_s = fence_latency_s
+        self.name, self.network, self.clock, self.fence_latency_s = name, network, clock, fence_latency_s
         self.data_dir = DataDir.MISSING
         self.sysid: str | None = None
         self.timeline: int | None = None
@@ -83,12 +81,10 @@ class FakePostgres:
         self.bootstrap_unfinished = False      # initdb ran, the cluster is not registered yet
         self.unobservable = False              # fault: the agent's queries fail (slots taken, I/O stall)
         self.epoch: int | None = None          # raftpg.leader_epoch, published before it acts as a primary
-        self.stuck: str | None = None          # fault: the wal receiver cannot stream ("soft": a rewind and
-                                               # restart cures it; "hard": only a fresh clone does)
+        self.stuck: str | None = None          # fault: no streaming ("soft": rewind cures it; "hard": a clone)
         self.parameters: dict[str, str] = {}
         self.fence_deadline: float | None = None
-        self.detached = False                  # left running, unfenced, by an agent stopped while paused
-        self.fresh_copy = False                # a clone never started (backup_label)
+        self.detached = self.fresh_copy = False  # left running unfenced while paused; a clone never started
         self.clone_gate: threading.Event | None = None  # set: clone() blocks until the test sets the event
         self.pending_writes: list[int] = []   # written on this primary, waiting for a synchronous standby
         self.kept_data_dirs: list[str] = []
@@ -139,8 +135,7 @@ class FakePostgres:
         self.acknowledge_synchronous()
         return count, len(self.network.acknowledged) - before
 
-    def wipe(self) -> None:
-        """The disk was replaced: an empty data directory."""
+    def wipe(self) -> None:  # the disk was replaced: an empty data directory
         self.crash()
         self.data_dir, self.sysid, self.timeline, self.wal, self.cluster_state = DataDir.EMPTY, None, None, [], None
         self.slots, self.logical_slots, self.bootstrap_unfinished = set(), {}, False
@@ -406,6 +401,11 @@ class FakePostgres:
         self._query()
         self.slot_positions.update({n: at for n, at in positions.items() if n in self.slots})
 
+    def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int], ...], source: str) -> None:
+        self._query()  # a replica's copies: names and positions (copying restarts no fake server)
+        self.logical_slots = {slot.name: (slot.database, slot.plugin) for slot, _ in slots}
+        self.slot_positions.update({slot.name: at for slot, at in slots})
+
     def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> None:
         self.apply_fence()
         self._query()
@@ -436,14 +436,14 @@ class FakePostgres:
         self.apply_fence()
         self.fence_deadline = None
 
+    def adopt_unsupervised(self) -> None:
+        self.detached = False
+
     def detach(self) -> bool:
         """The agent leaves PostgreSQL running, unfenced (a stop while paused); a new agent adopts it."""
         self.unlimited()
         self.detached = self.running
         return self.running
-
-    def adopt_unsupervised(self) -> None:
-        self.detached = False
 
     def apply_cluster_config(self, config: DynamicConfig) -> bool:
         changed, self.parameters = dict(config.parameters) != self.parameters, dict(config.parameters)

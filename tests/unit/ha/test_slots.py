@@ -12,7 +12,7 @@ from raftpg.ha.actions import FollowSlots
 from raftpg.ha.chores import chores
 from raftpg.ha.inputs import Inputs, LeaseState, Me, Memory
 from raftpg.ha.slots import published, replica_slots
-from raftpg.model import ClusterView, DataDir, DynamicConfig, Leader, LocalState, Member
+from raftpg.model import ClusterView, DataDir, DynamicConfig, Leader, LocalState, Member, PermanentSlot
 
 LSN = 0x5000000
 PUBLISHED = (("n1", LSN), ("n2", LSN - 100), ("n3", LSN - 200), ("perm", LSN - 300))
@@ -39,13 +39,42 @@ def test_the_primary_publishes_its_slots_and_its_own_position_under_its_own_slot
     assert published(LocalState(slots=(("n2", 5),)), "n1") == (("n2", 5),), "no position: only the slots"
 
 
+SOURCE = "postgresql://n1:5432/postgres"
+CDC = PermanentSlot("cdc", "d", "p")
+
+
+def with_cdc(cluster: ClusterView) -> ClusterView:
+    """The primary publishes its logical slot too (its confirmed_flush_lsn)."""
+    return replace(cluster, slot_positions=(*cluster.slot_positions, ("cdc", LSN - 400)))
+
+
+def without_conn_url(cluster: ClusterView) -> ClusterView:
+    return replace(cluster, members=tuple(replace(m, conn_url=None) if m.name == "n1" else m for m in cluster.members))
+
+
 CASES: list[tuple[str, ClusterView, LocalState, FollowSlots | None]] = [
     ("a streaming replica copies every published slot but its own (the leader's included)",
-     view(), REPLICA, FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800)),
+     view(), REPLICA,
+     FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800, (), SOURCE)),
     ("member_slots_ttl: 0 -> only the permanent physical slots, as in Patroni",
-     view(member_slots_ttl=0), REPLICA, FollowSlots((("perm", LSN - 300),), (), 0)),
+     view(member_slots_ttl=0), REPLICA, FollowSlots((("perm", LSN - 300),), (), 0, (), SOURCE)),
     ("a replica that does not stream (yet) keeps them too", view(), LocalState(
         data_dir=DataDir.INITIALIZED, running=True, in_recovery=True, lsn=LSN),
+     FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800, (), SOURCE)),
+    ("a published logical slot is copied from the leader's server, never made a physical one",
+     with_cdc(view()), REPLICA, FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"),
+                                            1800, ((CDC, LSN - 400),), SOURCE)),
+    ("member_slots_ttl: 0 -> the logical copy all the same (it is permanent)",
+     with_cdc(view(member_slots_ttl=0)), REPLICA,
+     FollowSlots((("perm", LSN - 300),), (), 0, ((CDC, LSN - 400),), SOURCE)),
+    ("a logical slot in the config that the primary does not publish (not made yet): nothing to copy",
+     view(), REPLICA, FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800, (),
+                                  SOURCE)),
+    ("a published name that is no longer a logical slot in the config: never copied as one",
+     with_cdc(view(slots={"perm": {"type": "physical"}}, member_slots_ttl=0)), REPLICA,
+     FollowSlots((("perm", LSN - 300),), (), 0, (), SOURCE)),
+    ("the leader's member key has no conn_url: physical copies only, no logical source",
+     without_conn_url(with_cdc(view())), REPLICA,
      FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800)),
     ("use_slots off: none", view(postgresql={"use_slots": False}), REPLICA, None),
     ("paused: raftpg changes nothing", view(pause=True), REPLICA, None),
@@ -80,3 +109,13 @@ def test_a_replicas_slot_copies_are_a_chore_never_a_decision_and_cost_nothing_wh
     moved = replace(moved, slot_positions=(("n1", LSN + 8), *moved.slot_positions[1:]))
     assert len(_follows(done, now=101.0, cluster=moved)) == 1, "the primary moved on: brought in step"
     assert memories.after_chores(Memory(), (follow,), False, 100.0) == Memory(), "failed chores: not recorded"
+
+
+def test_a_consumer_confirming_more_brings_the_logical_copies_in_step_at_once() -> None:
+    cluster = with_cdc(view())
+    follow = replica_slots(cluster, REPLICA, "n2")
+    assert follow is not None
+    done = memories.after_chores(Memory(), (follow,), True, 100.0)
+    assert _follows(done, now=101.0, cluster=cluster) == []
+    confirmed = replace(cluster, slot_positions=(*cluster.slot_positions[:-1], ("cdc", LSN)))
+    assert [f.logical for f in _follows(done, now=101.0, cluster=confirmed)] == [((CDC, LSN),)]
