@@ -307,7 +307,11 @@ class Workload:
             return EXTRA_PROCESS_BASE + self._extra_processes
 
     def adopt(self, client: Client) -> Client:
-        """Run ``client`` under this workload's watchdog; ``stop`` stops it too."""
+        """Run ``client`` under this workload's watchdog; ``stop`` stops it too. Its process id must be
+        new: two threads under one id break the history's invoke/complete pairing (one of them dies)."""
+        taken = {c.process for c in self.clients}
+        if client.process in taken:
+            raise ValueError(f"process {client.process} is already one of this workload's clients")
         self.clients.append(client)
         client.start()
         return client

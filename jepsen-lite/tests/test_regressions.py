@@ -31,3 +31,21 @@ def test_regression_history_is_still_flagged(name: str) -> None:
 
 def test_every_kept_history_has_an_expectation() -> None:
     assert sorted(p.name for p in REGRESSIONS.glob("*.jsonl")) == sorted(EXPECTED)
+
+
+def test_no_two_clients_of_a_run_share_a_process_id() -> None:
+    """Campaign defect (stop 24): the bank workload's total readers and the W6 health pollers were both
+    numbered from 30_000, so in every bank cell each poller died at its first invoke ("already has an
+    outstanding op") and the health checker, which runs only on health ops, silently had nothing to judge.
+    The bases are apart now, and a workload refuses to adopt a client under a process id it already runs."""
+    from types import SimpleNamespace
+
+    from jepsen_lite.bank import READER_PROCESS_BASE
+    from jepsen_lite.health_oracle import HEALTH_PROCESS_BASE
+    from jepsen_lite.workloads import EXTRA_PROCESS_BASE, READ_PROCESS_BASE, Workload
+
+    bases = sorted([READ_PROCESS_BASE, EXTRA_PROCESS_BASE, READER_PROCESS_BASE, HEALTH_PROCESS_BASE])
+    assert all(b - a >= 10_000 for a, b in zip(bases, bases[1:], strict=False)), bases
+    running = SimpleNamespace(clients=[SimpleNamespace(process=READER_PROCESS_BASE)])
+    with pytest.raises(ValueError, match="already one of this workload's clients"):
+        Workload.adopt(running, SimpleNamespace(process=READER_PROCESS_BASE))  # type: ignore[arg-type]
