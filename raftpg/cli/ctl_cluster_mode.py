@@ -27,7 +27,7 @@ def _patch(ctl: Ctl, document: dict[str, Any]) -> None:
 @click.option("--host", required=True, help="The source cluster's primary (or standby leader) to replicate from.")
 @click.option("--port", type=click.IntRange(1, 65535), default=5432, show_default=True)
 @click.option("--primary-slot-name", help="A physical replication slot on the source for the standby leader.")
-@click.option("--restore-command", help="Not supported by raftpg (refused): the standby leader streams only.")
+@click.option("--restore-command", help="The standby leader's restore_command (WAL from an archive).")
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctl
 def demote_cluster(ctl: Ctl, cluster_name: str | None, host: str, port: int, primary_slot_name: str | None,
@@ -41,7 +41,7 @@ def demote_cluster(ctl: Ctl, cluster_name: str | None, host: str, port: int, pri
     if primary_slot_name:
         source["primary_slot_name"] = primary_slot_name
     if restore_command:
-        source["restore_command"] = restore_command  # the agents refuse it by name
+        source["restore_command"] = restore_command
     if not force:
         click.confirm(f"Demote cluster {ctl.scope} to a standby cluster of {host}:{port}?", abort=True)
     _patch(ctl, {"standby_cluster": source})

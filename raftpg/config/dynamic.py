@@ -14,6 +14,7 @@ lease runs out; a smaller ttl lets a healthy primary lose its lease. raftpg is m
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
@@ -112,9 +113,14 @@ RAFT_FAILSAFE_REFUSAL = (
     "separate service that can fail alone")
 
 
+APPLY_DELAY = re.compile(r"(0|[1-9][0-9]{0,9})\s*(us|ms|s|min|h|d)?")
+
+
 class StandbyClusterSettings(Settings):
     """``bootstrap.dcs.standby_cluster`` (Patroni's): replicate this whole cluster from ``host:port``; the
-    standby leader uses ``primary_slot_name`` there (a slot the source must have) if given."""
+    standby leader uses ``primary_slot_name`` there (a slot the source must have) if given, and runs with
+    ``restore_command`` (WAL from the archive when streaming has not got it) and
+    ``recovery_min_apply_delay`` (a delayed copy), which its replicas do not."""
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.STANDBY_CLUSTER
     refused: ClassVar[Mapping[str, str]] = unsupported.STANDBY_CLUSTER_REFUSED
@@ -122,6 +128,17 @@ class StandbyClusterSettings(Settings):
     host: Name
     port: Int = Field(5432, ge=1, le=65535)
     primary_slot_name: str | None = None
+    restore_command: ConfigLine | None = None
+    recovery_min_apply_delay: str | int | None = None
+
+    @field_validator("recovery_min_apply_delay", mode="before")
+    @classmethod
+    def _delay(cls, value: Any) -> Any:
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0) \
+                and not (isinstance(value, str) and APPLY_DELAY.fullmatch(value.strip())):
+            raise ValueError("must be a delay: milliseconds (an integer >= 0) or a number with a unit "
+                             "(us, ms, s, min, h, d), e.g. 5min")
+        return value
 
     @field_validator("host", mode="after")
     @classmethod
@@ -188,8 +205,12 @@ class DynamicSettings(OpenSettings):
         """The document to store: ``standby_cluster`` only when set (its absence is what a normal cluster
         stores, and what Patroni reads)."""
         document = super().to_dict()
-        if document.get("standby_cluster") is None:
+        standby = document.get("standby_cluster")
+        if standby is None:
             document.pop("standby_cluster", None)
+        else:  # the optional keys only when given, as the user wrote the section
+            document["standby_cluster"] = {k: v for k, v in standby.items()
+                                           if v is not None or k not in ("restore_command", "recovery_min_apply_delay")}
         return document
 
     @model_validator(mode="after")

@@ -105,12 +105,7 @@ STANDBY_CLUSTER = MappingProxyType({
     "create_replica_methods": "the standby leader is copied with pg_basebackup from host:port",
     "archive_cleanup_command": "",
 })
-STANDBY_CLUSTER_REFUSED = MappingProxyType({
-    "restore_command": ("not supported in raftpg's standby cluster: its standby leader streams from host:port "
-                        "only; remove the key to stream without the archive"),
-    "recovery_min_apply_delay": ("not supported in raftpg's standby cluster: it would replay at once, not "
-                                 "with the delay you rely on; remove the key to accept that"),
-})
+STANDBY_CLUSTER_REFUSED: Mapping[str, str] = MappingProxyType({})
 
 DYNAMIC_POSTGRESQL = MappingProxyType({
     "pg_ctl_timeout": "raftpg does not run pg_ctl; it escalates a slow stop to immediate, then SIGKILL",

@@ -79,6 +79,9 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
             name = raw_name.lower()
             if guc_problem(raw_name, value) is None and name not in fixed:
                 user.setdefault(name, value)
+        if settings.standby_source is not None and _address_of(upstream.conninfo or "") == settings.standby_source:
+            # the standby leader, streaming from standby_cluster's host: its restore_command and delay
+            user.update({k: v for k, v in settings.standby_recovery.items() if guc_problem(k, v) is None})
     params = {**DEFAULTS, **user}
     if not settings.pg_hba:
         params.update(GENERATED_HBA_FIXED)

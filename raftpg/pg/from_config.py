@@ -24,11 +24,17 @@ def cluster_section(config: Config, dynamic: DynamicConfig | None) -> dict[str, 
     else ``bootstrap.dcs``'s): ``parameters``, ``pg_hba``, ``pg_ident``, ``recovery_conf``, normalized so
     that equal settings compare equal whichever document they came from."""
     if dynamic is None or not dynamic.raw:
-        section: dict[str, Any] = config.bootstrap.dcs.postgresql.to_dict()
+        document: dict[str, Any] = config.bootstrap.dcs.to_dict()
     else:
-        section = _mapping(dict(dynamic.raw).get("postgresql"))
+        document = dict(dynamic.raw)
+    section = _mapping(document.get("postgresql"))
+    standby = _mapping(document.get("standby_cluster"))
     return {"parameters": _mapping(section.get("parameters")), "pg_hba": list(_lines(section.get("pg_hba"))),
-            "pg_ident": list(_lines(section.get("pg_ident"))), "recovery_conf": _mapping(section.get("recovery_conf"))}
+            "pg_ident": list(_lines(section.get("pg_ident"))), "recovery_conf": _mapping(section.get("recovery_conf")),
+            "standby_cluster": {k: standby[k] for k in STANDBY_KEYS if standby.get(k) not in (None, "")}}
+
+
+STANDBY_KEYS = ("host", "port", "restore_command", "recovery_min_apply_delay")
 
 
 def _lines(value: Any) -> tuple[str, ...]:
@@ -55,6 +61,8 @@ def pg_settings_from_config(config: Config, cluster: Mapping[str, Any] | None = 
         cluster = cluster_section(config, None)
     parameters = {**_mapping(cluster.get("parameters")), **pg.parameters}
     recovery = {**_mapping(cluster.get("recovery_conf")), **pg.recovery_conf}
+    standby = _mapping(cluster.get("standby_cluster"))
+    source = (str(standby["host"]), int(standby.get("port", 5432))) if standby.get("host") else None
     auth = pg.authentication
     return PgSettings(
         name=config.name, scope=config.scope, data_dir=pg.data_dir, bin_dir=bin_dir, port=pg.port,
@@ -64,6 +72,7 @@ def pg_settings_from_config(config: Config, cluster: Mapping[str, Any] | None = 
         rewind=Credentials(auth.rewind.username, auth.rewind.password) if auth.rewind else None,
         parameters=parameters, pg_hba=tuple(pg.pg_hba) or _lines(cluster.get("pg_hba")),
         pg_ident=tuple(pg.pg_ident) or _lines(cluster.get("pg_ident")), recovery_conf=recovery,
+        standby_source=source, standby_recovery={k: _guc(standby[k]) for k in STANDBY_KEYS[2:] if k in standby},
         custom_conf=pg.custom_conf, bin_names=dict(pg.bin_name),
         initdb_args=tuple(config.bootstrap.initdb_args()), basebackup_args=tuple(pg.basebackup_args()),
         pgpass_path=pg.pgpass,

@@ -624,19 +624,27 @@ def test_failsafe_mode_is_refused_on_the_embedded_raft_and_loads_with_etcd() -> 
 
 
 def test_dynamic_config_standby_cluster_is_checked_key_by_key() -> None:
-    """standby_cluster (Patroni's): host, port, primary_slot_name; the keys raftpg cannot honour are refused
-    by name (ignoring restore_command or recovery_min_apply_delay would change what the user relies on)."""
+    """standby_cluster (Patroni's): host, port, primary_slot_name, restore_command, recovery_min_apply_delay;
+    a bad value is refused naming the key, and the optional keys are stored only when given."""
     stored = validate_dynamic_config({"standby_cluster": {"host": "10.1.0.1", "port": 5433,
                                                           "primary_slot_name": "dr"}})
     assert stored["standby_cluster"] == {"host": "10.1.0.1", "port": 5433, "primary_slot_name": "dr"}
+    full = {"host": "h", "port": 5432, "primary_slot_name": None, "restore_command": "cp /archive/%f %p",
+            "recovery_min_apply_delay": "5min"}
+    assert validate_dynamic_config({"standby_cluster": full})["standby_cluster"] == full
+    for delay in (0, 300000, "10ms", "1 h", "2d"):
+        assert validate_dynamic_config({"standby_cluster": {"host": "h", "recovery_min_apply_delay": delay}})
     assert "standby_cluster" not in validate_dynamic_config({})  # a normal cluster stores no key
     for bad, expected in [
         ({"port": 5432}, "standby_cluster.host: field required"),
         ({"host": "a b"}, "standby_cluster.host: must be one host name or address"),
         ({"host": "h", "port": 70000}, "standby_cluster.port: must be <= 65535"),
         ({"host": "h", "primary_slot_name": "Bad-Name"}, "standby_cluster.primary_slot_name: must be a replication"),
-        ({"host": "h", "restore_command": "cp %f %p"}, "standby_cluster.restore_command: not supported"),
-        ({"host": "h", "recovery_min_apply_delay": "1h"}, "standby_cluster.recovery_min_apply_delay: not supported"),
+        ({"host": "h", "restore_command": "cp %f %p\nx"}, "standby_cluster.restore_command: must not contain"),
+        ({"host": "h", "recovery_min_apply_delay": "soon"}, "standby_cluster.recovery_min_apply_delay: must be a"),
+        ({"host": "h", "recovery_min_apply_delay": -5}, "standby_cluster.recovery_min_apply_delay: must be a"),
+        ({"host": "h", "recovery_min_apply_delay": True}, "standby_cluster.recovery_min_apply_delay: must be a"),
+        ({"host": "h", "recovery_min_apply_delay": "5 fortnights"}, "standby_cluster.recovery_min_apply_delay: must"),
         ({"host": "h", "hots": "x"}, "standby_cluster.hots: unknown key"),
     ]:
         with pytest.raises(ConfigError) as info:

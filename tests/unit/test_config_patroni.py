@@ -112,8 +112,6 @@ def test_raft_without_password_or_self_addr_is_refused_with_the_reason() -> None
 @pytest.mark.parametrize(("changes", "expected"), [
     ({"citus": {"group": 0, "database": "citus"}}, "citus: Citus clusters are not supported: raftpg does not update"),
     ({"postgresql.pre_promote": "/usr/local/bin/fence"}, "postgresql.pre_promote: raftpg runs no fencing script"),
-    ({"bootstrap.dcs.standby_cluster": {"host": "10.1.0.1", "restore_command": "cp %f %p"}},
-     "bootstrap.dcs.standby_cluster.restore_command: not supported in raftpg's standby cluster"),
 ])
 def test_keys_that_would_be_unsafe_to_ignore_are_refused(changes: dict[str, Any], expected: str) -> None:
     lines = errors_of(edited(changes)).splitlines()

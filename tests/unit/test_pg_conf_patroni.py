@@ -65,6 +65,23 @@ def test_recovery_conf_applies_to_replicas_only_and_never_overrides_raftpgs_wiri
     assert "restore_command" not in primary and "recovery_min_apply_delay" not in primary
 
 
+def test_standby_cluster_recovery_settings_apply_to_the_standby_leader_only(tmp_path: Path) -> None:
+    """standby_cluster's restore_command and recovery_min_apply_delay go to the server that streams from
+    standby_cluster's host and port (the standby leader), over recovery_conf and parameters; a replica of
+    a local member and a primary never get them."""
+    s = settings(tmp_path, standby_source=("10.9.0.1", 5433), recovery_conf={"restore_command": "mine %f %p"},
+                 standby_recovery={"restore_command": "cp /dr/%f %p", "recovery_min_apply_delay": "1h"},
+                 parameters={"recovery_min_apply_delay": "0"})
+    leader = managed_parameters(s, Upstream("host=10.9.0.1 port=5433 user=r", None), "")
+    assert leader["restore_command"] == "cp /dr/%f %p" and leader["recovery_min_apply_delay"] == "1h"
+    replica = managed_parameters(s, Upstream("host=10.9.0.1 port=5432 user=r", None), "")  # not the source's port
+    assert replica["restore_command"] == "mine %f %p" and replica["recovery_min_apply_delay"] == "0"
+    primary = managed_parameters(s, None, "")
+    assert "restore_command" not in primary and primary["recovery_min_apply_delay"] == "0"
+    waiting = managed_parameters(s, Upstream(None, None), "")  # a standby with no upstream yet
+    assert waiting["restore_command"] == "mine %f %p"
+
+
 def test_custom_conf_replaces_the_base_file_and_the_bootstrap_recovery_file_comes_last(tmp_path: Path) -> None:
     text = render_postgresql_conf(settings(tmp_path, custom_conf="/etc/pg/custom.conf"), {"port": "5432"})
     lines = text.splitlines()
