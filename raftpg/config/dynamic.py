@@ -113,14 +113,18 @@ RAFT_FAILSAFE_REFUSAL = (
     "separate service that can fail alone")
 
 
+OPTIONAL_STANDBY_KEYS = ("restore_command", "archive_cleanup_command", "recovery_min_apply_delay",
+                         "create_replica_methods")
 APPLY_DELAY = re.compile(r"(0|[1-9][0-9]{0,9})\s*(us|ms|s|min|h|d)?")
 
 
 class StandbyClusterSettings(Settings):
     """``bootstrap.dcs.standby_cluster`` (Patroni's): replicate this whole cluster from ``host:port``; the
     standby leader uses ``primary_slot_name`` there (a slot the source must have) if given, and runs with
-    ``restore_command`` (WAL from the archive when streaming has not got it) and
-    ``recovery_min_apply_delay`` (a delayed copy), which its replicas do not."""
+    ``restore_command`` (WAL from the archive when streaming has not got it), ``archive_cleanup_command``
+    and ``recovery_min_apply_delay`` (a delayed copy), which its replicas do not. It is first copied by
+    ``create_replica_methods`` (names of the node's replica methods, or ``basebackup``; default: the
+    node's own list), as in Patroni."""
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.STANDBY_CLUSTER
     refused: ClassVar[Mapping[str, str]] = unsupported.STANDBY_CLUSTER_REFUSED
@@ -129,7 +133,9 @@ class StandbyClusterSettings(Settings):
     port: Int = Field(5432, ge=1, le=65535)
     primary_slot_name: str | None = None
     restore_command: ConfigLine | None = None
+    archive_cleanup_command: ConfigLine | None = None
     recovery_min_apply_delay: str | int | None = None
+    create_replica_methods: tuple[Name, ...] | None = None
 
     @field_validator("recovery_min_apply_delay", mode="before")
     @classmethod
@@ -210,7 +216,7 @@ class DynamicSettings(OpenSettings):
             document.pop("standby_cluster", None)
         else:  # the optional keys only when given, as the user wrote the section
             document["standby_cluster"] = {k: v for k, v in standby.items()
-                                           if v is not None or k not in ("restore_command", "recovery_min_apply_delay")}
+                                           if v is not None or k not in OPTIONAL_STANDBY_KEYS}
         return document
 
     @model_validator(mode="after")

@@ -101,10 +101,7 @@ DYNAMIC_ACCEPTED = frozenset({"ignore_slots"})  # raftpg never drops a slot it d
 
 DYNAMIC_REFUSED: Mapping[str, str] = MappingProxyType({})
 
-STANDBY_CLUSTER = MappingProxyType({
-    "create_replica_methods": "the standby leader is copied with pg_basebackup from host:port",
-    "archive_cleanup_command": "",
-})
+STANDBY_CLUSTER: Mapping[str, str] = MappingProxyType({})
 STANDBY_CLUSTER_REFUSED: Mapping[str, str] = MappingProxyType({})
 
 DYNAMIC_POSTGRESQL = MappingProxyType({

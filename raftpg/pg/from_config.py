@@ -34,7 +34,8 @@ def cluster_section(config: Config, dynamic: DynamicConfig | None) -> dict[str, 
             "standby_cluster": {k: standby[k] for k in STANDBY_KEYS if standby.get(k) not in (None, "")}}
 
 
-STANDBY_KEYS = ("host", "port", "restore_command", "recovery_min_apply_delay")
+STANDBY_RECOVERY = ("restore_command", "archive_cleanup_command", "recovery_min_apply_delay")
+STANDBY_KEYS = ("host", "port", "create_replica_methods", *STANDBY_RECOVERY)
 
 
 def _lines(value: Any) -> tuple[str, ...]:
@@ -72,7 +73,8 @@ def pg_settings_from_config(config: Config, cluster: Mapping[str, Any] | None = 
         rewind=Credentials(auth.rewind.username, auth.rewind.password) if auth.rewind else None,
         parameters=parameters, pg_hba=tuple(pg.pg_hba) or _lines(cluster.get("pg_hba")),
         pg_ident=tuple(pg.pg_ident) or _lines(cluster.get("pg_ident")), recovery_conf=recovery,
-        standby_source=source, standby_recovery={k: _guc(standby[k]) for k in STANDBY_KEYS[2:] if k in standby},
+        standby_source=source, standby_recovery={k: _guc(standby[k]) for k in STANDBY_RECOVERY if k in standby},
+        standby_replica_methods=_methods(config, _names(standby.get("create_replica_methods"))),
         custom_conf=pg.custom_conf, bin_names=dict(pg.bin_name),
         initdb_args=tuple(config.bootstrap.initdb_args()), basebackup_args=tuple(pg.basebackup_args()),
         pgpass_path=pg.pgpass,
@@ -96,14 +98,28 @@ def bootstrap_method(config: Config) -> CommandMethod | None:
 
 
 def replica_methods(config: Config) -> tuple[CommandMethod, ...]:
+    assert config.postgresql is not None
+    return _methods(config, config.postgresql.create_replica_methods)
+
+
+def _methods(config: Config, names: tuple[str, ...]) -> tuple[CommandMethod, ...]:
+    """The named replica methods: ``basebackup``, a method of the node's ``postgresql`` section, or (a
+    name without one, as in Patroni) a command of that name with no options."""
     pg = config.postgresql
     assert pg is not None
     out = []
-    for name in pg.create_replica_methods:
+    for name in names:
+        method = pg.replica_methods.get(name)
         if name == BASEBACKUP:
             out.append(CommandMethod(BASEBACKUP, ""))
-            continue
-        method = pg.replica_methods[name]
-        out.append(CommandMethod(name=name, command=method.command or name, options=method.options(),
-                                 no_params=method.no_params, keep_data=method.keep_data, no_leader=method.no_leader))
+        elif method is None:
+            out.append(CommandMethod(name=name, command=name))
+        else:
+            out.append(CommandMethod(name=name, command=method.command or name, options=method.options(),
+                                     no_params=method.no_params, keep_data=method.keep_data,
+                                     no_leader=method.no_leader))
     return tuple(out)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value if isinstance(v, str) and v.strip()) if isinstance(value, list | tuple) else ()

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 def clone(settings: PgSettings, source_conninfo: str, timeout_s: float | None,
           on_progress: Callable[[int], None] | None = None) -> str:
     """Create this replica's data directory, in the missing or empty data directory, by the configured
-    ``replica_methods`` in order (default: pg_basebackup only) until one succeeds; return the copy's
+    ``replica_methods`` in order (default: pg_basebackup only; from ``standby_source``, the standby leader's
+    copy: ``standby_replica_methods`` when given) until one succeeds; return the copy's
     system identifier. ``source_conninfo`` names the member to copy from; only its host and port are used.
     An empty one (no running member) leaves only the command methods marked ``no_leader``.
 
@@ -51,6 +52,9 @@ def clone(settings: PgSettings, source_conninfo: str, timeout_s: float | None,
         raise PgError(f"refusing to clone into {settings.data_dir}: the data directory is {state}")
     created = state is DataDir.MISSING
     methods = list(settings.replica_methods) or [CommandMethod(BASEBACKUP, "")]
+    if settings.standby_replica_methods and settings.standby_source is not None and source_conninfo \
+            and server_address(source_conninfo) == settings.standby_source:
+        methods = list(settings.standby_replica_methods)  # the standby leader: standby_cluster's methods
     if not source_conninfo:
         methods = [m for m in methods if m.name != BASEBACKUP and m.no_leader]
         if not methods:

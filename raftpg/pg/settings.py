@@ -66,7 +66,8 @@ class PgSettings:
     ``log_file``: where the postmaster's stderr goes (None: inherited from the agent).
     ``pg_ident`` lines, when given, are written to pg_ident.conf; ``recovery_conf`` settings are added to a
     replica's configuration, ``standby_recovery`` (standby_cluster's restore_command and
-    recovery_min_apply_delay) to the one streaming from ``standby_source`` only; ``custom_conf`` is included instead of initdb's ``postgresql.base.conf``;
+    recovery_min_apply_delay) to the one streaming from ``standby_source`` only, which is copied from there
+    by ``standby_replica_methods`` when given; ``custom_conf`` is included instead of initdb's ``postgresql.base.conf``;
     ``bin_names`` rename PostgreSQL's programs (``{"pg_ctl": "pg_ctl15"}``).
     ``bootstrap_method``: a command run instead of initdb; ``replica_methods``: how a replica is created,
     in order (``BASEBACKUP`` for pg_basebackup; empty: pg_basebackup only); ``clone_timeout_s`` bounds them
@@ -100,6 +101,7 @@ class PgSettings:
     recovery_conf: dict[str, str] = field(default_factory=dict)
     standby_source: tuple[str, int] | None = None   # standby_cluster's host and port (None: a normal cluster)
     standby_recovery: dict[str, str] = field(default_factory=dict)  # its restore_command, recovery_min_apply_delay
+    standby_replica_methods: tuple[CommandMethod, ...] = ()  # its create_replica_methods (empty: replica_methods)
     custom_conf: str | None = None
     bin_names: dict[str, str] = field(default_factory=dict)
     bootstrap_method: CommandMethod | None = None
@@ -128,7 +130,8 @@ class PgSettings:
         object.__setattr__(self, "recovery_conf", {str(k): _guc_text(v) for k, v in self.recovery_conf.items()})
         object.__setattr__(self, "standby_recovery", {str(k): _guc_text(v) for k, v in self.standby_recovery.items()})
         object.__setattr__(self, "bin_names", dict(self.bin_names))
-        for name in ("pg_hba", "initdb_args", "basebackup_args", "launcher", "pg_ident", "replica_methods"):
+        for name in ("pg_hba", "initdb_args", "basebackup_args", "launcher", "pg_ident", "replica_methods",
+                     "standby_replica_methods"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property

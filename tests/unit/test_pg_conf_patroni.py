@@ -4,8 +4,12 @@ custom_conf, bin_name, and the command line of a custom method (files and string
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from raftpg.pg import rebuild
 from raftpg.pg.conf import (
     BOOTSTRAP_RECOVERY_CONF,
     Upstream,
@@ -14,6 +18,7 @@ from raftpg.pg.conf import (
     write_pg_hba,
 )
 from raftpg.pg.settings import CommandMethod, PgSettings
+from raftpg.pg.tools import PgError
 
 
 def settings(tmp_path: Path, **overrides: object) -> PgSettings:
@@ -116,3 +121,30 @@ def test_a_replica_never_runs_below_its_sources_settings(tmp_path: Path, monkeyp
     assert (replica["max_connections"], replica["max_locks_per_transaction"]) == ("100", "256")
     assert replica["max_wal_senders"] == "10"  # raftpg's own minimum is higher still
     assert managed_parameters(s, None, "")["max_connections"] == "50"  # a primary runs as configured
+
+
+def test_the_standby_leader_is_copied_by_standby_clusters_methods_and_the_others_by_their_own(
+        tmp_path: Path) -> None:
+    """rebuild.clone picks standby_cluster's create_replica_methods when it copies from standby_cluster's
+    host and port (the standby leader's bootstrap), the node's own methods otherwise. Each method here is a
+    real command that notes its name and fails, so the error names what was tried."""
+    def method(name: str) -> CommandMethod:
+        script = tmp_path / f"{name}.sh"
+        script.write_text(f"#!/bin/sh\necho {name} >> {tmp_path}/tried\nexit 1\n")
+        script.chmod(0o755)
+        return CommandMethod(name, str(script), no_params=True)
+
+    s = settings(tmp_path, standby_source=("10.9.0.1", 5433), replica_methods=(method("own"),),
+                 standby_replica_methods=(method("dr1"), method("dr2")))
+    tried = tmp_path / "tried"
+    with pytest.raises(PgError, match="(?s)dr1: .*dr2: "):
+        rebuild.clone(s, "postgresql://10.9.0.1:5433/postgres", 10)
+    assert tried.read_text().split() == ["dr1", "dr2"]
+    tried.unlink()
+    with pytest.raises(PgError, match="own: "):
+        rebuild.clone(s, "postgresql://10.9.0.2:5432/postgres", 10)  # a member of this cluster
+    assert tried.read_text().split() == ["own"]
+    tried.unlink()
+    with pytest.raises(PgError, match="own: "):
+        rebuild.clone(replace(s, standby_replica_methods=()), "postgresql://10.9.0.1:5433/postgres", 10)
+    assert tried.read_text().split() == ["own"], "no standby methods given: the node's own"

@@ -44,3 +44,23 @@ def test_equal_settings_compare_equal_whichever_document_they_came_from() -> Non
     config = parse_config({**BASE, "bootstrap": {"dcs": {}}})
     stored = DynamicConfig.from_dict({"ttl": 30, "postgresql": {"use_slots": True, "parameters": {}}})
     assert cluster_section(config, None) == cluster_section(config, stored)
+
+
+def test_standby_cluster_settings_reach_the_standby_leader_only_through_its_source_address() -> None:
+    """standby_cluster (the DCS config's, else bootstrap.dcs's): its address, its recovery settings, and its
+    create_replica_methods: the node's own methods by name, basebackup, or a bare command (as in Patroni)."""
+    config = parse_config(BASE)
+    assert pg_settings_from_config(config).standby_source is None
+    dynamic = DynamicConfig.from_dict({"standby_cluster": {
+        "host": "10.9.0.1", "port": 5433, "restore_command": "cp /a/%f %p", "archive_cleanup_command": "clean %r",
+        "recovery_min_apply_delay": 60000, "create_replica_methods": ["copy", "pgbackrest", "basebackup"]}})
+    pg = pg_settings_from_config(config, cluster_section(config, dynamic))
+    assert pg.standby_source == ("10.9.0.1", 5433)
+    assert pg.standby_recovery == {"restore_command": "cp /a/%f %p", "archive_cleanup_command": "clean %r",
+                                   "recovery_min_apply_delay": "60000"}
+    assert [(m.name, m.command, m.keep_data) for m in pg.standby_replica_methods] == [
+        ("copy", "/usr/bin/copy", True), ("pgbackrest", "pgbackrest", False), ("basebackup", "", False)]
+    assert [m.name for m in pg.replica_methods] == ["copy", "basebackup"]  # the members' own list is unchanged
+    plain = DynamicConfig.from_dict({"standby_cluster": {"host": "10.9.0.1"}})
+    pg = pg_settings_from_config(config, cluster_section(config, plain))
+    assert (pg.standby_source, pg.standby_recovery, pg.standby_replica_methods) == (("10.9.0.1", 5432), {}, ())
