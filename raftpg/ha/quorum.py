@@ -33,8 +33,8 @@ from dataclasses import dataclass, replace
 
 from raftpg.ha.actions import Action, SetSynchronousStandbys, WriteSyncKey
 from raftpg.ha.inputs import Memory
-from raftpg.ha.sync import plan_sync, quote
-from raftpg.model import ClusterView, LocalState, PeerAnswer, ReplicationRow
+from raftpg.ha.sync import plan_sync, quote, voting_standbys
+from raftpg.model import ClusterView, LocalState, PeerAnswer
 
 
 @dataclass(frozen=True)
@@ -136,14 +136,6 @@ def caught_up(key: KeyState, flushed: dict[str, int], safe_lsn: int | None) -> b
         return False
     positions = sorted(flushed.get(name, 0) for name in key.voters)
     return positions[key.quorum] >= safe_lsn
-
-
-def voting_standbys(view: ClusterView, local: LocalState) -> list[ReplicationRow]:
-    members = {m.name: m for m in view.members}
-    return [row for row in local.replication
-            if row.state == "streaming" and row.application_name in members
-            and members[row.application_name].valid and not members[row.application_name].witness
-            and not members[row.application_name].tags.nosync]
 
 
 def target(view: ClusterView, local: LocalState) -> tuple[KeyState, str]:

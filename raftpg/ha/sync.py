@@ -39,7 +39,9 @@ def standby_names_value(names: tuple[str, ...], count: int, strict: bool) -> str
     return f"FIRST {min(count, len(names))} ({', '.join(quote(n) for n in names)})"
 
 
-def _streaming(view: ClusterView, local: LocalState) -> list[ReplicationRow]:
+def voting_standbys(view: ClusterView, local: LocalState) -> list[ReplicationRow]:
+    """The streaming replication rows of valid data members that may be synchronous (not ``nosync``):
+    the candidates for the sync key, in synchronous mode and in quorum commit alike."""
     members = {m.name: m for m in view.members}
     return [
         row for row in local.replication
@@ -52,7 +54,7 @@ def _streaming(view: ClusterView, local: LocalState) -> list[ReplicationRow]:
 def lost_standbys(view: ClusterView, local: LocalState, me: str) -> tuple[str, ...]:
     """Standbys named in my sync key that PostgreSQL no longer reports as synchronous."""
     current_key = view.sync.sync_standby if view.sync and view.sync.leader == me else ()
-    confirmed = {r.application_name for r in _streaming(view, local) if r.sync_state in ("sync", "quorum")}
+    confirmed = {r.application_name for r in voting_standbys(view, local) if r.sync_state in ("sync", "quorum")}
     return tuple(n for n in current_key if n not in confirmed)
 
 
@@ -79,7 +81,7 @@ def plan_sync(view: ClusterView, local: LocalState, me: str,
         # a key written under quorum commit: its voters one by one hold nothing, so start from a key that
         # names me alone, before any standby is named or confirmed the synchronous-mode way
         return (WriteSyncKey((), key_revision),), "synchronous mode: replacing the quorum commit key"
-    streaming = _streaming(view, local)
+    streaming = voting_standbys(view, local)
     # Keep the standbys we have: first those in the key, then those PostgreSQL already treats as
     # synchronous, and only then the most advanced. Sorting by position alone would swap standbys
     # whenever another one is a few bytes ahead, emptying the key (no failover candidate) each time.
