@@ -37,7 +37,7 @@ from raftpg.pg.conf import (
 )
 from raftpg.pg.connection import accepts_connections, as_role, promote, query, with_defaults
 from raftpg.pg.controldata import data_dir_state, read_controldata
-from raftpg.pg.logical_slots import keep_copies
+from raftpg.pg.logical_slots import keep_copies, warn_if_unready
 from raftpg.pg.observe import Observer
 from raftpg.pg.pidfile import live_postmaster
 from raftpg.pg.process import PostmasterProcess, adopt_running, kill_orphans, signal_postmaster, stop_foreign
@@ -298,6 +298,7 @@ class Postgres:
         does not change the supervisor's deadline, and a replica runs with none."""
         with self._lock:
             promote(self.settings, self.clock, timeout_s)
+            warn_if_unready(self.settings)
             if self._write_config(None):  # primary_conninfo is gone from the file: keep the server in step
                 self._sighup()
             self.callbacks.run("on_role_change", "primary")
@@ -355,7 +356,8 @@ class Postgres:
                 raise PgError(f"{sql % params} is not {value!r} after {timeout_s:g}s")
             self.clock.sleep(0.02)
 
-    # replication slots (raftpg.pg.slots): ensure_* return (created, dropped), advance_slots the advanced
+    # replication slots (raftpg.pg.slots): ensure_* return (created, dropped), advance_slots the advanced;
+    # follow_logical_slots: a replica's copies (raftpg.pg.logical_slots; restarts PostgreSQL to load new ones)
     def ensure_slots(self, names: set[str], members: frozenset[str] = frozenset(),
                      retain_s: float = 0.0) -> tuple[set[str], set[str]]:
         return ensure_slots(self.settings, names, members=members, retain_s=retain_s, now=self.clock.wall())
@@ -367,7 +369,6 @@ class Postgres:
         return advance_slots(self.settings, positions)
 
     def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int], ...], source: str) -> set[str]:
-        """On a replica: raftpg.pg.logical_slots.keep_copies (restarts PostgreSQL to load new copies)."""
         return keep_copies(self.settings, slots, source, self.clock.monotonic(),
                            lambda install: self.restart(between=install))
 
