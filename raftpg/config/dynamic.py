@@ -115,7 +115,9 @@ RAFT_FAILSAFE_REFUSAL = (
 
 OPTIONAL_STANDBY_KEYS = ("restore_command", "archive_cleanup_command", "recovery_min_apply_delay",
                          "create_replica_methods")
-APPLY_DELAY = re.compile(r"(0|[1-9][0-9]{0,9})\s*(us|ms|s|min|h|d)?")
+APPLY_DELAY = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*(us|ms|s|min|h|d)?")
+DELAY_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+INT_MAX_MS = 2_147_483_647  # PostgreSQL's bound for recovery_min_apply_delay
 
 
 class StandbyClusterSettings(Settings):
@@ -140,10 +142,16 @@ class StandbyClusterSettings(Settings):
     @field_validator("recovery_min_apply_delay", mode="before")
     @classmethod
     def _delay(cls, value: Any) -> Any:
-        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0) \
-                and not (isinstance(value, str) and APPLY_DELAY.fullmatch(value.strip())):
-            raise ValueError("must be a delay: milliseconds (an integer >= 0) or a number with a unit "
-                             "(us, ms, s, min, h, d), e.g. 5min")
+        if value is None:
+            return value
+        ms: float | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            ms = value
+        elif isinstance(value, str) and (match := APPLY_DELAY.fullmatch(value.strip())):
+            ms = float(match[1]) * DELAY_UNITS_MS[match[2] or "ms"]
+        if ms is None or not 0 <= ms <= INT_MAX_MS:
+            raise ValueError("must be a delay from 0 to 2147483647 ms: milliseconds (an integer) or a number "
+                             "with a unit (us, ms, s, min, h, d), e.g. 5min")
         return value
 
     @field_validator("host", mode="after")

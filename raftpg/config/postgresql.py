@@ -192,7 +192,8 @@ class PostgresSettings(Settings):
 
     @classmethod
     def notes(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
-        found = [(name, "a method section not listed in create_replica_methods: ignored, as Patroni does")
+        found = [(name, "a method section not listed in create_replica_methods: used only where "
+                        "standby_cluster.create_replica_methods names it, as in Patroni")
                  for name in unused_method_sections(cls, raw, "create_replica_methods")]
         if raw.get("use_unix_socket") is False:
             found.append(("use_unix_socket", "the agent always connects to its own PostgreSQL over its unix "
@@ -214,10 +215,17 @@ class PostgresSettings(Settings):
         if "replica_methods" in data:
             raise problem("replica_methods", "unknown key")
         unused = unused_method_sections(cls, data, "create_replica_methods")
+        # a section the list does not name is kept for standby_cluster.create_replica_methods (a standby
+        # leader's copy), when it reads as a method; one that does not is ignored, as before
+        parsed: dict[str, ReplicaMethod] = {}
+        for name in unused:
+            spare, _ = method_section(ReplicaMethod, data.get(name), name)
+            if spare is not None:
+                parsed[name] = spare if spare.command else spare.model_copy(update={"command": name})
         methods = data.get("create_replica_methods")
         if not isinstance(methods, list | tuple):
-            return {k: v for k, v in data.items() if k not in unused}
-        parsed: dict[str, ReplicaMethod] = {}
+            rest = {k: v for k, v in data.items() if k not in unused}
+            return {**rest, "replica_methods": FrozenDict(parsed)} if parsed else rest
         found: list[tuple[str, str]] = []
         for i, name in enumerate(methods):
             if not isinstance(name, str) or not name.strip():

@@ -220,19 +220,20 @@ class FollowSlots:
     """On a replica: copies of the primary's published physical slots (``positions``: slot name and
     position), advanced to those positions; those of ``members`` are kept ``retain_s`` once no longer
     published, the others dropped at once. ``logical``: the permanent logical slots with their published
-    positions, copied from the primary at ``source`` where missing. See raftpg.ha.slots."""
+    positions (None: not published yet), copied from the primary at ``source`` where missing; copies of
+    slots not among them are dropped. See raftpg.ha.slots."""
 
     positions: tuple[tuple[str, int], ...]
     members: tuple[str, ...] = ()
     retain_s: int = 0
-    logical: tuple[tuple[PermanentSlot, int], ...] = ()
+    logical: tuple[tuple[PermanentSlot, int | None], ...] = ()
     source: str | None = None
     retry_soon: ClassVar[bool] = False
 
     @property
     def published(self) -> tuple[tuple[str, int], ...]:
-        """Every position followed: a change is worth a chore at once."""
-        return self.positions + tuple((slot.name, at) for slot, at in self.logical)
+        """Every position followed (-1: a logical slot not published yet): a change is worth a chore at once."""
+        return self.positions + tuple((slot.name, -1 if at is None else at) for slot, at in self.logical)
 
 
 @dataclass(frozen=True)

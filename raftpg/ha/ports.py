@@ -71,7 +71,7 @@ class PostgresPort(Protocol):
         """The logical ``slots`` exist (created where missing); those raftpg made and no longer wanted are
         dropped. One that cannot be made is logged, never raised."""
 
-    def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int], ...], source: str) -> object:
+    def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int | None], ...], source: str) -> object:
         """On a replica: keep a copy of each logical slot, advanced to its published position; a missing
         one is copied from the primary at ``source`` (PostgreSQL restarts to load it)."""
 

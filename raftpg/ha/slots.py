@@ -42,14 +42,20 @@ def replica_slots(view: ClusterView, local: LocalState, me: str) -> FollowSlots 
             or not (local.running and local.is_replica):
         return None
     permanent = {slot.name for slot in view.config.permanent_slots if not slot.logical}
-    logical = {slot.name: slot for slot in view.config.permanent_slots if slot.logical}
     mine = slot_name_for(me)
-    positions = tuple((name, lsn) for name, lsn in view.slot_positions if name != mine and name not in logical
-                      and (name in permanent or view.config.member_slots_ttl_s > 0))
+    # a member's slot only under a member's name: the primary publishes its logical slots in the same map
+    # (one taken out of the config but still active stays published), and those are never physical here
+    members = {slot_name_for(m.name) for m in view.members} if view.config.member_slots_ttl_s > 0 else set()
+    positions = tuple((name, lsn) for name, lsn in view.slot_positions
+                      if name != mine and (name in permanent or name in members))
     # a logical slot is copied once the primary publishes it (it exists there: made, or made by hand and
-    # named in the config); its copy is taken from the leader's server
-    leader = view.leader_member
+    # named in the config), from the leader's server; a nofailover member keeps no copies (as in Patroni:
+    # it never becomes the primary that would need them)
+    leader, me_member = view.leader_member, view.member(me)
     source = leader.conn_url if leader is not None and leader.conn_url else None  # also to drop stale copies
-    copies = tuple((logical[name], lsn) for name, lsn in view.slot_positions if name in logical) if source else ()
+    published = dict(view.slot_positions)
+    keeps = source is not None and not (me_member is not None and me_member.tags.nofailover)
+    copies = tuple((slot, published.get(slot.name)) for slot in view.config.permanent_slots
+                   if slot.logical) if keeps else ()
     return FollowSlots(positions, tuple(name for name, _ in positions if name not in permanent),
                        view.config.member_slots_ttl_s, copies, source)

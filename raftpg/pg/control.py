@@ -274,10 +274,13 @@ class Postgres:
         with self._lock:
             deadline = Deadline(self.clock, timeout_s)
             self._stop("fast", deadline.left(), None)
-            between()
-            replica = has_standby_signal(self.settings.data_dir)
-            self._write_config(self._upstream_on_disk())
-            return self._launch(deadline, None if replica else fence_deadline, "on_restart")
+            try:
+                between()
+            finally:  # started again whatever ``between`` did (e.g. a full disk): it is raised afterwards
+                replica = has_standby_signal(self.settings.data_dir)
+                self._write_config(self._upstream_on_disk())
+                ready = self._launch(deadline, None if replica else fence_deadline, "on_restart")
+            return ready
 
     def reload(self, settings: PgSettings | None = None) -> bool:
         """Rewrite the configuration (from ``settings`` if given: the node's reloaded config) and SIGHUP the
@@ -368,9 +371,8 @@ class Postgres:
     def advance_slots(self, positions: Mapping[str, int]) -> set[str]:
         return advance_slots(self.settings, positions)
 
-    def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int], ...], source: str) -> set[str]:
-        return keep_copies(self.settings, slots, source, self.clock.monotonic(),
-                           lambda install: self.restart(between=install))
+    def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int | None], ...], source: str) -> set[str]:
+        return keep_copies(self.settings, slots, source, self.clock, lambda install: self.restart(between=install))
 
     # --- the data directory ---------------------------------------------------------------------------
 
@@ -414,8 +416,7 @@ class Postgres:
         self.callbacks.run(action, role)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Reap callbacks (killing those still running after ``timeout_s``) and close the observation
-        connection. PostgreSQL is left as it is."""
+        """Reap callbacks (killed after ``timeout_s``), close the connections; PostgreSQL is left running."""
         self.callbacks.close(timeout_s)
         self._observer.close()
         self._prober.close()
@@ -423,9 +424,7 @@ class Postgres:
     # --- helpers --------------------------------------------------------------------------------------
 
     def _replication_conninfo(self, conninfo: str | None) -> str | None:
-        if conninfo is None:
-            return None
-        return with_defaults(conninfo, user=self.settings.replication.username, passfile=self.settings.pgpass,
+        return None if conninfo is None else with_defaults(conninfo, user=self.settings.replication.username, passfile=self.settings.pgpass,
                              application_name=self.settings.name)
 
     def _write_config(self, upstream: Upstream | None) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from raftpg.config import Config
 from raftpg.config.methods import BASEBACKUP
 from raftpg.model import DynamicConfig
+from raftpg.model.cluster import StandbyCluster
 from raftpg.pg.settings import CommandMethod, Credentials, PgSettings
 
 
@@ -28,14 +29,19 @@ def cluster_section(config: Config, dynamic: DynamicConfig | None) -> dict[str, 
     else:
         document = dict(dynamic.raw)
     section = _mapping(document.get("postgresql"))
-    standby = _mapping(document.get("standby_cluster"))
+    raw = _mapping(document.get("standby_cluster"))
+    parsed = StandbyCluster.parse(raw)  # lenient, as the HA loop reads it: a bad port is 5432, not a crash
+    standby: dict[str, Any] = {} if parsed is None else {"host": parsed.host, "port": parsed.port}
+    if parsed is not None:
+        standby.update({k: raw[k] for k in STANDBY_RECOVERY if isinstance(raw.get(k), str | int)
+                        and not isinstance(raw.get(k), bool) and raw.get(k) != ""})
+        standby["create_replica_methods"] = list(_names(raw.get("create_replica_methods")))
     return {"parameters": _mapping(section.get("parameters")), "pg_hba": list(_lines(section.get("pg_hba"))),
             "pg_ident": list(_lines(section.get("pg_ident"))), "recovery_conf": _mapping(section.get("recovery_conf")),
-            "standby_cluster": {k: standby[k] for k in STANDBY_KEYS if standby.get(k) not in (None, "")}}
+            "standby_cluster": standby}
 
 
 STANDBY_RECOVERY = ("restore_command", "archive_cleanup_command", "recovery_min_apply_delay")
-STANDBY_KEYS = ("host", "port", "create_replica_methods", *STANDBY_RECOVERY)
 
 
 def _lines(value: Any) -> tuple[str, ...]:

@@ -7,20 +7,21 @@ what it confirmed and the promotion. So each replica keeps a copy of the primary
 - **copy**: the slot's on-disk state (``pg_replslot/<name>/state``, read on the primary with
   ``pg_read_binary_file`` as the rewind role, which is granted it) is written into this data directory
   while PostgreSQL is stopped; it loads the slot at start. Done when the copy is missing, made for another
-  database or plugin, or *ahead* of the published position (left by another history: an old primary that
-  rejoined), and again when advancing it finds its WAL already recycled here (the primary's newer state
-  then starts later). At most one copy per slot per ``COPY_BACKOFF_S``: each one restarts PostgreSQL.
+  database or plugin, *ahead* of the published position (left by another history: an old primary that
+  rejoined), or unusable (its WAL recycled here, or invalidated: SQLSTATE 58P01 / 55000, ``wal_status``
+  lost), and only once this replica replayed past the state's confirmed position, runs with ``wal_level =
+  logical`` and has a free slot; never from a server of another cluster (system identifier). At most one
+  copy per slot per ``COPY_BACKOFF_S``: each one restarts PostgreSQL.
 - **advance**: to the position the primary publishes for it (its ``confirmed_flush_lsn``: what the
-  consumer confirmed), never past what this replica replayed (``pg_replication_slot_advance``; on a
-  standby it decodes in fast-forward, no output).
-- **drop**: a copy raftpg made whose slot is no longer in the dynamic config (inactive ones only).
+  consumer confirmed), never past what this replica replayed, in steps of ``ADVANCE_STEP`` (each call of
+  ``pg_replication_slot_advance`` keeps its progress; a long gap is closed over several chores).
+- **drop**: a copy raftpg made of a slot that is no longer in the dynamic config (inactive ones only).
 
 The copy is safe to decode from after a promotion only if the catalog rows it needs were kept:
 ``hot_standby_feedback`` (on by default here) reports the copy's ``catalog_xmin`` to the primary through
 this replica's physical slot. Until the primary shows that (``check_ready``, Patroni's rule), the copy is
 *unready*: logged, and named in a warning if this replica is promoted meanwhile (ha/DESIGN.md, "Logical
-slots"). Readiness is remembered by the running agent only: after a restart of the agent, copies made
-before it are not checked again.
+slots"). Readiness is checked again for every copy when the agent starts.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from typing import Any
 
 import psycopg
 
+from raftpg.clock import Clock
 from raftpg.model import PermanentSlot
 from raftpg.model.lsn import format_lsn, parse_lsn
 from raftpg.model.slots import slot_name_for
 from raftpg.pg.conf import write_atomic, write_pgpass
-from raftpg.pg.connection import member_conninfo, query, scram_params, server_address
+from raftpg.pg.connection import connect, member_conninfo, query, scram_params, server_address
 from raftpg.pg.settings import PgSettings
 from raftpg.pg.slots import LOGICAL_RECORD, read_record
 from raftpg.pg.tools import PgError
@@ -46,11 +48,17 @@ from raftpg.pg.tools import PgError
 log = logging.getLogger(__name__)
 
 COPY_BACKOFF_S = 30.0
-WAL_GONE = "has already been removed"  # pg_replication_slot_advance when the copy's restart_lsn is recycled
+ADVANCE_STEP = 128 << 20  # WAL bytes per pg_replication_slot_advance call
+ADVANCE_BUDGET_S = 5.0    # per chore, every slot together
+RECOPY = frozenset({"58P01", "55000"})  # the copy's WAL is gone here; the copy was invalidated
 
 _copied_at: dict[tuple[str, str], float] = {}  # (data dir, slot) -> monotonic time of the last copy
-_unready: dict[tuple[str, str], int | None] = {}  # (data dir, slot) -> the primary's catalog_xmin at the copy
+_unready: dict[tuple[str, str], int | None] = {}  # (data dir, slot) -> the primary's catalog_xmin reference
+_looked: set[str] = set()  # data dirs whose copies were all marked unready once (at agent start)
 _warned: dict[tuple[str, str], str] = {}
+
+Slots = tuple[tuple[PermanentSlot, int | None], ...]
+"""Each logical slot of the config with the position the primary publishes for it (None: not published)."""
 
 
 @dataclass(frozen=True)
@@ -61,19 +69,38 @@ class SlotFile:
     database: str
     plugin: str
     state: bytes
-    catalog_xmin: int | None = None  # the primary's slot's, when read: what the copy needs kept there
+    confirmed_flush: int
 
 
-def keep_copies(settings: PgSettings, slots: tuple[tuple[PermanentSlot, int], ...], source: str, now: float,
+@dataclass(frozen=True)
+class Followed:
+    advanced: set[str]
+    dropped: set[str]
+    due: set[str]       # to copy from the primary now (checks and backoff applied)
+    replayed: int
+    sysid: str
+
+
+def keep_copies(settings: PgSettings, slots: Slots, source: str, clock: Clock,
                 restart: Callable[[Callable[[], None]], object]) -> set[str]:
-    """Advance this replica's copies of the logical ``slots`` (each with its published position), drop
-    the unwanted ones, and copy the missing ones from the primary at ``source``: ``restart(install)``
-    stops PostgreSQL, runs ``install`` and starts it again, once for all of them. The names copied."""
+    """Advance this replica's copies of the logical ``slots``, drop the unwanted ones, check readiness, and
+    copy the missing ones from the primary at ``source``: ``restart(install)`` stops PostgreSQL, runs
+    ``install`` and starts it again, once for all of them. The names copied."""
     wanted = {slot.name: (slot, at) for slot, at in slots}
-    _, _, due = follow(settings, wanted, now)
+    now = clock.monotonic()
+    followed = follow(settings, wanted, clock)
+    if followed is None:
+        return set()
     if unready(settings):
         check_ready(settings, source)
-    files = fetch(settings, source, {name: wanted[name][0] for name in due}) if due else []
+    if not followed.due:
+        return set()
+    files = []
+    for f in fetch(settings, source, {name: wanted[name][0] for name in followed.due}, followed.sysid):
+        if f.confirmed_flush > followed.replayed:
+            _warn_once(settings, f.name, "not copied yet: this replica has not replayed up to its position")
+        else:
+            files.append(f)
     if files:
         log.info("copying logical slot(s) %s from the primary: restarting PostgreSQL to load them",
                  ", ".join(f.name for f in files))
@@ -81,89 +108,134 @@ def keep_copies(settings: PgSettings, slots: tuple[tuple[PermanentSlot, int], ..
     return {f.name for f in files}
 
 
-def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int]], now: float,
-           timeout_s: float = 10.0) -> tuple[set[str], set[str], set[str]]:
-    """Advance the copies in ``wanted`` (slot name -> (slot, published position)) and drop the unwanted
-    copies raftpg made. Returns (advanced, dropped, to_copy): the slots to copy from the primary now
-    (backoff applied). Only on a replica; PgError when the server cannot be queried."""
+def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int | None]], clock: Clock,
+           timeout_s: float = 10.0) -> Followed | None:
+    """Advance the published copies in ``wanted`` (slot name -> (slot, published position or None)) and
+    drop the copies raftpg made of slots not in ``wanted``. None when there is nothing to do here (no
+    logical slot wanted or kept, or not a replica); PgError when the server cannot be queried."""
     recorded = read_record(settings.data_dir, LOGICAL_RECORD)
     if not wanted and not recorded:
-        return set(), set(), set()  # no logical slot in the config, and no copy of one here
-    (in_recovery, replay, feedback), = query(
+        return None
+    (in_recovery, replay, feedback, wal_level, sysid, free), = query(
         settings, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
-                  "current_setting('hot_standby_feedback')::boolean", timeout_s=timeout_s)
+                  "current_setting('hot_standby_feedback')::boolean, current_setting('wal_level'), "
+                  "(SELECT system_identifier FROM pg_control_system())::text, "
+                  "current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)",
+        timeout_s=timeout_s)
     if not in_recovery:
-        return set(), set(), set()
+        return None
     if wanted and not feedback:
         _warn_once(settings, "*", "copies of logical slots need hot_standby_feedback = on: without it the primary "
                                   "may vacuum catalog rows a copy needs, and it may fail after a failover")
     replayed = parse_lsn(replay) if replay else 0
-    rows = query(settings, "SELECT slot_name, database, plugin, confirmed_flush_lsn::text, active "
+    rows = query(settings, "SELECT slot_name, database, plugin, confirmed_flush_lsn::text, active, wal_status "
                            "FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT temporary",
                  timeout_s=timeout_s)
-    here = {str(r[0]): (str(r[1]), str(r[2]), parse_lsn(r[3]) if r[3] else 0, bool(r[4])) for r in rows}
+    here = {str(r[0]): (str(r[1]), str(r[2]), parse_lsn(r[3]) if r[3] else 0, bool(r[4]), r[5]) for r in rows}
+    if settings.data_dir not in _looked:  # at agent start: every copy is checked once more (Patroni's rule)
+        _looked.add(settings.data_dir)
+        _unready.update({(settings.data_dir, n): None for n in wanted if n in here})
     advanced: set[str] = set()
-    dropped: set[str] = set()
     to_copy: set[str] = set()
+    now = clock.monotonic()
+    deadline = now + ADVANCE_BUDGET_S
     for name, (slot, published) in sorted(wanted.items()):
         copy = here.get(name)
-        if copy is None or (copy[0], copy[1]) != (slot.database, slot.plugin) or copy[2] > published:
+        if published is None:
+            continue  # in the config, not (yet) published by the primary: whatever is here is kept
+        if copy is None or (copy[0], copy[1]) != (slot.database, slot.plugin) or copy[2] > published \
+                or copy[4] == "lost":
             to_copy.add(name)
             continue
-        target = min(published, replayed)
-        if target <= copy[2]:
-            continue
-        try:
-            query(settings, "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (name, format_lsn(target)),
-                  timeout_s=timeout_s, dbname=slot.database or "postgres")
+        state = _advance(settings, slot, copy[2], min(published, replayed), clock, deadline, timeout_s)
+        if state == "advanced":
             advanced.add(name)
-        except PgError as e:
-            if WAL_GONE in str(e):
-                to_copy.add(name)  # the primary's slot has moved on since: a newer copy starts later
-            else:
-                _warn_once(settings, name, f"its copy cannot be advanced to {format_lsn(target)}: {e}")
-    for name in sorted(recorded & set(here) - set(wanted)):
-        if not here[name][3]:
-            try:
-                query(settings, "SELECT pg_drop_replication_slot(%s)", (name,), timeout_s=timeout_s)
-                dropped.add(name)
-                _unready.pop((settings.data_dir, name), None)
-                log.info("dropped the copy of logical slot %s: no longer in the dynamic config", name)
-            except PgError as e:
-                _warn_once(settings, name, f"its copy could not be dropped: {e}")
+        elif state in RECOPY:
+            to_copy.add(name)  # the primary's slot has moved on since: a newer copy starts later
+    dropped = _drop(settings, {n for n in recorded & set(here) - set(wanted) if not here[n][3]}, timeout_s)
     due = {n for n in to_copy if now - _copied_at.get((settings.data_dir, n), -COPY_BACKOFF_S) >= COPY_BACKOFF_S}
-    return advanced, dropped, due
+    if due and wal_level != "logical":
+        _warn_once(settings, "*wal_level", f"logical slots are not copied: this replica runs with wal_level = "
+                                           f"{wal_level} (PostgreSQL refuses to start with a logical slot then)")
+        due = set()
+    new = sorted(n for n in due if n not in here)
+    if len(new) > max(0, free):
+        _warn_once(settings, "*slots", f"only {max(0, free)} free replication slot(s) here: max_replication_slots "
+                                       f"is too small for copies of {', '.join(new)}")
+        due -= set(new[max(0, free):])
+    return Followed(advanced, dropped, due, replayed, str(sysid))
 
 
-def fetch(settings: PgSettings, source: str, wanted: Mapping[str, PermanentSlot],
+def _advance(settings: PgSettings, slot: PermanentSlot, at: int, target: int, clock: Clock, deadline: float,
+             timeout_s: float) -> str:
+    """Move the copy from ``at`` towards ``target`` in steps until the deadline: "advanced", "" (nothing
+    to do, or no progress), or the SQLSTATE of a failure (logged unless the copy will be made again)."""
+    moved = False
+    try:
+        with connect(settings, timeout_s, slot.database or "postgres") as conn:
+            while at < target and clock.monotonic() < deadline:
+                row = conn.execute("SELECT end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)",
+                                   (slot.name, format_lsn(min(target, at + ADVANCE_STEP)))).fetchone()
+                reached = parse_lsn(row[0]) if row and row[0] else at
+                if reached <= at:
+                    break
+                at, moved = reached, True
+    except psycopg.Error as e:
+        code = e.sqlstate or "?"
+        if code not in RECOPY:
+            _warn_once(settings, slot.name, f"its copy cannot be advanced to {format_lsn(target)}: "
+                                            f"{str(e).strip()} ({code})")
+        return code
+    return "advanced" if moved else ""
+
+
+def _drop(settings: PgSettings, names: set[str], timeout_s: float) -> set[str]:
+    dropped = set()
+    for name in sorted(names):
+        try:
+            query(settings, "SELECT pg_drop_replication_slot(%s)", (name,), timeout_s=timeout_s)
+            dropped.add(name)
+            _unready.pop((settings.data_dir, name), None)
+            log.info("dropped the copy of logical slot %s: no longer in the dynamic config", name)
+        except PgError as e:
+            _warn_once(settings, name, f"its copy could not be dropped: {e}")
+    return dropped
+
+
+def fetch(settings: PgSettings, source: str, wanted: Mapping[str, PermanentSlot], sysid: str,
           timeout_s: float = 10.0) -> list[SlotFile]:
-    """The state files of the ``wanted`` slots on the primary at ``source`` (host and port only), read
-    as the rewind role (else the superuser); a slot there with another database or plugin is skipped
-    (logged). [] when the primary cannot be asked (logged): the copies wait for the next try."""
+    """The state files of the ``wanted`` slots on the primary at ``source`` (host and port only), read as
+    the rewind role (else the superuser); a slot there with another database or plugin is skipped, and
+    nothing is taken from a server whose system identifier is not ``sysid`` (logged). [] when the primary
+    cannot be asked (logged): the copies wait for the next try."""
     try:
         rows = _on_primary(settings, source, timeout_s,
                            "SELECT s.slot_name, d.datname, s.plugin, "
                            "pg_read_binary_file('pg_replslot/' || s.slot_name || '/state'), "
-                           "s.catalog_xmin::text::bigint "
+                           "s.confirmed_flush_lsn::text, (SELECT system_identifier FROM pg_control_system())::text "
                            "FROM pg_replication_slots s JOIN pg_database d ON d.oid = s.datoid "
                            "WHERE s.slot_type = 'logical' AND NOT s.temporary AND NOT pg_is_in_recovery() "
-                           "AND s.slot_name = ANY(%s)", (sorted(wanted),))
-    except psycopg.Error as e:
+                           "AND s.confirmed_flush_lsn IS NOT NULL AND s.slot_name = ANY(%s)", (sorted(wanted),))
+    except (psycopg.Error, PgError, OSError) as e:
         _warn_once(settings, "*fetch", f"logical slots could not be read on the primary: {str(e).strip()}")
         return []
     files = []
-    for name, database, plugin, state, catalog_xmin in rows:
+    for name, database, plugin, state, confirmed, theirs in rows:
         slot = wanted[str(name)]
+        if theirs != sysid:
+            _warn_once(settings, "*sysid", f"logical slots are not copied from {source}: it is another cluster "
+                                           f"(system identifier {theirs}, this one {sysid})")
+            return []
         if (database, plugin) != (slot.database, slot.plugin):
             _warn_once(settings, str(name), f"not copied: on the primary it is {database}/{plugin}, "
                                             f"the config wants {slot.database}/{slot.plugin}")
             continue
-        files.append(SlotFile(str(name), str(database), str(plugin), bytes(state), catalog_xmin))
+        files.append(SlotFile(str(name), str(database), str(plugin), bytes(state), parse_lsn(confirmed)))
     return files
 
 
 def unready(settings: PgSettings) -> list[str]:
-    """The copies made here that are not known to be safe to decode from after a promotion yet."""
+    """The copies here that are not known to be safe to decode from after a promotion yet."""
     return sorted(name for data_dir, name in _unready if data_dir == settings.data_dir)
 
 
@@ -178,38 +250,44 @@ def warn_if_unready(settings: PgSettings) -> None:
 
 
 def check_ready(settings: PgSettings, source: str, timeout_s: float = 10.0) -> set[str]:
-    """A copy is safe to use after a failover once the primary keeps the catalog rows it needs: this
-    replica's physical slot there holds a ``catalog_xmin`` (from ``hot_standby_feedback``) that is not
-    newer than the copy's and not older than the primary's slot's when it was copied (Patroni's rule).
+    """Patroni's rule: once this replica's physical slot on the primary holds a ``catalog_xmin`` (from
+    ``hot_standby_feedback``), the primary's own slot's ``catalog_xmin`` at that moment is each unready
+    copy's reference; the copy is safe once reference <= that physical ``catalog_xmin`` <= the copy's own.
     Returns the copies found ready now (each logged)."""
-    pending = {name: xmin for (data_dir, name), xmin in _unready.items() if data_dir == settings.data_dir}
+    pending = {name: ref for (data_dir, name), ref in _unready.items() if data_dir == settings.data_dir}
+    mine = slot_name_for(settings.name)
     try:
-        held = _on_primary(settings, source, timeout_s, "SELECT catalog_xmin::text::bigint FROM pg_replication_slots "
-                           "WHERE slot_name = %s AND NOT pg_is_in_recovery()", (slot_name_for(settings.name),))
+        there = dict(_on_primary(settings, source, timeout_s,
+                                 "SELECT slot_name, catalog_xmin::text::bigint FROM pg_replication_slots "
+                                 "WHERE NOT pg_is_in_recovery() AND slot_name = ANY(%s)", ([mine, *pending],)))
         here = dict(query(settings, "SELECT slot_name, catalog_xmin::text::bigint FROM pg_replication_slots "
                                     "WHERE slot_name = ANY(%s)", (sorted(pending),), timeout_s=timeout_s))
-    except (psycopg.Error, PgError) as e:
+    except (psycopg.Error, PgError, OSError) as e:
         _warn_once(settings, "*ready", f"cannot tell whether the logical slot copies are safe yet: {e}")
         return set()
-    physical = held[0][0] if held else None
+    physical = there.get(mine)
     ready = set()
-    for name, copied_at in sorted(pending.items()):
-        mine = here.get(name)
-        if physical is not None and mine is not None and (copied_at or 0) <= physical <= mine:
+    for name, ref in sorted(pending.items()):
+        if physical is None:
+            _warn_once(settings, name, "its copy is not safe to use after a failover yet: the primary holds no "
+                                       "catalog rows for this replica (no hot_standby_feedback from it yet)")
+            continue
+        if ref is None:
+            ref = _unready[(settings.data_dir, name)] = there.get(name)
+        copy = here.get(name)
+        if ref is not None and copy is not None and ref <= physical <= copy:
             ready.add(name)
             del _unready[(settings.data_dir, name)]
             log.info("logical slot %s: its copy is safe to use after a failover (the primary keeps the catalog "
                      "rows it needs for this replica)", name)
-        elif physical is None:
-            _warn_once(settings, name, "its copy is not safe to use after a failover yet: the primary holds no "
-                                       "catalog rows for this replica (no hot_standby_feedback from it yet)")
     return ready
 
 
 def _on_primary(settings: PgSettings, source: str, timeout_s: float, sql: str,
                 params: tuple[object, ...]) -> list[tuple[Any, ...]]:
     """One query on the primary at ``source`` (host and port only) as the rewind role (else the
-    superuser), which may read the data directory's files. psycopg.Error as it comes."""
+    superuser), which may read the data directory's files. psycopg.Error, PgError (a bad address) or
+    OSError (the pgpass file) as they come."""
     cred = settings.rewind_credentials
     conninfo = member_conninfo(source, user=cred.username, passfile=settings.pgpass, dbname="postgres",
                                connect_timeout=max(1, int(timeout_s)), **scram_params(settings, cred))
@@ -237,7 +315,7 @@ def install(settings: PgSettings, files: list[SlotFile], now: float) -> None:
         os.rename(tmp, final)
         _fsync_dir(final)
         _copied_at[(settings.data_dir, f.name)] = now
-        _unready[(settings.data_dir, f.name)] = f.catalog_xmin
+        _unready[(settings.data_dir, f.name)] = None
     _fsync_dir(replslot)
     recorded = read_record(settings.data_dir, LOGICAL_RECORD) | {f.name for f in files}
     write_atomic(os.path.join(settings.data_dir, LOGICAL_RECORD), "".join(f"{n}\n" for n in sorted(recorded)))

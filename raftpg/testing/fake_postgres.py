@@ -401,10 +401,10 @@ class FakePostgres:
         self._query()
         self.slot_positions.update({n: at for n, at in positions.items() if n in self.slots})
 
-    def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int], ...], source: str) -> None:
+    def follow_logical_slots(self, slots: tuple[tuple[PermanentSlot, int | None], ...], source: str) -> None:
         self._query()  # a replica's copies: names and positions (copying restarts no fake server)
         self.logical_slots = {slot.name: (slot.database, slot.plugin) for slot, _ in slots}
-        self.slot_positions.update({slot.name: at for slot, at in slots})
+        self.slot_positions.update({slot.name: at for slot, at in slots if at is not None})
 
     def ensure_logical_slots(self, slots: tuple[PermanentSlot, ...]) -> None:
         self.apply_fence()

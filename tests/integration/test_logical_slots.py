@@ -12,7 +12,6 @@ Timing is never asserted; every wait is a poll with a deadline.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from cluster_fixtures import sql, try_sql, wait_primary, wait_streaming
+from test_dcs_poison_cluster import cycles
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -39,6 +39,7 @@ def slot(cluster: Any, name: str) -> tuple[str, str] | None:
 
 
 READY = "logical slot cdc: its copy is safe to use after a failover"
+COPYING = "copying logical slot(s) cdc from the primary"
 
 
 def logged(cluster: Any, name: str, text: str) -> bool:
@@ -108,13 +109,15 @@ def test_a_cdc_consumer_goes_on_after_a_failover_with_nothing_resent_or_skipped(
     assert not set(second) & set(first), "changes the consumer had confirmed were sent again"
     assert second == list(range(61, 101)), "changes were skipped, repeated or reordered across the failover"
 
-    # the old primary comes back as a replica and gets a copy of the slot again, at the new position
+    # the old primary comes back as a replica and gets a copy of the slot again (pg_rewind emptied its
+    # pg_replslot), at the new position
+    assert not logged(cluster, primary, COPYING), "the first primary never was a replica before"
     cluster.start(primary)
     wait_streaming(cluster, new, {primary}, 120)
     now = slot(cluster, new)
     assert now is not None
     cluster.wait_for(lambda: slot(cluster, primary) == now, 90, f"a copy of cdc on {primary} at {now[0]}")
-    assert os.path.exists(os.path.join(cluster.node_dir(primary), "data", "raftpg.logical-slots"))
+    assert logged(cluster, primary, COPYING)
 
 
 def test_a_slot_removed_from_the_config_is_dropped_on_the_replicas_too(make_cluster) -> None:
@@ -124,7 +127,25 @@ def test_a_slot_removed_from_the_config_is_dropped_on_the_replicas_too(make_clus
     (replica,) = set(cluster.nodes) - {primary}
     wait_streaming(cluster, primary, {replica})
     cluster.wait_for(lambda: slot(cluster, replica) is not None, 90, f"a copy of cdc on {replica}")
-    status, body = cluster.api_post(primary, "/config", {"slots": None}, method="PATCH")
-    assert status == 200, body
-    cluster.wait_for(lambda: slot(cluster, primary) is None and slot(cluster, replica) is None, 60,
-                     "cdc dropped on the primary and on the replica")
+    # a consumer is connected when the slot leaves the config: the primary keeps it (active) and still
+    # publishes it; the replica drops its copy and makes no physical slot under that name
+    consumer = subprocess.Popen([PG_RECVLOGICAL, "-d", cluster.dsn(primary), "--slot", "cdc", "--start", "-f", "-"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        cluster.wait_for(lambda: try_sql(cluster, primary, "SELECT active FROM pg_replication_slots "
+                                                           "WHERE slot_name = 'cdc'") == [(True,)], 30,
+                         "the consumer connected")
+        status, body = cluster.api_post(primary, "/config", {"slots": None}, method="PATCH")
+        assert status == 200, body
+        cluster.wait_for(lambda: slot(cluster, replica) is None, 60, f"cdc gone from {replica}")
+        start = cycles(cluster, replica)
+
+        def five_more_cycles_without_it() -> bool:
+            assert slot(cluster, replica) is None, f"a slot named cdc came back on {replica}"
+            return cycles(cluster, replica) >= start + 5
+        cluster.wait_for(five_more_cycles_without_it, 60, f"five more cycles of {replica}")
+        assert slot(cluster, primary) is not None, "an active slot is never dropped"
+    finally:
+        consumer.kill()
+        consumer.wait()
+    cluster.wait_for(lambda: slot(cluster, primary) is None, 60, "cdc dropped on the primary once inactive")

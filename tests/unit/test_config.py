@@ -632,7 +632,7 @@ def test_dynamic_config_standby_cluster_is_checked_key_by_key() -> None:
     full = {"host": "h", "port": 5432, "primary_slot_name": None, "restore_command": "cp /archive/%f %p",
             "recovery_min_apply_delay": "5min"}
     assert validate_dynamic_config({"standby_cluster": full})["standby_cluster"] == full
-    for delay in (0, 300000, "10ms", "1 h", "2d"):
+    for delay in (0, 300000, "10ms", "1 h", "2d", "1.5h", 2147483647, "24d"):
         assert validate_dynamic_config({"standby_cluster": {"host": "h", "recovery_min_apply_delay": delay}})
     assert "standby_cluster" not in validate_dynamic_config({})  # a normal cluster stores no key
     for bad, expected in [
@@ -645,6 +645,8 @@ def test_dynamic_config_standby_cluster_is_checked_key_by_key() -> None:
         ({"host": "h", "recovery_min_apply_delay": -5}, "standby_cluster.recovery_min_apply_delay: must be a"),
         ({"host": "h", "recovery_min_apply_delay": True}, "standby_cluster.recovery_min_apply_delay: must be a"),
         ({"host": "h", "recovery_min_apply_delay": "5 fortnights"}, "standby_cluster.recovery_min_apply_delay: must"),
+        ({"host": "h", "recovery_min_apply_delay": "30d"}, "standby_cluster.recovery_min_apply_delay: must be a"),
+        ({"host": "h", "recovery_min_apply_delay": 2147483648}, "standby_cluster.recovery_min_apply_delay: must"),
         ({"host": "h", "hots": "x"}, "standby_cluster.hots: unknown key"),
     ]:
         with pytest.raises(ConfigError) as info:

@@ -61,6 +61,27 @@ def test_standby_cluster_settings_reach_the_standby_leader_only_through_its_sour
     assert [(m.name, m.command, m.keep_data) for m in pg.standby_replica_methods] == [
         ("copy", "/usr/bin/copy", True), ("pgbackrest", "pgbackrest", False), ("basebackup", "", False)]
     assert [m.name for m in pg.replica_methods] == ["copy", "basebackup"]  # the members' own list is unchanged
+    # a method section the node does not list for its own replicas is still the standby leader's method
+    spare = parse_config({**BASE, "postgresql": {**BASE["postgresql"], "pgbackrest": {
+        "command": "/usr/bin/pgbackrest --stanza=main restore", "no_params": True, "keep_data": True}}})
+    pg = pg_settings_from_config(spare, cluster_section(spare, dynamic))
+    assert [(m.name, m.command, m.no_params, m.keep_data) for m in pg.standby_replica_methods][1] == (
+        "pgbackrest", "/usr/bin/pgbackrest --stanza=main restore", True, True)
+    assert [m.name for m in pg.replica_methods] == ["copy", "basebackup"]
     plain = DynamicConfig.from_dict({"standby_cluster": {"host": "10.9.0.1"}})
     pg = pg_settings_from_config(config, cluster_section(config, plain))
     assert (pg.standby_source, pg.standby_recovery, pg.standby_replica_methods) == (("10.9.0.1", 5432), {}, ())
+
+
+def test_a_loosely_formed_standby_cluster_in_the_dcs_is_read_leniently_never_raised() -> None:
+    """The DCS document may have been written by hand or by another tool: read as the HA loop reads it
+    (a bad port is 5432, a stray space goes), and values of the wrong type are left out."""
+    config = parse_config(BASE)
+    odd = DynamicConfig.from_dict({"standby_cluster": {"host": " 10.9.0.1 ", "port": "x", "restore_command": ["x"],
+                                                       "recovery_min_apply_delay": True,
+                                                       "create_replica_methods": "copy"}})
+    pg = pg_settings_from_config(config, cluster_section(config, odd))
+    assert (pg.standby_source, pg.standby_recovery, pg.standby_replica_methods) == (("10.9.0.1", 5432), {}, ())
+    for raw in ({"port": 5433}, {"host": ""}, "text", [1]):
+        pg = pg_settings_from_config(config, cluster_section(config, DynamicConfig.from_dict({"standby_cluster": raw})))
+        assert pg.standby_source is None, raw

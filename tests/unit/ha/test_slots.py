@@ -52,30 +52,38 @@ def without_conn_url(cluster: ClusterView) -> ClusterView:
     return replace(cluster, members=tuple(replace(m, conn_url=None) if m.name == "n1" else m for m in cluster.members))
 
 
+PHYSICAL = (("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300))
+UNPUBLISHED = ((CDC, None),)  # in the config, not published by the primary (yet): its copy is kept, not made
+
+
+def nofailover(cluster: ClusterView) -> ClusterView:
+    return replace(cluster, members=tuple(replace(m, tags=replace(m.tags, nofailover=True)) if m.name == "n2" else m
+                                          for m in cluster.members))
+
+
 CASES: list[tuple[str, ClusterView, LocalState, FollowSlots | None]] = [
     ("a streaming replica copies every published slot but its own (the leader's included)",
-     view(), REPLICA,
-     FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800, (), SOURCE)),
-    ("member_slots_ttl: 0 -> only the permanent physical slots, as in Patroni",
-     view(member_slots_ttl=0), REPLICA, FollowSlots((("perm", LSN - 300),), (), 0, (), SOURCE)),
+     view(), REPLICA, FollowSlots(PHYSICAL, ("n1", "n3"), 1800, UNPUBLISHED, SOURCE)),
+    ("member_slots_ttl: 0 -> only the permanent slots, as in Patroni",
+     view(member_slots_ttl=0), REPLICA, FollowSlots((("perm", LSN - 300),), (), 0, UNPUBLISHED, SOURCE)),
     ("a replica that does not stream (yet) keeps them too", view(), LocalState(
         data_dir=DataDir.INITIALIZED, running=True, in_recovery=True, lsn=LSN),
-     FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800, (), SOURCE)),
+     FollowSlots(PHYSICAL, ("n1", "n3"), 1800, UNPUBLISHED, SOURCE)),
     ("a published logical slot is copied from the leader's server, never made a physical one",
-     with_cdc(view()), REPLICA, FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"),
-                                            1800, ((CDC, LSN - 400),), SOURCE)),
+     with_cdc(view()), REPLICA, FollowSlots(PHYSICAL, ("n1", "n3"), 1800, ((CDC, LSN - 400),), SOURCE)),
     ("member_slots_ttl: 0 -> the logical copy all the same (it is permanent)",
      with_cdc(view(member_slots_ttl=0)), REPLICA,
      FollowSlots((("perm", LSN - 300),), (), 0, ((CDC, LSN - 400),), SOURCE)),
-    ("a logical slot in the config that the primary does not publish (not made yet): nothing to copy",
-     view(), REPLICA, FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800, (),
-                                  SOURCE)),
-    ("a published name that is no longer a logical slot in the config: never copied as one",
-     with_cdc(view(slots={"perm": {"type": "physical"}}, member_slots_ttl=0)), REPLICA,
-     FollowSlots((("perm", LSN - 300),), (), 0, (), SOURCE)),
+    ("a logical slot taken out of the config but still published (its consumer is connected): neither a "
+     "logical copy nor a physical slot under its name", with_cdc(view(slots={"perm": {"type": "physical"}})),
+     REPLICA, FollowSlots(PHYSICAL, ("n1", "n3"), 1800, (), SOURCE)),
+    ("a published name that is neither a member's nor in the config is not copied",
+     replace(view(), slot_positions=(*PUBLISHED, ("stray", LSN))), REPLICA,
+     FollowSlots(PHYSICAL, ("n1", "n3"), 1800, UNPUBLISHED, SOURCE)),
+    ("a nofailover member keeps no logical copies (it never becomes the primary that needs them)",
+     nofailover(with_cdc(view())), REPLICA, FollowSlots(PHYSICAL, ("n1", "n3"), 1800, (), SOURCE)),
     ("the leader's member key has no conn_url: physical copies only, no logical source",
-     without_conn_url(with_cdc(view())), REPLICA,
-     FollowSlots((("n1", LSN), ("n3", LSN - 200), ("perm", LSN - 300)), ("n1", "n3"), 1800)),
+     without_conn_url(with_cdc(view())), REPLICA, FollowSlots(PHYSICAL, ("n1", "n3"), 1800)),
     ("use_slots off: none", view(postgresql={"use_slots": False}), REPLICA, None),
     ("paused: raftpg changes nothing", view(pause=True), REPLICA, None),
     ("no leader: nothing to follow", view(leader=None), REPLICA, None),

@@ -1,0 +1,93 @@
+"""A replica's copies of a permanent logical slot (raftpg.pg.logical_slots) on two real PostgreSQL 15
+servers, no agents: copied from the primary (one restart), advanced in small steps to the published
+position, replaced when ahead of it, left alone within the copy backoff, and dropped once the slot is no
+longer wanted. The full failover with a consumer is tests/integration/test_logical_slots.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from test_pg import BIN_DIR, pg_tmp, poll, settings_for
+
+from raftpg.model import PermanentSlot
+from raftpg.model.lsn import parse_lsn
+from raftpg.pg import Credentials, Postgres, conninfo_for, logical_slots
+
+pytestmark = pytest.mark.integration
+pg_dir = pg_tmp  # test_pg's fixture (kills any postmaster left in the directory), known here as pg_dir
+
+CDC = PermanentSlot("cdc", "postgres", "test_decoding")
+
+
+def copy_at(pg: Postgres) -> int | None:
+    rows = pg.query("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'cdc'")
+    return parse_lsn(rows[0][0]) if rows and rows[0][0] else None
+
+
+def published(pg: Postgres) -> int:
+    return dict(pg.observe().slots)["cdc"]  # what the primary publishes for it: its confirmed_flush_lsn
+
+
+def test_a_replica_copies_advances_replaces_and_drops_a_logical_slot(run_as_postgres, pg_dir: Path) -> None:
+    auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"),
+                rewind=Credentials("rewinder", "rw-secret"))
+    psql = os.path.join(BIN_DIR, "psql")
+    logical = {"fsync": "off", "wal_level": "logical"}
+    s1 = settings_for(pg_dir, "n1", parameters=logical, **auth,
+                      post_bootstrap=f"{psql} -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (v int)'")
+    s2 = settings_for(pg_dir, "n2", parameters=logical, **auth)
+    source = conninfo_for("127.0.0.1", s1.port, "replicator")
+
+    def replayed(n2: Postgres, lsn: int) -> None:
+        poll(lambda: (n2.observe().replay_lsn or 0) >= lsn, what="n2 replayed up to the published position")
+
+    def body() -> None:
+        n1, n2 = Postgres(s1), Postgres(s2)
+        try:
+            n1.bootstrap(timeout_s=60)
+            assert n1.ensure_slots({"n2"}) == ({"n2"}, set())
+            n2.clone(source)
+            assert n2.start(source, "n2", timeout_s=30)
+            assert n1.ensure_logical_slots((CDC,)) == ({"cdc"}, set())
+            first = published(n1)
+            replayed(n2, first)
+
+            # missing here: copied from the primary (PostgreSQL restarts to load it), at its position
+            assert n2.follow_logical_slots(((CDC, first),), source) == {"cdc"}
+            assert copy_at(n2) == first and n2.observe().in_recovery
+            assert n2.follow_logical_slots(((CDC, first),), source) == set(), "in step: nothing to do"
+
+            # the consumer confirms more on the primary: the copy follows, in 64-byte steps here
+            n1.query("INSERT INTO t SELECT generate_series(1, 200)")
+            assert n1.query("SELECT count(*) FROM pg_logical_slot_get_changes('cdc', NULL, NULL)")[0][0] > 200
+            moved = published(n1)
+            assert moved > first
+            replayed(n2, moved)
+            logical_slots.ADVANCE_STEP = 64
+            assert n2.follow_logical_slots(((CDC, moved),), source) == set(), "advanced, not copied"
+            assert copy_at(n2) == moved
+
+            # a copy ahead of what the primary publishes (left by another history) is copied again, but
+            # not twice within the backoff (each copy restarts PostgreSQL). The copy is the state file on
+            # the primary's disk, written at a checkpoint: behind the slot in memory until then (safe:
+            # behind means sent again, never skipped)
+            n1.query("CHECKPOINT")
+            logical_slots._copied_at.clear()
+            assert n2.follow_logical_slots(((CDC, first),), source) == {"cdc"}
+            assert copy_at(n2) == moved
+            assert n2.follow_logical_slots(((CDC, first),), source) == set()
+
+            # not published yet (a new primary that has not made it): the copy is kept as it is
+            assert n2.follow_logical_slots(((CDC, None),), source) == set() and copy_at(n2) == moved
+
+            # no longer in the config: the copy goes, the primary's slot is the primary's business
+            assert n2.follow_logical_slots((), source) == set()
+            assert copy_at(n2) is None and copy_at(n1) == moved
+        finally:
+            for pg in (n1, n2):
+                pg.stop("immediate")
+                pg.close()
+
+    run_as_postgres(body, timeout_s=150)
