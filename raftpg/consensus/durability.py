@@ -34,7 +34,8 @@ _wrapping = threading.Lock()
 _replace_wrapped = False
 
 
-def _fsync_path(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory by its path (a directory: so that a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -52,7 +53,7 @@ class FlushingJournal(GuardedJournal):
         self.flush()  # msync(MS_SYNC) of the mapping: the data pages
         size = os.path.getsize(self._path)
         if size != self._size:  # grown: make the new length durable too
-            _fsync_path(self._path)
+            fsync_path(self._path)
             self._size = size
 
     def add(self, command: Any, idx: int, term: int) -> None:
@@ -73,15 +74,15 @@ class FlushingJournal(GuardedJournal):
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802, N803
         super().setCurrentTerm(term, votedForNodeId)  # writes <journal>.meta via a rename
-        _fsync_path(self._path + ".meta")
-        _fsync_path(os.path.dirname(os.path.abspath(self._path)))
+        fsync_path(self._path + ".meta")
+        fsync_path(os.path.dirname(os.path.abspath(self._path)))
 
 
 def _durable(replace: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
     def durable_replace(old: str, new: str) -> Any:
-        _fsync_path(old)
+        fsync_path(old)
         result = replace(old, new)
-        _fsync_path(os.path.dirname(os.path.abspath(new)))
+        fsync_path(os.path.dirname(os.path.abspath(new)))
         return result
     return durable_replace
 

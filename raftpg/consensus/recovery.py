@@ -45,6 +45,7 @@ from typing import Any
 import pysyncobj.pickle as syncobj_pickle
 from pysyncobj.journal import FileJournal
 
+from raftpg.consensus.durability import fsync_path
 from raftpg.kv import KvState, decode
 
 log = logging.getLogger(__name__)
@@ -120,15 +121,7 @@ def write_json_durably(path: str, document: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(os.path.dirname(path) or ".")
 
 
 # ---------------------------------------------------------------------------------- reading old state
@@ -219,7 +212,7 @@ def start_from_seed(files: RaftFiles) -> dict[str, Any] | None:
         os.makedirs(aside, mode=0o700)
         for path in old:
             os.replace(path, os.path.join(aside, os.path.basename(path)))
-        _fsync_dir(files.data_dir)
+        fsync_path(files.data_dir)
         log.warning("raft: the previous log and snapshot are kept in %s", aside)
     return seed
 
@@ -238,4 +231,4 @@ def pending_seed(files: RaftFiles) -> dict[str, Any] | None:
 
 def finish_new_cluster(files: RaftFiles) -> None:
     os.replace(files.seed, files.applied_marker)
-    _fsync_dir(files.data_dir)
+    fsync_path(files.data_dir)

@@ -320,12 +320,17 @@ def write_atomic(path: str, text: str, mode: int = 0o600) -> bool:
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(directory)
     return True
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory, so that a file created or renamed in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _is_ours(path: str) -> bool:

@@ -39,7 +39,7 @@ from raftpg.clock import Clock
 from raftpg.model import PermanentSlot
 from raftpg.model.lsn import format_lsn, parse_lsn
 from raftpg.model.slots import slot_name_for
-from raftpg.pg.conf import write_atomic, write_pgpass
+from raftpg.pg.conf import fsync_dir, write_atomic, write_pgpass
 from raftpg.pg.connection import connect, member_conninfo, query, scram_params, server_address
 from raftpg.pg.settings import PgSettings
 from raftpg.pg.slots import LOGICAL_RECORD, read_record
@@ -313,20 +313,12 @@ def install(settings: PgSettings, files: list[SlotFile], now: float) -> None:
             os.close(fd)
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
-        _fsync_dir(final)
+        fsync_dir(final)
         _copied_at[(settings.data_dir, f.name)] = now
         _unready[(settings.data_dir, f.name)] = None
-    _fsync_dir(replslot)
+    fsync_dir(replslot)
     recorded = read_record(settings.data_dir, LOGICAL_RECORD) | {f.name for f in files}
     write_atomic(os.path.join(settings.data_dir, LOGICAL_RECORD), "".join(f"{n}\n" for n in sorted(recorded)))
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _warn_once(settings: PgSettings, name: str, problem: str) -> None:
