@@ -10,17 +10,24 @@ import threading
 
 import pytest
 
+from raftpg.consensus.api import KvTimeout
 from raftpg.testing.poll import wait_until
 from raftpg.testing.raft_driver import ControlServer, Handler
 
 
-def test_a_client_that_leaves_before_the_answer_is_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("outcome", ["an answer", "a KvTimeout"])
+def test_a_client_that_leaves_before_the_answer_is_no_traceback(outcome: str, caplog: pytest.LogCaptureFixture,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """Both paths: the answer, and an error's answer (register-s5: a KvTimeout answered to a client that
+    had left printed the stdlib server's traceback to stderr, which the node log keeps)."""
     answered = threading.Event()
     release = threading.Event()
 
     def slow(_query: object) -> dict[str, object]:
         release.wait(5)  # the client is gone by the time the answer is written
         answered.set()
+        if outcome == "a KvTimeout":
+            raise KvTimeout("no answer within 5.0s; the outcome is unknown " + "x" * 100_000)
         return {"value": "x" * 100_000}  # larger than the socket buffers: the write fails
 
     server = ControlServer(("127.0.0.1", 0), Handler)
@@ -38,6 +45,7 @@ def test_a_client_that_leaves_before_the_answer_is_no_traceback(caplog: pytest.L
             wait_until(lambda: any("left before the answer" in r.getMessage() for r in caplog.records), 5,
                        "the one-line log of a client that left")
         assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+        assert "Traceback" not in capfd.readouterr().err, "a traceback was printed"
     finally:
         server.shutdown()
         server.server_close()
