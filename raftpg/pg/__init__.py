@@ -13,6 +13,7 @@ What lives here
   from_config.py PgSettings from the Config
   slots.py       physical slots for the other members, permanent slots     callbacks.py  user callbacks
   logical_slots.py  a replica's copies of the permanent logical slots (copied, advanced, dropped)
+  wal_copy.py       the WAL segments such a copy needs that the replica never had, read on the primary
   connection.py  superuser connections and conninfo strings     controldata.py, pidfile.py, tools.py
 
 May import: the standard library, psycopg, raftpg.model and raftpg.clock; raftpg.config only in
@@ -23,7 +24,8 @@ Invariants
 - initdb only runs on a missing or empty data directory (DESIGN.md safety rule 7); clone likewise.
 - User data is never deleted: a failed data directory is renamed aside. The only deletions are clone's
   cleanup of its own failed attempt in a directory that was missing or empty, and a replica's copy of a
-  logical slot replaced by a newer copy (the slot's state file; the primary holds the slot).
+  logical slot replaced by a newer copy (the slot's state file; the primary holds the slot), and the
+  temporary files of raftpg's own copies of WAL segments (wal_copy.py, named *.raftpg-tmp).
 - The postmaster is always a child of the fencing supervisor started by this agent, and dies with it; a
   postmaster the agent did not start is stopped before the agent starts its own.
 - Every operation has a deadline; nothing blocks forever. Synchronous and usable from a worker thread.

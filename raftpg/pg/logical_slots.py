@@ -11,7 +11,9 @@ what it confirmed and the promotion. So each replica keeps a copy of the primary
   rejoined), or unusable (its WAL recycled here, or invalidated: SQLSTATE 58P01 / 55000, ``wal_status``
   lost), and only once this replica replayed past the state's confirmed position, runs with ``wal_level =
   logical`` and has a free slot; never from a server of another cluster (system identifier). At most one
-  copy per slot per ``COPY_BACKOFF_S``: each one restarts PostgreSQL.
+  copy per slot per ``COPY_BACKOFF_S``: each one restarts PostgreSQL. The WAL from the slot's restart
+  position that this replica never had (a slot older than its base backup) comes with it (``wal_copy``);
+  a copy whose WAL is missing here is unusable, and made again.
 - **advance**: to the position the primary publishes for it (its ``confirmed_flush_lsn``: what the
   consumer confirmed), never past what this replica replayed, in steps of ``ADVANCE_STEP`` (each call of
   ``pg_replication_slot_advance`` keeps its progress; a long gap is closed over several chores).
@@ -39,6 +41,7 @@ from raftpg.clock import Clock
 from raftpg.model import PermanentSlot
 from raftpg.model.lsn import format_lsn, parse_lsn
 from raftpg.model.slots import slot_name_for
+from raftpg.pg import wal_copy
 from raftpg.pg.conf import fsync_dir, write_atomic, write_pgpass
 from raftpg.pg.connection import connect, member_conninfo, query, scram_params, server_address
 from raftpg.pg.settings import PgSettings
@@ -70,6 +73,7 @@ class SlotFile:
     plugin: str
     state: bytes
     confirmed_flush: int
+    restart: int
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class Followed:
     due: set[str]       # to copy from the primary now (checks and backoff applied)
     replayed: int
     sysid: str
+    segment_size: int
+    oldest: int | None  # the first LSN of the oldest WAL segment here
+    unusable: set[str]  # copies here whose WAL is gone: never ready, made again
 
 
 def keep_copies(settings: PgSettings, slots: Slots, source: str, clock: Clock,
@@ -92,7 +99,7 @@ def keep_copies(settings: PgSettings, slots: Slots, source: str, clock: Clock,
     if followed is None:
         return set()
     if unready(settings):
-        check_ready(settings, source)
+        check_ready(settings, source, skip=followed.unusable)
     if not followed.due:
         return set()
     files = []
@@ -101,11 +108,47 @@ def keep_copies(settings: PgSettings, slots: Slots, source: str, clock: Clock,
             _warn_once(settings, f.name, "not copied yet: this replica has not replayed up to its position")
         else:
             files.append(f)
+    segments = _fetch_wal(settings, source, files, followed)
+    files = [f for f in files if f.name in segments]
     if files:
         log.info("copying logical slot(s) %s from the primary: restarting PostgreSQL to load them",
                  ", ".join(f.name for f in files))
-        restart(lambda: install(settings, files, now))
+
+        def install_all() -> None:
+            for f in files:
+                wal_copy.install(segments[f.name])
+            install(settings, files, now)
+        restart(install_all)
     return {f.name for f in files}
+
+
+def _fetch_wal(settings: PgSettings, source: str, files: list[SlotFile],
+               followed: Followed) -> dict[str, wal_copy.Segments]:
+    """For each copy to make, the WAL segments from its restart position that this replica lacks, read on
+    the primary into temporary files. A copy whose WAL cannot be had (too long a gap, gone there, an
+    error) is left out, with a warning; it is tried again later."""
+    size, ready = followed.segment_size, {}
+    for f in files:
+        numbers = wal_copy.missing(f.restart, followed.oldest, size)
+        if len(numbers) * size > wal_copy.MAX_COPY:
+            _warn_once(settings, f.name, f"not copied yet: its restart position {format_lsn(f.restart)} lies "
+                                         f"{len(numbers)} WAL segment(s) before the oldest WAL here (more than "
+                                         f"{wal_copy.MAX_COPY >> 20} MB to copy); it is copied once its "
+                                         f"consumer confirms more")
+            continue
+        try:
+            if numbers:
+                with _primary(settings, source, 30.0) as conn:
+                    ready[f.name] = wal_copy.fetch(conn, settings.data_dir, numbers, size)
+                log.info("logical slot %s: copied %d WAL segment(s) from %s, which its restart position needs",
+                         f.name, len(ready[f.name].names), format_lsn(f.restart))
+            else:
+                ready[f.name] = wal_copy.Segments(os.path.join(settings.data_dir, "pg_wal"), ())
+        except (psycopg.Error, PgError, OSError, ValueError) as e:
+            _warn_once(settings, f.name, f"not copied yet: the WAL from its restart position "
+                                         f"{format_lsn(f.restart)} could not be read on the primary: "
+                                         f"{str(e).strip()}")
+    return ready
 
 
 def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int | None]], clock: Clock,
@@ -116,11 +159,12 @@ def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int |
     recorded = read_record(settings.data_dir, LOGICAL_RECORD)
     if not wanted and not recorded:
         return None
-    (in_recovery, replay, feedback, wal_level, sysid, free), = query(
+    (in_recovery, replay, feedback, wal_level, sysid, free, segment_size), = query(
         settings, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
                   "current_setting('hot_standby_feedback')::boolean, current_setting('wal_level'), "
                   "(SELECT system_identifier FROM pg_control_system())::text, "
-                  "current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)",
+                  "current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), "
+                  "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')",
         timeout_s=timeout_s)
     if not in_recovery:
         return None
@@ -128,23 +172,32 @@ def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int |
         _warn_once(settings, "*", "copies of logical slots need hot_standby_feedback = on: without it the primary "
                                   "may vacuum catalog rows a copy needs, and it may fail after a failover")
     replayed = parse_lsn(replay) if replay else 0
-    rows = query(settings, "SELECT slot_name, database, plugin, confirmed_flush_lsn::text, active, wal_status "
-                           "FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT temporary",
+    rows = query(settings, "SELECT slot_name, database, plugin, confirmed_flush_lsn::text, active, wal_status, "
+                           "restart_lsn::text FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT temporary",
                  timeout_s=timeout_s)
-    here = {str(r[0]): (str(r[1]), str(r[2]), parse_lsn(r[3]) if r[3] else 0, bool(r[4]), r[5]) for r in rows}
+    here = {str(r[0]): (str(r[1]), str(r[2]), parse_lsn(r[3]) if r[3] else 0, bool(r[4]), r[5],
+                        parse_lsn(r[6]) if r[6] else 0) for r in rows}
+    oldest = wal_copy.oldest_local(settings.data_dir, int(segment_size))
     if settings.data_dir not in _looked:  # at agent start: every copy is checked once more (Patroni's rule)
         _looked.add(settings.data_dir)
         _unready.update({(settings.data_dir, n): None for n in wanted if n in here})
     advanced: set[str] = set()
     to_copy: set[str] = set()
+    unusable: set[str] = set()
     now = clock.monotonic()
     deadline = now + ADVANCE_BUDGET_S
     for name, (slot, published) in sorted(wanted.items()):
         copy = here.get(name)
         if published is None:
             continue  # in the config, not (yet) published by the primary: whatever is here is kept
+        if copy is not None and oldest is not None and copy[5] < oldest:
+            unusable.add(name)  # decoding would need WAL this replica does not have
+            _unready[(settings.data_dir, name)] = None
+            _warn_once(settings, name, f"its copy is not usable: its restart position {format_lsn(copy[5])} is "
+                                       f"older than the oldest WAL here ({format_lsn(oldest)}); it is copied "
+                                       f"again with that WAL")
         if copy is None or (copy[0], copy[1]) != (slot.database, slot.plugin) or copy[2] > published \
-                or copy[4] == "lost":
+                or copy[4] == "lost" or name in unusable:
             to_copy.add(name)
             continue
         state = _advance(settings, slot, copy[2], min(published, replayed), clock, deadline, timeout_s)
@@ -163,7 +216,7 @@ def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int |
         _warn_once(settings, "*slots", f"only {max(0, free)} free replication slot(s) here: max_replication_slots "
                                        f"is too small for copies of {', '.join(new)}")
         due -= set(new[max(0, free):])
-    return Followed(advanced, dropped, due, replayed, str(sysid))
+    return Followed(advanced, dropped, due, replayed, str(sysid), int(segment_size), oldest, unusable)
 
 
 def _advance(settings: PgSettings, slot: PermanentSlot, at: int, target: int, clock: Clock, deadline: float,
@@ -212,7 +265,8 @@ def fetch(settings: PgSettings, source: str, wanted: Mapping[str, PermanentSlot]
         rows = _on_primary(settings, source, timeout_s,
                            "SELECT s.slot_name, d.datname, s.plugin, "
                            "pg_read_binary_file('pg_replslot/' || s.slot_name || '/state'), "
-                           "s.confirmed_flush_lsn::text, (SELECT system_identifier FROM pg_control_system())::text "
+                           "s.confirmed_flush_lsn::text, (SELECT system_identifier FROM pg_control_system())::text, "
+                           "s.restart_lsn::text "
                            "FROM pg_replication_slots s JOIN pg_database d ON d.oid = s.datoid "
                            "WHERE s.slot_type = 'logical' AND NOT s.temporary AND NOT pg_is_in_recovery() "
                            "AND s.confirmed_flush_lsn IS NOT NULL AND s.slot_name = ANY(%s)", (sorted(wanted),))
@@ -220,7 +274,7 @@ def fetch(settings: PgSettings, source: str, wanted: Mapping[str, PermanentSlot]
         _warn_once(settings, "*fetch", f"logical slots could not be read on the primary: {str(e).strip()}")
         return []
     files = []
-    for name, database, plugin, state, confirmed, theirs in rows:
+    for name, database, plugin, state, confirmed, theirs, restart in rows:
         slot = wanted[str(name)]
         if theirs != sysid:
             _warn_once(settings, "*sysid", f"logical slots are not copied from {source}: it is another cluster "
@@ -230,7 +284,8 @@ def fetch(settings: PgSettings, source: str, wanted: Mapping[str, PermanentSlot]
             _warn_once(settings, str(name), f"not copied: on the primary it is {database}/{plugin}, "
                                             f"the config wants {slot.database}/{slot.plugin}")
             continue
-        files.append(SlotFile(str(name), str(database), str(plugin), bytes(state), parse_lsn(confirmed)))
+        files.append(SlotFile(str(name), str(database), str(plugin), bytes(state), parse_lsn(confirmed),
+                              parse_lsn(restart) if restart else 0))
     return files
 
 
@@ -249,12 +304,14 @@ def warn_if_unready(settings: PgSettings) -> None:
         _unready.pop((settings.data_dir, name), None)
 
 
-def check_ready(settings: PgSettings, source: str, timeout_s: float = 10.0) -> set[str]:
+def check_ready(settings: PgSettings, source: str, timeout_s: float = 10.0,
+                skip: frozenset[str] | set[str] = frozenset()) -> set[str]:
     """Patroni's rule: once this replica's physical slot on the primary holds a ``catalog_xmin`` (from
     ``hot_standby_feedback``), the primary's own slot's ``catalog_xmin`` at that moment is each unready
     copy's reference; the copy is safe once reference <= that physical ``catalog_xmin`` <= the copy's own.
-    Returns the copies found ready now (each logged)."""
-    pending = {name: ref for (data_dir, name), ref in _unready.items() if data_dir == settings.data_dir}
+    Copies in ``skip`` (unusable here) are not looked at. Returns the copies found ready now (each logged)."""
+    pending = {name: ref for (data_dir, name), ref in _unready.items()
+               if data_dir == settings.data_dir and name not in skip}
     mine = slot_name_for(settings.name)
     try:
         there = dict(_on_primary(settings, source, timeout_s,
@@ -285,16 +342,26 @@ def check_ready(settings: PgSettings, source: str, timeout_s: float = 10.0) -> s
 
 def _on_primary(settings: PgSettings, source: str, timeout_s: float, sql: str,
                 params: tuple[object, ...]) -> list[tuple[Any, ...]]:
-    """One query on the primary at ``source`` (host and port only) as the rewind role (else the
+    """One query on the primary at ``source``, as ``_primary`` connects."""
+    with _primary(settings, source, timeout_s) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _primary(settings: PgSettings, source: str, timeout_s: float) -> psycopg.Connection:
+    """A connection to the primary at ``source`` (host and port only) as the rewind role (else the
     superuser), which may read the data directory's files. psycopg.Error, PgError (a bad address) or
     OSError (the pgpass file) as they come."""
     cred = settings.rewind_credentials
     conninfo = member_conninfo(source, user=cred.username, passfile=settings.pgpass, dbname="postgres",
                                connect_timeout=max(1, int(timeout_s)), **scram_params(settings, cred))
     write_pgpass(settings, server_address(source))
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    conn = psycopg.connect(conninfo, autocommit=True)
+    try:
         conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-        return conn.execute(sql, params).fetchall()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def install(settings: PgSettings, files: list[SlotFile], now: float) -> None:

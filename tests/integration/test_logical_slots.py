@@ -120,6 +120,31 @@ def test_a_cdc_consumer_goes_on_after_a_failover_with_nothing_resent_or_skipped(
     assert logged(cluster, primary, COPYING)
 
 
+def test_a_copy_made_before_any_consumer_is_usable_after_a_failover(make_cluster, tmp_path) -> None:
+    """The slot is made at bootstrap, before the replicas are cloned: its restart position lies in WAL the
+    replicas never had. Their copies must bring that WAL with them, or a consumer that connects only after
+    the failover fails ('requested WAL segment ... has already been removed')."""
+    cluster = make_cluster(["n1", "n2", "n3"], dcs={**FAST, "slots": CDC}, extra=LOGICAL)
+    cluster.start_all()
+    primary = wait_primary(cluster, 90)
+    replicas = set(cluster.nodes) - {primary}
+    wait_streaming(cluster, primary, replicas)
+    cluster.wait_for(lambda: slot(cluster, primary) is not None, 60, f"the slot cdc made on {primary}")
+    sql(cluster, primary, "CREATE TABLE cdc_rows(id int PRIMARY KEY)")
+    insert(cluster, primary, range(1, 31))
+    at = lsn(sql(cluster, primary, "SELECT pg_current_wal_lsn()::text")[0][0])
+    cluster.wait_for(lambda: all(logged(cluster, r, READY) for r in replicas), 180,
+                     f"the copies on {sorted(replicas)} to be safe to use after a failover")
+    cluster.wait_for(lambda: all((r := try_sql(cluster, n, "SELECT pg_last_wal_replay_lsn()::text"))
+                                 and lsn(r[0][0]) >= at for n in replicas), 60, "the replicas replaying 1..30")
+    cluster.kill_node(primary)
+    new = wait_primary(cluster, 90, exclude=primary)
+    insert(cluster, new, range(31, 41))
+    end = sql(cluster, new, "SELECT pg_current_wal_lsn()::text")[0][0]
+    assert consume(cluster, new, tmp_path / "after.txt", end) == list(range(1, 41))
+    assert not logged(cluster, new, "promoted with logical slot copies that may not be usable")
+
+
 def test_a_slot_removed_from_the_config_is_dropped_on_the_replicas_too(make_cluster) -> None:
     cluster = make_cluster(["n1", "n2"], dcs={**FAST, "slots": CDC}, extra=LOGICAL)
     cluster.start_all()

@@ -6,6 +6,7 @@ longer wanted. The full failover with a consumer is tests/integration/test_logic
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,107 @@ def test_a_replica_copies_advances_replaces_and_drops_a_logical_slot(run_as_post
             # no longer in the config: the copy goes, the primary's slot is the primary's business
             assert n2.follow_logical_slots((), source) == set()
             assert copy_at(n2) is None and copy_at(n1) == moved
+        finally:
+            for pg in (n1, n2):
+                pg.stop("immediate")
+                pg.close()
+
+    run_as_postgres(body, timeout_s=150)
+
+
+def test_a_copy_brings_the_wal_its_restart_position_needs(run_as_postgres, pg_dir: Path) -> None:
+    """The slot is older than the replica's base backup: the replica never had the WAL from the slot's
+    restart position. The copy brings those segments (read on the primary as the rewind role), so the
+    copy can be advanced (which decodes from there) and used after a promotion."""
+    auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"),
+                rewind=Credentials("rewinder", "rw-secret"))
+    psql = os.path.join(BIN_DIR, "psql")
+    logical = {"fsync": "off", "wal_level": "logical"}
+    s1 = settings_for(pg_dir, "n1", parameters=logical, **auth,
+                      post_bootstrap=f"{psql} -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (v int)'")
+    s2 = settings_for(pg_dir, "n2", parameters=logical, **auth)
+    source = conninfo_for("127.0.0.1", s1.port, "replicator")
+
+    def restart_of(pg: Postgres) -> int:
+        return parse_lsn(pg.query("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'cdc'")[0][0])
+
+    def body() -> None:
+        n1, n2 = Postgres(s1), Postgres(s2)
+        try:
+            n1.bootstrap(timeout_s=60)
+            assert n1.ensure_slots({"n2"}) == ({"n2"}, set())
+            assert n1.ensure_logical_slots((CDC,)) == ({"cdc"}, set())
+            for v in range(3):  # the base backup starts segments later than the slot
+                n1.query("INSERT INTO t VALUES (%s)", (v,))
+                n1.query("SELECT pg_switch_wal()")
+            n2.clone(source)
+            assert n2.start(source, "n2", timeout_s=30)
+            first = published(n1)
+            poll(lambda: (n2.observe().replay_lsn or 0) >= first, what="n2 replayed up to the slot")
+            size = 16 << 20
+            oldest = logical_slots.wal_copy.oldest_local(s2.data_dir, size)
+            assert oldest is not None and restart_of(n1) < oldest, "the scenario: WAL the replica never had"
+
+            assert n2.follow_logical_slots(((CDC, first),), source) == {"cdc"}
+            assert restart_of(n2) == restart_of(n1)
+            assert logical_slots.wal_copy.oldest_local(s2.data_dir, size) == restart_of(n2) // size * size
+            done = os.path.join(s2.data_dir, "pg_wal", "archive_status")
+            assert any(n.endswith(".done") for n in os.listdir(done)), "copied segments count as archived"
+            assert not [n for n in os.listdir(os.path.join(s2.data_dir, "pg_wal")) if n.endswith(".raftpg-tmp")]
+
+            # the consumer confirms more: the copy is advanced, which decodes from its restart position
+            n1.query("INSERT INTO t SELECT generate_series(1, 50)")
+            assert n1.query("SELECT count(*) FROM pg_logical_slot_get_changes('cdc', NULL, NULL)")[0][0] > 50
+            moved = published(n1)
+            poll(lambda: (n2.observe().replay_lsn or 0) >= moved, what="n2 replayed up to the new position")
+            assert n2.follow_logical_slots(((CDC, moved),), source) == set(), "advanced, not copied"
+            assert copy_at(n2) == moved
+        finally:
+            for pg in (n1, n2):
+                pg.stop("immediate")
+                pg.close()
+
+    run_as_postgres(body, timeout_s=150)
+
+
+def test_a_copy_without_its_wal_is_unusable_and_made_again(run_as_postgres, pg_dir: Path) -> None:
+    """A copy whose restart position lies before every WAL segment here (made by an earlier version, or
+    its WAL lost) would fail the consumer after a promotion: it is never called ready, and it is made
+    again, with its WAL."""
+    auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"),
+                rewind=Credentials("rewinder", "rw-secret"))
+    logical = {"fsync": "off", "wal_level": "logical"}
+    s1 = settings_for(pg_dir, "n1", parameters=logical, **auth)
+    s2 = settings_for(pg_dir, "n2", parameters=logical, **auth)
+    source = conninfo_for("127.0.0.1", s1.port, "replicator")
+
+    def body() -> None:
+        n1, n2 = Postgres(s1), Postgres(s2)
+        try:
+            n1.bootstrap(timeout_s=60)
+            assert n1.ensure_slots({"n2"}) == ({"n2"}, set())
+            assert n1.ensure_logical_slots((CDC,)) == ({"cdc"}, set())
+            n1.query("SELECT pg_switch_wal()")
+            n2.clone(source)
+            assert n2.start(source, "n2", timeout_s=30)
+            first = published(n1)
+            poll(lambda: (n2.observe().replay_lsn or 0) >= first, what="n2 replayed up to the slot")
+            # the state file alone, as a copy made without its WAL would be
+            state = n1.query("SELECT pg_read_binary_file('pg_replslot/cdc/state')")[0][0]
+            restart = parse_lsn(n1.query("SELECT restart_lsn::text FROM pg_replication_slots "
+                                         "WHERE slot_name = 'cdc'")[0][0])
+            files = [logical_slots.SlotFile("cdc", "postgres", "test_decoding", bytes(state), first, restart)]
+            n2.restart(between=lambda: logical_slots.install(s2, files, 0.0))
+            assert copy_at(n2) == first
+            # within the copy backoff: not made again yet, and never called safe meanwhile
+            logical_slots._copied_at[(s2.data_dir, "cdc")] = time.monotonic()
+            assert n2.follow_logical_slots(((CDC, first),), source) == set()
+            assert logical_slots.unready(s2) == ["cdc"]
+            logical_slots._copied_at.clear()
+
+            assert n2.follow_logical_slots(((CDC, first),), source) == {"cdc"}, "made again"
+            oldest = logical_slots.wal_copy.oldest_local(s2.data_dir, 16 << 20)
+            assert oldest is not None and oldest <= restart
         finally:
             for pg in (n1, n2):
                 pg.stop("immediate")
