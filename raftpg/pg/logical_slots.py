@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,8 @@ COPY_BACKOFF_S = 30.0
 ADVANCE_STEP = 128 << 20  # WAL bytes per pg_replication_slot_advance call
 ADVANCE_BUDGET_S = 5.0    # per chore, every slot together
 RECOPY = frozenset({"58P01", "55000"})  # the copy's WAL is gone here; the copy was invalidated
+SLOT_MAGIC = 0x1051CA1
+STATE_RESTART_AT = 16 + 64 + 4 * 4  # header, name, database, persistency, xmin, catalog_xmin
 
 _copied_at: dict[tuple[str, str], float] = {}  # (data dir, slot) -> monotonic time of the last copy
 _unready: dict[tuple[str, str], int | None] = {}  # (data dir, slot) -> the primary's catalog_xmin reference
@@ -84,8 +87,7 @@ class Followed:
     replayed: int
     sysid: str
     segment_size: int
-    oldest: int | None  # the first LSN of the oldest WAL segment here
-    unusable: set[str]  # copies here whose WAL is gone: never ready, made again
+    unusable: set[str]  # copies here whose WAL is not whole: never ready, made again
 
 
 def keep_copies(settings: PgSettings, slots: Slots, source: str, clock: Clock,
@@ -108,47 +110,64 @@ def keep_copies(settings: PgSettings, slots: Slots, source: str, clock: Clock,
             _warn_once(settings, f.name, "not copied yet: this replica has not replayed up to its position")
         else:
             files.append(f)
-    segments = _fetch_wal(settings, source, files, followed)
-    files = [f for f in files if f.name in segments]
-    if files:
-        log.info("copying logical slot(s) %s from the primary: restarting PostgreSQL to load them",
-                 ", ".join(f.name for f in files))
+    size, here = followed.segment_size, wal_copy.local_numbers(settings.data_dir, followed.segment_size)
+    files = [f for f in files if _wal_bounded(settings, f, followed, here)]
+    if not files or not _fetch_wal(settings, source, files, followed, here):
+        return set()
+    installed: list[str] = []
 
-        def install_all() -> None:
-            for f in files:
-                wal_copy.install(segments[f.name])
-            install(settings, files, now)
-        restart(install_all)
-    return {f.name for f in files}
+    def install_all() -> None:  # PostgreSQL is stopped: its shutdown restartpoint may have removed WAL
+        wal_copy.install(settings.data_dir)
+        now_here = wal_copy.local_numbers(settings.data_dir, size)
+        if _fetch_wal(settings, source, files, followed, now_here):
+            wal_copy.install(settings.data_dir)
+            now_here = wal_copy.local_numbers(settings.data_dir, size)
+        whole = [f for f in files if not wal_copy.needed(f.restart, followed.replayed, now_here, size)]
+        for f in files:
+            if f not in whole:
+                _warn_once(settings, f.name, "not copied this time: WAL from its restart position is missing here")
+        install(settings, whole, now)
+        installed.extend(f.name for f in whole)
+
+    log.info("copying logical slot(s) %s from the primary: restarting PostgreSQL to load them",
+             ", ".join(f.name for f in files))
+    for f in files:  # the backoff holds even if the copy fails: each try restarts PostgreSQL
+        _copied_at[(settings.data_dir, f.name)] = now
+    restart(install_all)
+    return set(installed)
 
 
-def _fetch_wal(settings: PgSettings, source: str, files: list[SlotFile],
-               followed: Followed) -> dict[str, wal_copy.Segments]:
-    """For each copy to make, the WAL segments from its restart position that this replica lacks, read on
-    the primary into temporary files. A copy whose WAL cannot be had (too long a gap, gone there, an
-    error) is left out, with a warning; it is tried again later."""
-    size, ready = followed.segment_size, {}
-    for f in files:
-        numbers = wal_copy.missing(f.restart, followed.oldest, size)
-        if len(numbers) * size > wal_copy.MAX_COPY:
-            _warn_once(settings, f.name, f"not copied yet: its restart position {format_lsn(f.restart)} lies "
-                                         f"{len(numbers)} WAL segment(s) before the oldest WAL here (more than "
-                                         f"{wal_copy.MAX_COPY >> 20} MB to copy); it is copied once its "
-                                         f"consumer confirms more")
-            continue
-        try:
-            if numbers:
-                with _primary(settings, source, 30.0) as conn:
-                    ready[f.name] = wal_copy.fetch(conn, settings.data_dir, numbers, size)
-                log.info("logical slot %s: copied %d WAL segment(s) from %s, which its restart position needs",
-                         f.name, len(ready[f.name].names), format_lsn(f.restart))
-            else:
-                ready[f.name] = wal_copy.Segments(os.path.join(settings.data_dir, "pg_wal"), ())
-        except (psycopg.Error, PgError, OSError, ValueError) as e:
-            _warn_once(settings, f.name, f"not copied yet: the WAL from its restart position "
-                                         f"{format_lsn(f.restart)} could not be read on the primary: "
-                                         f"{str(e).strip()}")
-    return ready
+def _wal_bounded(settings: PgSettings, f: SlotFile, followed: Followed, here: set[int]) -> bool:
+    """Whether the WAL this copy lacks here is small enough to copy (else warned: it waits)."""
+    gap = wal_copy.needed(f.restart, followed.replayed, here, followed.segment_size)
+    if len(gap) <= wal_copy.max_segments(followed.segment_size):
+        return True
+    _warn_once(settings, f.name, f"not copied yet: {len(gap)} WAL segment(s) from its restart position "
+                                 f"{format_lsn(f.restart)} are not here (more than "
+                                 f"{wal_copy.max_segments(followed.segment_size)} to copy); it is copied once "
+                                 f"its consumer confirms more")
+    return False
+
+
+def _fetch_wal(settings: PgSettings, source: str, files: list[SlotFile], followed: Followed,
+               here: set[int]) -> bool:
+    """Read on the primary, into temporary files, the WAL segments the copies to make lack ``here``.
+    False (warned; tried again later) when they cannot be had."""
+    size = followed.segment_size
+    gap = {n for f in files for n in wal_copy.needed(f.restart, followed.replayed, here, size)}
+    if not gap:
+        return True
+    try:
+        wal_copy.clean(settings.data_dir)
+        with _primary(settings, source, 30.0) as conn:
+            wal_copy.fetch(conn, settings.data_dir, gap, size)
+    except (psycopg.Error, PgError, OSError, ValueError) as e:
+        _warn_once(settings, "*wal", f"logical slot copies wait: WAL segments they need could not be read on "
+                                     f"the primary: {str(e).strip()}")
+        return False
+    log.info("logical slot copies: read %d WAL segment(s) on the primary that this replica never had (from %s)",
+             len(gap), format_lsn(min(gap) * size))
+    return True
 
 
 def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int | None]], clock: Clock,
@@ -177,7 +196,8 @@ def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int |
                  timeout_s=timeout_s)
     here = {str(r[0]): (str(r[1]), str(r[2]), parse_lsn(r[3]) if r[3] else 0, bool(r[4]), r[5],
                         parse_lsn(r[6]) if r[6] else 0) for r in rows}
-    oldest = wal_copy.oldest_local(settings.data_dir, int(segment_size))
+    size = int(segment_size)
+    present = wal_copy.local_numbers(settings.data_dir, size)
     if settings.data_dir not in _looked:  # at agent start: every copy is checked once more (Patroni's rule)
         _looked.add(settings.data_dir)
         _unready.update({(settings.data_dir, n): None for n in wanted if n in here})
@@ -190,12 +210,11 @@ def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int |
         copy = here.get(name)
         if published is None:
             continue  # in the config, not (yet) published by the primary: whatever is here is kept
-        if copy is not None and oldest is not None and copy[5] < oldest:
+        if copy is not None and copy[5] and wal_copy.needed(copy[5], replayed, present, size):
             unusable.add(name)  # decoding would need WAL this replica does not have
             _unready[(settings.data_dir, name)] = None
-            _warn_once(settings, name, f"its copy is not usable: its restart position {format_lsn(copy[5])} is "
-                                       f"older than the oldest WAL here ({format_lsn(oldest)}); it is copied "
-                                       f"again with that WAL")
+            _warn_once(settings, name, f"its copy is not usable: WAL from its restart position "
+                                       f"{format_lsn(copy[5])} is missing here; it is copied again with that WAL")
         if copy is None or (copy[0], copy[1]) != (slot.database, slot.plugin) or copy[2] > published \
                 or copy[4] == "lost" or name in unusable:
             to_copy.add(name)
@@ -216,7 +235,7 @@ def follow(settings: PgSettings, wanted: Mapping[str, tuple[PermanentSlot, int |
         _warn_once(settings, "*slots", f"only {max(0, free)} free replication slot(s) here: max_replication_slots "
                                        f"is too small for copies of {', '.join(new)}")
         due -= set(new[max(0, free):])
-    return Followed(advanced, dropped, due, replayed, str(sysid), int(segment_size), oldest, unusable)
+    return Followed(advanced, dropped, due, replayed, str(sysid), size, unusable)
 
 
 def _advance(settings: PgSettings, slot: PermanentSlot, at: int, target: int, clock: Clock, deadline: float,
@@ -284,9 +303,20 @@ def fetch(settings: PgSettings, source: str, wanted: Mapping[str, PermanentSlot]
             _warn_once(settings, str(name), f"not copied: on the primary it is {database}/{plugin}, "
                                             f"the config wants {slot.database}/{slot.plugin}")
             continue
+        in_memory = parse_lsn(restart) if restart else 0
+        on_disk = state_restart(bytes(state))  # the state file is the last checkpoint's: maybe older
         files.append(SlotFile(str(name), str(database), str(plugin), bytes(state), parse_lsn(confirmed),
-                              parse_lsn(restart) if restart else 0))
+                              min(in_memory, on_disk) if on_disk else in_memory))
     return files
+
+
+def state_restart(state: bytes) -> int | None:
+    """The restart position written in a slot's state file (PostgreSQL's ReplicationSlotOnDisk: magic,
+    checksum, version, length, then the slot's name, database, persistency, xmin, catalog_xmin and
+    restart_lsn, in the server's byte order), or None when it does not look like one."""
+    if len(state) < STATE_RESTART_AT + 8 or struct.unpack_from("=I", state, 0)[0] != SLOT_MAGIC:
+        return None
+    return int(struct.unpack_from("=Q", state, STATE_RESTART_AT)[0]) or None
 
 
 def unready(settings: PgSettings) -> list[str]:

@@ -94,10 +94,14 @@ def test_a_replica_copies_advances_replaces_and_drops_a_logical_slot(run_as_post
     run_as_postgres(body, timeout_s=150)
 
 
-def test_a_copy_brings_the_wal_its_restart_position_needs(run_as_postgres, pg_dir: Path) -> None:
-    """The slot is older than the replica's base backup: the replica never had the WAL from the slot's
-    restart position. The copy brings those segments (read on the primary as the rewind role), so the
-    copy can be advanced (which decodes from there) and used after a promotion."""
+def wal_name(number: int, timeline: int = 1) -> str:
+    return f"{timeline:08X}{number // 256:08X}{number % 256:08X}"  # 16 MB segments
+
+
+def test_copies_bring_the_wal_their_restart_positions_need(run_as_postgres, pg_dir: Path) -> None:
+    """Two slots older than the replica's base backup: the replica never had the WAL from their restart
+    positions. The copies bring those segments (read on the primary as the rewind role, marked archived),
+    so they can be advanced (which decodes from there) and used after a promotion."""
     auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"),
                 rewind=Credentials("rewinder", "rw-secret"))
     psql = os.path.join(BIN_DIR, "psql")
@@ -106,9 +110,12 @@ def test_a_copy_brings_the_wal_its_restart_position_needs(run_as_postgres, pg_di
                       post_bootstrap=f"{psql} -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (v int)'")
     s2 = settings_for(pg_dir, "n2", parameters=logical, **auth)
     source = conninfo_for("127.0.0.1", s1.port, "replicator")
+    cdc2 = PermanentSlot("cdc2", "postgres", "test_decoding")
+    size = 16 << 20
 
-    def restart_of(pg: Postgres) -> int:
-        return parse_lsn(pg.query("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'cdc'")[0][0])
+    def restart_of(pg: Postgres, name: str = "cdc") -> int:
+        return parse_lsn(pg.query("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                                  (name,))[0][0])
 
     def body() -> None:
         n1, n2 = Postgres(s1), Postgres(s2)
@@ -116,30 +123,38 @@ def test_a_copy_brings_the_wal_its_restart_position_needs(run_as_postgres, pg_di
             n1.bootstrap(timeout_s=60)
             assert n1.ensure_slots({"n2"}) == ({"n2"}, set())
             assert n1.ensure_logical_slots((CDC,)) == ({"cdc"}, set())
-            for v in range(3):  # the base backup starts segments later than the slot
+            n1.query("INSERT INTO t VALUES (0)")
+            n1.query("SELECT pg_switch_wal()")
+            assert n1.ensure_logical_slots((CDC, cdc2)) == ({"cdc2"}, set())  # a segment later than cdc
+            for v in range(3):  # the base backup starts segments later than both slots
                 n1.query("INSERT INTO t VALUES (%s)", (v,))
                 n1.query("SELECT pg_switch_wal()")
+            n1.query("CHECKPOINT")
+            state = bytes(n1.query("SELECT pg_read_binary_file('pg_replslot/cdc/state')")[0][0])
+            assert logical_slots.state_restart(state) == restart_of(n1), "the state file's restart position"
             n2.clone(source)
             assert n2.start(source, "n2", timeout_s=30)
-            first = published(n1)
-            poll(lambda: (n2.observe().replay_lsn or 0) >= first, what="n2 replayed up to the slot")
-            size = 16 << 20
-            oldest = logical_slots.wal_copy.oldest_local(s2.data_dir, size)
-            assert oldest is not None and restart_of(n1) < oldest, "the scenario: WAL the replica never had"
+            first, second = published(n1), dict(n1.observe().slots)["cdc2"]
+            poll(lambda: (n2.observe().replay_lsn or 0) >= max(first, second), what="n2 replayed up to the slots")
+            before = logical_slots.wal_copy.local_numbers(s2.data_dir, size)
+            lacking = set(range(restart_of(n1) // size, min(before)))
+            assert restart_of(n1) // size < restart_of(n1, "cdc2") // size < min(before), \
+                "the scenario: two slots in different segments, both before the replica's WAL"
 
-            assert n2.follow_logical_slots(((CDC, first),), source) == {"cdc"}
-            assert restart_of(n2) == restart_of(n1)
-            assert logical_slots.wal_copy.oldest_local(s2.data_dir, size) == restart_of(n2) // size * size
-            done = os.path.join(s2.data_dir, "pg_wal", "archive_status")
-            assert any(n.endswith(".done") for n in os.listdir(done)), "copied segments count as archived"
-            assert not [n for n in os.listdir(os.path.join(s2.data_dir, "pg_wal")) if n.endswith(".raftpg-tmp")]
+            assert n2.follow_logical_slots(((CDC, first), (cdc2, second)), source) == {"cdc", "cdc2"}
+            assert restart_of(n2) == restart_of(n1) and restart_of(n2, "cdc2") == restart_of(n1, "cdc2")
+            wal = os.path.join(s2.data_dir, "pg_wal")
+            assert lacking <= logical_slots.wal_copy.local_numbers(s2.data_dir, size)
+            assert {wal_name(n) + ".done" for n in lacking} <= set(os.listdir(os.path.join(wal, "archive_status"))), \
+                "copied segments count as archived"
+            assert not [n for n in os.listdir(wal) if logical_slots.wal_copy.TMP_SUFFIX in n]
 
             # the consumer confirms more: the copy is advanced, which decodes from its restart position
             n1.query("INSERT INTO t SELECT generate_series(1, 50)")
             assert n1.query("SELECT count(*) FROM pg_logical_slot_get_changes('cdc', NULL, NULL)")[0][0] > 50
             moved = published(n1)
             poll(lambda: (n2.observe().replay_lsn or 0) >= moved, what="n2 replayed up to the new position")
-            assert n2.follow_logical_slots(((CDC, moved),), source) == set(), "advanced, not copied"
+            assert n2.follow_logical_slots(((CDC, moved), (cdc2, second)), source) == set(), "advanced, not copied"
             assert copy_at(n2) == moved
         finally:
             for pg in (n1, n2):
@@ -150,9 +165,9 @@ def test_a_copy_brings_the_wal_its_restart_position_needs(run_as_postgres, pg_di
 
 
 def test_a_copy_without_its_wal_is_unusable_and_made_again(run_as_postgres, pg_dir: Path) -> None:
-    """A copy whose restart position lies before every WAL segment here (made by an earlier version, or
-    its WAL lost) would fail the consumer after a promotion: it is never called ready, and it is made
-    again, with its WAL."""
+    """A copy whose WAL is not whole here (made by an earlier version, or its WAL lost) would fail the
+    consumer after a promotion: it is never called ready, even once the primary keeps its catalog rows,
+    and it is made again, with its WAL."""
     auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"),
                 rewind=Credentials("rewinder", "rw-secret"))
     logical = {"fsync": "off", "wal_level": "logical"}
@@ -178,15 +193,19 @@ def test_a_copy_without_its_wal_is_unusable_and_made_again(run_as_postgres, pg_d
             files = [logical_slots.SlotFile("cdc", "postgres", "test_decoding", bytes(state), first, restart)]
             n2.restart(between=lambda: logical_slots.install(s2, files, 0.0))
             assert copy_at(n2) == first
-            # within the copy backoff: not made again yet, and never called safe meanwhile
+            # the primary keeps catalog rows for n2 (hot_standby_feedback reports the copy's catalog_xmin):
+            # by the catalog rule alone the copy would now be ready; within the copy backoff it is not made
+            # again, and it is never called ready
+            poll(lambda: n1.query("SELECT catalog_xmin IS NOT NULL FROM pg_replication_slots "
+                                  "WHERE slot_name = 'n2'") == [(True,)], what="n2's feedback on the primary")
             logical_slots._copied_at[(s2.data_dir, "cdc")] = time.monotonic()
-            assert n2.follow_logical_slots(((CDC, first),), source) == set()
-            assert logical_slots.unready(s2) == ["cdc"]
+            for _ in range(3):
+                assert n2.follow_logical_slots(((CDC, first),), source) == set()
+                assert logical_slots.unready(s2) == ["cdc"]
             logical_slots._copied_at.clear()
 
             assert n2.follow_logical_slots(((CDC, first),), source) == {"cdc"}, "made again"
-            oldest = logical_slots.wal_copy.oldest_local(s2.data_dir, 16 << 20)
-            assert oldest is not None and oldest <= restart
+            assert restart // (16 << 20) in logical_slots.wal_copy.local_numbers(s2.data_dir, 16 << 20)
         finally:
             for pg in (n1, n2):
                 pg.stop("immediate")
