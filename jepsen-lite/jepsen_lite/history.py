@@ -15,7 +15,8 @@ Line shape (``Op``)::
   A harness that is not sure must record ``info``; checkers treat ``info`` as "maybe", never as failed.
 - Nemesis events have ``"process": "nemesis"``, ``"type": "info"``, ``f`` = fault name and ``value`` either
   ``"start"`` / ``"stop"`` or an object ``{"phase": "start"|"stop", "id": ..., ...}``; ``id`` (optional)
-  tells overlapping faults of the same name apart.
+  tells overlapping faults of the same name apart. Other phases (``started``, ``verify``) carry details and
+  do not open or close a window.
 
 Pairing: a client process has at most one outstanding operation; each invoke is matched with the next
 completion of the same process. An invoke still open at the end of the history counts as ``info``.

@@ -1,7 +1,9 @@
 """Faults ("nemeses"): small named pieces with ``start()``, ``verify()`` and ``stop()``, and a seeded schedule.
 
 Every fault proves it took effect (``verify``) and the proof goes into the history as a nemesis entry
-``{"phase": "verify", "ok": ..., ...}`` (checkers only pair ``start``/``stop`` into fault windows):
+``{"phase": "verify", "ok": ..., ...}`` (checkers only pair ``start``/``stop`` into fault windows; the runner
+writes ``start`` before calling ``start()`` and ``started`` with its details after, so a fault that does its
+harm inside ``start()``, a switchover, is inside its own window):
 
 ====================== =====================================================================================
 name                   what it does (target: the primary, a replica, the Raft leader or a random node)

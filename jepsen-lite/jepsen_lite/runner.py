@@ -285,13 +285,19 @@ class Runner:
     def _start_fault(self, step: Step) -> Fault | None:
         """Start and verify one fault; None if it could not be started."""
         fault = fault_for(step, self._env(step))
+        # the fault's window opens before start() is called, as Jepsen's nemesis :invoke does: an
+        # administrative fault (a switchover, a kill in the middle of one) does all its harm inside
+        # start(), so a window opened after it returned held almost no client ops (admin cells were
+        # UNKNOWN on "1 acknowledged op during faults") and recovery was timed from after the switchover
+        self.nemesis_event(step.fault, {"phase": "start", "id": step.index})
         try:
             details = fault.start()
         except FaultError as exc:
+            self.nemesis_event(step.fault, {"phase": "stop", "id": step.index, "not_started": str(exc)})
             self.say(f"step {step.index} {step.fault}: not started: {exc}")
             self.fault_verdicts.append((step.fault, None, f"not started: {exc}"))
             return None
-        self.nemesis_event(step.fault, {"phase": "start", "id": step.index, **_jsonable(details)})
+        self.nemesis_event(step.fault, {"phase": "started", "id": step.index, **_jsonable(details)})
         self.say(f"step {step.index} {step.fault} start {details}")
         try:
             ok, evidence = fault.verify()

@@ -173,3 +173,51 @@ def test_switchover_candidates_are_the_ones_the_agents_accept(members: Any, expe
     # switchovers of a synchronous campaign run a 412 that changed nothing.
     assert eligible_candidates({"members": members}, ["n2", "n3"]) == expected
     assert eligible_candidates(None, ["n2", "n3"]) == ["n2", "n3"]
+
+
+def test_a_fault_window_opens_before_start_is_called(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A switchover does its harm inside start(): the writes acknowledged meanwhile are inside its window
+    (admin cells were UNKNOWN on '1 acknowledged op during faults' when the window opened after start()).
+    A fault that could not be started leaves a closed window and a 'not started' verdict."""
+    import io
+    import time as _time
+
+    from jepsen_lite import runner as runner_mod
+    from jepsen_lite.history import History, HistoryWriter
+    from jepsen_lite.nemesis_base import FaultError, Step
+
+    stream = io.StringIO()
+    t0 = _time.monotonic()
+    writer = HistoryWriter(stream, lambda: _time.monotonic() - t0)
+
+    class Slow:
+        def __init__(self, refuse: bool) -> None:
+            self.refuse = refuse
+
+        def start(self) -> dict[str, Any]:
+            writer.append(1, "invoke", "add", 7, node="n1")  # a client write during the switchover
+            writer.append(1, "ok", "add", 7, node="n1")
+            if self.refuse:
+                raise FaultError("refused with 412")
+            return {"from": "n1", "candidate": "n2"}
+
+        def verify(self) -> tuple[bool, dict[str, Any]]:
+            return True, {}
+
+    r = runner_mod.Runner(runner_mod.RunOptions(out=tmp_path / "run"))
+    r.history = writer
+    r.say = lambda *a, **k: None  # type: ignore[method-assign]
+    faults = iter([Slow(False), Slow(True)])
+    monkeypatch.setattr(runner_mod, "fault_for", lambda step, env: next(faults))
+    monkeypatch.setattr(runner_mod.Runner, "_env", lambda self, step: None)
+    step = Step(0, "switchover", 0.0, 0.0, {})
+    fault = r._start_fault(step)
+    assert fault is not None
+    r._stop_fault(step, fault)
+    assert r._start_fault(Step(1, "switchover", 0.0, 0.0, {})) is None
+    history = History.loads(stream.getvalue())
+    writes = [p for p in history.pairs if p.f == "add"]
+    windows = history.fault_windows
+    assert len(windows) == 2 and all(w.stop is not None for w in windows)
+    assert all(w.overlaps(p.start, p.end) for w, p in zip(windows, writes, strict=True))
+    assert r.fault_verdicts[-1][1] is None and "412" in r.fault_verdicts[-1][2]
