@@ -73,7 +73,8 @@ def consume(cluster: Any, name: str, out: Path, until_lsn: str) -> list[int]:
     return [int(m.group(1)) for line in out.read_text().splitlines() if (m := ROW.match(line))]
 
 
-def test_a_cdc_consumer_goes_on_after_a_failover_with_nothing_resent_or_skipped(make_cluster, tmp_path) -> None:
+def three_with_a_slot(make_cluster: Any) -> tuple[Any, str, set[str]]:
+    """Three agents with the permanent logical slot cdc and a table cdc_rows: (cluster, primary, replicas)."""
     cluster = make_cluster(["n1", "n2", "n3"], dcs={**FAST, "slots": CDC}, extra=LOGICAL)
     cluster.start_all()
     primary = wait_primary(cluster, 90)
@@ -81,6 +82,11 @@ def test_a_cdc_consumer_goes_on_after_a_failover_with_nothing_resent_or_skipped(
     wait_streaming(cluster, primary, replicas)
     cluster.wait_for(lambda: slot(cluster, primary) is not None, 60, f"the slot cdc made on {primary}")
     sql(cluster, primary, "CREATE TABLE cdc_rows(id int PRIMARY KEY)")
+    return cluster, primary, replicas
+
+
+def test_a_cdc_consumer_goes_on_after_a_failover_with_nothing_resent_or_skipped(make_cluster, tmp_path) -> None:
+    cluster, primary, replicas = three_with_a_slot(make_cluster)
     insert(cluster, primary, range(1, 61))
     end = sql(cluster, primary, "SELECT pg_current_wal_lsn()::text")[0][0]
     first = consume(cluster, primary, tmp_path / "first.txt", end)
@@ -124,13 +130,7 @@ def test_a_copy_made_before_any_consumer_is_usable_after_a_failover(make_cluster
     """The slot is made at bootstrap, before the replicas are cloned: its restart position lies in WAL the
     replicas never had. Their copies must bring that WAL with them, or a consumer that connects only after
     the failover fails ('requested WAL segment ... has already been removed')."""
-    cluster = make_cluster(["n1", "n2", "n3"], dcs={**FAST, "slots": CDC}, extra=LOGICAL)
-    cluster.start_all()
-    primary = wait_primary(cluster, 90)
-    replicas = set(cluster.nodes) - {primary}
-    wait_streaming(cluster, primary, replicas)
-    cluster.wait_for(lambda: slot(cluster, primary) is not None, 60, f"the slot cdc made on {primary}")
-    sql(cluster, primary, "CREATE TABLE cdc_rows(id int PRIMARY KEY)")
+    cluster, primary, replicas = three_with_a_slot(make_cluster)
     insert(cluster, primary, range(1, 31))
     at = lsn(sql(cluster, primary, "SELECT pg_current_wal_lsn()::text")[0][0])
     cluster.wait_for(lambda: all(logged(cluster, r, READY) for r in replicas), 180,

@@ -14,7 +14,7 @@ from test_pg import BIN_DIR, pg_tmp, poll, settings_for
 
 from raftpg.model import PermanentSlot
 from raftpg.model.lsn import parse_lsn
-from raftpg.pg import Credentials, Postgres, conninfo_for, logical_slots
+from raftpg.pg import Credentials, PgSettings, Postgres, conninfo_for, logical_slots
 
 pytestmark = pytest.mark.integration
 pg_dir = pg_tmp  # test_pg's fixture (kills any postmaster left in the directory), known here as pg_dir
@@ -31,7 +31,9 @@ def published(pg: Postgres) -> int:
     return dict(pg.observe().slots)["cdc"]  # what the primary publishes for it: its confirmed_flush_lsn
 
 
-def test_a_replica_copies_advances_replaces_and_drops_a_logical_slot(run_as_postgres, pg_dir: Path) -> None:
+def pair(pg_dir: Path) -> tuple[PgSettings, PgSettings, str]:
+    """A primary n1 (with a table t) and a replica n2, wal_level logical, with a rewind role; the source
+    conninfo n2 copies from."""
     auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"),
                 rewind=Credentials("rewinder", "rw-secret"))
     psql = os.path.join(BIN_DIR, "psql")
@@ -39,7 +41,11 @@ def test_a_replica_copies_advances_replaces_and_drops_a_logical_slot(run_as_post
     s1 = settings_for(pg_dir, "n1", parameters=logical, **auth,
                       post_bootstrap=f"{psql} -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (v int)'")
     s2 = settings_for(pg_dir, "n2", parameters=logical, **auth)
-    source = conninfo_for("127.0.0.1", s1.port, "replicator")
+    return s1, s2, conninfo_for("127.0.0.1", s1.port, "replicator")
+
+
+def test_a_replica_copies_advances_replaces_and_drops_a_logical_slot(run_as_postgres, pg_dir: Path) -> None:
+    s1, s2, source = pair(pg_dir)
 
     def replayed(n2: Postgres, lsn: int) -> None:
         poll(lambda: (n2.observe().replay_lsn or 0) >= lsn, what="n2 replayed up to the published position")
@@ -102,14 +108,7 @@ def test_copies_bring_the_wal_their_restart_positions_need(run_as_postgres, pg_d
     """Two slots older than the replica's base backup: the replica never had the WAL from their restart
     positions. The copies bring those segments (read on the primary as the rewind role, marked archived),
     so they can be advanced (which decodes from there) and used after a promotion."""
-    auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"),
-                rewind=Credentials("rewinder", "rw-secret"))
-    psql = os.path.join(BIN_DIR, "psql")
-    logical = {"fsync": "off", "wal_level": "logical"}
-    s1 = settings_for(pg_dir, "n1", parameters=logical, **auth,
-                      post_bootstrap=f"{psql} -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (v int)'")
-    s2 = settings_for(pg_dir, "n2", parameters=logical, **auth)
-    source = conninfo_for("127.0.0.1", s1.port, "replicator")
+    s1, s2, source = pair(pg_dir)
     cdc2 = PermanentSlot("cdc2", "postgres", "test_decoding")
     size = 16 << 20
 
@@ -168,12 +167,7 @@ def test_a_copy_without_its_wal_is_unusable_and_made_again(run_as_postgres, pg_d
     """A copy whose WAL is not whole here (made by an earlier version, or its WAL lost) would fail the
     consumer after a promotion: it is never called ready, even once the primary keeps its catalog rows,
     and it is made again, with its WAL."""
-    auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"),
-                rewind=Credentials("rewinder", "rw-secret"))
-    logical = {"fsync": "off", "wal_level": "logical"}
-    s1 = settings_for(pg_dir, "n1", parameters=logical, **auth)
-    s2 = settings_for(pg_dir, "n2", parameters=logical, **auth)
-    source = conninfo_for("127.0.0.1", s1.port, "replicator")
+    s1, s2, source = pair(pg_dir)
 
     def body() -> None:
         n1, n2 = Postgres(s1), Postgres(s2)
