@@ -22,7 +22,10 @@ class Switchover(Fault):
 
     @classmethod
     def plan(cls, rng: random.Random, ttl_s: float) -> tuple[float, dict[str, Any]]:
-        return 0.0, {}
+        # the window stays open a while after the new primary answers: a stale primary that kept taking
+        # writes, or a write lost across the change, shows in those seconds. A raftpg switchover takes
+        # ~0.2 s, so a window that closed at once held too few writes to judge (admin-s8: 66 < 200)
+        return rng.uniform(3.0, 8.0), {}
 
     def request(self, primary: str, candidate: str) -> tuple[int, Any]:
         return self.pg_cluster.api(primary, "POST", "/switchover", {"leader": primary, "candidate": candidate},
