@@ -127,19 +127,33 @@ def query(settings: PgSettings, sql: Any, params: Any = None, timeout_s: float =
         raise PgError(f"query failed: {str(e).strip()}") from None
 
 
-def promote(settings: PgSettings, clock: Clock, timeout_s: float, poll_s: float = 0.005) -> None:
+def promote(settings: PgSettings, clock: Clock, timeout_s: float, poll_s: float = 0.005,
+            again_s: float = 0.25) -> None:
     """Promote the standby and return once it accepts writes. ``pg_promote(true)`` looks every 100 ms
     whether recovery has ended, about 50 ms after the fact on average, all of it write downtime in a
-    switchover: ask without waiting, then look every ``poll_s`` on the same connection."""
+    switchover: ask without waiting, then look every ``poll_s`` on the same connection.
+
+    Ask again every ``again_s`` while recovery goes on: PostgreSQL 15 can take a request and then sleep out
+    ``wal_retrieve_retry_interval`` before acting on it (met while a walreceiver it asked for had not started,
+    tests/integration/test_pg_promote.py), and only a new request wakes it. A request that lands after the
+    end of recovery leaves a ``promote`` file the postmaster removes when it next starts."""
     deadline = clock.monotonic() + timeout_s
     try:
         with connect(settings, timeout_s) as conn:
             row = conn.execute("SELECT pg_promote(false)").fetchone()
             if not row or row[0] is not True:
                 raise PgError("promotion could not be requested (pg_promote returned false)")
+            asked = clock.monotonic()
             while (row := conn.execute("SELECT pg_is_in_recovery()").fetchone()) and row[0]:
-                if clock.monotonic() >= deadline:
+                now = clock.monotonic()
+                if now >= deadline:
                     raise PgError(f"promotion did not complete within {timeout_s:g}s")
+                if now - asked >= again_s:
+                    asked = now
+                    try:
+                        conn.execute("SELECT pg_promote(false)")
+                    except psycopg.errors.ObjectNotInPrerequisiteState:
+                        pass  # recovery ended since the last look: the next look sees it
                 clock.sleep(poll_s)
     except psycopg.Error as e:
         raise PgError(f"promotion failed: {str(e).strip()}") from None
