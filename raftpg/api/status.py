@@ -56,9 +56,15 @@ def commit_mode(local: Any, view: ClusterView | None) -> str:
 def with_fresh(status: NodeStatus, fresh: LocalState | None) -> NodeStatus:
     """The loop's status with PostgreSQL's role, streaming state and positions as observed now (``fresh``),
     so ``GET /patroni`` and the health checks' bodies agree with the health checks' codes. What only a
-    full observation reads (timeline, system identifier, pg_stat_replication) stays the loop's."""
-    if fresh is None or status.local is None:
+    full observation reads (timeline, system identifier, pg_stat_replication) stays the loop's.
+
+    Before an agent's first cycle has ended (it may rewind and start PostgreSQL in that cycle) the loop has
+    no observation: the probe alone is the body, or a server the checks answer 200 for as a streaming
+    replica would be described as stopped and uninitialized. A clone in progress keeps its own status."""
+    if fresh is None or status.witness or status.activity is not None:
         return status
+    if status.local is None:
+        return replace(status, local=fresh) if fresh.running else status
     local = replace(status.local, running=fresh.running, in_recovery=fresh.in_recovery,
                     streaming=fresh.streaming, postmaster_pid=fresh.postmaster_pid,
                     lsn=fresh.lsn if fresh.running else status.local.lsn,

@@ -22,7 +22,7 @@ from api_fakes import (
     with_client,
 )
 
-from raftpg.model import DynamicConfig, Leader, SyncState
+from raftpg.model import DynamicConfig, Leader, NodeStatus, SyncState
 
 PATHS = ["/primary", "/leader", "/read-write", "/master", "/", "/replica", "/read-only", "/sync",
          "/synchronous", "/async", "/asynchronous", "/health", "/liveness", "/readiness"]
@@ -310,3 +310,30 @@ def test_health_checks_describe_postgresql_as_it_is_now_not_as_the_last_cycle_sa
     view = FakeView(PRIMARY)
     view.fresh = primary_local(running=False, in_recovery=None)  # fenced since the last cycle
     assert codes(view, ["/primary", "/read-write", "/health"]) == [503, 503, 503]
+
+
+def test_before_the_first_cycle_ends_the_body_describes_postgresql_as_the_check_found_it():
+    """An agent restarted after a kill rewinds and starts PostgreSQL in its first cycle; until that cycle
+    ends the loop has no observation. A check that answers 200 (the probe finds a streaming replica) must
+    not describe the node as stopped and uninitialized (seen in a full run: /replica 200, /patroni
+    "stopped", "uninitialized"); with no server running, the node still reads as stopped."""
+    starting = NodeStatus("n2", witness=False)
+    view = FakeView(starting)
+    view.fresh = replica_local()
+    app, _, _ = build_app(view)
+
+    async def body(client):
+        out = []
+        for path in ("/replica", "/patroni"):
+            response = await client.get(path)
+            out.append((response.status, await response.json()))
+        return out
+
+    (code, doc), (_, patroni) = with_client(app, body)
+    assert code == 200
+    for shown in (doc, patroni):
+        assert (shown["role"], shown["state"], shown["replication_state"]) == ("replica", "running", "streaming")
+    view.fresh = replica_local(running=False, in_recovery=None, streaming=False)
+    (code, doc), (_, patroni) = with_client(build_app(view)[0], body)
+    assert code == 503
+    assert (patroni["role"], patroni["state"]) == ("uninitialized", "stopped")
