@@ -237,6 +237,23 @@ def run_cell(fc: FaultClass, cell: Cell, time_s: float, out: Path) -> Any:
     return Runner(opts).run()
 
 
+SUPERSEDED_FILES = ("history.jsonl", "summary.txt", "nemesis.log", "run.json", "schedule.json")
+
+
+def keep_superseded(out: Path, keep_dir: Path) -> Path | None:
+    """Move a finished run's small files (not its node directories) to ``keep_dir/<cell>-<its date>``
+    before the cell runs again; returns where they went (None: nothing to keep)."""
+    files = [out / name for name in SUPERSEDED_FILES if (out / name).is_file()]
+    if not files:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(max(f.stat().st_mtime for f in files)))
+    dest = keep_dir / f"{out.name}-{stamp}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.move(str(f), dest / f.name)
+    return dest
+
+
 def parse_duration(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
     if not match:
@@ -284,7 +301,9 @@ def campaign_main(argv: Sequence[str]) -> int:
         out = args.runs_dir / cell.id
         # a cell run again (its row superseded) starts from an empty directory: the old run's node
         # directories hold an etcd member of another subnet and old PostgreSQL data, which made the
-        # new etcd cluster never become healthy
+        # new etcd cluster never become healthy. Its history and reports are kept first: an INVALID
+        # row's history is what a regression input is trimmed from (regressions/README.md)
+        keep_superseded(out, args.runs_dir / "superseded")
         shutil.rmtree(out, ignore_errors=True)
         print(f"== campaign: {cell.id} (waiting for {lock})" if lock else f"== campaign: {cell.id}", flush=True)
         with heavy_lock(lock):

@@ -82,6 +82,7 @@ def test_a_cell_run_again_starts_from_an_empty_directory(tmp_path: Path, monkeyp
     first = next(cell for _, cell in matrix(range(1, 2)))
     stale = tmp_path / "runs" / first.id / "nodes" / "n1" / "etcd"
     stale.mkdir(parents=True)
+    (tmp_path / "runs" / first.id / "history.jsonl").write_text('{"old": true}\n')
     seen: list[bool] = []
 
     class Stop(Exception):
@@ -96,6 +97,10 @@ def test_a_cell_run_again_starts_from_an_empty_directory(tmp_path: Path, monkeyp
         campaign.campaign_main(["--max-runs", "1", "--lock", "", "--state", str(tmp_path / "state.json"),
                                 "--results", str(tmp_path / "RESULTS.md"), "--runs-dir", str(tmp_path / "runs")])
     assert seen == [False] and not stale.exists()
+    # the superseded run's history is kept (stop 27: an INVALID row's history was lost to its re-run)
+    (kept,) = (tmp_path / "runs" / "superseded").glob(f"{first.id}-*/history.jsonl")
+    assert kept.read_text() == '{"old": true}\n'
+    assert not list((tmp_path / "runs" / "superseded").glob("*/nodes"))
 
 
 def test_quorum_commit_classes_run_every_seed_in_quorum_mode() -> None:
