@@ -46,9 +46,20 @@ class Switchover(Fault):
             code, body = 0, None
         return primary, self.env.rng.choice(eligible_candidates(body if code == 200 else None, candidates))
 
+    RETRY_S = 6.0  # a request refused for want of an eligible candidate is made again for this long
+
     def start(self) -> dict[str, Any]:
-        primary, self.candidate = self.pick()
-        code, body = self.request(primary, self.candidate)
+        # Right after a kill a synchronous primary names itself alone in the sync key until a standby has
+        # caught up, and refuses every candidate (412 "not eligible"): a switchover drawn then changed
+        # nothing (campaign cell kill-s8: two refusals, one primary for the whole run, UNKNOWN). Ask again
+        # for a few seconds, drawing the candidate afresh each time.
+        deadline = time.monotonic() + self.RETRY_S
+        while True:
+            primary, self.candidate = self.pick()
+            code, body = self.request(primary, self.candidate)
+            if not (not_eligible_yet(code, body) and time.monotonic() < deadline):
+                break
+            time.sleep(0.5)
         self.code = code
         if 400 <= code < 500:  # a definite refusal changed nothing: not an injected fault
             raise FaultError(f"refused with {code}: {body}")
@@ -61,6 +72,12 @@ class Switchover(Fault):
         done = wait_until(lambda: cluster.primary() == self.candidate, 30, 0.25)
         return bool(done), {"http_status": self.code, "new_primary_after_s": round(time.monotonic() - t0, 2)
                             if done else None}
+
+
+def not_eligible_yet(code: int, body: Any) -> bool:
+    """A refusal that may pass in a moment: no candidate is eligible now (raftpg answers 412 "candidate X
+    is not eligible: ..."); any other refusal stands."""
+    return code == 412 and "is not eligible" in str(body)
 
 
 def eligible_candidates(cluster: Any, candidates: list[str]) -> list[str]:

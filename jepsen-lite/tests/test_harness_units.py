@@ -11,7 +11,7 @@ import pytest
 
 from jepsen_lite import cli
 from jepsen_lite.checkers import check_all
-from jepsen_lite.faults_admin import eligible_candidates
+from jepsen_lite.faults_admin import Switchover, eligible_candidates, not_eligible_yet
 from jepsen_lite.faults_dcs import draw_poison
 from jepsen_lite.nemesis import FAULTS, GROUPS, expand, make_schedule, needs, schedule_json
 from jepsen_lite.report import write_report
@@ -230,3 +230,31 @@ def test_an_administrative_fault_keeps_its_window_open_after_the_change() -> Non
     for name in ("switchover", "failover"):
         holds = [FAULTS[name].plan(rng, 10.0)[0] for _ in range(50)]
         assert min(holds) >= 3.0 and max(holds) <= 8.0
+
+
+def test_a_switchover_refused_for_want_of_an_eligible_candidate_is_asked_again() -> None:
+    """Campaign cell kill-s8 (synchronous): right after a kill the primary refused every candidate for a
+    moment ("n1 is not a synchronous standby") and the switchover changed nothing. It is asked again, with
+    a fresh draw, while that is the reason; any other refusal ends it at once."""
+    answers = [(412, {"error": "candidate n2 is not eligible: n2 is not a synchronous standby"}),
+               (412, {"error": "candidate n3 is not eligible: n3 is not a synchronous standby"}), (200, "ok")]
+    asked: list[str] = []
+    fault = Switchover.__new__(Switchover)
+    fault.pick = lambda: ("n1", ["n2", "n3", "n2"][len(asked)])  # type: ignore[method-assign]
+
+    def request(primary: str, candidate: str) -> tuple[int, Any]:
+        asked.append(candidate)
+        return answers[len(asked) - 1]
+
+    fault.request = request  # type: ignore[method-assign]
+    from jepsen_lite.nemesis_base import FaultError
+
+    assert fault.start()["candidate"] == "n2" and asked == ["n2", "n3", "n2"]
+    assert not_eligible_yet(412, {"error": "candidate n2 is not eligible: lagging"})
+    assert not not_eligible_yet(412, {"error": "switchover: leader n9 is not the primary"})
+    assert not not_eligible_yet(503, "candidate n2 is not eligible")
+    asked.clear()
+    answers[0] = (412, {"error": "switchover: leader n9 is not the primary"})
+    with pytest.raises(FaultError, match="refused with 412"):
+        fault.start()
+    assert asked == ["n2"]
