@@ -63,7 +63,8 @@ CLASSES: tuple[FaultClass, ...] = (
     FaultClass("stop-group", "stop-group"),
     FaultClass("exhaust-connections", "exhaust-connections"),
     FaultClass("disk-full-pg", "disk-full-pg,switchover", time_factor=1.6),
-    FaultClass("disk-full-raft", "disk-full-raft", dcs=("raft",)),
+    # with a switchover since stop 27: seeds 6 and 7 filled only replicas' Raft disks, one primary epoch
+    FaultClass("disk-full-raft", "disk-full-raft,switchover", dcs=("raft",)),
     FaultClass("poison-dcs", "poison-dcs,switchover", dcs=("etcd3",), witness=False),
     FaultClass("admin", "switchover,failover"),
     FaultClass("kill-during-switchover", "kill-during-switchover", time_factor=1.5),
