@@ -17,6 +17,9 @@ a cluster's life gets True. ``set_initialize`` then stores the system identifier
 
 Snapshot: ``load`` reads every key under ``<namespace><scope>/`` at one revision. With
 ``linearizable=True`` (used for leader decisions) it reflects every write acknowledged before it started.
+``member`` names the caller's own member (the HA loop passes it): a store whose member keys are KV leases
+may make its read barrier a refresh of that key (one log entry instead of a barrier and a rewrite, see
+``kvdcs.py``); the others ignore it.
 
 Everything else (member keys with a TTL, config/failover/sync/history/status with optional CAS on the
 revision the caller read) tolerates being a cycle stale. ``expected_revision=None`` means must-not-exist
@@ -57,7 +60,7 @@ class Dcs(Protocol):
     # None: Patroni's failsafe_mode may be enabled on this store; else why it is refused
     failsafe_refusal: str | None
 
-    def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView: ...
+    def load(self, *, linearizable: bool = True, timeout_s: float, member: str | None = None) -> ClusterView: ...
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         """True if a key that drives decisions (leader, failover, config, sync, initialize, history;

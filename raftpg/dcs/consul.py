@@ -168,7 +168,8 @@ class ConsulDcs:
         return abs(current - self.session_ttl_s(ttl_s)) < 1e-3
 
     # -------------------------------------------------------------- reads
-    def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView:
+    def load(self, *, linearizable: bool = True, timeout_s: float,
+             member: str | None = None) -> ClusterView:  # member: its key lives on a lease/session
         params = {"recurse": "", **({"consistent": ""} if linearizable else {})}
         answer = self.http.request("GET", self._path(self._base), params=params,
                                    deadline=self._deadline(timeout_s), what="read cluster", idempotent=True)

@@ -154,7 +154,8 @@ class EtcdDcs:
             log.debug("could not revoke lease %s: %s", lease, exc)
 
     # -------------------------------------------------------------- reads
-    def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView:
+    def load(self, *, linearizable: bool = True, timeout_s: float,
+             member: str | None = None) -> ClusterView:  # member: its key lives on a lease/session
         prefix = self.layout.prefix
         body: dict[str, Any] = {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
         if not linearizable:

@@ -2,11 +2,20 @@
 
 Leader and member keys are KV leases (``ttl_s``) expired by the Raft leader; renewal is a ``touch``
 guarded on the holder's name, so it does not bump the revision (watchers are not woken every loop).
+
+Log entries per HA cycle (issue 15: each costs every Raft voter encryption, pickling and a round trip):
+a linearizable read needs something committed through the log and applied here; when the HA loop names
+its member, that something is a ``touch`` of its own member key instead of a no-op barrier, so the read
+also keeps the key alive. The member document is then rewritten only when it differs from what that read
+found (the key was refreshed a moment ago), and the status document only when it differs from the stored
+one. An idle three-node cluster commits 4 entries per second at loop_wait 1 (three refreshing reads and
+the leader's renewal) instead of 8.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
@@ -42,6 +51,12 @@ class KvDcs:
         self.layout = layout
         self._owns_kv = owns_kv
         self.reader = ClusterReader(fallback_config)  # see raftpg.dcs.codec: the config used when unreadable
+        # What the last refreshing read found and may spare one rewrite of (see the module docstring):
+        # my member key's (value, ttl) right after that read refreshed it, and the status value it found.
+        # Each is used at most once: a later write needs a later read to be skipped.
+        self._lock = threading.Lock()
+        self._member_fresh: tuple[str, str, float] | None = None  # (name, value, ttl_s)
+        self._status_seen: str | None = None
 
     def _call(self, what: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
@@ -54,11 +69,40 @@ class KvDcs:
             raise DcsError(f"{what}: {exc}", unknown_outcome=True) from exc
 
     # -------------------------------------------------------------- reads
-    def load(self, *, linearizable: bool = True, timeout_s: float) -> ClusterView:
+    def load(self, *, linearizable: bool = True, timeout_s: float, member: str | None = None) -> ClusterView:
+        refreshed: bool | None = None
+        barrier = linearizable
+        if linearizable and member is not None:
+            with self._lock:
+                self._member_fresh = self._status_seen = None  # spared only by the read that follows
+            refreshed = self._refreshing_barrier(member, timeout_s)
+            barrier = refreshed is None  # its fate is unknown: read behind a plain barrier instead
         revision, kvs = self._call("read cluster", self.kv.range, self.layout.prefix,
-                                   linearizable=linearizable, timeout_s=timeout_s)
+                                   linearizable=barrier, timeout_s=timeout_s)
         documents = {self.layout.relative(kv.key): (kv.value, kv.mod_revision) for kv in kvs}
+        if linearizable and member is not None:
+            current = {kv.key: kv for kv in kvs}
+            mine, status = current.get(self.layout.member(member)), current.get(self.layout.key(keys.STATUS))
+            with self._lock:
+                self._member_fresh = (member, mine.value, mine.ttl_s) if (
+                    refreshed and mine is not None and mine.ttl_s is not None) else None
+                self._status_seen = status.value if status is not None else None
         return self.reader.read(documents, revision)
+
+    def _refreshing_barrier(self, member: str, timeout_s: float) -> bool | None:
+        """Touch ``member``'s key through the log: once the answer is here the touch is applied here, so a
+        local read is linearizable (like a barrier). True: the key existed and its TTL restarted; False:
+        there is no such key (the touch changed nothing, still a barrier); None: the touch's fate is
+        unknown (a Raft leader change in flight): the caller reads behind a plain barrier instead."""
+        try:
+            result = self.kv.touch(self.layout.member(member), timeout_s=timeout_s)
+        except UnknownOutcome:
+            return None
+        except KvRejected as exc:
+            raise DcsError(f"read cluster: rejected: {exc}") from exc
+        except KvError as exc:
+            raise DcsError(f"read cluster: {exc}", unknown_outcome=True) from exc
+        return isinstance(result, Committed)
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         quiet = (self.layout.prefix + keys.MEMBERS, self.layout.key(keys.STATUS))
@@ -108,8 +152,12 @@ class KvDcs:
 
     # -------------------------------------------------------------- members and the rest
     def touch_member(self, member: Member, ttl_s: float, *, timeout_s: float) -> None:
-        name, document = member.name, member_document(member)
-        self._call("update member key", self.kv.put, self.layout.member(name), _dumps(document),
+        name, value = member.name, _dumps(member_document(member))
+        with self._lock:
+            fresh, self._member_fresh = self._member_fresh, None
+        if fresh == (name, value, ttl_s):
+            return  # the read of this cycle restarted the key's TTL, and it holds this very document
+        self._call("update member key", self.kv.put, self.layout.member(name), value,
                    ttl_s=ttl_s, timeout_s=timeout_s)
 
     def delete_cluster(self, *, timeout_s: float) -> None:
@@ -159,8 +207,12 @@ class KvDcs:
 
     def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None,
                    failsafe: Mapping[str, str] | None = None, *, timeout_s: float) -> None:
-        self._call("write status", self.kv.put, self.layout.key(keys.STATUS),
-                   _dumps(status_document(last_lsn, slots, failsafe)), timeout_s=timeout_s)
+        value = _dumps(status_document(last_lsn, slots, failsafe))
+        with self._lock:
+            seen, self._status_seen = self._status_seen, None
+        if value == seen:
+            return  # the last refreshing read found this very document stored
+        self._call("write status", self.kv.put, self.layout.key(keys.STATUS), value, timeout_s=timeout_s)
 
     def close(self) -> None:
         if self._owns_kv:

@@ -126,7 +126,7 @@ class HaLoop:
         reserve_s = FAILSAFE_ROUND_S if self.memory.failsafe_members else 0.0
         budget = self._budget(self.timing.retry_timeout_s, reserve_s)
         try:
-            view = self.dcs.load(linearizable=True, timeout_s=budget)
+            view = self.dcs.load(linearizable=True, timeout_s=budget, member=self.me.name)
         except DcsError as exc:
             log.warning("cannot read the DCS: %s", exc)
             return None

@@ -155,6 +155,69 @@ def test_member_keys_parse_into_the_view(backend: Backend) -> None:
     assert a.load(linearizable=False, timeout_s=T).revision >= view.revision
 
 
+# ---------------------------------------------------------------------- the HA loop's cycle: read as me, then publish
+# The loop reads with ``member=<its name>`` and then publishes its member key and (on the primary) the
+# status. A KV store may make that read's barrier a refresh of the member key and then skip rewriting a
+# document the read found unchanged (kvdcs.py); whatever a backend does, these must hold.
+def test_a_member_that_reads_as_itself_and_republishes_the_same_document_stays(backend: Backend) -> None:
+    a, b = backend.dcs(), backend.dcs()
+    ttl, me = backend.ttl_s, Member("n1", role="replica", state="streaming", lsn=50331648)
+    a.touch_member(me, ttl, timeout_s=T)
+    for _ in range(math.ceil(3 * backend.expiry_bound_s / ttl) + 1):
+        backend.pass_time(ttl / 3)
+        assert "n1" in [m.name for m in a.load(timeout_s=T, member="n1").members]
+        a.touch_member(me, ttl, timeout_s=T)
+        assert member_names(b) == ["n1"]
+
+
+def test_a_changed_member_document_is_published_after_a_read_as_that_member(backend: Backend) -> None:
+    a, b = backend.dcs(), backend.dcs()
+    ttl = backend.ttl_s * 20
+    a.touch_member(Member("n1", role="replica", state="streaming", lsn=50331648), ttl, timeout_s=T)
+    a.load(timeout_s=T, member="n1")
+    a.touch_member(Member("n1", role="replica", state="streaming", lsn=50331700), ttl, timeout_s=T)
+    assert [m.lsn for m in b.load(timeout_s=T).members] == [50331700]
+    a.load(timeout_s=T, member="n1")
+    a.touch_member(Member("n1", role="replica", state="stopped", lsn=50331700), ttl, timeout_s=T)
+    assert [m.state for m in b.load(timeout_s=T).members] == ["stopped"]
+
+
+def test_a_member_key_deleted_under_the_loop_is_back_after_its_next_cycle(backend: Backend) -> None:
+    a, b = backend.dcs(), backend.dcs()
+    ttl, me = backend.ttl_s * 20, Member("n1", role="replica", state="streaming")
+    a.touch_member(me, ttl, timeout_s=T)
+    a.load(timeout_s=T, member="n1")
+    b.delete_member("n1", timeout_s=T)  # e.g. an operator's cleanup between the loop's read and its write
+    a.touch_member(me, ttl, timeout_s=T)  # may be skipped: the read before it found the document stored
+    a.load(timeout_s=T, member="n1")  # the next cycle: its read finds no key (and does not recreate one)
+    a.touch_member(me, ttl, timeout_s=T)
+    assert member_names(b) == ["n1"]
+
+
+def test_a_read_as_a_member_sees_every_write_acknowledged_before_it(backend: Backend) -> None:
+    a, b = backend.dcs(), backend.dcs()
+    b.touch_member(Member("n2", role="replica"), backend.ttl_s * 20, timeout_s=T)
+    for lsn in (16777216, 16777300, 16777400):
+        a.set_status(lsn, timeout_s=T)
+        assert b.load(timeout_s=T, member="n2").last_lsn == lsn  # n2's refreshing read is a barrier
+    assert b.load(timeout_s=T, member="nobody").last_lsn == 16777400  # no such member key: still a barrier
+
+
+def test_the_status_is_rewritten_in_the_next_cycle_when_another_writer_changed_it(backend: Backend) -> None:
+    a, b = backend.dcs(), backend.dcs()
+    a.touch_member(Member("n1", role="primary"), backend.ttl_s * 20, timeout_s=T)
+    a.set_status(67108864, timeout_s=T)
+    a.load(timeout_s=T, member="n1")
+    b.set_status(16777216, timeout_s=T)  # another writer, after a's read (an old primary handing over)
+    a.set_status(67108864, timeout_s=T)  # may be skipped: a's read found this document stored
+    a.load(timeout_s=T, member="n1")  # a's next cycle finds the other writer's document...
+    a.set_status(67108864, timeout_s=T)  # ...and rewrites its own
+    assert b.load(timeout_s=T).last_lsn == 67108864
+    a.load(timeout_s=T, member="n1")
+    a.set_status(67108864, timeout_s=T)  # found unchanged by the read: may be skipped, must still be there
+    assert b.load(timeout_s=T).last_lsn == 67108864
+
+
 # ---------------------------------------------------------------------- config, failover, sync, history, status
 def test_config_compare_and_set(backend: Backend) -> None:
     dcs = backend.dcs()
