@@ -9,7 +9,7 @@ client inserting every 5 ms into whichever node answers GET /primary; kill to fi
 ``rate``: three Raft voter processes alone (``raftpg.testing.raft_driver``, no HA loop, no PostgreSQL), idle and
 then with the log traffic of a three-node cluster's HA loops at loop_wait 1 (7 entries per second: each
 node a linearizable read and a member touch, one leader renewal) and twice that: each process's CPU over
-``--idle-s``. It separates what pysyncobj costs with nothing to do (its 50 ms tick and 100 ms heartbeats,
+``--idle-s``. It separates what pysyncobj costs with nothing to do (its 100 ms tick and 200 ms heartbeats,
 encrypted) from what each log entry costs.
 
 ``growth``: three Raft voters in this process (the store without the HA loop around it) replay what a

@@ -205,7 +205,7 @@ class RaftNode:
             appendEntriesPeriod=settings.heartbeat_s, leaderFallbackTimeout=settings.leader_fallback_s,
             connectionTimeout=max(3.5, settings.election_timeout_max_s), connectionRetryTime=1.0,
             bindAddress=settings.bind_addr, maxBindRetries=3, useFork=False, pollerType="poll",
-            logCompactionMinEntries=20000, logCompactionMinTime=300,
+            logCompactionMinEntries=20000, logCompactionMinTime=300, autoTickPeriod=settings.tick_s,
         )
 
     # ------------------------------------------------------------------ tick thread
