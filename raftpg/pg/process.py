@@ -42,7 +42,9 @@ ESCALATION_S = 5.0   # after a stop's timeout: this long for immediate shutdown,
 def supervisor_argv(settings: PgSettings, deadline: float | None, clock: Clock | None = None) -> list[str]:
     """The supervisor's command line; ``deadline`` (on ``clock``, default the system's monotonic clock) is
     passed as an absolute CLOCK_MONOTONIC time."""
-    launcher = list(settings.launcher) or [sys.executable, "-I", supervisor_module.__file__]
+    # -I: nothing of the environment or the user's site; -S: no site module either (the supervisor needs only
+    # the standard library, and site's imports cost its resident memory ~1 MB)
+    launcher = list(settings.launcher) or [sys.executable, "-I", "-S", supervisor_module.__file__]
     return launcher + ([] if deadline is None else ["--deadline", repr(_system_monotonic(deadline, clock))])
 
 

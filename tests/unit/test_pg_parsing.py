@@ -8,8 +8,8 @@ from raftpg.pg.connection import as_role, conninfo_for, with_defaults
 from raftpg.pg.controldata import parse_controldata
 from raftpg.pg.pidfile import parse_pidfile
 from raftpg.pg.slots import slot_name_for
+from raftpg.pg.supervisor import IDLE_S, POLL_S, parse_command, wait_s
 from raftpg.pg.supervisor import main as supervisor_main
-from raftpg.pg.supervisor import parse_command
 
 CONTROLDATA_REPLICA = """\
 pg_control version number:            1300
@@ -65,6 +65,19 @@ def test_supervisor_commands(line, parsed) -> None:
 def test_supervisor_rejects_malformed_commands(line) -> None:
     with pytest.raises(ValueError):
         parse_command(line)
+
+
+@pytest.mark.parametrize("deadline, have_pidfd, waited", [
+    (None, True, IDLE_S),        # nothing due: sleep until input or the postmaster's exit wakes it
+    (100.3, True, 0.3),          # never past the deadline
+    (100.0 + IDLE_S + 5, True, IDLE_S),
+    (99.0, True, 0.0),           # already due: no wait at all
+    (None, False, POLL_S),       # no pidfd: only a poll notices the postmaster's exit
+    (100.3, False, POLL_S),
+    (100.01, False, 0.01),
+])
+def test_supervisor_wakes_at_the_deadline_and_polls_only_without_a_pidfd(deadline, have_pidfd, waited) -> None:
+    assert wait_s(deadline, 100.0, have_pidfd) == pytest.approx(waited)
 
 
 def test_supervisor_usage_errors_exit_2_without_starting_anything(capfd) -> None:
