@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from raftpg.ha.actions import Action, ApplyClusterConfig, ClearDetachedMarker, StoreInitialConfig
 from raftpg.ha.inputs import Inputs
-from raftpg.ha.slots import replica_slots
-
-SLOTS_REFRESH_S = 60.0  # a replica's slot copies are checked at least this often, published changes or not
+from raftpg.ha.slots import SLOTS_REFRESH_S, replica_slots  # a replica's copies: checked this often at least
 
 
 def chores(i: Inputs) -> tuple[Action, ...]:

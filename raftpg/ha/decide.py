@@ -47,7 +47,7 @@ from raftpg.ha.actions import (
 )
 from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs
 from raftpg.ha.rejoin import rejoin, repair, stalled_for
-from raftpg.ha.slots import primary_slots, published
+from raftpg.ha.slots import primary_slots, published, slots_due
 from raftpg.ha.switchover import planned_switchover
 from raftpg.model import ClusterView, DataDir, Failover, Member
 from raftpg.model.cluster import health_key
@@ -302,7 +302,9 @@ def _running_primary(i: Inputs, view: ClusterView) -> Decision:
         actions.append(PublishPosition(local.lsn, published(local, me),
                                        tuple(sorted(topology.items())) if topology is not None else None))
     if view.config.use_slots:
-        actions.append(primary_slots(view, me))
+        wanted = primary_slots(view, me)
+        if slots_due(wanted, local, i.memory.slots_ensured, i.now):
+            actions.append(wanted)
     sync_actions, sync_state = quorum.plan_replication(view, local, me, i.memory)
     actions.extend(sync_actions)
     actions.extend(_operator_requests(i))

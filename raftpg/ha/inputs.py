@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from raftpg.model import ClusterView, DataDir, LocalState, Member, PeerAnswer, Tags
 from raftpg.model.status import node_role
@@ -61,6 +62,10 @@ class Memory:
     # the slot copies this replica last brought in step (positions, monotonic time): done again only when
     # the primary publishes other positions, or a minute later (an idle cluster costs no queries)
     slots_followed: tuple[tuple[tuple[str, int], ...], float] | None = None
+    # the primary's slots as last ensured (the action, monotonic time): ensured again only when the wanted
+    # slots change, one of them is missing from what PostgreSQL shows, or a minute later (the check opens a
+    # connection of its own: an idle primary made one a second)
+    slots_ensured: tuple[Any, float] | None = None
     # failsafe_mode: the topology (member, REST API URL) last read from the status key while it was on;
     # a primary that cannot reach the DCS asks these members. None: failsafe_mode off (or never read)
     failsafe_members: tuple[tuple[str, str], ...] | None = None

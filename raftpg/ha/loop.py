@@ -176,7 +176,7 @@ class HaLoop:
         if ok and decision.has(AskFailsafe):
             self._failsafe_kept_at = now
         self.memory = memories.after_actions(self.memory, decision, ok, self.executor.failed if not ok else None,
-                                             self.executor.following)
+                                             self.executor.following, now)
         if decision.actions and self.pg:
             local = self.pg.observe()
         self._after(view, local, ok, decision, started)

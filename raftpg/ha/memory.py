@@ -39,6 +39,7 @@ def observed(memory: Memory, view: ClusterView | None, local: LocalState | None,
         stall_repairs=memory.stall_repairs if stalled else 0,
         rewind_failed=memory.rewind_failed and not fresh_data,
         following=following,
+        slots_ensured=memory.slots_ensured if primary else None,  # a new term as primary checks them at once
     )
 
 
@@ -67,7 +68,7 @@ def after_chores(memory: Memory, done: tuple[act.Action, ...], ok: bool, now: fl
 
 
 def after_actions(memory: Memory, decision: act.Decision, ok: bool, failed: act.Action | None,
-                  following: str | None) -> Memory:
+                  following: str | None, now: float | None = None) -> Memory:
     start_failures = memory.start_failures
     if decision.has(act.StartReplica) or decision.has(act.StartPrimary):
         start_failures = 0 if ok else start_failures + (1 if isinstance(failed, (act.StartReplica,
@@ -85,4 +86,14 @@ def after_actions(memory: Memory, decision: act.Decision, ok: bool, failed: act.
         bootstrap_failed=bootstrap_failed,
         following=following,
         failed_in_a_row=0 if ok else memory.failed_in_a_row + 1,
+        slots_ensured=_slots_ensured(memory, decision, ok, now),
     )
+
+
+def _slots_ensured(memory: Memory, decision: act.Decision, ok: bool, now: float | None) -> tuple[object, float] | None:
+    """The primary's slots as ensured by this decision (all of it went through), else as before; a failed
+    decision that held an EnsureSlots forgets, so the next cycle ensures them again."""
+    ensured = next((a for a in decision.actions if isinstance(a, act.EnsureSlots)), None)
+    if ensured is None:
+        return memory.slots_ensured
+    return (ensured, now) if ok and now is not None else None

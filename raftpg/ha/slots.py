@@ -16,6 +16,8 @@ slots afresh at its own position. A slot that is no longer published is dropped 
 
 from __future__ import annotations
 
+from typing import Any
+
 from raftpg.ha.actions import EnsureSlots, FollowSlots
 from raftpg.model import ClusterView, LocalState
 from raftpg.model.slots import slot_name_for
@@ -25,6 +27,22 @@ def primary_slots(view: ClusterView, me: str) -> EnsureSlots:
     """A slot per other data member and the permanent ones; an absent member's is kept member_slots_ttl."""
     return EnsureSlots(tuple(sorted(m.name for m in view.data_members if m.name != me)),
                        view.config.permanent_slots, view.config.member_slots_ttl_s)
+
+
+SLOTS_REFRESH_S = 60.0  # the primary's slots and a replica's copies are checked this often, idle or not
+
+
+def slots_due(wanted: EnsureSlots, local: LocalState, ensured: tuple[Any, float] | None, now: float) -> bool:
+    """Whether the primary's steady-state cycle ensures its slots: when it never did as primary, the wanted
+    set changed, a wanted slot is missing from the slots raftpg made that this cycle's observation shows
+    (dropped by hand: made again at once; a logical slot that could not be made yet, or a slot made by
+    hand: tried every cycle, as before), or ``SLOTS_REFRESH_S`` passed. Otherwise it would open a
+    connection every cycle to find what it found the cycle before."""
+    if ensured is None or ensured[0] != wanted or now - ensured[1] >= SLOTS_REFRESH_S:
+        return True
+    shown = {name for name, _ in local.slots}
+    names = {slot_name_for(m) for m in wanted.members} | {slot.name for slot in wanted.permanent}
+    return not names <= shown
 
 
 def published(local: LocalState, me: str) -> tuple[tuple[str, int], ...]:

@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftpg.ha import actions as act
+from raftpg.ha import memory as memories
 from raftpg.ha.decide import DEMOTE_STOP_S, _check_invariants, decide
 from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs, LeaseState, Me, Memory
+from raftpg.ha.slots import SLOTS_REFRESH_S
 from raftpg.model import (
     ClusterView,
     DataDir,
@@ -605,3 +607,38 @@ def check_safety_rules(i: Inputs) -> None:
         if act.StopPostgres in kinds:  # a primary whose key another holds, or a requested switchover
             assert i.local is not None and i.local.is_primary and view.leader and (
                 view.leader.name != ME or (requested and act.HandOverLeaderKey in kinds)), decision
+
+
+def test_an_idle_primary_ensures_its_slots_only_when_something_changed_or_a_minute_passed() -> None:
+    """Ensuring the slots opens a connection of its own (issue 15: one a second on an idle primary); this
+    cycle's observation already shows the slots raftpg made, so the check runs again only when the wanted
+    set changes, a wanted slot is gone, or SLOTS_REFRESH_S passed; and after any failed attempt."""
+    made = (("n1", LSN - 10), ("n3", LSN - 20))
+    local = running_primary(slots=made)
+    first = decide(inputs(ME_PRIMARY_VIEW, local, lease=NOW + 20))
+    wanted = next(a for a in first.actions if isinstance(a, act.EnsureSlots))
+    memory = memories.after_actions(Memory(following="n1"), first, True, None, None, NOW)
+    assert memory.slots_ensured == (wanted, NOW)
+
+    def ensures(v: ClusterView = ME_PRIMARY_VIEW, loc: LocalState = local, now: float = NOW + 1,
+                mem: Memory = memory) -> bool:
+        decision = decide(inputs(v, loc, lease=now + 20, memory=mem, now=now))
+        assert decision.has(act.RenewLeaderKey), decision
+        return decision.has(act.EnsureSlots)
+
+    assert not ensures(), "nothing changed: no slot query"
+    assert ensures(now=NOW + SLOTS_REFRESH_S), "a minute later: checked again"
+    assert ensures(loc=running_primary(slots=made[:1])), "a slot dropped by hand: made again at once"
+    assert ensures(v=view(leader=ME, members=(member("n1"), member(ME, role="primary", state="running")))), \
+        "the wanted slots changed (a member left)"
+    perm = view(leader=ME, members=ME_PRIMARY_VIEW.members, config=config(slots={"cdc": {
+        "type": "logical", "database": "d", "plugin": "p"}}))
+    perm_memory = memories.after_actions(Memory(following="n1"), decide(inputs(perm, local, lease=NOW + 20)),
+                                         True, None, None, NOW)
+    assert ensures(v=perm, mem=perm_memory), "a permanent slot not made yet (no such database): tried each cycle"
+    made_too = running_primary(slots=(*made, ("cdc", LSN - 30)))
+    assert not ensures(v=perm, loc=made_too, mem=perm_memory), "... until PostgreSQL shows it"
+    assert ensures(mem=memories.after_actions(memory, first, False, act.EnsureSlots(()), None, NOW)), \
+        "a failed attempt is forgotten"
+    assert ensures(mem=memories.observed(memory, ME_PRIMARY_VIEW, replica(), ME, "n1", NOW)), \
+        "not the primary any more: a later term as primary checks them at once"
