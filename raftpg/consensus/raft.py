@@ -164,8 +164,8 @@ class RaftNode:
         self._owner.start()
         if not started.wait(_START_TIMEOUT_S) or "error" in box:
             self._closing.set()
-            raise RaftConfigError(f"raft: could not start on {self.settings.self_addr}: "
-                                  f"{box.get('error', 'timed out')}")
+            error = box.get("error", "timed out")  # pysyncobj's own checks are bare asserts: name the type
+            raise RaftConfigError(f"raft: could not start on {self.settings.self_addr}: {str(error) or repr(error)}")
         sync: SyncObj = box["sync"]
         if not sync.tick_thread_alive():
             self._closing.set()

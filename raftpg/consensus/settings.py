@@ -30,13 +30,13 @@ class RaftSettings:
     password: str | None = None
     # pysyncobj's timers (issue 15: what an idle voter costs). The leader's heartbeat every 0.2 s and the
     # tick thread's 0.1 s poll halve the idle CPU of the 0.1 s / 0.05 s defaults; the election timeout
-    # stays three heartbeats and more (a follower that misses two in a row under load does not start an
-    # election) and far below the shortest lease (ttl 4), which alone sets how fast a failover is: a new
+    # stays more than three heartbeats (pysyncobj asserts that; a follower that misses three in a row under
+    # load does not start an election) and far below the shortest lease (ttl 4), which alone sets how fast a failover is: a new
     # Raft leader keeps the lease countdowns it started as a follower. It also sets how soon a new cluster
     # has its first leader (0.8-2.0 s made a bootstrap 0.7 s slower). Entries and their answers are sent
     # the moment they exist, never on a timer, so none of these delays a write.
-    election_timeout_min_s: float = 0.6
-    election_timeout_max_s: float = 1.6
+    election_timeout_min_s: float = 0.7
+    election_timeout_max_s: float = 1.7
     heartbeat_s: float = 0.2
     leader_fallback_s: float = 1.5
     tick_s: float = 0.1

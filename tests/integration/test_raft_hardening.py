@@ -41,7 +41,7 @@ PASSWORD = "hardening-password"
 FLOOD_RSS_GROWTH_MAX = 32 * 1024 * 1024
 FLOOD_SOCKETS = 4
 FLOOD_BYTES_PER_SOCKET = 64 * 1024 * 1024
-FLOOD_MIN_S = 10.0  # many election timeouts (0.6-1.6 s): a stalled tick thread would show
+FLOOD_MIN_S = 10.0  # many election timeouts (0.7-1.7 s): a stalled tick thread would show
 
 
 @pytest.fixture

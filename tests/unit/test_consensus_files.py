@@ -249,3 +249,22 @@ def test_a_raft_node_refuses_to_run_without_a_password_on_loopback_too():
     with pytest.raises(RaftConfigError, match=r"^raft\.password: required, also on 127\.0\.0\.1:7001"):
         RaftSettings(self_addr="127.0.0.1:7001", partner_addrs=(), data_dir=None).check()
     RaftSettings(self_addr="127.0.0.1:7001", partner_addrs=(), data_dir=None, password="s").check()
+
+
+def test_the_default_raft_timers_pass_pysyncobjs_own_checks() -> None:
+    """pysyncobj checks its settings with bare asserts at construction (an election timeout of exactly three
+    heartbeats failed with an empty message): the defaults must pass them, and a failure must name itself."""
+    from raftpg.consensus.raft import RaftNode, RaftSettings
+    from raftpg.consensus.settings import RaftConfigError
+
+    settings = RaftSettings(self_addr="127.0.0.1:47001", partner_addrs=("127.0.0.1:47002",), data_dir=None,
+                            password="x")
+    conf = RaftNode._conf(settings)
+    conf.validate()
+    assert conf.appendEntriesPeriod == settings.heartbeat_s and conf.autoTickPeriod == settings.tick_s
+    assert conf.raftMinTimeout > 3 * conf.appendEntriesPeriod
+    bad = RaftSettings(self_addr="127.0.0.1:47001", partner_addrs=("127.0.0.1:47002",), data_dir=None,
+                       password="x", election_timeout_min_s=0.6, heartbeat_s=0.2)
+    from raftpg.clock import SystemClock
+    with pytest.raises(RaftConfigError, match=r"could not start on 127\.0\.0\.1:47001: AssertionError\(\)"):
+        RaftNode(bad, SystemClock())
