@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
+from raftpg.clock import Clock, SystemClock
 from raftpg.consensus.api import KvClient, KvError, KvRejected, UnknownOutcome
 from raftpg.dcs import keys
 from raftpg.dcs.base import DcsError
@@ -45,7 +46,9 @@ def _dumps(document: Any) -> str:
 
 class KvDcs:
     def __init__(self, kv: KvClient, layout: KeyLayout, *, owns_kv: bool = False,
-                 fallback_config: DynamicConfig | None = None, failsafe_refusal: str | None = None) -> None:
+                 fallback_config: DynamicConfig | None = None, failsafe_refusal: str | None = None,
+                 clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()  # budgets of calls that wait on real threads and sockets
         self.failsafe_refusal = failsafe_refusal  # the embedded Raft's: RAFT_FAILSAFE_REFUSAL
         self.kv = kv
         self.layout = layout
@@ -75,8 +78,11 @@ class KvDcs:
         if linearizable and member is not None:
             with self._lock:
                 self._member_fresh = self._status_seen = None  # spared only by the read that follows
+            deadline = self._clock.monotonic() + timeout_s  # the caller's budget covers the fallback too
             refreshed = self._refreshing_barrier(member, timeout_s)
             barrier = refreshed is None  # its fate is unknown: read behind a plain barrier instead
+            if barrier:
+                timeout_s = max(0.0, deadline - self._clock.monotonic())
         revision, kvs = self._call("read cluster", self.kv.range, self.layout.prefix,
                                    linearizable=barrier, timeout_s=timeout_s)
         documents = {self.layout.relative(kv.key): (kv.value, kv.mod_revision) for kv in kvs}

@@ -30,6 +30,12 @@ class CountingKv(MemoryKv):
         super().__init__(clock)
         self.calls: list[tuple[str, str]] = []
         self.touch_fails: list[Exception] = []
+        self.barrier_timeouts: list[float] = []
+        self.touch_takes_s = 0.0  # how far a touch moves the adapter's clock (see the unknown-fate test)
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
 
     def put(self, key: str, value: str, **kwargs: Any) -> Any:
         self.calls.append(("put", key))
@@ -37,6 +43,7 @@ class CountingKv(MemoryKv):
 
     def touch(self, key: str, **kwargs: Any) -> Any:
         self.calls.append(("touch", key))
+        self.now += self.touch_takes_s
         if self.touch_fails:
             raise self.touch_fails.pop(0)
         return super().touch(key, **kwargs)
@@ -44,6 +51,7 @@ class CountingKv(MemoryKv):
     def range(self, prefix: str, *, linearizable: bool = False, timeout_s: float = 5.0) -> Any:
         if linearizable:
             self.calls.append(("barrier", prefix))
+            self.barrier_timeouts.append(timeout_s)
         return super().range(prefix, linearizable=linearizable, timeout_s=timeout_s)
 
 
@@ -131,16 +139,20 @@ def test_reads_of_others_and_plain_reads_keep_the_old_behaviour(kv: CountingKv, 
                         ("put", "/service/c1/members/n1")]
 
 
-def test_a_touch_of_unknown_fate_falls_back_to_a_barrier_and_spares_nothing(kv: CountingKv, dcs: KvDcs) -> None:
+def test_a_touch_of_unknown_fate_falls_back_to_a_barrier_and_spares_nothing(
+        kv: CountingKv, dcs: KvDcs, monkeypatch: pytest.MonkeyPatch) -> None:
     me = Member("n1", role="replica")
     cycle(dcs, me)
     kv.calls.clear()
     kv.touch_fails.append(UnknownOutcome("Raft leadership changed during the request"))
+    monkeypatch.setattr(dcs, "_clock", kv)  # the adapter's budget clock: the KV moves it as a touch takes time
+    kv.touch_takes_s = 1.5  # the failed touch used part of the read's budget
     view = dcs.load(timeout_s=T, member="n1")
     dcs.touch_member(me, TTL, timeout_s=T)
     assert [m.name for m in view.members] == ["n1"]
     assert kv.calls == [("touch", "/service/c1/members/n1"), ("barrier", "/service/c1/"),
                         ("put", "/service/c1/members/n1")]
+    assert kv.barrier_timeouts == [pytest.approx(T - 1.5)], "the barrier gets what is left, not a new budget"
 
 
 def test_an_unreachable_store_fails_the_read_with_a_dcs_error(kv: CountingKv, dcs: KvDcs) -> None:
