@@ -100,15 +100,13 @@ class KvDcs:
         local read is linearizable (like a barrier). True: the key existed and its TTL restarted; False:
         there is no such key (the touch changed nothing, still a barrier); None: the touch's fate is
         unknown (a Raft leader change in flight): the caller reads behind a plain barrier instead."""
-        try:
-            result = self.kv.touch(self.layout.member(member), timeout_s=timeout_s)
-        except UnknownOutcome:
-            return None
-        except KvRejected as exc:
-            raise DcsError(f"read cluster: rejected: {exc}") from exc
-        except KvError as exc:
-            raise DcsError(f"read cluster: {exc}", unknown_outcome=True) from exc
-        return isinstance(result, Committed)
+        def touch() -> bool | None:
+            try:
+                return isinstance(self.kv.touch(self.layout.member(member), timeout_s=timeout_s), Committed)
+            except UnknownOutcome:
+                return None
+
+        return self._call("read cluster", touch)  # any other failure: the DcsError every read raises
 
     def watch(self, after_revision: int, timeout_s: float) -> bool:
         quiet = (self.layout.prefix + keys.MEMBERS, self.layout.key(keys.STATUS))
