@@ -166,7 +166,6 @@ class Executor:
                                    fence_deadline=account.fence_deadline(t))
             case act.Promote():
                 self._promote(t)
-                self.on_promoted()  # health checks may say "primary" now, before the rest of the decision
             case act.StartReplica(leader=leader, conn_url=conn_url, remote=remote, remote_slot=remote_slot):
                 pg = self._pg(pg)
                 pg.unlimited()
@@ -301,6 +300,10 @@ class Executor:
         account.require(t, "promote")  # publishing took time: the lease must still hold
         pg.promote(timeout_s=max(10.0, t.retry_timeout_s))
         self.following = None
+        # health checks may say "primary" now: PostgreSQL accepts writes under the held lease. Not after the
+        # checkpoint below, which waits for the end-of-recovery one (20-30 ms of a switchover's write gap)
+        # and guards rewinders, who read the member key published at the end of the cycle, not this status
+        self.on_promoted()
         # PostgreSQL spreads the end-of-recovery checkpoint out; until it completes, the control file
         # still names the old timeline and a pg_rewind from this server copies an inconsistent state.
         # Force it now: this member publishes role=primary only after it, and rewinders wait for that.

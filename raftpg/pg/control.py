@@ -357,7 +357,7 @@ class Postgres:
         while self.is_running() and self.query(sql, params, timeout_s=deadline.left())[0][0] != value:
             if self.clock.monotonic() >= deadline.at:
                 raise PgError(f"{sql % params} is not {value!r} after {timeout_s:g}s")
-            self.clock.sleep(0.02)
+            self.clock.sleep(0.005)  # a promotion waits on this (publish_epoch): the reload takes a few ms
 
     # replication slots (raftpg.pg.slots): ensure_* return (created, dropped), advance_slots the advanced;
     # follow_logical_slots: a replica's copies (raftpg.pg.logical_slots; restarts PostgreSQL to load new ones)

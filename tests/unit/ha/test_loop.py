@@ -310,6 +310,13 @@ def test_a_promotion_is_published_as_soon_as_postgresql_is_promoted():
     published: list[tuple[str, bool, float, bool]] = []
     loops["n2"]._on_status = lambda s: published.append(  # type: ignore[method-assign]
         (s.decision, s.holds_leader_key, s.lease_valid_s, n2.is_primary))
+    checkpointed_after: list[int] = []  # how many statuses were out when the post-promotion checkpoint ran
+    real_checkpoint = n2.checkpoint
+
+    def checkpoint(timeout_s: float = 60.0) -> None:
+        checkpointed_after.append(len(published))
+        real_checkpoint(timeout_s)
+    n2.checkpoint = checkpoint  # type: ignore[method-assign]
     loops["n1"].pg.crash()  # type: ignore[union-attr]
     for _ in range(40):
         dcs.kv.expire_due()
@@ -321,6 +328,8 @@ def test_a_promotion_is_published_as_soon_as_postgresql_is_promoted():
     interim = [p for p in published if p[0] == "promoted"]
     assert interim == [("promoted", True, interim[0][2], True)] and interim[0][2] > 0, published
     assert published.index(interim[0]) == len(published) - 2, "published before the cycle's own status"
+    # not after the forced checkpoint, which waits for PostgreSQL's end-of-recovery one (a switchover's gap)
+    assert checkpointed_after and checkpointed_after[-1] == published.index(interim[0]) + 1, checkpointed_after
 
 
 def test_every_wait_under_a_lease_uses_one_budget_rule():
