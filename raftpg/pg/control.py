@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import psycopg
+
 from raftpg.clock import Clock, SystemClock
 from raftpg.model import DataDir, DynamicConfig, LocalState, PermanentSlot
 from raftpg.pg import bootstrap as boot
@@ -299,8 +301,8 @@ class Postgres:
     def promote(self, timeout_s: float = 60.0) -> None:
         """Promote this replica and wait until it accepts writes. Arm the fence (``fence_at``) first: promotion
         does not change the supervisor's deadline, and a replica runs with none."""
-        with self._lock:
-            promote(self.settings, self.clock, timeout_s)
+        with self._lock, self._observer.session() as conn:  # the HA loop's own connection, open already
+            promote(self.settings, self.clock, timeout_s, conn=conn)
             warn_if_unready(self.settings)
             if self._write_config(None):  # primary_conninfo is gone from the file: keep the server in step
                 self._sighup()
@@ -354,10 +356,24 @@ class Postgres:
         deadline = Deadline(self.clock, timeout_s)
         if self._write_config(self._upstream_on_disk()):
             self._sighup()
-        while self.is_running() and self.query(sql, params, timeout_s=deadline.left())[0][0] != value:
+        while self.is_running() and self._ask(sql, params, deadline.left()) != value:
             if self.clock.monotonic() >= deadline.at:
                 raise PgError(f"{sql % params} is not {value!r} after {timeout_s:g}s")
             self.clock.sleep(0.005)  # a promotion waits on this (publish_epoch): the reload takes a few ms
+
+    def _ask(self, sql: str, params: tuple[str, ...], timeout_s: float) -> Any:
+        """The first column of the first row, on the kept connection (its backend reloads the files as a new
+        one would: the postmaster passes SIGHUP on to every child), else on a new one."""
+        try:
+            with self._observer.session() as conn:
+                if conn is not None:
+                    row = conn.execute(sql, params).fetchone()
+                    return row[0] if row else None
+        except psycopg.OperationalError:
+            pass  # broken, and dropped by the session: a new connection below
+        except psycopg.Error as e:
+            raise PgError(f"query failed: {str(e).strip()}") from None
+        return self.query(sql, params, timeout_s=timeout_s)[0][0]
 
     # replication slots (raftpg.pg.slots): ensure_* return (created, dropped), advance_slots the advanced;
     # follow_logical_slots: a replica's copies (raftpg.pg.logical_slots; restarts PostgreSQL to load new ones)

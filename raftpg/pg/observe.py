@@ -19,6 +19,8 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -127,6 +129,25 @@ class Observer:
         lsn = parse_lsn(current) if current else (max(positions) if positions else None)
         return replace(local, running=True, in_recovery=in_recovery, lsn=lsn, receive_lsn=receive_lsn,
                        replay_lsn=replay_lsn, streaming=bool(in_recovery and status == "streaming"))
+
+    @contextmanager
+    def session(self, timeout_s: float = 2.0) -> Iterator[psycopg.Connection | None]:
+        """The kept connection for a few statements of the caller's own, under this observer's lock: a
+        promotion waits on its statements, and a new connection starts a backend (5-15 ms on a busy
+        machine). None when no postmaster runs or it does not answer; a statement that fails drops it."""
+        postmaster = live_postmaster(self.settings.data_dir)
+        with self._lock:
+            conn = None
+            if postmaster is not None:
+                try:
+                    conn = self._connection(postmaster.pid, timeout_s)
+                except psycopg.Error:
+                    self._drop()
+            try:
+                yield conn
+            except psycopg.Error:
+                self._drop()
+                raise
 
     def _connection(self, pid: int, timeout_s: float) -> psycopg.Connection:
         if self._conn is not None and (self._conn_pid != pid or self._conn.closed):

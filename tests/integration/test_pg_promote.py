@@ -12,6 +12,7 @@ postmaster would (SIGUSR2); the replica's interval is 60 s."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from raftpg.clock import SystemClock
 from raftpg.pg import Credentials, PgSettings, Postgres, connection, conninfo_for
 from raftpg.pg.pidfile import read_pidfile
 
+observe_module = importlib.import_module("raftpg.pg.observe")  # raftpg.pg.observe is also a function
 pg_dir = pg_tmp  # test_pg's fixture (kills any postmaster left in the directory)
 pytestmark = pytest.mark.integration
 
@@ -150,11 +152,13 @@ def test_a_promote_that_meets_a_walreceiver_not_yet_started_completes(run_as_pos
             ((startup,),) = n2.query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'startup'")
             with open(s2.log_file, encoding="utf-8", errors="replace") as f:
                 mark = len(f.read())
-            connection.connect = connect_then_end_the_stream
+            # promote() asks on the HA loop's kept connection: let it be made anew, through the hook
+            connection.connect = observe_module.connect = connect_then_end_the_stream
+            n2.close()
             try:
                 n2.promote(timeout_s=20)  # asked once, PostgreSQL sleeps out its 60 s (PgError after 20)
             finally:
-                connection.connect = real_connect
+                connection.connect = observe_module.connect = real_connect
                 os.kill(postmaster, signal.SIGCONT)
             with open(s2.log_file, encoding="utf-8", errors="replace") as f:
                 log = f.read()[mark:]
@@ -169,3 +173,59 @@ def test_a_promote_that_meets_a_walreceiver_not_yet_started_completes(run_as_pos
                 pg.stop("immediate")
 
     run_as_postgres(body, timeout_s=150)
+
+
+def test_promote_and_the_epoch_use_the_kept_connection_and_replace_a_broken_one(run_as_postgres,
+                                                                                 pg_dir: Path) -> None:
+    """Issue 15: a new connection starts a backend (5-15 ms on a busy machine) and a promotion opened two
+    (the epoch reload, then the request), all of it switchover write gap. Both now run on the connection
+    the HA loop keeps open for its observations; one that was cut since is replaced, and the promotion
+    still happens exactly once."""
+    auth = dict(superuser=Credentials("postgres", "su-secret"), replication=Credentials("replicator", "repl"))
+    s1, s2 = settings_for(pg_dir, "n1", **auth), settings_for(pg_dir, "n2", **auth)
+
+    def body() -> None:
+        n1, n2 = Postgres(s1), Postgres(s2)
+        opened: list[object] = []
+        real_connect = connection.connect
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            opened.append(args)
+            return real_connect(*args, **kwargs)
+        try:
+            n1.bootstrap(timeout_s=60)
+            n1.ensure_slots({"n2"})
+            n2.clone(conninfo_for("127.0.0.1", s1.port, "replicator"))
+            assert n2.start(conninfo_for("127.0.0.1", s1.port, "replicator"), "n2", timeout_s=30)
+            poll(lambda: n2.observe().streaming, what="n2 streaming")  # the kept connection is open now
+            connection.connect = observe_module.connect = counting
+            try:
+                n2.publish_epoch(41)
+                assert opened == [], "the epoch reload opened a connection of its own"
+                # cut the kept connection from outside, as a restart of the backend or an admin would
+                with n2._observer.session() as kept:
+                    assert kept is not None
+                    backend = kept.info.backend_pid
+                assert n2.query("SELECT pg_terminate_backend(%s)", (backend,)) == [(True,)]
+                opened.clear()
+                n2.promote(timeout_s=20)
+            finally:
+                connection.connect = observe_module.connect = real_connect
+            assert len(opened) == 1, "a broken kept connection is replaced once"
+            assert n2.observe().is_primary
+            assert n2.query("SELECT current_setting('raftpg.leader_epoch')") == [("41",)]
+            n2.query("CREATE TABLE after_promote (v int)")
+            with open(s2.log_file, encoding="utf-8", errors="replace") as f:
+                assert f.read().count("received promote request") == 1
+            opened.clear()
+            connection.connect = observe_module.connect = counting
+            try:
+                n2.promote(timeout_s=5)  # already promoted (a repeated request): done, not an error
+            finally:
+                connection.connect = observe_module.connect = real_connect
+            assert opened == []
+        finally:
+            for pg in (n1, n2):
+                pg.stop("immediate")
+
+    run_as_postgres(body, timeout_s=120)
