@@ -298,12 +298,12 @@ class Executor:
         account.arm_for_primary(t, "promote")
         self._publish_epoch()
         account.require(t, "promote")  # publishing took time: the lease must still hold
-        pg.promote(timeout_s=max(10.0, t.retry_timeout_s))
+        # health checks may say "primary" as soon as PostgreSQL accepts writes under the held lease: not
+        # after the files are rewritten (10-20 ms) nor after the checkpoint below, which waits for the
+        # end-of-recovery one (20-30 ms of a switchover's write gap) and guards rewinders, who read the
+        # member key published at the end of the cycle, not this status
+        pg.promote(timeout_s=max(10.0, t.retry_timeout_s), on_writable=self.on_promoted)
         self.following = None
-        # health checks may say "primary" now: PostgreSQL accepts writes under the held lease. Not after the
-        # checkpoint below, which waits for the end-of-recovery one (20-30 ms of a switchover's write gap)
-        # and guards rewinders, who read the member key published at the end of the cycle, not this status
-        self.on_promoted()
         # PostgreSQL spreads the end-of-recovery checkpoint out; until it completes, the control file
         # still names the old timeline and a pg_rewind from this server copies an inconsistent state.
         # Force it now: this member publishes role=primary only after it, and rewinders wait for that.

@@ -39,7 +39,9 @@ class PostgresPort(Protocol):
 
     def reload(self) -> object: ...
 
-    def promote(self, timeout_s: float) -> None: ...
+    def promote(self, timeout_s: float, on_writable: Callable[[], object] | None = None) -> None:
+        """Promote; ``on_writable`` runs as soon as PostgreSQL accepts writes, before the rest (the
+        configuration files brought in step, callbacks) that a health check need not wait for."""
 
     def checkpoint(self, timeout_s: float = 60.0) -> None: ...
 

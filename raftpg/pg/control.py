@@ -298,11 +298,15 @@ class Postgres:
                 self.callbacks.run("on_reload", self._role())
             return changed
 
-    def promote(self, timeout_s: float = 60.0) -> None:
-        """Promote this replica and wait until it accepts writes. Arm the fence (``fence_at``) first: promotion
-        does not change the supervisor's deadline, and a replica runs with none."""
-        with self._lock, self._observer.session() as conn:  # the HA loop's own connection, open already
-            promote(self.settings, self.clock, timeout_s, conn=conn)
+    def promote(self, timeout_s: float = 60.0, on_writable: Callable[[], object] | None = None) -> None:
+        """Promote this replica and wait until it accepts writes; then ``on_writable()``, then the files are
+        brought in step (primary_conninfo gone) and ``on_role_change`` runs. Arm the fence (``fence_at``)
+        first: promotion does not change the supervisor's deadline, and a replica runs with none."""
+        with self._lock:
+            with self._observer.session() as conn:  # the HA loop's own connection, open already
+                promote(self.settings, self.clock, timeout_s, conn=conn)
+            if on_writable is not None:
+                on_writable()
             warn_if_unready(self.settings)
             if self._write_config(None):  # primary_conninfo is gone from the file: keep the server in step
                 self._sighup()

@@ -316,7 +316,7 @@ class FakePostgres:
     def reload(self) -> None:
         self.apply_fence()
 
-    def promote(self, timeout_s: float) -> None:
+    def promote(self, timeout_s: float, on_writable: Callable[[], object] | None = None) -> None:
         self.apply_fence()
         self._query()
         self._maybe_fail("promote")
@@ -325,6 +325,8 @@ class FakePostgres:
         self.timeline = (self.timeline or 1) + 1
         self.wal.append(self.network.new_record())
         self._up(primary=True)
+        if on_writable is not None:
+            on_writable()
 
     def checkpoint(self, timeout_s: float = 60.0) -> None:
         self.apply_fence()

@@ -25,6 +25,7 @@ from test_pg import pg_tmp, poll, settings_for
 
 from raftpg.clock import SystemClock
 from raftpg.pg import Credentials, PgSettings, Postgres, connection, conninfo_for
+from raftpg.pg.conf import read_managed_parameters
 from raftpg.pg.pidfile import read_pidfile
 
 observe_module = importlib.import_module("raftpg.pg.observe")  # raftpg.pg.observe is also a function
@@ -187,6 +188,7 @@ def test_promote_and_the_epoch_use_the_kept_connection_and_replace_a_broken_one(
     def body() -> None:
         n1, n2 = Postgres(s1), Postgres(s2)
         opened: list[object] = []
+        writable: list[tuple[object, str]] = []
         real_connect = connection.connect
 
         def counting(*args: Any, **kwargs: Any) -> Any:
@@ -208,10 +210,15 @@ def test_promote_and_the_epoch_use_the_kept_connection_and_replace_a_broken_one(
                     backend = kept.info.backend_pid
                 assert n2.query("SELECT pg_terminate_backend(%s)", (backend,)) == [(True,)]
                 opened.clear()
-                n2.promote(timeout_s=20)
+                n2.promote(timeout_s=20, on_writable=lambda: writable.append(
+                    (n2.query("SELECT pg_is_in_recovery()"),
+                     read_managed_parameters(s2.data_dir).get("primary_conninfo", ""))))
             finally:
                 connection.connect = observe_module.connect = real_connect
-            assert len(opened) == 1, "a broken kept connection is replaced once"
+            assert len(opened) == 2, "a broken kept connection is replaced once (and on_writable's query)"
+            # told as soon as it accepts writes: before the files are brought in step (10-20 ms)
+            assert len(writable) == 1 and writable[0][0] == [(False,)] and writable[0][1], writable
+            assert not read_managed_parameters(s2.data_dir).get("primary_conninfo")
             assert n2.observe().is_primary
             assert n2.query("SELECT current_setting('raftpg.leader_epoch')") == [("41",)]
             n2.query("CREATE TABLE after_promote (v int)")
