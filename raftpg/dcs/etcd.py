@@ -17,9 +17,18 @@ The port on etcd (the same documents under the same keys as the embedded store):
   release = txn(value == name -> delete), then the lease is revoked; hand over = txn(value == name -> put
   candidate under a new lease). etcd times leases on its own leader and restarts them on an etcd leader
   change, as safety rule 3 asks.
-- Member keys: one lease per member, kept alive on every touch and granted anew once it expired; the
-  document is put again only when it changed, its lease changed, or the key no longer holds what this
-  client put (a change on the watch stream or in a read): on an idle cluster a touch is one keepalive.
+- Member keys: one lease per member, granted anew once it expired; the document is put again only when
+  it changed, its lease changed, or the key no longer holds what this client put (a change on the watch
+  stream or in a read). A touch keeps the lease alive only once ``(ttl - 2 * retry_timeout) / 2`` seconds
+  have passed since it last did (issue 15: at 20/1/4 that is every 6 s, not every second, a third of an
+  idle cluster's requests to etcd). Why a live agent's member key still never expires: while
+  ``loop_wait`` is at least that threshold, every touch refreshes, as before; when it is shorter, a
+  refresh comes at most threshold + ``loop_wait`` + one cycle's work after the previous one, which is
+  less than ``ttl - 2 * retry_timeout + cycle``: the lease has at least ``retry_timeout`` left whenever
+  a cycle's work takes less than ``retry_timeout`` (its DCS calls are bounded by it). A refresh every
+  cycle left ``ttl - loop_wait - cycle``; that margin shrinks, never below ``retry_timeout``, and only
+  at profiles where the threshold is above ``loop_wait``. On an idle cluster a touch is then usually no
+  request at all.
 - config/failover/sync: txn on mod_revision (create_revision == 0 for "must not exist").
 - load: one range over the prefix: linearizable, or ``serializable`` when not asked for.
 - watch: answered from one long-lived watch stream on the prefix (``etcd_watch.py``); changes of
@@ -111,7 +120,8 @@ class EtcdDcs:
         self.layout = layout
         self.retry_timeout_s = retry_timeout_s
         self._clock = clock or SystemClock()
-        self._member_leases: dict[str, tuple[str, int]] = {}  # member name -> (lease id, TTL asked)
+        # member name -> (lease id, TTL asked, when this client last sent a refresh that etcd confirmed)
+        self._member_leases: dict[str, tuple[str, int, float]] = {}
         self._member_puts: dict[str, tuple[str, str, int]] = {}  # member name -> (value, lease, mod_revision)
         self._asked: dict[str, int] = {}  # lease id -> the TTL we asked for (etcd may raise it)
         self.watcher = PrefixWatch(gateway, layout.prefix, self._decides, layout.relative, clock)
@@ -289,7 +299,7 @@ class EtcdDcs:
         except EtcdApiError as exc:
             if exc.code != NOT_FOUND:
                 raise
-            self._member_leases.pop(name, None)  # expired between the keepalive and the put
+            self._member_leases.pop(name, None)  # expired since its last refresh: grant anew
             lease = self._member_lease(name, ttl_s, deadline)
             data = self._post("/kv/put", {**put, "lease": lease}, deadline, what, idempotent=True)
         revision = _revision(data)
@@ -304,12 +314,18 @@ class EtcdDcs:
                 and (known.value, known.lease, known.mod_revision) == put)
 
     def _member_lease(self, name: str, ttl_s: float, deadline: float) -> str:
+        """The member's lease, refreshed if it is due (the module docstring says when), or a new one."""
         current = self._member_leases.get(name)
         asked = _whole_seconds(ttl_s)
-        if current is not None and current[1] == asked and self._keepalive(current[0], deadline, "member") > 0:
-            return current[0]
+        sent = self._clock.monotonic()  # the lease runs from no earlier than this
+        if current is not None and current[1] == asked:
+            if sent - current[2] < (asked - 2 * self.retry_timeout_s) / 2:
+                return current[0]
+            if self._keepalive(current[0], deadline, "member") > 0:
+                self._member_leases[name] = (current[0], asked, sent)
+                return current[0]
         lease = self._grant(asked, deadline, "update member key")
-        self._member_leases[name] = (lease, asked)
+        self._member_leases[name] = (lease, asked, sent)
         return lease  # an old lease now holds nothing once the put moves the key: it expires by itself
 
     def delete_cluster(self, *, timeout_s: float) -> None:
