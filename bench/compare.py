@@ -15,7 +15,7 @@ DCS and profile):
 - **idle footprint**: each agent's process tree without PostgreSQL (raftpg: agent + fencing supervisor;
   anything short-lived they start is counted through the agent's reaped-children CPU), mean RSS (and PSS)
   and CPU (% of one core) over ``--idle-s`` seconds once the cluster has settled; for etcd, the etcd
-  server's CPU over the same window.
+  server's CPU over the same window and the requests it served per second, by gRPC method (its metrics).
 - **GET /primary latency** on the primary: one keep-alive client, back to back, p50/p99.
 - **switchover write gap**: a client inserting every 5 ms into whichever node answers GET /primary; POST
   /switchover to the primary naming a streaming replica; last write acknowledged by the old primary to the
@@ -36,10 +36,13 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
 import time
+import urllib.request
+from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -68,6 +71,7 @@ from raftpg.cli.local_cluster import LocalCluster  # noqa: E402
 DEFAULT_SETUPS = ("patroni-raft@20/1/4,patroni-etcd@20/1/4,raftpg-raft@20/1/4,raftpg-etcd@20/1/4,"
                   "raftpg-raft@10/1/4,raftpg-raft@5/1/2,raftpg-raft@4/1/1")
 FIGURES = ("bootstrap", "footprint", "latency", "switchover", "failover")
+_STARTED = re.compile(r'^grpc_server_started_total\{grpc_method="(\w+)",grpc_service="etcdserverpb\.\w+"')
 
 
 def parse_setup(text: str) -> tuple[str, str, tuple[int, int, int]]:
@@ -187,8 +191,15 @@ def measure_running(cluster: LocalCluster, system: str, profile: tuple[int, int,
     if "footprint" in args.figures:
         time.sleep(args.settle_s)  # after bootstrap: checkpoints, slot creation, first member keys
         roots = {name: cluster.pid(name) for name in cluster.nodes}
+        calls_before = etcd_calls(etcd.url) if etcd else None
+        started_at = time.monotonic()
         trees, extra = footprints({n: p for n, p in roots.items() if p}, args.idle_s,
                                   extra={"etcd": etcd.pid} if etcd else None)
+        if etcd and calls_before is not None:
+            elapsed, calls = time.monotonic() - started_at, etcd_calls(etcd.url) - calls_before
+            result["etcd_requests_per_s"] = {method: n / elapsed for method, n in sorted(calls.items()) if n}
+            print(f"  {label} etcd requests/s: " + ", ".join(
+                f"{m} {r:.2f}" for m, r in result["etcd_requests_per_s"].items()), flush=True)
         result["footprint"] = {name: asdict(fp) for name, fp in trees.items()}
         result["etcd_cpu_pct"] = extra.get("etcd")
         for name, fp in trees.items():
@@ -214,6 +225,19 @@ def measure_running(cluster: LocalCluster, system: str, profile: tuple[int, int,
             row = result["failover"][-1]
             print(f"  {label} failover {trial + 1}: {row['failover_s']:.2f} s, {row['lost_rows']} rows lost",
                   flush=True)
+
+
+def etcd_calls(url: str) -> Counter[str]:
+    """The gRPC calls etcd started so far, by method (its JSON gateway turns each request into one; the
+    agents' watch streams count once each, when opened)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    calls: Counter[str] = Counter()
+    for line in text.splitlines():
+        match = _STARTED.match(line)
+        if match:
+            calls[match.group(1)] += int(float(line.rsplit(" ", 1)[1]))
+    return calls
 
 
 def machine() -> str:

@@ -76,7 +76,7 @@ def _fp(r: dict[str, Any], key: str) -> list[float]:
 def table_footprint(results: list[dict[str, Any]]) -> list[str]:
     lines = ["**Idle footprint** of one agent's process tree without PostgreSQL (median of the three nodes, "
              "min-max across them; CPU in % of one core; etcd: the server's CPU with the three agents, and "
-             "with no client before they started)", "",
+             "with no client before they started, and the requests per second it served, by gRPC method)", "",
              "| system | ttl/loop_wait/retry | RSS | PSS | CPU | etcd server CPU | ratio RSS | ratio CPU |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -86,6 +86,10 @@ def table_footprint(results: list[dict[str, Any]]) -> list[str]:
         etcd = f"{r['etcd_cpu_pct']:.2f} %" if r.get("etcd_cpu_pct") is not None else "-"
         if r.get("etcd_alone_cpu_pct") is not None:
             etcd += f" (alone {r['etcd_alone_cpu_pct']:.2f} %)"
+        if r.get("etcd_requests_per_s"):
+            rates = r["etcd_requests_per_s"]
+            etcd += f", {sum(rates.values()):.1f} requests/s (" + ", ".join(
+                f"{method} {rate:.1f}" for method, rate in rates.items() if rate >= 0.05) + ")"
         lines.append(
             f"| {_label(r)} | {statistics.median(rss):.1f} MB ({_range(rss, '{:.1f}')}) | "
             f"{statistics.median(pss):.1f} MB | {statistics.median(cpu):.2f} % ({_range(cpu, '{:.2f}')}) | {etcd} | "
