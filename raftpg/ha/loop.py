@@ -20,7 +20,17 @@ from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import failsafe, quorum
 from raftpg.ha import memory as memories
-from raftpg.ha.actions import AskFailsafe, Decision, Initdb, Promote, SetSynchronousStandbys, StartPrimary
+from raftpg.ha.actions import (
+    Action,
+    AskFailsafe,
+    Decision,
+    Initdb,
+    Promote,
+    PublishPosition,
+    RenewLeaderKey,
+    SetSynchronousStandbys,
+    StartPrimary,
+)
 from raftpg.ha.background import CloneJob
 from raftpg.ha.chores import chores
 from raftpg.ha.decide import decide
@@ -205,7 +215,7 @@ class HaLoop:
                 self.pg.unlimited()
                 self.executor.disarm_watchdog()  # nothing left to fence: whatever stopped it, stop the countdown
         self._publish_member(local, dcs_down=view is None)
-        if view is not None and decision.actions:
+        if view is not None and not all(_leaves_view_as_read(action, view) for action in decision.actions):
             view = self._fresh_view(view)
         self._set_status(view, local, decision.reason, None if ok else self.executor.last_error, started)
 
@@ -253,7 +263,8 @@ class HaLoop:
         return decision
 
     def _fresh_view(self, view: ClusterView) -> ClusterView:
-        """After acting, re-read (locally, cheaply) so status shows this cycle's outcome, not its start."""
+        """After acting, re-read so status shows this cycle's outcome, not its start (locally and cheaply on
+        the embedded Raft; one request on etcd or Consul)."""
         try:
             return self.dcs.load(linearizable=False, timeout_s=self._budget(min(1.0, self.timing.retry_timeout_s)))
         except DcsError:
@@ -416,3 +427,15 @@ class HaLoop:
         view = self.status.view
         return self.executor.lease.deadline is not None or bool(view and view.leader
                                                                    and view.leader.name == self.me.name)
+
+
+def _leaves_view_as_read(action: Action, view: ClusterView) -> bool:
+    """Whether ``action``, done, leaves the DCS as ``view`` shows it, so that re-reading it after the cycle
+    (``_fresh_view``) would show nothing new of this node's doing: a renewal keeps the leader key's holder
+    and revision (a touch or a lease keepalive), and a position the view already holds is not rewritten.
+    An idle primary's cycle is just these two; on etcd the re-read was one more request a second."""
+    if isinstance(action, RenewLeaderKey):
+        return True
+    if isinstance(action, PublishPosition):
+        return (action.lsn, action.slots, action.failsafe) == (view.last_lsn, view.slot_positions, view.failsafe)
+    return False

@@ -341,3 +341,32 @@ def test_every_wait_under_a_lease_uses_one_budget_rule():
     assert LeaseState(110.0).budget(4.0, now=103.0, demote_margin_s=5.0) == 2.0  # stops at the demotion point
     assert LeaseState(110.0).budget(4.0, now=106.0, demote_margin_s=5.0) == 0.2  # past it: the floor
     assert LeaseState(110.0).budget(1.0, now=106.0, demote_margin_s=5.0, floor_s=0.05) == 0.05
+
+
+def test_an_idle_primary_reads_the_dcs_once_a_cycle_and_again_only_after_changing_it():
+    """After acting, the loop re-reads the DCS so its status shows the cycle's outcome. An idle primary's
+    actions (renew the key, publish a position the view already holds) change nothing the view shows; on
+    etcd that re-read was one request a second (issue 15). A moved position is re-read: the status shows
+    it at once."""
+    loop, clock, dcs = settled_primary()
+    pg: FakePostgres = loop.pg  # type: ignore[assignment]
+    loop.cycle()  # publishes the settled position once more if the last cycle moved it
+    clock.advance(1)
+    reads: list[bool] = []
+    load = dcs.load
+
+    def counting_load(*, linearizable: bool = True, **kwargs: Any) -> Any:
+        reads.append(linearizable)
+        return load(linearizable=linearizable, **kwargs)
+
+    dcs.load = counting_load  # type: ignore[method-assign]
+    for _ in range(3):
+        loop.cycle()
+        clock.advance(1)
+    assert reads == [True, True, True]  # the cycle's own linearizable read, nothing after it
+    assert loop.status.view is not None and loop.status.view.last_lsn == pg.lsn
+    pg.write(5)
+    reads.clear()
+    loop.cycle()
+    assert reads == [True, False]  # published a new position: read again, cheaply
+    assert loop.status.view is not None and loop.status.view.last_lsn == pg.lsn
