@@ -31,6 +31,8 @@ The port on etcd (the same documents under the same keys as the embedded store):
   request at all.
 - config/failover/sync: txn on mod_revision (create_revision == 0 for "must not exist").
 - load: one range over the prefix: linearizable, or ``serializable`` when not asked for.
+- status: not written again when the HA loop's read of this cycle (linearizable, as a member) found the
+  same document stored (an idle primary's position does not move).
 - watch: answered from one long-lived watch stream on the prefix (``etcd_watch.py``); changes of
   ``members/`` and ``status`` do not count.
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -124,6 +127,10 @@ class EtcdDcs:
         self._member_leases: dict[str, tuple[str, int, float]] = {}
         self._member_puts: dict[str, tuple[str, str, int]] = {}  # member name -> (value, lease, mod_revision)
         self._asked: dict[str, int] = {}  # lease id -> the TTL we asked for (etcd may raise it)
+        # the status document the HA loop's last read (linearizable, as a member) found; set_status spares
+        # rewriting exactly that once (as kvdcs.py does): an idle primary's position does not move
+        self._status_seen: str | None = None
+        self._status_lock = threading.Lock()
         self.watcher = PrefixWatch(gateway, layout.prefix, self._decides, layout.relative, clock)
 
     # -------------------------------------------------------------- plumbing
@@ -170,6 +177,9 @@ class EtcdDcs:
         body: dict[str, Any] = {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
         if not linearizable:
             body["serializable"] = True
+        if linearizable and member is not None:
+            with self._status_lock:
+                self._status_seen = None  # spared only by the read that follows
         data = self._post("/kv/range", body, self._deadline(timeout_s), "read cluster", idempotent=True)
         kvs = data.get("kvs") or []
         documents = {self.layout.relative(text(kv["key"])): (text(kv.get("value")), int(kv["mod_revision"]))
@@ -177,6 +187,10 @@ class EtcdDcs:
         revision = _revision(data)
         if linearizable:
             self._observe_read(kvs, revision)
+        if linearizable and member is not None:
+            status = documents.get(keys.STATUS)
+            with self._status_lock:
+                self._status_seen = status[0] if status is not None else None
         return self.reader.read(documents, revision)
 
     def _observe_read(self, kvs: list[dict[str, Any]], revision: int) -> None:
@@ -380,7 +394,12 @@ class EtcdDcs:
 
     def set_status(self, last_lsn: int, slots: Mapping[str, int] | None = None,
                    failsafe: Mapping[str, str] | None = None, *, timeout_s: float) -> None:
-        self._put_plain(keys.STATUS, _dumps(status_document(last_lsn, slots, failsafe)), timeout_s, "write status")
+        value = _dumps(status_document(last_lsn, slots, failsafe))
+        with self._status_lock:
+            seen, self._status_seen = self._status_seen, None
+        if value == seen:
+            return  # this cycle's linearizable read found this very document stored
+        self._put_plain(keys.STATUS, value, timeout_s, "write status")
 
     def close(self) -> None:
         self.gateway.close()

@@ -1,11 +1,11 @@
 """What one agent costs a shared etcd per cycle, counted by etcd itself (its gRPC metrics), and that the
 cheaper paths stay correct when someone else changes the keys they rely on. Real etcd (Debian's 3.4).
 
-An HA cycle on etcd is: a linearizable read of the scope, a renewal of the leader key (on the primary),
-a touch of the member key, and waits for changes. On an idle cluster that must cost one range, the
-leader's keepalive (on the primary), a keepalive of the member key's lease only when it is due (every
-``(ttl - 2 * retry_timeout) / 2`` seconds, etcd.py says why) and no write, and the waits one long-lived
-watch stream, not one per wait.
+An HA cycle on etcd is: a linearizable read of the scope, a renewal of the leader key and the status
+(on the primary), a touch of the member key, and waits for changes. On an idle cluster that must cost
+one range, the leader's keepalive (on the primary), a keepalive of the member key's lease only when it
+is due (every ``(ttl - 2 * retry_timeout) / 2`` seconds, etcd.py says why) and no write, and the waits
+one long-lived watch stream, not one per wait.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ def idle_primary_cycles(dcs: EtcdDcs, cycles: int, ttl_s: float, clock: FakeCloc
     for _ in range(cycles):
         if clock is not None:
             clock.advance(1.0)
-        revision = dcs.load(timeout_s=T).revision
+        revision = dcs.load(timeout_s=T, member="n1").revision  # the loop reads as itself
         assert dcs.renew_leader("n1", ttl_s, timeout_s=T) is not None
         dcs.touch_member(DOCUMENT, ttl_s, timeout_s=T)
+        dcs.set_status(DOCUMENT.lsn, timeout_s=T)  # the same position: the read found it stored
         for _ in range(4 if clock is None else 0):  # the loop waits in slices
             assert dcs.watch(revision, 0.05) is False
 
@@ -64,11 +65,19 @@ def test_an_idle_primary_costs_one_read_and_one_keepalive_per_cycle(etcd_store) 
         dcs.load(timeout_s=T)
         assert dcs.acquire_leader("n1", TTL_S, timeout_s=T) is not None
         dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
+        dcs.set_status(DOCUMENT.lsn, timeout_s=T)
         wait_until(lambda: dcs.watcher.live, 10, "the watch stream")
         before, cycles = started(etcd_store.url), 5
         idle_primary_cycles(dcs, cycles, TTL_S)
         calls = started(etcd_store.url) - before
         assert calls == Counter({"Range": cycles, "LeaseKeepAlive": cycles}), calls
+        # a moved position is written, once
+        dcs.load(timeout_s=T, member="n1")
+        dcs.set_status(DOCUMENT.lsn + 8192, timeout_s=T)
+        dcs.load(timeout_s=T, member="n1")
+        dcs.set_status(DOCUMENT.lsn + 8192, timeout_s=T)
+        calls = started(etcd_store.url) - before
+        assert calls["Put"] == 1 and dcs.load(timeout_s=T).last_lsn == DOCUMENT.lsn + 8192, calls
     finally:
         dcs.close()
 
@@ -82,6 +91,7 @@ def test_the_member_lease_is_kept_alive_only_when_due(etcd_store) -> None:  # no
         dcs.load(timeout_s=T)
         assert dcs.acquire_leader("n1", TTL_S, timeout_s=T) is not None
         dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
+        dcs.set_status(DOCUMENT.lsn, timeout_s=T)
         wait_until(lambda: dcs.watcher.live, 10, "the watch stream")
         before = started(etcd_store.url)
         idle_primary_cycles(dcs, 12, TTL_S, clock)  # at 1..12 s: the member lease at 5 and 10 s
