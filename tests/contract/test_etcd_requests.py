@@ -58,15 +58,20 @@ def idle_primary_cycles(dcs: EtcdDcs, cycles: int, ttl_s: float, clock: FakeCloc
             assert dcs.watch(revision, 0.05) is False
 
 
+def registered_primary(dcs: EtcdDcs) -> None:
+    """n1 holds the leader key, its member key and status are stored, and the watch stream runs."""
+    dcs.load(timeout_s=T)
+    assert dcs.acquire_leader("n1", TTL_S, timeout_s=T) is not None
+    dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
+    dcs.set_status(DOCUMENT.lsn, timeout_s=T)
+    wait_until(lambda: dcs.watcher.live, 10, "the watch stream")
+
+
 def test_an_idle_primary_costs_one_read_and_one_keepalive_per_cycle(etcd_store) -> None:  # noqa: ANN001
     # retry_timeout 10 s and ttl 30 s: the member key's lease is due every 5 s, so not within these cycles
     dcs = etcd_client([etcd_store.endpoint])(KeyLayout("/service/", "requests-idle"))
     try:
-        dcs.load(timeout_s=T)
-        assert dcs.acquire_leader("n1", TTL_S, timeout_s=T) is not None
-        dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
-        dcs.set_status(DOCUMENT.lsn, timeout_s=T)
-        wait_until(lambda: dcs.watcher.live, 10, "the watch stream")
+        registered_primary(dcs)
         before, cycles = started(etcd_store.url), 5
         idle_primary_cycles(dcs, cycles, TTL_S)
         calls = started(etcd_store.url) - before
@@ -88,11 +93,7 @@ def test_the_member_lease_is_kept_alive_only_when_due(etcd_store) -> None:  # no
     dcs = EtcdDcs(EtcdGateway([etcd_store.endpoint], clock=clock), KeyLayout("/service/", "requests-due"),
                   retry_timeout_s=10.0, clock=clock)
     try:
-        dcs.load(timeout_s=T)
-        assert dcs.acquire_leader("n1", TTL_S, timeout_s=T) is not None
-        dcs.touch_member(DOCUMENT, TTL_S, timeout_s=T)
-        dcs.set_status(DOCUMENT.lsn, timeout_s=T)
-        wait_until(lambda: dcs.watcher.live, 10, "the watch stream")
+        registered_primary(dcs)
         before = started(etcd_store.url)
         idle_primary_cycles(dcs, 12, TTL_S, clock)  # at 1..12 s: the member lease at 5 and 10 s
         calls = started(etcd_store.url) - before
