@@ -13,14 +13,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raftpg import __version__
 from raftpg.api.peers import RestPeers
 from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config, dcs_kind, load_config
-from raftpg.consensus.raft import RaftNode
-from raftpg.consensus.raft import RaftSettings as ConsensusSettings
+from raftpg.consensus.settings import RaftSettings as ConsensusSettings
 from raftpg.dcs.base import Dcs
 from raftpg.dcs.keys import KeyLayout
 from raftpg.ha.inputs import Me
@@ -30,6 +29,9 @@ from raftpg.pg.control import Postgres
 from raftpg.pg.from_config import cluster_section, pg_settings_from_config, replica_methods
 from raftpg.pg.settings import PgSettings
 from raftpg.watchdog.base import ModeWatchdog, NullWatchdog
+
+if TYPE_CHECKING:  # pysyncobj and cryptography (~9 MB resident) are imported only by a node whose store is Raft
+    from raftpg.consensus.raft import RaftNode
 
 log = logging.getLogger(__name__)
 RAFT_HANDOVER_S = 2.0  # how long a stopping Raft leader tries to hand leadership over
@@ -68,6 +70,7 @@ def build_dcs(config: Config, clock: Clock, force_new_cluster: bool = False) -> 
     layout = KeyLayout(config.namespace, config.scope)
     kind = dcs_kind(config)
     if kind == "raft":
+        from raftpg.consensus.raft import RaftNode
         from raftpg.dcs.base import RAFT_FAILSAFE_REFUSAL
         from raftpg.dcs.kvdcs import KvDcs
         raft = RaftNode(consensus_settings(config, force_new_cluster), clock)

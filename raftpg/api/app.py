@@ -22,8 +22,7 @@ from raftpg.api.conn_limits import (
     quiet_accept_exhaustion,
 )
 from raftpg.api.http import errors_middleware, limits_middleware
-from raftpg.api.keys import COMMANDS, REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW, ApiSettings
-from raftpg.api.metrics import registry_for
+from raftpg.api.keys import COMMANDS, METRICS, RESTARTS, SETTINGS, STARTED, VIEW, ApiSettings, OwnMetrics
 from raftpg.api.ports import Commands, NodeView
 from raftpg.api.restart import RestartScheduler
 from raftpg.api.tls import ssl_context_for
@@ -49,7 +48,7 @@ def make_app(view: NodeView, commands: Commands, settings: ApiSettings) -> web.A
     app[COMMANDS] = commands
     app[SETTINGS] = settings
     app[RESTARTS] = RestartScheduler(view.wall)
-    app[REGISTRY] = registry_for(view)
+    app[METRICS] = OwnMetrics(view)
     app[STARTED] = view.monotonic()
     routes_read.add_routes(app)
     routes_write.add_routes(app)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from raftpg.api.ports import Commands, NodeView
 from raftpg.api.restart import RestartScheduler
@@ -53,9 +53,28 @@ class ApiSettings:
         return is_loopback(split_host_port(self.listen)[0])
 
 
+class OwnMetrics:
+    """raftpg's own metrics for ``GET /metrics``. The Prometheus registry is built at the first scrape, so
+    a node nobody scrapes never imports prometheus_client (about 3 MB resident; issue 15)."""
+
+    def __init__(self, view: NodeView) -> None:
+        self._view = view
+        self._registry: Any = None
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from raftpg.api.metrics import registry_for
+        if self._registry is None:
+            self._registry = registry_for(self._view)
+        return generate_latest(self._registry), CONTENT_TYPE_LATEST
+
+
 VIEW = web.AppKey("view", NodeView)
 COMMANDS = web.AppKey("commands", Commands)
 SETTINGS = web.AppKey("settings", ApiSettings)
 RESTARTS = web.AppKey("restarts", RestartScheduler)
-REGISTRY = web.AppKey("registry", CollectorRegistry)
+METRICS = web.AppKey("metrics", OwnMetrics)
 STARTED = web.AppKey("started_monotonic", float)
+

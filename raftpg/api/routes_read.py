@@ -11,12 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftpg.api import health, patroni_metrics, status
 from raftpg.api.details import NOTHING, PostgresDetails, source_of
 from raftpg.api.http import BadRequest, error, reply
-from raftpg.api.keys import REGISTRY, RESTARTS, SETTINGS, STARTED, VIEW
+from raftpg.api.keys import METRICS, RESTARTS, SETTINGS, STARTED, VIEW
 from raftpg.api.openapi import document as openapi_document
 from raftpg.model import ClusterView, LocalState
 
@@ -101,8 +100,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     view = request.app[VIEW]
     node = status.with_fresh(view.status(), await view.postgres_now())
     patroni = patroni_metrics.render(node, view.config(), view.version, await _details(request, True))
-    body = patroni.encode() + generate_latest(request.app[REGISTRY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    own, content_type = request.app[METRICS].render()
+    return web.Response(body=patroni.encode() + own, headers={"Content-Type": content_type})
 
 
 async def failsafe(request: web.Request) -> web.StreamResponse:

@@ -77,7 +77,7 @@ def run_node(path: str | None, force_new_cluster: bool = False) -> int:
     log = logging.getLogger("raftpg")
     for warning in config.warnings:
         log.warning("%s", warning)
-    from raftpg.consensus.raft import RaftConfigError
+    from raftpg.consensus.settings import RaftConfigError
     from raftpg.node import Node, NodeError
     try:
         node = Node(config, config_path=path, force_new_cluster=force_new_cluster)
