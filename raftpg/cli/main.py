@@ -62,6 +62,10 @@ async def _serve_with_notify(node: Node, notify_socket: str | None) -> int:
 
 
 def run_node(path: str | None, force_new_cluster: bool = False) -> int:
+    # httpx (the etcd and Consul adapters' client) imports its own command-line tool whenever rich and
+    # pygments happen to be installed: about 4 MB resident an agent never uses. A None entry makes that one
+    # import fail, which httpx expects (it then offers only a stub ``httpx`` command).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     config = _load(path)
     if config is None:
         return 2
