@@ -12,6 +12,10 @@ node a linearizable read and a member touch, one leader renewal) and twice that:
 ``--idle-s``. It separates what pysyncobj costs with nothing to do (its 100 ms tick and 200 ms heartbeats,
 encrypted) from what each log entry costs.
 
+``ticks``: the same three voter processes at ``--entries`` log entries a second, each with its tick
+thread under cProfile (thread CPU time; ``tick_profile/sitecustomize.py``) for ``--seconds``: where a
+tick's time goes on the Raft leader and on a follower, by package and by function.
+
 ``growth``: three Raft voters in this process (the store without the HA loop around it) replay what a
 three-node cluster asks of it at loop_wait 1, as fast as they can: every simulated second, each of the
 three agents reads the scope linearizably (a barrier through the log) and touches its member key, and
@@ -24,6 +28,7 @@ that is every ~2,100 entries: the journal here is an upper bound of a real one.
 
     flock /tmp/raftpg-heavy.lock python bench/kv_scale.py members [--sizes 3,5,7] [--trials 3]
     flock /tmp/raftpg-heavy.lock python bench/kv_scale.py rate [--idle-s 30]
+    flock /tmp/raftpg-heavy.lock python bench/kv_scale.py ticks [--entries 7] [--seconds 40]
     flock /tmp/raftpg-heavy.lock python bench/kv_scale.py growth [--hours 24]
 
 Prints tables; nothing is asserted.
@@ -33,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pstats
+import re
 import shutil
 import statistics
 import sys
@@ -177,6 +184,73 @@ def _traffic(node: Any, index: int, per_second: int, stop: threading.Event) -> N
         stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
 
+# ------------------------------------------------------------------ ticks
+
+
+def ticks(args: argparse.Namespace) -> None:
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+    from raft_helpers import Cluster, Processes
+
+    base, procs = tempfile.mkdtemp(prefix="kvticks-", dir="/tmp"), Processes()
+    out = os.path.join(base, "profiles")
+    os.makedirs(out)
+    hook = {"RAFTPG_TICK_PROFILE_DIR": out, "RAFTPG_TICK_PROFILE_S": str(args.seconds),
+            "PYTHONPATH": os.pathsep.join([os.path.join(HERE, "tick_profile"), os.environ.get("PYTHONPATH", "")])}
+    saved = {k: os.environ.get(k) for k in hook}
+    os.environ.update(hook)  # the driver processes inherit it
+    try:
+        cluster = Cluster(base, procs).start()
+        cluster.leader()
+        stop = threading.Event()
+        threads = [threading.Thread(target=_traffic, args=(node, i, args.entries, stop), daemon=True)
+                   for i, node in enumerate(cluster.nodes)]
+        for t in threads:
+            t.start()
+        pids = {n.name: n.proc.pid for n in cluster.nodes}
+        wait_for(lambda: all(os.path.exists(os.path.join(out, f"tick-{p}.prof")) for p in pids.values()),
+                 args.seconds + 60, "the tick profiles")
+        leader = cluster.leader().name
+        stop.set()
+        follower = next(name for name in pids if name != leader)
+        for role, name in (("Raft leader", leader), ("follower", follower)):
+            _print_profile(role, os.path.join(out, f"tick-{pids[name]}.prof"), args.seconds)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        procs.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _package(filename: str) -> str:
+    found = re.search(r"site-packages/([^/]+)", filename) or re.search(r"/(raftpg)/", filename)
+    if found:
+        return found.group(1)
+    return "built-ins" if filename == "~" else "standard library"
+
+
+def _print_profile(role: str, path: str, seconds: float) -> None:
+    stats = pstats.Stats(path)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(own for _calls, _prim, own, _cum, _callers in raw.values())
+    ticks_seen = sum(calls for (fn, _line, name), (calls, *_rest) in raw.items() if name == "_onTick"
+                     and fn.endswith("syncobj.py"))
+    by_package: dict[str, float] = {}
+    for (filename, _line, _name), (_calls, _prim, own, _cum, _callers) in raw.items():
+        by_package[_package(filename)] = by_package.get(_package(filename), 0.0) + own
+    print(f"\n{role}: {total:.3f} s of tick-thread CPU under the profiler in ~{seconds:g} s, "
+          f"{ticks_seen} ticks ({ticks_seen / seconds:.0f} a second)")
+    print("  own time by package: " + ", ".join(f"{name} {100 * own / total:.0f} %" for name, own in
+                                                sorted(by_package.items(), key=lambda kv: -kv[1])))
+    print("  cumulative, largest (share of the tick thread's time):")
+    rows = sorted(raw.items(), key=lambda kv: -kv[1][3])
+    for (filename, line, name), (calls, _prim, _own, cum, _callers) in rows[1:16]:
+        where = f"{_package(filename)}:{os.path.basename(filename)}:{line}" if filename != "~" else "built-in"
+        print(f"    {100 * cum / total:5.1f} %  {calls:7d} calls  {name} ({where})")
+
+
 # ------------------------------------------------------------------ growth
 
 
@@ -245,10 +319,13 @@ def main() -> int:
     m.add_argument("--idle-s", type=float, default=30.0)
     r = sub.add_parser("rate")
     r.add_argument("--idle-s", type=float, default=30.0)
+    t = sub.add_parser("ticks")
+    t.add_argument("--entries", type=int, default=7, help="log entries a second for the cluster: 0, 7 or 14")
+    t.add_argument("--seconds", type=float, default=40.0)
     g = sub.add_parser("growth")
     g.add_argument("--hours", type=float, default=24.0)
     args = parser.parse_args()
-    {"members": members, "rate": rate, "growth": growth}[args.what](args)
+    {"members": members, "rate": rate, "ticks": ticks, "growth": growth}[args.what](args)
     return 0
 
 

@@ -77,4 +77,3 @@ SETTINGS = web.AppKey("settings", ApiSettings)
 RESTARTS = web.AppKey("restarts", RestartScheduler)
 METRICS = web.AppKey("metrics", OwnMetrics)
 STARTED = web.AppKey("started_monotonic", float)
-
