@@ -40,15 +40,20 @@ RAFT_HANDOVER_S = 2.0  # how long a stopping Raft leader tries to hand leadershi
 # ------------------------------------------------------------------ PostgreSQL, as the HA loop sees it
 
 
-def build_postgres(config: Config, clock: Clock) -> Postgres:
+def build_postgres(config: Config, clock: Clock, bin_dir: str | None = None) -> Postgres:
     """The PostgreSQL manager for this member; it derives its settings from ``config`` and whatever
-    cluster-wide config the HA loop applies (the local file wins)."""
-    return Postgres(pg_settings_from_config(config), clock, settings_for=settings_for(config))
+    cluster-wide config the HA loop applies (the local file wins). ``bin_dir``: see ``settings_for``."""
+    return Postgres(pg_settings_from_config(config, bin_dir=bin_dir), clock,
+                    settings_for=settings_for(config, bin_dir))
 
 
-def settings_for(config: Config) -> Callable[[DynamicConfig | None], PgSettings]:
+def settings_for(config: Config, bin_dir: str | None = None) -> Callable[[DynamicConfig | None], PgSettings]:
+    """``bin_dir``: the installation found when the agent started, used while ``postgresql.bin_dir`` is
+    unset. Found once, not at every derivation (the HA loop derives every cycle): installing a newer major
+    version beside a running node, the first step of an upgrade, must not switch this node's postgres,
+    pg_ctl and pg_rewind to binaries that cannot run its data directory."""
     def derive(cluster: DynamicConfig | None) -> PgSettings:
-        return pg_settings_from_config(config, cluster_section(config, cluster))
+        return pg_settings_from_config(config, cluster_section(config, cluster), bin_dir=bin_dir)
     return derive
 
 
@@ -137,7 +142,9 @@ class Node:
         self._status_lock = threading.Lock()
         self._status = NodeStatus(config.name, config.witness)
         self.dcs, self.raft = build_dcs(config, self.clock, force_new_cluster)
-        self.pg = None if config.witness else build_postgres(config, self.clock)
+        # the PostgreSQL installation this node runs, found once (settings_for says why)
+        self._bin_dir = None if config.witness or config.postgresql is None else config.postgresql.resolve_bin_dir()
+        self.pg = None if config.witness else build_postgres(config, self.clock, self._bin_dir)
         peers = RestPeers(config.restapi)
         self.loop = HaLoop(dcs=self.dcs, pg=self.pg, watchdog=build_watchdog(config), clock=self.clock,
                            me=build_me(config), bootstrap_dcs=bootstrap_dcs_document(config),
@@ -208,7 +215,7 @@ class Node:
             log.warning("%s", warning)
         self.config = new
         if self.pg is not None:
-            self.pg.reconfigure(settings_for(new))
+            self.pg.reconfigure(settings_for(new, self._bin_dir))
             self.loop.request("reload")
         log.info("config reloaded from %s", self.config_path)
 

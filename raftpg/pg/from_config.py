@@ -56,12 +56,14 @@ def _guc(value: Any) -> str:
     return "on" if value is True else "off" if value is False else str(value)
 
 
-def pg_settings_from_config(config: Config, cluster: Mapping[str, Any] | None = None) -> PgSettings:
-    """``cluster``: the cluster-wide ``postgresql`` section (``cluster_section``; None: ``bootstrap.dcs``'s)."""
+def pg_settings_from_config(config: Config, cluster: Mapping[str, Any] | None = None,
+                            bin_dir: str | None = None) -> PgSettings:
+    """``cluster``: the cluster-wide ``postgresql`` section (``cluster_section``; None: ``bootstrap.dcs``'s).
+    ``bin_dir``: the installation to use when ``postgresql.bin_dir`` is unset (None: look for one now)."""
     pg = config.postgresql
     if pg is None:
         raise ValueError("postgresql: section missing")
-    bin_dir = pg.resolve_bin_dir()
+    bin_dir = pg.bin_dir or bin_dir or pg.resolve_bin_dir()
     if not bin_dir:
         raise ValueError("postgresql.bin_dir: no PostgreSQL installation found; set bin_dir")
     if cluster is None:

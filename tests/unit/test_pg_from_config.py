@@ -85,3 +85,35 @@ def test_a_loosely_formed_standby_cluster_in_the_dcs_is_read_leniently_never_rai
     for raw in ({"port": 5433}, {"host": ""}, "text", [1]):
         pg = pg_settings_from_config(config, cluster_section(config, DynamicConfig.from_dict({"standby_cluster": raw})))
         assert pg.standby_source is None, raw
+
+
+def test_without_bin_dir_the_installation_found_at_start_stays_when_a_newer_one_appears(tmp_path, monkeypatch) -> None:
+    # postgresql.bin_dir unset: raftpg takes the highest version installed. The HA loop derives the settings
+    # every cycle; installing PostgreSQL 16 beside a running 15 node (the first step of a major upgrade)
+    # must not switch that node's postgres, pg_ctl and pg_rewind to 16's, which cannot run its data.
+    from raftpg.config.postgresql import PostgresSettings
+    from raftpg.node import settings_for
+
+    def install(major: int) -> str:
+        bin_dir = tmp_path / str(major) / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "pg_ctl").write_text("#!/bin/sh\n")
+        return str(bin_dir)
+
+    original = PostgresSettings.resolve_bin_dir
+    monkeypatch.setattr(PostgresSettings, "resolve_bin_dir",
+                        lambda self: original(self, patterns=(str(tmp_path / "*" / "bin"),), path=""))
+    pg_section = {k: v for k, v in BASE["postgresql"].items() if k != "bin_dir"}
+    config = parse_config({**BASE, "postgresql": pg_section})
+    fifteen = install(15)
+    found_at_start = config.postgresql.resolve_bin_dir()  # what Node does once
+    assert found_at_start == fifteen
+    derive = settings_for(config, found_at_start)
+    assert derive(None).bin_dir == fifteen
+    sixteen = install(16)
+    assert config.postgresql.resolve_bin_dir() == sixteen  # a fresh look would now pick 16 ...
+    dynamic = DynamicConfig.from_dict({"postgresql": {"parameters": {"work_mem": "1MB"}}})
+    assert derive(dynamic).bin_dir == derive(None).bin_dir == fifteen  # ... the running node keeps 15
+    # an explicit postgresql.bin_dir (a SIGHUP after the upgrade) is what the operator asked for: it wins
+    explicit = parse_config({**BASE, "postgresql": {**pg_section, "bin_dir": sixteen}})
+    assert settings_for(explicit, found_at_start)(None).bin_dir == sixteen
