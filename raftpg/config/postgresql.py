@@ -150,7 +150,8 @@ class PostgresSettings(Settings):
       the other members in would be ``trust``, which raftpg never generates for TCP.
     - ``use_pg_rewind``, when set here, overrides ``bootstrap.dcs.postgresql.use_pg_rewind`` for this node
       (None: follow the cluster-wide value).
-    - ``bin_dir``: None means "find it", see :meth:`resolve_bin_dir`.
+    - ``bin_dir``: None means "find it", see :meth:`resolve_bin_dir`; a running agent finds it once, when it
+      starts, and keeps it (a newer version installed beside it is not picked up until a restart).
     """
 
     patroni_only: ClassVar[Mapping[str, str]] = unsupported.POSTGRESQL
