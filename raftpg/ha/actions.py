@@ -9,7 +9,7 @@ again in 0.2 s (False: at its normal pace, e.g. waiting for an unreachable prima
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from raftpg.model import DynamicConfig, PermanentSlot
@@ -359,10 +359,18 @@ Action = (
 )
 
 
+# How soon a node that waits on another member's key looks again (``Decision.poll_s``).
+MEMBER_POLL_S = 1.0
+
+
 @dataclass(frozen=True)
 class Decision:
     actions: tuple[Action, ...]
     reason: str
+    # Look again after at most this long (None: loop_wait). For a decision that waits on what another
+    # member's key will say (a primary that runs, a healthier replica that takes over): the loop's watch
+    # wakes on the keys that drive decisions, not on member keys, which change every cycle (Dcs.watch).
+    poll_s: float | None = field(default=None, compare=False)
 
     def has(self, kind: type) -> bool:
         return any(isinstance(a, kind) for a in self.actions)

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from raftpg.ha import failsafe, quorum, standby
 from raftpg.ha.actions import (
+    MEMBER_POLL_S,
     AcquireLeaderKey,
     Action,
     AdoptExistingData,
@@ -227,7 +228,7 @@ BOOTSTRAP = (Initdb(), StartPrimary(), PostBootstrap(), RenewLeaderKey(), Regist
 def _needs_clone(i: Inputs, view: ClusterView) -> Decision:
     source = view.clone_source(i.me.name)
     if source is None and not i.me.clone_without_leader:
-        return Decision((), "waiting for a running primary to clone from")
+        return _waiting("waiting for a running primary to clone from")
     if source is None:  # Patroni's no_leader replica methods: a restore from backup needs no primary
         clone: tuple[Action, ...] = (CloneFrom("", ""), StartReplica(None, None))
         what = "with a no_leader replica method (no running primary)"
@@ -276,7 +277,7 @@ def _postgres_stopped(i: Inputs, view: ClusterView) -> Decision:
             return Decision((StartReplica(leader.name, leader.conn_url),), f"starting as a replica of {leader.name}")
         if leader.role != "primary":
             # pg_rewind from a standby that is being promoted copies a half-promoted state
-            return Decision((), f"waiting for {leader.name} to run as primary before rewinding to it")
+            return _waiting(f"waiting for {leader.name} to run as primary before rewinding to it")
         return rejoin(i, view, leader, (), "")
     return Decision((StartReplica(None, None),), "starting PostgreSQL read-only: no primary known")
 
@@ -326,7 +327,7 @@ def _running_replica(i: Inputs, view: ClusterView) -> Decision:
     if view.leader is not None:
         leader = view.leader_member
         if leader is None or not leader.conn_url:
-            return Decision((), f"following {view.leader.name}, whose member key is missing")
+            return _waiting(f"following {view.leader.name}, whose member key is missing")
         if i.memory.following != leader.name:
             return Decision((FollowLeader(leader.name, leader.conn_url),) + _operator_requests(i),
                             f"following the new primary {leader.name}")
@@ -335,6 +336,11 @@ def _running_replica(i: Inputs, view: ClusterView) -> Decision:
             return repair(i, view, leader, stalled_s)
         return Decision(_operator_requests(i), f"no action: I am {me}, a replica of {leader.name}")
     return _failover_race(i, view)
+
+
+def _waiting(reason: str) -> Decision:
+    """Nothing to do until another member's key changes (see ``Decision.poll_s``)."""
+    return Decision((), reason, poll_s=MEMBER_POLL_S)
 
 
 def _failover_race(i: Inputs, view: ClusterView) -> Decision:
@@ -354,18 +360,18 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
     eligibility = view.eligibility_view()
     if failover and failover.candidate and failover.candidate != me and \
             _may_take_over(eligibility, view.member(failover.candidate), failover):
-        return Decision((), f"waiting: manual failover to {failover.candidate}")
+        return _waiting(f"waiting: manual failover to {failover.candidate}")
     named = bool(failover and failover.candidate == me)
     reason = eligibility.ineligibility(mine)
     if reason and not (named and _may_take_over(eligibility, mine, failover)):
-        return Decision((), f"not promoting: {reason}")
+        return _waiting(f"not promoting: {reason}")
     healthier = [m for m in eligibility.failover_candidates(exclude=me) if health_key(m) < health_key(mine)]
     if healthier and not named:
-        return Decision((), f"not promoting: {healthier[0].name} is healthier")
+        return _waiting(f"not promoting: {healthier[0].name} is healthier")
     # quorum commit's votes, for a named candidate too (only the lag is ever waived)
     problem = quorum.race_problem(view, me, mine.lsn, i.peers, mine.timeline)
     if problem:
-        return Decision((), f"not promoting: {problem}")
+        return _waiting(f"not promoting: {problem}")
     return _promote(i, view, "failover: the leader key was free and I am the healthiest replica",
                     acquire=True)
 

@@ -21,15 +21,18 @@ from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import failsafe, quorum
 from raftpg.ha import memory as memories
 from raftpg.ha.actions import (
+    MEMBER_POLL_S,
     Action,
     AskFailsafe,
     Decision,
+    FollowLeader,
     Initdb,
     Promote,
     PublishPosition,
     RenewLeaderKey,
     SetSynchronousStandbys,
     StartPrimary,
+    StartReplica,
 )
 from raftpg.ha.background import CloneJob
 from raftpg.ha.chores import chores
@@ -306,7 +309,9 @@ class HaLoop:
         once when that action waits on something (``retry_soon`` False). At once after this node became
         a primary (its replicas need their slots and its lease a renewal on the cluster's own timing);
         ``SETTLED_S`` later while a new ``synchronous_standby_names`` settles (the sync or quorum key
-        follows it one step a cycle); else ``loop_wait``. Never past the moment the lease must be
+        follows it one step a cycle); after a decision that waits on another member's key, its
+        ``poll_s`` (the watch does not wake on member keys), or after starting a replica (its member key
+        turns "streaming" a moment later); else ``loop_wait``. Never past the moment the lease must be
         renewed or given up."""
         loop_wait_s = float(self.timing.loop_wait_s)
         if not ok:
@@ -316,10 +321,15 @@ class HaLoop:
             wait_s = min(loop_wait_s, RETRY_FIRST_S * 2 ** min(in_a_row - 1, 16)) if retry_soon else loop_wait_s
         elif decision.has(Initdb) or decision.has(Promote) or decision.has(StartPrimary):
             return 0.0
+        elif decision.has(StartReplica) or decision.has(FollowLeader):
+            # the member key just published says "running"; it says "streaming" once the next cycle has
+            # seen the WAL receiver connect, typically within a second (raftpgctl list, and the primary's
+            # choice of synchronous standbys, read it there)
+            wait_s = min(loop_wait_s, MEMBER_POLL_S)
         elif decision.has(SetSynchronousStandbys) or self._settling():
             wait_s = min(loop_wait_s, SETTLED_S + 0.05)  # the next step of the sync/quorum plan is due soon
         else:
-            wait_s = loop_wait_s
+            wait_s = loop_wait_s if decision.poll_s is None else min(loop_wait_s, decision.poll_s)
         return self.executor.lease.budget(wait_s, self.clock.monotonic(), self.timing.demote_margin_s, floor_s=0.05)
 
     def _settling(self) -> bool:

@@ -6,8 +6,10 @@ import threading
 from typing import Any
 
 from raftpg.clock import FakeClock
+from raftpg.consensus.memory import MemoryKv
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
+from raftpg.ha.actions import MEMBER_POLL_S
 from raftpg.ha.inputs import Me
 from raftpg.ha.lease import STOP_LEAD_S, Timing
 from raftpg.ha.loop import HaLoop
@@ -61,6 +63,36 @@ def test_an_action_that_keeps_failing_backs_off_to_loop_wait_and_a_success_reset
     pg.crash()
     decision = loop.cycle()
     assert loop.next_wake_s(decision, ok=False) == 0.2
+
+
+def test_a_node_that_waits_on_another_members_key_looks_again_within_a_second_not_after_loop_wait():
+    """Found from outside at Patroni's defaults (loop_wait 10): a new replica read the cluster 17 ms before
+    the new primary's member key said "running", decided "waiting for a running primary to clone from",
+    and slept the whole loop_wait, because the loop's watch does not wake on member keys (they change every
+    cycle). The bootstrap took 13.6 s to three healthy nodes. Such waits poll every MEMBER_POLL_S now."""
+    clock = FakeClock()
+    network, kv = PgNetwork(clock), MemoryKv(clock)
+    profile = {**SHORT, "ttl": 30, "loop_wait": 10, "retry_timeout": 10}
+    loops = {}
+    for name in ("n1", "n2"):
+        me = Me(name, conn_url=f"postgresql://{name}:5432/postgres", api_url=f"http://{name}:8008/patroni")
+        loops[name] = HaLoop(dcs=memory_dcs(clock, KeyLayout("/service/", "t"), kv), pg=FakePostgres(name, network, clock),
+                             watchdog=None, clock=clock, me=me, bootstrap_dcs=profile, version="test")
+    n1, n2 = loops["n1"], loops["n2"]
+    n1.cycle()
+    assert n1.pg.is_primary  # type: ignore[union-attr]
+    n1.dcs.delete_member("n1", timeout_s=1)  # as if n2 read before n1 published its member key
+    decision = n2.cycle()
+    assert decision.reason == "waiting for a running primary to clone from"
+    assert n2.next_wake_s(decision, ok=True) == MEMBER_POLL_S < profile["loop_wait"]
+    n1.cycle()  # the member key is back: n2 clones at its next look
+    cloned = n2.cycle()
+    assert cloned.reason.startswith("creating a replica from n1") and n2.pg.running  # type: ignore[union-attr]
+    # it published "running"; the next cycle, a second later, sees the WAL receiver and says "streaming"
+    assert n2.next_wake_s(cloned, ok=True) == MEMBER_POLL_S
+    settled = n2.cycle()
+    assert settled.reason == "no action: I am n2, a replica of n1"
+    assert n2.next_wake_s(settled, ok=True) == profile["loop_wait"]  # a decision that waits on nothing
 
 
 def test_the_primary_keeps_the_permanent_slots_of_the_dynamic_config_and_drops_removed_ones():
