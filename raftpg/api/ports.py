@@ -5,8 +5,8 @@ over the HA loop and the DCS; tests use fakes.
 
 ``NodeView`` methods are synchronous and must return in microseconds: they only read values the HA loop
 already published (a frozen ``NodeStatus``), except ``postgres_now``, a bounded coroutine that looks at
-PostgreSQL itself so health checks describe it as it is now; they keep answering while PostgreSQL
-restarts or the DCS is unreachable.
+PostgreSQL itself so health checks describe it as it is now, and ``cluster_now``, a bounded read of the
+DCS for ``GET /cluster``; they keep answering while PostgreSQL restarts or the DCS is unreachable.
 
 ``Commands`` methods are coroutines. Anything that may block (a DCS round trip, waiting for the loop to
 act) runs in a worker thread or awaits; nothing blocks the event loop. A refusal raises
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from raftpg.config import Config
 from raftpg.ha.operations import OperationError
-from raftpg.model import LocalState, NodeStatus
+from raftpg.model import ClusterView, LocalState, NodeStatus
 
 __all__ = ["Commands", "NodeView", "OperationError", "Outcome"]
 
@@ -41,6 +41,12 @@ class NodeView(Protocol):
 
     def status(self) -> NodeStatus:
         """The last completed HA cycle's status (cluster view, local PostgreSQL, decision)."""
+
+    async def cluster_now(self) -> ClusterView | None:
+        """The cluster as the DCS holds it now, for ``GET /cluster`` (Patroni reads it afresh there too:
+        a replica that began streaming shows at once, not after the next cycle of this node, up to
+        loop_wait later). None: no reader, or the store did not answer within about a second; then the
+        last cycle's view is used. Bounded; concurrent calls share one read."""
 
     def config(self) -> Config:
         """The node's current (static) settings; a reload swaps it."""

@@ -1,8 +1,9 @@
 """Read endpoints: health checks, status, cluster, history, config, metrics, Raft members, OpenAPI.
 
-All of them answer from the node's view (no DCS round trip), so they stay fast while the HA loop is
-busy; health checks also look at PostgreSQL itself (``NodeView.postgres_now``: one short query at most
-every half second). Health checks answer HEAD and OPTIONS with the same status and no body.
+They answer from the node's view (no DCS round trip), so they stay fast while the HA loop is busy,
+except ``/cluster``, which reads the DCS (``NodeView.cluster_now``: local on the embedded Raft, at most
+a second); health checks also look at PostgreSQL itself (``NodeView.postgres_now``: one short query at
+most every half second). Health checks answer HEAD and OPTIONS with the same status and no body.
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ def _cluster_view(request: web.Request) -> ClusterView:
 
 
 async def cluster(request: web.Request) -> web.StreamResponse:
+    """Read afresh, as Patroni does (``raftpgctl list`` asks here): member keys do not wake the HA loop,
+    so its view can lag a replica's start by loop_wait."""
     view = request.app[VIEW]
-    return reply(status.cluster(_cluster_view(request), view.config(), view.raft_status()))
+    now = await view.cluster_now()
+    return reply(status.cluster(now or _cluster_view(request), view.config(), view.raft_status()))
 
 
 async def history(request: web.Request) -> web.StreamResponse:

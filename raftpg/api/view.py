@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from raftpg.api.fresh import FreshPostgres
 from raftpg.clock import Clock
 from raftpg.config import Config
-from raftpg.model import LocalState, NodeStatus
+from raftpg.model import ClusterView, LocalState, NodeStatus
+
+log = logging.getLogger(__name__)
+
+LOAD_TIMEOUT_S = 1.0  # GET /cluster waits this long for the store, then answers from the last cycle's view
 
 
 class StatusSource(Protocol):
@@ -24,13 +30,18 @@ class LoopNodeView:
     ``config``: the settings, or a callable returning the current ones (so a reload is seen at once).
     ``raft_status``: a callable answering the embedded store's status live (e.g. ``dcs.raft_status``);
     without it the status the loop recorded in its last cycle is used. ``probe``: a blocking callable
-    observing PostgreSQL now (``Postgres.probe``), for health checks; None on a witness.
+    observing PostgreSQL now (``Postgres.probe``), for health checks; None on a witness. ``load``: a
+    blocking read of the cluster from the DCS with a timeout (``Dcs.load(linearizable=False)``: local on
+    the embedded Raft, one request on etcd or Consul), for ``GET /cluster``.
     """
 
     def __init__(self, *, loop: StatusSource, config: Config | Callable[[], Config], clock: Clock,
                  version: str, raft_status: Callable[[], dict[str, Any] | None] | None = None,
-                 probe: Callable[[], LocalState] | None = None) -> None:
+                 probe: Callable[[], LocalState] | None = None,
+                 load: Callable[[float], ClusterView] | None = None) -> None:
         self._loop = loop
+        self._load = load
+        self._loading: asyncio.Future[ClusterView] | None = None
         self._config = config
         self._clock = clock
         self._version = version
@@ -45,6 +56,19 @@ class LoopNodeView:
 
     def status(self) -> NodeStatus:
         return self._loop.status
+
+    async def cluster_now(self) -> ClusterView | None:
+        if self._load is None:
+            return None
+        loading = self._loading
+        if loading is None or loading.done():  # concurrent requests share one read: a burst costs one
+            loading = self._loading = asyncio.ensure_future(asyncio.to_thread(self._load, LOAD_TIMEOUT_S))
+            loading.add_done_callback(_retrieve)
+        try:
+            return await asyncio.wait_for(asyncio.shield(loading), LOAD_TIMEOUT_S + 0.5)
+        except Exception as exc:  # noqa: BLE001 - DcsError, a timeout: the last cycle's view will do
+            log.debug("GET /cluster: the DCS did not answer (%s); answering from the last cycle's view", exc)
+            return None
 
     def config(self) -> Config:
         return self._config() if callable(self._config) else self._config
@@ -71,3 +95,9 @@ class LoopNodeView:
     @property
     def version(self) -> str:
         return self._version
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a shared read's failure as seen (a request that gave up on it no longer awaits it)."""
+    if not future.cancelled():
+        future.exception()

@@ -65,7 +65,8 @@ def _query_of(pg: Any) -> Any:
 def build_api(node: NodeLike, *, version: str = __version__) -> web.Application:
     pg = getattr(node, "pg", None)
     view = LoopNodeView(loop=_NodeStatus(node), config=lambda: node.config, clock=node.clock, version=version,
-                        raft_status=node.raft_status, probe=pg.probe if pg is not None else None)
+                        raft_status=node.raft_status, probe=pg.probe if pg is not None else None,
+                        load=lambda timeout_s: node.dcs.load(linearizable=False, timeout_s=timeout_s))
     commands = NodeCommands(dcs=node.dcs, loop=node.loop, clock=node.clock, raft=raft_membership(node.raft),
                             reload_config=node.reload)
     app = make_app(view, commands, ApiSettings.from_restapi(node.config.restapi))

@@ -110,6 +110,7 @@ class FakeView:
         self.mono = MONO
         self.fresh: LocalState | None = None  # PostgreSQL now; None: the health checks use the status
         self.wall_s = WALL
+        self.dcs_now: ClusterView | None = None  # GET /cluster's fresh read; None: the status's view
 
     def status(self) -> NodeStatus:
         return self.current
@@ -119,6 +120,9 @@ class FakeView:
 
     async def postgres_now(self) -> LocalState | None:
         return self.fresh
+
+    async def cluster_now(self) -> ClusterView | None:
+        return self.dcs_now
 
     def raft_status(self) -> dict[str, Any] | None:
         return self.current.extra.get("raft") if self.raft else None

@@ -289,6 +289,20 @@ def test_cluster_document_like_patronictl_list():
     assert (rows["n1"]["raft"], rows["n2"]["raft"], rows["w4"]["raft"]) == ("leader", "follower", "witness")
 
 
+def test_cluster_answers_from_the_dcs_as_it_is_now_and_from_the_last_cycle_when_the_store_is_silent():
+    """A replica that began streaming after this node's last cycle: Patroni's /cluster reads the DCS
+    afresh, so patronictl list shows it at once; raftpg's showed the last cycle's view, up to loop_wait
+    (10 s by default) behind."""
+    last_cycle = cluster_view()
+    members = tuple(replace(m, state="creating replica") if m.name == "n3" else m for m in last_cycle.members)
+    view = FakeView(replace(PRIMARY, view=replace(last_cycle, members=members)))
+    results, _ = call([("GET", "/cluster", {})], view=view)  # the store did not answer
+    assert {m["name"]: m["state"] for m in results[0][1]["members"]}["n3"] == "creating replica"
+    view.dcs_now = last_cycle
+    results, _ = call([("GET", "/cluster", {})], view=view)
+    assert {m["name"]: m["state"] for m in results[0][1]["members"]}["n3"] == "streaming"
+
+
 def test_cluster_history_config_are_503_before_the_first_dcs_read():
     view = FakeView(replace(REPLICA, view=None))
     results, _ = call([("GET", "/cluster", {}), ("GET", "/history", {}), ("GET", "/config", {})], view=view)

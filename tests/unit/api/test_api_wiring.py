@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from api_fakes import make_config, with_client
 
 from raftpg.api.wiring import build_api, raft_membership
 from raftpg.clock import FakeClock
+from raftpg.dcs.base import DcsError
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha.inputs import Me
 from raftpg.ha.loop import HaLoop
-from raftpg.model import NodeStatus
+from raftpg.model import Member, NodeStatus
 
 
 class WitnessNode:
@@ -92,3 +94,40 @@ def test_the_details_query_reaches_the_postgres_manager_behind_the_nodes_adapter
     source = app[DETAILS]
     source._query("SELECT 1")
     assert calls == [1.0]
+
+
+def test_cluster_reads_the_dcs_afresh_shares_one_read_among_concurrent_requests_and_survives_a_silent_store():
+    """GET /cluster (raftpgctl list) showed the HA loop's last view: a member key written since, such as
+    a replica that began streaming, appeared only after this node's next cycle, up to loop_wait later.
+    Now it reads the store (a local read on the embedded Raft); a burst of requests costs one read; a
+    store that fails leaves the last cycle's view."""
+    node = WitnessNode()
+    node.loop.cycle()
+    node.loop.cycle()  # its view holds its own member key now
+    node.dcs.touch_member(Member("n2", role="replica", state="streaming"), 30, timeout_s=1)  # after the cycle
+    reads = []
+    load = node.dcs.load
+
+    def counted(**kwargs):
+        reads.append(kwargs)
+        if node.dcs_down:
+            raise DcsError("no quorum")
+        return load(**kwargs)
+
+    node.dcs_down = False
+    node.dcs.load = counted  # type: ignore[method-assign]
+    app = build_api(node)
+
+    async def body(client):
+        answers = await asyncio.gather(*(client.get("/cluster") for _ in range(20)))
+        burst = [await a.json() for a in answers]
+        reads_in_burst = len(reads)
+        node.dcs_down = True
+        silent = await (await client.get("/cluster")).json()
+        return burst, reads_in_burst, silent
+
+    burst, reads_in_burst, silent = with_client(app, body)
+    assert all({m["name"]: m["state"] for m in doc["members"]} == {"n2": "streaming", "w4": "running"}
+               for doc in burst)
+    assert 1 <= reads_in_burst < 20 and all(r["linearizable"] is False for r in reads)
+    assert [m["name"] for m in silent["members"]] == ["w4"]  # the last cycle's view
