@@ -37,6 +37,8 @@ FIXED = (
     "listen_addresses", "port", "hot_standby", "wal_log_hints",
     "primary_conninfo", "primary_slot_name", "recovery_target_timeline", "synchronous_standby_names",
 )
+ALWAYS_ON = ("hot_standby", "wal_log_hints")  # FIXED parameters raftpg always writes as "on"
+TRUE_WORDS = ("on", "true", "yes", "1")
 MEMBER_GUC = "raftpg.member"  # the member's name, readable with current_setting() (cluster_name is the scope)
 AT_LEAST = {"max_wal_senders": 10, "max_replication_slots": 10}
 DEFAULTS = {"wal_keep_size": "128MB", "hot_standby_feedback": "on", "unix_socket_permissions": "0700",
@@ -71,7 +73,9 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
             continue
         name = raw_name.lower()
         if name in fixed:
-            log.warning("postgresql parameter %s is managed by raftpg; the configured value is ignored", name)
+            if not (name in ALWAYS_ON and str(value).strip().lower() in TRUE_WORDS):
+                # Patroni's sample configs set hot_standby and wal_log_hints on: what raftpg writes anyway
+                log.warning("postgresql parameter %s is managed by raftpg; the configured value is ignored", name)
             continue
         user[name] = value
     if upstream is not None:  # a replica: the user's recovery settings, below raftpg's own

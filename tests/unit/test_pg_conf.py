@@ -109,6 +109,20 @@ def test_parameter_names_are_compared_case_insensitively(tmp_path, caplog) -> No
     assert params["work_mem"] == "8MB" and not any(name != name.lower() for name in params)
 
 
+def test_a_managed_parameter_set_to_the_value_raftpg_writes_anyway_is_not_warned_about(tmp_path, caplog) -> None:
+    """Patroni's sample configs list hot_standby and wal_log_hints "on": two warnings at every start of
+    PostgreSQL that asked the user to change nothing. A different value is still named."""
+    agreeing = {"hot_standby": "on", "wal_log_hints": True, "port": "5432"}
+    with caplog.at_level(logging.WARNING):
+        params = managed_parameters(settings(tmp_path, parameters=agreeing), None, "")
+    assert params["hot_standby"] == params["wal_log_hints"] == "on"
+    assert "hot_standby" not in caplog.text and "wal_log_hints" not in caplog.text and "port" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        params = managed_parameters(settings(tmp_path, parameters={"wal_log_hints": "off"}), None, "")
+    assert params["wal_log_hints"] == "on" and "wal_log_hints is managed by raftpg" in caplog.text
+
+
 @pytest.mark.parametrize("name, value", [
     ("zz.x = 1\nsynchronous_standby_names", "x"),
     ("work_mem", "4MB\nsynchronous_standby_names = ''"),
