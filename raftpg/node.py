@@ -13,12 +13,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from raftpg import __version__
 from raftpg.api.peers import RestPeers
 from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config, dcs_kind, load_config
+from raftpg.consensus.api import KvError, KvTimeout
 from raftpg.consensus.settings import RaftSettings as ConsensusSettings
 from raftpg.dcs.base import Dcs
 from raftpg.dcs.keys import KeyLayout
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pysyncobj and cryptography (~9 MB resident) are imported on
 
 log = logging.getLogger(__name__)
 RAFT_HANDOVER_S = 2.0  # how long a stopping Raft leader tries to hand leadership over
+HANDOVER_RETRY_S = 0.02  # between refused attempts (the target is an entry behind for milliseconds)
 
 
 # ------------------------------------------------------------------ PostgreSQL, as the HA loop sees it
@@ -198,7 +200,8 @@ class Node:
             status = self.raft.status()
             if status.state == "leader" and status.peers:
                 log.info("handing Raft leadership over before stopping")
-                self.raft.transfer_leadership(None, timeout_s=RAFT_HANDOVER_S)
+                new = hand_over(self.raft, RAFT_HANDOVER_S)
+                log.info("handed Raft leadership over to %s", new)
         except Exception as exc:  # noqa: BLE001 - the stop goes on; the others elect a leader themselves
             log.info("Raft leadership handover not confirmed before stopping: %s", exc)
 
@@ -222,6 +225,32 @@ class Node:
     @property
     def fatal(self) -> str | None:
         return self.loop.fatal
+
+
+class LeadershipTransfer(Protocol):
+    def transfer_leadership(self, addr: str | None, timeout_s: float = ...) -> str: ...
+
+
+def hand_over(raft: LeadershipTransfer, within_s: float, clock: Clock | None = None,
+              pause_s: float = HANDOVER_RETRY_S) -> str:
+    """Hand Raft leadership to the most caught-up peer within ``within_s``; return its address.
+
+    pysyncobj refuses a transfer unless the target holds every entry of the leader's log, which is
+    false for the few milliseconds an entry is on its way (another member's write, the leader key this
+    node has just released): seen from outside, a clean stop of a primary that led Raft was refused and
+    the next primary came 2.7 s after the release instead of at once. A refusal is tried again until
+    ``within_s``; a transfer that was sent but not seen to complete (KvTimeout) is not."""
+    clock = clock or SystemClock()
+    deadline = clock.monotonic() + within_s
+    while True:
+        try:
+            return raft.transfer_leadership(None, timeout_s=max(0.05, deadline - clock.monotonic()))
+        except KvTimeout:
+            raise
+        except KvError:
+            if clock.monotonic() + pause_s >= deadline:
+                raise
+            clock.sleep(pause_s)
 
 
 async def start_api(node: Node) -> Any:
