@@ -85,6 +85,7 @@ class HaLoop:
         self._failsafe_on = False
         self._failsafe_kept_at: float | None = None  # when the members last kept this primary
         self._cycle_view: ClusterView | None = None
+        self._revision_seen: int | None = None  # the revision of the last view this node had
         self.executor.on_promoted = self._promoted
 
     def _timing(self, config: DynamicConfig) -> Timing:
@@ -225,6 +226,8 @@ class HaLoop:
     def _set_status(self, view: ClusterView | None, local: LocalState | None, reason: str, error: str | None,
                     started: float) -> None:
         leader = view.leader.name if view and view.leader else None
+        if view is not None:
+            self._revision_seen = view.revision
         changes = self.status.leader_changes + (1 if leader and leader != self._last_leader else 0)
         self._last_leader = leader or self._last_leader
         now = self.clock.monotonic()
@@ -346,7 +349,11 @@ class HaLoop:
             self._wake.wait(wait_s)
             self._wake.clear()
             return
-        revision = self.status.view.revision if self.status.view else None
+        # Watch from the last view, or after a failed read from the last view it had: when the store
+        # comes back (a quorum of Raft voters restarted), what changed meanwhile (an acquire of the leader
+        # key this node sent, whose outcome was unknown, has committed) wakes the loop; it slept loop_wait,
+        # leaving the cluster without a primary for that long (found from outside at loop_wait 10).
+        revision = self.status.view.revision if self.status.view else self._revision_seen
         end = self.clock.monotonic() + wait_s
         while not self._stop.is_set() and not self._wake.is_set():
             remaining = end - self.clock.monotonic()

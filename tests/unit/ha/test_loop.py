@@ -7,6 +7,7 @@ from typing import Any
 
 from raftpg.clock import FakeClock
 from raftpg.consensus.memory import MemoryKv
+from raftpg.dcs.base import DcsError
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
 from raftpg.ha.actions import MEMBER_POLL_S
@@ -402,3 +403,45 @@ def test_an_idle_primary_reads_the_dcs_once_a_cycle_and_again_only_after_changin
     loop.cycle()
     assert reads == [True, False]  # published a new position: read again, cheaply
     assert loop.status.view is not None and loop.status.view.last_lsn == pg.lsn
+
+
+class _Outage:
+    """The in-memory DCS, with reads failing while ``down``; records what the loop watches from."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.down, self.watched = inner, False, []
+
+    def load(self, **kwargs: Any) -> Any:
+        if self.down:
+            raise DcsError("read cluster: no quorum: this node reaches 1 of 3 voters")
+        return self.inner.load(**kwargs)
+
+    def watch(self, after_revision: int, timeout_s: float) -> bool:
+        self.watched.append(after_revision)
+        return True  # something changed: the store is back
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_after_a_failed_read_the_loop_watches_from_the_last_view_it_had():
+    """Found from outside at loop_wait 10: two of three Raft voters restarted; the third had sent an
+    acquire of the leader key whose outcome was unknown. It committed when the quorum came back, but the
+    node, whose last read had failed, slept its whole loop_wait without a watch: the cluster had a
+    leader key and no primary for 9 s. Now the watch starts from the revision of the last view it had."""
+    clock = FakeClock()
+    kv = MemoryKv(clock)
+    outage = _Outage(memory_dcs(clock, KeyLayout("/service/", "t"), kv))
+    me = Me("n1", conn_url="postgresql://n1:5432/postgres", api_url="http://n1:8008/patroni")
+    loop = HaLoop(dcs=outage, pg=FakePostgres("n1", PgNetwork(clock), clock), watchdog=None, clock=clock,  # type: ignore[arg-type]
+                  me=me, bootstrap_dcs=SHORT, version="test")
+    loop.cycle()
+    loop.cycle()
+    seen = loop.status.view.revision  # type: ignore[union-attr]
+    outage.down = True
+    decision = loop.cycle()
+    assert loop.status.view is None and decision.reason.startswith("DCS unreachable")
+    waiting = threading.Thread(target=loop._wait, args=(decision, True), daemon=True)
+    waiting.start()
+    waiting.join(5)  # the FakeClock does not move: without a watch the wait would never end
+    assert not waiting.is_alive() and outage.watched[:1] == [seen]
