@@ -172,7 +172,9 @@ def rewind(settings: PgSettings, source_conninfo: str, timeout_s: float) -> bool
     except PgError as e:
         log.warning("pg_rewind of %s failed: %s", settings.data_dir, e)
         return False
-    log.info("pg_rewind of %s: %s", settings.data_dir, out.strip().splitlines()[-1:] or "done")
+    # its stdout ends with the prompt of the single-user crash recovery ("backend>") when it ran one
+    said = [line.strip() for line in out.splitlines() if line.strip() and line.strip() != "backend>"]
+    log.info("pg_rewind of %s: done%s", settings.data_dir, f" ({said[-1]})" if said else "")
     return True
 
 
