@@ -153,6 +153,8 @@ class Node:
                            version=__version__, on_status=self._set_status, raft_status=self.raft_status,
                            watchdog_safety_margin_s=config.watchdog.safety_margin, clone_in_background=True,
                            failsafe_peers=peers, position_peers=peers)
+        if self.pg is not None:
+            self.pg.on_exit = self.loop.wake  # a crashed postmaster: look now, not at the next cycle
         self._thread: threading.Thread | None = None
 
     # -------------------------------------------------------------- status for the API

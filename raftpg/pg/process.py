@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 from raftpg.clock import Clock, SystemClock
 from raftpg.pg import supervisor as supervisor_module
@@ -213,9 +214,27 @@ class PostmasterProcess:
                 pass
             return
         try:
-            select.select([fd], [], [], timeout_s)
+            readable(fd, timeout_s)  # poll: a descriptor numbered 1024 or more is out of select()'s range
         finally:
             os.close(fd)
+
+    def notify_exit(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` on a thread of its own when the supervisor exits (with the postmaster: a crash,
+        a fence, or a stop). Needs pidfds (Linux 5.3); False without them."""
+        try:
+            fd = os.pidfd_open(self.supervisor.pid)
+        except (AttributeError, OSError):  # no pidfds, or already reaped
+            return False
+
+        def watch() -> None:
+            try:
+                readable(fd, math.inf)
+            finally:
+                os.close(fd)
+            callback()
+
+        threading.Thread(target=watch, name=f"postmaster-{self.pid}-exit", daemon=True).start()
+        return True
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the postmaster accepts connections (read-only ones on a hot standby); False at the
@@ -313,11 +332,12 @@ def signal_postmaster(settings: PgSettings, process: PostmasterProcess | None, s
 
 
 def readable(fd: int, timeout_s: float) -> bool:
-    """Whether ``fd`` turns readable within ``timeout_s``. poll, not select: the agent raises its open-files
-    limit to the hard limit, and select cannot watch a descriptor numbered 1024 or more."""
+    """Whether ``fd`` turns readable within ``timeout_s`` (``math.inf``: wait for it). poll, not select: the
+    agent raises its open-files limit to the hard limit, and select cannot watch a descriptor numbered 1024
+    or more."""
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    return bool(poller.poll(max(0, math.ceil(timeout_s * 1000))))
+    return bool(poller.poll(None if math.isinf(timeout_s) else max(0, math.ceil(timeout_s * 1000))))
 
 
 def stop_foreign(settings: PgSettings, mode: str = "fast", timeout_s: float = 60.0,

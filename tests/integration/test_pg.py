@@ -114,6 +114,37 @@ def test_bootstrap_observe_stop_modes_and_callbacks(run_as_postgres, pg_tmp: Pat
     run_as_postgres(body, timeout_s=90)
 
 
+def test_a_crashed_postmaster_is_reported_at_once_and_a_stop_is_not(run_as_postgres, pg_tmp: Path) -> None:
+    """Found at Patroni's defaults: a primary's postmaster killed with SIGKILL was restarted 4.2 s later, at
+    the HA loop's next cycle (up to loop_wait, 10 s). ``on_exit`` (the node wakes its loop with it) is
+    called when a supervised postmaster exits unasked, and not for a stop or a restart the agent made."""
+    settings = settings_for(pg_tmp, "n1")
+
+    def body() -> None:
+        calls: list[float] = []
+        pg = Postgres(settings)
+        pg.on_exit = lambda: calls.append(time.monotonic())
+        try:
+            pg.bootstrap(timeout_s=60)
+            assert pg.restart(timeout_s=30)
+            pg.stop("fast")
+            assert pg.start(timeout_s=30)
+            killed = time.monotonic()
+            os.kill(pg.process.pid, signal.SIGKILL)
+            poll(lambda: calls, timeout_s=10, what="on_exit after the postmaster was killed")
+            # one call, made after the kill: the restart and the stop before it (seconds earlier) made none
+            assert len(calls) == 1 and calls[0] >= killed
+            assert not pg.observe().running
+            assert pg.start(timeout_s=30)  # a new postmaster is watched too
+            os.kill(pg.process.pid, signal.SIGKILL)
+            poll(lambda: len(calls) == 2, timeout_s=10, what="on_exit for the second postmaster")
+        finally:
+            pg.stop("immediate")
+            pg.close()
+
+    run_as_postgres(body, timeout_s=90)
+
+
 def _bootstrap_and_observe(pg: Postgres, settings: PgSettings) -> None:
     assert pg.observe().data_dir is DataDir.MISSING
     sysid = pg.bootstrap(timeout_s=60)
