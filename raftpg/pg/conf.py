@@ -41,6 +41,12 @@ ALWAYS_ON = ("hot_standby", "wal_log_hints")  # FIXED parameters raftpg always w
 TRUE_WORDS = ("on", "true", "yes", "1")
 MEMBER_GUC = "raftpg.member"  # the member's name, readable with current_setting() (cluster_name is the scope)
 AT_LEAST = {"max_wal_senders": 10, "max_replication_slots": 10}
+# Restart-only settings a replica writes at least as high as its source's (``standby_minimums``) that
+# initdb's file leaves commented out: written with PostgreSQL's defaults on every role, so the rewrite at
+# a promotion does not drop their lines, which PostgreSQL flags as a pending restart whatever the value
+# (every new primary showed "Pending restart" for these three until it was restarted).
+RESTART_DEFAULTS = {"max_locks_per_transaction": "64", "max_prepared_transactions": "0",
+                    "max_worker_processes": "8"}
 DEFAULTS = {"wal_keep_size": "128MB", "hot_standby_feedback": "on", "unix_socket_permissions": "0700",
             "password_encryption": "scram-sha-256"}
 GENERATED_HBA_FIXED = {"unix_socket_permissions": "0700", "password_encryption": "scram-sha-256"}
@@ -86,7 +92,7 @@ def managed_parameters(settings: PgSettings, upstream: Upstream | None, synchron
         if settings.standby_source is not None and _address_of(upstream.conninfo or "") == settings.standby_source:
             # the standby leader, streaming from standby_cluster's host: its restore_command and delay
             user.update({k: v for k, v in settings.standby_recovery.items() if guc_problem(k, v) is None})
-    params = {**DEFAULTS, **user}
+    params = {**DEFAULTS, **RESTART_DEFAULTS, **user}
     if not settings.pg_hba:
         params.update(GENERATED_HBA_FIXED)
     if upstream is not None:

@@ -109,6 +109,22 @@ def test_parameter_names_are_compared_case_insensitively(tmp_path, caplog) -> No
     assert params["work_mem"] == "8MB" and not any(name != name.lower() for name in params)
 
 
+def test_a_promotion_keeps_every_restart_only_line_a_replica_had(tmp_path, monkeypatch) -> None:
+    """Found from outside: after each failover or switchover the new primary showed "Pending restart" for
+    max_locks_per_transaction, max_prepared_transactions and max_worker_processes. As a replica it wrote
+    them (at least its source's, from pg_control); as a primary it dropped the lines, and PostgreSQL flags
+    a restart-only setting whose line is removed, whatever its value. The primary writes the same lines."""
+    control = {"max_connections": 100, "max_worker_processes": 8, "max_wal_senders": 10,
+               "max_prepared_transactions": 0, "max_locks_per_transaction": 64}
+    monkeypatch.setattr("raftpg.pg.conf.standby_minimums", lambda settings: control)
+    replica = managed_parameters(settings(tmp_path), Upstream("host=a user=r", "n1"), "")
+    primary = managed_parameters(settings(tmp_path), None, "")
+    restart_only = set(control) - {"max_connections"}  # initdb's file sets max_connections itself
+    assert {name: primary[name] for name in restart_only} == {name: replica[name] for name in restart_only}
+    mine = managed_parameters(settings(tmp_path, parameters={"max_worker_processes": 16}), None, "")
+    assert mine["max_worker_processes"] == "16"  # the user's value still wins
+
+
 def test_a_managed_parameter_set_to_the_value_raftpg_writes_anyway_is_not_warned_about(tmp_path, caplog) -> None:
     """Patroni's sample configs list hot_standby and wal_log_hints "on": two warnings at every start of
     PostgreSQL that asked the user to change nothing. A different value is still named."""
