@@ -19,7 +19,7 @@ from raftpg import __version__
 from raftpg.api.peers import RestPeers
 from raftpg.clock import Clock, SystemClock
 from raftpg.config import Config, dcs_kind, load_config
-from raftpg.consensus.api import KvError, KvTimeout
+from raftpg.consensus.api import KvError, KvTimeout, RaftStatus
 from raftpg.consensus.settings import RaftSettings as ConsensusSettings
 from raftpg.dcs.base import Dcs
 from raftpg.dcs.keys import KeyLayout
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pysyncobj and cryptography (~9 MB resident) are imported on
 log = logging.getLogger(__name__)
 RAFT_HANDOVER_S = 2.0  # how long a stopping Raft leader tries to hand leadership over
 HANDOVER_RETRY_S = 0.02  # between refused attempts (the target is an entry behind for milliseconds)
+HANDOVER_ATTEMPT_S = 0.5  # a sent transfer that shows no new leader by then has failed (hand_over)
 
 
 # ------------------------------------------------------------------ PostgreSQL, as the HA loop sees it
@@ -232,27 +233,41 @@ class Node:
 class LeadershipTransfer(Protocol):
     def transfer_leadership(self, addr: str | None, timeout_s: float = ...) -> str: ...
 
+    def status(self) -> RaftStatus: ...
+
 
 def hand_over(raft: LeadershipTransfer, within_s: float, clock: Clock | None = None,
-              pause_s: float = HANDOVER_RETRY_S) -> str:
-    """Hand Raft leadership to the most caught-up peer within ``within_s``; return its address.
+              pause_s: float = HANDOVER_RETRY_S, attempt_s: float = HANDOVER_ATTEMPT_S) -> str:
+    """Hand Raft leadership to the most caught-up peer within ``within_s``; return the new leader.
 
-    pysyncobj refuses a transfer unless the target holds every entry of the leader's log, which is
-    false for the few milliseconds an entry is on its way (another member's write, the leader key this
-    node has just released): seen from outside, a clean stop of a primary that led Raft was refused and
-    the next primary came 2.7 s after the release instead of at once. A refusal is tried again until
-    ``within_s``; a transfer that was sent but not seen to complete (KvTimeout) is not."""
+    Two ways a transfer fails while entries keep arriving (the other members' writes, the leader key this
+    node has just released; pysyncobj does not hold them back during a transfer):
+    - refused: the target is an entry behind at the moment of asking. Seen from outside: one refused
+      attempt, and the next primary came 2.7 s after the release, after an election;
+    - sent, but the target's election fails: by the time it asks for votes, this node's log (and a
+      voter's) holds an entry it lacks, so they refuse it, and this node, up to date, wins the next term.
+      Seen in tests: no new leader within 2 s in two stops of three.
+    So: ask again while this node still leads, allowing each sent transfer ``attempt_s`` to show a new
+    leader; once it has stepped down (an election is under way), only wait. Raises KvError or KvTimeout
+    if no other node leads by ``within_s``."""
     clock = clock or SystemClock()
     deadline = clock.monotonic() + within_s
     while True:
-        try:
-            return raft.transfer_leadership(None, timeout_s=max(0.05, deadline - clock.monotonic()))
-        except KvTimeout:
-            raise
-        except KvError:
-            if clock.monotonic() + pause_s >= deadline:
-                raise
-            clock.sleep(pause_s)
+        status = raft.status()
+        if status.leader is not None and status.leader != status.self_addr:
+            return status.leader
+        left = deadline - clock.monotonic()
+        if left <= 0:
+            raise KvTimeout(f"no other Raft leader within {within_s:g}s (this node is {status.state})")
+        if status.state == "leader":
+            try:
+                return raft.transfer_leadership(None, timeout_s=min(left, attempt_s))
+            except KvTimeout:
+                continue  # sent, and this node may still lead: look again
+            except KvError:
+                if clock.monotonic() + pause_s >= deadline:
+                    raise
+        clock.sleep(pause_s)
 
 
 async def start_api(node: Node) -> Any:

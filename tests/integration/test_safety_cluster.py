@@ -134,6 +134,7 @@ def test_a_clean_stop_of_the_primary_agents_whole_group_hands_over_at_once(make_
     with open(cluster.log_path(old), encoding="utf-8", errors="replace") as log:
         stopped = log.read()
     assert "handing Raft leadership over before stopping" in stopped, "the Raft leader hands leadership over"
+    assert "handed Raft leadership over to" in stopped, "the handover was confirmed"
     assert leader_epoch(cluster, new) > old_epoch, "each primary publishes a newer leader epoch"
     lost = writer.acked_before(signalled_at - 0.5) - rows_on(cluster, new)
     assert not lost, f"acknowledged rows missing on {new}: {sorted(lost)[:10]}"
