@@ -90,8 +90,10 @@ class Postgres:
             return  # supervised already, or a start, stop or rewind is under way in another thread
         try:
             if not self._supervised():
-                self.process = adopt_running(self.settings, self.clock) or self.process
-                self._watch(self.process)
+                adopted = adopt_running(self.settings, self.clock)
+                if adopted is not None:
+                    self.process = adopted
+                    self._watch(adopted)  # only the new supervisor: the old one's pid may be reused by now
         except PgError as exc:
             log.error("could not adopt the running postmaster: %s", exc)
         finally:
