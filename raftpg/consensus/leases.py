@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from raftpg.kv import Command, KvState, expire_command
 
+REPROPOSE_AFTER_S = 1.0  # an expiry proposed but not applied by then may have been lost: propose it again
+
 
 class LeaseClock:
     """Lease countdowns on this node's monotonic clock. Not replicated.
@@ -40,7 +42,7 @@ class LeaseClock:
         """A new term: expiries proposed earlier may have been dropped with the old leader's log."""
         self._proposed.clear()
 
-    def due(self, state: KvState, now: float, repropose_after_s: float = 1.0) -> list[Command]:
+    def due(self, state: KvState, now: float, repropose_after_s: float = REPROPOSE_AFTER_S) -> list[Command]:
         live: dict[tuple[str, int], float] = {}
         commands = []
         for kv in state.keys.values():
@@ -57,3 +59,19 @@ class LeaseClock:
         self._started = live
         self._proposed = {k: v for k, v in self._proposed.items() if k in live}
         return commands
+
+    def next_due_s(self, state: KvState, now: float, repropose_after_s: float = REPROPOSE_AFTER_S) -> float | None:
+        """Seconds from ``now`` until :meth:`due` next has something to propose (0 or less: already),
+        None if no key has a lease. Lets the leader's tick thread sleep until then (tickwait.py)."""
+        soonest: float | None = None
+        for kv in state.keys.values():
+            if kv.ttl_s is None:
+                continue
+            ident = (kv.key, kv.refreshed)
+            at = self._started.get(ident, now) + kv.ttl_s
+            proposed = self._proposed.get(ident)
+            if proposed is not None:
+                at = max(at, proposed + repropose_after_s)
+            if soonest is None or at < soonest:
+                soonest = at
+        return None if soonest is None else soonest - now

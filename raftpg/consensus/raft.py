@@ -57,6 +57,7 @@ from raftpg.consensus.settings import (
     check_can_add_member,
 )
 from raftpg.consensus.state import GuardedState, unwrap
+from raftpg.consensus.tickwait import TickWait
 from raftpg.consensus.transport import GuardedTransport, TransportControl
 from raftpg.kv import (
     Command,
@@ -115,6 +116,7 @@ class RaftNode:
         partners, seed = self._starting_partners()
         self._sync = self._start_sync(partners, self._conf(settings))
         self._sync.addOnTickCallback(self._on_tick)
+        self._tick_wait = TickWait(self._sync, self._next_lease_s, settings.tick_s, settings.tick_max_s)
         if seed is not None:
             self._commit_seed(seed)
 
@@ -230,6 +232,12 @@ class RaftNode:
             log.info("lease expired on the Raft leader's clock: %s", command["key"])
             self._consumer.command(encode(command), callback=lambda result, error: None)
 
+    def _next_lease_s(self) -> float | None:
+        """Tick thread: seconds until this leader must propose its next expiry (None: not leading)."""
+        if self._lease_term is None:
+            return None
+        return self._leases.next_due_s(self._state.locked_state(), self._clock.monotonic())
+
     def _watch_disk(self) -> None:
         """A full disk: hand leadership over, then stay out of Raft until there is room (diskspace.py)."""
         if self._disk is None:
@@ -269,6 +277,12 @@ class RaftNode:
             except OSError as exc:
                 log.error("raft: cannot record the member list in %s: %s", self._files.members, exc)
 
+    def _tick_wake(self) -> None:
+        # the tick thread may be sleeping until its next deadline (tickwait.py); None until started
+        tick_wait = getattr(self, "_tick_wait", None)
+        if tick_wait is not None:
+            tick_wait.wake()
+
     def _on_tick_thread(self, task: Callable[[], Any], timeout_s: float) -> Any:
         """Run ``task`` on the tick thread (pysyncobj's state is not thread-safe) and return its result."""
         future: Future[Any] = Future()
@@ -280,6 +294,7 @@ class RaftNode:
                 future.set_exception(exc)
 
         self._tick_tasks.append(run)
+        self._tick_wake()
         try:
             return future.result(timeout_s)
         except FutureTimeout:
@@ -445,6 +460,9 @@ class RaftNode:
         if self._closing.is_set():
             return
         self._sync.removeOnTickCallback(self._on_tick)
+        self._sync.destroy()
+        self._tick_wake()  # the tick thread stops after its current wait: end that wait now
         self._sync.destroy_synchronous()
+        self._tick_wait.close()
         self._closing.set()
         self._owner.join(_START_TIMEOUT_S)

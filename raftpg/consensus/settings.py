@@ -28,18 +28,21 @@ class RaftSettings:
     data_dir: str | None
     bind_addr: str | None = None
     password: str | None = None
-    # pysyncobj's timers (issue 15: what an idle voter costs). The leader's heartbeat every 0.2 s and the
-    # tick thread's 0.1 s poll halve the idle CPU of the 0.1 s / 0.05 s defaults; the election timeout
-    # stays more than three heartbeats (pysyncobj asserts that; a follower that misses three in a row under
-    # load does not start an election) and far below the shortest lease (ttl 4), which alone sets how fast a failover is: a new
+    # pysyncobj's timers (issue 15: what an idle voter costs). The leader's heartbeat every 0.2 s halves
+    # the idle CPU of pysyncobj's 0.1 s default; the election timeout stays more than three heartbeats
+    # (pysyncobj asserts that; a follower that misses three in a row under load does not start an
+    # election) and far below the shortest lease (ttl 3), which alone sets how fast a failover is: a new
     # Raft leader keeps the lease countdowns it started as a follower. It also sets how soon a new cluster
     # has its first leader (0.8-2.0 s made a bootstrap 0.7 s slower). Entries and their answers are sent
-    # the moment they exist, never on a timer, so none of these delays a write.
+    # the moment they exist, never on a timer, so none of these delays a write. Between ticks the tick
+    # thread sleeps until its next deadline (tickwait.py), at most tick_max_s, and tick_s when a deadline
+    # is already past (pysyncobj's fixed period, which it also keeps while its transport is not ready).
     election_timeout_min_s: float = 0.7
     election_timeout_max_s: float = 1.7
     heartbeat_s: float = 0.2
     leader_fallback_s: float = 1.5
     tick_s: float = 0.1
+    tick_max_s: float = 0.5
     # Majority loss: start alone from this node's data as a new one-node cluster. One-shot; see recovery.py.
     force_new_cluster: bool = False
     # Make every log entry durable (msync/fsync) before it can be acknowledged; see durability.py.
