@@ -141,9 +141,19 @@ def failover_round(cluster: LocalCluster, ttl_s: int) -> dict[str, Any]:
         writer.stop()
     new_primary = next((node for done, node, _ in writer.ok if done >= first), None)
     lost = lost_rows(cluster, new_primary, writer) if new_primary else None
+    # the replica that lost the race, looked at before it follows the new primary: did it hold acknowledged
+    # rows the winner lacks (a less advanced replica promoted), or did neither have them (asynchronous
+    # replication losing what the killed primary had not sent yet)?
+    others = {}
+    for node in cluster.nodes:
+        if node not in (primary, new_primary):
+            try:
+                others[node] = lost_rows(cluster, node, writer)
+            except psycopg.Error:
+                others[node] = None
     cluster.start(primary)
     settled(cluster, timeout_s=240)
-    return {"failover_s": first - killed, "lost_rows": lost}
+    return {"failover_s": first - killed, "lost_rows": lost, "lost_on_other_replicas": others}
 
 
 def run_setup(system: str, dcs: str, profile: tuple[int, int, int], args: argparse.Namespace) -> dict[str, Any]:
@@ -223,8 +233,8 @@ def measure_running(cluster: LocalCluster, system: str, profile: tuple[int, int,
         for trial in range(args.trials):
             result["failover"].append(failover_round(cluster, profile[0]))
             row = result["failover"][-1]
-            print(f"  {label} failover {trial + 1}: {row['failover_s']:.2f} s, {row['lost_rows']} rows lost",
-                  flush=True)
+            print(f"  {label} failover {trial + 1}: {row['failover_s']:.2f} s, {row['lost_rows']} rows lost "
+                  f"(missing on the other replicas: {row['lost_on_other_replicas']})", flush=True)
 
 
 def etcd_calls(url: str) -> Counter[str]:

@@ -50,8 +50,13 @@ def summary(values: list[float]) -> dict[str, float] | None:
 
 
 class PgWatcher:
-    """Which node is a primary and how many replicas stream from it, asked of each PostgreSQL directly
-    (one connection per node, kept open, re-opened when it breaks)."""
+    """Which node is a primary and which of the other nodes stream from it, asked of each PostgreSQL
+    directly (one connection per node, kept open, re-opened when it breaks).
+
+    A replica counts by its name (both systems set ``application_name`` to the member name): a clone's
+    ``pg_basebackup`` streams WAL too and shows up in ``pg_stat_replication`` as "streaming" while the
+    replica does not even run yet. Counting those (as this did until 2026-12-05) ended a bootstrap a
+    clone's length too early and let a failover trial start before any replica streamed."""
 
     SQL = ("SELECT pg_is_in_recovery(), (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'), "
            "(SELECT array_agg(application_name::text) FROM pg_stat_replication WHERE state = 'streaming')")
@@ -75,10 +80,10 @@ class PgWatcher:
             return None
 
     def primary_with_replicas(self, count: int) -> str | None:
-        """The node that is out of recovery with at least ``count`` streaming replicas, if any."""
+        """The node that is out of recovery with at least ``count`` of the other nodes streaming from it."""
         for name in self.names:
             state = self.state(name)
-            if state is not None and not state[0] and state[1] >= count:
+            if state is not None and not state[0] and len(set(state[2]) & (set(self.names) - {name})) >= count:
                 return name
         return None
 
@@ -109,7 +114,7 @@ def data_nodes(cluster: Any) -> list[str]:
 
 def time_to_bootstrap(cluster: Any, start: Callable[[], None], timeout_s: float = 180.0) -> dict[str, float]:
     """Call ``start`` (launch every agent) and time until a primary is out of recovery, and until every
-    other data node streams from it (pg_stat_replication), polled every 50 ms."""
+    other data node streams from it (pg_stat_replication, by name: see PgWatcher), polled every 50 ms."""
     watcher = PgWatcher(cluster)
     replicas = len(watcher.names) - 1
     try:
