@@ -359,8 +359,14 @@ Action = (
 )
 
 
-# How soon a node that waits on another member's key looks again (``Decision.poll_s``).
-MEMBER_POLL_S = 1.0
+# How soon a node that waits on another member's key looks again (``Decision.poll_s``): the loop's watch
+# does not wake on member keys. A quarter second: a new replica that read the cluster a few ms before the
+# new primary's member key said "running" lost up to a whole second of its bootstrap at 1 s (bench
+# figures of 2026-12-05); a wait that lasts (no eligible member) costs four reads a second.
+MEMBER_POLL_S = 0.25
+# How soon a replica just started (or re-pointed) looks again, so that its member key says "streaming"
+# then: its WAL receiver needs a moment to connect, and the cycle after this one comes at loop_wait.
+REPLICA_STARTED_POLL_S = 1.0
 
 
 @dataclass(frozen=True)

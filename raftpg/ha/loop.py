@@ -21,7 +21,7 @@ from raftpg.dcs.base import Dcs, DcsError
 from raftpg.ha import failsafe, quorum
 from raftpg.ha import memory as memories
 from raftpg.ha.actions import (
-    MEMBER_POLL_S,
+    REPLICA_STARTED_POLL_S,
     Action,
     AskFailsafe,
     Decision,
@@ -328,7 +328,7 @@ class HaLoop:
             # the member key just published says "running"; it says "streaming" once the next cycle has
             # seen the WAL receiver connect, typically within a second (raftpgctl list, and the primary's
             # choice of synchronous standbys, read it there)
-            wait_s = min(loop_wait_s, MEMBER_POLL_S)
+            wait_s = min(loop_wait_s, REPLICA_STARTED_POLL_S)
         elif decision.has(SetSynchronousStandbys) or self._settling():
             wait_s = min(loop_wait_s, SETTLED_S + 0.05)  # the next step of the sync/quorum plan is due soon
         else:

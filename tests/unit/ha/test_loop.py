@@ -10,7 +10,7 @@ from raftpg.consensus.memory import MemoryKv
 from raftpg.dcs.base import DcsError
 from raftpg.dcs.keys import KeyLayout
 from raftpg.dcs.memory import memory_dcs
-from raftpg.ha.actions import MEMBER_POLL_S
+from raftpg.ha.actions import MEMBER_POLL_S, REPLICA_STARTED_POLL_S
 from raftpg.ha.inputs import Me
 from raftpg.ha.lease import STOP_LEAD_S, Timing
 from raftpg.ha.loop import HaLoop
@@ -89,8 +89,9 @@ def test_a_node_that_waits_on_another_members_key_looks_again_within_a_second_no
     n1.cycle()  # the member key is back: n2 clones at its next look
     cloned = n2.cycle()
     assert cloned.reason.startswith("creating a replica from n1") and n2.pg.running  # type: ignore[union-attr]
-    # it published "running"; the next cycle, a second later, sees the WAL receiver and says "streaming"
-    assert n2.next_wake_s(cloned, ok=True) == MEMBER_POLL_S
+    # it published "running"; the next cycle, a second later (not as soon as a member wait: its WAL receiver
+    # needs a moment), sees the WAL receiver and says "streaming"
+    assert n2.next_wake_s(cloned, ok=True) == REPLICA_STARTED_POLL_S > MEMBER_POLL_S
     settled = n2.cycle()
     assert settled.reason == "no action: I am n2, a replica of n1"
     assert n2.next_wake_s(settled, ok=True) == profile["loop_wait"]  # a decision that waits on nothing
