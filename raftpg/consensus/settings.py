@@ -31,7 +31,7 @@ class RaftSettings:
     # pysyncobj's timers (issue 15: what an idle voter costs). The leader's heartbeat every 0.2 s halves
     # the idle CPU of pysyncobj's 0.1 s default; the election timeout stays more than three heartbeats
     # (pysyncobj asserts that; a follower that misses three in a row under load does not start an
-    # election) and far below the shortest lease (ttl 3), which alone sets how fast a failover is: a new
+    # election) and far below the shortest lease (ttl 4), which alone sets how fast a failover is: a new
     # Raft leader keeps the lease countdowns it started as a follower. It also sets how soon a new cluster
     # has its first leader (0.8-2.0 s made a bootstrap 0.7 s slower). Entries and their answers are sent
     # the moment they exist, never on a timer, so none of these delays a write. Between ticks the tick
