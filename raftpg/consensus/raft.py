@@ -277,12 +277,6 @@ class RaftNode:
             except OSError as exc:
                 log.error("raft: cannot record the member list in %s: %s", self._files.members, exc)
 
-    def _tick_wake(self) -> None:
-        # the tick thread may be sleeping until its next deadline (tickwait.py); None until started
-        tick_wait = getattr(self, "_tick_wait", None)
-        if tick_wait is not None:
-            tick_wait.wake()
-
     def _on_tick_thread(self, task: Callable[[], Any], timeout_s: float) -> Any:
         """Run ``task`` on the tick thread (pysyncobj's state is not thread-safe) and return its result."""
         future: Future[Any] = Future()
@@ -294,7 +288,7 @@ class RaftNode:
                 future.set_exception(exc)
 
         self._tick_tasks.append(run)
-        self._tick_wake()
+        self._tick_wait.wake()  # it may be sleeping until its next deadline (tickwait.py)
         try:
             return future.result(timeout_s)
         except FutureTimeout:
@@ -461,7 +455,7 @@ class RaftNode:
             return
         self._sync.removeOnTickCallback(self._on_tick)
         self._sync.destroy()
-        self._tick_wake()  # the tick thread stops after its current wait: end that wait now
+        self._tick_wait.wake()  # the tick thread stops after its current wait: end that wait now
         self._sync.destroy_synchronous()
         self._tick_wait.close()
         self._closing.set()
