@@ -109,6 +109,7 @@ def one_size(voters: int, trials: int, idle_s: float) -> dict[str, Any]:
             cluster.start(primary)
     finally:
         cluster.close(remove=True)
+        shutil.rmtree(base, ignore_errors=True)  # the cluster removed its own directory; this is the parent
     return result
 
 
