@@ -97,8 +97,10 @@ def test_the_primary_names_one_synchronous_standby_everywhere(make_cluster):
     # the sync key, as every node reads it (GET /cluster), and each node's own status (GET /patroni)
     cluster.wait_for(lambda: all(sync_standbys(cluster, n) == {standby} for n in cluster.nodes), 30,
                      "every node to read the same sync key")
-    assert status(cluster, standby)["sync_standby"] is True
-    assert status(cluster, other)["sync_standby"] is False
+    # GET /patroni answers from the node's last HA cycle (as Patroni's does); a change of the sync key
+    # wakes that loop, so its status follows GET /cluster (a fresh read) within a cycle, not at once
+    cluster.wait_for(lambda: [status(cluster, n)["sync_standby"] for n in (standby, other)] == [True, False], 30,
+                     f"{standby}'s and {other}'s own status to agree with the sync key")
     assert status(cluster, primary)["synchronous_mode"] == "sync"
     assert [m["role"] for m in cluster_doc(cluster, other)["members"] if m["name"] == primary] == ["leader"]
 
