@@ -285,4 +285,20 @@ class Cluster:
         def same() -> str | None:
             prints = {n.status()["fingerprint"] for n in nodes}
             return prints.pop() if len(prints) == 1 else None
-        return wait_until(same, timeout_s, "replicas with equal state fingerprints")
+        try:
+            return wait_until(same, timeout_s, "replicas with equal state fingerprints")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.describe(nodes)}") from None
+
+    def describe(self, nodes: list[Node], log_lines: int = 25) -> str:
+        """Each node's Raft status and the end of its log: what a failed wait needs to be understood."""
+        parts = []
+        for n in nodes:
+            try:
+                status = n.status()
+                shown = {k: status.get(k) for k in ("state", "term", "leader", "commit_index", "last_applied",
+                                                     "has_quorum", "fingerprint", "disk_full", "members")}
+            except (OSError, http.client.HTTPException, AssertionError) as exc:
+                shown = {"unreachable": repr(exc)}
+            parts.append(f"--- {n.name}: {shown}\n{n.log_tail(log_lines)}")
+        return "\n".join(parts)
