@@ -50,7 +50,7 @@ from raftpg.ha.inputs import REINITIALIZE_FROM_LEADER, Inputs
 from raftpg.ha.rejoin import rejoin, repair, stalled_for
 from raftpg.ha.slots import primary_slots, published, slots_due
 from raftpg.ha.switchover import planned_switchover
-from raftpg.model import ClusterView, DataDir, Failover, Member
+from raftpg.model import ClusterView, DataDir, Failover, Member, PeerAnswer
 from raftpg.model.cluster import health_key
 
 
@@ -356,10 +356,13 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
     hold = failsafe.race_hold(i, view)
     if hold:
         return Decision((), f"not promoting: {hold}")
+    running = next((a.name for a in i.peers or () if a.error is None and a.in_recovery is False), None)
+    if running:
+        return _waiting(f"not promoting: {running} answers that its PostgreSQL runs as a primary")
     mine = i.me_as_member()
-    eligibility = view.eligibility_view()
+    eligibility = as_answered(view.eligibility_view(), i.peers)
     if failover and failover.candidate and failover.candidate != me and \
-            _may_take_over(eligibility, view.member(failover.candidate), failover):
+            _may_take_over(eligibility, eligibility.member(failover.candidate), failover):
         return _waiting(f"waiting: manual failover to {failover.candidate}")
     named = bool(failover and failover.candidate == me)
     reason = eligibility.ineligibility(mine)
@@ -374,6 +377,21 @@ def _failover_race(i: Inputs, view: ClusterView) -> Decision:
         return _waiting(f"not promoting: {problem}")
     return _promote(i, view, "failover: the leader key was free and I am the healthiest replica",
                     acquire=True)
+
+
+def as_answered(view: ClusterView, answers: tuple[PeerAnswer, ...] | None) -> ClusterView:
+    """The members with the WAL positions (and timelines) they answered just now, in place of the ones
+    their keys published. A replica publishes its key once a cycle, so at loop_wait 10 the race could
+    rank a member by a position up to 10 s old, from before the old primary's last WAL reached it, and
+    a replica behind it could win and lose what it had (Patroni too asks every member at this point).
+    The answers are asked after the read that found the key free (``HaLoop._ask_positions``); a member
+    that did not answer keeps its key's position."""
+    fresh = {a.name: a for a in answers or () if a.error is None and a.in_recovery and a.lsn is not None}
+    if not fresh:
+        return view
+    return replace(view, members=tuple(
+        replace(m, lsn=fresh[m.name].lsn, timeline=fresh[m.name].timeline or m.timeline) if m.name in fresh else m
+        for m in view.members))
 
 
 def _may_take_over(view: ClusterView, member: Member | None, failover: Failover | None) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs, DcsError
-from raftpg.ha import failsafe, quorum
+from raftpg.ha import failsafe
 from raftpg.ha import memory as memories
 from raftpg.ha.actions import (
     REPLICA_STARTED_POLL_S,
@@ -69,7 +69,7 @@ class HaLoop:
                                  clone_in_background=clone_in_background, wake=self.wake,
                                  failsafe_peers=failsafe_peers)
         self.memory = Memory()
-        self.position_peers = position_peers  # quorum commit: asked by a failover candidate
+        self.position_peers = position_peers  # asked by a failover candidate (_ask_positions)
         self.watchdog_safety_margin_s = watchdog_safety_margin_s  # local config: watchdog.safety_margin
         self.timing = self._timing(DynamicConfig.from_dict(bootstrap_dcs))
         self._on_status = on_status or (lambda status: None)
@@ -197,11 +197,17 @@ class HaLoop:
         return decision
 
     def _ask_positions(self, view: ClusterView | None, local: LocalState | None) -> tuple[PeerAnswer, ...] | None:
-        """Quorum commit: a replica that found the leader key free asks every other data member for its
-        position (its vote, raftpg.ha.quorum.vote_problem). Asked after the read that found the key free,
-        so after the old primary's lease ended: nothing it acknowledged is newer than the answers."""
+        """A replica that found the leader key free asks every other data member (GET /patroni, at once,
+        within a second) whether its PostgreSQL runs as a primary and how far its WAL goes: the race ranks
+        the members by these answers rather than by their keys, which can be loop_wait old
+        (decide.as_answered), and under quorum commit they are the votes (raftpg.ha.quorum.vote_problem).
+        Asked after the read that found the key free, so after the old primary's lease ended: nothing it
+        acknowledged is newer than the answers. Not in a standby cluster: its standby leader's WAL comes
+        from outside and may still be flowing, so every replica could find another ahead of what it saw
+        of itself a moment before; nor on a member that may never be promoted."""
         if self.position_peers is None or view is None or local is None or not local.is_replica \
-                or view.leader is not None or view.paused or not quorum.votes_needed(view):
+                or view.leader is not None or view.paused or view.config.standby_cluster \
+                or self.me.tags.nofailover:
             return None
         members = tuple((m.name, m.api_url) for m in view.members
                         if m.name != self.me.name and m.api_url and not m.witness)

@@ -28,6 +28,7 @@ from raftpg.model import (
     Leader,
     LocalState,
     Member,
+    PeerAnswer,
     ReplicationRow,
     SyncState,
     Tags,
@@ -93,10 +94,11 @@ UNOBSERVED_WHAT = "PostgreSQL (postmaster 4242, ready) does not answer"
 
 
 def inputs(v: ClusterView | None, local: LocalState | None, *, me: Me | None = None, lease: float | None = None,
-           memory: Memory | None = None, now: float = NOW, pending: frozenset[str] = frozenset()) -> Inputs:
+           memory: Memory | None = None, now: float = NOW, pending: frozenset[str] = frozenset(),
+           peers: tuple[PeerAnswer, ...] | None = None) -> Inputs:
     return Inputs(view=v, local=local, me=me or Me(ME, conn_url=url(ME)), lease=LeaseState(lease),
                   memory=memory or Memory(following="n1"), now=now, now_wall=WALL, demote_margin_s=2.0,
-                  pending=pending)
+                  pending=pending, peers=peers)
 
 
 @dataclass
@@ -210,6 +212,28 @@ CASES = [
          never=PROMOTING + (act.AcquireLeaderKey,)),
     Case("a replica behind another eligible one does not promote",
          inputs(view(leader=None, members=(member(ME), member("n3", lsn=LSN + 8192))), replica()),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    # the race ranks by what the members answer now (GET /patroni), not by keys that may be loop_wait old
+    Case("n3's key says it is behind me, but it answers that it is ahead: wait for it",
+         inputs(RACE, replica(lsn=LSN + 10), peers=(PeerAnswer("n3", True, LSN + 20, 1),)),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("n3's key says it is ahead of me, but it answers that it is behind: promote",
+         inputs(view(leader=None, members=(member(ME), member("n3", lsn=LSN + 8192))), replica(lsn=LSN + 1000),
+                peers=(PeerAnswer("n3", True, LSN + 100, 1),)),
+         then=(act.AcquireLeaderKey, act.Promote)),
+    Case("n3 does not answer: its key's position stands (ahead of me: wait)",
+         inputs(view(leader=None, members=(member(ME), member("n3", lsn=LSN + 8192))), replica(),
+                peers=(PeerAnswer("n3", error="no answer within 1.0s"),)),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("n3 answers on a newer timeline than its key's: it is ahead whatever the position",
+         inputs(RACE, replica(lsn=LSN + 10), peers=(PeerAnswer("n3", True, LSN, 2),)),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("a member answers that its PostgreSQL runs as a primary: nobody promotes beside it",
+         inputs(RACE, replica(lsn=LSN + 10), peers=(PeerAnswer("n1", False, LSN, 1), PeerAnswer("n3", True, LSN, 1))),
+         never=PROMOTING + (act.AcquireLeaderKey,)),
+    Case("... not even a candidate named by a manual failover",
+         inputs(replace(RACE, failover=Failover(None, ME, None, 4)), replica(),
+                peers=(PeerAnswer("n1", False, LSN, 1),)),
          never=PROMOTING + (act.AcquireLeaderKey,)),
     Case("equal position, lower failover_priority: no promotion",
          inputs(view(leader=None, members=(member(ME), member("n3", tags=Tags(failover_priority=5)))), replica()),

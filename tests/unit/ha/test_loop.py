@@ -14,6 +14,7 @@ from raftpg.ha.actions import MEMBER_POLL_S, REPLICA_STARTED_POLL_S
 from raftpg.ha.inputs import Me
 from raftpg.ha.lease import STOP_LEAD_S, Timing
 from raftpg.ha.loop import HaLoop
+from raftpg.model import PeerAnswer
 from raftpg.testing.fake_postgres import FakePostgres, PgNetwork
 
 SHORT = {"ttl": 10, "loop_wait": 1, "retry_timeout": 4, "postgresql": {"use_slots": True}}
@@ -446,3 +447,54 @@ def test_after_a_failed_read_the_loop_watches_from_the_last_view_it_had():
     waiting.start()
     waiting.join(5)  # the FakeClock does not move: without a watch the wait would never end
     assert not waiting.is_alive() and outage.watched[:1] == [seen]
+
+
+class _Answers:
+    """What the other members answer a failover candidate (in the agent: raftpg.api.peers over REST)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, PeerAnswer] = {}
+        self.asked: list[tuple[str, ...]] = []
+
+    def positions(self, members: tuple[tuple[str, str], ...], timeout_s: float) -> tuple[PeerAnswer, ...]:
+        self.asked.append(tuple(name for name, _url in members))
+        return tuple(self.answers.get(name, PeerAnswer(name, error="no answer")) for name, _url in members)
+
+
+def test_a_failover_candidate_ranks_the_others_by_what_they_answer_not_by_their_keys():
+    """At loop_wait 10 a replica's member key can be ten seconds old when the leader key expires, older
+    than the old primary's last WAL: ranked by keys, a replica behind another could win the race and
+    lose what the other had. Patroni asks every member for its position at that moment; so does raftpg
+    now, with or without quorum commit, and a member that answers it runs as a primary stops the race."""
+    clock = FakeClock()
+    network, kv = PgNetwork(clock), MemoryKv(clock)
+    profile = {**SHORT, "ttl": 30, "loop_wait": 10, "retry_timeout": 10}
+    asked = _Answers()
+    loops = {}
+    for name in ("n1", "n2", "n3"):
+        me = Me(name, conn_url=f"postgresql://{name}:5432/postgres", api_url=f"http://{name}:8008/patroni")
+        loops[name] = HaLoop(dcs=memory_dcs(clock, KeyLayout("/service/", "t"), kv), pg=FakePostgres(name, network, clock),
+                             watchdog=None, clock=clock, me=me, bootstrap_dcs=profile, version="test",
+                             position_peers=asked if name == "n2" else None)
+    n1, n2, n3 = loops["n1"], loops["n2"], loops["n3"]
+    for _ in range(4):
+        for loop in (n1, n2, n3):
+            loop.cycle()
+        clock.advance(1)
+    assert n1.pg.is_primary and n2.pg.running and n3.pg.running  # type: ignore[union-attr]
+    assert asked.asked == []  # nobody asks while the leader key is held
+    n1.pg.crash()  # type: ignore[union-attr]
+    n1.dcs.release_leader("n1", timeout_s=1)  # its lease ended ...
+    n1.dcs.delete_member("n1", timeout_s=1)  # ... and so did its member key
+    mine = n2.pg.observe().lsn or 0  # type: ignore[union-attr]
+
+    asked.answers["n3"] = PeerAnswer("n3", in_recovery=True, lsn=mine + 100, timeline=1)  # its key says mine
+    assert n2.cycle().reason == "not promoting: n3 is healthier"
+    assert asked.asked == [("n3",)] and not n2.pg.is_primary  # type: ignore[union-attr]
+
+    asked.answers["n3"] = PeerAnswer("n3", in_recovery=False, lsn=mine, timeline=1)
+    assert n2.cycle().reason == "not promoting: n3 answers that its PostgreSQL runs as a primary"
+
+    asked.answers["n3"] = PeerAnswer("n3", in_recovery=True, lsn=mine, timeline=1)  # equal: the name decides
+    assert n2.cycle().reason == "failover: the leader key was free and I am the healthiest replica"
+    assert n2.pg.is_primary  # type: ignore[union-attr]
