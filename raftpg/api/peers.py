@@ -1,6 +1,6 @@
 """The other members' REST APIs, asked all at once within one deadline: by a primary cut off from the DCS
-under failsafe_mode, to keep it (``POST /failsafe``); by a failover candidate under quorum commit, for their
-positions (``GET /patroni``, PostgreSQL as observed at most half a second before). The requests carry this node's ``restapi.authentication``
+under failsafe_mode, to keep it (``POST /failsafe``); by a failover candidate, for their positions
+(``GET /patroni``, PostgreSQL as observed at most half a second before). The requests carry this node's ``restapi.authentication``
 (every member checks the same credentials on its unsafe methods) and, when the members verify client
 certificates, this node's REST certificate; HTTPS URLs are verified against ``restapi.cafile``."""
 
