@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -35,15 +36,51 @@ RUN_AS = "postgres"
 SECRETS_FILE = "secrets.json"  # in the base directory, mode 0600; a reused directory keeps its secrets
 
 
+LOW_PORT = 20000  # local clusters take their ports from here up to the kernel's ephemeral range
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-        ports.append(s.getsockname()[1])
-    for s in sockets:
-        s.close()
+    """``count`` ports free on 127.0.0.1 now, never handed out before by this process.
+
+    They come from below the kernel's ephemeral range when there is room there: a port that bind(0) hands
+    out lies inside it, and until the node meant to listen on it has bound it, an outgoing connection (a
+    node dialling a member that is not up yet) can take the same number as its local port, and that node
+    then fails with EADDRINUSE (seen in the tests). Below the range only another listener can take it."""
+    top = _ephemeral_start()
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    for _ in range(64 * count):
+        if len(ports) == count or top - LOW_PORT < 1000:
+            break
+        port = rng.randrange(LOW_PORT, top)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            ports.append(port)
+    while len(ports) < count:  # no low range here: let the kernel choose
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            ports.append(port)
     return ports
 
 

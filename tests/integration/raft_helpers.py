@@ -12,7 +12,6 @@ import os
 import secrets
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftpg.cli.local_cluster import free_ports
 from raftpg.testing import poll
 
 PYTHON = sys.executable
@@ -28,10 +28,9 @@ FAKETIME = "/usr/bin/faketime"
 
 
 def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1 (bind to 0). Good enough on a test machine."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1 below the ephemeral range, never handed out before in this run
+    (local_cluster.free_ports says why: a node failed to start with EADDRINUSE here)."""
+    return free_ports(1)[0]
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
