@@ -13,6 +13,7 @@ from raftpg.clock import Clock
 from raftpg.dcs.base import Dcs
 from raftpg.ha import actions as act
 from raftpg.ha.background import CloneJob
+from raftpg.ha.failsafe import reserve_s as failsafe_reserve_s
 from raftpg.ha.history import history_rows
 from raftpg.ha.inputs import Inputs, LeaseState, Me
 from raftpg.ha.lease import SUPERVISOR_FENCE_LATENCY_S, LeaseAccount, Timing
@@ -122,7 +123,9 @@ class Executor:
                     return False
                 return account.call(dcs.acquire_leader, t)
             case act.RenewLeaderKey():
-                return account.call(dcs.renew_leader, t)
+                # failsafe_mode: a DCS that stopped answering since this cycle's read must not use up the
+                # time the members' answers need before the demotion point (as the loop's read keeps it)
+                return account.call(dcs.renew_leader, t, reserve_s=failsafe_reserve_s(i.memory.failsafe_members))
             case act.ReleaseLeaderKey():
                 account.drop()
                 dcs.release_leader(name, timeout_s=budget_s)

@@ -23,6 +23,14 @@ from raftpg.model import ClusterView
 
 RUNNING_AS_LEADER = "Running as a leader"  # Patroni's answer to POST /failsafe from a running primary
 NOT_ENABLED = "failsafe_mode is not enabled"
+# Kept before the demotion point for asking the members (AskFailsafe waits <= 2 s): a DCS call of a primary
+# that remembers a topology (its read, its renewal) never runs into this time.
+ROUND_S = 2.5
+
+
+def reserve_s(memory_members: tuple[tuple[str, str], ...] | None) -> float:
+    """How much of the lease a DCS call must leave for a failsafe round: ROUND_S once a topology is known."""
+    return ROUND_S if memory_members else 0.0
 
 
 def enabled(view: ClusterView, me: Me) -> bool:

@@ -73,12 +73,13 @@ class LeaseAccount:
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- the account
-    def call(self, fn: LeaderCall, timing: Timing) -> bool:
+    def call(self, fn: LeaderCall, timing: Timing, reserve_s: float = 0.0) -> bool:
         """Acquire or renew (``fn``); on a confirmed answer the lease is ``sent + ttl`` and both enforcers
-        learn it; on a refusal the lease is gone. A DcsError leaves the lease as it was (it runs out)."""
+        learn it; on a refusal the lease is gone. A DcsError leaves the lease as it was (it runs out). The
+        call gives up ``reserve_s`` before the demotion point at the latest (failsafe_mode's round)."""
         with self._lock:
             sent = self.clock.monotonic()
-            budget = self.state.budget(timing.retry_timeout_s, sent, timing.demote_margin_s)
+            budget = self.state.budget(timing.retry_timeout_s, sent + reserve_s, timing.demote_margin_s)
             leader = fn(self.name, timing.ttl_s, timeout_s=budget)
             if not leader:
                 self.state = LeaseState()

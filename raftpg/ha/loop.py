@@ -48,7 +48,6 @@ __all__ = ["HaLoop", "NodeStatus"]
 
 log = logging.getLogger(__name__)
 
-FAILSAFE_ROUND_S = 2.5  # kept before the demotion point for asking the members (AskFailsafe waits <= 2 s)
 RETRY_FIRST_S = 0.2  # the first retry after a failed action; doubled per further failure, up to loop_wait
 
 
@@ -128,17 +127,19 @@ class HaLoop:
         self._wake.set()
 
     # ------------------------------------------------------------------ one cycle
-    def _budget(self, cap_s: float, reserve_s: float = 0.0) -> float:
-        """A DCS call's deadline: at most ``cap_s``, and never past the moment this node must demote (less
-        ``reserve_s``, time kept for what must still happen before it)."""
+    def _budget(self, cap_s: float) -> float:
+        """A DCS call's deadline: at most ``cap_s``, and never past the moment this node must demote, less
+        the time a failsafe round needs once a topology is remembered (failsafe.reserve_s): a DCS that
+        stopped answering must not use up the time for asking the members (found on a real etcd: a read,
+        then a member-key write, timed out at the margin and the primary demoted without asking anyone)."""
+        reserve_s = failsafe.reserve_s(self.memory.failsafe_members)
         return self.executor.lease.budget(cap_s, self.clock.monotonic() + reserve_s, self.timing.demote_margin_s)
 
     def _read(self) -> ClusterView | None:
         # failsafe_mode: a read of an unreachable DCS must not use up the time the members' answers need
         # before the demotion point (found on a real etcd: the read timed out at the margin, so the primary
         # demoted without asking anyone)
-        reserve_s = FAILSAFE_ROUND_S if self.memory.failsafe_members else 0.0
-        budget = self._budget(self.timing.retry_timeout_s, reserve_s)
+        budget = self._budget(self.timing.retry_timeout_s)
         try:
             view = self.dcs.load(linearizable=True, timeout_s=budget, member=self.me.name)
         except DcsError as exc:

@@ -234,3 +234,52 @@ def test_a_primary_cut_off_from_the_dcs_is_kept_while_every_member_accepts_and_d
             break
     assert writers and writers[0] in ("n2", "n3"), "a replica took over once n1 had stopped"
     assert not loops["n1"].pg.observe().is_primary  # type: ignore[union-attr]
+
+
+class Freezing(CutOff):
+    """A DCS that freezes (as a SIGSTOPped etcd) right after this node's next read: from then on every call
+    waits out its whole timeout on the fake clock, then fails."""
+
+    def __init__(self, dcs: Any, clock: FakeClock) -> None:
+        super().__init__(dcs)
+        self.clock, self.freeze_after_read = clock, False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.dcs, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                self.clock.advance(float(kwargs.get("timeout_s", args[-1] if name == "watch" else 0.0)))
+                if name == "watch":
+                    return False
+                raise DcsError(f"{name}: no answer in time")
+            result = attr(*args, **kwargs)
+            if name == "load" and self.freeze_after_read:
+                self.down, self.freeze_after_read = True, False
+            return result
+        return call
+
+
+def test_a_dcs_that_freezes_between_the_read_and_the_renewal_still_leaves_time_to_ask_the_members():
+    """Found on a real etcd (test_failsafe_cluster): etcd froze after the primary's read and before its
+    renewal; the renewal waited out its whole budget, up to the demotion point, so the next cycle could
+    only demote, and the primary stopped 4.4 s into the outage without asking anyone. The renewal keeps
+    the failsafe round's time in reserve, as the read already did."""
+    clock, network, _cut, loops, peers = three_nodes()
+    freezing = Freezing(loops["n1"].dcs.dcs, clock)  # type: ignore[attr-defined]
+    loops["n1"].dcs = freezing  # type: ignore[assignment]
+    loops["n1"].executor.dcs = freezing  # type: ignore[assignment]
+    for _ in range(40):
+        step(clock, network, loops)
+        view = loops["n2"].dcs.load(timeout_s=1)
+        if view.failsafe and len(view.failsafe) == 3 and loops["n1"].memory.failsafe_members == view.failsafe \
+                and all(loops[n].pg.observe().streaming for n in ("n2", "n3")):  # type: ignore[union-attr]
+            break
+    assert loops["n1"].memory.failsafe_members and loops["n1"].pg.observe().is_primary  # type: ignore[union-attr]
+
+    freezing.freeze_after_read = True
+    for _ in range(30):  # three TTLs
+        assert step(clock, network, loops) == ["n1"]
+    assert peers.asked >= 10 and loops["n1"].status.extra["failsafe_mode_is_active"]
