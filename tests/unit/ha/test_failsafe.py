@@ -204,14 +204,21 @@ def step(clock: FakeClock, network: PgNetwork, loops: dict[str, HaLoop]) -> list
     return writers
 
 
-def test_a_primary_cut_off_from_the_dcs_is_kept_while_every_member_accepts_and_demotes_when_one_does_not():
-    clock, network, n1_dcs, loops, peers = three_nodes()
+def settle(clock: FakeClock, network: PgNetwork, loops: dict[str, HaLoop]) -> Any:
+    """Cycle until n1 is the primary, both replicas stream and n1 remembers the topology it published;
+    return the view (at most 40 cycles)."""
     for _ in range(40):
         step(clock, network, loops)
         view = loops["n2"].dcs.load(timeout_s=1)
         if view.failsafe and len(view.failsafe) == 3 and loops["n1"].memory.failsafe_members == view.failsafe \
                 and all(loops[n].pg.observe().streaming for n in ("n2", "n3")):  # type: ignore[union-attr]
             break
+    return view
+
+
+def test_a_primary_cut_off_from_the_dcs_is_kept_while_every_member_accepts_and_demotes_when_one_does_not():
+    clock, network, n1_dcs, loops, peers = three_nodes()
+    view = settle(clock, network, loops)
     assert view.failsafe == (("n1", "http://n1:8008/patroni"), ("n2", "http://n2:8008/patroni"),
                              ("n3", "http://n3:8008/patroni"))
     assert loops["n1"].pg.observe().is_primary  # type: ignore[union-attr]
@@ -271,12 +278,7 @@ def test_a_dcs_that_freezes_between_the_read_and_the_renewal_still_leaves_time_t
     freezing = Freezing(loops["n1"].dcs.dcs, clock)  # type: ignore[attr-defined]
     loops["n1"].dcs = freezing  # type: ignore[assignment]
     loops["n1"].executor.dcs = freezing  # type: ignore[assignment]
-    for _ in range(40):
-        step(clock, network, loops)
-        view = loops["n2"].dcs.load(timeout_s=1)
-        if view.failsafe and len(view.failsafe) == 3 and loops["n1"].memory.failsafe_members == view.failsafe \
-                and all(loops[n].pg.observe().streaming for n in ("n2", "n3")):  # type: ignore[union-attr]
-            break
+    settle(clock, network, loops)
     assert loops["n1"].memory.failsafe_members and loops["n1"].pg.observe().is_primary  # type: ignore[union-attr]
 
     freezing.freeze_after_read = True
