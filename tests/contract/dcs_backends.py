@@ -9,6 +9,10 @@
   here does not prove the adapter works with a real Consul.
 
 Each test gets its own scope (``/service/c<N>/``) on the shared stores, so tests never see each other's keys.
+The shared stores live as long as one test module (``module`` scope), not the whole session: the Raft
+voters' tick threads draw election timeouts from the global ``random``, and left running through the unit
+tests that follow they made hypothesis warn about ``random`` used inside its strategies. (``package`` scope
+would not do: this directory is not a Python package, and pytest then keeps such a fixture to the end.)
 Waiting is always polling a condition against a deadline; sleeping only paces renewals.
 """
 
@@ -100,7 +104,7 @@ class Backend:
 
 
 # ---------------------------------------------------------------------- shared stores
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def raft_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[KvDcs]]:
     nodes = start_raft(tmp_path_factory.mktemp("raft"))
     yield nodes
@@ -128,7 +132,7 @@ def start_raft(data_dir: Path, count: int = 3) -> list[KvDcs]:
     return nodes
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def etcd_store() -> Iterator[EtcdProcess]:
     if etcd_binary() is None:
         pytest.skip(SKIP_REASON)
@@ -137,7 +141,7 @@ def etcd_store() -> Iterator[EtcdProcess]:
     etcd.cleanup()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def consul_fake() -> Iterator[FakeConsul]:
     fake = FakeConsul(min_session_ttl_s=0.1).start()
     yield fake
