@@ -145,7 +145,10 @@ def both(tmp_path_factory):
         yield clusters
     finally:
         for cluster in clusters.values():
-            cluster.close(remove=True)
+            if isinstance(cluster, PatroniCluster):
+                cluster.close(remove=True)
+            else:
+                cluster.destroy(remove=True)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -132,7 +132,7 @@ def witnesses():
         for name in cluster.nodes:  # captured: shown only when the test fails
             with contextlib.suppress(OSError), open(cluster.log_path(name), errors="replace") as f:
                 print(f"----- {name} agent.log (last lines) -----\n" + "".join(f.readlines()[-40:]))
-        cluster.close(remove=True)
+        cluster.destroy(remove=True)
 
 
 def raft_status(cluster: LocalCluster, name: str, timeout_s: float = 2.0) -> dict | None:
