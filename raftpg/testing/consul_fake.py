@@ -354,6 +354,9 @@ class FakeConsul:
 class _Handler(BaseHTTPRequestHandler):
     consul: FakeConsul
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as Consul (Go) sets on every connection. Without it the body, written after the
+    # headers, waits for the client's delayed ACK of the headers: ~35 ms added to every answer.
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
