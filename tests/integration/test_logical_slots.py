@@ -22,6 +22,8 @@ import pytest
 from cluster_fixtures import sql, try_sql, wait_primary, wait_streaming
 from test_dcs_poison_cluster import cycles
 
+from raftpg.ha.slots import SLOTS_REFRESH_S
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 FAST = {"ttl": 10, "loop_wait": 1, "retry_timeout": 4}
@@ -173,4 +175,7 @@ def test_a_slot_removed_from_the_config_is_dropped_on_the_replicas_too(make_clus
     finally:
         consumer.kill()
         consumer.wait()
-    cluster.wait_for(lambda: slot(cluster, primary) is None, 60, "cdc dropped on the primary once inactive")
+    # the primary checks its slots again when the wanted set changes or every SLOTS_REFRESH_S (60 s): the
+    # slot left the config while active, so it goes at the first check after its consumer did, up to 60 s
+    cluster.wait_for(lambda: slot(cluster, primary) is None, SLOTS_REFRESH_S + 30,
+                     "cdc dropped on the primary once inactive")
