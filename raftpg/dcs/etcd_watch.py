@@ -15,7 +15,10 @@ the next host), and answers ``changed_after`` from memory:
 
 While the stream is down (etcd unreachable), ``changed_after`` waits out its timeout and says False, as the
 port asks; the loop still cycles every loop_wait. The stream has a read timeout of ``IDLE_READ_S``: an idle
-one is re-opened that often, which also bounds how long a silently dead connection goes unnoticed.
+one is re-opened that often, which also bounds how long a silently dead connection goes unnoticed. No
+failure ends the thread while the client is open: an answer that says "try the next host" (503 "transport
+is closing" during an etcd leader change, 401 for an expired auth token) once killed it for good, leaving
+the loop to notice every change only at its next cycle.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import httpx
 from raftpg.clock import Clock, SystemClock
 from raftpg.dcs.base import DcsError
 from raftpg.dcs.etcd_gateway import EtcdGateway, b64, prefix_end, text
+from raftpg.dcs.http import TryNext
 
 log = logging.getLogger(__name__)
 
 IDLE_READ_S = 30.0
+_EXPECTED = (DcsError, TryNext, httpx.HTTPError, RuntimeError, ValueError, KeyError, TypeError)
 RETRY_S = (0.1, 0.5, 1.0)  # pauses before re-opening after consecutive failures (then the last one)
 
 
@@ -123,10 +128,13 @@ class PrefixWatch:
                 failures = 0
             except httpx.ReadTimeout:
                 failures = 0  # idle for IDLE_READ_S: re-open
-            except (DcsError, httpx.HTTPError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one stream's failure
                 if self._gateway.closed.is_set():
                     break
-                log.debug("etcd watch stream failed: %s", exc)
+                if isinstance(exc, _EXPECTED):
+                    log.debug("etcd watch stream failed: %s", exc)
+                else:
+                    log.warning("etcd watch stream failed unexpectedly: %r", exc, exc_info=True)
                 self._gateway.next_host()
                 self._gateway.closed.wait(RETRY_S[min(failures, len(RETRY_S) - 1)])
                 failures += 1
