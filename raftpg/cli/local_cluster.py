@@ -309,8 +309,10 @@ class LocalCluster:
         for the last node, for a Raft store without a majority: 7-19 s a cluster. Here every agent's process
         group is SIGKILLed at the same moment (its fencing supervisor, in a session of its own, then stops
         PostgreSQL as it does whenever its agent dies), every postmaster gets SIGQUIT as well (one a
-        detached supervisor keeps), and whatever is left after ``timeout_s`` is SIGKILLed. An immediate
-        shutdown, unlike a SIGKILL, removes PostgreSQL's System V shared memory segment."""
+        detached supervisor keeps); it returns once every process of the agents' trees is gone, and whatever
+        is left after ``timeout_s`` is SIGKILLed. An immediate shutdown, unlike a SIGKILL, removes
+        PostgreSQL's System V shared memory segment."""
+        tree = {pid for proc in self.procs.values() if proc.poll() is None for pid in [proc.pid, *descendants(proc.pid)]}
         for proc in self.procs.values():
             if proc.poll() is None:
                 try:
@@ -334,6 +336,18 @@ class LocalCluster:
             while self.postmaster_pid(name) and time.monotonic() < deadline:
                 time.sleep(0.05)
             self._kill_leftover_postgres(name)
+        # the supervisors exit once their postmaster has, the backends once they see it gone: wait for them
+        while any(_running(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in tree:
+            if _running(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        end = time.monotonic() + 2.0
+        while any(_running(pid) for pid in tree) and time.monotonic() < end:
+            time.sleep(0.02)
         if remove:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
@@ -423,6 +437,15 @@ def descendants(pid: int) -> list[int]:
         found.append(child)
         todo.extend(children.get(child, []))
     return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited process its parent has not reaped yet has gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _pids_with_arg(needle: str) -> list[int]:
