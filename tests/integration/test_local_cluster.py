@@ -10,18 +10,9 @@ import tempfile
 import pytest
 from cluster_fixtures import streaming_replicas, wait_primary  # noqa: F401
 
-from raftpg.cli.local_cluster import LocalCluster, _pids_with_arg, descendants
+from raftpg.cli.local_cluster import LocalCluster, _pids_with_arg, _running, descendants
 
 pytestmark = [pytest.mark.integration]
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (an exited process whose parent has not reaped it yet is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def shm_ids() -> set[int]:
@@ -52,7 +43,7 @@ def test_destroy_leaves_no_process_and_no_shared_memory(make_cluster) -> None:  
         cluster.destroy()
 
         assert not _pids_with_arg(base), "a process of the cluster outlived destroy()"
-        alive = {pid for pid in tree if running(pid)}
+        alive = {pid for pid in tree if _running(pid)}
         assert not alive, f"processes of the cluster's trees outlived destroy(): {sorted(alive)}"
         left = set(segments.values()) & shm_ids()
         assert not left, f"shared memory segments left behind: {sorted(left)}"
